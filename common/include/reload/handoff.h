@@ -1,0 +1,98 @@
+// The contract between an image and the image it execs, and between the
+// synchronizer and the new image. Pure encoding and decoding; no I/O.
+//
+// Across the exec:
+//   LISTEN_FDS / LISTEN_PID / LISTEN_FDNAMES  systemd's convention, fds from 3
+//   MOLT_HANDOFF=1                          version of everything below
+//   MOLT_NOTIFY_FD   write end: the new image writes "READY <pid> <gen>\n" or
+//                    "FAIL <reason>\n" to the synchronizer
+//   MOLT_STATE_FD    read end: the synchronizer's SyncReport arrives here
+//   MOLT_SYNC_PID, MOLT_GENERATION (last generation used),
+//   MOLT_SERVING_GENERATION, MOLT_STARTED (epoch seconds of the first start),
+//   MOLT_RELOAD_STARTED_US (CLOCK_MONOTONIC), MOLT_PENDING (a reload queued
+//   while the old image was busy), MOLT_COUNTERS, MOLT_CHILDREN (every worker
+//   the old image knew, so the new one can supervise them even if the
+//   synchronizer dies).
+//
+// The SyncReport is "MOLT" '1', a 4-byte big-endian body length, then
+// "key=value\n" lines.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "reload/worker_registry.h"
+
+namespace reload {
+
+constexpr int kHandoffVersion = 1;
+
+struct HandoffChild {
+  pid_t pid = 0;
+  uint64_t generation = 0;
+  int slot = 0;
+  bool draining = false;
+  int64_t killAtUs = 0;  // CLOCK_MONOTONIC; draining only, 0 = never
+};
+
+struct HandoffCounters {
+  uint64_t reloadsOk = 0;
+  uint64_t reloadsFailed = 0;
+  uint64_t workerRestarts = 0;
+  uint64_t drainKills = 0;
+};
+
+struct HandoffEnv {
+  int notifyFd = -1;
+  int stateFd = -1;
+  pid_t syncPid = -1;
+  uint64_t lastGeneration = 0;
+  uint64_t servingGeneration = 0;
+  int64_t startedEpoch = 0;
+  int64_t reloadStartedUs = 0;
+  std::string pending;  // "", "hup" or "usr1"
+  HandoffCounters counters;
+  std::vector<HandoffChild> children;
+};
+
+using EnvPairs = std::vector<std::pair<std::string, std::string>>;
+
+EnvPairs encodeHandoffEnv(const HandoffEnv& env);
+// Returns nothing when MOLT_HANDOFF is absent. Throws std::invalid_argument
+// when it is present but malformed or of another version.
+std::optional<HandoffEnv> decodeHandoffEnv(
+    const std::function<const char*(const char*)>& getenvFn);
+// Names the variables decodeHandoffEnv reads, so they can be removed after use.
+std::vector<std::string> handoffEnvNames();
+
+struct SyncReport {
+  pid_t syncPid = 0;
+  int64_t drainSignalledUs = 0;        // CLOCK_MONOTONIC when old workers were told
+  std::vector<pid_t> signalled;        // old workers told to drain
+  std::vector<pid_t> alreadyGone;      // old workers that were not there any more
+};
+
+std::string encodeSyncReport(const SyncReport& report);
+// Returns nothing while `bytes` is still incomplete. Throws
+// std::invalid_argument for a bad magic, version or body.
+std::optional<SyncReport> decodeSyncReport(const std::string& bytes);
+
+// The notify line the new image sends the synchronizer.
+struct NotifyMessage {
+  enum class Kind { kReady, kFail } kind = Kind::kFail;
+  pid_t pid = 0;
+  uint64_t generation = 0;
+  std::string reason;
+};
+std::string encodeNotify(const NotifyMessage& msg);
+// Returns nothing until a full line is present; a malformed line is a kFail
+// with a reason saying so.
+std::optional<NotifyMessage> decodeNotify(const std::string& bytes);
+
+}  // namespace reload

@@ -1,0 +1,73 @@
+// Typed, validated access to an INI file.
+//
+// Every getter records the key as known and records a problem instead of
+// throwing, so one run reports every bad key at once. finish() throws a
+// ConfigError listing them, each as "file: [section] key: reason".
+#pragma once
+
+#include <Poco/AutoPtr.h>
+#include <Poco/Util/IniFileConfiguration.h>
+
+#include <cstdint>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace reload {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class IniConfig {
+ public:
+  // Reads and parses the file. Throws ConfigError if it cannot be read.
+  explicit IniConfig(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  // SHA-256 of the file's bytes, hex.
+  const std::string& digest() const { return digest_; }
+
+  bool has(const std::string& section, const std::string& key) const;
+  std::string getString(const std::string& section, const std::string& key,
+                        const std::string& fallback);
+  // Seconds, fractions allowed.
+  double getSeconds(const std::string& section, const std::string& key, double fallback,
+                    double min, double max);
+  int64_t getInt(const std::string& section, const std::string& key, int64_t fallback,
+                 int64_t min, int64_t max);
+  // Bytes with an optional K, M, G or T suffix (powers of 1024).
+  uint64_t getBytes(const std::string& section, const std::string& key, uint64_t fallback);
+  bool getBool(const std::string& section, const std::string& key, bool fallback);
+  // A comma-separated list; empty items are dropped.
+  std::vector<std::string> getList(const std::string& section, const std::string& key);
+  // One of `choices`.
+  std::string getChoice(const std::string& section, const std::string& key,
+                        const std::string& fallback, const std::vector<std::string>& choices);
+
+  void fail(const std::string& section, const std::string& key, const std::string& reason);
+
+  // Keys and sections present in the file that no getter asked for.
+  std::vector<std::string> unknownKeys() const;
+  const std::vector<std::string>& errors() const { return errors_; }
+  // Throws ConfigError with every recorded problem, one per line.
+  void finish() const;
+
+ private:
+  std::string raw(const std::string& section, const std::string& key);
+
+  std::string path_;
+  std::string digest_;
+  Poco::AutoPtr<Poco::Util::IniFileConfiguration> ini_;
+  std::set<std::string> known_;
+  std::vector<std::string> errors_;
+};
+
+// Parses "30", "0.5"; throws std::invalid_argument.
+double parseSeconds(const std::string& text);
+// Parses "512", "64K", "10M", "2G"; throws std::invalid_argument.
+uint64_t parseBytes(const std::string& text);
+
+}  // namespace reload

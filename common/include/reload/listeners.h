@@ -1,0 +1,44 @@
+// Listening sockets that outlive worker generations and images.
+//
+// Every listener is created with SOCK_CLOEXEC | SOCK_NONBLOCK and SO_REUSEPORT.
+// Non-blocking matters: several processes accept on the same socket, and a
+// blocking accept() in a process that lost the race would hang its drain.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "reload/fd.h"
+#include "reload/listen_address.h"
+
+namespace reload {
+
+struct Listener {
+  ListenAddress address;
+  std::string key;   // socketKey() of the bound socket
+  std::string role;  // "public" (workers serve it) or "admin" (the master serves it)
+  Fd fd;
+};
+
+// Binds and listens. Throws std::system_error naming the address and the step.
+// A Unix socket path left by a dead server is removed first; one that still
+// accepts connections is reported as EADDRINUSE.
+Fd bindListener(const ListenAddress& address, int backlog = 4096);
+
+// The key of the address a socket is bound to, or "" if it is not a bound
+// listening stream socket.
+std::string listeningSocketKey(int fd);
+
+// What has to change to go from the listeners we hold to the configured ones.
+struct ListenerPlan {
+  std::vector<size_t> keep;     // indexes into `current` that stay
+  std::vector<size_t> bind;     // indexes into `desired` that need a new socket
+  std::vector<size_t> release;  // indexes into `current` no longer configured
+};
+ListenerPlan planListeners(const std::vector<std::string>& currentKeys,
+                           const std::vector<std::string>& desiredKeys);
+
+// Sets or clears FD_CLOEXEC. Throws std::system_error.
+void setCloseOnExec(int fd, bool on);
+
+}  // namespace reload

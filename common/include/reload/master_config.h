@@ -1,0 +1,36 @@
+// Settings the reload machinery itself needs: [server], [admin] and [log].
+// The service adds its own sections through the same IniConfig.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "reload/ini_config.h"
+#include "reload/listen_address.h"
+#include "reload/log.h"
+
+namespace reload {
+
+enum class ListenerHandoff { kInherit, kRebind };
+
+struct MasterConfig {
+  std::vector<ListenAddress> bind;
+  int workers = 2;
+  int threads = 256;
+  double gracefulTimeout = 60;
+  double clientTimeout = 60;
+  double keepaliveTimeout = 5;
+  double reloadTimeout = 30;
+  ListenerHandoff listenerHandoff = ListenerHandoff::kInherit;
+  int maxDrainingGenerations = 4;
+  std::string pidFile;  // empty: none
+  std::string user;     // empty: keep the current user
+  std::vector<ListenAddress> adminBind;
+  std::string adminTokenFile;  // empty: admin POSTs need no token
+  log::Settings log;
+};
+
+// Reads [server], [admin] and [log]; problems are recorded in `ini`.
+MasterConfig parseMasterConfig(IniConfig& ini);
+
+}  // namespace reload

@@ -1,0 +1,14 @@
+// systemd's notify protocol (sd_notify). Harmless without systemd: every call
+// is then a no-op. Only the master calls these; children unset NOTIFY_SOCKET.
+#pragma once
+
+#include <string>
+
+namespace reload::notify {
+
+void ready(const std::string& status);
+void reloading(const std::string& status);
+void stopping(const std::string& status);
+void status(const std::string& status);
+
+}  // namespace reload::notify

@@ -1,0 +1,58 @@
+// Small process-level helpers around fork/exec, descriptors and clocks.
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace reload {
+
+double monotonicSeconds();
+int64_t monotonicMicros();
+
+// "exited with status 3", "killed by SIGKILL (core dumped)".
+std::string describeWaitStatus(int status);
+
+// Sets the name ps, top and /proc/PID/comm show (15 characters at most).
+void setProcessName(const std::string& name);
+
+// Closes every descriptor >= 3 that is not in `keep`. For a freshly forked
+// child, so that it holds only what it needs.
+void closeAllFdsExcept(std::vector<int> keep);
+
+// Sets FD_CLOEXEC on every open descriptor >= 3 that is not in `keep`, and
+// clears it on those in `keep`. Throws std::system_error.
+void setCloseOnExecExcept(const std::vector<int>& keep);
+
+// Descriptors this process has open (counting /proc/self/fd).
+int countOpenFds();
+
+// Puts `sources[i]` at descriptor 3 + i, as LISTEN_FDS requires, without
+// losing whatever was there: displaced descriptors are parked and put back by
+// undo() if the exec that follows fails.
+class FdLayout {
+ public:
+  // Throws std::system_error; on failure nothing has changed.
+  explicit FdLayout(const std::vector<int>& sources);
+  FdLayout(const FdLayout&) = delete;
+  FdLayout& operator=(const FdLayout&) = delete;
+  // Restores the descriptors as they were before the constructor.
+  void undo() noexcept;
+
+ private:
+  struct Parked {
+    int fd = -1;
+    int flags = 0;
+  };
+  std::map<int, Parked> displaced_;  // target fd -> where its old file is parked
+  std::vector<int> targets_;
+};
+
+// Reads the PPid field of /proc/PID/status; -1 if the process is gone.
+pid_t parentOf(pid_t pid);
+
+}  // namespace reload

@@ -1,0 +1,37 @@
+// The synchronizer: a child forked by the master just before it execs itself.
+// It holds the old listening sockets and knows the old workers, waits for the
+// new image to say it is serving, and only then tells the old workers to drain
+// and lets go of the sockets.
+#pragma once
+
+#include <sys/types.h>
+
+#include <vector>
+
+namespace reload {
+
+struct SyncParams {
+  int notifyFd = -1;              // read end; the new image writes READY or FAIL
+  int stateFd = -1;               // write end; our SyncReport goes here
+  std::vector<int> listenerFds;   // our copies of the old listeners
+  std::vector<pid_t> oldWorkers;  // workers serving when the reload began
+  pid_t masterPid = 0;
+  bool shutdownListeners = false;  // listener_handoff = rebind: Swift's behaviour
+  double timeoutSeconds = 30;
+};
+
+// Exit codes of the synchronizer, for the master's log.
+enum SyncExit : int {
+  kSyncDrained = 0,      // new image ready; old workers told to drain
+  kSyncAborted = 1,      // new image reported a failure; nothing touched
+  kSyncMasterGone = 2,   // notify pipe closed without a message
+  kSyncTimedOut = 3,     // no word from the new image in time
+  kSyncInternal = 4,
+};
+
+const char* describeSyncExit(int code);
+
+// Runs the synchronizer's whole life; returns its exit code. Never throws.
+int runSynchronizer(const SyncParams& params) noexcept;
+
+}  // namespace reload

@@ -1,0 +1,182 @@
+#include "reload/admin_server.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <sstream>
+
+namespace reload {
+namespace {
+
+constexpr size_t kMaxHeader = 16 * 1024;
+constexpr size_t kMaxBody = 64 * 1024;
+constexpr double kConnTimeout = 5.0;
+constexpr size_t kMaxConns = 64;
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string render(const AdminResponse& r) {
+  std::ostringstream out;
+  out << "HTTP/1.1 " << r.status << " " << httpReason(r.status) << "\r\n"
+      << "Content-Type: " << r.contentType << "\r\n"
+      << "Content-Length: " << r.body.size() << "\r\n"
+      << "Cache-Control: no-store\r\n"
+      << "Connection: close\r\n\r\n"
+      << r.body;
+  return out.str();
+}
+
+AdminResponse plain(int status, const std::string& text) {
+  return AdminResponse{status, "text/plain; charset=utf-8", text + "\n"};
+}
+
+}  // namespace
+
+std::string httpReason(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+  }
+}
+
+void AdminServer::addPollFds(const std::vector<int>& listeners,
+                             std::vector<pollfd>& fds) const {
+  if (conns_.size() < kMaxConns)
+    for (int l : listeners) fds.push_back(pollfd{l, POLLIN, 0});
+  for (const auto& [fd, conn] : conns_)
+    fds.push_back(pollfd{fd, static_cast<short>(conn.out.empty() ? POLLIN : POLLOUT), 0});
+}
+
+void AdminServer::onPoll(const std::vector<pollfd>& fds, double now) {
+  for (const auto& p : fds) {
+    if (p.revents == 0) continue;
+    auto it = conns_.find(p.fd);
+    if (it == conns_.end()) {
+      acceptFrom(p.fd, now);
+      continue;
+    }
+    Conn& conn = it->second;
+    bool keep = conn.out.empty() ? readFrom(conn) : writeTo(conn);
+    if (!keep) conns_.erase(it);
+  }
+}
+
+void AdminServer::acceptFrom(int listener, double now) {
+  for (int i = 0; i < 16 && conns_.size() < kMaxConns; ++i) {
+    int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;  // EAGAIN, or a transient error; poll tells us again
+    Conn conn;
+    conn.fd.reset(fd);
+    conn.deadline = now + kConnTimeout;
+    conns_.emplace(fd, std::move(conn));
+  }
+}
+
+bool AdminServer::readFrom(Conn& conn) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = recv(conn.fd.get(), buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n <= 0) return false;
+    conn.in.append(buf, static_cast<size_t>(n));
+    if (conn.in.size() > kMaxHeader + kMaxBody) break;
+  }
+  if (auto out = tryRespond(conn.in)) {
+    conn.out = std::move(*out);
+    return writeTo(conn);
+  }
+  return true;
+}
+
+bool AdminServer::writeTo(Conn& conn) {
+  while (conn.written < conn.out.size()) {
+    ssize_t n = send(conn.fd.get(), conn.out.data() + conn.written,
+                     conn.out.size() - conn.written, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return true;
+    if (n <= 0) return false;
+    conn.written += static_cast<size_t>(n);
+  }
+  shutdown(conn.fd.get(), SHUT_WR);
+  return false;
+}
+
+std::optional<std::string> AdminServer::tryRespond(const std::string& in) {
+  auto end = in.find("\r\n\r\n");
+  if (end == std::string::npos) {
+    if (in.size() > kMaxHeader) return render(plain(431, "request header too large"));
+    return std::nullopt;
+  }
+  AdminRequest req;
+  std::istringstream head(in.substr(0, end));
+  std::string line;
+  std::getline(head, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  std::istringstream requestLine(line);
+  std::string target, version;
+  if (!(requestLine >> req.method >> target >> version) || version.rfind("HTTP/1.", 0) != 0)
+    return render(plain(400, "malformed request line"));
+  auto q = target.find('?');
+  req.path = target.substr(0, q);
+  if (q != std::string::npos) req.query = target.substr(q + 1);
+  while (std::getline(head, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    auto colon = line.find(':');
+    if (colon == std::string::npos) return render(plain(400, "malformed header line"));
+    std::string value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    req.headers[lower(line.substr(0, colon))] = value;
+  }
+  size_t length = 0;
+  if (auto it = req.headers.find("content-length"); it != req.headers.end()) {
+    try {
+      length = std::stoul(it->second);
+    } catch (const std::exception&) {
+      return render(plain(400, "bad Content-Length"));
+    }
+    if (length > kMaxBody) return render(plain(413, "request body too large"));
+  } else if (req.headers.count("transfer-encoding")) {
+    return render(plain(400, "chunked bodies are not accepted here; send Content-Length"));
+  }
+  if (in.size() < end + 4 + length) return std::nullopt;
+  req.body = in.substr(end + 4, length);
+  return render(handler_(req));
+}
+
+std::optional<double> AdminServer::expire(double now) {
+  std::optional<double> next;
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    if (it->second.deadline <= now) {
+      it = conns_.erase(it);
+      continue;
+    }
+    if (!next || it->second.deadline < *next) next = it->second.deadline;
+    ++it;
+  }
+  return next;
+}
+
+std::vector<int> AdminServer::connectionFds() const {
+  std::vector<int> fds;
+  for (const auto& [fd, conn] : conns_) fds.push_back(fd);
+  return fds;
+}
+
+}  // namespace reload

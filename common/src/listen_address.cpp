@@ -1,0 +1,119 @@
+#include "reload/listen_address.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#include <cstring>
+#include <stdexcept>
+
+namespace reload {
+namespace {
+
+int parsePort(const std::string& text) {
+  if (text.empty()) throw std::invalid_argument("missing port");
+  if (text.size() > 5 || text.find_first_not_of("0123456789") != std::string::npos)
+    throw std::invalid_argument("port '" + text + "' is not a number");
+  int port = std::stoi(text);
+  if (port > 65535) throw std::invalid_argument("port " + text + " is out of range");
+  return port;
+}
+
+}  // namespace
+
+ListenAddress ListenAddress::parse(const std::string& raw) {
+  std::string text = raw;
+  ListenAddress address;
+  if (text.rfind("unix:", 0) == 0) {
+    address.kind = Kind::kUnix;
+    address.path = text.substr(5);
+    if (address.path.empty() || address.path[0] != '/')
+      throw std::invalid_argument("unix socket path must be absolute: '" + text + "'");
+    if (address.path.size() >= sizeof(sockaddr_un::sun_path))
+      throw std::invalid_argument("unix socket path is too long: '" + text + "'");
+    return address;
+  }
+  std::string portText;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      throw std::invalid_argument("expected [v6-address]:port, got '" + text + "'");
+    address.host = text.substr(1, close - 1);
+    portText = text.substr(close + 2);
+    in6_addr probe{};
+    if (inet_pton(AF_INET6, address.host.c_str(), &probe) != 1)
+      throw std::invalid_argument("'" + address.host + "' is not an IPv6 address");
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos)
+      throw std::invalid_argument("expected host:port, got '" + text + "'");
+    address.host = text.substr(0, colon);
+    if (address.host.find(':') != std::string::npos)
+      throw std::invalid_argument("IPv6 addresses need brackets: '" + text + "'");
+    if (address.host == "*") address.host.clear();
+    portText = text.substr(colon + 1);
+  }
+  address.port = parsePort(portText);
+  return address;
+}
+
+std::string ListenAddress::toString() const {
+  if (kind == Kind::kUnix) return "unix:" + path;
+  std::string shown = host.empty() ? "*" : host;
+  if (shown.find(':') != std::string::npos) shown = "[" + shown + "]";
+  return shown + ":" + std::to_string(port);
+}
+
+std::string socketKey(const sockaddr_storage& addr, socklen_t len) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  switch (addr.ss_family) {
+    case AF_INET: {
+      const auto& in = reinterpret_cast<const sockaddr_in&>(addr);
+      inet_ntop(AF_INET, &in.sin_addr, buf, sizeof buf);
+      return std::string("tcp:") + buf + ":" + std::to_string(ntohs(in.sin_port));
+    }
+    case AF_INET6: {
+      const auto& in6 = reinterpret_cast<const sockaddr_in6&>(addr);
+      inet_ntop(AF_INET6, &in6.sin6_addr, buf, sizeof buf);
+      return std::string("tcp:[") + buf + "]:" + std::to_string(ntohs(in6.sin6_port));
+    }
+    case AF_UNIX: {
+      const auto& un = reinterpret_cast<const sockaddr_un&>(addr);
+      auto pathLen = static_cast<size_t>(len) - offsetof(sockaddr_un, sun_path);
+      std::string path(un.sun_path, strnlen(un.sun_path, pathLen));
+      return "unix:" + path;
+    }
+    default:
+      return "family:" + std::to_string(addr.ss_family);
+  }
+}
+
+std::string resolvedKey(const ListenAddress& address) {
+  if (address.kind == ListenAddress::Kind::kUnix) return "unix:" + address.path;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* result = nullptr;
+  std::string port = std::to_string(address.port);
+  const char* host = address.host.empty() ? nullptr : address.host.c_str();
+  int rc = getaddrinfo(host, port.c_str(), &hints, &result);
+  if (rc != 0 || result == nullptr)
+    throw std::invalid_argument("cannot resolve '" + address.host + "': " + gai_strerror(rc));
+  // For the wildcard prefer IPv4's 0.0.0.0, as most servers do.
+  addrinfo* chosen = result;
+  for (addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_family == AF_INET) {
+      chosen = ai;
+      break;
+    }
+  }
+  sockaddr_storage storage{};
+  std::memcpy(&storage, chosen->ai_addr, chosen->ai_addrlen);
+  auto len = chosen->ai_addrlen;
+  freeaddrinfo(result);
+  return socketKey(storage, len);
+}
+
+}  // namespace reload

@@ -1,0 +1,130 @@
+#include "reload/listeners.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "reload/sys_error.h"
+
+namespace reload {
+namespace {
+
+void setIntOption(int fd, int level, int name, int value, const std::string& what) {
+  if (setsockopt(fd, level, name, &value, sizeof value) != 0) throwSysError(what);
+}
+
+// A Unix socket file only blocks bind(). If nothing accepts on it any more it
+// was left by a server that died, and it is safe to remove.
+void removeStaleUnixSocket(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) return;
+  if (!S_ISSOCK(st.st_mode)) return;  // bind() will report EADDRINUSE for us
+  Fd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!probe) throwSysError("socket(AF_UNIX) to probe " + path);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  if (connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return;
+  if (errno == ECONNREFUSED && unlink(path.c_str()) != 0 && errno != ENOENT)
+    throwSysError("unlink stale socket " + path);
+}
+
+Fd bindUnix(const ListenAddress& address, int backlog) {
+  removeStaleUnixSocket(address.path);
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) throwSysError("socket for " + address.toString());
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, address.path.c_str(), sizeof addr.sun_path - 1);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throwSysError("bind " + address.toString());
+  if (listen(fd.get(), backlog) != 0) throwSysError("listen " + address.toString());
+  return fd;
+}
+
+}  // namespace
+
+Fd bindListener(const ListenAddress& address, int backlog) {
+  if (address.kind == ListenAddress::Kind::kUnix) return bindUnix(address, backlog);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* result = nullptr;
+  std::string port = std::to_string(address.port);
+  const char* host = address.host.empty() ? nullptr : address.host.c_str();
+  int rc = getaddrinfo(host, port.c_str(), &hints, &result);
+  if (rc != 0 || result == nullptr)
+    throw std::system_error(EINVAL, std::generic_category(),
+                            "resolve " + address.toString() + ": " + gai_strerror(rc));
+  addrinfo* chosen = result;
+  for (addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_family == AF_INET) {
+      chosen = ai;
+      break;
+    }
+  }
+  Fd fd(socket(chosen->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) {
+    int err = errno;
+    freeaddrinfo(result);
+    throwSysError("socket for " + address.toString(), err);
+  }
+  try {
+    std::string what = address.toString();
+    setIntOption(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR on " + what);
+    setIntOption(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT on " + what);
+    if (chosen->ai_family == AF_INET6)
+      setIntOption(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY on " + what);
+    if (bind(fd.get(), chosen->ai_addr, chosen->ai_addrlen) != 0) throwSysError("bind " + what);
+    if (listen(fd.get(), backlog) != 0) throwSysError("listen " + what);
+  } catch (...) {
+    freeaddrinfo(result);
+    throw;
+  }
+  freeaddrinfo(result);
+  return fd;
+}
+
+std::string listeningSocketKey(int fd) {
+  int type = 0;
+  int accepting = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) return "";
+  len = sizeof accepting;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting) return "";
+  sockaddr_storage addr{};
+  socklen_t addrLen = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addrLen) != 0) return "";
+  return socketKey(addr, addrLen);
+}
+
+ListenerPlan planListeners(const std::vector<std::string>& currentKeys,
+                           const std::vector<std::string>& desiredKeys) {
+  ListenerPlan plan;
+  for (size_t i = 0; i < currentKeys.size(); ++i) {
+    bool wanted = std::find(desiredKeys.begin(), desiredKeys.end(), currentKeys[i]) !=
+                  desiredKeys.end();
+    (wanted ? plan.keep : plan.release).push_back(i);
+  }
+  for (size_t i = 0; i < desiredKeys.size(); ++i) {
+    if (std::find(currentKeys.begin(), currentKeys.end(), desiredKeys[i]) == currentKeys.end())
+      plan.bind.push_back(i);
+  }
+  return plan;
+}
+
+void setCloseOnExec(int fd, bool on) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0) throwSysError("fcntl(F_GETFD) on fd " + std::to_string(fd));
+  int wanted = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+  if (wanted != flags && fcntl(fd, F_SETFD, wanted) != 0)
+    throwSysError("fcntl(F_SETFD) on fd " + std::to_string(fd));
+}
+
+}  // namespace reload

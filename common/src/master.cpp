@@ -1,0 +1,1317 @@
+#include "reload/master.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "reload/handoff.h"
+#include "reload/listeners.h"
+#include "reload/log.h"
+#include "reload/notify.h"
+#include "reload/process.h"
+#include "reload/signals.h"
+#include "reload/synchronizer.h"
+#include "reload/sys_error.h"
+
+namespace reload {
+
+std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service& service) {
+  IniConfig ini(path);
+  auto config = std::make_shared<LoadedConfig>();
+  config->path = path;
+  config->digest = ini.digest();
+  config->master = parseMasterConfig(ini);
+  config->service = service.parseConfig(ini, config->master);
+  ini.finish();
+  for (const auto& key : ini.unknownKeys())
+    config->warnings.push_back(path + ": " + key + ": unknown key, ignored");
+  return config;
+}
+
+std::string resolveExecutable(const std::string& executable) {
+  auto check = [](const std::string& path) {
+    struct stat st {};
+    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
+  };
+  if (executable.find('/') != std::string::npos) {
+    if (!check(executable)) throwSysError("executable " + executable, errno ? errno : EACCES);
+    return executable;
+  }
+  const char* pathEnv = getenv("PATH");
+  std::istringstream dirs(pathEnv ? pathEnv : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + executable;
+    if (check(candidate)) return candidate;
+  }
+  throwSysError("executable " + executable + " in PATH", ENOENT);
+}
+
+namespace {
+
+enum class Phase { kStarting, kRunning, kReloading, kPreflight, kHandoff, kStopping };
+enum class ReloadKind { kNone = 0, kHup = 1, kSeamless = 2 };
+
+const char* phaseName(Phase p) {
+  switch (p) {
+    case Phase::kStarting: return "starting";
+    case Phase::kRunning: return "running";
+    case Phase::kReloading: return "reloading";
+    case Phase::kPreflight: return "checking-new-binary";
+    case Phase::kHandoff: return "handing-over";
+    case Phase::kStopping: return "stopping";
+  }
+  return "?";
+}
+
+const char* reloadKindName(ReloadKind k) {
+  switch (k) {
+    case ReloadKind::kHup: return "reload";
+    case ReloadKind::kSeamless: return "seamless";
+    default: return "none";
+  }
+}
+
+struct HeldListener {
+  enum class State { kActive, kAdding, kRemoving };
+  Listener listener;
+  State state = State::kActive;
+};
+
+struct StartingGeneration {
+  uint64_t generation = 0;
+  std::shared_ptr<const LoadedConfig> config;
+  ReloadKind kind = ReloadKind::kNone;  // kNone: first start
+  double deadline = 0;
+};
+
+struct Checker {
+  pid_t pid = 0;
+  Fd output;
+  std::string text;
+  double deadline = 0;
+  bool timedOut = false;
+  std::shared_ptr<const LoadedConfig> config;
+  std::string executable;
+};
+
+struct ReloadRecord {
+  std::string kind;
+  std::string result;  // ok, failed, refused
+  std::string reason;
+  double durationMs = 0;
+  int64_t finishedEpoch = 0;
+  uint64_t generation = 0;
+};
+
+class MasterImpl {
+ public:
+  MasterImpl(Service& service, MasterOptions options)
+      : service_(service), options_(std::move(options)) {}
+  int run();
+
+ private:
+  // Start-up
+  void startFresh();
+  void startFromHandoff(const HandoffEnv& env);
+  void adoptInheritedListeners(bool keep);
+  void bindMissingListeners(const LoadedConfig& config, HeldListener::State state);
+  void writePidFile();
+  void removePidFile();
+
+  // Generations
+  void startGeneration(uint64_t generation, std::shared_ptr<const LoadedConfig> config,
+                       ReloadKind kind);
+  pid_t spawnWorker(uint64_t generation, int slot, std::shared_ptr<const LoadedConfig> config,
+                    bool newSet);
+  void completeStarting();
+  void failStarting(const std::string& reason);
+  void drainGeneration(uint64_t generation, bool signal);
+  void enforceDrainingLimit();
+  void maintainWorkers(double now);
+
+  // Reloads
+  void requestReload(ReloadKind kind, const std::string& source);
+  void processPending();
+  void startHupReload();
+  void startSeamlessReload();
+  void onCheckerExit(int status);
+  void performExec(std::shared_ptr<const LoadedConfig> config, const std::string& executable);
+  void finishReload(ReloadKind kind, const std::string& result, const std::string& reason,
+                    uint64_t generation);
+  void readSyncReport();
+  void closeHandoffState(const std::string& why);
+
+  // Events
+  void onSignal(const signalfd_siginfo& info);
+  void reapChildren();
+  void onChildExit(pid_t pid, int status);
+  void onReadyPipe(int fd);
+  void beginStop(bool graceful);
+  void killEverything();
+  void runTimers(double now);
+  double nextWake(double now);
+
+  // Admin
+  AdminResponse handleAdmin(const AdminRequest& request);
+  std::string statusJson();
+  std::string metricsText();
+  std::vector<int> listenerFds(const std::string& role, bool newSet) const;
+
+  Service& service_;
+  MasterOptions options_;
+  pid_t pid_ = getpid();
+  Phase phase_ = Phase::kStarting;
+  std::shared_ptr<const LoadedConfig> config_;
+  std::vector<HeldListener> listeners_;
+  WorkerRegistry registry_;
+  std::map<int, std::pair<pid_t, Fd>> readyPipes_;  // read end fd -> (pid, read end)
+  std::optional<StartingGeneration> starting_;
+  std::optional<Checker> checker_;
+  uint64_t lastGeneration_ = 0;
+  uint64_t servingGeneration_ = 0;
+  ReloadKind pending_ = ReloadKind::kNone;
+  ReloadKind activeReload_ = ReloadKind::kNone;
+  int64_t reloadStartedUs_ = 0;
+  std::optional<ReloadRecord> lastReload_;
+  HandoffCounters counters_;
+  int64_t startedEpoch_ = time(nullptr);
+  double startedMono_ = monotonicSeconds();
+  std::map<int, double> respawnAt_;
+  std::map<int, int> quickFailures_;
+  std::map<int, double> slotStartedAt_;
+  pid_t syncPid_ = 0;
+  Fd notifyFd_;  // new image -> synchronizer
+  Fd stateFd_;   // synchronizer -> new image
+  std::string stateBuffer_;
+  double stateDeadline_ = 0;
+  std::vector<pid_t> handoffOldWorkers_;
+  std::unique_ptr<SignalFd> signals_;
+  AdminServer admin_{[this](const AdminRequest& r) { return handleAdmin(r); }};
+  double stopDeadline_ = 0;
+  bool finished_ = false;
+  int exitCode_ = 0;
+  double nextServiceCheck_ = 0;
+};
+
+// ---------------------------------------------------------------- start-up
+
+int MasterImpl::run() {
+  blockHandledSignals();
+  signals_ = std::make_unique<SignalFd>();
+  setProcessName("moltd-master");
+  std::optional<HandoffEnv> handoff;
+  try {
+    handoff = decodeHandoffEnv([](const char* name) { return getenv(name); });
+  } catch (const std::invalid_argument& e) {
+    MOLT_LOG(kError) << "ignoring malformed handoff from the previous image: " << e.what();
+  }
+  for (const auto& name : handoffEnvNames()) unsetenv(name.c_str());
+  if (handoff) {
+    startFromHandoff(*handoff);
+  } else {
+    startFresh();
+  }
+  reapChildren();  // exits that happened while the image was being replaced
+  while (!finished_) {
+    double now = monotonicSeconds();
+    runTimers(now);
+    if (finished_) break;
+    std::vector<pollfd> fds;
+    fds.push_back(pollfd{signals_->fd(), POLLIN, 0});
+    size_t readyBegin = fds.size();
+    for (const auto& [fd, entry] : readyPipes_) fds.push_back(pollfd{fd, POLLIN, 0});
+    size_t readyEnd = fds.size();
+    if (checker_ && checker_->output) fds.push_back(pollfd{checker_->output.get(), POLLIN, 0});
+    if (stateFd_) fds.push_back(pollfd{stateFd_.get(), POLLIN, 0});
+    size_t adminBegin = fds.size();
+    if (phase_ != Phase::kStopping) admin_.addPollFds(listenerFds("admin", true), fds);
+    double wait = std::max(0.0, nextWake(now) - now);
+    int timeoutMs = static_cast<int>(std::ceil(std::min(wait, 1.0) * 1000));
+    int rc = poll(fds.data(), fds.size(), timeoutMs);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      throwSysError("poll in master loop");
+    }
+    now = monotonicSeconds();
+    if (fds[0].revents) {
+      while (auto info = signals_->read()) onSignal(*info);
+    }
+    for (size_t i = readyBegin; i < readyEnd; ++i)
+      if (fds[i].revents) onReadyPipe(fds[i].fd);
+    for (size_t i = readyEnd; i < adminBegin; ++i) {
+      if (!fds[i].revents) continue;
+      if (checker_ && fds[i].fd == checker_->output.get()) {
+        char buf[1024];
+        ssize_t n = read(fds[i].fd, buf, sizeof buf);
+        if (n > 0 && checker_->text.size() < 8192) checker_->text.append(buf, static_cast<size_t>(n));
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) checker_->output.reset();
+      } else if (stateFd_ && fds[i].fd == stateFd_.get()) {
+        readSyncReport();
+      }
+    }
+    if (adminBegin < fds.size()) {
+      std::vector<pollfd> adminFds(fds.begin() + static_cast<long>(adminBegin), fds.end());
+      admin_.onPoll(adminFds, now);
+    }
+  }
+  return exitCode_;
+}
+
+void MasterImpl::startFresh() {
+  config_ = loadConfig(options_.configPath, service_);
+  log::configure(config_->master.log);
+  log::setIdentity("master", 0);
+  for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
+  if (!config_->master.pidFile.empty()) {
+    std::ifstream in(config_->master.pidFile);
+    pid_t other = 0;
+    if (in >> other && other > 0 && other != pid_ && kill(other, 0) == 0) {
+      std::ifstream comm("/proc/" + std::to_string(other) + "/comm");
+      std::string name;
+      std::getline(comm, name);
+      if (name.rfind("moltd", 0) == 0)
+        throw std::runtime_error("already running as pid " + std::to_string(other) +
+                                 " (pid file " + config_->master.pidFile + ")");
+    }
+  }
+  adoptInheritedListeners(true);
+  bindMissingListeners(*config_, HeldListener::State::kActive);
+  writePidFile();
+  service_.check(*config_, "start");
+  MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
+                  << " starting with " << config_->path;
+  startGeneration(1, config_, ReloadKind::kNone);
+}
+
+void MasterImpl::startFromHandoff(const HandoffEnv& env) {
+  lastGeneration_ = env.lastGeneration;
+  servingGeneration_ = env.servingGeneration;
+  startedEpoch_ = env.startedEpoch;
+  counters_ = env.counters;
+  syncPid_ = env.syncPid;
+  reloadStartedUs_ = env.reloadStartedUs;
+  activeReload_ = ReloadKind::kSeamless;
+  if (env.pending == "hup") pending_ = ReloadKind::kHup;
+  if (env.pending == "usr1") pending_ = ReloadKind::kSeamless;
+  notifyFd_.reset(env.notifyFd);
+  stateFd_.reset(env.stateFd);
+  setCloseOnExec(notifyFd_.get(), true);
+  setCloseOnExec(stateFd_.get(), true);
+  startedMono_ = monotonicSeconds() - static_cast<double>(time(nullptr) - startedEpoch_);
+  for (const auto& child : env.children) {
+    WorkerInfo info;
+    info.pid = child.pid;
+    info.generation = child.generation;
+    info.slot = child.slot;
+    info.state = child.draining ? WorkerState::kDraining : WorkerState::kReady;
+    info.killAt = static_cast<double>(child.killAtUs) / 1e6;
+    registry_.add(info);
+    if (!child.draining) handoffOldWorkers_.push_back(child.pid);
+  }
+  try {
+    config_ = loadConfig(options_.configPath, service_);
+  } catch (const std::exception& e) {
+    // The old image checked this file moments ago; without a configuration
+    // there is nothing to serve with, so hand the old generation back.
+    MOLT_LOG(kCritical) << "re-exec'ed image cannot load its configuration: " << e.what();
+    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, e.what()});
+    if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* synchronizer gone */ }
+    throw;
+  }
+  log::configure(config_->master.log);
+  log::setIdentity("master", servingGeneration_);
+  for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
+  MOLT_LOG(kInfo) << "re-exec'ed master pid " << pid_ << " version " << service_.version()
+                  << " took over from synchronizer pid " << syncPid_ << "; "
+                  << handoffOldWorkers_.size() << " old workers of generation "
+                  << servingGeneration_ << " keep serving until generation "
+                  << lastGeneration_ + 1 << " is ready";
+  writePidFile();
+  service_.check(*config_, "reload");
+  phase_ = Phase::kHandoff;
+  adoptInheritedListeners(config_->master.listenerHandoff == ListenerHandoff::kInherit);
+  try {
+    bindMissingListeners(*config_, HeldListener::State::kActive);
+  } catch (const std::exception& e) {
+    starting_ = StartingGeneration{lastGeneration_ + 1, config_, ReloadKind::kSeamless, 0};
+    lastGeneration_ += 1;
+    failStarting(e.what());
+    return;
+  }
+  startGeneration(lastGeneration_ + 1, config_, ReloadKind::kSeamless);
+}
+
+void MasterImpl::adoptInheritedListeners(bool keep) {
+  char** names = nullptr;
+  int n = sd_listen_fds_with_names(1, &names);
+  if (n < 0) {
+    MOLT_LOG(kWarning) << "ignoring inherited sockets: " << std::strerror(-n);
+    return;
+  }
+  std::vector<std::pair<std::string, std::string>> wanted;  // key, role
+  for (const auto& a : config_->master.bind) wanted.emplace_back(resolvedKey(a), "public");
+  for (const auto& a : config_->master.adminBind) wanted.emplace_back(resolvedKey(a), "admin");
+  for (int i = 0; i < n; ++i) {
+    int fd = SD_LISTEN_FDS_START + i;
+    std::string name = names && names[i] ? names[i] : "";
+    std::string key = listeningSocketKey(fd);
+    auto match = std::find_if(wanted.begin(), wanted.end(),
+                              [&](const auto& w) { return w.first == key; });
+    bool taken = std::any_of(listeners_.begin(), listeners_.end(),
+                             [&](const HeldListener& h) { return h.listener.key == key; });
+    if (!keep || key.empty() || match == wanted.end() || taken) {
+      MOLT_LOG(kInfo) << "closing inherited socket fd " << fd << " (" << (key.empty() ? name : key)
+                      << "): " << (keep ? "not in the configuration" : "listener_handoff = rebind");
+      close(fd);
+      continue;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    HeldListener held;
+    held.listener.key = key;
+    held.listener.role = match->second;
+    const auto& list = match->second == "admin" ? config_->master.adminBind : config_->master.bind;
+    for (const auto& a : list)
+      if (resolvedKey(a) == key) held.listener.address = a;
+    held.listener.fd.reset(fd);
+    MOLT_LOG(kInfo) << "adopted inherited " << held.listener.role << " listener "
+                    << held.listener.address.toString() << " on fd " << fd;
+    listeners_.push_back(std::move(held));
+  }
+  if (names) {
+    for (int i = 0; i < n; ++i) free(names[i]);
+    free(names);
+  }
+}
+
+void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::State state) {
+  auto bindRole = [&](const std::vector<ListenAddress>& list, const std::string& role) {
+    for (const auto& address : list) {
+      std::string key = resolvedKey(address);
+      bool held = std::any_of(listeners_.begin(), listeners_.end(), [&](const HeldListener& h) {
+        return h.listener.key == key && h.state != HeldListener::State::kAdding;
+      });
+      if (held) continue;
+      HeldListener h;
+      h.listener.address = address;
+      h.listener.role = role;
+      h.listener.key = key;
+      h.listener.fd = bindListener(address);
+      h.listener.key = listeningSocketKey(h.listener.fd.get());
+      h.state = state;
+      MOLT_LOG(kInfo) << "listening on " << address.toString() << " (" << role << ")";
+      listeners_.push_back(std::move(h));
+    }
+  };
+  try {
+    bindRole(config.master.bind, "public");
+    bindRole(config.master.adminBind, "admin");
+  } catch (...) {
+    if (state == HeldListener::State::kAdding) {
+      listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
+                                      [](const HeldListener& h) {
+                                        return h.state == HeldListener::State::kAdding;
+                                      }),
+                       listeners_.end());
+    }
+    throw;
+  }
+}
+
+void MasterImpl::writePidFile() {
+  const std::string& path = config_->master.pidFile;
+  if (path.empty()) return;
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << pid_ << "\n";
+    if (!out) throwSysError("write pid file " + tmp);
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) throwSysError("rename pid file to " + path);
+}
+
+void MasterImpl::removePidFile() {
+  if (!config_ || config_->master.pidFile.empty()) return;
+  std::ifstream in(config_->master.pidFile);
+  pid_t recorded = 0;
+  if (in >> recorded && recorded == pid_) unlink(config_->master.pidFile.c_str());
+}
+
+// ------------------------------------------------------------- generations
+
+std::vector<int> MasterImpl::listenerFds(const std::string& role, bool newSet) const {
+  std::vector<int> fds;
+  for (const auto& h : listeners_) {
+    if (h.listener.role != role) continue;
+    if (newSet && h.state == HeldListener::State::kRemoving) continue;
+    if (!newSet && h.state == HeldListener::State::kAdding) continue;
+    fds.push_back(h.listener.fd.get());
+  }
+  return fds;
+}
+
+void MasterImpl::startGeneration(uint64_t generation, std::shared_ptr<const LoadedConfig> config,
+                                 ReloadKind kind) {
+  lastGeneration_ = std::max(lastGeneration_, generation);
+  starting_ = StartingGeneration{generation, config, kind,
+                                 monotonicSeconds() + config->master.reloadTimeout};
+  if (phase_ != Phase::kHandoff) phase_ = kind == ReloadKind::kNone ? Phase::kStarting : Phase::kReloading;
+  try {
+    for (int slot = 0; slot < config->master.workers; ++slot)
+      spawnWorker(generation, slot, config, true);
+  } catch (const std::exception& e) {
+    failStarting(std::string("cannot start workers: ") + e.what());
+  }
+}
+
+pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
+                              std::shared_ptr<const LoadedConfig> config, bool newSet) {
+  int pipeFds[2];
+  if (pipe2(pipeFds, O_CLOEXEC) != 0) throwSysError("pipe for worker readiness");
+  Fd readEnd(pipeFds[0]);
+  Fd writeEnd(pipeFds[1]);
+  std::vector<int> publicFds = listenerFds("public", newSet);
+  log::flush();
+  pid_t pid = fork();
+  if (pid < 0) throwSysError("fork worker");
+  if (pid == 0) {
+    std::vector<int> keep = publicFds;
+    keep.push_back(writeEnd.get());
+    log::removeSinks();
+    closeAllFdsExcept(keep);
+    readEnd.release();  // already closed above
+    log::configure(config->master.log);
+    log::setIdentity("worker", generation);
+    unsetenv("NOTIFY_SOCKET");
+    WorkerContext context;
+    context.generation = generation;
+    context.slot = slot;
+    context.masterPid = pid_;
+    context.listenerFds = publicFds;
+    for (const auto& h : listeners_)
+      if (std::find(publicFds.begin(), publicFds.end(), h.listener.fd.get()) != publicFds.end())
+        context.listenerNames.push_back(h.listener.address.toString());
+    context.readyFd = writeEnd.release();
+    context.config = config;
+    int code = service_.runWorker(context);
+    log::flush();
+    _exit(code);
+  }
+  WorkerInfo info;
+  info.pid = pid;
+  info.generation = generation;
+  info.slot = slot;
+  info.startedAt = monotonicSeconds();
+  registry_.add(info);
+  slotStartedAt_[slot] = info.startedAt;
+  int fd = readEnd.get();
+  readyPipes_.emplace(fd, std::make_pair(pid, std::move(readEnd)));
+  MOLT_LOG(kDebug) << "started worker pid " << pid << " generation " << generation << " slot "
+                   << slot;
+  return pid;
+}
+
+void MasterImpl::onReadyPipe(int fd) {
+  auto it = readyPipes_.find(fd);
+  if (it == readyPipes_.end()) return;
+  char byte = 0;
+  ssize_t n = read(fd, &byte, 1);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  pid_t pid = it->second.first;
+  readyPipes_.erase(it);
+  if (n == 1 && byte == 'R') {
+    registry_.markReady(pid);
+    if (starting_ && registry_.readyCount(starting_->generation) >=
+                         static_cast<size_t>(starting_->config->master.workers))
+      completeStarting();
+  }
+  // EOF without the byte: the worker died; its exit status says why.
+}
+
+void MasterImpl::completeStarting() {
+  StartingGeneration gen = *starting_;
+  starting_.reset();
+  uint64_t previous = servingGeneration_;
+  servingGeneration_ = gen.generation;
+  log::setIdentity("master", servingGeneration_);
+  switch (gen.kind) {
+    case ReloadKind::kNone:
+      phase_ = Phase::kRunning;
+      MOLT_LOG(kInfo) << "serving generation " << gen.generation << " with "
+                      << gen.config->master.workers << " workers";
+      notify::ready("serving generation " + std::to_string(gen.generation));
+      break;
+    case ReloadKind::kHup: {
+      config_ = gen.config;
+      for (auto it = listeners_.begin(); it != listeners_.end();) {
+        if (it->state == HeldListener::State::kRemoving) {
+          MOLT_LOG(kInfo) << "closing listener " << it->listener.address.toString()
+                          << ": no longer configured";
+          if (it->listener.address.kind == ListenAddress::Kind::kUnix)
+            unlink(it->listener.address.path.c_str());
+          it = listeners_.erase(it);
+          continue;
+        }
+        it->state = HeldListener::State::kActive;
+        ++it;
+      }
+      phase_ = Phase::kRunning;
+      drainGeneration(previous, true);
+      finishReload(ReloadKind::kHup, "ok", "", gen.generation);
+      break;
+    }
+    case ReloadKind::kSeamless: {
+      phase_ = Phase::kRunning;
+      drainGeneration(previous, false);
+      std::string msg = encodeNotify({NotifyMessage::Kind::kReady, pid_, gen.generation, ""});
+      bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
+                                   static_cast<ssize_t>(msg.size());
+      notifyFd_.reset();
+      if (!told) {
+        MOLT_LOG(kWarning) << "synchronizer pid " << syncPid_
+                           << " is gone; draining the old generation from the master";
+        closeHandoffState("synchronizer gone");
+      } else {
+        stateDeadline_ = monotonicSeconds() + 10;
+      }
+      finishReload(ReloadKind::kSeamless, "ok", "", gen.generation);
+      break;
+    }
+  }
+  enforceDrainingLimit();
+  processPending();
+}
+
+void MasterImpl::failStarting(const std::string& reason) {
+  StartingGeneration gen = *starting_;
+  starting_.reset();
+  double now = monotonicSeconds();
+  for (const auto& w : registry_.ofGeneration(gen.generation)) {
+    kill(w.pid, SIGKILL);
+    for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
+      it = it->second.first == w.pid ? readyPipes_.erase(it) : std::next(it);
+  }
+  registry_.startDraining(gen.generation, now, now);
+  switch (gen.kind) {
+    case ReloadKind::kNone:
+      MOLT_LOG(kCritical) << "cannot start: " << reason;
+      exitCode_ = 1;
+      beginStop(false);
+      return;
+    case ReloadKind::kHup:
+      listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
+                                      [](const HeldListener& h) {
+                                        return h.state == HeldListener::State::kAdding;
+                                      }),
+                       listeners_.end());
+      for (auto& h : listeners_) h.state = HeldListener::State::kActive;
+      phase_ = Phase::kRunning;
+      finishReload(ReloadKind::kHup, "failed", reason, servingGeneration_);
+      break;
+    case ReloadKind::kSeamless: {
+      std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, reason});
+      if (notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
+        // The synchronizer is gone; the old workers are ours either way.
+      }
+      notifyFd_.reset();
+      stateFd_.reset();
+      handoffOldWorkers_.clear();
+      phase_ = Phase::kRunning;
+      finishReload(ReloadKind::kSeamless, "failed", reason, servingGeneration_);
+      break;
+    }
+  }
+  processPending();
+}
+
+void MasterImpl::drainGeneration(uint64_t generation, bool signal) {
+  if (generation == 0) return;
+  double now = monotonicSeconds();
+  double killAt = now + config_->master.gracefulTimeout + 2;
+  auto pids = registry_.startDraining(generation, now, killAt);
+  if (signal)
+    for (pid_t pid : pids) kill(pid, SIGTERM);
+  if (!pids.empty())
+    MOLT_LOG(kInfo) << "draining generation " << generation << " (" << pids.size()
+                    << " workers, graceful_timeout " << config_->master.gracefulTimeout << "s)";
+}
+
+void MasterImpl::enforceDrainingLimit() {
+  auto gens = registry_.drainingGenerations();
+  size_t limit = static_cast<size_t>(config_->master.maxDrainingGenerations);
+  for (size_t i = 0; gens.size() - i > limit; ++i) {
+    auto workers = registry_.ofGeneration(gens[i]);
+    for (const auto& w : workers) kill(w.pid, SIGKILL);
+    counters_.drainKills += workers.size();
+    MOLT_LOG(kWarning) << "max_draining_generations " << limit << " exceeded: stopped generation "
+                       << gens[i] << " hard (" << workers.size() << " workers)";
+  }
+}
+
+void MasterImpl::maintainWorkers(double now) {
+  if (phase_ != Phase::kRunning && phase_ != Phase::kReloading && phase_ != Phase::kPreflight)
+    return;
+  if (servingGeneration_ == 0) return;
+  for (int slot : registry_.missingSlots(servingGeneration_, config_->master.workers)) {
+    auto it = respawnAt_.find(slot);
+    if (it == respawnAt_.end() || it->second > now) continue;
+    respawnAt_.erase(it);
+    try {
+      pid_t pid = spawnWorker(servingGeneration_, slot, config_, phase_ != Phase::kReloading);
+      MOLT_LOG(kInfo) << "respawned worker slot " << slot << " of generation "
+                      << servingGeneration_ << " as pid " << pid;
+    } catch (const std::exception& e) {
+      MOLT_LOG(kError) << "cannot respawn worker slot " << slot << ": " << e.what();
+      respawnAt_[slot] = now + 1;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ reloads
+
+void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
+  if (phase_ == Phase::kStopping) {
+    MOLT_LOG(kInfo) << "ignoring " << reloadKindName(kind) << " from " << source
+                    << ": shutting down";
+    return;
+  }
+  if (phase_ != Phase::kRunning || stateFd_) {
+    if (kind > pending_) pending_ = kind;
+    MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source << " while "
+                    << phaseName(phase_) << "; queued";
+    return;
+  }
+  MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source;
+  if (kind == ReloadKind::kHup) startHupReload();
+  else startSeamlessReload();
+}
+
+void MasterImpl::processPending() {
+  if (pending_ == ReloadKind::kNone || phase_ != Phase::kRunning || stateFd_) return;
+  ReloadKind kind = std::exchange(pending_, ReloadKind::kNone);
+  requestReload(kind, "queue");
+}
+
+void MasterImpl::startHupReload() {
+  reloadStartedUs_ = monotonicMicros();
+  activeReload_ = ReloadKind::kHup;
+  notify::reloading("reloading configuration");
+  std::shared_ptr<const LoadedConfig> next;
+  try {
+    next = loadConfig(options_.configPath, service_);
+  } catch (const std::exception& e) {
+    finishReload(ReloadKind::kHup, "refused", e.what(), servingGeneration_);
+    return;
+  }
+  for (const auto& w : next->warnings) MOLT_LOG(kWarning) << w;
+  log::configure(next->master.log);  // reopens the log file (logrotate)
+  std::vector<std::string> desired;
+  for (const auto& a : next->master.bind) desired.push_back(resolvedKey(a));
+  for (const auto& a : next->master.adminBind) desired.push_back(resolvedKey(a));
+  for (auto& h : listeners_)
+    if (std::find(desired.begin(), desired.end(), h.listener.key) == desired.end())
+      h.state = HeldListener::State::kRemoving;
+  try {
+    bindMissingListeners(*next, HeldListener::State::kAdding);
+  } catch (const std::exception& e) {
+    for (auto& h : listeners_) h.state = HeldListener::State::kActive;
+    log::configure(config_->master.log);
+    finishReload(ReloadKind::kHup, "failed", e.what(), servingGeneration_);
+    return;
+  }
+  service_.check(*next, "reload");
+  startGeneration(lastGeneration_ + 1, next, ReloadKind::kHup);
+}
+
+void MasterImpl::startSeamlessReload() {
+  reloadStartedUs_ = monotonicMicros();
+  activeReload_ = ReloadKind::kSeamless;
+  notify::reloading("seamless reload: checking the new binary and configuration");
+  std::shared_ptr<const LoadedConfig> next;
+  std::string executable;
+  try {
+    next = loadConfig(options_.configPath, service_);
+    executable = resolveExecutable(options_.executable);
+  } catch (const std::exception& e) {
+    finishReload(ReloadKind::kSeamless, "refused", e.what(), servingGeneration_);
+    return;
+  }
+  int pipeFds[2];
+  if (pipe2(pipeFds, O_CLOEXEC) != 0) {
+    finishReload(ReloadKind::kSeamless, "refused",
+                 std::string("pipe for the config check: ") + std::strerror(errno),
+                 servingGeneration_);
+    return;
+  }
+  Fd readEnd(pipeFds[0]);
+  Fd writeEnd(pipeFds[1]);
+  log::flush();
+  pid_t pid = fork();
+  if (pid < 0) {
+    finishReload(ReloadKind::kSeamless, "refused",
+                 std::string("fork for the config check: ") + std::strerror(errno),
+                 servingGeneration_);
+    return;
+  }
+  if (pid == 0) {
+    dup2(writeEnd.get(), STDOUT_FILENO);
+    dup2(writeEnd.get(), STDERR_FILENO);
+    closeAllFdsExcept({});
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDNAMES");
+    std::vector<char*> args;
+    args.push_back(const_cast<char*>(executable.c_str()));
+    args.push_back(const_cast<char*>("--check-config"));
+    args.push_back(const_cast<char*>("--config"));
+    args.push_back(const_cast<char*>(options_.configPath.c_str()));
+    args.push_back(nullptr);
+    execv(executable.c_str(), args.data());
+    dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
+    _exit(127);
+  }
+  writeEnd.reset();
+  checker_.emplace();
+  checker_->pid = pid;
+  checker_->output = std::move(readEnd);
+  checker_->deadline = monotonicSeconds() + std::min(30.0, next->master.reloadTimeout);
+  checker_->config = next;
+  checker_->executable = executable;
+  phase_ = Phase::kPreflight;
+}
+
+void MasterImpl::onCheckerExit(int status) {
+  Checker checker = std::move(*checker_);
+  checker_.reset();
+  if (phase_ == Phase::kStopping) return;
+  if (checker.output) {  // collect what is left in the pipe
+    char buf[1024];
+    ssize_t n;
+    while ((n = read(checker.output.get(), buf, sizeof buf)) > 0 && checker.text.size() < 8192)
+      checker.text.append(buf, static_cast<size_t>(n));
+  }
+  phase_ = Phase::kRunning;
+  if (checker.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string output = checker.text;
+    while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
+    std::string reason = checker.executable + " --check-config " +
+                         (checker.timedOut ? "timed out" : describeWaitStatus(status)) +
+                         (output.empty() ? "" : ": " + output);
+    finishReload(ReloadKind::kSeamless, "refused", reason, servingGeneration_);
+    processPending();
+    return;
+  }
+  performExec(checker.config, checker.executable);
+}
+
+void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
+                             const std::string& executable) {
+  bool inherit = next->master.listenerHandoff == ListenerHandoff::kInherit;
+  int notifyPipe[2];
+  int statePipe[2];
+  if (pipe2(notifyPipe, O_CLOEXEC) != 0) {
+    finishReload(ReloadKind::kSeamless, "failed", std::string("pipe: ") + std::strerror(errno),
+                 servingGeneration_);
+    return;
+  }
+  Fd notifyRead(notifyPipe[0]), notifyWrite(notifyPipe[1]);
+  if (pipe2(statePipe, O_CLOEXEC) != 0) {
+    finishReload(ReloadKind::kSeamless, "failed", std::string("pipe: ") + std::strerror(errno),
+                 servingGeneration_);
+    return;
+  }
+  Fd stateRead(statePipe[0]), stateWrite(statePipe[1]);
+
+  std::vector<pid_t> oldWorkers;
+  for (const auto& w : registry_.all())
+    if (w.state != WorkerState::kDraining) oldWorkers.push_back(w.pid);
+  std::vector<int> allListeners;
+  std::vector<std::string> roles;
+  for (const auto& h : listeners_) {
+    allListeners.push_back(h.listener.fd.get());
+    roles.push_back(h.listener.role);
+  }
+
+  log::flush();
+  pid_t sync = fork();
+  if (sync < 0) {
+    finishReload(ReloadKind::kSeamless, "failed",
+                 std::string("fork synchronizer: ") + std::strerror(errno), servingGeneration_);
+    return;
+  }
+  if (sync == 0) {
+    std::vector<int> keep = allListeners;
+    keep.push_back(notifyRead.get());
+    keep.push_back(stateWrite.get());
+    log::removeSinks();
+    closeAllFdsExcept(keep);
+    log::configure(config_->master.log);
+    log::setIdentity("sync", servingGeneration_);
+    SyncParams params;
+    params.notifyFd = notifyRead.release();
+    params.stateFd = stateWrite.release();
+    params.listenerFds = allListeners;
+    params.oldWorkers = oldWorkers;
+    params.masterPid = pid_;
+    params.shutdownListeners = !inherit;
+    params.timeoutSeconds = next->master.reloadTimeout + 10;
+    int code = runSynchronizer(params);
+    log::flush();
+    _exit(code);
+  }
+  notifyRead.reset();
+  stateWrite.reset();
+
+  HandoffEnv env;
+  env.notifyFd = notifyWrite.get();
+  env.stateFd = stateRead.get();
+  env.syncPid = sync;
+  env.lastGeneration = lastGeneration_;
+  env.servingGeneration = servingGeneration_;
+  env.startedEpoch = startedEpoch_;
+  env.reloadStartedUs = reloadStartedUs_;
+  env.pending = pending_ == ReloadKind::kHup ? "hup" : pending_ == ReloadKind::kSeamless ? "usr1" : "";
+  env.counters = counters_;
+  for (const auto& w : registry_.all()) {
+    HandoffChild c;
+    c.pid = w.pid;
+    c.generation = w.generation;
+    c.slot = w.slot;
+    c.draining = w.state == WorkerState::kDraining;
+    c.killAtUs = static_cast<int64_t>(w.killAt * 1e6);
+    env.children.push_back(c);
+  }
+  auto pairs = encodeHandoffEnv(env);
+  std::vector<int> passed{notifyWrite.get(), stateRead.get()};
+  std::optional<FdLayout> layout;
+  std::string failure;
+  try {
+    if (inherit && !allListeners.empty()) {
+      layout.emplace(allListeners);
+      std::string names;
+      for (size_t i = 0; i < roles.size(); ++i) {
+        names += (i ? ":" : "") + roles[i];
+        passed.push_back(3 + static_cast<int>(i));
+      }
+      setenv("LISTEN_FDS", std::to_string(allListeners.size()).c_str(), 1);
+      setenv("LISTEN_PID", std::to_string(pid_).c_str(), 1);
+      setenv("LISTEN_FDNAMES", names.c_str(), 1);
+    }
+    for (const auto& [name, value] : pairs) setenv(name.c_str(), value.c_str(), 1);
+    admin_.closeAll();
+    setCloseOnExecExcept(passed);
+    MOLT_LOG(kInfo) << "re-executing " << executable << " in pid " << pid_
+                    << "; synchronizer pid " << sync << " holds the old listeners";
+    log::flush();
+    std::vector<char*> args;
+    for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(executable.c_str(), args.data());
+    failure = "exec " + executable + ": " + std::strerror(errno);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  // Still the old image: put everything back and go on serving.
+  if (layout) layout->undo();
+  for (const auto& [name, value] : pairs) unsetenv(name.c_str());
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDNAMES");
+  notifyWrite.reset();  // the synchronizer sees EOF and leaves everything alone
+  stateRead.reset();
+  syncPid_ = sync;
+  finishReload(ReloadKind::kSeamless, "failed", failure, servingGeneration_);
+}
+
+void MasterImpl::finishReload(ReloadKind kind, const std::string& result,
+                              const std::string& reason, uint64_t generation) {
+  ReloadRecord record;
+  record.kind = reloadKindName(kind);
+  record.result = result;
+  record.reason = reason;
+  record.durationMs = static_cast<double>(monotonicMicros() - reloadStartedUs_) / 1000.0;
+  record.finishedEpoch = time(nullptr);
+  record.generation = generation;
+  lastReload_ = record;
+  activeReload_ = ReloadKind::kNone;
+  if (result == "ok") {
+    ++counters_.reloadsOk;
+    MOLT_LOG(kInfo) << record.kind << " done: generation " << generation << " serving after "
+                    << record.durationMs << " ms";
+    notify::ready("serving generation " + std::to_string(generation) + "; " + record.kind +
+                  " ok");
+  } else {
+    ++counters_.reloadsFailed;
+    MOLT_LOG(kError) << record.kind << " " << result << ": " << reason
+                     << "; generation " << generation << " keeps serving";
+    notify::ready(record.kind + " " + result + ": " + reason + "; generation " +
+                  std::to_string(generation) + " keeps serving");
+  }
+}
+
+void MasterImpl::readSyncReport() {
+  char buf[4096];
+  ssize_t n = read(stateFd_.get(), buf, sizeof buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (n > 0) {
+    stateBuffer_.append(buf, static_cast<size_t>(n));
+    try {
+      auto report = decodeSyncReport(stateBuffer_);
+      if (!report) return;
+      for (pid_t pid : report->signalled)
+        handoffOldWorkers_.erase(
+            std::remove(handoffOldWorkers_.begin(), handoffOldWorkers_.end(), pid),
+            handoffOldWorkers_.end());
+      for (pid_t pid : report->alreadyGone)
+        handoffOldWorkers_.erase(
+            std::remove(handoffOldWorkers_.begin(), handoffOldWorkers_.end(), pid),
+            handoffOldWorkers_.end());
+      MOLT_LOG(kInfo) << "synchronizer pid " << report->syncPid << " told "
+                      << report->signalled.size() << " old workers to drain";
+      closeHandoffState("");
+    } catch (const std::invalid_argument& e) {
+      closeHandoffState(std::string("bad state message: ") + e.what());
+    }
+    return;
+  }
+  closeHandoffState("synchronizer closed the state pipe without a report");
+}
+
+void MasterImpl::closeHandoffState(const std::string& why) {
+  stateFd_.reset();
+  stateBuffer_.clear();
+  if (!why.empty() && !handoffOldWorkers_.empty())
+    MOLT_LOG(kWarning) << why << "; telling " << handoffOldWorkers_.size()
+                       << " old workers to drain from the master";
+  for (pid_t pid : handoffOldWorkers_)
+    if (registry_.find(pid)) kill(pid, SIGTERM);
+  handoffOldWorkers_.clear();
+  processPending();
+}
+
+// ------------------------------------------------------------------- events
+
+void MasterImpl::onSignal(const signalfd_siginfo& info) {
+  std::string source = "signal from pid " + std::to_string(info.ssi_pid);
+  switch (info.ssi_signo) {
+    case SIGCHLD: reapChildren(); break;
+    case SIGHUP: requestReload(ReloadKind::kHup, "SIGHUP (" + source + ")"); break;
+    case SIGUSR1: requestReload(ReloadKind::kSeamless, "SIGUSR1 (" + source + ")"); break;
+    case SIGUSR2:
+      service_.check(*config_, "signal");
+      for (const auto& w : registry_.ofGeneration(servingGeneration_)) kill(w.pid, SIGUSR2);
+      break;
+    case SIGTERM:
+      MOLT_LOG(kInfo) << "SIGTERM (" << source << "): graceful shutdown";
+      beginStop(true);
+      break;
+    case SIGINT:
+    case SIGQUIT:
+      MOLT_LOG(kInfo) << "SIG" << sigabbrev_np(static_cast<int>(info.ssi_signo)) << " (" << source
+                      << "): immediate stop";
+      killEverything();
+      break;
+    default: break;
+  }
+}
+
+void MasterImpl::reapChildren() {
+  for (;;) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    onChildExit(pid, status);
+  }
+}
+
+void MasterImpl::onChildExit(pid_t pid, int status) {
+  if (pid == syncPid_) {
+    syncPid_ = 0;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    BOOST_LOG_SEV(log::logger::get(), code == 0 ? log::Severity::kDebug : log::Severity::kWarning)
+        << "synchronizer pid " << pid << " " << describeWaitStatus(status)
+        << (code >= 0 ? std::string(": ") + describeSyncExit(code) : "");
+    return;
+  }
+  if (checker_ && pid == checker_->pid) {
+    onCheckerExit(status);
+    return;
+  }
+  for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
+    it = it->second.first == pid ? readyPipes_.erase(it) : std::next(it);
+  auto info = registry_.remove(pid);
+  if (!info) {
+    MOLT_LOG(kDebug) << "reaped unknown child pid " << pid << ": " << describeWaitStatus(status);
+    return;
+  }
+  if (info->state == WorkerState::kDraining) {
+    MOLT_LOG(kInfo) << "old worker pid " << pid << " of generation " << info->generation << " "
+                    << describeWaitStatus(status);
+    return;
+  }
+  if (phase_ == Phase::kStopping) return;
+  std::string what = "worker pid " + std::to_string(pid) + " of generation " +
+                     std::to_string(info->generation) + " " + describeWaitStatus(status);
+  if (starting_ && info->generation == starting_->generation) {
+    failStarting(what + " before it was ready");
+    return;
+  }
+  if (info->generation != servingGeneration_) return;
+  ++counters_.workerRestarts;
+  double now = monotonicSeconds();
+  bool quick = now - info->startedAt < 2.0;
+  int failures = quick ? ++quickFailures_[info->slot] : (quickFailures_[info->slot] = 0);
+  double delay = std::min(10.0, 0.1 * std::pow(2.0, failures));
+  respawnAt_[info->slot] = now + delay;
+  MOLT_LOG(kWarning) << what << "; respawning slot " << info->slot << " in " << delay << "s";
+}
+
+void MasterImpl::beginStop(bool graceful) {
+  if (phase_ == Phase::kStopping && graceful) return;
+  phase_ = Phase::kStopping;
+  notify::stopping(graceful ? "graceful shutdown" : "stopping");
+  if (checker_) kill(checker_->pid, SIGKILL);
+  if (notifyFd_) {  // a handover in progress: let the synchronizer go
+    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
+    if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }
+    notifyFd_.reset();
+  }
+  stateFd_.reset();
+  handoffOldWorkers_.clear();
+  double now = monotonicSeconds();
+  double grace = config_ ? config_->master.gracefulTimeout : 0;
+  for (const auto& w : registry_.all()) kill(w.pid, graceful ? SIGTERM : SIGKILL);
+  registry_.startDraining(servingGeneration_, now, now + grace + 2);
+  if (starting_) registry_.startDraining(starting_->generation, now, now + grace + 2);
+  starting_.reset();
+  listeners_.clear();  // workers hold their own copies until they have stopped accepting
+  admin_.closeAll();
+  readyPipes_.clear();
+  stopDeadline_ = now + (graceful ? grace + 2 : 2);
+}
+
+void MasterImpl::killEverything() {
+  for (const auto& w : registry_.all()) kill(w.pid, SIGKILL);
+  if (syncPid_) kill(syncPid_, SIGKILL);
+  if (checker_) kill(checker_->pid, SIGKILL);
+  beginStop(false);
+}
+
+void MasterImpl::runTimers(double now) {
+  if (phase_ == Phase::kStopping) {
+    if (registry_.size() == 0 && !syncPid_ && !checker_) {
+      for (const auto& h : listeners_)
+        if (h.listener.address.kind == ListenAddress::Kind::kUnix)
+          unlink(h.listener.address.path.c_str());
+      if (config_)
+        for (const auto& a : config_->master.bind)
+          if (a.kind == ListenAddress::Kind::kUnix) unlink(a.path.c_str());
+      removePidFile();
+      MOLT_LOG(kInfo) << "master pid " << pid_ << " stopped";
+      log::flush();
+      finished_ = true;
+      return;
+    }
+    if (now >= stopDeadline_) {
+      for (const auto& w : registry_.all()) {
+        MOLT_LOG(kWarning) << "worker pid " << w.pid << " still running at the shutdown deadline; killing it";
+        kill(w.pid, SIGKILL);
+      }
+      if (syncPid_) kill(syncPid_, SIGKILL);
+      stopDeadline_ = now + 1;
+    }
+    return;
+  }
+  if (starting_ && now >= starting_->deadline) {
+    failStarting("generation " + std::to_string(starting_->generation) + " not ready within " +
+                 std::to_string(starting_->config->master.reloadTimeout) + "s (reload_timeout)");
+  }
+  if (checker_ && now >= checker_->deadline && !checker_->timedOut) {
+    checker_->timedOut = true;
+    kill(checker_->pid, SIGKILL);
+  }
+  if (stateFd_ && now >= stateDeadline_ && stateDeadline_ > 0)
+    closeHandoffState("no report from the synchronizer in time");
+  for (pid_t pid : registry_.overdue(now)) {
+    auto* w = registry_.find(pid);
+    MOLT_LOG(kWarning) << "old worker pid " << pid << " of generation " << w->generation
+                       << " still running past graceful_timeout; killing it";
+    kill(pid, SIGKILL);
+    w->killAt = 0;
+    ++counters_.drainKills;
+  }
+  admin_.expire(now);
+  maintainWorkers(now);
+  if (now >= nextServiceCheck_) {
+    nextServiceCheck_ = now + 1;
+    service_.check(*config_, "poll");
+  }
+}
+
+double MasterImpl::nextWake(double now) {
+  double next = now + 1;
+  auto consider = [&](double t) {
+    if (t > 0) next = std::min(next, t);
+  };
+  if (phase_ == Phase::kStopping) consider(stopDeadline_);
+  if (starting_) consider(starting_->deadline);
+  if (checker_) consider(checker_->deadline);
+  if (stateFd_) consider(stateDeadline_);
+  if (auto k = registry_.nextKillAt()) consider(*k);
+  for (const auto& [slot, t] : respawnAt_) consider(t);
+  if (auto a = admin_.expire(now)) consider(*a);
+  consider(nextServiceCheck_);
+  return next;
+}
+
+// -------------------------------------------------------------------- admin
+
+AdminResponse MasterImpl::handleAdmin(const AdminRequest& request) {
+  auto text = [](int status, const std::string& body) {
+    return AdminResponse{status, "text/plain; charset=utf-8", body + "\n"};
+  };
+  if (request.path == "/status" || request.path == "/metrics" || request.path == "/healthcheck") {
+    if (request.method != "GET" && request.method != "HEAD")
+      return text(405, "use GET for " + request.path);
+    if (request.path == "/status") return AdminResponse{200, "application/json", statusJson() + "\n"};
+    if (request.path == "/healthcheck") return text(200, "OK");
+    return AdminResponse{200, "text/plain; version=0.0.4", metricsText()};
+  }
+  if (request.path == "/reload" || request.path == "/reload-seamless") {
+    if (request.method != "POST") return text(405, "use POST for " + request.path);
+    if (!config_->master.adminTokenFile.empty()) {
+      std::ifstream in(config_->master.adminTokenFile);
+      std::string token;
+      std::getline(in, token);
+      auto it = request.headers.find("authorization");
+      if (token.empty() || it == request.headers.end() || it->second != "Bearer " + token)
+        return text(401, "missing or wrong bearer token");
+    }
+    ReloadKind kind = request.path == "/reload" ? ReloadKind::kHup : ReloadKind::kSeamless;
+    uint64_t before = counters_.reloadsOk + counters_.reloadsFailed;
+    requestReload(kind, "admin POST " + request.path);
+    JsonObject body;
+    body.add("accepted", reloadKindName(kind));
+    body.add("reloads_before", before);
+    return AdminResponse{202, "application/json", body.str() + "\n"};
+  }
+  return text(404, "no such admin resource; try /status, /metrics, POST /reload, POST /reload-seamless");
+}
+
+std::string MasterImpl::statusJson() {
+  double now = monotonicSeconds();
+  JsonObject s;
+  s.add("service", "moltd");
+  s.add("version", service_.version());
+  s.add("pid", static_cast<int64_t>(pid_));
+  s.add("state", phaseName(phase_));
+  s.add("generation", servingGeneration_);
+  s.add("config", config_->path);
+  s.add("config_digest", config_->digest);
+  s.add("started_at", startedEpoch_);
+  s.add("uptime_seconds", static_cast<int64_t>(time(nullptr) - startedEpoch_));
+  JsonArray workers, draining;
+  for (const auto& w : registry_.all()) {
+    JsonObject o;
+    o.add("pid", static_cast<int64_t>(w.pid));
+    o.add("generation", w.generation);
+    o.add("slot", w.slot);
+    o.add("state", workerStateName(w.state));
+    if (w.state == WorkerState::kDraining) {
+      o.add("draining_seconds", w.drainStartedAt > 0 ? now - w.drainStartedAt : 0.0);
+      draining.push(o);
+    } else {
+      workers.push(o);
+    }
+  }
+  s.raw("workers", workers.str());
+  s.raw("draining_workers", draining.str());
+  JsonArray listeners;
+  for (const auto& h : listeners_) {
+    JsonObject o;
+    o.add("address", h.listener.address.toString());
+    o.add("role", h.listener.role);
+    listeners.push(o);
+  }
+  s.raw("listeners", listeners.str());
+  s.add("listener_handoff",
+        config_->master.listenerHandoff == ListenerHandoff::kInherit ? "inherit" : "rebind");
+  s.add("reloads", counters_.reloadsOk);
+  s.add("reloads_failed", counters_.reloadsFailed);
+  s.add("worker_restarts", counters_.workerRestarts);
+  s.add("drain_kills", counters_.drainKills);
+  s.add("reload_in_progress", reloadKindName(activeReload_));
+  s.add("pending_reload", reloadKindName(pending_));
+  if (lastReload_) {
+    JsonObject r;
+    r.add("kind", lastReload_->kind);
+    r.add("result", lastReload_->result);
+    r.add("reason", lastReload_->reason);
+    r.add("duration_ms", lastReload_->durationMs);
+    r.add("at", lastReload_->finishedEpoch);
+    r.add("generation", lastReload_->generation);
+    s.add("last_reload", r);
+  } else {
+    s.raw("last_reload", "null");
+  }
+  service_.addStatus(*config_, s);
+  return s.str();
+}
+
+std::string MasterImpl::metricsText() {
+  std::ostringstream m;
+  auto gauge = [&](const char* name, const char* help, double value) {
+    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n"
+      << name << " " << value << "\n";
+  };
+  auto counter = [&](const char* name, const char* help, uint64_t value) {
+    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n"
+      << name << " " << value << "\n";
+  };
+  size_t draining = registry_.draining().size();
+  gauge("moltd_generation", "Generation of the workers now serving.",
+        static_cast<double>(servingGeneration_));
+  gauge("moltd_workers", "Workers of the serving generation.",
+        static_cast<double>(registry_.size() - draining));
+  gauge("moltd_draining_workers", "Old workers still finishing their requests.",
+        static_cast<double>(draining));
+  gauge("moltd_uptime_seconds", "Seconds since the master first started.",
+        static_cast<double>(time(nullptr) - startedEpoch_));
+  counter("moltd_reloads_total", "Reloads that completed.", counters_.reloadsOk);
+  counter("moltd_reloads_failed_total", "Reloads refused or failed.", counters_.reloadsFailed);
+  counter("moltd_worker_restarts_total", "Workers respawned after an unexpected exit.",
+          counters_.workerRestarts);
+  counter("moltd_drain_kills_total", "Old workers killed at a drain deadline.",
+          counters_.drainKills);
+  m << service_.metrics(*config_);
+  return m.str();
+}
+
+}  // namespace
+
+int runMaster(Service& service, const MasterOptions& options) {
+  MasterImpl master(service, options);
+  return master.run();
+}
+
+}  // namespace reload

@@ -1,0 +1,147 @@
+#include "reload/process.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <stdexcept>
+
+#include "reload/sys_error.h"
+
+namespace reload {
+
+double monotonicSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+int64_t monotonicMicros() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+std::string describeWaitStatus(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const char* name = sigabbrev_np(WTERMSIG(status));
+    std::string text = std::string("killed by SIG") + (name ? name : "?");
+    if (WCOREDUMP(status)) text += " (core dumped)";
+    return text;
+  }
+  return "changed state (" + std::to_string(status) + ")";
+}
+
+void setProcessName(const std::string& name) {
+  prctl(PR_SET_NAME, name.substr(0, 15).c_str(), 0, 0, 0);
+}
+
+void closeAllFdsExcept(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned int next = 3;
+  for (int fd : keep) {
+    if (fd < 3 || static_cast<unsigned int>(fd) < next) continue;
+    if (static_cast<unsigned int>(fd) > next) close_range(next, static_cast<unsigned int>(fd) - 1, 0);
+    next = static_cast<unsigned int>(fd) + 1;
+  }
+  close_range(next, ~0U, 0);
+}
+
+static std::vector<int> openFds() {
+  std::vector<int> fds;
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) throwSysError("opendir /proc/self/fd");
+  int own = dirfd(dir);
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    int fd = std::atoi(entry->d_name);
+    if (fd != own) fds.push_back(fd);
+  }
+  closedir(dir);
+  return fds;
+}
+
+void setCloseOnExecExcept(const std::vector<int>& keep) {
+  for (int fd : openFds()) {
+    if (fd < 3) continue;
+    bool kept = std::find(keep.begin(), keep.end(), fd) != keep.end();
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) continue;  // closed meanwhile
+    int wanted = kept ? (flags & ~FD_CLOEXEC) : (flags | FD_CLOEXEC);
+    if (wanted != flags && fcntl(fd, F_SETFD, wanted) != 0)
+      throwSysError("fcntl(F_SETFD) on fd " + std::to_string(fd));
+  }
+}
+
+int countOpenFds() { return static_cast<int>(openFds().size()); }
+
+FdLayout::FdLayout(const std::vector<int>& sources) {
+  const int firstFree = 3 + static_cast<int>(sources.size());
+  std::vector<int> copies;  // sources copied above the target range
+  auto cleanup = [&] {
+    for (int c : copies) close(c);
+    undo();
+  };
+  for (int src : sources) {
+    int copy = fcntl(src, F_DUPFD_CLOEXEC, firstFree);
+    if (copy < 0) {
+      int err = errno;
+      cleanup();
+      throwSysError("dup listener fd " + std::to_string(src), err);
+    }
+    copies.push_back(copy);
+  }
+  for (size_t i = 0; i < sources.size(); ++i) {
+    int target = 3 + static_cast<int>(i);
+    int flags = fcntl(target, F_GETFD);
+    if (flags >= 0) {
+      int parked = fcntl(target, F_DUPFD_CLOEXEC, firstFree);
+      if (parked < 0) {
+        int err = errno;
+        cleanup();
+        throwSysError("park fd " + std::to_string(target), err);
+      }
+      displaced_[target] = Parked{parked, flags};
+    }
+    targets_.push_back(target);
+    if (dup2(copies[i], target) < 0) {  // dup2 leaves the target without FD_CLOEXEC
+      int err = errno;
+      cleanup();
+      throwSysError("dup2 to fd " + std::to_string(target), err);
+    }
+  }
+  for (int c : copies) close(c);
+}
+
+void FdLayout::undo() noexcept {
+  for (int target : targets_) {
+    auto it = displaced_.find(target);
+    if (it == displaced_.end()) {
+      close(target);
+    } else {
+      dup2(it->second.fd, target);
+      fcntl(target, F_SETFD, it->second.flags);
+      close(it->second.fd);
+    }
+  }
+  targets_.clear();
+  displaced_.clear();
+}
+
+pid_t parentOf(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("PPid:", 0) == 0) return static_cast<pid_t>(std::atoi(line.c_str() + 5));
+  }
+  return -1;
+}
+
+}  // namespace reload

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian 12 packages molt needs to build, run, test and benchmark.
+# Safe to run again: apt-get skips what is already installed.
+set -eu
+packages="build-essential cmake pkg-config libpoco-dev libboost-log-dev
+  libboost-test-dev libsystemd-dev python3 curl procps iproute2 groff-base"
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install:$missing" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $missing
+fi

@@ -1,0 +1,96 @@
+// moltd: the molt object server.
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "moltd_service.h"
+#include "reload/log.h"
+#include "reload/master.h"
+#include "version.h"
+
+namespace {
+
+constexpr int kExitUsage = 64;   // EX_USAGE
+constexpr int kExitConfig = 78;  // EX_CONFIG
+constexpr const char* kDefaultConfig = "/etc/molt/moltd.conf";
+
+void usage(std::ostream& out) {
+  out << "usage: moltd [--config PATH] [--check-config | -t] [--version] [--help]\n"
+         "\n"
+         "  -c, --config PATH   configuration file (default " << kDefaultConfig << ")\n"
+         "  -t, --check-config  validate the configuration and exit (0 if valid)\n"
+         "  -V, --version       print the version and exit\n"
+         "\n"
+         "Signals to the master: HUP reload in place, USR1 seamless reload (new binary,\n"
+         "same PID), TERM graceful stop, INT/QUIT immediate stop, USR2 re-check read-only.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  std::string configPath = kDefaultConfig;
+  bool checkOnly = false;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-c" || a == "--config") {
+      if (i + 1 >= args.size()) {
+        std::cerr << "moltd: " << a << " needs a path\n";
+        return kExitUsage;
+      }
+      configPath = args[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      configPath = a.substr(9);
+    } else if (a == "-t" || a == "--check-config") {
+      checkOnly = true;
+    } else if (a == "-V" || a == "--version") {
+      std::cout << "moltd " << server::moltVersion() << "\n";
+      return 0;
+    } else if (a == "-h" || a == "--help") {
+      usage(std::cout);
+      return 0;
+    } else {
+      std::cerr << "moltd: unknown argument '" << a << "'\n";
+      usage(std::cerr);
+      return kExitUsage;
+    }
+  }
+
+  server::MoltdService service;
+  if (checkOnly) {
+    try {
+      auto config = reload::loadConfig(configPath, service);
+      for (const auto& w : config->warnings) std::cerr << "warning: " << w << "\n";
+      std::cout << configPath << ": OK\n";
+      return 0;
+    } catch (const std::exception& e) {
+      std::cerr << e.what() << "\n";
+      return kExitConfig;
+    }
+  }
+
+  reload::MasterOptions options;
+  options.configPath = configPath;
+  options.argv = args;
+  options.executable = args[0];
+  if (options.executable.find('/') != std::string::npos && options.executable[0] != '/') {
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd)) options.executable = std::string(cwd) + "/" + options.executable;
+  }
+  try {
+    return reload::runMaster(service, options);
+  } catch (const reload::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    MOLT_LOG(kCritical) << e.what();
+    return kExitConfig;
+  } catch (const std::exception& e) {
+    std::cerr << "moltd: " << e.what() << "\n";
+    MOLT_LOG(kCritical) << e.what();
+    return 1;
+  }
+}

@@ -1,0 +1,89 @@
+#include "moltd_service.h"
+
+#include <sys/stat.h>
+
+#include <ctime>
+
+#include "object_store.h"
+#include "reload/log.h"
+#include "reload/process.h"
+#include "server_config.h"
+#include "version.h"
+#include "worker.h"
+
+
+namespace server {
+
+std::string MoltdService::version() const { return moltVersion(); }
+
+std::shared_ptr<const reload::ServiceConfig> MoltdService::parseConfig(
+    reload::IniConfig& ini, const reload::MasterConfig& /*master*/) {
+  return parseObjectServerConfig(ini);
+}
+
+int MoltdService::runWorker(const reload::WorkerContext& context) noexcept {
+  const auto& config = static_cast<const ObjectServerConfig&>(*context.config->service);
+  return runObjectWorker(context, config, version());
+}
+
+void MoltdService::check(const reload::LoadedConfig& config, const std::string& trigger) {
+  const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
+  const auto& storage = cfg.storage;
+  double now = reload::monotonicSeconds();
+  if (trigger == "start") {
+    auto volumes = scanVolumes(storage);
+    size_t removed = ObjectStore::removeTempFiles(volumes);
+    if (removed) MOLT_LOG(kInfo) << "removed " << removed << " temp files left by interrupted uploads";
+  }
+  // The master polls every second; honour the configured interval.
+  bool due = trigger != "poll" ||
+             (storage.readOnlyCheckInterval > 0 && now >= nextVolumeScan_);
+  if (!due) return;
+  if (trigger == "poll") nextVolumeScan_ = now + storage.readOnlyCheckInterval;
+  struct stat st {};
+  bool readOnly = !storage.readOnlyFile.empty() && stat(storage.readOnlyFile.c_str(), &st) == 0;
+  auto name = [](bool ro) { return ro ? "read-only" : "read-write"; };
+  if (!modeKnown_) {
+    MOLT_LOG(kInfo) << "mode is " << name(readOnly) << " (flag file "
+                    << (storage.readOnlyFile.empty() ? "unset" : storage.readOnlyFile) << ")";
+  } else if (readOnly != readOnly_) {
+    MOLT_LOG(kNotice) << "mode switch: " << name(readOnly_) << " -> " << name(readOnly)
+                      << " (trigger: " << trigger << ", flag file " << storage.readOnlyFile << ")";
+  }
+  if (!modeKnown_ || readOnly != readOnly_) {
+    readOnly_ = readOnly;
+    modeKnown_ = true;
+    modeSince_ = time(nullptr);
+  }
+}
+
+void MoltdService::addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) {
+  const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
+  status.add("mode", readOnly_ ? "read-only" : "read-write");
+  status.add("mode_since", modeSince_);
+  reload::JsonArray volumes;
+  for (const auto& v : scanVolumes(cfg.storage)) {
+    reload::JsonObject o;
+    o.add("path", v.path);
+    o.add("writable", v.writable);
+    o.add("free_bytes", v.freeBytes);
+    o.add("total_bytes", v.totalBytes);
+    if (!v.problem.empty()) o.add("problem", v.problem);
+    volumes.push(o);
+  }
+  status.raw("volumes", volumes.str());
+}
+
+std::string MoltdService::metrics(const reload::LoadedConfig& config) {
+  const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
+  std::string out = "# HELP moltd_read_only 1 while the server refuses writes.\n"
+                    "# TYPE moltd_read_only gauge\nmoltd_read_only " +
+                    std::string(readOnly_ ? "1" : "0") + "\n" +
+                    "# HELP moltd_volume_free_bytes Free bytes on each volume.\n"
+                    "# TYPE moltd_volume_free_bytes gauge\n";
+  for (const auto& v : scanVolumes(cfg.storage))
+    out += "moltd_volume_free_bytes{volume=\"" + v.path + "\"} " + std::to_string(v.freeBytes) + "\n";
+  return out;
+}
+
+}  // namespace server

@@ -1,0 +1,28 @@
+// moltd as a reload::Service: the object server plugged into the master.
+#pragma once
+
+#include <string>
+
+#include "reload/master.h"
+
+namespace server {
+
+class MoltdService : public reload::Service {
+ public:
+  std::string version() const override;
+  std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
+                                                           const reload::MasterConfig& master) override;
+  int runWorker(const reload::WorkerContext& context) noexcept override;
+  void check(const reload::LoadedConfig& config, const std::string& trigger) override;
+  void addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) override;
+  std::string metrics(const reload::LoadedConfig& config) override;
+
+ private:
+  bool readOnly_ = false;
+  bool modeKnown_ = false;
+  int64_t modeSince_ = 0;
+  double nextVolumeScan_ = 0;
+  std::string volumeSummary_;
+};
+
+}  // namespace server

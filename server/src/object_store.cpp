@@ -1,0 +1,406 @@
+#include "object_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <Poco/DigestEngine.h>
+#include <Poco/MD5Engine.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <set>
+#include <sstream>
+
+#include "object_key.h"
+#include "reload/sys_error.h"
+
+namespace server {
+namespace {
+
+constexpr char kTrailerMagic[] = "MOLTMETA";
+constexpr size_t kTrailerSize = 16;
+constexpr size_t kMaxMetaSize = 64 * 1024;
+
+std::atomic<uint64_t> uploadCounter{0};
+
+std::string md5Hex(const std::string& text) {
+  Poco::MD5Engine md5;
+  md5.update(text);
+  return Poco::DigestEngine::digestToHex(md5.digest());
+}
+
+uint64_t mix(uint64_t x) {  // splitmix64 finaliser
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+void mkdirs(const std::string& path) {
+  if (mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return;
+  if (errno != ENOENT) reload::throwSysError("mkdir " + path);
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) reload::throwSysError("mkdir " + path, ENOENT);
+  mkdirs(path.substr(0, slash));
+  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) reload::throwSysError("mkdir " + path);
+}
+
+void fsyncDir(const std::string& dir) {
+  reload::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd || fsync(fd.get()) != 0) reload::throwSysError("fsync directory " + dir);
+}
+
+bool readTrailer(int fd, ObjectMeta& meta) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kTrailerSize) return false;
+  char trailer[kTrailerSize + 1] = {};
+  auto fileSize = static_cast<uint64_t>(st.st_size);
+  if (pread(fd, trailer, kTrailerSize, static_cast<off_t>(fileSize - kTrailerSize)) !=
+      static_cast<ssize_t>(kTrailerSize))
+    return false;
+  if (std::memcmp(trailer, kTrailerMagic, 8) != 0) return false;
+  uint64_t metaLen = std::strtoull(std::string(trailer + 8, 8).c_str(), nullptr, 16);
+  if (metaLen > kMaxMetaSize || metaLen + kTrailerSize > fileSize) return false;
+  std::string text(metaLen, '\0');
+  auto metaOffset = static_cast<off_t>(fileSize - kTrailerSize - metaLen);
+  if (pread(fd, text.data(), metaLen, metaOffset) != static_cast<ssize_t>(metaLen)) return false;
+  try {
+    meta = decodeMeta(text);
+  } catch (const std::invalid_argument&) {
+    return false;
+  }
+  return meta.size == static_cast<uint64_t>(metaOffset);
+}
+
+}  // namespace
+
+uint64_t rendezvousScore(const std::string& volume, const std::string& bucket,
+                         const std::string& key) {
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a
+  auto feed = [&](const std::string& s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 0x100000001b3ULL;
+    }
+    h ^= 0xff;
+    h *= 0x100000001b3ULL;
+  };
+  feed(volume);
+  feed(bucket);
+  feed(key);
+  return mix(h);
+}
+
+std::vector<Volume> scanVolumes(const StorageSettings& settings) {
+  std::vector<std::string> paths = settings.volumes;
+  if (!settings.volumeGlob.empty()) {
+    glob_t g{};
+    if (glob(settings.volumeGlob.c_str(), GLOB_ONLYDIR, nullptr, &g) == 0)
+      for (size_t i = 0; i < g.gl_pathc; ++i) paths.emplace_back(g.gl_pathv[i]);
+    globfree(&g);
+  }
+  std::set<std::string> seen;
+  std::vector<Volume> out;
+  for (auto path : paths) {
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    if (!seen.insert(path).second) continue;
+    Volume v;
+    v.path = path;
+    struct stat st {};
+    struct statvfs vfs {};
+    if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      v.problem = "not a directory";
+    } else if (statvfs(path.c_str(), &vfs) != 0) {
+      v.problem = std::string("statvfs: ") + std::strerror(errno);
+    } else {
+      v.freeBytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+      v.totalBytes = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+      if (vfs.f_flag & ST_RDONLY) v.problem = "mounted read-only";
+      else if (access(path.c_str(), W_OK) != 0) v.problem = "not writable";
+      else if (v.freeBytes < settings.minFreeBytes) v.problem = "below min_free_bytes";
+      else v.writable = true;
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::string objectRelativePath(const std::string& bucket, const std::string& key) {
+  std::string hash = md5Hex(key);
+  return "objects/" + bucket + "/" + hash.substr(0, 2) + "/" + hash + ".obj";
+}
+
+std::string encodeMeta(const ObjectMeta& meta) {
+  std::ostringstream out;
+  out << "key=" << percentEncode(meta.key) << "\n"
+      << "size=" << meta.size << "\n"
+      << "etag=" << meta.etag << "\n"
+      << "content_type=" << percentEncode(meta.contentType) << "\n";
+  char ts[32];
+  std::snprintf(ts, sizeof ts, "%.6f", meta.timestamp);
+  out << "timestamp=" << ts << "\n";
+  for (const auto& [name, value] : meta.userMeta)
+    out << "meta=" << percentEncode(name) << ":" << percentEncode(value) << "\n";
+  return out.str();
+}
+
+ObjectMeta decodeMeta(const std::string& text) {
+  ObjectMeta meta;
+  std::istringstream in(text);
+  std::string line;
+  bool haveKey = false;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq == std::string::npos) throw std::invalid_argument("bad metadata line");
+    std::string name = line.substr(0, eq);
+    std::string value = line.substr(eq + 1);
+    auto decoded = [&](const std::string& v) {
+      auto d = percentDecode(v);
+      if (!d) throw std::invalid_argument("bad escape in metadata");
+      return *d;
+    };
+    if (name == "key") {
+      meta.key = decoded(value);
+      haveKey = true;
+    } else if (name == "size") {
+      meta.size = std::stoull(value);
+    } else if (name == "etag") {
+      meta.etag = value;
+    } else if (name == "content_type") {
+      meta.contentType = decoded(value);
+    } else if (name == "timestamp") {
+      meta.timestamp = std::stod(value);
+    } else if (name == "meta") {
+      auto colon = value.find(':');
+      if (colon == std::string::npos) throw std::invalid_argument("bad meta entry");
+      meta.userMeta.emplace_back(decoded(value.substr(0, colon)), decoded(value.substr(colon + 1)));
+    }
+  }
+  if (!haveKey) throw std::invalid_argument("metadata has no key");
+  return meta;
+}
+
+// ------------------------------------------------------------------ Upload
+
+Upload::Upload(ObjectStore& store, std::string volume, std::string bucket, std::string key,
+               std::string tmpPath, reload::Fd fd)
+    : store_(store), volume_(std::move(volume)), bucket_(std::move(bucket)),
+      key_(std::move(key)), tmpPath_(std::move(tmpPath)), fd_(std::move(fd)) {}
+
+Upload::~Upload() {
+  if (!committed_) unlink(tmpPath_.c_str());
+}
+
+void Upload::write(const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd_.get(), data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      if (err == ENOSPC || err == EDQUOT)
+        throw StoreError(507, "volume " + volume_ + " is full");
+      throw StoreError(500, "write to " + volume_ + ": " + std::strerror(err));
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void Upload::commit(const ObjectMeta& meta) {
+  std::string text = encodeMeta(meta);
+  if (text.size() > kMaxMetaSize) throw StoreError(400, "object metadata is too large");
+  char trailer[kTrailerSize + 1];
+  std::snprintf(trailer, sizeof trailer, "%s%08zx", kTrailerMagic, text.size());
+  write(text.data(), text.size());
+  write(trailer, kTrailerSize);
+  if (fsync(fd_.get()) != 0) {
+    int err = errno;
+    throw StoreError(err == ENOSPC || err == EDQUOT ? 507 : 500,
+                     "fsync on " + volume_ + ": " + std::strerror(err));
+  }
+  std::string rel = objectRelativePath(bucket_, key_);
+  std::string finalPath = volume_ + "/" + rel;
+  std::string dir = finalPath.substr(0, finalPath.rfind('/'));
+  try {
+    mkdirs(dir);
+    if (rename(tmpPath_.c_str(), finalPath.c_str()) != 0)
+      reload::throwSysError("rename into " + finalPath);
+    committed_ = true;
+    fsyncDir(dir);
+  } catch (const std::system_error& e) {
+    int code = e.code().value();
+    throw StoreError(code == ENOSPC || code == EDQUOT ? 507 : 500, e.what());
+  }
+  store_.removeOtherCopies(volume_, bucket_, key_);
+}
+
+// ------------------------------------------------------------- ObjectStore
+
+ObjectStore::ObjectStore(StorageSettings settings) : settings_(std::move(settings)) {
+  volumes_ = scanVolumes(settings_);
+}
+
+std::vector<std::string> ObjectStore::rescan() {
+  std::vector<Volume> fresh = scanVolumes(settings_);
+  std::vector<std::string> changes;
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& v : fresh) {
+    auto old = std::find_if(volumes_.begin(), volumes_.end(),
+                            [&](const Volume& o) { return o.path == v.path; });
+    if (old == volumes_.end())
+      changes.push_back("volume " + v.path + " added (" + (v.writable ? "writable" : v.problem) + ")");
+    else if (old->writable != v.writable)
+      changes.push_back("volume " + v.path + " is now " + (v.writable ? "writable" : v.problem));
+  }
+  for (const auto& o : volumes_)
+    if (std::none_of(fresh.begin(), fresh.end(), [&](const Volume& v) { return v.path == o.path; }))
+      changes.push_back("volume " + o.path + " removed");
+  volumes_ = std::move(fresh);
+  return changes;
+}
+
+std::vector<Volume> ObjectStore::volumes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return volumes_;
+}
+
+std::vector<std::string> ObjectStore::readOrder(const std::string& bucket,
+                                                const std::string& key) const {
+  std::vector<std::pair<uint64_t, std::string>> scored;
+  for (const auto& v : volumes())
+    if (v.problem != "not a directory")
+      scored.emplace_back(rendezvousScore(v.path, bucket, key), v.path);
+  std::sort(scored.begin(), scored.end(), std::greater<>());
+  std::vector<std::string> order;
+  for (auto& s : scored) order.push_back(std::move(s.second));
+  return order;
+}
+
+std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
+                                                 const std::string& key) {
+  const Volume* best = nullptr;
+  uint64_t bestScore = 0;
+  auto vols = volumes();
+  for (const auto& v : vols) {
+    if (!v.writable) continue;
+    uint64_t score = rendezvousScore(v.path, bucket, key);
+    if (!best || score > bestScore) {
+      best = &v;
+      bestScore = score;
+    }
+  }
+  if (!best) throw StoreError(507, "no volume can take writes");
+  std::string tmpDir = best->path + "/tmp";
+  std::string tmpPath = tmpDir + "/" + std::to_string(getpid()) + "." +
+                        std::to_string(uploadCounter.fetch_add(1)) + ".tmp";
+  reload::Fd fd(::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!fd && errno == ENOENT) {
+    if (mkdir(tmpDir.c_str(), 0755) != 0 && errno != EEXIST)
+      throw StoreError(500, "mkdir " + tmpDir + ": " + std::strerror(errno));
+    fd.reset(::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  }
+  if (!fd) {
+    int err = errno;
+    throw StoreError(err == ENOSPC || err == EDQUOT ? 507 : 500,
+                     "create " + tmpPath + ": " + std::strerror(err));
+  }
+  return std::make_unique<Upload>(*this, best->path, bucket, key, tmpPath, std::move(fd));
+}
+
+std::optional<OpenObject> ObjectStore::open(const std::string& bucket,
+                                            const std::string& key) const {
+  std::string rel = objectRelativePath(bucket, key);
+  for (const auto& volume : readOrder(bucket, key)) {
+    reload::Fd fd(::open((volume + "/" + rel).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) continue;
+    OpenObject obj;
+    if (!readTrailer(fd.get(), obj.meta) || obj.meta.key != key) continue;
+    obj.fd = std::move(fd);
+    obj.volume = volume;
+    return obj;
+  }
+  return std::nullopt;
+}
+
+bool ObjectStore::remove(const std::string& bucket, const std::string& key) {
+  std::string rel = objectRelativePath(bucket, key);
+  bool removed = false;
+  for (const auto& volume : readOrder(bucket, key)) {
+    std::string path = volume + "/" + rel;
+    if (unlink(path.c_str()) == 0) {
+      removed = true;
+      std::string dir = path.substr(0, path.rfind('/'));
+      try {
+        fsyncDir(dir);
+      } catch (const std::system_error&) {
+        // The unlink happened; a failed directory fsync only weakens durability.
+      }
+    }
+  }
+  return removed;
+}
+
+void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::string& bucket,
+                                    const std::string& key) {
+  std::string rel = objectRelativePath(bucket, key);
+  for (const auto& volume : readOrder(bucket, key))
+    if (volume != keepVolume) unlink((volume + "/" + rel).c_str());
+}
+
+std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::string& prefix,
+                                          const std::string& marker, size_t limit) const {
+  std::map<std::string, ObjectMeta> found;
+  for (const auto& v : volumes()) {
+    std::string bucketDir = v.path + "/objects/" + bucket;
+    DIR* top = opendir(bucketDir.c_str());
+    if (!top) continue;
+    while (dirent* sub = readdir(top)) {
+      if (sub->d_name[0] == '.') continue;
+      std::string subDir = bucketDir + "/" + sub->d_name;
+      DIR* inner = opendir(subDir.c_str());
+      if (!inner) continue;
+      while (dirent* entry = readdir(inner)) {
+        std::string name = entry->d_name;
+        if (name.size() < 4 || name.compare(name.size() - 4, 4, ".obj") != 0) continue;
+        reload::Fd fd(::open((subDir + "/" + name).c_str(), O_RDONLY | O_CLOEXEC));
+        ObjectMeta meta;
+        if (!fd || !readTrailer(fd.get(), meta)) continue;
+        if (meta.key <= marker || meta.key.compare(0, prefix.size(), prefix) != 0) continue;
+        auto it = found.find(meta.key);
+        if (it == found.end() || it->second.timestamp < meta.timestamp) found[meta.key] = meta;
+      }
+      closedir(inner);
+    }
+    closedir(top);
+  }
+  std::vector<ObjectMeta> out;
+  for (auto& [key, meta] : found) {
+    if (out.size() >= limit) break;
+    out.push_back(std::move(meta));
+  }
+  return out;
+}
+
+size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes) {
+  size_t removed = 0;
+  for (const auto& v : volumes) {
+    std::string dir = v.path + "/tmp";
+    DIR* d = opendir(dir.c_str());
+    if (!d) continue;
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0 &&
+          unlink((dir + "/" + name).c_str()) == 0)
+        ++removed;
+    }
+    closedir(d);
+  }
+  return removed;
+}
+
+}  // namespace server

@@ -1,0 +1,143 @@
+// Objects on directory volumes.
+//
+// An object is one file: its bytes, then its metadata, then a 16-byte
+// trailer ("MOLTMETA" and the metadata length in hex). Data and metadata are
+// therefore replaced together by one rename(), and a reader never sees a
+// partial object. Files live at VOLUME/objects/BUCKET/HH/MD5(KEY).obj and are
+// written under VOLUME/tmp first.
+//
+// Placement is rendezvous hashing over the writable volumes; reads try the
+// preferred volume first and then every other one, so adding a volume never
+// hides an object. Thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "reload/fd.h"
+
+namespace server {
+
+struct StorageSettings {
+  std::vector<std::string> volumes;
+  std::string volumeGlob;
+  double volumeScanInterval = 10;
+  uint64_t minFreeBytes = 0;
+  uint64_t maxObjectSize = 5ULL << 30;
+  std::string readOnlyFile;
+  double readOnlyCheckInterval = 5;
+};
+
+struct Volume {
+  std::string path;
+  bool writable = false;
+  uint64_t freeBytes = 0;
+  uint64_t totalBytes = 0;
+  std::string problem;  // why it is not writable
+};
+
+struct ObjectMeta {
+  std::string key;
+  uint64_t size = 0;
+  std::string etag;  // MD5 hex, unquoted
+  std::string contentType = "application/octet-stream";
+  double timestamp = 0;  // epoch seconds
+  std::vector<std::pair<std::string, std::string>> userMeta;  // X-Object-Meta-* (name without prefix)
+};
+
+// A failure with the HTTP status it should be answered with.
+class StoreError : public std::runtime_error {
+ public:
+  StoreError(int status, const std::string& what) : std::runtime_error(what), status_(status) {}
+  int status() const { return status_; }
+
+ private:
+  int status_;
+};
+
+struct OpenObject {
+  reload::Fd fd;
+  ObjectMeta meta;
+  std::string volume;
+};
+
+uint64_t rendezvousScore(const std::string& volume, const std::string& bucket,
+                         const std::string& key);
+
+// Volumes from a fixed list plus a glob, each checked for existence,
+// writability, a read-only mount and min_free_bytes.
+std::vector<Volume> scanVolumes(const StorageSettings& settings);
+
+// "bucket/key" file name inside a volume.
+std::string objectRelativePath(const std::string& bucket, const std::string& key);
+
+std::string encodeMeta(const ObjectMeta& meta);
+ObjectMeta decodeMeta(const std::string& text);  // throws std::invalid_argument
+
+class ObjectStore;
+
+// An upload in progress: a temp file on the chosen volume.
+class Upload {
+ public:
+  Upload(ObjectStore& store, std::string volume, std::string bucket, std::string key,
+         std::string tmpPath, reload::Fd fd);
+  ~Upload();  // removes the temp file unless committed
+  Upload(const Upload&) = delete;
+  Upload& operator=(const Upload&) = delete;
+  // Throws StoreError (507 when the disk is full).
+  void write(const char* data, size_t size);
+  // Writes the metadata, fsyncs, renames into place and fsyncs the directory;
+  // then removes copies of the key on other volumes. Throws StoreError.
+  void commit(const ObjectMeta& meta);
+  const std::string& volume() const { return volume_; }
+
+ private:
+  ObjectStore& store_;
+  std::string volume_, bucket_, key_, tmpPath_;
+  reload::Fd fd_;
+  bool committed_ = false;
+};
+
+class ObjectStore {
+ public:
+  explicit ObjectStore(StorageSettings settings);
+
+  const StorageSettings& settings() const { return settings_; }
+  // Re-reads the volume list; returns one line per change, for the log.
+  std::vector<std::string> rescan();
+  std::vector<Volume> volumes() const;
+
+  // Throws StoreError (507 when no volume can take writes).
+  std::unique_ptr<Upload> beginUpload(const std::string& bucket, const std::string& key);
+  std::optional<OpenObject> open(const std::string& bucket, const std::string& key) const;
+  // Returns whether anything was removed.
+  bool remove(const std::string& bucket, const std::string& key);
+  // Sorted by key; keys > marker that start with prefix, at most limit.
+  std::vector<ObjectMeta> list(const std::string& bucket, const std::string& prefix,
+                               const std::string& marker, size_t limit) const;
+
+  // Removes leftovers of uploads cut short by a crash. Only safe while no
+  // worker is writing (at start).
+  static size_t removeTempFiles(const std::vector<Volume>& volumes);
+
+ private:
+  friend class Upload;
+  std::vector<std::string> readOrder(const std::string& bucket, const std::string& key) const;
+  void removeOtherCopies(const std::string& keepVolume, const std::string& bucket,
+                         const std::string& key);
+
+  StorageSettings settings_;
+  mutable std::mutex mutex_;
+  std::vector<Volume> volumes_;
+};
+
+}  // namespace server
