@@ -113,6 +113,11 @@ class ObjectHandler : public Poco::Net::HTTPRequestHandler {
                   const std::string& query);
   void sendText(HTTPServerResponse& resp, HTTPResponse::HTTPStatus status,
                 const std::string& text);
+  // A drain can start while a request is being served: decide keep-alive
+  // when the response goes out, not when the request came in.
+  void beforeSend(HTTPServerResponse& resp) {
+    if (shared_.drain.draining()) resp.setKeepAlive(false);
+  }
   void sendBody(HTTPServerRequest& req, HTTPServerResponse& resp, const OpenObject& obj,
                 uint64_t offset, uint64_t length);
   bool refuseIfReadOnly(HTTPServerResponse& resp);
@@ -180,6 +185,7 @@ void ObjectHandler::sendText(HTTPServerResponse& resp, HTTPResponse::HTTPStatus 
   std::string body = text + "\n";
   resp.setContentLength64(static_cast<Poco::UInt64>(body.size()));
   bytesSent_ = body.size();
+  beforeSend(resp);
   resp.sendBuffer(body.data(), body.size());
 }
 
@@ -291,6 +297,7 @@ void ObjectHandler::putObject(HTTPServerRequest& req, HTTPServerResponse& resp,
   resp.setStatusAndReason(HTTPResponse::HTTP_CREATED);
   resp.setContentType("text/plain; charset=utf-8");
   resp.setContentLength(0);
+  beforeSend(resp);
   resp.send();
 }
 
@@ -311,6 +318,7 @@ void ObjectHandler::getObject(HTTPServerRequest& req, HTTPServerResponse& resp,
   if (req.has("If-None-Match") && etagListMatches(req.get("If-None-Match"), meta.etag)) {
     resp.setStatusAndReason(HTTPResponse::HTTP_NOT_MODIFIED);
     resp.setContentLength(0);
+    beforeSend(resp);
     resp.send();
     return;
   }
@@ -339,6 +347,7 @@ void ObjectHandler::getObject(HTTPServerRequest& req, HTTPServerResponse& resp,
 
 void ObjectHandler::sendBody(HTTPServerRequest& req, HTTPServerResponse& resp,
                              const OpenObject& obj, uint64_t offset, uint64_t length) {
+  beforeSend(resp);
   std::ostream& out = resp.send();
   if (req.getMethod() == "HEAD" || length == 0) return;
   out.flush();
@@ -371,6 +380,7 @@ void ObjectHandler::deleteObject(HTTPServerResponse& resp, const ObjectPath& pat
     return sendText(resp, HTTPResponse::HTTP_NOT_FOUND, "no such object");
   resp.setStatusAndReason(HTTPResponse::HTTP_NO_CONTENT);
   resp.setContentLength(0);
+  beforeSend(resp);
   resp.send();
 }
 
@@ -416,6 +426,7 @@ void ObjectHandler::listBucket(HTTPServerRequest& req, HTTPServerResponse& resp,
   resp.setContentType("application/json; charset=utf-8");
   resp.setContentLength64(static_cast<Poco::UInt64>(body.size()));
   bytesSent_ = body.size();
+  beforeSend(resp);
   if (req.getMethod() == "HEAD") {
     resp.send();
     return;

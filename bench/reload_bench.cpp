@@ -1,0 +1,580 @@
+// reload_bench: starts moltd, drives HTTP load from many connections, sends
+// reload signals at a fixed interval, and prints what clients saw.
+//
+// Every failure is counted by kind (refused, reset, timeout, short read,
+// non-2xx). Reload latency is the time from a signal to the first response
+// served by the generation it started (the X-Molt-Generation header).
+// With --expect-zero-failures the exit status says whether any request
+// failed, so probe tests can use this as their load engine.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double now() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+struct Options {
+  std::string moltd;
+  std::string address;        // use a running server instead of starting one
+  std::string adminAddress;   // with --address
+  std::string signalName = "HUP";
+  int reloads = 20;
+  double intervalMs = 100;
+  int connections = 16;
+  std::string mode = "close";  // close | keepalive
+  double steadySeconds = 2;
+  int workers = 2;
+  std::string handoff = "inherit";
+  size_t objectSize = 1024;
+  double putRatio = 0.1;
+  bool expectZero = false;
+  double settleSeconds = 1;
+  std::string configHook;  // a script run before each signal, with the config path
+  std::string keepDir;
+  double timeoutSeconds = 10;
+};
+
+enum FailKind { kRefused, kReset, kTimeout, kShortRead, kNon2xx, kOther, kFailKinds };
+const char* kFailNames[] = {"refused", "reset", "timeout", "short_read", "non_2xx", "other"};
+
+struct Sample {
+  double start;
+  double latency;
+};
+
+struct Shared {
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> failures[kFailKinds] = {};
+  std::mutex mutex;
+  std::vector<Sample> samples;
+  std::map<uint64_t, double> firstSeen;  // generation -> first response time
+  std::vector<std::string> failureNotes;
+};
+
+struct Target {
+  bool unix = false;
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  std::string hostHeader = "localhost";
+};
+
+Target parseTarget(const std::string& text) {
+  Target t;
+  if (text.rfind("unix:", 0) == 0) {
+    t.unix = true;
+    auto* un = reinterpret_cast<sockaddr_un*>(&t.addr);
+    un->sun_family = AF_UNIX;
+    std::strncpy(un->sun_path, text.c_str() + 5, sizeof un->sun_path - 1);
+    t.len = sizeof(sockaddr_un);
+    return t;
+  }
+  auto colon = text.rfind(':');
+  auto* in = reinterpret_cast<sockaddr_in*>(&t.addr);
+  in->sin_family = AF_INET;
+  in->sin_port = htons(static_cast<uint16_t>(std::stoi(text.substr(colon + 1))));
+  inet_pton(AF_INET, text.substr(0, colon).c_str(), &in->sin_addr);
+  t.len = sizeof(sockaddr_in);
+  t.hostHeader = text;
+  return t;
+}
+
+FailKind kindOf(int err) {
+  switch (err) {
+    case ECONNREFUSED: return kRefused;
+    case ECONNRESET:
+    case EPIPE: return kReset;
+    case EAGAIN:
+    case ETIMEDOUT: return kTimeout;
+    default: return kOther;
+  }
+}
+
+class Connection {
+ public:
+  explicit Connection(const Target& t, double timeout) : target_(t), timeout_(timeout) {}
+  ~Connection() { closeFd(); }
+  bool open() const { return fd_ >= 0; }
+  void closeFd() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+    buffer_.clear();
+  }
+  // Returns -1 on success or a FailKind.
+  int connectIfNeeded(std::string* note = nullptr) {
+    if (fd_ >= 0) return -1;
+    fd_ = socket(target_.unix ? AF_UNIX : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{static_cast<time_t>(timeout_), 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (!target_.unix) {
+      int one = 1;
+      setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    int rc = connect(fd_, reinterpret_cast<const sockaddr*>(&target_.addr), target_.len);
+    if (rc != 0 && errno == EINTR) {
+      // An interrupted connect goes on in the background: wait for its result.
+      pollfd p{fd_, POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (poll(&p, 1, static_cast<int>(timeout_ * 1000)) == 1 &&
+          getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
+        rc = 0;
+      else
+        errno = err ? err : ETIMEDOUT;
+    }
+    if (rc != 0) {
+      int err = errno;
+      closeFd();
+      if (note) *note = std::string("connect: ") + std::strerror(err);
+      return kindOf(err);
+    }
+    return -1;
+  }
+  struct Response {
+    int status = 0;
+    bool close = false;
+    uint64_t generation = 0;
+    std::string body;
+  };
+  // Returns -1 on success or a FailKind; `note` says what happened.
+  int exchange(const std::string& request, Response& resp, std::string& note) {
+    size_t sent = 0;
+    while (sent < request.size()) {
+      ssize_t n = send(fd_, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        note = std::string("send: ") + std::strerror(errno);
+        return kindOf(errno);
+      }
+      sent += static_cast<size_t>(n);
+    }
+    size_t headerEnd;
+    while ((headerEnd = buffer_.find("\r\n\r\n")) == std::string::npos) {
+      int r = fill(note);
+      if (r >= 0) return r;
+    }
+    std::string head = buffer_.substr(0, headerEnd);
+    buffer_.erase(0, headerEnd + 4);
+    if (std::sscanf(head.c_str(), "HTTP/1.%*d %d", &resp.status) != 1) {
+      note = "bad status line";
+      return kOther;
+    }
+    size_t length = 0;
+    std::istringstream lines(head);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      auto colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      std::string name = line.substr(0, colon);
+      std::string value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (name == "content-length") length = std::stoul(value);
+      else if (name == "connection") resp.close = strcasecmp(value.c_str(), "close") == 0;
+      else if (name == "x-molt-generation") resp.generation = std::stoull(value);
+    }
+    if (resp.status == 100) return exchange("", resp, note);
+    while (buffer_.size() < length) {
+      int r = fill(note);
+      if (r >= 0) return r;
+    }
+    resp.body = buffer_.substr(0, length);
+    buffer_.erase(0, length);
+    return -1;
+  }
+
+ private:
+  int fill(std::string& note) {
+    char chunk[65536];
+    ssize_t n = recv(fd_, chunk, sizeof chunk, 0);
+    if (n > 0) {
+      buffer_.append(chunk, static_cast<size_t>(n));
+      return -1;
+    }
+    if (n == 0) {
+      note = "connection closed before the response was complete";
+      return kShortRead;
+    }
+    if (errno == EINTR) return -1;
+    note = std::string("recv: ") + std::strerror(errno);
+    return kindOf(errno);
+  }
+
+  const Target& target_;
+  double timeout_;
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+void clientLoop(int id, const Options& opt, const Target& target, Shared& shared,
+                const std::string& payload) {
+  Connection conn(target, opt.timeoutSeconds);
+  std::mt19937 rng(static_cast<unsigned>(id * 7919 + 17));
+  std::uniform_real_distribution<double> coin(0, 1);
+  std::vector<Sample> samples;
+  std::map<uint64_t, double> seen;
+  uint64_t count = 0;
+  while (!shared.stop.load(std::memory_order_relaxed)) {
+    bool put = coin(rng) < opt.putRatio;
+    std::string key = put ? "bench/put-" + std::to_string(id) + "-" + std::to_string(count % 8)
+                          : "bench/object";
+    std::string request = std::string(put ? "PUT" : "GET") + " /v1/" + key + " HTTP/1.1\r\nHost: " +
+                          target.hostHeader + "\r\n";
+    if (opt.mode == "close") request += "Connection: close\r\n";
+    if (put) request += "Content-Length: " + std::to_string(payload.size()) + "\r\n\r\n" + payload;
+    else request += "\r\n";
+    double start = now();
+    std::string note;
+    int fail = conn.connectIfNeeded(&note);
+    if (fail < 0 && (fail = [&] {
+          Connection::Response resp;
+          int r = conn.exchange(request, resp, note);
+          if (r >= 0) return r;
+          if (resp.status < 200 || resp.status >= 300) {
+            note = "status " + std::to_string(resp.status) + ": " + resp.body.substr(0, 200);
+            return static_cast<int>(kNon2xx);
+          }
+          if (!put && resp.body.size() != payload.size()) {
+            note = "body of " + std::to_string(resp.body.size()) + " bytes";
+            return static_cast<int>(kShortRead);
+          }
+          if (resp.generation && !seen.count(resp.generation)) seen[resp.generation] = now();
+          if (resp.close || opt.mode == "close") conn.closeFd();
+          return -1;
+        }()) < 0) {
+      samples.push_back({start, now() - start});
+    } else {
+      conn.closeFd();
+      shared.failures[fail]++;
+      std::lock_guard<std::mutex> lock(shared.mutex);
+      if (shared.failureNotes.size() < 20)
+        shared.failureNotes.push_back(std::string(kFailNames[fail]) + " (" + (put ? "PUT" : "GET") +
+                                      "): " + (note.empty() ? std::strerror(errno) : note));
+    }
+    ++count;
+    shared.requests++;
+  }
+  std::lock_guard<std::mutex> lock(shared.mutex);
+  shared.samples.insert(shared.samples.end(), samples.begin(), samples.end());
+  for (auto [gen, t] : seen) {
+    auto it = shared.firstSeen.find(gen);
+    if (it == shared.firstSeen.end() || t < it->second) shared.firstSeen[gen] = t;
+  }
+}
+
+// A one-shot request to the admin endpoint; returns the body or "".
+std::string adminGet(const std::string& admin, const std::string& path) {
+  Target t = parseTarget(admin);
+  Connection c(t, 5);
+  if (c.connectIfNeeded() >= 0) return "";
+  Connection::Response r;
+  std::string note;
+  if (c.exchange("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", r, note) >= 0)
+    return "";
+  return r.status == 200 ? r.body : "";
+}
+
+long jsonNumber(const std::string& json, const std::string& key) {
+  auto pos = json.find("\"" + key + "\":");
+  if (pos == std::string::npos) return -1;
+  return std::strtol(json.c_str() + pos + key.size() + 3, nullptr, 10);
+}
+
+long rssKb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  return 0;
+}
+
+std::string comm(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
+std::vector<pid_t> childrenOf(pid_t parent) {
+  std::vector<pid_t> out;
+  std::ifstream in("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children");
+  pid_t p;
+  while (in >> p) out.push_back(p);
+  return out;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+int freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+void usage() {
+  std::cerr << "usage: reload_bench --moltd PATH [--signal HUP|USR1|none] [--reloads N]\n"
+               "  [--interval-ms MS] [--connections N] [--mode close|keepalive]\n"
+               "  [--steady-seconds S] [--workers N] [--handoff inherit|rebind]\n"
+               "  [--object-size BYTES] [--put-ratio R] [--config-hook SCRIPT]\n"
+               "  [--expect-zero-failures] [--keep-dir DIR]\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        usage();
+        std::exit(64);
+      }
+      return argv[++i];
+    };
+    if (a == "--moltd") opt.moltd = next();
+    else if (a == "--signal") opt.signalName = next();
+    else if (a == "--reloads") opt.reloads = std::stoi(next());
+    else if (a == "--interval-ms") opt.intervalMs = std::stod(next());
+    else if (a == "--connections") opt.connections = std::stoi(next());
+    else if (a == "--mode") opt.mode = next();
+    else if (a == "--steady-seconds") opt.steadySeconds = std::stod(next());
+    else if (a == "--workers") opt.workers = std::stoi(next());
+    else if (a == "--handoff") opt.handoff = next();
+    else if (a == "--object-size") opt.objectSize = std::stoul(next());
+    else if (a == "--put-ratio") opt.putRatio = std::stod(next());
+    else if (a == "--config-hook") opt.configHook = next();
+    else if (a == "--keep-dir") opt.keepDir = next();
+    else if (a == "--expect-zero-failures") opt.expectZero = true;
+    else {
+      usage();
+      return 64;
+    }
+  }
+  if (opt.moltd.empty() || (opt.mode != "close" && opt.mode != "keepalive")) {
+    usage();
+    return 64;
+  }
+  int sig = opt.signalName == "USR1" ? SIGUSR1 : opt.signalName == "HUP" ? SIGHUP : 0;
+  signal(SIGPIPE, SIG_IGN);
+
+  char tmpl[] = "/tmp/molt-bench-XXXXXX";
+  std::string dir = opt.keepDir.empty() ? mkdtemp(tmpl) : opt.keepDir;
+  mkdir((dir + "/data").c_str(), 0755);
+  int port = freePort(), adminPort = freePort();
+  std::string address = "127.0.0.1:" + std::to_string(port);
+  std::string admin = "127.0.0.1:" + std::to_string(adminPort);
+  std::string config = dir + "/moltd.conf";
+  {
+    std::ofstream out(config);
+    out << "[server]\nbind = " << address << "\nworkers = " << opt.workers
+        << "\ngraceful_timeout = 10\nkeepalive_timeout = 5\nlistener_handoff = " << opt.handoff
+        << "\nmax_draining_generations = 16\npid_file = " << dir << "/moltd.pid\n"
+        << "[admin]\nbind = " << admin << "\n[storage]\nvolumes = " << dir << "/data\n"
+        << "[log]\nfile = " << dir << "/moltd.log\naccess_log = off\n";
+  }
+  pid_t master = fork();
+  if (master == 0) {
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    execl(opt.moltd.c_str(), opt.moltd.c_str(), "--config", config.c_str(), nullptr);
+    std::perror("exec moltd");
+    _exit(127);
+  }
+  auto fail = [&](const std::string& why) {
+    std::cerr << "reload_bench: " << why << " (log in " << dir << "/moltd.log)\n";
+    kill(master, SIGKILL);
+    waitpid(master, nullptr, 0);
+    return 2;
+  };
+  double deadline = now() + 20;
+  std::string status;
+  while (now() < deadline) {
+    status = adminGet(admin, "/status");
+    if (status.find("\"state\":\"running\"") != std::string::npos) break;
+    int st;
+    if (waitpid(master, &st, WNOHANG) == master) return fail("moltd exited during start-up");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (status.find("\"state\":\"running\"") == std::string::npos) return fail("moltd did not start");
+
+  std::string payload(opt.objectSize, 'x');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>('a' + i % 26);
+  Target target = parseTarget(address);
+  {
+    Connection c(target, 10);
+    Connection::Response r;
+    std::string note;
+    if (c.connectIfNeeded() >= 0 ||
+        c.exchange("PUT /v1/bench/object HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                       std::to_string(payload.size()) + "\r\nConnection: close\r\n\r\n" + payload,
+                   r, note) >= 0 || r.status != 201)
+      return fail("could not store the benchmark object");
+  }
+
+  Shared shared;
+  std::vector<std::thread> clients;
+  double loadStart = now();
+  for (int i = 0; i < opt.connections; ++i)
+    clients.emplace_back(clientLoop, i, std::cref(opt), std::cref(target), std::ref(shared),
+                         std::cref(payload));
+  // Memory sampling runs alongside.
+  std::atomic<bool> sampling{true};
+  long masterPeak = 0, workerPeak = 0, syncPeak = 0, totalPeak = 0;
+  std::thread sampler([&] {
+    while (sampling) {
+      long total = rssKb(master);
+      masterPeak = std::max(masterPeak, rssKb(master));
+      for (pid_t c : childrenOf(master)) {
+        long r = rssKb(c);
+        total += r;
+        if (comm(c) == "moltd-sync") syncPeak = std::max(syncPeak, r);
+        else workerPeak = std::max(workerPeak, r);
+      }
+      totalPeak = std::max(totalPeak, total);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+
+  std::this_thread::sleep_for(std::chrono::duration<double>(opt.steadySeconds));
+  double steadyEnd = now();
+  uint64_t steadyRequests = shared.requests.load();
+  std::vector<double> signalTimes;
+  std::vector<long> generationBefore;
+  long lastGeneration = jsonNumber(adminGet(admin, "/status"), "generation");
+  for (int i = 0; i < opt.reloads && sig; ++i) {
+    if (!opt.configHook.empty()) {
+      std::string cmd = opt.configHook + " " + config + " " + std::to_string(i);
+      if (std::system(cmd.c_str()) != 0) return fail("config hook failed");
+    }
+    double t = now();
+    kill(master, sig);
+    signalTimes.push_back(t);
+    generationBefore.push_back(lastGeneration);
+    // Next signal at a fixed interval; meanwhile find out which generation serves.
+    double next = t + opt.intervalMs / 1000.0;
+    long gen = lastGeneration;
+    while (now() < next) {
+      long g = jsonNumber(adminGet(admin, "/status"), "generation");
+      if (g > gen) gen = g;
+      if (gen > lastGeneration) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    lastGeneration = gen;
+    double left = next - now();
+    if (left > 0) std::this_thread::sleep_for(std::chrono::duration<double>(left));
+  }
+  double reloadEnd = now();
+  uint64_t reloadRequests = shared.requests.load() - steadyRequests;
+  std::this_thread::sleep_for(std::chrono::duration<double>(opt.settleSeconds));
+  shared.stop = true;
+  for (auto& t : clients) t.join();
+  sampling = false;
+  sampler.join();
+  std::string finalStatus = adminGet(admin, "/status");
+
+  kill(master, SIGTERM);
+  int st = 0;
+  waitpid(master, &st, 0);
+
+  // Figures.
+  std::vector<double> steadyLat, reloadLat;
+  for (const auto& s : shared.samples) {
+    if (s.start < steadyEnd && s.start >= loadStart) steadyLat.push_back(s.latency * 1000);
+    else if (s.start >= steadyEnd && s.start < reloadEnd) reloadLat.push_back(s.latency * 1000);
+  }
+  std::vector<double> reloadLatency;
+  for (size_t i = 0; i < signalTimes.size(); ++i) {
+    // The generation this signal started is the first above the one serving before it.
+    for (const auto& [gen, t] : shared.firstSeen) {
+      if (static_cast<long>(gen) > generationBefore[i] && t >= signalTimes[i]) {
+        reloadLatency.push_back((t - signalTimes[i]) * 1000);
+        break;
+      }
+    }
+  }
+  uint64_t failed = 0;
+  for (auto& f : shared.failures) failed += f.load();
+  std::printf("moltd reload benchmark\n");
+  std::printf("signal: %s x %d every %.0f ms, handoff %s\n", opt.signalName.c_str(), opt.reloads,
+              opt.intervalMs, opt.handoff.c_str());
+  std::printf("load: %d connections, %s, %.0f%% PUT, %zu-byte objects, %d workers\n",
+              opt.connections, opt.mode == "close" ? "new connection per request" : "keep-alive",
+              opt.putRatio * 100, opt.objectSize, opt.workers);
+  std::printf("requests: %llu\n", static_cast<unsigned long long>(shared.requests.load()));
+  std::printf("failed: %llu", static_cast<unsigned long long>(failed));
+  for (int k = 0; k < kFailKinds; ++k)
+    std::printf(" %s=%llu", kFailNames[k], static_cast<unsigned long long>(shared.failures[k].load()));
+  std::printf("\n");
+  std::printf("throughput steady: %.0f req/s\n", static_cast<double>(steadyRequests) / (steadyEnd - loadStart));
+  if (!signalTimes.empty())
+    std::printf("throughput during reloads: %.0f req/s\n", static_cast<double>(reloadRequests) / (reloadEnd - steadyEnd));
+  std::printf("latency steady ms: p50 %.2f p99 %.2f max %.2f\n", percentile(steadyLat, 0.5),
+              percentile(steadyLat, 0.99), percentile(steadyLat, 1.0));
+  if (!signalTimes.empty()) {
+    std::printf("latency during reloads ms: p50 %.2f p99 %.2f max %.2f\n", percentile(reloadLat, 0.5),
+                percentile(reloadLat, 0.99), percentile(reloadLat, 1.0));
+    std::printf("reload latency ms (signal to new generation serving): p50 %.1f p99 %.1f max %.1f (%zu of %zu measured)\n",
+                percentile(reloadLatency, 0.5), percentile(reloadLatency, 0.99),
+                percentile(reloadLatency, 1.0), reloadLatency.size(), signalTimes.size());
+  }
+  std::printf("peak RSS KiB: master %ld, largest worker %ld, synchronizer %ld, all processes %ld\n",
+              masterPeak, workerPeak, syncPeak, totalPeak);
+  size_t workersAt = finalStatus.find("\"workers\":[");
+  size_t workersEnd = finalStatus.find(']', workersAt);
+  long finalWorkers = 0;
+  for (size_t p = finalStatus.find("\"pid\"", workersAt); workersAt != std::string::npos && p < workersEnd;
+       p = finalStatus.find("\"pid\"", p + 1))
+    ++finalWorkers;
+  std::printf("final workers: %ld\n", finalWorkers);
+  std::printf("final generation: %ld, reloads ok: %ld, failed: %ld\n",
+              jsonNumber(finalStatus, "generation"), jsonNumber(finalStatus, "reloads"),
+              jsonNumber(finalStatus, "reloads_failed"));
+  std::printf("moltd exit: %s\n", WIFEXITED(st) ? std::to_string(WEXITSTATUS(st)).c_str() : "signal");
+  for (const auto& n : shared.failureNotes) std::printf("  failure: %s\n", n.c_str());
+  if (opt.keepDir.empty()) {
+    std::string cmd = "rm -rf '" + dir + "'";
+    if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", dir.c_str());
+  }
+  if (opt.expectZero && (failed > 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)) return 1;
+  return 0;
+}

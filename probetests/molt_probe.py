@@ -1,0 +1,365 @@
+"""Probe-test harness: runs the real moltd and drives it like an operator.
+
+Everything here waits on conditions with deadlines; nothing sleeps in place
+of a condition. Load comes from real concurrent connections (http.client),
+and failures are counted by kind.
+"""
+import errno
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+MOLTD = os.environ.get("MOLTD_BIN", "")
+MOLTD_ALT = os.environ.get("MOLTD_ALT_BIN", "")
+RELOAD_BENCH = os.environ.get("RELOAD_BENCH_BIN", "")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout, what):
+    """Polls `predicate` until it returns a true value or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as e:  # the server may be between images
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.02)
+    raise AssertionError("timed out after %ss waiting for %s; last saw %r" % (timeout, what, last))
+
+
+def children_of(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+class Moltd:
+    """One moltd instance in its own temporary directory."""
+
+    def __init__(self, test, workers=2, graceful_timeout=10, keepalive_timeout=5,
+                 handoff="inherit", extra_server="", extra_storage="", binary=None,
+                 volumes=1):
+        self.test = test
+        self.dir = tempfile.mkdtemp(prefix="molt-probe-")
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.binary = binary or MOLTD
+        self.volumes = []
+        for i in range(volumes):
+            path = os.path.join(self.dir, "vol%d" % i)
+            os.mkdir(path)
+            self.volumes.append(path)
+        self.settings = dict(workers=workers, graceful_timeout=graceful_timeout,
+                             keepalive_timeout=keepalive_timeout, handoff=handoff,
+                             extra_server=extra_server, extra_storage=extra_storage,
+                             bind="127.0.0.1:%d" % self.port)
+        self.config = os.path.join(self.dir, "moltd.conf")
+        self.log = os.path.join(self.dir, "moltd.log")
+        self.pid_file = os.path.join(self.dir, "moltd.pid")
+        self.write_config()
+        self.proc = None
+        test.addCleanup(self.cleanup)
+
+    def write_config(self, **changes):
+        self.settings.update(changes)
+        s = self.settings
+        text = (
+            "[server]\nbind = {bind}\nworkers = {workers}\ngraceful_timeout = {graceful_timeout}\n"
+            "keepalive_timeout = {keepalive_timeout}\nlistener_handoff = {handoff}\n"
+            "pid_file = {pid}\nreload_timeout = 10\n{extra_server}\n"
+            "[admin]\nbind = 127.0.0.1:{admin}\n"
+            "[storage]\nvolumes = {vols}\n{extra_storage}\n"
+            "[log]\nlevel = debug\nfile = {log}\naccess_log = {access}\n"
+        ).format(pid=self.pid_file, admin=self.admin_port, vols=", ".join(self.volumes),
+                 log=self.log, access=os.path.join(self.dir, "access.log"), **s)
+        with open(self.config + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(self.config + ".tmp", self.config)
+
+    def write_raw_config(self, text):
+        with open(self.config, "w") as f:
+            f.write(text)
+
+    def start(self, wait=True, env=None, pass_fds=(), preexec_fn=None, argv=None):
+        argv = argv or [self.binary, "--config", self.config]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=open(os.path.join(self.dir, "stdout"), "w"),
+                                     stderr=subprocess.STDOUT, env=env, pass_fds=pass_fds,
+                                     preexec_fn=preexec_fn, start_new_session=True)
+        self.pid = self.proc.pid
+        if wait:
+            self.wait_running()
+        return self
+
+    def wait_running(self, timeout=20):
+        def running():
+            if self.proc.poll() is not None:
+                raise AssertionError("moltd exited with %s:\n%s" % (self.proc.returncode, self.tail()))
+            st = self.status()
+            return st if st["state"] == "running" else None
+        return wait_for(running, timeout, "moltd to be running")
+
+    def status(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+        try:
+            conn.request("GET", "/status")
+            resp = conn.getresponse()
+            return json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait_generation(self, generation, timeout=20):
+        """Waits until `generation` serves and nothing is being reloaded."""
+        def done():
+            st = self.status()
+            if st["generation"] >= generation and st["state"] == "running" and \
+                    st["reload_in_progress"] == "none":
+                return st
+            return None
+        return wait_for(done, timeout, "generation %d to serve" % generation)
+
+    def wait_reload_result(self, reloads_before, timeout=20):
+        """Waits until one more reload finished (ok or not) and returns status."""
+        def done():
+            st = self.status()
+            if st["reloads"] + st["reloads_failed"] > reloads_before and \
+                    st["reload_in_progress"] == "none" and st["state"] == "running":
+                return st
+            return None
+        return wait_for(done, timeout, "the reload to finish")
+
+    def reload_count(self):
+        st = self.status()
+        return st["reloads"] + st["reloads_failed"]
+
+    def wait_no_draining(self, timeout=30):
+        return wait_for(lambda: not self.status()["draining_workers"], timeout,
+                        "old workers to finish")
+
+    def connection(self, timeout=30):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None):
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("moltd did not stop within %ss" % timeout)
+        return self.proc.returncode
+
+    def tail(self, n=60):
+        try:
+            with open(self.log) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def log_text(self):
+        with open(self.log) as f:
+            return f.read()
+
+    def cleanup(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.proc.wait()
+        if hasattr(self.test, "_outcome") and not all(
+                e is None for _, e in getattr(self.test._outcome, "errors", [])):
+            print("---- moltd log (%s) ----\n%s" % (self.dir, self.tail(120)))
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+class Load:
+    """Concurrent clients hammering one object; counts failures by kind."""
+
+    def __init__(self, server, connections=16, keepalive=False, put_ratio=0.1, size=4096):
+        self.server = server
+        self.connections = connections
+        self.keepalive = keepalive
+        self.put_ratio = put_ratio
+        self.payload = os.urandom(size)
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.failures = {}
+        self.notes = []
+        self.threads = []
+        status, _, _ = server.request("PUT", "/v1/load/object", body=self.payload)
+        assert status == 201, status
+
+    def _fail(self, kind, note):
+        with self.lock:
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+            if len(self.notes) < 10:
+                self.notes.append("%s: %s" % (kind, note))
+
+    def _run(self, index):
+        conn = None
+        n = 0
+        deadline = time.monotonic() + 600  # bounded even if never stopped
+        while not self.stop_flag.is_set() and time.monotonic() < deadline:
+            n += 1
+            put = (n * 7 + index) % 100 < self.put_ratio * 100
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=15)
+                headers = {} if self.keepalive else {"Connection": "close"}
+                if put:
+                    conn.request("PUT", "/v1/load/p%d-%d" % (index, n % 4), body=self.payload,
+                                 headers=headers)
+                else:
+                    conn.request("GET", "/v1/load/object", headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                if not 200 <= resp.status < 300:
+                    self._fail("non_2xx", "%d %r" % (resp.status, body[:100]))
+                elif not put and body != self.payload:
+                    self._fail("short_read", "body of %d bytes" % len(body))
+                if resp.will_close or not self.keepalive:
+                    conn.close()
+                    conn = None
+            except ConnectionRefusedError as e:
+                self._fail("refused", repr(e))
+                conn = None
+            except (ConnectionResetError, BrokenPipeError) as e:
+                self._fail("reset", repr(e))
+                conn = None
+            except socket.timeout as e:
+                self._fail("timeout", repr(e))
+                conn = None
+            except (http.client.RemoteDisconnected, http.client.IncompleteRead) as e:
+                self._fail("short_read", repr(e))
+                conn = None
+            except Exception as e:  # anything else is a failure too
+                self._fail("other", repr(e))
+                conn = None
+            with self.lock:
+                self.requests += 1
+        if conn:
+            conn.close()
+
+    def __enter__(self):
+        for i in range(self.connections):
+            t = threading.Thread(target=self._run, args=(i,), daemon=True)
+            t.start()
+            self.threads.append(t)
+        wait_for(lambda: self.requests >= self.connections, 20, "load to start")
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(30)
+
+    def assert_no_failures(self, test):
+        test.assertGreater(self.requests, 0)
+        test.assertEqual(self.failures, {}, "failed requests: %s" % self.notes)
+
+
+class SlowUpload:
+    """A PUT whose headers and first bytes are sent now and the rest later."""
+
+    def __init__(self, server, path, size=4 * 1024 * 1024, chunked=False):
+        self.data = os.urandom(size)
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        self.chunked = chunked
+        head = "PUT %s HTTP/1.1\r\nHost: x\r\n" % path
+        head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size
+        self.sock.sendall((head + "\r\n").encode())
+        self.sent = 0
+        self.send_some(64 * 1024)
+
+    def send_some(self, n):
+        part = self.data[self.sent:self.sent + n]
+        if self.chunked:
+            self.sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        else:
+            self.sock.sendall(part)
+        self.sent += len(part)
+
+    def finish(self, step=256 * 1024):
+        while self.sent < len(self.data):
+            self.send_some(step)
+        if self.chunked:
+            self.sock.sendall(b"0\r\n\r\n")
+        return read_response(self.sock)
+
+
+def read_response(sock):
+    """Reads one HTTP response from a raw socket: (status, headers, body)."""
+    f = sock.makefile("rb")
+    status_line = f.readline()
+    if not status_line:
+        raise ConnectionError("connection closed before a response")
+    status = int(status_line.split()[1])
+    headers = {}
+    while True:
+        line = f.readline().decode().rstrip("\r\n")
+        if not line:
+            break
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    if status == 100:
+        return read_response(sock)
+    length = int(headers.get("content-length", "0"))
+    body = f.read(length) if length else b""
+    return status, headers, body
+
+
+def md5(data):
+    return hashlib.md5(data).hexdigest()

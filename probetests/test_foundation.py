@@ -1,0 +1,191 @@
+"""Probe tests for the foundation: start, serve, SIGHUP, SIGTERM, SIGINT."""
+import os
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from molt_probe import (MOLTD, RELOAD_BENCH, Load, Moltd, SlowUpload, md5, read_response,
+                        wait_for, children_of, comm)
+
+
+class StartAndServe(unittest.TestCase):
+    def test_start_put_get_status(self):
+        server = Moltd(self, workers=2).start()
+        data = os.urandom(300 * 1024 + 7)
+        status, headers, _ = server.request("PUT", "/v1/photos/cat%20one.jpg", body=data,
+                                            headers={"Content-Type": "image/jpeg",
+                                                     "X-Object-Meta-Color": "grey"})
+        self.assertEqual(status, 201)
+        self.assertEqual(headers["etag"], '"%s"' % md5(data))
+        status, headers, body = server.request("GET", "/v1/photos/cat%20one.jpg")
+        self.assertEqual(status, 200)
+        self.assertEqual(body, data)
+        self.assertEqual(headers["content-type"], "image/jpeg")
+        self.assertEqual(headers["x-object-meta-color"], "grey")
+        st = server.status()
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(st["generation"], 1)
+        self.assertEqual(len(st["workers"]), 2)
+        self.assertTrue(all(w["state"] == "ready" and w["generation"] == 1 for w in st["workers"]))
+        self.assertEqual(sorted(w["pid"] for w in st["workers"]), sorted(children_of(server.pid)))
+        self.assertEqual({comm(p) for p in children_of(server.pid)}, {"moltd-w1.0", "moltd-w1.1"})
+        with open(server.pid_file) as f:
+            self.assertEqual(int(f.read()), server.pid)
+        status, _, body = server.request("GET", "/healthcheck")
+        self.assertEqual((status, body), (200, b"OK\n"))
+        # curl, an outside client, sees the same object.
+        out = subprocess.run(["curl", "-sf", "http://127.0.0.1:%d/v1/photos/cat%%20one.jpg" % server.port],
+                             capture_output=True, check=True).stdout
+        self.assertEqual(out, data)
+
+    def test_crashed_worker_is_respawned_in_its_generation(self):
+        server = Moltd(self, workers=2).start()
+        victim = server.status()["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+
+        def respawned():
+            st = server.status()
+            pids = [w["pid"] for w in st["workers"] if w["state"] == "ready"]
+            return st if len(pids) == 2 and victim not in pids else None
+        st = wait_for(respawned, 10, "the killed worker to be replaced")
+        self.assertEqual(st["generation"], 1)
+        self.assertEqual(st["worker_restarts"], 1)
+        wait_for(lambda: all(comm(p) != "" and open("/proc/%d/stat" % p).read().split()[2] != "Z"
+                             for p in children_of(server.pid)), 5, "no zombie children")
+
+
+class SighupUnderLoad(unittest.TestCase):
+    def run_bench(self, mode):
+        hook = os.path.join(os.path.dirname(__file__), "set_workers_hook.sh")
+        out = subprocess.run(
+            [RELOAD_BENCH, "--moltd", MOLTD, "--signal", "HUP", "--reloads", "50",
+             "--interval-ms", "60", "--connections", "16", "--mode", mode,
+             "--steady-seconds", "1", "--config-hook", hook, "--expect-zero-failures"],
+            capture_output=True, text=True, timeout=600)
+        print(out.stdout)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertIn("failed: 0 ", out.stdout)
+        self.assertIn("final workers: 3", out.stdout)
+        self.assertIn("reloads ok: 50,", out.stdout)
+
+    def test_50_reloads_new_connection_per_request(self):
+        self.run_bench("close")
+
+    def test_50_reloads_keepalive(self):
+        self.run_bench("keepalive")
+
+
+class InFlightAcrossSighup(unittest.TestCase):
+    def test_slow_upload_and_download_complete(self):
+        server = Moltd(self, workers=2).start()
+        big = os.urandom(24 * 1024 * 1024)
+        self.assertEqual(server.request("PUT", "/v1/b/big", body=big)[0], 201)
+        # A download read slowly, and an upload sent slowly, both across the reload.
+        down = socket.create_connection(("127.0.0.1", server.port))
+        down.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        down.sendall(b"GET /v1/b/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = down.recv(1024)
+        self.assertTrue(first.startswith(b"HTTP/1.1 200"))
+        up = SlowUpload(server, "/v1/b/uploaded", size=8 * 1024 * 1024, chunked=True)
+        server.write_config(workers=3)
+        server.send_signal(signal.SIGHUP)
+        st = server.wait_generation(2)
+        self.assertEqual(len(st["workers"]), 3)
+        self.assertGreaterEqual(len(st["draining_workers"]), 1)
+        status, headers, _ = up.finish(step=128 * 1024)
+        self.assertEqual(status, 201)
+        self.assertEqual(headers["etag"], '"%s"' % md5(up.data))
+        self.assertEqual(headers["connection"].lower(), "close")
+        rest = bytearray(first)
+        while True:
+            chunk = down.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        body = bytes(rest[rest.index(b"\r\n\r\n") + 4:])
+        self.assertEqual(md5(body), md5(big))
+        self.assertEqual(server.request("GET", "/v1/b/uploaded")[2], up.data)
+        server.wait_no_draining()
+
+    def test_idle_keepalive_connection_serves_after_reload(self):
+        server = Moltd(self, workers=2, keepalive_timeout=20).start()
+        conn = server.connection()
+        conn.request("GET", "/healthcheck")
+        r = conn.getresponse()
+        self.assertEqual((r.status, r.read()), (200, b"OK\n"))
+        self.assertFalse(r.will_close)
+        server.send_signal(signal.SIGHUP)
+        server.wait_generation(2)
+        conn.request("GET", "/healthcheck")
+        r = conn.getresponse()
+        self.assertEqual((r.status, r.read()), (200, b"OK\n"))
+        self.assertEqual(r.getheader("Connection").lower(), "close")
+        self.assertEqual(r.getheader("X-Molt-Generation"), "1")
+        conn.close()
+        server.wait_no_draining()
+
+
+class BadConfigOnSighup(unittest.TestCase):
+    def test_refused_then_fixed(self):
+        server = Moltd(self, workers=2).start()
+        with Load(server, connections=8) as load:
+            server.write_config(workers="lots")
+            before = server.reload_count()
+            server.send_signal(signal.SIGHUP)
+            st = server.wait_reload_result(before)
+            self.assertEqual(st["last_reload"]["result"], "refused")
+            self.assertIn("[server] workers", st["last_reload"]["reason"])
+            self.assertIn("'lots' is not a whole number", st["last_reload"]["reason"])
+            self.assertEqual(st["generation"], 1)
+            self.assertEqual(len(st["workers"]), 2)
+            self.assertIn("refused", server.log_text())
+            server.write_config(workers=3)
+            server.send_signal(signal.SIGHUP)
+            st = server.wait_generation(2)
+            self.assertEqual(st["last_reload"]["result"], "ok")
+            self.assertEqual(len(st["workers"]), 3)
+        load.assert_no_failures(self)
+
+
+class Shutdown(unittest.TestCase):
+    def test_sigterm_lets_an_upload_finish(self):
+        server = Moltd(self, workers=2).start()
+        up = SlowUpload(server, "/v1/b/last-words", size=4 * 1024 * 1024)
+        server.send_signal(signal.SIGTERM)
+        # New connections are refused, but the master and the upload's worker stay.
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+                return False
+            except ConnectionRefusedError:
+                return True
+        wait_for(refused, 10, "new connections to be refused")
+        self.assertIsNone(server.proc.poll())
+        status, headers, _ = up.finish()
+        self.assertEqual(status, 201)
+        self.assertEqual(server.proc.wait(30), 0)
+        self.assertFalse(os.path.exists(server.pid_file))
+        # A fresh start serves the object whole.
+        server.start()
+        self.assertEqual(server.request("GET", "/v1/b/last-words")[2], up.data)
+
+    def test_sigint_stops_at_once_and_leaves_nothing_partial(self):
+        server = Moltd(self, workers=2, graceful_timeout=60).start()
+        up = SlowUpload(server, "/v1/b/cut-short", size=16 * 1024 * 1024)
+        start = time.monotonic()
+        server.send_signal(signal.SIGINT)
+        self.assertEqual(server.proc.wait(10), 0)
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertEqual(children_of(server.pid), [])
+        up.sock.close()
+        server.start()
+        self.assertEqual(server.request("GET", "/v1/b/cut-short")[0], 404)
+        for vol in server.volumes:
+            tmp = os.path.join(vol, "tmp")
+            self.assertEqual(os.listdir(tmp) if os.path.isdir(tmp) else [], [])
+
+
+if __name__ == "__main__":
+    unittest.main()
