@@ -58,6 +58,7 @@ struct Options {
   std::string configHook;  // a script run before each signal, with the config path
   std::string keepDir;
   double timeoutSeconds = 10;
+  bool awaitEach = false;  // send the next signal only once the last reload is done
 };
 
 enum FailKind { kRefused, kReset, kTimeout, kShortRead, kNon2xx, kOther, kFailKinds };
@@ -355,7 +356,7 @@ void usage() {
                "  [--interval-ms MS] [--connections N] [--mode close|keepalive]\n"
                "  [--steady-seconds S] [--workers N] [--handoff inherit|rebind]\n"
                "  [--object-size BYTES] [--put-ratio R] [--config-hook SCRIPT]\n"
-               "  [--expect-zero-failures] [--keep-dir DIR]\n";
+               "  [--await-each] [--expect-zero-failures] [--keep-dir DIR]\n";
 }
 
 }  // namespace
@@ -385,6 +386,7 @@ int main(int argc, char** argv) {
     else if (a == "--config-hook") opt.configHook = next();
     else if (a == "--keep-dir") opt.keepDir = next();
     else if (a == "--expect-zero-failures") opt.expectZero = true;
+    else if (a == "--await-each") opt.awaitEach = true;
     else {
       usage();
       return 64;
@@ -492,8 +494,9 @@ int main(int argc, char** argv) {
     generationBefore.push_back(lastGeneration);
     // Next signal at a fixed interval; meanwhile find out which generation serves.
     double next = t + opt.intervalMs / 1000.0;
+    double giveUp = opt.awaitEach ? t + 30 : next;
     long gen = lastGeneration;
-    while (now() < next) {
+    while (now() < giveUp) {
       long g = jsonNumber(adminGet(admin, "/status"), "generation");
       if (g > gen) gen = g;
       if (gen > lastGeneration) break;

@@ -17,9 +17,9 @@ import threading
 import time
 import unittest
 
-MOLTD = os.environ.get("MOLTD_BIN", "")
-MOLTD_ALT = os.environ.get("MOLTD_ALT_BIN", "")
-RELOAD_BENCH = os.environ.get("RELOAD_BENCH_BIN", "")
+MOLTD = os.path.abspath(os.environ.get("MOLTD_BIN", "moltd"))
+MOLTD_ALT = os.path.abspath(os.environ.get("MOLTD_ALT_BIN", "moltd-alt"))
+RELOAD_BENCH = os.path.abspath(os.environ.get("RELOAD_BENCH_BIN", "reload_bench"))
 
 
 def free_port():
@@ -174,8 +174,10 @@ class Moltd:
         return st["reloads"] + st["reloads_failed"]
 
     def wait_no_draining(self, timeout=30):
-        return wait_for(lambda: not self.status()["draining_workers"], timeout,
-                        "old workers to finish")
+        def none_left():
+            st = self.status()
+            return st if not st["draining_workers"] else None
+        return wait_for(none_left, timeout, "old workers to finish")
 
     def connection(self, timeout=30):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -359,6 +361,26 @@ def read_response(sock):
     length = int(headers.get("content-length", "0"))
     body = f.read(length) if length else b""
     return status, headers, body
+
+
+def read_download(sock, first=b""):
+    """Reads one response with a Content-Length body from a raw socket; returns the body."""
+    data = bytearray(first)
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed inside the headers")
+        data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    length = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+              if l.lower().startswith(b"content-length:")][0]
+    body = bytearray(body)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed after %d of %d bytes" % (len(body), length))
+        body += chunk
+    return bytes(body)
 
 
 def md5(data):

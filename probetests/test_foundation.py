@@ -6,7 +6,7 @@ import subprocess
 import time
 import unittest
 
-from molt_probe import (MOLTD, RELOAD_BENCH, Load, Moltd, SlowUpload, md5, read_response,
+from molt_probe import (MOLTD, RELOAD_BENCH, Load, Moltd, SlowUpload, md5, read_download,
                         wait_for, children_of, comm)
 
 
@@ -62,7 +62,8 @@ class SighupUnderLoad(unittest.TestCase):
         out = subprocess.run(
             [RELOAD_BENCH, "--moltd", MOLTD, "--signal", "HUP", "--reloads", "50",
              "--interval-ms", "60", "--connections", "16", "--mode", mode,
-             "--steady-seconds", "1", "--config-hook", hook, "--expect-zero-failures"],
+             "--steady-seconds", "1", "--config-hook", hook, "--await-each",
+             "--expect-zero-failures"],
             capture_output=True, text=True, timeout=600)
         print(out.stdout)
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
@@ -98,14 +99,7 @@ class InFlightAcrossSighup(unittest.TestCase):
         self.assertEqual(status, 201)
         self.assertEqual(headers["etag"], '"%s"' % md5(up.data))
         self.assertEqual(headers["connection"].lower(), "close")
-        rest = bytearray(first)
-        while True:
-            chunk = down.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        body = bytes(rest[rest.index(b"\r\n\r\n") + 4:])
-        self.assertEqual(md5(body), md5(big))
+        self.assertEqual(md5(read_download(down, first)), md5(big))
         self.assertEqual(server.request("GET", "/v1/b/uploaded")[2], up.data)
         server.wait_no_draining()
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -49,7 +50,14 @@ std::string resolveExecutable(const std::string& executable) {
     return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
   };
   if (executable.find('/') != std::string::npos) {
-    if (!check(executable)) throwSysError("executable " + executable, errno ? errno : EACCES);
+    if (!check(executable)) {
+      int err = errno ? errno : EACCES;
+      char target[PATH_MAX];
+      ssize_t n = readlink(executable.c_str(), target, sizeof target - 1);
+      std::string shown = executable;
+      if (n > 0) shown += " -> " + std::string(target, static_cast<size_t>(n));
+      throwSysError("executable " + shown, err);
+    }
     return executable;
   }
   const char* pathEnv = getenv("PATH");
