@@ -66,7 +66,7 @@ class SeamlessUnderLoad(unittest.TestCase):
     def test_rebind_mode_reloads(self):
         # Swift's original behaviour; losses are possible here and are reported.
         out = run_bench(self, "--signal", "USR1", "--reloads", "20", "--interval-ms", "100",
-                        "--mode", "close", "--handoff", "rebind")
+                        "--mode", "close", "--handoff", "rebind", "--await-each")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("reloads ok: 20,", out.stdout)
 

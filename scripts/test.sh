@@ -1,0 +1,14 @@
+#!/bin/sh
+# Installs what is missing, builds with AddressSanitizer and
+# UndefinedBehaviorSanitizer (warnings are errors) and runs every unit and
+# probe test through ctest.
+set -eu
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DMOLT_SANITIZERS=address,undefined \
+  -DMOLT_WARNINGS_AS_ERRORS=ON >/dev/null
+cmake --build build/asan -j"$(nproc)"
+export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+cd build/asan
+ctest --output-on-failure --timeout 600 "$@"

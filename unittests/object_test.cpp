@@ -1,0 +1,121 @@
+#include <boost/test/unit_test.hpp>
+#include <map>
+#include <string>
+
+#include "http_handlers.h"
+#include "object_key.h"
+#include "object_store.h"
+
+BOOST_AUTO_TEST_SUITE(ObjectTest)
+
+BOOST_AUTO_TEST_CASE(key_validation) {
+  BOOST_TEST(server::keyProblem("photos/2024/cat.jpg") == "");
+  BOOST_TEST(server::keyProblem("a..b") == "");
+  BOOST_TEST(server::keyProblem("") == "object key is empty");
+  BOOST_TEST(server::keyProblem("../etc/passwd") == "object key may not contain '.' or '..' segments");
+  BOOST_TEST(server::keyProblem("a/../b") == "object key may not contain '.' or '..' segments");
+  BOOST_TEST(server::keyProblem("a/./b") == "object key may not contain '.' or '..' segments");
+  BOOST_TEST(server::keyProblem(std::string("a\0b", 3)) == "object key contains a NUL byte");
+  BOOST_TEST(server::keyProblem(std::string(1025, 'k')) == "object key is longer than 1024 bytes");
+  BOOST_TEST(server::keyProblem(std::string(1024, 'k')) == "");
+  BOOST_TEST(server::bucketProblem("my-bucket_1.x") == "");
+  BOOST_TEST(server::bucketProblem("..") == "bucket name may not be '.' or '..'");
+  BOOST_TEST(server::bucketProblem("has/slash") == "bucket names use letters, digits, '-', '_' and '.' only");
+}
+
+BOOST_AUTO_TEST_CASE(percent_coding) {
+  BOOST_TEST(*server::percentDecode("a%20b%2Fc") == "a b/c");
+  BOOST_TEST(!server::percentDecode("bad%2"));
+  BOOST_TEST(!server::percentDecode("bad%zz"));
+  BOOST_TEST(server::percentEncode("a b/c%") == "a%20b/c%25");
+  auto path = server::parseObjectPath("/v1/bucket/dir/key");
+  BOOST_TEST(path->bucket == "bucket");
+  BOOST_TEST(path->key == "dir/key");
+  BOOST_TEST(server::parseObjectPath("/v1/bucket")->key == "");
+  BOOST_TEST(!server::parseObjectPath("/v2/bucket/key"));
+}
+
+BOOST_AUTO_TEST_CASE(range_parsing) {
+  server::ByteRange r;
+  using server::RangeResult;
+  BOOST_TEST((server::parseRange("bytes=0-9", 100, r) == RangeResult::kSatisfiable));
+  BOOST_TEST(r.first == 0u);
+  BOOST_TEST(r.last == 9u);
+  BOOST_TEST((server::parseRange("bytes=90-", 100, r) == RangeResult::kSatisfiable));
+  BOOST_TEST(r.last == 99u);
+  BOOST_TEST((server::parseRange("bytes=-10", 100, r) == RangeResult::kSatisfiable));
+  BOOST_TEST(r.first == 90u);
+  BOOST_TEST((server::parseRange("bytes=-500", 100, r) == RangeResult::kSatisfiable));
+  BOOST_TEST(r.first == 0u);
+  BOOST_TEST((server::parseRange("bytes=50-500", 100, r) == RangeResult::kSatisfiable));
+  BOOST_TEST(r.last == 99u);
+  BOOST_TEST((server::parseRange("bytes=100-", 100, r) == RangeResult::kUnsatisfiable));
+  BOOST_TEST((server::parseRange("bytes=-0", 100, r) == RangeResult::kUnsatisfiable));
+  BOOST_TEST((server::parseRange("bytes=0-1,5-6", 100, r) == RangeResult::kNone));
+  BOOST_TEST((server::parseRange("bytes=9-1", 100, r) == RangeResult::kNone));
+  BOOST_TEST((server::parseRange("items=0-1", 100, r) == RangeResult::kNone));
+  BOOST_TEST((server::parseRange("bytes=x-1", 100, r) == RangeResult::kNone));
+}
+
+BOOST_AUTO_TEST_CASE(etag_lists) {
+  BOOST_TEST(server::etagListMatches("\"abc\"", "abc"));
+  BOOST_TEST(server::etagListMatches("\"x\", W/\"abc\"", "abc"));
+  BOOST_TEST(server::etagListMatches("*", "abc"));
+  BOOST_TEST(!server::etagListMatches("\"abd\"", "abc"));
+}
+
+BOOST_AUTO_TEST_CASE(metadata_round_trip) {
+  server::ObjectMeta meta;
+  meta.key = "dir/na me=\n%";
+  meta.size = 12345;
+  meta.etag = "d41d8cd98f00b204e9800998ecf8427e";
+  meta.contentType = "text/plain; charset=utf-8";
+  meta.timestamp = 1700000000.123456;
+  meta.userMeta = {{"Color", "grey: dark"}, {"Empty", ""}};
+  auto back = server::decodeMeta(server::encodeMeta(meta));
+  BOOST_TEST(back.key == meta.key);
+  BOOST_TEST(back.size == meta.size);
+  BOOST_TEST(back.etag == meta.etag);
+  BOOST_TEST(back.contentType == meta.contentType);
+  BOOST_TEST(back.timestamp == meta.timestamp, boost::test_tools::tolerance(1e-6));
+  BOOST_TEST(back.userMeta == meta.userMeta);
+  BOOST_CHECK_THROW(server::decodeMeta("size=1\n"), std::invalid_argument);
+}
+
+// Adding a fifth volume moves about a fifth of the keys, and every moved key
+// moves to the new volume: rendezvous hashing's promise.
+BOOST_AUTO_TEST_CASE(placement_is_stable_when_a_volume_is_added) {
+  std::vector<std::string> vols = {"/srv/a", "/srv/b", "/srv/c", "/srv/d"};
+  auto best = [](const std::vector<std::string>& vs, const std::string& key) {
+    std::string winner;
+    uint64_t top = 0;
+    for (const auto& v : vs) {
+      uint64_t s = server::rendezvousScore(v, "bucket", key);
+      if (winner.empty() || s > top) {
+        winner = v;
+        top = s;
+      }
+    }
+    return winner;
+  };
+  const int n = 20000;
+  std::map<std::string, int> perVolume;
+  int moved = 0;
+  for (int i = 0; i < n; ++i) {
+    std::string key = "key-" + std::to_string(i);
+    std::string before = best(vols, key);
+    perVolume[before]++;
+    auto more = vols;
+    more.push_back("/srv/e");
+    std::string after = best(more, key);
+    if (after != before) {
+      ++moved;
+      BOOST_TEST(after == "/srv/e");
+    }
+  }
+  BOOST_TEST(moved > n / 5 - n / 50);
+  BOOST_TEST(moved < n / 5 + n / 50);
+  for (const auto& [v, count] : perVolume) BOOST_TEST(count > n / 4 - n / 25, v);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

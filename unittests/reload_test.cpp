@@ -1,0 +1,262 @@
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <map>
+
+#include "reload/fd.h"
+#include "reload/handoff.h"
+#include "reload/process.h"
+#include "reload/synchronizer.h"
+#include "reload/worker_registry.h"
+
+using namespace reload;
+
+BOOST_AUTO_TEST_SUITE(WorkerRegistryTest)
+
+BOOST_AUTO_TEST_CASE(generations_and_draining) {
+  WorkerRegistry r;
+  r.add({88, 1, 0, WorkerState::kReady, 0, 0, 0});
+  r.add({89, 1, 1, WorkerState::kReady, 0, 0, 0});
+  r.add({90, 2, 0, WorkerState::kStarting, 5, 0, 0});
+  BOOST_TEST(r.readyCount(1) == 2u);
+  BOOST_TEST(r.readyCount(2) == 0u);
+  r.markReady(90);
+  BOOST_TEST(r.readyCount(2) == 1u);
+  BOOST_TEST(r.missingSlots(2, 2) == std::vector<int>({1}));
+
+  auto drained = r.startDraining(1, 10, 70);
+  BOOST_TEST(drained.size() == 2u);
+  BOOST_TEST(r.drainingGenerations() == std::vector<uint64_t>({1}));
+  BOOST_TEST(r.missingSlots(1, 2) == std::vector<int>({0, 1}));  // draining workers are not live
+  BOOST_TEST(r.overdue(69).empty());
+  BOOST_TEST(r.overdue(70).size() == 2u);
+  BOOST_TEST(*r.nextKillAt() == 70.0);
+  // Draining twice changes nothing.
+  BOOST_TEST(r.startDraining(1, 20, 90).empty());
+  BOOST_TEST(r.find(88)->killAt == 70.0);
+}
+
+BOOST_AUTO_TEST_CASE(unknown_pids_are_not_workers) {
+  WorkerRegistry r;
+  r.add({88, 1, 0, WorkerState::kReady, 0, 0, 0});
+  BOOST_TEST(!r.remove(12345));
+  auto gone = r.remove(88);
+  BOOST_TEST(gone->slot == 0);
+  BOOST_TEST(r.size() == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(HandoffTest)
+
+BOOST_AUTO_TEST_CASE(env_round_trip) {
+  HandoffEnv env;
+  env.notifyFd = 7;
+  env.stateFd = 8;
+  env.syncPid = 4242;
+  env.lastGeneration = 17;
+  env.servingGeneration = 16;
+  env.startedEpoch = 1700000000;
+  env.reloadStartedUs = 123456789;
+  env.pending = "hup";
+  env.counters = {5, 2, 1, 3};
+  env.children = {{100, 16, 0, false, 0}, {101, 15, 1, true, 99000000}};
+  std::map<std::string, std::string> vars;
+  for (const auto& [k, v] : encodeHandoffEnv(env)) vars[k] = v;
+  auto get = [&](const char* name) -> const char* {
+    auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+  auto back = decodeHandoffEnv(get);
+  BOOST_REQUIRE(back);
+  BOOST_TEST(back->notifyFd == 7);
+  BOOST_TEST(back->syncPid == 4242);
+  BOOST_TEST(back->lastGeneration == 17u);
+  BOOST_TEST(back->pending == "hup");
+  BOOST_TEST(back->counters.reloadsFailed == 2u);
+  BOOST_TEST(back->children.size() == 2u);
+  BOOST_TEST(back->children[1].draining);
+  BOOST_TEST(back->children[1].killAtUs == 99000000);
+  BOOST_TEST(handoffEnvNames().size() == vars.size());
+}
+
+BOOST_AUTO_TEST_CASE(absent_and_malformed_env) {
+  BOOST_TEST(!decodeHandoffEnv([](const char*) -> const char* { return nullptr; }));
+  auto wrongVersion = [](const char* name) -> const char* {
+    return std::string(name) == "MOLT_HANDOFF" ? "2" : "0";
+  };
+  BOOST_CHECK_THROW(decodeHandoffEnv(wrongVersion), std::invalid_argument);
+  auto missing = [](const char* name) -> const char* {
+    return std::string(name) == "MOLT_HANDOFF" ? "1" : nullptr;
+  };
+  BOOST_CHECK_THROW(decodeHandoffEnv(missing), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(sync_report_is_length_prefixed) {
+  SyncReport report{77, 5555, {10, 11}, {12}};
+  std::string bytes = encodeSyncReport(report);
+  for (size_t cut = 0; cut < bytes.size(); ++cut) BOOST_TEST(!decodeSyncReport(bytes.substr(0, cut)));
+  auto back = decodeSyncReport(bytes);
+  BOOST_REQUIRE(back);
+  BOOST_TEST(back->syncPid == 77);
+  BOOST_TEST(back->signalled == std::vector<pid_t>({10, 11}));
+  BOOST_TEST(back->alreadyGone == std::vector<pid_t>({12}));
+  BOOST_CHECK_THROW(decodeSyncReport("JUNK1\0\0\0\0"), std::invalid_argument);
+  std::string v2 = bytes;
+  v2[4] = '2';
+  BOOST_CHECK_THROW(decodeSyncReport(v2), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(notify_lines) {
+  auto ready = decodeNotify(encodeNotify({NotifyMessage::Kind::kReady, 42, 9, ""}));
+  BOOST_TEST((ready->kind == NotifyMessage::Kind::kReady));
+  BOOST_TEST(ready->generation == 9u);
+  auto fail = decodeNotify(encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "bind 1.2.3.4:80\nin use"}));
+  BOOST_TEST((fail->kind == NotifyMessage::Kind::kFail));
+  BOOST_TEST(fail->reason == "bind 1.2.3.4:80 in use");
+  BOOST_TEST(!decodeNotify("READY 1"));
+  BOOST_TEST(decodeNotify("garbage\n")->reason == "malformed notify line 'garbage'");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(ProcessTest)
+
+bool isOpen(int fd) { return fcntl(fd, F_GETFD) >= 0; }
+
+BOOST_AUTO_TEST_CASE(fd_layout_puts_sources_at_3_and_undo_restores) {
+  // Occupy 3 and 4 with something the layout must not lose.
+  int pipeA[2], pipeB[2];
+  BOOST_REQUIRE(pipe2(pipeA, O_CLOEXEC) == 0);
+  BOOST_REQUIRE(pipe2(pipeB, O_CLOEXEC) == 0);
+  std::vector<int> sources = {pipeB[0], pipeB[1]};
+  struct stat before3 {}, srcStat {};
+  fstat(3, &before3);
+  int flags3 = fcntl(3, F_GETFD);
+  fstat(pipeB[0], &srcStat);
+  {
+    FdLayout layout(sources);
+    struct stat at3 {};
+    fstat(3, &at3);
+    BOOST_TEST(at3.st_ino == srcStat.st_ino);
+    BOOST_TEST((fcntl(3, F_GETFD) & FD_CLOEXEC) == 0);
+    layout.undo();
+  }
+  struct stat after3 {};
+  fstat(3, &after3);
+  BOOST_TEST(after3.st_ino == before3.st_ino);
+  BOOST_TEST(fcntl(3, F_GETFD) == flags3);
+  for (int fd : {pipeA[0], pipeA[1], pipeB[0], pipeB[1]}) close(fd);
+}
+
+BOOST_AUTO_TEST_CASE(close_all_except_in_a_child) {
+  int p[2];
+  BOOST_REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+  Fd extra(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  pid_t pid = fork();
+  if (pid == 0) {
+    closeAllFdsExcept({p[1]});
+    bool ok = isOpen(p[1]) && !isOpen(p[0]) && !isOpen(extra.get()) && isOpen(2);
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  BOOST_TEST(describeWaitStatus(status) == "exited with status 0");
+  close(p[0]);
+  close(p[1]);
+}
+
+BOOST_AUTO_TEST_CASE(wait_status_descriptions) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    raise(SIGKILL);
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  BOOST_TEST(describeWaitStatus(status) == "killed by SIGKILL");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(SynchronizerTest)
+
+// The synchronizer runs in-process here against real pipes; the "old
+// workers" are children of this test, which plays the master.
+struct SyncRig {
+  SyncRig() {
+    BOOST_REQUIRE(pipe2(notify, O_CLOEXEC) == 0);
+    BOOST_REQUIRE(pipe2(state, O_CLOEXEC | O_NONBLOCK) == 0);
+    worker = fork();
+    if (worker == 0) {
+      closeAllFdsExcept({});  // or it would hold the notify pipe open
+      pause();
+      _exit(0);
+    }
+  }
+  ~SyncRig() {
+    kill(worker, SIGKILL);
+    waitpid(worker, nullptr, 0);
+    for (int fd : {notify[0], notify[1], state[0], state[1]}) close(fd);
+  }
+  SyncParams params(double timeout) {
+    SyncParams p;
+    p.notifyFd = notify[0];
+    p.stateFd = state[1];
+    p.oldWorkers = {worker};
+    p.masterPid = getpid();
+    p.timeoutSeconds = timeout;
+    return p;
+  }
+  int notify[2];
+  int state[2];
+  pid_t worker;
+};
+
+BOOST_AUTO_TEST_CASE(ready_drains_old_workers_and_reports) {
+  SyncRig rig;
+  std::string line = encodeNotify({NotifyMessage::Kind::kReady, getpid(), 2, ""});
+  BOOST_REQUIRE(write(rig.notify[1], line.data(), line.size()) == static_cast<ssize_t>(line.size()));
+  BOOST_TEST(runSynchronizer(rig.params(5)) == kSyncDrained);
+  int status = 0;
+  BOOST_REQUIRE(waitpid(rig.worker, &status, 0) == rig.worker);
+  BOOST_TEST(describeWaitStatus(status) == "killed by SIGTERM");
+  char buf[512];
+  ssize_t n = read(rig.state[0], buf, sizeof buf);
+  auto report = decodeSyncReport(std::string(buf, static_cast<size_t>(n)));
+  BOOST_REQUIRE(report);
+  BOOST_TEST(report->signalled == std::vector<pid_t>({rig.worker}));
+  rig.worker = fork();  // something for the destructor to reap
+  if (rig.worker == 0) _exit(0);
+}
+
+BOOST_AUTO_TEST_CASE(failure_leaves_old_workers_alone) {
+  SyncRig rig;
+  std::string line = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "no"});
+  BOOST_REQUIRE(write(rig.notify[1], line.data(), line.size()) > 0);
+  BOOST_TEST(runSynchronizer(rig.params(5)) == kSyncAborted);
+  BOOST_TEST(kill(rig.worker, 0) == 0);
+  char buf[16];
+  BOOST_TEST(read(rig.state[0], buf, sizeof buf) == -1);  // nothing was reported
+}
+
+BOOST_AUTO_TEST_CASE(eof_and_timeout) {
+  {
+    SyncRig rig;
+    close(rig.notify[1]);
+    rig.notify[1] = -1;
+    BOOST_TEST(runSynchronizer(rig.params(5)) == kSyncMasterGone);
+    BOOST_TEST(kill(rig.worker, 0) == 0);
+  }
+  {
+    SyncRig rig;
+    BOOST_TEST(runSynchronizer(rig.params(0.05)) == kSyncTimedOut);
+    BOOST_TEST(kill(rig.worker, 0) == 0);
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
