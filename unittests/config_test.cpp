@@ -85,7 +85,8 @@ BOOST_AUTO_TEST_CASE(admin_may_not_share_a_public_address) {
 }
 
 BOOST_AUTO_TEST_CASE(unknown_keys_are_listed) {
-  TempConfig file("[server]\nworkerz = 3\n[storage]\nvolumes = /srv\n[nonsense]\nx = 1\n");
+  TempConfig file("# comment\n[server]\n  # indented comment\nworkerz = 3\n; semicolon\n"
+                  "[storage]\nvolumes = /srv\n[nonsense]\nx = 1\n");
   reload::IniConfig ini(file.path);
   reload::parseMasterConfig(ini);
   server::parseObjectServerConfig(ini);

@@ -63,6 +63,7 @@ BOOST_AUTO_TEST_CASE(env_round_trip) {
   env.startedEpoch = 1700000000;
   env.reloadStartedUs = 123456789;
   env.pending = "hup";
+  env.workerNice = 5;
   env.counters = {5, 2, 1, 3};
   env.children = {{100, 16, 0, false, 0}, {101, 15, 1, true, 99000000}};
   std::map<std::string, std::string> vars;
@@ -77,6 +78,7 @@ BOOST_AUTO_TEST_CASE(env_round_trip) {
   BOOST_TEST(back->syncPid == 4242);
   BOOST_TEST(back->lastGeneration == 17u);
   BOOST_TEST(back->pending == "hup");
+  BOOST_TEST(back->workerNice == 5);
   BOOST_TEST(back->counters.reloadsFailed == 2u);
   BOOST_TEST(back->children.size() == 2u);
   BOOST_TEST(back->children[1].draining);

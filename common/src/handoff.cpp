@@ -52,6 +52,7 @@ EnvPairs encodeHandoffEnv(const HandoffEnv& env) {
       {"MOLT_STARTED", std::to_string(env.startedEpoch)},
       {"MOLT_RELOAD_STARTED_US", std::to_string(env.reloadStartedUs)},
       {"MOLT_PENDING", env.pending},
+      {"MOLT_WORKER_NICE", std::to_string(env.workerNice)},
       {"MOLT_COUNTERS", counters},
       {"MOLT_CHILDREN", children},
   };
@@ -87,6 +88,7 @@ std::optional<HandoffEnv> decodeHandoffEnv(
   env.pending = get("MOLT_PENDING");
   if (!env.pending.empty() && env.pending != "hup" && env.pending != "usr1")
     throw std::invalid_argument("bad MOLT_PENDING '" + env.pending + "'");
+  env.workerNice = static_cast<int>(toInt(get("MOLT_WORKER_NICE"), "MOLT_WORKER_NICE"));
   auto counters = split(get("MOLT_COUNTERS"), ':');
   if (counters.size() != 4) throw std::invalid_argument("bad MOLT_COUNTERS");
   env.counters.reloadsOk = static_cast<uint64_t>(toInt(counters[0], "counter"));

@@ -57,7 +57,15 @@ IniConfig::IniConfig(const std::string& path) : path_(path) {
   Poco::SHA2Engine sha(Poco::SHA2Engine::SHA_256);
   sha.update(contents);
   digest_ = Poco::DigestEngine::digestToHex(sha.digest());
-  std::istringstream stream(contents);
+  // Poco reads only ';' comments; '#' is what Swift and systemd users write.
+  std::string parsed;
+  std::istringstream lines(contents);
+  for (std::string line; std::getline(lines, line);) {
+    auto first = line.find_first_not_of(" \t");
+    if (first != std::string::npos && line[first] == '#') line[first] = ';';
+    parsed += line + "\n";
+  }
+  std::istringstream stream(parsed);
   try {
     ini_ = new Poco::Util::IniFileConfiguration(stream);
   } catch (const Poco::Exception& e) {

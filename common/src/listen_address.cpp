@@ -89,30 +89,54 @@ std::string socketKey(const sockaddr_storage& addr, socklen_t len) {
   }
 }
 
-std::string resolvedKey(const ListenAddress& address) {
-  if (address.kind == ListenAddress::Kind::kUnix) return "unix:" + address.path;
+socklen_t resolveSockaddr(const ListenAddress& address, sockaddr_storage& out) {
+  out = sockaddr_storage{};
+  auto port = htons(static_cast<uint16_t>(address.port));
+  auto& in = reinterpret_cast<sockaddr_in&>(out);
+  auto& in6 = reinterpret_cast<sockaddr_in6&>(out);
+  // Numeric hosts and the wildcard need no lookup (and no NSS modules).
+  if (address.host.empty()) {
+    in.sin_family = AF_INET;
+    in.sin_port = port;
+    in.sin_addr.s_addr = htonl(INADDR_ANY);
+    return sizeof(sockaddr_in);
+  }
+  if (inet_pton(AF_INET, address.host.c_str(), &in.sin_addr) == 1) {
+    in.sin_family = AF_INET;
+    in.sin_port = port;
+    return sizeof(sockaddr_in);
+  }
+  if (inet_pton(AF_INET6, address.host.c_str(), &in6.sin6_addr) == 1) {
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = port;
+    return sizeof(sockaddr_in6);
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   addrinfo* result = nullptr;
-  std::string port = std::to_string(address.port);
-  const char* host = address.host.empty() ? nullptr : address.host.c_str();
-  int rc = getaddrinfo(host, port.c_str(), &hints, &result);
+  std::string service = std::to_string(address.port);
+  int rc = getaddrinfo(address.host.c_str(), service.c_str(), &hints, &result);
   if (rc != 0 || result == nullptr)
     throw std::invalid_argument("cannot resolve '" + address.host + "': " + gai_strerror(rc));
-  // For the wildcard prefer IPv4's 0.0.0.0, as most servers do.
-  addrinfo* chosen = result;
+  addrinfo* chosen = result;  // prefer IPv4, as most servers do
   for (addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
     if (ai->ai_family == AF_INET) {
       chosen = ai;
       break;
     }
   }
-  sockaddr_storage storage{};
-  std::memcpy(&storage, chosen->ai_addr, chosen->ai_addrlen);
+  std::memcpy(&out, chosen->ai_addr, chosen->ai_addrlen);
   auto len = chosen->ai_addrlen;
   freeaddrinfo(result);
+  return len;
+}
+
+std::string resolvedKey(const ListenAddress& address) {
+  if (address.kind == ListenAddress::Kind::kUnix) return "unix:" + address.path;
+  sockaddr_storage storage{};
+  socklen_t len = resolveSockaddr(address, storage);
   return socketKey(storage, len);
 }
 

@@ -47,48 +47,31 @@ Fd bindUnix(const ListenAddress& address, int backlog) {
   return fd;
 }
 
+Fd bindTcp(const ListenAddress& address, const sockaddr* addr, socklen_t len, int backlog) {
+  std::string what = address.toString();
+  Fd fd(socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) throwSysError("socket for " + what);
+  setIntOption(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR on " + what);
+  setIntOption(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT on " + what);
+  if (addr->sa_family == AF_INET6)
+    setIntOption(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY on " + what);
+  if (bind(fd.get(), addr, len) != 0) throwSysError("bind " + what);
+  if (listen(fd.get(), backlog) != 0) throwSysError("listen " + what);
+  return fd;
+}
+
 }  // namespace
 
 Fd bindListener(const ListenAddress& address, int backlog) {
   if (address.kind == ListenAddress::Kind::kUnix) return bindUnix(address, backlog);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* result = nullptr;
-  std::string port = std::to_string(address.port);
-  const char* host = address.host.empty() ? nullptr : address.host.c_str();
-  int rc = getaddrinfo(host, port.c_str(), &hints, &result);
-  if (rc != 0 || result == nullptr)
-    throw std::system_error(EINVAL, std::generic_category(),
-                            "resolve " + address.toString() + ": " + gai_strerror(rc));
-  addrinfo* chosen = result;
-  for (addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
-    if (ai->ai_family == AF_INET) {
-      chosen = ai;
-      break;
-    }
-  }
-  Fd fd(socket(chosen->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) {
-    int err = errno;
-    freeaddrinfo(result);
-    throwSysError("socket for " + address.toString(), err);
-  }
+  sockaddr_storage addr{};
+  socklen_t len = 0;
   try {
-    std::string what = address.toString();
-    setIntOption(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR on " + what);
-    setIntOption(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT on " + what);
-    if (chosen->ai_family == AF_INET6)
-      setIntOption(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY on " + what);
-    if (bind(fd.get(), chosen->ai_addr, chosen->ai_addrlen) != 0) throwSysError("bind " + what);
-    if (listen(fd.get(), backlog) != 0) throwSysError("listen " + what);
-  } catch (...) {
-    freeaddrinfo(result);
-    throw;
+    len = resolveSockaddr(address, addr);
+  } catch (const std::invalid_argument& e) {
+    throw std::system_error(EINVAL, std::generic_category(), e.what());
   }
-  freeaddrinfo(result);
-  return fd;
+  return bindTcp(address, reinterpret_cast<const sockaddr*>(&addr), len, backlog);
 }
 
 std::string listeningSocketKey(int fd) {

@@ -4,9 +4,9 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +27,7 @@
 #include "reload/process.h"
 #include "reload/signals.h"
 #include "reload/synchronizer.h"
+#include "reload/systemd.h"
 #include "reload/sys_error.h"
 
 namespace reload {
@@ -140,6 +141,7 @@ class MasterImpl {
   void adoptInheritedListeners(bool keep);
   void bindMissingListeners(const LoadedConfig& config, HeldListener::State state);
   void writePidFile();
+  void applyMasterNice();
   void removePidFile();
 
   // Generations
@@ -215,6 +217,8 @@ class MasterImpl {
   bool finished_ = false;
   int exitCode_ = 0;
   double nextServiceCheck_ = 0;
+  int workerNice_ = 0;
+  int appliedNice_ = 1000;  // none applied yet
 };
 
 // ---------------------------------------------------------------- start-up
@@ -282,9 +286,13 @@ int MasterImpl::run() {
 }
 
 void MasterImpl::startFresh() {
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, 0);
+  workerNice_ = errno == 0 ? nice : 0;
   config_ = loadConfig(options_.configPath, service_);
   log::configure(config_->master.log);
   log::setIdentity("master", 0);
+  applyMasterNice();
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   if (!config_->master.pidFile.empty()) {
     std::ifstream in(config_->master.pidFile);
@@ -311,6 +319,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   lastGeneration_ = env.lastGeneration;
   servingGeneration_ = env.servingGeneration;
   startedEpoch_ = env.startedEpoch;
+  workerNice_ = env.workerNice;
   counters_ = env.counters;
   syncPid_ = env.syncPid;
   reloadStartedUs_ = env.reloadStartedUs;
@@ -344,6 +353,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   }
   log::configure(config_->master.log);
   log::setIdentity("master", servingGeneration_);
+  applyMasterNice();
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   MOLT_LOG(kInfo) << "re-exec'ed master pid " << pid_ << " version " << service_.version()
                   << " took over from synchronizer pid " << syncPid_ << "; "
@@ -366,18 +376,20 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
 }
 
 void MasterImpl::adoptInheritedListeners(bool keep) {
-  char** names = nullptr;
-  int n = sd_listen_fds_with_names(1, &names);
-  if (n < 0) {
-    MOLT_LOG(kWarning) << "ignoring inherited sockets: " << std::strerror(-n);
+  systemd::InheritedFds inherited;
+  try {
+    inherited = systemd::takeListenFds();
+  } catch (const std::runtime_error& e) {
+    MOLT_LOG(kWarning) << "ignoring inherited sockets: " << e.what();
     return;
   }
+  const int n = inherited.count;
   std::vector<std::pair<std::string, std::string>> wanted;  // key, role
   for (const auto& a : config_->master.bind) wanted.emplace_back(resolvedKey(a), "public");
   for (const auto& a : config_->master.adminBind) wanted.emplace_back(resolvedKey(a), "admin");
   for (int i = 0; i < n; ++i) {
-    int fd = SD_LISTEN_FDS_START + i;
-    std::string name = names && names[i] ? names[i] : "";
+    int fd = systemd::kListenFdsStart + i;
+    std::string name = static_cast<size_t>(i) < inherited.names.size() ? inherited.names[static_cast<size_t>(i)] : "";
     std::string key = listeningSocketKey(fd);
     auto match = std::find_if(wanted.begin(), wanted.end(),
                               [&](const auto& w) { return w.first == key; });
@@ -401,10 +413,6 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
     MOLT_LOG(kInfo) << "adopted inherited " << held.listener.role << " listener "
                     << held.listener.address.toString() << " on fd " << fd;
     listeners_.push_back(std::move(held));
-  }
-  if (names) {
-    for (int i = 0; i < n; ++i) free(names[i]);
-    free(names);
   }
 }
 
@@ -452,6 +460,19 @@ void MasterImpl::writePidFile() {
     if (!out) throwSysError("write pid file " + tmp);
   }
   if (rename(tmp.c_str(), path.c_str()) != 0) throwSysError("rename pid file to " + path);
+}
+
+void MasterImpl::applyMasterNice() {
+  int wanted = config_->master.masterNice;
+  if (wanted == appliedNice_) return;
+  if (setpriority(PRIO_PROCESS, 0, wanted) == 0) {
+    appliedNice_ = wanted;
+    MOLT_LOG(kDebug) << "master runs at nice " << wanted << ", workers at " << workerNice_;
+  } else {
+    appliedNice_ = wanted;  // warn once per value
+    MOLT_LOG(kNotice) << "cannot set master_nice " << wanted << ": " << std::strerror(errno)
+                      << "; reloads may be slower while workers saturate the CPU";
+  }
 }
 
 void MasterImpl::removePidFile() {
@@ -506,6 +527,8 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     readEnd.release();  // already closed above
     log::configure(config->master.log);
     log::setIdentity("worker", generation);
+    if (setpriority(PRIO_PROCESS, 0, workerNice_) != 0)
+      MOLT_LOG(kWarning) << "cannot set worker priority " << workerNice_ << ": " << std::strerror(errno);
     unsetenv("NOTIFY_SOCKET");
     WorkerContext context;
     context.generation = generation;
@@ -567,6 +590,7 @@ void MasterImpl::completeStarting() {
       break;
     case ReloadKind::kHup: {
       config_ = gen.config;
+      applyMasterNice();
       for (auto it = listeners_.begin(); it != listeners_.end();) {
         if (it->state == HeldListener::State::kRemoving) {
           MOLT_LOG(kInfo) << "closing listener " << it->listener.address.toString()
@@ -899,6 +923,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   env.startedEpoch = startedEpoch_;
   env.reloadStartedUs = reloadStartedUs_;
   env.pending = pending_ == ReloadKind::kHup ? "hup" : pending_ == ReloadKind::kSeamless ? "usr1" : "";
+  env.workerNice = workerNice_;
   env.counters = counters_;
   for (const auto& w : registry_.all()) {
     HandoffChild c;

@@ -48,6 +48,7 @@ MasterConfig parseMasterConfig(IniConfig& ini) {
                           : ListenerHandoff::kInherit;
   c.maxDrainingGenerations = static_cast<int>(
       ini.getInt("server", "max_draining_generations", c.maxDrainingGenerations, 1, 64));
+  c.masterNice = static_cast<int>(ini.getInt("server", "master_nice", c.masterNice, -20, 19));
   c.pidFile = ini.getString("server", "pid_file", "");
   c.user = ini.getString("server", "user", "");
   if (!c.user.empty() && getpwnam(c.user.c_str()) == nullptr)

@@ -1,19 +1,18 @@
 #include "reload/notify.h"
 
-#include <systemd/sd-daemon.h>
 
 #include <cstring>
 
 #include "reload/log.h"
 #include "reload/process.h"
+#include "reload/systemd.h"
 
 namespace reload::notify {
 namespace {
 
 void send(const std::string& message) {
   static bool warned = false;
-  // unset_environment must stay 0: the re-exec'd image needs NOTIFY_SOCKET.
-  int rc = sd_notify(0, message.c_str());
+  int rc = systemd::notify(message);
   if (rc < 0 && !warned) {
     warned = true;
     MOLT_LOG(kWarning) << "sd_notify failed: " << std::strerror(-rc);

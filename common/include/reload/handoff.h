@@ -9,6 +9,7 @@
 //   MOLT_STATE_FD    read end: the synchronizer's SyncReport arrives here
 //   MOLT_SYNC_PID, MOLT_GENERATION (last generation used),
 //   MOLT_SERVING_GENERATION, MOLT_STARTED (epoch seconds of the first start),
+//   MOLT_WORKER_NICE (the priority moltd was first started with),
 //   MOLT_RELOAD_STARTED_US (CLOCK_MONOTONIC), MOLT_PENDING (a reload queued
 //   while the old image was busy), MOLT_COUNTERS, MOLT_CHILDREN (every worker
 //   the old image knew, so the new one can supervise them even if the
@@ -57,6 +58,7 @@ struct HandoffEnv {
   int64_t startedEpoch = 0;
   int64_t reloadStartedUs = 0;
   std::string pending;  // "", "hup" or "usr1"
+  int workerNice = 0;   // the priority moltd was first started with
   HandoffCounters counters;
   std::vector<HandoffChild> children;
 };

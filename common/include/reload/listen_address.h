@@ -27,6 +27,10 @@ struct ListenAddress {
 // configuration: "tcp:127.0.0.1:8080", "tcp:[::1]:8080", "unix:/path".
 std::string socketKey(const sockaddr_storage& addr, socklen_t len);
 
+// The socket address a TCP listen address binds to; looks up host names
+// (preferring IPv4) but never numeric hosts. Throws std::invalid_argument.
+socklen_t resolveSockaddr(const ListenAddress& address, sockaddr_storage& out);
+
 // The key a configured address will have once bound. Resolves host names.
 // Throws std::invalid_argument if the host cannot be resolved.
 std::string resolvedKey(const ListenAddress& address);

@@ -23,6 +23,10 @@ struct MasterConfig {
   double reloadTimeout = 30;
   ListenerHandoff listenerHandoff = ListenerHandoff::kInherit;
   int maxDrainingGenerations = 4;
+  // Scheduling priority of the master, and so of its config checks and
+  // synchronizers: reloads and supervision stay quick while workers saturate
+  // the CPU. Workers run at the priority moltd was started with.
+  int masterNice = -10;
   std::string pidFile;  // empty: none
   std::string user;     // empty: keep the current user
   std::vector<ListenAddress> adminBind;
