@@ -71,6 +71,18 @@ def open_fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def steady_open_fds(pid, window=0.3):
+    """The master's descriptor count without the admin connection of a status
+    call that just returned (its close can trail the client by microseconds):
+    the lowest count seen over a short window without admin calls."""
+    deadline = time.monotonic() + window
+    lowest = open_fds(pid)
+    while time.monotonic() < deadline:
+        lowest = min(lowest, open_fds(pid))
+        time.sleep(0.005)
+    return lowest
+
+
 class Moltd:
     """One moltd instance in its own temporary directory."""
 
