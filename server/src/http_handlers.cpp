@@ -15,6 +15,7 @@
 #include <Poco/Net/HTTPServerRequest.h>
 #include <Poco/Net/HTTPServerRequestImpl.h>
 #include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/HTTPServerSession.h>
 #include <Poco/Net/NetException.h>
 #include <Poco/Net/StreamSocket.h>
 #include <Poco/Timestamp.h>
@@ -99,6 +100,86 @@ WorkerShared::WorkerShared(const ObjectServerConfig& cfg, uint64_t gen)
 
 namespace {
 
+// Poco 1.11's chunked input stream reports a body cut short by EOF, or a
+// chunk size it cannot parse, as a normal end: a truncated upload would be
+// stored as complete. Uploads are therefore decoded here, strictly, from the
+// session Poco reads the request from.
+class ChunkedBody {
+ public:
+  explicit ChunkedBody(Poco::Net::HTTPSession& session) : session_(session) {}
+
+  // Returns 0 only after the terminating chunk and its trailer. Throws
+  // StoreError(400) for malformed or truncated bodies.
+  size_t read(char* buf, size_t size) {
+    if (done_) return 0;
+    if (left_ == 0) {
+      if (!first_) expectLineEnd();
+      first_ = false;
+      left_ = chunkSize();
+      if (left_ == 0) {
+        skipTrailer();
+        done_ = true;
+        return 0;
+      }
+    }
+    auto want = static_cast<std::streamsize>(std::min<uint64_t>(left_, size));
+    int n = sessionRead(buf, want);
+    if (n <= 0) throw StoreError(400, "chunked body ended inside a chunk");
+    left_ -= static_cast<uint64_t>(n);
+    return static_cast<size_t>(n);
+  }
+
+ private:
+  // Protected in Poco; reached through a pointer to member, which is legal
+  // for a derived class and needs no cast of the session object.
+  struct Access : Poco::Net::HTTPSession {
+    static int nextByte(Poco::Net::HTTPSession& s) {
+      int (Poco::Net::HTTPSession::*fn)() = &Access::get;
+      return (s.*fn)();
+    }
+    static int readInto(Poco::Net::HTTPSession& s, char* buf, std::streamsize n) {
+      int (Poco::Net::HTTPSession::*fn)(char*, std::streamsize) = &Access::read;
+      return (s.*fn)(buf, n);
+    }
+  };
+  int sessionGet() { return Access::nextByte(session_); }
+  int sessionRead(char* buf, std::streamsize n) { return Access::readInto(session_, buf, n); }
+
+  std::string line() {
+    std::string text;
+    for (;;) {
+      int ch = sessionGet();
+      if (ch < 0) throw StoreError(400, "chunked body ended before its last chunk");
+      if (ch == '\n') break;
+      if (text.size() > 4096) throw StoreError(400, "chunk header line too long");
+      text += static_cast<char>(ch);
+    }
+    if (!text.empty() && text.back() == '\r') text.pop_back();
+    return text;
+  }
+  uint64_t chunkSize() {
+    std::string text = line();
+    std::string hex = text.substr(0, text.find(';'));
+    while (!hex.empty() && (hex.back() == ' ' || hex.back() == '\t')) hex.pop_back();
+    if (hex.empty() || hex.size() > 15 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+      throw StoreError(400, "invalid chunk size '" + text.substr(0, 40) + "'");
+    return std::stoull(hex, nullptr, 16);
+  }
+  void expectLineEnd() {
+    if (!line().empty()) throw StoreError(400, "chunk data longer than its size");
+  }
+  void skipTrailer() {
+    for (int i = 0; i < 100; ++i)
+      if (line().empty()) return;
+    throw StoreError(400, "chunked trailer too long");
+  }
+
+  Poco::Net::HTTPSession& session_;
+  uint64_t left_ = 0;
+  bool first_ = true;
+  bool done_ = false;
+};
+
 class ObjectHandler : public Poco::Net::HTTPRequestHandler {
  public:
   explicit ObjectHandler(WorkerShared& shared) : shared_(shared) {}
@@ -108,7 +189,7 @@ class ObjectHandler : public Poco::Net::HTTPRequestHandler {
   void route(HTTPServerRequest& req, HTTPServerResponse& resp);
   void putObject(HTTPServerRequest& req, HTTPServerResponse& resp, const ObjectPath& path);
   void getObject(HTTPServerRequest& req, HTTPServerResponse& resp, const ObjectPath& path);
-  void deleteObject(HTTPServerResponse& resp, const ObjectPath& path);
+  void deleteObject(HTTPServerRequest& req, HTTPServerResponse& resp, const ObjectPath& path);
   void listBucket(HTTPServerRequest& req, HTTPServerResponse& resp, const std::string& bucket,
                   const std::string& query);
   void sendText(HTTPServerResponse& resp, HTTPResponse::HTTPStatus status,
@@ -120,7 +201,11 @@ class ObjectHandler : public Poco::Net::HTTPRequestHandler {
   }
   void sendBody(HTTPServerRequest& req, HTTPServerResponse& resp, const OpenObject& obj,
                 uint64_t offset, uint64_t length);
-  bool refuseIfReadOnly(HTTPServerResponse& resp);
+  bool refuseIfReadOnly(HTTPServerRequest& req, HTTPServerResponse& resp);
+  // After an error answered before the request body was read: read and drop
+  // what the client is still sending (bounded), so that closing the
+  // connection does not reset it before the client has read our answer.
+  void discardBody(HTTPServerRequest& req);
 
   WorkerShared& shared_;
   uint64_t bytesSent_ = 0;
@@ -189,12 +274,29 @@ void ObjectHandler::sendText(HTTPServerResponse& resp, HTTPResponse::HTTPStatus 
   resp.sendBuffer(body.data(), body.size());
 }
 
-bool ObjectHandler::refuseIfReadOnly(HTTPServerResponse& resp) {
+void ObjectHandler::discardBody(HTTPServerRequest& req) {
+  constexpr uint64_t kMaxDiscard = 64ULL << 20;
+  try {
+    std::istream& body = req.stream();
+    char buf[65536];
+    uint64_t dropped = 0;
+    while (body && dropped < kMaxDiscard) {
+      body.read(buf, sizeof buf);
+      dropped += static_cast<uint64_t>(body.gcount());
+      if (body.gcount() == 0) break;
+    }
+  } catch (const Poco::Exception&) {
+    // The client went away or stalled past client_timeout; nothing to save.
+  }
+}
+
+bool ObjectHandler::refuseIfReadOnly(HTTPServerRequest& req, HTTPServerResponse& resp) {
   if (!shared_.readOnly.load()) return false;
   resp.set("Retry-After", "60");
-  resp.setKeepAlive(false);  // the request body, if any, is not read
+  resp.setKeepAlive(false);  // the request body, if any, is not stored
   sendText(resp, HTTPResponse::HTTP_SERVICE_UNAVAILABLE,
            "server is in read-only mode; writes are refused, reads are served");
+  discardBody(req);
   return true;
 }
 
@@ -230,14 +332,14 @@ void ObjectHandler::route(HTTPServerRequest& req, HTTPServerResponse& resp) {
     return sendText(resp, HTTPResponse::HTTP_BAD_REQUEST, problem);
   if (method == "PUT") return putObject(req, resp, *path);
   if (method == "GET" || method == "HEAD") return getObject(req, resp, *path);
-  if (method == "DELETE") return deleteObject(resp, *path);
+  if (method == "DELETE") return deleteObject(req, resp, *path);
   resp.set("Allow", "GET, HEAD, PUT, DELETE");
   sendText(resp, HTTPResponse::HTTP_METHOD_NOT_ALLOWED, "method " + method + " is not supported on objects");
 }
 
 void ObjectHandler::putObject(HTTPServerRequest& req, HTTPServerResponse& resp,
                               const ObjectPath& path) {
-  if (refuseIfReadOnly(resp)) return;
+  if (refuseIfReadOnly(req, resp)) return;
   const uint64_t limit = shared_.config.storage.maxObjectSize;
   bool chunked = req.getChunkedTransferEncoding();
   if (!chunked && !req.hasContentLength()) {
@@ -246,26 +348,49 @@ void ObjectHandler::putObject(HTTPServerRequest& req, HTTPServerResponse& resp,
   }
   if (!chunked && static_cast<uint64_t>(req.getContentLength64()) > limit) {
     resp.setKeepAlive(false);
-    return sendText(resp, HTTPResponse::HTTP_REQUESTENTITYTOOLARGE,
-                    "object is larger than max_object_size (" + std::to_string(limit) + " bytes)");
+    sendText(resp, HTTPResponse::HTTP_REQUESTENTITYTOOLARGE,
+             "object is larger than max_object_size (" + std::to_string(limit) + " bytes)");
+    return discardBody(req);
   }
-  auto upload = shared_.store.beginUpload(path.bucket, path.key);
+  std::unique_ptr<Upload> upload;
+  try {
+    upload = shared_.store.beginUpload(path.bucket, path.key,
+                                       chunked ? 0 : static_cast<uint64_t>(req.getContentLength64()));
+  } catch (const StoreError& e) {
+    resp.setKeepAlive(false);
+    sendText(resp, static_cast<HTTPResponse::HTTPStatus>(e.status()), e.what());
+    return discardBody(req);
+  }
   Poco::MD5Engine md5;
   std::vector<char> buffer(256 * 1024);
+  std::optional<ChunkedBody> chunks;
+  if (chunked) chunks.emplace(static_cast<Poco::Net::HTTPServerRequestImpl&>(req).session());
   std::istream& body = req.stream();
+  auto readBody = [&](char* to, size_t size) -> size_t {
+    if (chunks) return chunks->read(to, size);
+    body.read(to, static_cast<std::streamsize>(size));
+    return static_cast<size_t>(body.gcount());
+  };
   uint64_t total = 0;
-  while (body) {
-    body.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    auto n = static_cast<size_t>(body.gcount());
+  for (;;) {
+    size_t n = readBody(buffer.data(), buffer.size());
     if (n == 0) break;
     total += n;
     if (total > limit) {
       resp.setKeepAlive(false);
-      return sendText(resp, HTTPResponse::HTTP_REQUESTENTITYTOOLARGE,
-                      "object is larger than max_object_size (" + std::to_string(limit) + " bytes)");
+      sendText(resp, HTTPResponse::HTTP_REQUESTENTITYTOOLARGE,
+               "object is larger than max_object_size (" + std::to_string(limit) + " bytes)");
+      return discardBody(req);
     }
     md5.update(buffer.data(), n);
-    upload->write(buffer.data(), n);
+    try {
+      upload->write(buffer.data(), n);
+    } catch (const StoreError& e) {
+      upload.reset();  // removes the temp file before we answer
+      resp.setKeepAlive(false);
+      sendText(resp, static_cast<HTTPResponse::HTTPStatus>(e.status()), e.what());
+      return discardBody(req);
+    }
   }
   if (!chunked && total != static_cast<uint64_t>(req.getContentLength64())) {
     resp.setKeepAlive(false);
@@ -374,8 +499,9 @@ void ObjectHandler::sendBody(HTTPServerRequest& req, HTTPServerResponse& resp,
   }
 }
 
-void ObjectHandler::deleteObject(HTTPServerResponse& resp, const ObjectPath& path) {
-  if (refuseIfReadOnly(resp)) return;
+void ObjectHandler::deleteObject(HTTPServerRequest& req, HTTPServerResponse& resp,
+                                 const ObjectPath& path) {
+  if (refuseIfReadOnly(req, resp)) return;
   if (!shared_.store.remove(path.bucket, path.key))
     return sendText(resp, HTTPResponse::HTTP_NOT_FOUND, "no such object");
   resp.setStatusAndReason(HTTPResponse::HTTP_NO_CONTENT);

@@ -35,11 +35,25 @@ void MoltdService::check(const reload::LoadedConfig& config, const std::string& 
     size_t removed = ObjectStore::removeTempFiles(volumes);
     if (removed) MOLT_LOG(kInfo) << "removed " << removed << " temp files left by interrupted uploads";
   }
-  // The master polls every second; honour the configured interval.
+  // The master calls this every second with "poll"; honour the intervals.
+  bool scanDue = trigger != "poll" || (storage.volumeScanInterval > 0 && now >= nextVolumeScan_);
+  if (scanDue) {
+    nextVolumeScan_ = now + storage.volumeScanInterval;
+    auto fresh = scanVolumes(storage);
+    if (volumesKnown_) {
+      for (const auto& line : volumeChanges(volumes_, fresh))
+        MOLT_LOG(kNotice) << line << " (trigger: " << trigger << ")";
+    } else {
+      for (const auto& v : fresh)
+        MOLT_LOG(kInfo) << "volume " << v.path << ": " << (v.writable ? "writable" : v.problem);
+    }
+    volumes_ = std::move(fresh);
+    volumesKnown_ = true;
+  }
   bool due = trigger != "poll" ||
-             (storage.readOnlyCheckInterval > 0 && now >= nextVolumeScan_);
+             (storage.readOnlyCheckInterval > 0 && now >= nextReadOnlyCheck_);
   if (!due) return;
-  if (trigger == "poll") nextVolumeScan_ = now + storage.readOnlyCheckInterval;
+  nextReadOnlyCheck_ = now + storage.readOnlyCheckInterval;
   struct stat st {};
   bool readOnly = !storage.readOnlyFile.empty() && stat(storage.readOnlyFile.c_str(), &st) == 0;
   auto name = [](bool ro) { return ro ? "read-only" : "read-write"; };

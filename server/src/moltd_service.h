@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "object_store.h"
 #include "reload/master.h"
 
 namespace server {
@@ -21,8 +22,10 @@ class MoltdService : public reload::Service {
   bool readOnly_ = false;
   bool modeKnown_ = false;
   int64_t modeSince_ = 0;
+  double nextReadOnlyCheck_ = 0;
   double nextVolumeScan_ = 0;
-  std::string volumeSummary_;
+  bool volumesKnown_ = false;
+  std::vector<Volume> volumes_;
 };
 
 }  // namespace server

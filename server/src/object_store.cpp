@@ -245,21 +245,27 @@ ObjectStore::ObjectStore(StorageSettings settings) : settings_(std::move(setting
   volumes_ = scanVolumes(settings_);
 }
 
-std::vector<std::string> ObjectStore::rescan() {
-  std::vector<Volume> fresh = scanVolumes(settings_);
+std::vector<std::string> volumeChanges(const std::vector<Volume>& before,
+                                       const std::vector<Volume>& after) {
   std::vector<std::string> changes;
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (const auto& v : fresh) {
-    auto old = std::find_if(volumes_.begin(), volumes_.end(),
+  for (const auto& v : after) {
+    auto old = std::find_if(before.begin(), before.end(),
                             [&](const Volume& o) { return o.path == v.path; });
-    if (old == volumes_.end())
+    if (old == before.end())
       changes.push_back("volume " + v.path + " added (" + (v.writable ? "writable" : v.problem) + ")");
     else if (old->writable != v.writable)
       changes.push_back("volume " + v.path + " is now " + (v.writable ? "writable" : v.problem));
   }
-  for (const auto& o : volumes_)
-    if (std::none_of(fresh.begin(), fresh.end(), [&](const Volume& v) { return v.path == o.path; }))
+  for (const auto& o : before)
+    if (std::none_of(after.begin(), after.end(), [&](const Volume& v) { return v.path == o.path; }))
       changes.push_back("volume " + o.path + " removed");
+  return changes;
+}
+
+std::vector<std::string> ObjectStore::rescan() {
+  std::vector<Volume> fresh = scanVolumes(settings_);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto changes = volumeChanges(volumes_, fresh);
   volumes_ = std::move(fresh);
   return changes;
 }
@@ -282,7 +288,7 @@ std::vector<std::string> ObjectStore::readOrder(const std::string& bucket,
 }
 
 std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
-                                                 const std::string& key) {
+                                                 const std::string& key, uint64_t announcedSize) {
   const Volume* best = nullptr;
   uint64_t bestScore = 0;
   auto vols = volumes();
@@ -295,6 +301,15 @@ std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
     }
   }
   if (!best) throw StoreError(507, "no volume can take writes");
+  if (announcedSize > 0) {
+    struct statvfs vfs {};
+    if (statvfs(best->path.c_str(), &vfs) == 0) {
+      uint64_t free = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+      if (announcedSize + settings_.minFreeBytes > free)
+        throw StoreError(507, "volume " + best->path + " has " + std::to_string(free) +
+                                  " bytes free; the object needs " + std::to_string(announcedSize));
+    }
+  }
   std::string tmpDir = best->path + "/tmp";
   std::string tmpPath = tmpDir + "/" + std::to_string(getpid()) + "." +
                         std::to_string(uploadCounter.fetch_add(1)) + ".tmp";

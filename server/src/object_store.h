@@ -77,6 +77,10 @@ uint64_t rendezvousScore(const std::string& volume, const std::string& bucket,
 // writability, a read-only mount and min_free_bytes.
 std::vector<Volume> scanVolumes(const StorageSettings& settings);
 
+// One line per volume added, removed, or newly (un)writable, for the log.
+std::vector<std::string> volumeChanges(const std::vector<Volume>& before,
+                                       const std::vector<Volume>& after);
+
 // "bucket/key" file name inside a volume.
 std::string objectRelativePath(const std::string& bucket, const std::string& key);
 
@@ -116,8 +120,10 @@ class ObjectStore {
   std::vector<std::string> rescan();
   std::vector<Volume> volumes() const;
 
-  // Throws StoreError (507 when no volume can take writes).
-  std::unique_ptr<Upload> beginUpload(const std::string& bucket, const std::string& key);
+  // Throws StoreError (507 when no volume can take writes, or when the
+  // announced size, if not 0, cannot fit on the chosen volume).
+  std::unique_ptr<Upload> beginUpload(const std::string& bucket, const std::string& key,
+                                      uint64_t announcedSize = 0);
   std::optional<OpenObject> open(const std::string& bucket, const std::string& key) const;
   // Returns whether anything was removed.
   bool remove(const std::string& bucket, const std::string& key);

@@ -229,13 +229,14 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
       double now = reload::monotonicSeconds();
       if (sig == SIGTERM) break;
       if (sig == SIGINT || sig == SIGQUIT) leave(0);
+      // The master logs volume changes once; workers only act on them.
       if (sig == SIGUSR2) {
         checkReadOnly();
-        for (const auto& line : shared.store.rescan()) MOLT_LOG(kInfo) << line;
+        shared.store.rescan();
       }
       if (config.storage.volumeScanInterval > 0 && now >= nextVolumeScan) {
         nextVolumeScan = now + config.storage.volumeScanInterval;
-        for (const auto& line : shared.store.rescan()) MOLT_LOG(kInfo) << line;
+        shared.store.rescan();
       }
       if (config.storage.readOnlyCheckInterval > 0 && now >= nextReadOnlyCheck) {
         nextReadOnlyCheck = now + config.storage.readOnlyCheckInterval;

@@ -1,0 +1,342 @@
+"""Probe tests for the object store: the API, volumes, read-only mode, crash
+safety, full disks and hostile input."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+from molt_probe import Load, Moltd, SlowUpload, children_of, md5, wait_for
+
+
+def raw_request(server, data, half_close=False, timeout=10):
+    """Sends raw bytes and returns (status, headers, body), or None when the
+    server closed the connection without answering."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+        head, _, body = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return int(lines[0].split()[1]), headers, body
+
+
+def object_files(volume):
+    found = []
+    for root, _, files in os.walk(os.path.join(volume, "objects")):
+        found += [f for f in files if f.endswith(".obj")]
+    return found
+
+
+def temp_files(volume):
+    tmp = os.path.join(volume, "tmp")
+    return os.listdir(tmp) if os.path.isdir(tmp) else []
+
+
+class Api(unittest.TestCase):
+    def test_whole_api_on_three_volumes(self):
+        server = Moltd(self, volumes=3, extra_server="healthcheck_disable_file = %s",
+                       extra_storage="max_object_size = 1M")
+        flag = os.path.join(server.dir, "disable-healthcheck")
+        server.write_config(extra_server="healthcheck_disable_file = " + flag)
+        server.start()
+        url = "http://127.0.0.1:%d" % server.port
+
+        # PUT with metadata, then read back with curl and http.client.
+        data = os.urandom(100000)
+        status, headers, _ = server.request("PUT", "/v1/api/dir/obj.bin", body=data, headers={
+            "Content-Type": "application/x-test", "X-Object-Meta-Owner": "ops", "ETag": md5(data)})
+        self.assertEqual(status, 201)
+        self.assertEqual(headers["etag"], '"%s"' % md5(data))
+        out = subprocess.run(["curl", "-sS", "-D", "-", url + "/v1/api/dir/obj.bin"],
+                             capture_output=True, check=True).stdout
+        head, _, body = out.partition(b"\r\n\r\n")
+        self.assertEqual(body, data)
+        self.assertIn(b"X-Object-Meta-Owner: ops", head)
+        self.assertIn(b"Content-Type: application/x-test", head)
+
+        # Chunked upload with curl.
+        chunked = os.urandom(300000)
+        path = os.path.join(server.dir, "chunked.bin")
+        with open(path, "wb") as f:
+            f.write(chunked)
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", path,
+                              "-H", "Transfer-Encoding: chunked", url + "/v1/api/chunked"],
+                             capture_output=True, text=True, check=True).stdout
+        self.assertEqual(out, "201")
+        self.assertEqual(server.request("GET", "/v1/api/chunked")[2], chunked)
+
+        # ETag mismatch: 422 and nothing stored.
+        status, _, body = server.request("PUT", "/v1/api/bad-etag", body=b"abc",
+                                         headers={"ETag": "0" * 32})
+        self.assertEqual(status, 422)
+        self.assertIn(b"does not match", body)
+        self.assertEqual(server.request("GET", "/v1/api/bad-etag")[0], 404)
+
+        # HEAD, ranges, conditionals.
+        status, headers, body = server.request("HEAD", "/v1/api/dir/obj.bin")
+        self.assertEqual((status, body, headers["content-length"]), (200, b"", "100000"))
+        status, headers, body = server.request("GET", "/v1/api/dir/obj.bin", headers={"Range": "bytes=10-19"})
+        self.assertEqual((status, body, headers["content-range"]), (206, data[10:20], "bytes 10-19/100000"))
+        status, _, body = server.request("GET", "/v1/api/dir/obj.bin", headers={"Range": "bytes=-5"})
+        self.assertEqual((status, body), (206, data[-5:]))
+        status, headers, _ = server.request("GET", "/v1/api/dir/obj.bin", headers={"Range": "bytes=100000-"})
+        self.assertEqual((status, headers["content-range"]), (416, "bytes */100000"))
+        etag = '"%s"' % md5(data)
+        self.assertEqual(server.request("GET", "/v1/api/dir/obj.bin", headers={"If-None-Match": etag})[0], 304)
+        self.assertEqual(server.request("GET", "/v1/api/dir/obj.bin", headers={"If-Match": '"nope"'})[0], 412)
+        self.assertEqual(server.request("GET", "/v1/api/dir/obj.bin", headers={"If-Match": etag})[0], 200)
+
+        # Listing: sorted, prefix, marker, limit and its bound.
+        for key in ["b", "a", "c/1", "c/2", "d"]:
+            self.assertEqual(server.request("PUT", "/v1/list/" + key, body=key.encode())[0], 201)
+        names = lambda q: [o["name"] for o in json.loads(server.request("GET", "/v1/list" + q)[2])]
+        self.assertEqual(names(""), ["a", "b", "c/1", "c/2", "d"])
+        self.assertEqual(names("?prefix=c/"), ["c/1", "c/2"])
+        self.assertEqual(names("?marker=b&limit=2"), ["c/1", "c/2"])
+        self.assertEqual(names("?marker=c/2"), ["d"])
+        self.assertEqual(server.request("GET", "/v1/list?limit=100000")[0], 412)
+        self.assertEqual(names("x"[:0] + "?prefix=zzz"), [])
+
+        # DELETE, 405 with Allow, 413, healthcheck switch.
+        self.assertEqual(server.request("DELETE", "/v1/list/a")[0], 204)
+        self.assertEqual(server.request("DELETE", "/v1/list/a")[0], 404)
+        self.assertEqual(server.request("GET", "/v1/list/a")[0], 404)
+        status, headers, _ = server.request("POST", "/v1/list/b", body=b"x")
+        self.assertEqual((status, headers["allow"]), (405, "GET, HEAD, PUT, DELETE"))
+        self.assertEqual(server.request("PUT", "/v1/api/huge", body=b"x" * (1024 * 1024 + 1))[0], 413)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        open(flag, "w").close()
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 503)
+        os.unlink(flag)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+
+        # Keys spread over all three volumes; an overwrite leaves one copy.
+        for i in range(60):
+            server.request("PUT", "/v1/spread/k%d" % i, body=b"v")
+        counts = [len(object_files(v)) for v in server.volumes]
+        self.assertTrue(all(c > 0 for c in counts), counts)
+        before = sum(counts)
+        self.assertEqual(server.request("PUT", "/v1/spread/k0", body=b"new")[0], 201)
+        self.assertEqual(sum(len(object_files(v)) for v in server.volumes), before)
+        self.assertEqual(server.request("GET", "/v1/spread/k0")[2], b"new")
+
+
+class Volumes(unittest.TestCase):
+    def test_hot_added_volume_takes_writes(self):
+        server = Moltd(self, volumes=1)
+        server.write_config(extra_storage="volume_glob = %s/glob-*\nvolume_scan_interval = 1"
+                            % server.dir)
+        server.start()
+        stored = {}
+        for i in range(50):
+            body = os.urandom(2000)
+            self.assertEqual(server.request("PUT", "/v1/hot/before-%d" % i, body=body)[0], 201)
+            stored["before-%d" % i] = body
+        with Load(server, connections=6, put_ratio=0.7) as load:
+            new_volume = os.path.join(server.dir, "glob-new")
+            os.mkdir(new_volume)
+            server.volumes.append(new_volume)
+
+            def new_volume_has_objects():
+                return len(object_files(new_volume)) > 0
+            wait_for(new_volume_has_objects, 15, "writes to reach the new volume")
+        load.assert_no_failures(self)
+        for key, body in stored.items():
+            self.assertEqual(server.request("GET", "/v1/hot/" + key)[2], body, key)
+        self.assertIn("volume %s added" % new_volume, server.log_text())
+        self.assertIn(new_volume, [v["path"] for v in server.status()["volumes"]])
+
+
+class ReadOnly(unittest.TestCase):
+    def test_switch_by_signal_and_by_poll(self):
+        server = Moltd(self)
+        flag = os.path.join(server.dir, "read-only")
+        server.write_config(extra_storage="read_only_file = %s\nread_only_check_interval = 1" % flag)
+        server.start()
+        self.assertEqual(server.request("PUT", "/v1/ro/k", body=b"before")[0], 201)
+        with Load(server, connections=6, put_ratio=0) as load:
+            upload = SlowUpload(server, "/v1/ro/in-flight", size=2 * 1024 * 1024)
+            # Its temp file shows the server accepted it as a write.
+            wait_for(lambda: temp_files(server.volumes[0]), 10, "the upload to be in flight")
+            open(flag, "w").close()
+            server.send_signal(signal.SIGUSR2)
+            st = wait_for(lambda: (lambda s: s if s["mode"] == "read-only" else None)(server.status()),
+                          10, "read-only mode in /status")
+            wait_for(lambda: server.request("PUT", "/v1/ro/k2", body=b"x")[0] == 503, 10,
+                     "workers to refuse writes")
+            status, headers, body = server.request("PUT", "/v1/ro/k3", body=b"x")
+            self.assertEqual(status, 503)
+            self.assertEqual(headers["retry-after"], "60")
+            self.assertIn(b"read-only", body)
+            self.assertEqual(server.request("DELETE", "/v1/ro/k")[0], 503)
+            self.assertEqual(server.request("GET", "/v1/ro/k")[2], b"before")
+            # The upload that started before the switch still completes.
+            self.assertEqual(upload.finish()[0], 201)
+            self.assertIn("mode switch: read-write -> read-only (trigger: signal", server.log_text())
+            self.assertGreater(server.status()["mode_since"], 0)
+
+            os.unlink(flag)  # no signal: the poll notices
+            wait_for(lambda: server.request("PUT", "/v1/ro/k4", body=b"y")[0] == 201, 10,
+                     "writes to be accepted again")
+            wait_for(lambda: server.status()["mode"] == "read-write", 10, "/status to say read-write")
+            self.assertIn("mode switch: read-only -> read-write (trigger: poll", server.log_text())
+        load.assert_no_failures(self)
+        self.assertEqual(server.log_text().count("mode switch:"), 2)
+
+
+class CrashSafety(unittest.TestCase):
+    def test_killed_workers_leave_whole_objects_or_none(self):
+        server = Moltd(self, workers=2, graceful_timeout=2).start()
+        uploads = [SlowUpload(server, "/v1/crash/obj-%d" % i, size=1024 * 1024) for i in range(20)]
+        for i, up in enumerate(uploads):
+            if i % 2 == 0:
+                self.assertEqual(up.finish()[0], 201)  # half complete before the crash
+            else:
+                up.send_some(300 * 1024)
+        for w in server.status()["workers"]:
+            os.kill(w["pid"], signal.SIGKILL)
+        for up in uploads:
+            up.sock.close()
+        self.assertEqual(server.stop(), 0)
+        server.start()
+        for i, up in enumerate(uploads):
+            status, _, body = server.request("GET", "/v1/crash/obj-%d" % i)
+            if i % 2 == 0:
+                self.assertEqual((status, md5(body)), (200, md5(up.data)))
+            else:
+                self.assertEqual(status, 404)
+        self.assertEqual(temp_files(server.volumes[0]), [])
+        self.assertIn("removed 10 temp files", server.log_text())
+
+
+class FullDisk(unittest.TestCase):
+    def test_upload_that_does_not_fit(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a small tmpfs needs root")
+        server = Moltd(self, workers=2)
+        small = server.volumes[0]
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", small], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", small])
+        server.start()
+        self.assertEqual(server.request("PUT", "/v1/full/small", body=b"s" * 1000)[0], 201)
+        # Announced size larger than the volume: refused before any byte is stored.
+        status, _, body = server.request("PUT", "/v1/full/big", body=os.urandom(6 * 1024 * 1024))
+        self.assertEqual(status, 507)
+        self.assertIn(b"bytes free", body)
+        # Chunked: the volume fills up while writing.
+        up = SlowUpload(server, "/v1/full/chunked", size=6 * 1024 * 1024, chunked=True)
+        status, _, body = up.finish(step=64 * 1024)
+        self.assertEqual(status, 507)
+        self.assertIn(b"full", body)
+        self.assertEqual(server.request("GET", "/v1/full/big")[0], 404)
+        self.assertEqual(server.request("GET", "/v1/full/chunked")[0], 404)
+        self.assertEqual(temp_files(small), [])
+        self.assertEqual(object_files(small), [object_files(small)[0]])
+        self.assertEqual(server.request("GET", "/v1/full/small")[2], b"s" * 1000)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+
+
+class BadInput(unittest.TestCase):
+    def test_hostile_requests_get_specific_errors(self):
+        server = Moltd(self, workers=2, extra_server="client_timeout = 2",
+                       extra_storage="max_object_size = 64K").start()
+        keep = os.urandom(5000)
+        self.assertEqual(server.request("PUT", "/v1/safe/keep", body=keep)[0], 201)
+        workers_before = sorted(w["pid"] for w in server.status()["workers"])
+
+        def req(method, path, headers=(), body=b""):
+            head = "%s %s HTTP/1.1\r\nHost: x\r\n" % (method, path)
+            head += "".join("%s: %s\r\n" % h for h in headers)
+            return (head + "\r\n").encode() + body
+
+        cases = [
+            ("dot-dot key", req("GET", "/v1/safe/../keep"), 400, b"'..'"),
+            ("encoded traversal", req("GET", "/v1/safe/%2e%2e/%2e%2e/etc/passwd"), 400, b"'..'"),
+            ("NUL in key", req("GET", "/v1/safe/a%00b"), 400, b"NUL"),
+            ("key too long", req("GET", "/v1/safe/" + "k" * 1025), 400, b"longer than 1024"),
+            ("bad escape", req("GET", "/v1/safe/%zz"), 400, b"escape"),
+            ("bad bucket", req("GET", "/v1/b%24d/k"), 400, b"bucket names"),
+            ("bucket traversal", req("GET", "/v1/../k"), 400, b"bucket"),
+            ("huge header", req("GET", "/v1/safe/keep", [("X-Big", "a" * 20000)]), 400, b""),
+            ("too many headers", req("GET", "/v1/safe/keep", [("X-H%d" % i, "v") for i in range(200)]), 400, b""),
+            ("malformed request line", b"GARBAGE\r\n\r\n", 400, b""),
+            ("unknown method", req("BREW", "/v1/safe/keep"), 405, b"BREW"),
+            ("POST to a bucket", req("POST", "/v1/safe", [("Content-Length", "0")]), 405, b"GET and HEAD"),
+            ("outside /v1", req("GET", "/etc/passwd"), 404, b"/v1/"),
+            ("PUT without length", req("PUT", "/v1/safe/nolen"), 411, b"Content-Length"),
+            ("PUT over max_object_size", req("PUT", "/v1/safe/big", [("Content-Length", "70000")], b"x" * 70000), 413, b"max_object_size"),
+            ("chunked over max_object_size", req("PUT", "/v1/safe/bigc", [("Transfer-Encoding", "chunked")],
+                                                 b"".join(b"4000\r\n" + b"x" * 0x4000 + b"\r\n" for _ in range(5)) + b"0\r\n\r\n"), 413, b"max_object_size"),
+            ("body shorter than Content-Length", req("PUT", "/v1/safe/short", [("Content-Length", "100")], b"x" * 50), 400, b"50 of 100"),
+            ("truncated chunked body", req("PUT", "/v1/safe/trunc", [("Transfer-Encoding", "chunked")], b"10\r\n0123456789"), 400, b"ended inside a chunk"),
+            ("chunked body without its last chunk", req("PUT", "/v1/safe/nolast", [("Transfer-Encoding", "chunked")], b"3\r\nabc\r\n"), 400, b"before its last chunk"),
+            ("bad chunk size", req("PUT", "/v1/safe/badchunk", [("Transfer-Encoding", "chunked")], b"zz\r\nabc\r\n0\r\n\r\n"), 400, b"invalid chunk size"),
+            ("chunk longer than its size", req("PUT", "/v1/safe/longchunk", [("Transfer-Encoding", "chunked")], b"2\r\nabcdef\r\n0\r\n\r\n"), 400, b"longer than its size"),
+            ("ETag mismatch", req("PUT", "/v1/safe/etag", [("Content-Length", "3"), ("ETag", "f" * 32)], b"abc"), 422, b"does not match"),
+            ("unsatisfiable range", req("GET", "/v1/safe/keep", [("Range", "bytes=9999-")]), 416, b"outside"),
+            ("malformed range is ignored", req("GET", "/v1/safe/keep", [("Range", "bytes=abc")]), 200, keep),
+            ("bad listing limit", req("GET", "/v1/safe?limit=many"), 400, b"whole number"),
+            ("listing limit too large", req("GET", "/v1/safe?limit=99999999"), 412, b"at most"),
+        ]
+        for name, data, want, snippet in cases:
+            with self.subTest(name):
+                half = name in ("body shorter than Content-Length", "truncated chunked body",
+                                "chunked body without its last chunk")
+                got = raw_request(server, data, half_close=half)
+                self.assertIsNotNone(got, "%s: no answer" % name)
+                status, _, body = got
+                self.assertEqual(status, want, "%s: %r" % (name, body[:200]))
+                self.assertIn(snippet, body, name)
+        self.assertGreaterEqual(len(cases), 20)
+
+        # Slowloris: half a request line, then nothing. The connection is cut
+        # after client_timeout while others are served meanwhile.
+        slow = socket.create_connection(("127.0.0.1", server.port))
+        slow.sendall(b"GET /v1/safe/keep HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        started = time.monotonic()
+        self.assertEqual(server.request("GET", "/v1/safe/keep")[2], keep)
+        slow.settimeout(15)
+        try:
+            leftover = slow.recv(1000)
+        except ConnectionResetError:
+            leftover = b""
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertFalse(leftover.startswith(b"HTTP/1.1 200"), leftover)
+        slow.close()
+
+        for key in ["nolen", "big", "bigc", "short", "trunc", "nolast", "badchunk", "longchunk", "etag"]:
+            self.assertEqual(server.request("GET", "/v1/safe/" + key)[0], 404, key)
+        self.assertEqual(server.request("GET", "/v1/safe/keep")[2], keep)
+        st = server.status()
+        self.assertEqual(st["generation"], 1)
+        self.assertEqual(sorted(w["pid"] for w in st["workers"]), workers_before)
+        self.assertEqual(st["worker_restarts"], 0)
+        self.assertEqual(temp_files(server.volumes[0]), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
