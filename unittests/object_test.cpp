@@ -1,4 +1,9 @@
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <boost/test/unit_test.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 
@@ -116,6 +121,83 @@ BOOST_AUTO_TEST_CASE(placement_is_stable_when_a_volume_is_added) {
   BOOST_TEST(moved > n / 5 - n / 50);
   BOOST_TEST(moved < n / 5 + n / 50);
   for (const auto& [v, count] : perVolume) BOOST_TEST(count > n / 4 - n / 25, v);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(ObjectStoreTest)
+
+struct TempVolumes {
+  TempVolumes() {
+    char tmpl[] = "/tmp/molt-store-XXXXXX";
+    root = mkdtemp(tmpl);
+    for (const char* name : {"/a", "/b"}) {
+      std::string path = root + name;
+      mkdir(path.c_str(), 0755);
+      settings.volumes.push_back(path);
+    }
+  }
+  ~TempVolumes() {
+    std::string cmd = "rm -rf '" + root + "'";
+    if (std::system(cmd.c_str()) != 0) std::perror("cleanup");
+  }
+  std::string root;
+  server::StorageSettings settings;
+};
+
+void put(server::ObjectStore& store, const std::string& key, const std::string& data) {
+  auto up = store.beginUpload("bucket", key);
+  up->write(data.data(), data.size());
+  server::ObjectMeta meta;
+  meta.key = key;
+  meta.size = data.size();
+  meta.etag = "e";
+  up->commit(meta);
+}
+
+BOOST_AUTO_TEST_CASE(listing_is_sorted_and_pages_with_marker) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  for (const char* key : {"m", "b", "a/2", "a/1", "z", "c"}) put(store, key, key);
+  auto names = [&](const std::string& prefix, const std::string& marker, size_t limit) {
+    std::vector<std::string> out;
+    for (const auto& m : store.list("bucket", prefix, marker, limit)) out.push_back(m.key);
+    return out;
+  };
+  BOOST_TEST(names("", "", 100) == std::vector<std::string>({"a/1", "a/2", "b", "c", "m", "z"}));
+  BOOST_TEST(names("", "", 2) == std::vector<std::string>({"a/1", "a/2"}));
+  BOOST_TEST(names("", "a/2", 2) == std::vector<std::string>({"b", "c"}));
+  BOOST_TEST(names("", "c", 10) == std::vector<std::string>({"m", "z"}));
+  BOOST_TEST(names("a/", "", 10) == std::vector<std::string>({"a/1", "a/2"}));
+  BOOST_TEST(names("q", "", 10).empty());
+}
+
+BOOST_AUTO_TEST_CASE(objects_read_back_and_overwrite_leaves_one_copy) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  put(store, "k", "first");
+  put(store, "k", "second, longer");
+  auto obj = store.open("bucket", "k");
+  BOOST_REQUIRE(obj);
+  BOOST_TEST(obj->meta.size == 14u);
+  char buf[32] = {};
+  BOOST_TEST(pread(obj->fd.get(), buf, obj->meta.size, 0) == 14);
+  BOOST_TEST(std::string(buf) == "second, longer");
+  BOOST_TEST(store.list("bucket", "", "", 10).size() == 1u);
+  BOOST_TEST(store.remove("bucket", "k"));
+  BOOST_TEST(!store.open("bucket", "k"));
+  BOOST_TEST(!store.remove("bucket", "k"));
+}
+
+BOOST_AUTO_TEST_CASE(an_abandoned_upload_leaves_nothing) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  {
+    auto up = store.beginUpload("bucket", "gone");
+    up->write("partial", 7);
+  }
+  BOOST_TEST(!store.open("bucket", "gone"));
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
