@@ -11,6 +11,7 @@
 #include "moltd_service.h"
 #include "reload/log.h"
 #include "reload/master.h"
+#include "reload/master_config.h"
 #include "version.h"
 
 namespace {
@@ -20,10 +21,11 @@ constexpr int kExitConfig = 78;  // EX_CONFIG
 constexpr const char* kDefaultConfig = "/etc/molt/moltd.conf";
 
 void usage(std::ostream& out) {
-  out << "usage: moltd [--config PATH] [--check-config | -t] [--version] [--help]\n"
+  out << "usage: moltd [--config PATH] [--check-config | -t] [--config-keys] [--version] [--help]\n"
          "\n"
          "  -c, --config PATH   configuration file (default " << kDefaultConfig << ")\n"
          "  -t, --check-config  validate the configuration and exit (0 if valid)\n"
+         "  --config-keys       list every configuration key moltd accepts\n"
          "  -V, --version       print the version and exit\n"
          "\n"
          "Signals to the master: HUP reload in place, USR1 seamless reload (new binary,\n"
@@ -34,6 +36,7 @@ void usage(std::ostream& out) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
+  server::MoltdService service;
   std::string configPath = kDefaultConfig;
   bool checkOnly = false;
   for (size_t i = 1; i < args.size(); ++i) {
@@ -48,6 +51,13 @@ int main(int argc, char** argv) {
       configPath = a.substr(9);
     } else if (a == "-t" || a == "--check-config") {
       checkOnly = true;
+    } else if (a == "--config-keys") {
+      // Every key the parsers accept, as "section.key": the man page is tested against it.
+      reload::IniConfig ini("/dev/null");
+      reload::parseMasterConfig(ini);
+      service.parseConfig(ini, reload::MasterConfig{});
+      for (const auto& key : ini.knownKeys()) std::cout << key << "\n";
+      return 0;
     } else if (a == "-V" || a == "--version") {
       std::cout << "moltd " << server::moltVersion() << "\n";
       return 0;
@@ -61,7 +71,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  server::MoltdService service;
   if (checkOnly) {
     try {
       auto config = reload::loadConfig(configPath, service);

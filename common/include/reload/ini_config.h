@@ -49,6 +49,8 @@ class IniConfig {
 
   void fail(const std::string& section, const std::string& key, const std::string& reason);
 
+  // Every "section.key" a getter has asked for so far, sorted.
+  std::vector<std::string> knownKeys() const { return {known_.begin(), known_.end()}; }
   // Keys and sections present in the file that no getter asked for.
   std::vector<std::string> unknownKeys() const;
   const std::vector<std::string>& errors() const { return errors_; }

@@ -1,0 +1,22 @@
+# Installation layout and the Debian package.
+install(FILES etc/moltd.conf DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR}/molt)
+install(FILES etc/moltd.logrotate DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR}/logrotate.d
+        RENAME moltd)
+install(FILES etc/moltd.service etc/moltd.socket
+        DESTINATION lib/systemd/system)
+
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGE_NAME molt)
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_CONTACT "molt developers <molt@localhost>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "HTTP object server that reloads without dropping a request")
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SECTION net)
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "logrotate")
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
+    ${CMAKE_CURRENT_SOURCE_DIR}/etc/debian/conffiles
+    ${CMAKE_CURRENT_SOURCE_DIR}/etc/debian/postinst)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+include(CPack)
