@@ -6,6 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DMOLT_SANITIZERS=address,undefined \
+  -DCMAKE_INSTALL_PREFIX=/usr \
   -DMOLT_WARNINGS_AS_ERRORS=ON >/dev/null
 cmake --build build/asan -j"$(nproc)"
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
