@@ -143,6 +143,30 @@ class BadConfigOnSighup(unittest.TestCase):
         load.assert_no_failures(self)
 
 
+class LogRotation(unittest.TestCase):
+    def test_sighup_reopens_moved_logs(self):
+        server = Moltd(self, workers=2).start()
+        access = os.path.join(server.dir, "access.log")
+        self.assertEqual(server.request("GET", "/v1/b/before-rotation")[0], 404)
+        wait_for(lambda: "before-rotation" in open(access).read(), 10, "the access log line")
+        os.rename(server.log, server.log + ".1")
+        os.rename(access, access + ".1")
+        server.send_signal(signal.SIGHUP)
+        server.wait_generation(2)
+        self.assertEqual(server.request("GET", "/v1/b/after-rotation")[0], 404)
+        wait_for(lambda: os.path.exists(access) and "after-rotation" in open(access).read(), 10,
+                 "the new access log")
+        self.assertNotIn("after-rotation", open(access + ".1").read())
+        self.assertIn("reload done", open(server.log).read())
+        self.assertIn("master pid %d" % server.pid, open(server.log + ".1").read())
+        # A reload without rotation appends; nothing is truncated.
+        size = os.path.getsize(server.log)
+        server.send_signal(signal.SIGHUP)
+        server.wait_generation(3)
+        wait_for(lambda: os.path.getsize(server.log) > size, 10, "the log to grow")
+        self.assertIn("reload done: generation 2", open(server.log).read())
+
+
 class Shutdown(unittest.TestCase):
     def test_sigterm_lets_an_upload_finish(self):
         server = Moltd(self, workers=2).start()

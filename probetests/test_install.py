@@ -2,6 +2,7 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import unittest
@@ -18,6 +19,18 @@ EXPECTED_FILES = [
     "etc/molt/moltd.conf", "etc/logrotate.d/moltd",
     "usr/lib/systemd/system/moltd.service", "usr/lib/systemd/system/moltd.socket",
 ]
+
+
+def kill_group_if_moltd(pid):
+    """Kills moltd's own process group (molt-init starts it with setsid), and
+    only while that PID is still a moltd."""
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            if not f.read().startswith("moltd"):
+                return
+        os.killpg(pid, signal.SIGKILL)
+    except (OSError, ProcessLookupError):
+        pass
 
 
 def run(*cmd, **kw):
@@ -67,7 +80,7 @@ class Install(unittest.TestCase):
             return out
         self.assertIn("moltd started", molt_init("start"))
         pid = int(open(os.path.join(run_dir, "moltd.pid")).read())
-        self.addCleanup(lambda: run("kill", "-KILL", "-%d" % pid))
+        self.addCleanup(kill_group_if_moltd, pid)
         self.assertIn("seamlessly reloaded (pid %d, generation 2" % pid, molt_init("reload-seamless"))
         self.assertIn("generation 2, read-write", molt_init("status"))
         rc, out = run("curl", "-sf", "-T", conf, "http://127.0.0.1:%d/v1/docs/conf" % port)
