@@ -31,6 +31,19 @@ struct Target {
   std::string hostHeader = "localhost";
 };
 
+// A loopback TCP port that was free a moment ago.
+inline int freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
 inline Target parseTarget(const std::string& text) {
   Target t;
   if (text.rfind("unix:", 0) == 0) {
