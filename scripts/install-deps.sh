@@ -2,8 +2,8 @@
 # Installs the Debian 12 packages molt needs to build, run, test and benchmark.
 # Safe to run again: apt-get skips what is already installed.
 set -eu
-packages="build-essential cmake pkg-config libpoco-dev libboost-log-dev
-  libboost-test-dev libsystemd-dev python3 curl procps iproute2 groff-base"
+packages="build-essential cmake libpoco-dev libboost-log-dev libboost-test-dev
+  python3 curl procps groff-base"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -164,18 +164,26 @@ PidInfo readPid(const Instance& inst) {
   return info;
 }
 
-bool writePidFile(const Instance& inst, pid_t pid, std::string& error) {
+// Creates the pid file's directory and checks that we may write there.
+bool preparePidDir(const Instance& inst, std::string& error) {
   std::string dir = inst.pidFile.substr(0, inst.pidFile.rfind('/'));
-  std::string partial;
   for (size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos == dir.size() || dir[pos] == '/') {
-      partial = dir.substr(0, pos);
+      std::string partial = dir.substr(0, pos);
       if (mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
         error = "mkdir " + partial + ": " + std::strerror(errno);
         return false;
       }
     }
   }
+  if (access(dir.c_str(), W_OK) != 0) {
+    error = "cannot write pid files in " + dir + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+bool writePidFile(const Instance& inst, pid_t pid, std::string& error) {
   std::ofstream out(inst.pidFile + ".tmp", std::ios::trunc);
   out << pid << "\n";
   out.close();
@@ -333,7 +341,7 @@ class Commands {
     }
     Loaded loaded = loadInstanceConfig(inst);
     std::string error;
-    if (!writePidFile(inst, getpid(), error)) {  // checks we may write it before starting
+    if (!preparePidDir(inst, error)) {
       std::cerr << "molt-init: " << error << "\n";
       return errno == EACCES || errno == EPERM ? kPermission : kFailed;
     }
