@@ -211,6 +211,7 @@ class MasterImpl {
   std::string stateBuffer_;
   double stateDeadline_ = 0;
   std::vector<pid_t> handoffOldWorkers_;
+  std::vector<std::string> droppedUnixPaths_;  // inherited, no longer configured
   std::unique_ptr<SignalFd> signals_;
   AdminServer admin_{[this](const AdminRequest& r) { return handleAdmin(r); }};
   double stopDeadline_ = 0;
@@ -395,9 +396,14 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
                               [&](const auto& w) { return w.first == key; });
     bool taken = std::any_of(listeners_.begin(), listeners_.end(),
                              [&](const HeldListener& h) { return h.listener.key == key; });
-    if (!keep || key.empty() || match == wanted.end() || taken) {
+    bool unixSocket = key.rfind("unix:", 0) == 0;
+    // A Unix socket's path cannot be bound twice, so rebind mode hands
+    // those over too; only TCP listeners are bound afresh.
+    bool adopt = keep || unixSocket;
+    if (!adopt || key.empty() || match == wanted.end() || taken) {
       MOLT_LOG(kInfo) << "closing inherited socket fd " << fd << " (" << (key.empty() ? name : key)
-                      << "): " << (keep ? "not in the configuration" : "listener_handoff = rebind");
+                      << "): " << (adopt ? "not in the configuration" : "listener_handoff = rebind");
+      if (unixSocket && match == wanted.end()) droppedUnixPaths_.push_back(key.substr(5));
       close(fd);
       continue;
     }
@@ -611,6 +617,11 @@ void MasterImpl::completeStarting() {
     case ReloadKind::kSeamless: {
       phase_ = Phase::kRunning;
       drainGeneration(previous, false);
+      for (const auto& path : droppedUnixPaths_) {
+        MOLT_LOG(kInfo) << "removing unix:" << path << ": no longer configured";
+        unlink(path.c_str());
+      }
+      droppedUnixPaths_.clear();
       std::string msg = encodeNotify({NotifyMessage::Kind::kReady, pid_, gen.generation, ""});
       bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
                                    static_cast<ssize_t>(msg.size());
@@ -878,10 +889,18 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   for (const auto& w : registry_.all())
     if (w.state != WorkerState::kDraining) oldWorkers.push_back(w.pid);
   std::vector<int> allListeners;
+  std::vector<int> passedListeners;  // to the new image, as LISTEN_FDS
+  std::vector<int> rebound;          // not passed: the synchronizer shuts them down
   std::vector<std::string> roles;
   for (const auto& h : listeners_) {
     allListeners.push_back(h.listener.fd.get());
-    roles.push_back(h.listener.role);
+    bool unixSocket = h.listener.address.kind == ListenAddress::Kind::kUnix;
+    if (inherit || unixSocket) {
+      passedListeners.push_back(h.listener.fd.get());
+      roles.push_back(h.listener.role);
+    } else {
+      rebound.push_back(h.listener.fd.get());
+    }
   }
 
   log::flush();
@@ -905,7 +924,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     params.listenerFds = allListeners;
     params.oldWorkers = oldWorkers;
     params.masterPid = pid_;
-    params.shutdownListeners = !inherit;
+    params.shutdownFds = rebound;
     params.timeoutSeconds = next->master.reloadTimeout + 10;
     int code = runSynchronizer(params);
     log::flush();
@@ -939,14 +958,14 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   std::optional<FdLayout> layout;
   std::string failure;
   try {
-    if (inherit && !allListeners.empty()) {
-      layout.emplace(allListeners);
+    if (!passedListeners.empty()) {
+      layout.emplace(passedListeners);
       std::string names;
       for (size_t i = 0; i < roles.size(); ++i) {
         names += (i ? ":" : "") + roles[i];
         passed.push_back(3 + static_cast<int>(i));
       }
-      setenv("LISTEN_FDS", std::to_string(allListeners.size()).c_str(), 1);
+      setenv("LISTEN_FDS", std::to_string(passedListeners.size()).c_str(), 1);
       setenv("LISTEN_PID", std::to_string(pid_).c_str(), 1);
       setenv("LISTEN_FDNAMES", names.c_str(), 1);
     }

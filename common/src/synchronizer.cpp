@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -96,9 +97,11 @@ int runSynchronizer(const SyncParams& params) noexcept {
       }
     }
     for (int fd : params.listenerFds) {
-      // shutdown() acts on the socket, for every holder: only rebind mode,
-      // where the new image never uses these sockets, may do it.
-      if (params.shutdownListeners) shutdown(fd, SHUT_RDWR);
+      // shutdown() acts on the socket, for every holder: only sockets the
+      // new image never took may get it.
+      if (std::find(params.shutdownFds.begin(), params.shutdownFds.end(), fd) !=
+          params.shutdownFds.end())
+        shutdown(fd, SHUT_RDWR);
       close(fd);
     }
     if (!writeAll(params.stateFd, encodeSyncReport(report)))
@@ -106,7 +109,8 @@ int runSynchronizer(const SyncParams& params) noexcept {
                          << ": " << std::strerror(errno);
     MOLT_LOG(kInfo) << "synchronizer: new generation " << msg->generation << " is serving in pid "
                     << msg->pid << "; told " << report.signalled.size()
-                    << " old workers to drain" << (params.shutdownListeners ? " and shut down the old listeners" : "");
+                    << " old workers to drain"
+                    << (params.shutdownFds.empty() ? "" : " and shut down the listeners it rebound");
     return kSyncDrained;
   } catch (...) {
     return kSyncInternal;

@@ -14,9 +14,12 @@ struct SyncParams {
   int notifyFd = -1;              // read end; the new image writes READY or FAIL
   int stateFd = -1;               // write end; our SyncReport goes here
   std::vector<int> listenerFds;   // our copies of the old listeners
+  // Those of listenerFds the new image did not take (listener_handoff =
+  // rebind, Swift's behaviour): shut down, not just closed, so the old
+  // workers stop accepting on them for good.
+  std::vector<int> shutdownFds;
   std::vector<pid_t> oldWorkers;  // workers serving when the reload began
   pid_t masterPid = 0;
-  bool shutdownListeners = false;  // listener_handoff = rebind: Swift's behaviour
   double timeoutSeconds = 30;
 };
 

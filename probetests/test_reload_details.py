@@ -1,0 +1,181 @@
+"""Probe tests for reload details: listener changes, Unix and IPv6 sockets,
+admin triggers, metrics, drain deadlines and the draining-generation bound."""
+import http.client
+import os
+import signal
+import socket
+import unittest
+
+from molt_probe import Load, Moltd, children_of, free_port, wait_for
+
+
+def refused(port, host="127.0.0.1"):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+def unix_get(path, url):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % url).encode())
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
+
+class ListenerChanges(unittest.TestCase):
+    def check(self, sig):
+        server = Moltd(self, workers=2)
+        sock_path = os.path.join(server.dir, "moltd.sock")
+        base = server.settings["bind"]
+        extra = free_port()
+        server.write_config(bind="%s, unix:%s" % (base, sock_path))
+        server.start()
+        self.assertIn(b"200 OK", unix_get(sock_path, "/healthcheck"))
+        with Load(server, connections=8) as load:
+            # Add a TCP address and drop the Unix socket; the base address stays.
+            server.write_config(bind="%s, 127.0.0.1:%d" % (base, extra))
+            server.send_signal(sig)
+            st = server.wait_generation(2)
+            self.assertEqual(st["last_reload"]["result"], "ok")
+            self.assertEqual(sorted(l["address"] for l in st["listeners"] if l["role"] == "public"),
+                             sorted([base, "127.0.0.1:%d" % extra]))
+            with socket.create_connection(("127.0.0.1", extra)) as s:
+                s.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 200"))
+            server.wait_no_draining()
+            wait_for(lambda: not os.path.exists(sock_path), 10, "the dropped socket file to go")
+        load.assert_no_failures(self)
+
+    def test_sighup(self):
+        self.check(signal.SIGHUP)
+
+    def test_sigusr1(self):
+        self.check(signal.SIGUSR1)
+
+    def test_rebind_mode_hands_unix_sockets_over(self):
+        # A Unix socket's path cannot be bound twice; rebind mode rebinds TCP only.
+        server = Moltd(self, workers=2, handoff="rebind")
+        sock_path = os.path.join(server.dir, "moltd.sock")
+        server.write_config(bind="%s, unix:%s" % (server.settings["bind"], sock_path))
+        server.start()
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_generation(2)
+        self.assertEqual(st["last_reload"]["result"], "ok")
+        self.assertIn(b"X-Molt-Generation: 2", unix_get(sock_path, "/healthcheck"))
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        self.assertIn("closing inherited socket", server.log_text())
+        self.assertIn("adopted inherited public listener unix:%s" % sock_path, server.log_text())
+
+    def test_unix_and_ipv6_listeners_survive_seamless_reload(self):
+        if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+            self.skipTest("no IPv6 on this host")
+        server = Moltd(self, workers=2)
+        sock_path = os.path.join(server.dir, "moltd.sock")
+        v6 = free_port()
+        server.write_config(bind="%s, unix:%s, [::1]:%d" % (server.settings["bind"], sock_path, v6))
+        server.start()
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_generation(2)
+        self.assertEqual(st["pid"], server.pid)
+        self.assertIn("adopted inherited public listener unix:%s" % sock_path, server.log_text())
+        self.assertIn("adopted inherited public listener [::1]:%d" % v6, server.log_text())
+        self.assertIn(b"X-Molt-Generation: 2", unix_get(sock_path, "/healthcheck"))
+        conn = http.client.HTTPConnection("::1", v6, timeout=10)
+        conn.request("GET", "/healthcheck")
+        r = conn.getresponse()
+        self.assertEqual((r.status, r.getheader("X-Molt-Generation")), (200, "2"))
+
+
+class Admin(unittest.TestCase):
+    def post(self, server, path, token=None):
+        conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=10)
+        headers = {"Authorization": "Bearer " + token} if token else {}
+        conn.request("POST", path, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+
+    def test_post_triggers_need_the_token(self):
+        server = Moltd(self, workers=2)
+        token_file = os.path.join(server.dir, "token")
+        with open(token_file, "w") as f:
+            f.write("s3cret\n")
+        server.write_config(extra_server="")
+        text = open(server.config).read().replace("[admin]\n", "[admin]\ntoken_file = %s\n" % token_file)
+        server.write_raw_config(text)
+        server.start()
+        self.assertEqual(self.post(server, "/reload")[0], 401)
+        self.assertEqual(self.post(server, "/reload", "wrong")[0], 401)
+        status, body = self.post(server, "/reload", "s3cret")
+        self.assertEqual(status, 202)
+        self.assertEqual(server.wait_generation(2)["last_reload"]["kind"], "reload")
+        status, body = self.post(server, "/reload-seamless", "s3cret")
+        self.assertEqual(status, 202)
+        st = server.wait_generation(3)
+        self.assertEqual((st["last_reload"]["kind"], st["pid"]), ("seamless", server.pid))
+        conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=10)
+        conn.request("GET", "/reload")
+        self.assertEqual(conn.getresponse().status, 405)
+
+    def test_metrics(self):
+        server = Moltd(self, workers=3).start()
+        server.send_signal(signal.SIGHUP)
+        server.wait_generation(2)
+        conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=10)
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        text = r.read().decode()
+        self.assertEqual(r.status, 200)
+        self.assertIn("text/plain; version=0.0.4", r.getheader("Content-Type"))
+        self.assertIn("\nmoltd_generation 2\n", text)
+        self.assertIn("\nmoltd_workers 3\n", text)
+        self.assertIn("\nmoltd_reloads_total 1\n", text)
+        self.assertIn("# TYPE moltd_reloads_total counter", text)
+        self.assertIn('moltd_volume_free_bytes{volume="%s"}' % server.volumes[0], text)
+
+
+class DrainBounds(unittest.TestCase):
+    def idle_connection(self, server):
+        conn = server.connection()
+        conn.request("GET", "/healthcheck")
+        conn.getresponse().read()
+        return conn
+
+    def test_graceful_timeout_cuts_idle_connections(self):
+        server = Moltd(self, workers=1, graceful_timeout=1, keepalive_timeout=60).start()
+        old = server.status()["workers"][0]["pid"]
+        conn = self.idle_connection(server)
+        server.send_signal(signal.SIGHUP)
+        server.wait_generation(2)
+        wait_for(lambda: old not in children_of(server.pid), 15, "the old worker to be cut off")
+        self.assertIn("graceful_timeout 1s passed: cutting 1 of 1 connections still open",
+                      server.log_text())
+        conn.close()
+
+    def test_oldest_draining_generation_is_stopped_past_the_bound(self):
+        server = Moltd(self, workers=1, graceful_timeout=60, keepalive_timeout=60,
+                       extra_server="max_draining_generations = 1").start()
+        held = []
+        for generation in (2, 3):
+            held.append(self.idle_connection(server))
+            server.send_signal(signal.SIGHUP)
+            server.wait_generation(generation)
+        st = server.status()
+        self.assertEqual([w["generation"] for w in st["draining_workers"]], [2])
+        self.assertIn("max_draining_generations 1 exceeded: stopped generation 1 hard (1 workers)",
+                      server.log_text())
+        self.assertEqual(st["drain_kills"], 1)
+        for c in held:
+            c.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
