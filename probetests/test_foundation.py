@@ -40,6 +40,17 @@ class StartAndServe(unittest.TestCase):
                              capture_output=True, check=True).stdout
         self.assertEqual(out, data)
 
+    def test_second_server_on_the_same_port_is_refused(self):
+        first = Moltd(self, workers=1).start()
+        second = Moltd(self, workers=1)
+        second.write_config(bind=first.settings["bind"])
+        second.start(wait=False)
+        self.assertEqual(second.proc.wait(20), 1)
+        out = open(os.path.join(second.dir, "stdout")).read()
+        self.assertIn("bind %s: another process accepts there" % first.settings["bind"], out)
+        self.assertEqual(first.request("GET", "/healthcheck")[0], 200)
+        self.assertEqual(first.status()["generation"], 1)
+
     def test_crashed_worker_is_respawned_in_its_generation(self):
         server = Moltd(self, workers=2).start()
         victim = server.status()["workers"][0]["pid"]

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
@@ -62,7 +63,28 @@ Fd bindTcp(const ListenAddress& address, const sockaddr* addr, socklen_t len, in
 
 }  // namespace
 
-Fd bindListener(const ListenAddress& address, int backlog) {
+// Whether something accepts connections at `addr` (the wildcard is probed
+// through loopback).
+bool somethingAccepts(sockaddr_storage addr, socklen_t len) {
+  if (addr.ss_family == AF_INET) {
+    auto& in = reinterpret_cast<sockaddr_in&>(addr);
+    if (in.sin_addr.s_addr == htonl(INADDR_ANY)) in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  } else if (addr.ss_family == AF_INET6) {
+    auto& in6 = reinterpret_cast<sockaddr_in6&>(addr);
+    if (IN6_IS_ADDR_UNSPECIFIED(&in6.sin6_addr)) in6.sin6_addr = in6addr_loopback;
+  }
+  Fd probe(socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!probe) return false;
+  if (connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), len) == 0) return true;
+  if (errno != EINPROGRESS) return false;
+  pollfd p{probe.get(), POLLOUT, 0};
+  int err = 0;
+  socklen_t errLen = sizeof err;
+  return poll(&p, 1, 200) == 1 && getsockopt(probe.get(), SOL_SOCKET, SO_ERROR, &err, &errLen) == 0 &&
+         err == 0;
+}
+
+Fd bindListener(const ListenAddress& address, bool refuseShared, int backlog) {
   if (address.kind == ListenAddress::Kind::kUnix) return bindUnix(address, backlog);
   sockaddr_storage addr{};
   socklen_t len = 0;
@@ -71,6 +93,9 @@ Fd bindListener(const ListenAddress& address, int backlog) {
   } catch (const std::invalid_argument& e) {
     throw std::system_error(EINVAL, std::generic_category(), e.what());
   }
+  if (refuseShared && address.port != 0 && somethingAccepts(addr, len))
+    throw std::system_error(EADDRINUSE, std::generic_category(),
+                            "bind " + address.toString() + ": another process accepts there");
   return bindTcp(address, reinterpret_cast<const sockaddr*>(&addr), len, backlog);
 }
 

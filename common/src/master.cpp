@@ -139,7 +139,8 @@ class MasterImpl {
   void startFresh();
   void startFromHandoff(const HandoffEnv& env);
   void adoptInheritedListeners(bool keep);
-  void bindMissingListeners(const LoadedConfig& config, HeldListener::State state);
+  void bindMissingListeners(const LoadedConfig& config, HeldListener::State state,
+                            bool refuseShared = true);
   void writePidFile();
   void applyMasterNice();
   void removePidFile();
@@ -366,7 +367,10 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   phase_ = Phase::kHandoff;
   adoptInheritedListeners(config_->master.listenerHandoff == ListenerHandoff::kInherit);
   try {
-    bindMissingListeners(*config_, HeldListener::State::kActive);
+    // In rebind mode the old image's sockets still accept on these
+    // addresses, by design.
+    bindMissingListeners(*config_, HeldListener::State::kActive,
+                         config_->master.listenerHandoff == ListenerHandoff::kInherit);
   } catch (const std::exception& e) {
     starting_ = StartingGeneration{lastGeneration_ + 1, config_, ReloadKind::kSeamless, 0};
     lastGeneration_ += 1;
@@ -422,7 +426,8 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
   }
 }
 
-void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::State state) {
+void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::State state,
+                                      bool refuseShared) {
   auto bindRole = [&](const std::vector<ListenAddress>& list, const std::string& role) {
     for (const auto& address : list) {
       std::string key = resolvedKey(address);
@@ -434,7 +439,7 @@ void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::
       h.listener.address = address;
       h.listener.role = role;
       h.listener.key = key;
-      h.listener.fd = bindListener(address);
+      h.listener.fd = bindListener(address, refuseShared);
       h.listener.key = listeningSocketKey(h.listener.fd.get());
       h.state = state;
       MOLT_LOG(kInfo) << "listening on " << address.toString() << " (" << role << ")";

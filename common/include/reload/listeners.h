@@ -22,8 +22,10 @@ struct Listener {
 
 // Binds and listens. Throws std::system_error naming the address and the step.
 // A Unix socket path left by a dead server is removed first; one that still
-// accepts connections is reported as EADDRINUSE.
-Fd bindListener(const ListenAddress& address, int backlog = 4096);
+// accepts connections is reported as EADDRINUSE. With `refuseShared`, a TCP
+// address where something already accepts is EADDRINUSE too: SO_REUSEPORT
+// would otherwise let a second server of the same user share its traffic.
+Fd bindListener(const ListenAddress& address, bool refuseShared = true, int backlog = 4096);
 
 // The key of the address a socket is bound to, or "" if it is not a bound
 // listening stream socket.
