@@ -59,6 +59,17 @@ def comm(pid):
         return ""
 
 
+def ppid_of(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("PPid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
 def proc_state(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:

@@ -8,7 +8,7 @@ import time
 import unittest
 
 from molt_probe import (MOLTD, MOLTD_ALT, RELOAD_BENCH, Load, Moltd, SlowUpload, children_of,
-                        comm, md5, open_fds, proc_state, read_download, steady_open_fds,
+                        comm, md5, open_fds, ppid_of, proc_state, read_download, steady_open_fds,
                         wait_for)
 
 
@@ -245,6 +245,21 @@ class Storm(unittest.TestCase):
         wait_for(lambda: open_fds(server.pid) == fds_before, 10,
                  "the master's descriptors to return to %d" % fds_before)
         self.assertGreater(st["reloads"], 1)
+
+
+class SignalsMidReload(unittest.TestCase):
+    def test_sigterm_right_after_sigusr1_stops_cleanly(self):
+        for _ in range(5):
+            server = Moltd(self, workers=2, graceful_timeout=5).start()
+            workers = {w["pid"] for w in server.status()["workers"]}
+            server.send_signal(signal.SIGUSR1)
+            server.send_signal(signal.SIGTERM)  # lands before, during or after the exec
+            self.assertEqual(server.proc.wait(30), 0)
+            # Nothing of it is left: no worker, no synchronizer, no checker.
+            leftovers = [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
+                         if comm(p).startswith("moltd") and (p in workers or ppid_of(p) == server.pid)]
+            self.assertEqual(leftovers, [])
+            self.assertIn("stopped", server.log_text())
 
 
 class SocketActivation(unittest.TestCase):
