@@ -160,16 +160,15 @@ std::optional<std::string> AdminServer::tryRespond(const std::string& in) {
   return render(handler_(req));
 }
 
-std::optional<double> AdminServer::expire(double now) {
+void AdminServer::expire(double now) {
+  for (auto it = conns_.begin(); it != conns_.end();)
+    it = it->second.deadline <= now ? conns_.erase(it) : std::next(it);
+}
+
+std::optional<double> AdminServer::nextDeadline() const {
   std::optional<double> next;
-  for (auto it = conns_.begin(); it != conns_.end();) {
-    if (it->second.deadline <= now) {
-      it = conns_.erase(it);
-      continue;
-    }
-    if (!next || it->second.deadline < *next) next = it->second.deadline;
-    ++it;
-  }
+  for (const auto& [fd, conn] : conns_)
+    if (!next || conn.deadline < *next) next = conn.deadline;
   return next;
 }
 

@@ -176,7 +176,7 @@ class MasterImpl {
   void beginStop(bool graceful);
   void killEverything();
   void runTimers(double now);
-  double nextWake(double now);
+  double nextWake(double now) const;
 
   // Admin
   AdminResponse handleAdmin(const AdminRequest& request);
@@ -1225,7 +1225,7 @@ void MasterImpl::runTimers(double now) {
   }
 }
 
-double MasterImpl::nextWake(double now) {
+double MasterImpl::nextWake(double now) const {
   double next = now + 1;
   auto consider = [&](double t) {
     if (t > 0) next = std::min(next, t);
@@ -1236,7 +1236,7 @@ double MasterImpl::nextWake(double now) {
   if (stateFd_) consider(stateDeadline_);
   if (auto k = registry_.nextKillAt()) consider(*k);
   for (const auto& [slot, t] : respawnAt_) consider(t);
-  if (auto a = admin_.expire(now)) consider(*a);
+  if (auto a = admin_.nextDeadline()) consider(*a);
   consider(nextServiceCheck_);
   return next;
 }

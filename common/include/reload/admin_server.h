@@ -39,8 +39,10 @@ class AdminServer {
   void addPollFds(const std::vector<int>& listeners, std::vector<pollfd>& fds) const;
   // Handles whatever poll reported for our descriptors.
   void onPoll(const std::vector<pollfd>& fds, double now);
-  // Closes connections past their deadline; returns the next deadline.
-  std::optional<double> expire(double now);
+  // Closes connections past their deadline.
+  void expire(double now);
+  // The earliest deadline of an open connection.
+  std::optional<double> nextDeadline() const;
   // Descriptors of open client connections (for children to close).
   std::vector<int> connectionFds() const;
   void closeAll() { conns_.clear(); }
