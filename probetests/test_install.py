@@ -52,6 +52,16 @@ class Install(unittest.TestCase):
             self.assertTrue(os.path.isfile(os.path.join(root, path)), path)
         sbin = os.path.join(root, "usr/sbin")
 
+        # systemd checks the installed units against the installed tree:
+        # syntax, dependencies, and that every Exec* command exists there.
+        units = os.path.join(root, "usr/lib/systemd/system")
+        for name in os.listdir("/usr/lib/systemd/system"):
+            if name.endswith((".target", ".slice")):
+                shutil.copy(os.path.join("/usr/lib/systemd/system", name), units)
+        rc, out = run("systemd-analyze", "verify", "--man=no", "--root=" + root,
+                      "moltd.service", "moltd.socket")
+        self.assertEqual((rc, out.strip()), (0, ""))
+
         # The installed sample configuration, pointed at this test's directory.
         conf_dir = os.path.join(self.dir, "etc")
         run_dir = os.path.join(self.dir, "run")

@@ -3,7 +3,7 @@
 # Safe to run again: apt-get skips what is already installed.
 set -eu
 packages="build-essential cmake libpoco-dev libboost-log-dev libboost-test-dev
-  python3 curl procps groff-base"
+  python3 curl procps groff-base systemd"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
