@@ -109,6 +109,11 @@ class Install(unittest.TestCase):
         self.assertEqual(rc, 0, listing)
         for path in EXPECTED_FILES:
             self.assertIn("./" + path, listing)
+        # apt resolves it against this Debian release, as `apt install ./molt.deb` would.
+        os.chmod(self.dir, 0o755)
+        rc, plan = run("apt-get", "-s", "install", deb)
+        self.assertEqual(rc, 0, plan)
+        self.assertRegex(plan, r"Inst molt \(0\.1\.0 ")
         rc, info = run("dpkg-deb", "-I", deb)
         self.assertIn("Package: molt", info)
         self.assertRegex(info, r"Depends:.*libpoco")
