@@ -128,16 +128,44 @@ class Admin(unittest.TestCase):
         conn.request("GET", "/reload")
         self.assertEqual(conn.getresponse().status, 405)
 
+    def metrics(self, server):
+        conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=10)
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertIn("text/plain; version=0.0.4", r.getheader("Content-Type"))
+        return r.read().decode()
+
+    def value(self, text, name):
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return int(float(line.split()[-1]))
+        raise AssertionError("%s not in metrics:\n%s" % (name, text))
+
+    def test_request_counters_survive_reloads(self):
+        server = Moltd(self, workers=2).start()
+        for i in range(20):
+            self.assertEqual(server.request("PUT", "/v1/m/k%d" % i, body=b"x" * 100)[0], 201)
+            self.assertEqual(server.request("GET", "/v1/m/k%d" % i)[0], 200)
+        self.assertEqual(server.request("GET", "/v1/m/missing")[0], 404)
+        text = self.metrics(server)
+        self.assertEqual(self.value(text, 'moltd_http_requests_total{code="2xx"}'), 40)
+        self.assertEqual(self.value(text, 'moltd_http_requests_total{code="4xx"}'), 1)
+        self.assertEqual(self.value(text, 'moltd_http_requests_by_method_total{method="PUT"}'), 20)
+        self.assertEqual(self.value(text, "moltd_http_received_bytes_total"), 2000)
+        server.send_signal(signal.SIGUSR1)
+        server.wait_generation(2)
+        server.send_signal(signal.SIGHUP)
+        server.wait_generation(3)
+        self.assertEqual(server.request("GET", "/v1/m/k0")[0], 200)
+        text = self.metrics(server)
+        self.assertEqual(self.value(text, 'moltd_http_requests_total{code="2xx"}'), 41)
+
     def test_metrics(self):
         server = Moltd(self, workers=3).start()
         server.send_signal(signal.SIGHUP)
         server.wait_generation(2)
-        conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=10)
-        conn.request("GET", "/metrics")
-        r = conn.getresponse()
-        text = r.read().decode()
-        self.assertEqual(r.status, 200)
-        self.assertIn("text/plain; version=0.0.4", r.getheader("Content-Type"))
+        text = self.metrics(server)
         self.assertIn("\nmoltd_generation 2\n", text)
         self.assertIn("\nmoltd_workers 3\n", text)
         self.assertIn("\nmoltd_reloads_total 1\n", text)

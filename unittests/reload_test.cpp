@@ -10,6 +10,7 @@
 #include "reload/fd.h"
 #include "reload/handoff.h"
 #include "reload/process.h"
+#include "reload/shared_counters.h"
 #include "reload/synchronizer.h"
 #include "reload/worker_registry.h"
 
@@ -57,6 +58,7 @@ BOOST_AUTO_TEST_CASE(env_round_trip) {
   HandoffEnv env;
   env.notifyFd = 7;
   env.stateFd = 8;
+  env.countersFd = 9;
   env.syncPid = 4242;
   env.lastGeneration = 17;
   env.servingGeneration = 16;
@@ -75,6 +77,7 @@ BOOST_AUTO_TEST_CASE(env_round_trip) {
   auto back = decodeHandoffEnv(get);
   BOOST_REQUIRE(back);
   BOOST_TEST(back->notifyFd == 7);
+  BOOST_TEST(back->countersFd == 9);
   BOOST_TEST(back->syncPid == 4242);
   BOOST_TEST(back->lastGeneration == 17u);
   BOOST_TEST(back->pending == "hup");
@@ -181,6 +184,29 @@ BOOST_AUTO_TEST_CASE(wait_status_descriptions) {
   int status = 0;
   waitpid(pid, &status, 0);
   BOOST_TEST(describeWaitStatus(status) == "killed by SIGKILL");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(SharedCountersTest)
+
+BOOST_AUTO_TEST_CASE(children_add_and_a_remapped_fd_sees_it) {
+  SharedCounters counters;
+  BOOST_TEST((fcntl(counters.fd(), F_GETFD) & FD_CLOEXEC) != 0);
+  counters.add(3, 5);
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (int i = 0; i < 1000; ++i) counters.add(3, 1);
+    _exit(0);
+  }
+  for (int i = 0; i < 1000; ++i) counters.add(3, 1);
+  waitpid(pid, nullptr, 0);
+  BOOST_TEST(counters.load(3) == 2005u);
+  // What a re-executed image does with the inherited fd.
+  SharedCounters again(fcntl(counters.fd(), F_DUPFD_CLOEXEC, 3));
+  BOOST_TEST(again.load(3) == 2005u);
+  again.add(3, 1);
+  BOOST_TEST(counters.load(3) == 2006u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

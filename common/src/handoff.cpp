@@ -46,6 +46,7 @@ EnvPairs encodeHandoffEnv(const HandoffEnv& env) {
       {"MOLT_HANDOFF", std::to_string(kHandoffVersion)},
       {"MOLT_NOTIFY_FD", std::to_string(env.notifyFd)},
       {"MOLT_STATE_FD", std::to_string(env.stateFd)},
+      {"MOLT_COUNTERS_FD", std::to_string(env.countersFd)},
       {"MOLT_SYNC_PID", std::to_string(env.syncPid)},
       {"MOLT_GENERATION", std::to_string(env.lastGeneration)},
       {"MOLT_SERVING_GENERATION", std::to_string(env.servingGeneration)},
@@ -79,6 +80,7 @@ std::optional<HandoffEnv> decodeHandoffEnv(
   HandoffEnv env;
   env.notifyFd = static_cast<int>(toInt(get("MOLT_NOTIFY_FD"), "MOLT_NOTIFY_FD"));
   env.stateFd = static_cast<int>(toInt(get("MOLT_STATE_FD"), "MOLT_STATE_FD"));
+  env.countersFd = static_cast<int>(toInt(get("MOLT_COUNTERS_FD"), "MOLT_COUNTERS_FD"));
   env.syncPid = static_cast<pid_t>(toInt(get("MOLT_SYNC_PID"), "MOLT_SYNC_PID"));
   env.lastGeneration = static_cast<uint64_t>(toInt(get("MOLT_GENERATION"), "MOLT_GENERATION"));
   env.servingGeneration = static_cast<uint64_t>(

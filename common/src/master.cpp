@@ -214,6 +214,7 @@ class MasterImpl {
   std::vector<pid_t> handoffOldWorkers_;
   std::vector<std::string> droppedUnixPaths_;  // inherited, no longer configured
   std::unique_ptr<SignalFd> signals_;
+  std::unique_ptr<SharedCounters> counters_shared_;
   AdminServer admin_{[this](const AdminRequest& r) { return handleAdmin(r); }};
   double stopDeadline_ = 0;
   bool finished_ = false;
@@ -288,6 +289,7 @@ int MasterImpl::run() {
 }
 
 void MasterImpl::startFresh() {
+  counters_shared_ = std::make_unique<SharedCounters>();
   errno = 0;
   int nice = getpriority(PRIO_PROCESS, 0);
   workerNice_ = errno == 0 ? nice : 0;
@@ -330,6 +332,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   if (env.pending == "usr1") pending_ = ReloadKind::kSeamless;
   notifyFd_.reset(env.notifyFd);
   stateFd_.reset(env.stateFd);
+  counters_shared_ = std::make_unique<SharedCounters>(env.countersFd);
   setCloseOnExec(notifyFd_.get(), true);
   setCloseOnExec(stateFd_.get(), true);
   startedMono_ = monotonicSeconds() - static_cast<double>(time(nullptr) - startedEpoch_);
@@ -551,6 +554,7 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
         context.listenerNames.push_back(h.listener.address.toString());
     context.readyFd = writeEnd.release();
     context.config = config;
+    context.counters = counters_shared_.get();
     int code = service_.runWorker(context);
     log::flush();
     _exit(code);
@@ -938,9 +942,24 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   notifyRead.reset();
   stateWrite.reset();
 
+  // LISTEN_FDS puts the listeners at 3 and up; whatever else the new image
+  // gets is first moved above that range, so the layout cannot displace it.
+  const int above = 3 + static_cast<int>(passedListeners.size());
+  auto lift = [above](int fd) { return Fd(fcntl(fd, F_DUPFD_CLOEXEC, above)); };
+  Fd notifyPassed = lift(notifyWrite.get());
+  Fd statePassed = lift(stateRead.get());
+  Fd countersPassed = lift(counters_shared_->fd());
+  if (!notifyPassed || !statePassed || !countersPassed) {
+    finishReload(ReloadKind::kSeamless, "failed",
+                 std::string("dup for the handoff: ") + std::strerror(errno), servingGeneration_);
+    return;  // the synchronizer sees EOF and leaves everything alone
+  }
+  notifyWrite.reset();
+  stateRead.reset();
   HandoffEnv env;
-  env.notifyFd = notifyWrite.get();
-  env.stateFd = stateRead.get();
+  env.notifyFd = notifyPassed.get();
+  env.stateFd = statePassed.get();
+  env.countersFd = countersPassed.get();
   env.syncPid = sync;
   env.lastGeneration = lastGeneration_;
   env.servingGeneration = servingGeneration_;
@@ -959,7 +978,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     env.children.push_back(c);
   }
   auto pairs = encodeHandoffEnv(env);
-  std::vector<int> passed{notifyWrite.get(), stateRead.get()};
+  std::vector<int> passed{notifyPassed.get(), statePassed.get(), countersPassed.get()};
   std::optional<FdLayout> layout;
   std::string failure;
   try {
@@ -994,8 +1013,9 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   unsetenv("LISTEN_FDS");
   unsetenv("LISTEN_PID");
   unsetenv("LISTEN_FDNAMES");
-  notifyWrite.reset();  // the synchronizer sees EOF and leaves everything alone
-  stateRead.reset();
+  notifyPassed.reset();  // the synchronizer sees EOF and leaves everything alone
+  statePassed.reset();
+  countersPassed.reset();
   syncPid_ = sync;
   finishReload(ReloadKind::kSeamless, "failed", failure, servingGeneration_);
 }
@@ -1360,7 +1380,7 @@ std::string MasterImpl::metricsText() {
           counters_.workerRestarts);
   counter("moltd_drain_kills_total", "Old workers killed at a drain deadline.",
           counters_.drainKills);
-  m << service_.metrics(*config_);
+  m << service_.metrics(*config_, *counters_shared_);
   return m.str();
 }
 

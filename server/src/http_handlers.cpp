@@ -209,6 +209,7 @@ class ObjectHandler : public Poco::Net::HTTPRequestHandler {
 
   WorkerShared& shared_;
   uint64_t bytesSent_ = 0;
+  uint64_t bytesReceived_ = 0;
 };
 
 std::string quoteEtag(const std::string& etag) { return "\"" + etag + "\""; }
@@ -251,6 +252,15 @@ void ObjectHandler::handleRequest(HTTPServerRequest& req, HTTPServerResponse& re
       resp.setKeepAlive(false);
       sendText(resp, HTTPResponse::HTTP_INTERNAL_SERVER_ERROR, "internal error");
     }
+  }
+  if (auto* c = shared_.counters) {
+    int status = static_cast<int>(resp.getStatus());
+    if (status >= 100 && status < 600) c->add(kStatus1xx + static_cast<size_t>(status / 100 - 1), 1);
+    c->add(kBytesSent, bytesSent_);
+    c->add(kBytesReceived, bytesReceived_);
+    const std::string& m = req.getMethod();
+    c->add(m == "GET" ? kMethodGet : m == "HEAD" ? kMethodHead : m == "PUT" ? kMethodPut
+           : m == "DELETE" ? kMethodDelete : kMethodOther, 1);
   }
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   char line[256];
@@ -376,6 +386,7 @@ void ObjectHandler::putObject(HTTPServerRequest& req, HTTPServerResponse& resp,
     size_t n = readBody(buffer.data(), buffer.size());
     if (n == 0) break;
     total += n;
+    bytesReceived_ = total;
     if (total > limit) {
       resp.setKeepAlive(false);
       sendText(resp, HTTPResponse::HTTP_REQUESTENTITYTOOLARGE,

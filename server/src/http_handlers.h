@@ -10,6 +10,7 @@
 
 #include "drain_state.h"
 #include "object_store.h"
+#include "reload/shared_counters.h"
 #include "server_config.h"
 
 namespace server {
@@ -39,6 +40,18 @@ class AccessLog {
   int fd_ = -1;
 };
 
+// Slots of reload::SharedCounters that moltd uses.
+enum CounterSlot : size_t {
+  kStatus1xx = 1,  // kStatus1xx + (status / 100 - 1) for 1xx..5xx
+  kBytesReceived = 8,
+  kBytesSent,
+  kMethodGet,
+  kMethodHead,
+  kMethodPut,
+  kMethodDelete,
+  kMethodOther,
+};
+
 struct WorkerShared {
   WorkerShared(const ObjectServerConfig& config, uint64_t generation);
   const ObjectServerConfig& config;
@@ -48,6 +61,7 @@ struct WorkerShared {
   uint64_t generation;
   AccessLog accessLog;
   double clientTimeout = 60;
+  reload::SharedCounters* counters = nullptr;
 };
 
 class ObjectHandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {

@@ -4,6 +4,7 @@
 
 #include <ctime>
 
+#include "http_handlers.h"
 #include "object_store.h"
 #include "reload/log.h"
 #include "reload/process.h"
@@ -88,9 +89,30 @@ void MoltdService::addStatus(const reload::LoadedConfig& config, reload::JsonObj
   status.raw("volumes", volumes.str());
 }
 
-std::string MoltdService::metrics(const reload::LoadedConfig& config) {
+std::string MoltdService::metrics(const reload::LoadedConfig& config,
+                                  const reload::SharedCounters& counters) {
   const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
-  std::string out = "# HELP moltd_read_only 1 while the server refuses writes.\n"
+  std::string out =
+      "# HELP moltd_http_requests_total Requests answered, by status class; counts across reloads.\n"
+      "# TYPE moltd_http_requests_total counter\n";
+  for (size_t c = 0; c < 5; ++c)
+    out += "moltd_http_requests_total{code=\"" + std::to_string(c + 1) + "xx\"} " +
+           std::to_string(counters.load(kStatus1xx + c)) + "\n";
+  out += "# HELP moltd_http_requests_by_method_total Requests answered, by method.\n"
+         "# TYPE moltd_http_requests_by_method_total counter\n";
+  const std::pair<const char*, size_t> methods[] = {{"GET", kMethodGet}, {"HEAD", kMethodHead},
+                                                    {"PUT", kMethodPut}, {"DELETE", kMethodDelete},
+                                                    {"other", kMethodOther}};
+  for (const auto& [name, slot] : methods)
+    out += std::string("moltd_http_requests_by_method_total{method=\"") + name + "\"} " +
+           std::to_string(counters.load(slot)) + "\n";
+  out += "# HELP moltd_http_received_bytes_total Object bytes received.\n"
+         "# TYPE moltd_http_received_bytes_total counter\nmoltd_http_received_bytes_total " +
+         std::to_string(counters.load(kBytesReceived)) + "\n" +
+         "# HELP moltd_http_sent_bytes_total Body bytes sent.\n"
+         "# TYPE moltd_http_sent_bytes_total counter\nmoltd_http_sent_bytes_total " +
+         std::to_string(counters.load(kBytesSent)) + "\n";
+  out += "# HELP moltd_read_only 1 while the server refuses writes.\n"
                     "# TYPE moltd_read_only gauge\nmoltd_read_only " +
                     std::string(readOnly_ ? "1" : "0") + "\n" +
                     "# HELP moltd_volume_free_bytes Free bytes on each volume.\n"

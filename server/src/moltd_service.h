@@ -16,7 +16,8 @@ class MoltdService : public reload::Service {
   int runWorker(const reload::WorkerContext& context) noexcept override;
   void check(const reload::LoadedConfig& config, const std::string& trigger) override;
   void addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) override;
-  std::string metrics(const reload::LoadedConfig& config) override;
+  std::string metrics(const reload::LoadedConfig& config,
+                      const reload::SharedCounters& counters) override;
 
  private:
   bool readOnly_ = false;

@@ -188,6 +188,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
 
     WorkerShared shared(config, ctx.generation);
     shared.clientTimeout = master.clientTimeout;
+    shared.counters = ctx.counters;
     dropPrivileges(master.user);
     shared.readOnly = fileExists(config.storage.readOnlyFile);
 

@@ -7,6 +7,7 @@
 //   MOLT_NOTIFY_FD   write end: the new image writes "READY <pid> <gen>\n" or
 //                    "FAIL <reason>\n" to the synchronizer
 //   MOLT_STATE_FD    read end: the synchronizer's SyncReport arrives here
+//   MOLT_COUNTERS_FD the shared counters' memfd
 //   MOLT_SYNC_PID, MOLT_GENERATION (last generation used),
 //   MOLT_SERVING_GENERATION, MOLT_STARTED (epoch seconds of the first start),
 //   MOLT_WORKER_NICE (the priority moltd was first started with),
@@ -52,6 +53,7 @@ struct HandoffCounters {
 struct HandoffEnv {
   int notifyFd = -1;
   int stateFd = -1;
+  int countersFd = -1;
   pid_t syncPid = -1;
   uint64_t lastGeneration = 0;
   uint64_t servingGeneration = 0;

@@ -15,6 +15,7 @@
 #include "reload/ini_config.h"
 #include "reload/json.h"
 #include "reload/master_config.h"
+#include "reload/shared_counters.h"
 
 namespace reload {
 
@@ -40,6 +41,7 @@ struct WorkerContext {
   std::vector<std::string> listenerNames;
   int readyFd = -1;  // write one byte once accepting, then close
   std::shared_ptr<const LoadedConfig> config;
+  SharedCounters* counters = nullptr;  // shared with every process of the server
 };
 
 class Service {
@@ -57,8 +59,10 @@ class Service {
   virtual void check(const LoadedConfig& /*config*/, const std::string& /*trigger*/) {}
   // Adds service fields to /status.
   virtual void addStatus(const LoadedConfig& /*config*/, JsonObject& /*status*/) {}
-  // Extra Prometheus lines for /metrics.
-  virtual std::string metrics(const LoadedConfig& /*config*/) { return ""; }
+  // Extra Prometheus lines for /metrics; `counters` are those the workers add to.
+  virtual std::string metrics(const LoadedConfig& /*config*/, const SharedCounters& /*counters*/) {
+    return "";
+  }
 };
 
 // Parses and validates a whole configuration file. Throws ConfigError with
