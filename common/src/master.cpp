@@ -1,5 +1,6 @@
 #include "reload/master.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
@@ -43,6 +44,32 @@ std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service&
   for (const auto& key : ini.unknownKeys())
     config->warnings.push_back(path + ": " + key + ": unknown key, ignored");
   return config;
+}
+
+bool signalWorkerReady(const WorkerContext& context) {
+  char ready = 'R';
+  bool told = write(context.readyFd, &ready, 1) == 1;
+  close(context.readyFd);
+  // Nice values are per thread, and the acceptor may be starting threads
+  // meanwhile (they inherit its value): repeat until a pass changes nothing.
+  for (int pass = 0; pass < 10; ++pass) {
+    bool changed = false;
+    DIR* tasks = opendir("/proc/self/task");
+    if (tasks == nullptr) break;
+    while (dirent* entry = readdir(tasks)) {
+      if (entry->d_name[0] == '.') continue;
+      auto tid = static_cast<id_t>(std::atoi(entry->d_name));
+      errno = 0;
+      int current = getpriority(PRIO_PROCESS, tid);
+      if (errno == 0 && current != context.nice) {
+        setpriority(PRIO_PROCESS, tid, context.nice);
+        changed = true;
+      }
+    }
+    closedir(tasks);
+    if (!changed) break;
+  }
+  return told;
 }
 
 std::string resolveExecutable(const std::string& executable) {
@@ -541,8 +568,6 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     readEnd.release();  // already closed above
     log::configure(config->master.log);
     log::setIdentity("worker", generation);
-    if (setpriority(PRIO_PROCESS, 0, workerNice_) != 0)
-      MOLT_LOG(kWarning) << "cannot set worker priority " << workerNice_ << ": " << std::strerror(errno);
     unsetenv("NOTIFY_SOCKET");
     WorkerContext context;
     context.generation = generation;
@@ -553,6 +578,7 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
       if (std::find(publicFds.begin(), publicFds.end(), h.listener.fd.get()) != publicFds.end())
         context.listenerNames.push_back(h.listener.address.toString());
     context.readyFd = writeEnd.release();
+    context.nice = workerNice_;
     context.config = config;
     context.counters = counters_shared_.get();
     int code = service_.runWorker(context);

@@ -212,9 +212,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     Acceptor acceptor(ctx.listenerFds, *dispatcher, shared.drain, params->getMaxQueued());
     acceptor.start();
 
-    char ready = 'R';
-    if (write(ctx.readyFd, &ready, 1) != 1) leave(1);  // the master is gone
-    close(ctx.readyFd);
+    if (!reload::signalWorkerReady(ctx)) leave(1);  // the master is gone
     MOLT_LOG(kInfo) << "worker slot " << ctx.slot << " serving on " << ctx.listenerFds.size()
                     << " listeners";
 

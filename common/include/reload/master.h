@@ -39,7 +39,8 @@ struct WorkerContext {
   pid_t masterPid = 0;
   std::vector<int> listenerFds;  // public listeners, non-blocking
   std::vector<std::string> listenerNames;
-  int readyFd = -1;  // write one byte once accepting, then close
+  int readyFd = -1;  // see signalWorkerReady()
+  int nice = 0;      // the priority to serve at, once ready
   std::shared_ptr<const LoadedConfig> config;
   SharedCounters* counters = nullptr;  // shared with every process of the server
 };
@@ -64,6 +65,11 @@ class Service {
     return "";
   }
 };
+
+// Tells the master the worker accepts. A worker starts at the master's
+// priority (a reload waits for its start-up) and this drops every one of its
+// threads to the serving priority. Returns false when the master is gone.
+bool signalWorkerReady(const WorkerContext& context);
 
 // Parses and validates a whole configuration file. Throws ConfigError with
 // every problem as "file: [section] key: reason".
