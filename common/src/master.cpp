@@ -976,6 +976,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   Fd statePassed = lift(stateRead.get());
   Fd countersPassed = lift(counters_shared_->fd());
   if (!notifyPassed || !statePassed || !countersPassed) {
+    syncPid_ = sync;
     finishReload(ReloadKind::kSeamless, "failed",
                  std::string("dup for the handoff: ") + std::strerror(errno), servingGeneration_);
     return;  // the synchronizer sees EOF and leaves everything alone
