@@ -365,6 +365,15 @@ class SlowUpload:
         return read_response(self.sock)
 
 
+def run_bench(*args):
+    """Runs reload_bench against a fresh moltd: 16 connections, 1 s of steady load first."""
+    out = subprocess.run([RELOAD_BENCH, "--moltd", MOLTD, "--connections", "16",
+                          "--steady-seconds", "1"] + list(args),
+                         capture_output=True, text=True, timeout=600)
+    print(out.stdout)
+    return out
+
+
 def read_response(sock):
     """Reads one HTTP response from a raw socket: (status, headers, body)."""
     f = sock.makefile("rb")

@@ -6,7 +6,7 @@ import subprocess
 import time
 import unittest
 
-from molt_probe import (MOLTD, RELOAD_BENCH, Load, Moltd, SlowUpload, md5, read_download,
+from molt_probe import (Load, Moltd, SlowUpload, md5, read_download, run_bench,
                         wait_for, children_of, comm)
 
 
@@ -68,25 +68,21 @@ class StartAndServe(unittest.TestCase):
 
 
 class SighupUnderLoad(unittest.TestCase):
-    def run_bench(self, mode):
+    def check(self, mode):
         hook = os.path.join(os.path.dirname(__file__), "set_workers_hook.sh")
-        out = subprocess.run(
-            [RELOAD_BENCH, "--moltd", MOLTD, "--signal", "HUP", "--reloads", "50",
-             "--interval-ms", "60", "--connections", "16", "--mode", mode,
-             "--steady-seconds", "1", "--config-hook", hook, "--await-each",
-             "--expect-zero-failures"],
-            capture_output=True, text=True, timeout=600)
-        print(out.stdout)
+        out = run_bench("--signal", "HUP", "--reloads", "50", "--interval-ms", "60",
+                        "--mode", mode, "--config-hook", hook, "--await-each",
+                        "--expect-zero-failures")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("failed: 0 ", out.stdout)
         self.assertIn("final workers: 3", out.stdout)
         self.assertIn("reloads ok: 50,", out.stdout)
 
     def test_50_reloads_new_connection_per_request(self):
-        self.run_bench("close")
+        self.check("close")
 
     def test_50_reloads_keepalive(self):
-        self.run_bench("keepalive")
+        self.check("keepalive")
 
 
 class InFlightAcrossSighup(unittest.TestCase):

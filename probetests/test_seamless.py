@@ -7,17 +7,9 @@ import subprocess
 import time
 import unittest
 
-from molt_probe import (MOLTD, MOLTD_ALT, RELOAD_BENCH, Load, Moltd, SlowUpload, children_of,
-                        comm, md5, open_fds, ppid_of, proc_state, read_download, steady_open_fds,
+from molt_probe import (MOLTD, MOLTD_ALT, Load, Moltd, SlowUpload, children_of,
+                        comm, md5, open_fds, ppid_of, proc_state, read_download, run_bench, steady_open_fds,
                         wait_for)
-
-
-def run_bench(test, *args):
-    out = subprocess.run([RELOAD_BENCH, "--moltd", MOLTD, "--connections", "16",
-                          "--steady-seconds", "1"] + list(args),
-                         capture_output=True, text=True, timeout=600)
-    print(out.stdout)
-    return out
 
 
 class NewBinary(unittest.TestCase):
@@ -52,7 +44,7 @@ class NewBinary(unittest.TestCase):
 
 class SeamlessUnderLoad(unittest.TestCase):
     def check(self, mode):
-        out = run_bench(self, "--signal", "USR1", "--reloads", "100", "--interval-ms", "60",
+        out = run_bench("--signal", "USR1", "--reloads", "100", "--interval-ms", "60",
                         "--mode", mode, "--await-each", "--expect-zero-failures")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("failed: 0 ", out.stdout)
@@ -66,7 +58,7 @@ class SeamlessUnderLoad(unittest.TestCase):
 
     def test_rebind_mode_reloads(self):
         # Swift's original behaviour; losses are possible here and are reported.
-        out = run_bench(self, "--signal", "USR1", "--reloads", "20", "--interval-ms", "100",
+        out = run_bench("--signal", "USR1", "--reloads", "20", "--interval-ms", "100",
                         "--mode", "close", "--handoff", "rebind", "--await-each")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("reloads ok: 20,", out.stdout)
@@ -274,9 +266,9 @@ class SocketActivation(unittest.TestCase):
         server.write_config(bind="127.0.0.1:%d" % port)
         fd = sock.fileno()
         env = dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES="moltd.socket")
-        argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec 3<&%d "$@"' % fd, "sh",
+        # LISTEN_PID must be moltd's own pid: the shell execs moltd in place.
+        argv = ["/bin/sh", "-c", 'export LISTEN_PID=$$; exec "$@" 3<&%d' % fd, "sh",
                 MOLTD, "--config", server.config]
-        argv[2] = 'export LISTEN_PID=$$; exec "$@" 3<&%d' % fd
         server.start(argv=argv, env=env, pass_fds=(fd,))
         sock.close()  # only moltd holds it now
         self.assertIn("adopted inherited public listener 127.0.0.1:%d on fd 3" % port,

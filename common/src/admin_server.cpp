@@ -172,10 +172,4 @@ std::optional<double> AdminServer::nextDeadline() const {
   return next;
 }
 
-std::vector<int> AdminServer::connectionFds() const {
-  std::vector<int> fds;
-  for (const auto& [fd, conn] : conns_) fds.push_back(fd);
-  return fds;
-}
-
 }  // namespace reload

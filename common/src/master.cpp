@@ -229,10 +229,8 @@ class MasterImpl {
   std::optional<ReloadRecord> lastReload_;
   HandoffCounters counters_;
   int64_t startedEpoch_ = time(nullptr);
-  double startedMono_ = monotonicSeconds();
   std::map<int, double> respawnAt_;
   std::map<int, int> quickFailures_;
-  std::map<int, double> slotStartedAt_;
   pid_t syncPid_ = 0;
   Fd notifyFd_;  // new image -> synchronizer
   Fd stateFd_;   // synchronizer -> new image
@@ -362,7 +360,6 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   counters_shared_ = std::make_unique<SharedCounters>(env.countersFd);
   setCloseOnExec(notifyFd_.get(), true);
   setCloseOnExec(stateFd_.get(), true);
-  startedMono_ = monotonicSeconds() - static_cast<double>(time(nullptr) - startedEpoch_);
   for (const auto& child : env.children) {
     WorkerInfo info;
     info.pid = child.pid;
@@ -468,7 +465,6 @@ void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::
       HeldListener h;
       h.listener.address = address;
       h.listener.role = role;
-      h.listener.key = key;
       h.listener.fd = bindListener(address, refuseShared);
       h.listener.key = listeningSocketKey(h.listener.fd.get());
       h.state = state;
@@ -574,9 +570,6 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     context.slot = slot;
     context.masterPid = pid_;
     context.listenerFds = publicFds;
-    for (const auto& h : listeners_)
-      if (std::find(publicFds.begin(), publicFds.end(), h.listener.fd.get()) != publicFds.end())
-        context.listenerNames.push_back(h.listener.address.toString());
     context.readyFd = writeEnd.release();
     context.nice = workerNice_;
     context.config = config;
@@ -591,7 +584,6 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
   info.slot = slot;
   info.startedAt = monotonicSeconds();
   registry_.add(info);
-  slotStartedAt_[slot] = info.startedAt;
   int fd = readEnd.get();
   readyPipes_.emplace(fd, std::make_pair(pid, std::move(readEnd)));
   MOLT_LOG(kDebug) << "started worker pid " << pid << " generation " << generation << " slot "
@@ -802,9 +794,10 @@ void MasterImpl::startHupReload() {
   std::vector<std::string> desired;
   for (const auto& a : next->master.bind) desired.push_back(resolvedKey(a));
   for (const auto& a : next->master.adminBind) desired.push_back(resolvedKey(a));
-  for (auto& h : listeners_)
-    if (std::find(desired.begin(), desired.end(), h.listener.key) == desired.end())
-      h.state = HeldListener::State::kRemoving;
+  std::vector<std::string> current;
+  for (const auto& h : listeners_) current.push_back(h.listener.key);
+  for (size_t i : planListeners(current, desired).release)
+    listeners_[i].state = HeldListener::State::kRemoving;
   try {
     bindMissingListeners(*next, HeldListener::State::kAdding);
   } catch (const std::exception& e) {

@@ -36,6 +36,4 @@ void reloading(const std::string& status) {
 
 void stopping(const std::string& status) { send("STOPPING=1\nSTATUS=" + oneLine(status)); }
 
-void status(const std::string& status) { send("STATUS=" + oneLine(status)); }
-
 }  // namespace reload::notify

@@ -80,8 +80,6 @@ void setCloseOnExecExcept(const std::vector<int>& keep) {
   }
 }
 
-int countOpenFds() { return static_cast<int>(openFds().size()); }
-
 FdLayout::FdLayout(const std::vector<int>& sources) {
   const int firstFree = 3 + static_cast<int>(sources.size());
   std::vector<int> copies;  // sources copied above the target range

@@ -262,6 +262,7 @@ void ObjectHandler::handleRequest(HTTPServerRequest& req, HTTPServerResponse& re
     c->add(m == "GET" ? kMethodGet : m == "HEAD" ? kMethodHead : m == "PUT" ? kMethodPut
            : m == "DELETE" ? kMethodDelete : kMethodOther, 1);
   }
+  if (!shared_.accessLog.enabled()) return;
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   char line[256];
   std::string uri = req.getURI().substr(0, 2048);

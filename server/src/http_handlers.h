@@ -34,6 +34,7 @@ class AccessLog {
  public:
   explicit AccessLog(const std::string& path);  // "off" disables
   ~AccessLog();
+  bool enabled() const { return fd_ >= 0; }
   void write(const std::string& line) const;
 
  private:

@@ -31,11 +31,6 @@ void MoltdService::check(const reload::LoadedConfig& config, const std::string& 
   const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
   const auto& storage = cfg.storage;
   double now = reload::monotonicSeconds();
-  if (trigger == "start") {
-    auto volumes = scanVolumes(storage);
-    size_t removed = ObjectStore::removeTempFiles(volumes);
-    if (removed) MOLT_LOG(kInfo) << "removed " << removed << " temp files left by interrupted uploads";
-  }
   // The master calls this every second with "poll"; honour the intervals.
   bool scanDue = trigger != "poll" || (storage.volumeScanInterval > 0 && now >= nextVolumeScan_);
   if (scanDue) {
@@ -50,6 +45,10 @@ void MoltdService::check(const reload::LoadedConfig& config, const std::string& 
     }
     volumes_ = std::move(fresh);
     volumesKnown_ = true;
+  }
+  if (trigger == "start") {  // no worker runs yet, so no upload is in flight
+    size_t removed = ObjectStore::removeTempFiles(volumes_);
+    if (removed) MOLT_LOG(kInfo) << "removed " << removed << " temp files left by interrupted uploads";
   }
   bool due = trigger != "poll" ||
              (storage.readOnlyCheckInterval > 0 && now >= nextReadOnlyCheck_);

@@ -71,8 +71,7 @@ std::optional<ObjectPath> parseObjectPath(const std::string& path) {
   ObjectPath out;
   auto slash = rest.find('/');
   out.bucket = rest.substr(0, slash);
-  if (slash != std::string::npos) out.key = rest.substr(slash + 1);
-  if (slash != std::string::npos && out.key.empty()) out.key = "";  // "/v1/b/" is the bucket
+  if (slash != std::string::npos) out.key = rest.substr(slash + 1);  // "/v1/b/" is the bucket
   return out;
 }
 

@@ -43,8 +43,6 @@ class AdminServer {
   void expire(double now);
   // The earliest deadline of an open connection.
   std::optional<double> nextDeadline() const;
-  // Descriptors of open client connections (for children to close).
-  std::vector<int> connectionFds() const;
   void closeAll() { conns_.clear(); }
 
  private:

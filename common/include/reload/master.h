@@ -38,7 +38,6 @@ struct WorkerContext {
   int slot = 0;
   pid_t masterPid = 0;
   std::vector<int> listenerFds;  // public listeners, non-blocking
-  std::vector<std::string> listenerNames;
   int readyFd = -1;  // see signalWorkerReady()
   int nice = 0;      // the priority to serve at, once ready
   std::shared_ptr<const LoadedConfig> config;

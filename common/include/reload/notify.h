@@ -9,6 +9,5 @@ namespace reload::notify {
 void ready(const std::string& status);
 void reloading(const std::string& status);
 void stopping(const std::string& status);
-void status(const std::string& status);
 
 }  // namespace reload::notify

@@ -28,9 +28,6 @@ void closeAllFdsExcept(std::vector<int> keep);
 // clears it on those in `keep`. Throws std::system_error.
 void setCloseOnExecExcept(const std::vector<int>& keep);
 
-// Descriptors this process has open (counting /proc/self/fd).
-int countOpenFds();
-
 // Puts `sources[i]` at descriptor 3 + i, as LISTEN_FDS requires, without
 // losing whatever was there: displaced descriptors are parked and put back by
 // undo() if the exec that follows fails.
