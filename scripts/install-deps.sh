@@ -2,8 +2,9 @@
 # Installs the Debian 12 packages molt needs to build, run, test and benchmark.
 # Safe to run again: apt-get skips what is already installed.
 set -eu
+# file: CPack's DEB generator (dpkg-shlibdeps) needs it for the package test.
 packages="build-essential cmake libpoco-dev libboost-log-dev libboost-test-dev
-  python3 curl procps groff-base systemd"
+  python3 curl procps groff-base systemd file"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
