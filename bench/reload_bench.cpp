@@ -58,6 +58,8 @@ struct Options {
   size_t objectSize = 1024;
   double putRatio = 0.1;
   bool expectZero = false;
+  long maxFailures = -1;          // -1: no bound (0 with --expect-zero-failures)
+  double maxReloadP99Ms = 0;      // 0: no bound on client latency during reloads
   double settleSeconds = 1;
   std::string configHook;  // a script run before each signal, with the config path
   std::string keepDir;
@@ -189,7 +191,11 @@ void usage() {
                "  [--interval-ms MS] [--connections N] [--mode close|keepalive]\n"
                "  [--steady-seconds S] [--workers N] [--handoff inherit|rebind]\n"
                "  [--object-size BYTES] [--put-ratio R] [--config-hook SCRIPT]\n"
-               "  [--await-each] [--expect-zero-failures] [--keep-dir DIR]\n";
+               "  [--await-each] [--expect-zero-failures] [--max-failures N]\n"
+               "  [--max-reload-p99-ms MS] [--keep-dir DIR]\n"
+               "Exits 1 when a reload failed or did not produce a new generation, when\n"
+               "more requests failed than allowed, or when client p99 latency during\n"
+               "reloads passed --max-reload-p99-ms; 64 on a usage error.\n";
 }
 
 }  // namespace
@@ -220,15 +226,19 @@ int main(int argc, char** argv) {
     else if (a == "--keep-dir") opt.keepDir = next();
     else if (a == "--expect-zero-failures") opt.expectZero = true;
     else if (a == "--await-each") opt.awaitEach = true;
+    else if (a == "--max-failures") opt.maxFailures = std::stol(next());
+    else if (a == "--max-reload-p99-ms") opt.maxReloadP99Ms = std::stod(next());
     else {
       usage();
       return 64;
     }
   }
-  if (opt.moltd.empty() || (opt.mode != "close" && opt.mode != "keepalive")) {
+  if (opt.moltd.empty() || (opt.mode != "close" && opt.mode != "keepalive") ||
+      (opt.signalName != "USR1" && opt.signalName != "HUP" && opt.signalName != "none")) {
     usage();
     return 64;
   }
+  if (opt.expectZero) opt.maxFailures = 0;
   int sig = opt.signalName == "USR1" ? SIGUSR1 : opt.signalName == "HUP" ? SIGHUP : 0;
   signal(SIGPIPE, SIG_IGN);
 
@@ -315,7 +325,11 @@ int main(int argc, char** argv) {
   uint64_t steadyRequests = shared.requests.load();
   std::vector<double> signalTimes;
   std::vector<long> generationBefore;
-  long lastGeneration = jsonNumber(adminGet(admin, "/status"), "generation");
+  std::string startStatus = adminGet(admin, "/status");
+  long lastGeneration = jsonNumber(startStatus, "generation");
+  const long firstGeneration = lastGeneration;
+  const long failedBefore = jsonNumber(startStatus, "reloads_failed");
+  int stalled = 0;  // awaited signals that produced no new generation
   for (int i = 0; i < opt.reloads && sig; ++i) {
     if (!opt.configHook.empty()) {
       std::string cmd = opt.configHook + " " + config + " " + std::to_string(i);
@@ -335,6 +349,7 @@ int main(int argc, char** argv) {
       if (gen > lastGeneration) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
+    if (opt.awaitEach && gen == lastGeneration) ++stalled;
     lastGeneration = gen;
     double left = next - now();
     if (left > 0) std::this_thread::sleep_for(std::chrono::duration<double>(left));
@@ -407,10 +422,29 @@ int main(int argc, char** argv) {
               jsonNumber(finalStatus, "reloads_failed"));
   std::printf("moltd exit: %s\n", WIFEXITED(st) ? std::to_string(WEXITSTATUS(st)).c_str() : "signal");
   for (const auto& n : shared.failureNotes) std::printf("  failure: %s\n", n.c_str());
+
+  std::vector<std::string> problems;
+  if (opt.maxFailures >= 0 && failed > static_cast<uint64_t>(opt.maxFailures))
+    problems.push_back(std::to_string(failed) + " requests failed (at most " +
+                       std::to_string(opt.maxFailures) + " allowed)");
+  if (sig) {
+    long reloadsFailed = jsonNumber(finalStatus, "reloads_failed") - failedBefore;
+    if (reloadsFailed != 0)
+      problems.push_back(std::to_string(reloadsFailed) + " reloads failed or were refused");
+    if (stalled > 0)
+      problems.push_back(std::to_string(stalled) + " signals produced no new generation within 30 s");
+    if (jsonNumber(finalStatus, "generation") <= firstGeneration)
+      problems.push_back("the generation never changed");
+    if (opt.maxReloadP99Ms > 0 && percentile(reloadLat, 0.99) > opt.maxReloadP99Ms)
+      problems.push_back("client p99 latency during reloads " +
+                         std::to_string(percentile(reloadLat, 0.99)) + " ms is over " +
+                         std::to_string(opt.maxReloadP99Ms) + " ms");
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) problems.push_back("moltd did not exit with 0");
+  for (const auto& p : problems) std::printf("problem: %s\n", p.c_str());
   if (opt.keepDir.empty()) {
     std::string cmd = "rm -rf '" + dir + "'";
     if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", dir.c_str());
   }
-  if (opt.expectZero && (failed > 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)) return 1;
-  return 0;
+  return problems.empty() ? 0 : 1;
 }
