@@ -3,6 +3,7 @@
 
 #include <boost/test/unit_test.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <cstdlib>
 #include <map>
 #include <string>
@@ -172,21 +173,65 @@ BOOST_AUTO_TEST_CASE(listing_is_sorted_and_pages_with_marker) {
   BOOST_TEST(names("q", "", 10).empty());
 }
 
+// Object files on a volume's disk, whatever the store's own listing says.
+size_t objectFilesOn(const std::string& volume) {
+  size_t count = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(volume + "/objects", ec))
+    if (entry.is_regular_file() && entry.path().extension() == ".obj") ++count;
+  return count;
+}
+
+std::string readAll(const server::OpenObject& obj) {
+  std::string data(obj.meta.size, '\0');
+  BOOST_REQUIRE(pread(obj.fd.get(), data.data(), data.size(), 0) ==
+                static_cast<ssize_t>(data.size()));
+  return data;
+}
+
 BOOST_AUTO_TEST_CASE(objects_read_back_and_overwrite_leaves_one_copy) {
   TempVolumes vols;
+  const std::string& a = vols.settings.volumes[0];
+  const std::string& b = vols.settings.volumes[1];
   server::ObjectStore store(vols.settings);
   put(store, "k", "first");
   put(store, "k", "second, longer");
   auto obj = store.open("bucket", "k");
   BOOST_REQUIRE(obj);
-  BOOST_TEST(obj->meta.size == 14u);
-  char buf[32] = {};
-  BOOST_TEST(pread(obj->fd.get(), buf, obj->meta.size, 0) == 14);
-  BOOST_TEST(std::string(buf) == "second, longer");
-  BOOST_TEST(store.list("bucket", "", "", 10).size() == 1u);
+  BOOST_TEST(readAll(*obj) == "second, longer");
+  BOOST_TEST(objectFilesOn(a) + objectFilesOn(b) == 1u);
   BOOST_TEST(store.remove("bucket", "k"));
   BOOST_TEST(!store.open("bucket", "k"));
   BOOST_TEST(!store.remove("bucket", "k"));
+  BOOST_TEST(objectFilesOn(a) + objectFilesOn(b) == 0u);
+}
+
+// A key first stored while only volume a existed is overwritten once b,
+// which it prefers, is there: the copy on a must go.
+BOOST_AUTO_TEST_CASE(overwrite_on_another_volume_removes_the_old_copy) {
+  TempVolumes vols;
+  const std::string& a = vols.settings.volumes[0];
+  const std::string& b = vols.settings.volumes[1];
+  std::string key;
+  for (int i = 0; key.empty(); ++i) {
+    std::string candidate = "key-" + std::to_string(i);
+    if (server::rendezvousScore(b, "bucket", candidate) > server::rendezvousScore(a, "bucket", candidate))
+      key = candidate;
+  }
+  {
+    server::StorageSettings onlyA = vols.settings;
+    onlyA.volumes = {a};
+    server::ObjectStore store(onlyA);
+    put(store, key, "first");
+  }
+  BOOST_TEST(objectFilesOn(a) == 1u);
+  BOOST_TEST(objectFilesOn(b) == 0u);
+  server::ObjectStore store(vols.settings);
+  BOOST_TEST(readAll(*store.open("bucket", key)) == "first");
+  put(store, key, "second");
+  BOOST_TEST(objectFilesOn(a) == 0u);
+  BOOST_TEST(objectFilesOn(b) == 1u);
+  BOOST_TEST(readAll(*store.open("bucket", key)) == "second");
 }
 
 BOOST_AUTO_TEST_CASE(an_abandoned_upload_leaves_nothing) {

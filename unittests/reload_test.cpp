@@ -77,15 +77,29 @@ BOOST_AUTO_TEST_CASE(env_round_trip) {
   auto back = decodeHandoffEnv(get);
   BOOST_REQUIRE(back);
   BOOST_TEST(back->notifyFd == 7);
+  BOOST_TEST(back->stateFd == 8);
   BOOST_TEST(back->countersFd == 9);
   BOOST_TEST(back->syncPid == 4242);
   BOOST_TEST(back->lastGeneration == 17u);
+  BOOST_TEST(back->servingGeneration == 16u);
+  BOOST_TEST(back->startedEpoch == 1700000000);
+  BOOST_TEST(back->reloadStartedUs == 123456789);
   BOOST_TEST(back->pending == "hup");
   BOOST_TEST(back->workerNice == 5);
+  BOOST_TEST(back->counters.reloadsOk == 5u);
   BOOST_TEST(back->counters.reloadsFailed == 2u);
-  BOOST_TEST(back->children.size() == 2u);
-  BOOST_TEST(back->children[1].draining);
-  BOOST_TEST(back->children[1].killAtUs == 99000000);
+  BOOST_TEST(back->counters.workerRestarts == 1u);
+  BOOST_TEST(back->counters.drainKills == 3u);
+  BOOST_REQUIRE(back->children.size() == env.children.size());
+  for (size_t i = 0; i < env.children.size(); ++i) {
+    const auto& want = env.children[i];
+    const auto& got = back->children[i];
+    BOOST_TEST(got.pid == want.pid);
+    BOOST_TEST(got.generation == want.generation);
+    BOOST_TEST(got.slot == want.slot);
+    BOOST_TEST(got.draining == want.draining);
+    BOOST_TEST(got.killAtUs == want.killAtUs);
+  }
   BOOST_TEST(handoffEnvNames().size() == vars.size());
 }
 
@@ -133,28 +147,56 @@ BOOST_AUTO_TEST_SUITE(ProcessTest)
 
 bool isOpen(int fd) { return fcntl(fd, F_GETFD) >= 0; }
 
+// What a descriptor refers to: the file and, for pipes whose two ends share
+// an inode, which end (the access mode of the open file description).
+struct FdIdentity {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  int accessMode = -1;
+  int fdFlags = -1;
+  bool operator==(const FdIdentity& o) const {
+    return dev == o.dev && ino == o.ino && accessMode == o.accessMode && fdFlags == o.fdFlags;
+  }
+};
+
+FdIdentity identify(int fd) {
+  FdIdentity id;
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return id;
+  id.dev = st.st_dev;
+  id.ino = st.st_ino;
+  id.accessMode = fcntl(fd, F_GETFL) & O_ACCMODE;
+  id.fdFlags = fcntl(fd, F_GETFD);
+  return id;
+}
+
 BOOST_AUTO_TEST_CASE(fd_layout_puts_sources_at_3_and_undo_restores) {
-  // Occupy 3 and 4 with something the layout must not lose.
+  // Two pipes: one occupies 3 and 4 (the layout must not lose it), the other
+  // is what has to end up there, read end at 3 and write end at 4.
   int pipeA[2], pipeB[2];
   BOOST_REQUIRE(pipe2(pipeA, O_CLOEXEC) == 0);
   BOOST_REQUIRE(pipe2(pipeB, O_CLOEXEC) == 0);
-  std::vector<int> sources = {pipeB[0], pipeB[1]};
-  struct stat before3 {}, srcStat {};
-  fstat(3, &before3);
-  int flags3 = fcntl(3, F_GETFD);
-  fstat(pipeB[0], &srcStat);
+  BOOST_REQUIRE(isOpen(3));
+  BOOST_REQUIRE(isOpen(4));
+  FdIdentity before3 = identify(3), before4 = identify(4);
+  FdIdentity read = identify(pipeB[0]), write = identify(pipeB[1]);
+  BOOST_REQUIRE(read.accessMode == O_RDONLY);
+  BOOST_REQUIRE(write.accessMode == O_WRONLY);
   {
-    FdLayout layout(sources);
-    struct stat at3 {};
-    fstat(3, &at3);
-    BOOST_TEST(at3.st_ino == srcStat.st_ino);
-    BOOST_TEST((fcntl(3, F_GETFD) & FD_CLOEXEC) == 0);
+    FdLayout layout({pipeB[0], pipeB[1]});
+    FdIdentity at3 = identify(3), at4 = identify(4);
+    BOOST_TEST((at3.ino == read.ino && at3.accessMode == O_RDONLY));
+    BOOST_TEST((at4.ino == write.ino && at4.accessMode == O_WRONLY));
+    // Inherited across exec: no FD_CLOEXEC on the targets.
+    BOOST_TEST(at3.fdFlags == 0);
+    BOOST_TEST(at4.fdFlags == 0);
+    // The sources themselves are untouched.
+    BOOST_TEST((identify(pipeB[0]) == read));
+    BOOST_TEST((identify(pipeB[1]) == write));
     layout.undo();
   }
-  struct stat after3 {};
-  fstat(3, &after3);
-  BOOST_TEST(after3.st_ino == before3.st_ino);
-  BOOST_TEST(fcntl(3, F_GETFD) == flags3);
+  BOOST_TEST((identify(3) == before3));
+  BOOST_TEST((identify(4) == before4));
   for (int fd : {pipeA[0], pipeA[1], pipeB[0], pipeB[1]}) close(fd);
 }
 
@@ -215,21 +257,40 @@ BOOST_AUTO_TEST_SUITE(SynchronizerTest)
 
 // The synchronizer runs in-process here against real pipes; the "old
 // workers" are children of this test, which plays the master.
+// The "old worker" echoes every byte it is sent, so the test can prove it
+// is alive: kill(pid, 0) cannot (it succeeds for a zombie), and waitpid()
+// right after a wrong kill can still find it running.
 struct SyncRig {
   SyncRig() {
     BOOST_REQUIRE(pipe2(notify, O_CLOEXEC) == 0);
     BOOST_REQUIRE(pipe2(state, O_CLOEXEC | O_NONBLOCK) == 0);
+    int ping[2], pong[2];
+    BOOST_REQUIRE(pipe2(ping, O_CLOEXEC) == 0);
+    BOOST_REQUIRE(pipe2(pong, O_CLOEXEC) == 0);
     worker = fork();
     if (worker == 0) {
-      closeAllFdsExcept({});  // or it would hold the notify pipe open
-      pause();
+      closeAllFdsExcept({ping[0], pong[1]});  // or it would hold the notify pipe open
+      char byte;
+      while (read(ping[0], &byte, 1) == 1)
+        if (write(pong[1], &byte, 1) != 1) break;
       _exit(0);
     }
+    close(ping[0]);
+    close(pong[1]);
+    pingFd = ping[1];
+    pongFd = pong[0];
   }
   ~SyncRig() {
     kill(worker, SIGKILL);
     waitpid(worker, nullptr, 0);
-    for (int fd : {notify[0], notify[1], state[0], state[1]}) close(fd);
+    for (int fd : {notify[0], notify[1], state[0], state[1], pingFd, pongFd}) close(fd);
+  }
+  // True when the worker answers; false when it is gone (EOF on the pipe).
+  bool workerAlive() {
+    signal(SIGPIPE, SIG_IGN);  // a dead worker's pipe gives EPIPE, not a signal
+    char byte = 'p';
+    if (write(pingFd, &byte, 1) != 1) return false;
+    return read(pongFd, &byte, 1) == 1;
   }
   SyncParams params(double timeout) {
     SyncParams p;
@@ -242,6 +303,8 @@ struct SyncRig {
   }
   int notify[2];
   int state[2];
+  int pingFd = -1;
+  int pongFd = -1;
   pid_t worker;
 };
 
@@ -267,7 +330,7 @@ BOOST_AUTO_TEST_CASE(failure_leaves_old_workers_alone) {
   std::string line = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "no"});
   BOOST_REQUIRE(write(rig.notify[1], line.data(), line.size()) > 0);
   BOOST_TEST(runSynchronizer(rig.params(5)) == kSyncAborted);
-  BOOST_TEST(kill(rig.worker, 0) == 0);
+  BOOST_TEST(rig.workerAlive());
   char buf[16];
   BOOST_TEST(read(rig.state[0], buf, sizeof buf) == -1);  // nothing was reported
 }
@@ -278,12 +341,12 @@ BOOST_AUTO_TEST_CASE(eof_and_timeout) {
     close(rig.notify[1]);
     rig.notify[1] = -1;
     BOOST_TEST(runSynchronizer(rig.params(5)) == kSyncMasterGone);
-    BOOST_TEST(kill(rig.worker, 0) == 0);
+    BOOST_TEST(rig.workerAlive());
   }
   {
     SyncRig rig;
     BOOST_TEST(runSynchronizer(rig.params(0.05)) == kSyncTimedOut);
-    BOOST_TEST(kill(rig.worker, 0) == 0);
+    BOOST_TEST(rig.workerAlive());
   }
 }
 
