@@ -252,6 +252,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     for (int fd : ctx.listenerFds) close(fd);
     shared.drain.startDraining();
     int atStart = shared.drain.openConnections();
+    MOLT_LOG(kInfo) << "draining: stopped accepting; " << atStart << " connections open";
     double deadline = drainStarted + master.gracefulTimeout;
     bool idle = false;
     for (;;) {
