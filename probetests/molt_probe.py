@@ -78,6 +78,36 @@ def proc_state(pid):
         return ""
 
 
+def session_processes(sid):
+    """Every live (not zombie) process of session `sid`: a server started with
+    its own session keeps all its descendants there, whoever their parent is
+    now (the synchronizer, the config checker and orphaned workers included)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # state, ppid, pgrp, session, ...
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(name))
+    return found
+
+
+def zombie_children(pid):
+    return [p for p in children_of(pid) if proc_state(p) == "Z"]
+
+
+def percentile(values, p):
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * (len(ordered) - 1) + 0.5))]
+
+
 def open_fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
@@ -169,6 +199,20 @@ class Moltd:
         finally:
             conn.close()
 
+    def wait_status(self, predicate, what, timeout=20):
+        """Waits until `predicate(status)` holds; returns that status."""
+        def check():
+            st = self.status()
+            return st if predicate(st) else None
+        return wait_for(check, timeout, what)
+
+    def wait_log(self, text, timeout=10):
+        """Waits until the log contains `text`; returns the whole log."""
+        def check():
+            log = self.log_text()
+            return log if text in log else None
+        return wait_for(check, timeout, "%r in the log" % text)
+
     def send_signal(self, sig):
         os.kill(self.pid, sig)
 
@@ -195,6 +239,15 @@ class Moltd:
     def reload_count(self):
         st = self.status()
         return st["reloads"] + st["reloads_failed"]
+
+    def wait_draining(self, pids, timeout=15):
+        """Waits until each worker in `pids` has logged that it stopped
+        accepting and drains (it got its signal and acted on it)."""
+        def all_draining():
+            text = self.log_text()
+            return all(any("moltd[%d] worker" % p in line and "draining:" in line
+                           for line in text.splitlines()) for p in pids)
+        return wait_for(all_draining, timeout, "workers %s to start draining" % sorted(pids))
 
     def wait_no_draining(self, timeout=30):
         def none_left():
@@ -236,6 +289,14 @@ class Moltd:
         with open(self.log) as f:
             return f.read()
 
+    def assert_nothing_left(self, test):
+        """Once the master has exited, no process of its session may be left:
+        no worker, synchronizer or config checker. The master reaps what it
+        stops before it exits, so nothing may be still on its way out."""
+        test.assertIsNotNone(self.proc.poll(), "the master is still running")
+        left = session_processes(self.pid)
+        test.assertEqual(left, [], "left behind: %s" % [(p, comm(p)) for p in left])
+
     def cleanup(self):
         if self.proc and self.proc.poll() is None:
             try:
@@ -243,6 +304,12 @@ class Moltd:
             except OSError:
                 pass
             self.proc.wait()
+        if self.proc:
+            for pid in session_processes(self.pid):  # survivors of a failed test
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         if hasattr(self.test, "_outcome") and not all(
                 e is None for _, e in getattr(self.test._outcome, "errors", [])):
             print("---- moltd log (%s) ----\n%s" % (self.dir, self.tail(120)))
@@ -261,6 +328,7 @@ class Load:
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
         self.requests = 0
+        self.latencies = []  # seconds, of requests that succeeded
         self.failures = {}
         self.notes = []
         self.threads = []
@@ -280,6 +348,7 @@ class Load:
         while not self.stop_flag.is_set() and time.monotonic() < deadline:
             n += 1
             put = (n * 7 + index) % 100 < self.put_ratio * 100
+            started = time.monotonic()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=15)
@@ -295,6 +364,9 @@ class Load:
                     self._fail("non_2xx", "%d %r" % (resp.status, body[:100]))
                 elif not put and body != self.payload:
                     self._fail("short_read", "body of %d bytes" % len(body))
+                else:
+                    with self.lock:
+                        self.latencies.append(time.monotonic() - started)
                 if resp.will_close or not self.keepalive:
                     conn.close()
                     conn = None
@@ -331,9 +403,16 @@ class Load:
         for t in self.threads:
             t.join(30)
 
-    def assert_no_failures(self, test):
+    def assert_no_failures(self, test, max_p99=1.0):
+        """No request failed, and no client waited long: a reload that stalls
+        clients for seconds is an outage too, even if nothing fails."""
         test.assertGreater(self.requests, 0)
         test.assertEqual(self.failures, {}, "failed requests: %s" % self.notes)
+        p50, p99 = percentile(self.latencies, 0.5), percentile(self.latencies, 0.99)
+        print("load: %d requests, %d connections, latency p50 %.1f ms, p99 %.1f ms, max %.1f ms"
+              % (self.requests, self.connections, p50 * 1000, p99 * 1000,
+                 max(self.latencies or [0]) * 1000))
+        test.assertLess(p99, max_p99, "client p99 latency %.3f s" % p99)
 
 
 class SlowUpload:
@@ -363,6 +442,25 @@ class SlowUpload:
         if self.chunked:
             self.sock.sendall(b"0\r\n\r\n")
         return read_response(self.sock)
+
+
+def keepalive_until_closed(test, conn, timeout=15):
+    """Sends requests on a kept-alive connection until the server answers one
+    with Connection: close, as a draining worker must. Every answer must be a
+    200: a keep-alive client sees no error while it moves to the new
+    generation. Returns the generation that sent the closing answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn.request("GET", "/healthcheck")
+        r = conn.getresponse()
+        test.assertEqual((r.status, r.read()), (200, b"OK\n"))
+        if r.will_close:
+            test.assertEqual(r.getheader("Connection", "").lower(), "close")
+            conn.close()
+            return int(r.getheader("X-Molt-Generation"))
+        if time.monotonic() > deadline:
+            test.fail("no Connection: close within %ss on a kept-alive connection" % timeout)
+        time.sleep(0.02)  # the polling interval: each request is the check
 
 
 def run_bench(*args):
@@ -413,6 +511,18 @@ def read_download(sock, first=b""):
             raise ConnectionError("connection closed after %d of %d bytes" % (len(body), length))
         body += chunk
     return bytes(body)
+
+
+def object_files(volume):
+    found = []
+    for root, _, files in os.walk(os.path.join(volume, "objects")):
+        found += [f for f in files if f.endswith(".obj")]
+    return found
+
+
+def temp_files(volume):
+    tmp = os.path.join(volume, "tmp")
+    return os.listdir(tmp) if os.path.isdir(tmp) else []
 
 
 def md5(data):

@@ -7,9 +7,9 @@ import subprocess
 import time
 import unittest
 
-from molt_probe import (MOLTD, MOLTD_ALT, Load, Moltd, SlowUpload, children_of,
-                        comm, md5, open_fds, ppid_of, proc_state, read_download, run_bench, steady_open_fds,
-                        wait_for)
+from molt_probe import (MOLTD, MOLTD_ALT, Load, Moltd, SlowUpload, children_of, comm,
+                        keepalive_until_closed, md5, open_fds, read_download, run_bench,
+                        steady_open_fds, wait_for, zombie_children)
 
 
 class NewBinary(unittest.TestCase):
@@ -45,7 +45,8 @@ class NewBinary(unittest.TestCase):
 class SeamlessUnderLoad(unittest.TestCase):
     def check(self, mode):
         out = run_bench("--signal", "USR1", "--reloads", "100", "--interval-ms", "60",
-                        "--mode", mode, "--await-each", "--expect-zero-failures")
+                        "--mode", mode, "--await-each", "--expect-zero-failures",
+                        "--max-reload-p99-ms", "1000")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("failed: 0 ", out.stdout)
         self.assertIn("reloads ok: 100,", out.stdout)
@@ -57,9 +58,12 @@ class SeamlessUnderLoad(unittest.TestCase):
         self.check("keepalive")
 
     def test_rebind_mode_reloads(self):
-        # Swift's original behaviour; losses are possible here and are reported.
+        # Swift's original behaviour: closing the old sockets resets the
+        # connections still queued on them, so losses are possible here.
+        # They are reported and bounded: a few per reload at most.
         out = run_bench("--signal", "USR1", "--reloads", "20", "--interval-ms", "100",
-                        "--mode", "close", "--handoff", "rebind", "--await-each")
+                        "--mode", "close", "--handoff", "rebind", "--await-each",
+                        "--max-failures", "40", "--max-reload-p99-ms", "1000")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("reloads ok: 20,", out.stdout)
 
@@ -78,23 +82,23 @@ class InFlightAcrossSeamless(unittest.TestCase):
         first = down.recv(1024)
         up = SlowUpload(server, "/v1/b/up", size=8 * 1024 * 1024, chunked=True)
 
+        old_workers = {w["pid"] for w in server.status()["workers"]}
         server.send_signal(signal.SIGUSR1)
         st = server.wait_generation(2)
         self.assertEqual(st["pid"], server.pid)
         self.assertGreaterEqual(len(st["draining_workers"]), 1)
+        # The synchronizer tells the old workers once the new ones serve.
+        server.wait_draining(old_workers)
 
         status, headers, _ = up.finish(step=128 * 1024)
         self.assertEqual(status, 201)
         self.assertEqual(headers["etag"], '"%s"' % md5(up.data))
+        self.assertEqual(headers["connection"].lower(), "close")
         self.assertEqual(md5(read_download(down, first)), md5(big))
-        idle.request("GET", "/healthcheck")
-        r = idle.getresponse()
-        self.assertEqual((r.status, r.read()), (200, b"OK\n"))
-        self.assertEqual(r.getheader("Connection").lower(), "close")
-        self.assertEqual(r.getheader("X-Molt-Generation"), "1")
-        idle.close()
+        self.assertEqual(keepalive_until_closed(self, idle), 1)
         self.assertEqual(server.request("GET", "/v1/b/up")[2], up.data)
         server.wait_no_draining()
+        self.assertEqual(server.request("GET", "/healthcheck")[1]["x-molt-generation"], "2")
 
 
 class Refusals(unittest.TestCase):
@@ -203,7 +207,7 @@ class HelperDeath(unittest.TestCase):
             wait_for(lambda: not (old & set(children_of(server.pid))), 20,
                      "old workers to be drained and reaped")
         load.assert_no_failures(self)
-        self.assertNotIn("Z", [proc_state(p) for p in children_of(server.pid)])
+        wait_for(lambda: not zombie_children(server.pid), 10, "every exited child to be reaped")
         self.assertEqual(len(server.status()["workers"]), 2)
         self.assertIn("draining the old generation from the master", server.log_text())
 
@@ -229,10 +233,9 @@ class Storm(unittest.TestCase):
         load.assert_no_failures(self)
         st = server.wait_no_draining(timeout=30)
         self.assertEqual(len(st["workers"]), 2)
-        kids = children_of(server.pid)
-        self.assertEqual(sorted(kids), sorted(w["pid"] for w in st["workers"]))
-        self.assertNotIn("moltd-sync", [comm(p) for p in kids])
-        self.assertNotIn("Z", [proc_state(p) for p in kids])
+        wait_for(lambda: sorted(children_of(server.pid)) == sorted(w["pid"] for w in st["workers"]),
+                 10, "the serving workers to be the only children left")
+        self.assertEqual(zombie_children(server.pid), [])
         # A leaked descriptor never goes away, so this times out on a leak.
         wait_for(lambda: open_fds(server.pid) == fds_before, 10,
                  "the master's descriptors to return to %d" % fds_before)
@@ -243,14 +246,12 @@ class SignalsMidReload(unittest.TestCase):
     def test_sigterm_right_after_sigusr1_stops_cleanly(self):
         for _ in range(5):
             server = Moltd(self, workers=2, graceful_timeout=5).start()
-            workers = {w["pid"] for w in server.status()["workers"]}
             server.send_signal(signal.SIGUSR1)
             server.send_signal(signal.SIGTERM)  # lands before, during or after the exec
             self.assertEqual(server.proc.wait(30), 0)
-            # Nothing of it is left: no worker, no synchronizer, no checker.
-            leftovers = [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
-                         if comm(p).startswith("moltd") and (p in workers or ppid_of(p) == server.pid)]
-            self.assertEqual(leftovers, [])
+            # Nothing of it is left: no worker of either generation, no
+            # synchronizer, no config checker.
+            server.assert_nothing_left(self)
             self.assertIn("stopped", server.log_text())
 
 
