@@ -70,11 +70,16 @@ class MoltInit(unittest.TestCase):
         self.assertIn("generation 4", self.molt_init("reload-seamless"))
         self.assertEqual(len(self.server.status()["workers"]), 3)
 
+        # molt-init returns once the master reports the mode; the workers
+        # it signalled switch moments later.
         self.assertIn("moltd is read-only", self.molt_init("read-only"))
         self.assertTrue(os.path.exists(self.flag))
-        self.assertEqual(self.server.request("PUT", "/v1/b/k", body=b"x")[0], 503)
+        wait_for(lambda: self.server.request("PUT", "/v1/b/k", body=b"x")[0] == 503, 10,
+                 "writes to be refused")
         self.assertIn("moltd is read-write", self.molt_init("read-write"))
-        self.assertEqual(self.server.request("PUT", "/v1/b/k", body=b"x")[0], 201)
+        self.assertFalse(os.path.exists(self.flag))
+        wait_for(lambda: self.server.request("PUT", "/v1/b/k", body=b"x")[0] == 201, 10,
+                 "writes to be accepted again")
 
         self.assertIn("moltd stopped", self.molt_init("shutdown"))
         self.assertFalse(os.path.exists("/proc/%d" % pid) and

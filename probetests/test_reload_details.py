@@ -144,24 +144,31 @@ class Admin(unittest.TestCase):
                 return int(float(line.split()[-1]))
         raise AssertionError("%s not in metrics:\n%s" % (name, text))
 
+    def wait_metrics(self, server, expected):
+        """Waits until every metric in `expected` has its value: a worker
+        counts a request as it finishes it, moments after the client has the
+        answer. Returns the last text read."""
+        def reached():
+            text = self.metrics(server)
+            return text if all(self.value(text, k) == v for k, v in expected.items()) else None
+        return wait_for(reached, 10, "metrics %s" % expected)
+
     def test_request_counters_survive_reloads(self):
         server = Moltd(self, workers=2).start()
         for i in range(20):
             self.assertEqual(server.request("PUT", "/v1/m/k%d" % i, body=b"x" * 100)[0], 201)
             self.assertEqual(server.request("GET", "/v1/m/k%d" % i)[0], 200)
         self.assertEqual(server.request("GET", "/v1/m/missing")[0], 404)
-        text = self.metrics(server)
-        self.assertEqual(self.value(text, 'moltd_http_requests_total{code="2xx"}'), 40)
-        self.assertEqual(self.value(text, 'moltd_http_requests_total{code="4xx"}'), 1)
-        self.assertEqual(self.value(text, 'moltd_http_requests_by_method_total{method="PUT"}'), 20)
-        self.assertEqual(self.value(text, "moltd_http_received_bytes_total"), 2000)
+        self.wait_metrics(server, {'moltd_http_requests_total{code="2xx"}': 40,
+                                   'moltd_http_requests_total{code="4xx"}': 1,
+                                   'moltd_http_requests_by_method_total{method="PUT"}': 20,
+                                   "moltd_http_received_bytes_total": 2000})
         server.send_signal(signal.SIGUSR1)
         server.wait_generation(2)
         server.send_signal(signal.SIGHUP)
         server.wait_generation(3)
         self.assertEqual(server.request("GET", "/v1/m/k0")[0], 200)
-        text = self.metrics(server)
-        self.assertEqual(self.value(text, 'moltd_http_requests_total{code="2xx"}'), 41)
+        self.wait_metrics(server, {'moltd_http_requests_total{code="2xx"}': 41})
 
     def test_metrics(self):
         server = Moltd(self, workers=3).start()
