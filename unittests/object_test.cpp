@@ -86,6 +86,11 @@ BOOST_AUTO_TEST_CASE(metadata_round_trip) {
   BOOST_TEST(back.timestamp == meta.timestamp, boost::test_tools::tolerance(1e-6));
   BOOST_TEST(back.userMeta == meta.userMeta);
   BOOST_CHECK_THROW(server::decodeMeta("size=1\n"), std::invalid_argument);
+  // Damaged numbers are damage like any other, not std::out_of_range.
+  BOOST_CHECK_THROW(server::decodeMeta("key=k\nsize=99999999999999999999999\n"), std::invalid_argument);
+  BOOST_CHECK_THROW(server::decodeMeta("key=k\nsize=-1\n"), std::invalid_argument);
+  BOOST_CHECK_THROW(server::decodeMeta("key=k\ntimestamp=1e999\n"), std::invalid_argument);
+  BOOST_CHECK_THROW(server::decodeMeta("key=k\ntimestamp=5x\n"), std::invalid_argument);
 }
 
 // Adding a fifth volume moves about a fifth of the keys, and every moved key

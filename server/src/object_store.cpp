@@ -11,6 +11,7 @@
 #include <Poco/MD5Engine.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstring>
 #include <set>
@@ -149,6 +150,34 @@ std::string encodeMeta(const ObjectMeta& meta) {
   return out.str();
 }
 
+namespace {
+
+// Numbers in a trailer read back from disk: anything but a plain number in
+// range is damage, reported like every other damage (std::invalid_argument).
+uint64_t metaSize(const std::string& text) {
+  if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos)
+    throw std::invalid_argument("bad size in metadata");
+  errno = 0;
+  unsigned long long value = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE) throw std::invalid_argument("size in metadata out of range");
+  return value;
+}
+
+double metaTimestamp(const std::string& text) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    throw std::invalid_argument("bad timestamp in metadata");
+  }
+  if (used != text.size() || !std::isfinite(value))
+    throw std::invalid_argument("bad timestamp in metadata");
+  return value;
+}
+
+}  // namespace
+
 ObjectMeta decodeMeta(const std::string& text) {
   ObjectMeta meta;
   std::istringstream in(text);
@@ -168,13 +197,13 @@ ObjectMeta decodeMeta(const std::string& text) {
       meta.key = decoded(value);
       haveKey = true;
     } else if (name == "size") {
-      meta.size = std::stoull(value);
+      meta.size = metaSize(value);
     } else if (name == "etag") {
       meta.etag = value;
     } else if (name == "content_type") {
       meta.contentType = decoded(value);
     } else if (name == "timestamp") {
-      meta.timestamp = std::stod(value);
+      meta.timestamp = metaTimestamp(value);
     } else if (name == "meta") {
       auto colon = value.find(':');
       if (colon == std::string::npos) throw std::invalid_argument("bad meta entry");
