@@ -3,8 +3,9 @@
 # Safe to run again: apt-get skips what is already installed.
 set -eu
 # file: CPack's DEB generator (dpkg-shlibdeps) needs it for the package test.
+# clang and libclang-rt-14-dev: the libFuzzer targets under fuzz/.
 packages="build-essential cmake libpoco-dev libboost-log-dev libboost-test-dev
-  python3 curl procps groff-base systemd file"
+  python3 curl procps groff-base systemd file clang libclang-rt-14-dev"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
