@@ -120,12 +120,14 @@ class InFlightAcrossSighup(unittest.TestCase):
         r = conn.getresponse()
         self.assertEqual((r.status, r.read()), (200, b"OK\n"))
         self.assertFalse(r.will_close)
+        old_workers = {w["pid"] for w in server.status()["workers"]}
         server.send_signal(signal.SIGHUP)
         server.wait_generation(2)
         # The idle connection keeps working: its old worker answers until it
-        # says Connection: close, and the client's next connection is served
-        # by the new generation.
+        # says Connection: close, and once the old workers stop accepting,
+        # the client's next connection is served by the new generation.
         self.assertEqual(keepalive_until_closed(self, conn), 1)
+        server.wait_draining(old_workers)
         self.assertEqual(server.request("GET", "/healthcheck")[1]["x-molt-generation"], "2")
         server.wait_no_draining()
 

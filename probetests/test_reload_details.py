@@ -67,9 +67,11 @@ class ListenerChanges(unittest.TestCase):
         sock_path = os.path.join(server.dir, "moltd.sock")
         server.write_config(bind="%s, unix:%s" % (server.settings["bind"], sock_path))
         server.start()
+        old_workers = {w["pid"] for w in server.status()["workers"]}
         server.send_signal(signal.SIGUSR1)
         st = server.wait_generation(2)
         self.assertEqual(st["last_reload"]["result"], "ok")
+        server.wait_draining(old_workers)
         self.assertIn(b"X-Molt-Generation: 2", unix_get(sock_path, "/healthcheck"))
         self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
         # The synchronizer logs once it has shut the old TCP sockets down.
@@ -88,9 +90,12 @@ class Ipv6Listeners(unittest.TestCase):
         v6 = free_port()
         server.write_config(bind="%s, unix:%s, [::1]:%d" % (server.settings["bind"], sock_path, v6))
         server.start()
+        old_workers = {w["pid"] for w in server.status()["workers"]}
         server.send_signal(signal.SIGUSR1)
         st = server.wait_generation(2)
         self.assertEqual(st["pid"], server.pid)
+        # Once the old workers stop accepting, new connections reach generation 2.
+        server.wait_draining(old_workers)
         self.assertIn("adopted inherited public listener unix:%s" % sock_path, server.log_text())
         self.assertIn("adopted inherited public listener [::1]:%d" % v6, server.log_text())
         self.assertIn(b"X-Molt-Generation: 2", unix_get(sock_path, "/healthcheck"))
