@@ -162,8 +162,11 @@ class LogRotation(unittest.TestCase):
         wait_for(lambda: "before-rotation" in open(access).read(), 10, "the access log line")
         os.rename(server.log, server.log + ".1")
         os.rename(access, access + ".1")
+        old_workers = {w["pid"] for w in server.status()["workers"]}
         server.send_signal(signal.SIGHUP)
         server.wait_generation(2)
+        # New workers opened the new file; old ones keep theirs until they go.
+        server.wait_draining(old_workers)
         self.assertEqual(server.request("GET", "/v1/b/after-rotation")[0], 404)
         wait_for(lambda: os.path.exists(access) and "after-rotation" in open(access).read(), 10,
                  "the new access log")
