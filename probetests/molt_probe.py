@@ -185,10 +185,21 @@ class Moltd:
     def wait_running(self, timeout=20):
         def running():
             if self.proc.poll() is not None:
-                raise AssertionError("moltd exited with %s:\n%s" % (self.proc.returncode, self.tail()))
+                return "exited"
             st = self.status()
             return st if st["state"] == "running" else None
-        return wait_for(running, timeout, "moltd to be running")
+        result = wait_for(running, timeout, "moltd to be running")
+        if result == "exited":
+            raise AssertionError("moltd exited with %s; its output:\n%s\nits log:\n%s" % (
+                self.proc.returncode, self.output(), self.tail()))
+        return result
+
+    def output(self):
+        try:
+            with open(os.path.join(self.dir, "stdout")) as f:
+                return f.read()[-4000:]
+        except OSError:
+            return "(none)"
 
     def status(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
