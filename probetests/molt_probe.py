@@ -255,7 +255,7 @@ class Moltd:
         """Waits until each worker in `pids` has logged that it stopped
         accepting and drains (it got its signal and acted on it)."""
         def all_draining():
-            text = self.log_text()
+            text = self.all_logs_text()
             return all(any("moltd[%d] worker" % p in line and "draining:" in line
                            for line in text.splitlines()) for p in pids)
         return wait_for(all_draining, timeout, "workers %s to start draining" % sorted(pids))
@@ -299,6 +299,17 @@ class Moltd:
     def log_text(self):
         with open(self.log) as f:
             return f.read()
+
+    def all_logs_text(self):
+        """The log and any rotated copy of it: a process that opened the log
+        before a rotation keeps writing to the moved file."""
+        base = os.path.basename(self.log)
+        text = ""
+        for name in sorted(os.listdir(self.dir)):
+            if name == base or name.startswith(base + "."):
+                with open(os.path.join(self.dir, name)) as f:
+                    text += f.read()
+        return text
 
     def assert_nothing_left(self, test):
         """Once the master has exited, no process of its session may be left:
