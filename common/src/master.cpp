@@ -182,6 +182,7 @@ class MasterImpl {
   void drainGeneration(uint64_t generation, bool signal);
   void enforceDrainingLimit();
   void maintainWorkers(double now);
+  bool maintainsWorkers() const;
 
   // Reloads
   void requestReload(ReloadKind kind, const std::string& source);
@@ -734,11 +735,22 @@ void MasterImpl::enforceDrainingLimit() {
   }
 }
 
+bool MasterImpl::maintainsWorkers() const {
+  return servingGeneration_ != 0 &&
+         (phase_ == Phase::kRunning || phase_ == Phase::kReloading || phase_ == Phase::kPreflight);
+}
+
 void MasterImpl::maintainWorkers(double now) {
-  if (phase_ != Phase::kRunning && phase_ != Phase::kReloading && phase_ != Phase::kPreflight)
-    return;
-  if (servingGeneration_ == 0) return;
-  for (int slot : registry_.missingSlots(servingGeneration_, config_->master.workers)) {
+  if (!maintainsWorkers()) return;
+  auto missing = registry_.missingSlots(servingGeneration_, config_->master.workers);
+  // A respawn planned for a slot that is no longer missing (its generation
+  // was replaced meanwhile) is dropped: a deadline left in the past would
+  // keep the loop from ever sleeping.
+  for (auto it = respawnAt_.begin(); it != respawnAt_.end();)
+    it = std::find(missing.begin(), missing.end(), it->first) == missing.end()
+             ? respawnAt_.erase(it)
+             : std::next(it);
+  for (int slot : missing) {
     auto it = respawnAt_.find(slot);
     if (it == respawnAt_.end() || it->second > now) continue;
     respawnAt_.erase(it);
@@ -1266,16 +1278,22 @@ void MasterImpl::runTimers(double now) {
 }
 
 double MasterImpl::nextWake(double now) const {
+  // Only deadlines that runTimers acts on in the current phase count: one
+  // that is due but not acted on would make every poll return at once.
   double next = now + 1;
   auto consider = [&](double t) {
-    if (t > 0) next = std::min(next, t);
+    if (t > 0) next = std::min(next, std::max(t, now));
   };
-  if (phase_ == Phase::kStopping) consider(stopDeadline_);
+  if (phase_ == Phase::kStopping) {
+    consider(stopDeadline_);
+    return next;
+  }
   if (starting_) consider(starting_->deadline);
-  if (checker_) consider(checker_->deadline);
+  if (checker_ && !checker_->timedOut) consider(checker_->deadline);
   if (stateFd_) consider(stateDeadline_);
   if (auto k = registry_.nextKillAt()) consider(*k);
-  for (const auto& [slot, t] : respawnAt_) consider(t);
+  if (maintainsWorkers())
+    for (const auto& [slot, t] : respawnAt_) consider(t);
   if (auto a = admin_.nextDeadline()) consider(*a);
   consider(nextServiceCheck_);
   return next;

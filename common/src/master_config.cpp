@@ -22,6 +22,7 @@ std::vector<ListenAddress> parseBindList(IniConfig& ini, const std::string& sect
         ini.fail(section, "bind", "'" + item + "' is listed twice");
         continue;
       }
+      resolveListenAddress(address);
       addresses.push_back(address);
     } catch (const std::invalid_argument& e) {
       ini.fail(section, "bind", e.what());

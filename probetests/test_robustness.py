@@ -1,0 +1,154 @@
+"""Probe tests: no typo, reload or fault takes the master down, and an idle
+master stays idle."""
+import os
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from molt_probe import MOLTD, Load, Moltd, children_of, wait_for
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def cpu_share(pid, seconds=3.0):
+    """The share of one core `pid` used over `seconds` (no requests to it meanwhile)."""
+    start, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)  # the measurement window itself, not a wait for a condition
+    return (cpu_seconds(pid) - start) / (time.monotonic() - t0)
+
+
+def check_config(path):
+    return subprocess.run([MOLTD, "--check-config", "--config", path], capture_output=True,
+                          text=True, timeout=20)
+
+
+class ConfigValidation(unittest.TestCase):
+    def assert_refused_by_every_reload(self, server, text, expected):
+        """-t, SIGHUP and SIGUSR1 all refuse `text` with `expected`; generation 1 keeps serving."""
+        server.write_raw_config(text)
+        out = check_config(server.config)
+        self.assertEqual(out.returncode, 78, out.stdout + out.stderr)
+        self.assertIn(expected, out.stderr)
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            before = server.reload_count()
+            server.send_signal(sig)
+            st = server.wait_reload_result(before)
+            self.assertEqual(st["last_reload"]["result"], "refused", st["last_reload"])
+            self.assertIn(expected, st["last_reload"]["reason"])
+            self.assertEqual(st["pid"], server.pid)
+            self.assertEqual(st["generation"], 1)
+            self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        self.assertIsNone(server.proc.poll())
+
+    def good_text(self, server):
+        server.write_config()
+        with open(server.config) as f:
+            return f.read()
+
+    def test_unresolvable_bind_host_is_refused_everywhere(self):
+        server = Moltd(self, workers=1).start()
+        good = self.good_text(server)
+        bad = good.replace(server.settings["bind"], "typo-host.invalid:%d" % server.port)
+        with Load(server, connections=4) as load:
+            self.assert_refused_by_every_reload(server, bad, "cannot resolve 'typo-host.invalid'")
+        load.assert_no_failures(self)
+        server.write_raw_config(good)
+        server.send_signal(signal.SIGHUP)
+        self.assertEqual(server.wait_generation(2)["last_reload"]["result"], "ok")
+
+    def test_syntax_errors_name_file_and_line(self):
+        server = Moltd(self, workers=1).start()
+        good = self.good_text(server)
+        lines = good.splitlines()
+        cases = [
+            ("[server\n" + "\n".join(lines[1:]) + "\n",
+             "%s:1: section header '[server' has no closing ']'" % server.config),
+            (good.replace("[admin]", "this line has no equals sign\n[admin]"),
+             "is not 'key = value' (no '=')"),
+            (good + "[server]\nworkers = 3\n", "section [server] appears twice (first at line 1)"),
+            (good.replace("[admin]", "workers = 4\n[admin]"),
+             "[server] workers is set twice (first at line 3)"),
+        ]
+        for text, expected in cases:
+            with self.subTest(expected=expected):
+                self.assert_refused_by_every_reload(server, text, expected)
+        server.write_raw_config(good)
+        server.send_signal(signal.SIGHUP)
+        self.assertEqual(server.wait_generation(2)["last_reload"]["result"], "ok")
+
+    def test_check_config_refuses_what_is_not_a_small_regular_file(self):
+        d = Moltd(self).dir
+        fifo = os.path.join(d, "fifo.conf")
+        os.mkfifo(fifo)
+        for path, expected in ((d, "is a directory"), (fifo, "is not a regular file"),
+                               ("/dev/zero", "is not a regular file")):
+            t0 = time.monotonic()
+            out = check_config(path)
+            self.assertEqual(out.returncode, 78)
+            self.assertIn(expected, out.stderr)
+            self.assertLess(time.monotonic() - t0, 10)
+        big = os.path.join(d, "big.conf")
+        with open(big, "w") as f:
+            f.write("#" * (2 << 20))
+        out = check_config(big)
+        self.assertEqual(out.returncode, 78)
+        self.assertIn("the limit is 1048576", out.stderr)
+
+    def test_sizes_that_overflow_are_errors(self):
+        server = Moltd(self)
+        server.write_config(extra_storage="max_object_size = 16777217T\nmin_free_bytes = 99999999999999999999\n")
+        out = check_config(server.config)
+        self.assertEqual(out.returncode, 78)
+        self.assertIn("[storage] max_object_size: '16777217T' is too large", out.stderr)
+        self.assertIn("[storage] min_free_bytes:", out.stderr)
+
+
+class IdleMaster(unittest.TestCase):
+    LIMIT = 0.01  # of one core
+
+    def test_steady(self):
+        server = Moltd(self, workers=2).start()
+        self.assertLess(cpu_share(server.pid), self.LIMIT)
+
+    def test_after_a_worker_dies_and_a_reload_replaces_its_generation(self):
+        server = Moltd(self, workers=2).start()
+        victim = server.status()["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        server.send_signal(signal.SIGHUP)  # before the respawn is due
+        server.wait_generation(2)
+        server.wait_no_draining()
+        self.assertLess(cpu_share(server.pid), self.LIMIT)
+
+    def slow_download(self, server):
+        big = os.urandom(24 * 1024 * 1024)
+        self.assertEqual(server.request("PUT", "/v1/b/big", body=big)[0], 201)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /v1/b/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(sock.recv(1024).startswith(b"HTTP/1.1 200"))
+        self.addCleanup(sock.close)
+        return sock
+
+    def test_draining_and_stopping_with_a_download_in_flight(self):
+        server = Moltd(self, workers=1, graceful_timeout=30).start()
+        self.slow_download(server)
+        server.send_signal(signal.SIGHUP)
+        st = server.wait_generation(2)
+        self.assertEqual(len(st["draining_workers"]), 1)
+        self.assertLess(cpu_share(server.pid), self.LIMIT)
+        server.send_signal(signal.SIGTERM)
+        wait_for(lambda: "graceful shutdown" in server.log_text(), 10, "the shutdown to begin")
+        self.assertLess(cpu_share(server.pid), self.LIMIT)
+        self.assertIsNone(server.proc.poll())
+
+
+if __name__ == "__main__":
+    unittest.main()
