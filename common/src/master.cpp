@@ -33,16 +33,133 @@
 
 namespace reload {
 
+namespace {
+
+std::shared_ptr<LoadedConfig> parseLoaded(IniConfig& ini, Service& service,
+                                          const AddressResolver& resolve) {
+  auto config = std::make_shared<LoadedConfig>();
+  config->path = ini.path();
+  config->digest = ini.digest();
+  config->contents = ini.contents();
+  config->master = parseMasterConfig(ini, resolve);
+  config->service = service.parseConfig(ini, config->master);
+  return config;
+}
+
+void addWarnings(LoadedConfig& config, const IniConfig& ini) {
+  for (const auto& key : ini.unknownKeys())
+    config.warnings.push_back(ini.path() + ": " + key + ": unknown key, ignored");
+}
+
+std::string hexOf(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::string bytesOfHex(const std::string& hex) {
+  if (hex.size() % 2) throw std::invalid_argument("odd hex length");
+  std::string out;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      throw std::invalid_argument("bad hex digit");
+    };
+    out += static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1]));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service& service) {
   IniConfig ini(path);
-  auto config = std::make_shared<LoadedConfig>();
-  config->path = path;
-  config->digest = ini.digest();
-  config->master = parseMasterConfig(ini);
-  config->service = service.parseConfig(ini, config->master);
+  auto config = parseLoaded(ini, service, {});
+  checkMasterEnvironment(config->master, ini);
+  service.checkEnvironment(*config, ini);
   ini.finish();
-  for (const auto& key : ini.unknownKeys())
-    config->warnings.push_back(path + ": " + key + ": unknown key, ignored");
+  addWarnings(*config, ini);
+  return config;
+}
+
+ValidatedConfig describeValidated(const LoadedConfig& config) {
+  ValidatedConfig v;
+  v.contents = config.contents;
+  for (const auto* list : {&config.master.bind, &config.master.adminBind})
+    for (const auto& a : *list)
+      if (a.kind == ListenAddress::Kind::kTcp && a.resolvedLength > 0)
+        v.resolved.emplace_back(a.toString(),
+                                std::string(reinterpret_cast<const char*>(&a.resolved),
+                                            a.resolvedLength));
+  return v;
+}
+
+std::string encodeValidated(const ValidatedConfig& v) {
+  std::string out = "resolved " + std::to_string(v.resolved.size()) + "\n";
+  for (const auto& [name, bytes] : v.resolved) out += name + " " + hexOf(bytes) + "\n";
+  out += "contents " + std::to_string(v.contents.size()) + "\n" + v.contents;
+  return out;
+}
+
+ValidatedConfig decodeValidated(const std::string& bytes) {
+  ValidatedConfig v;
+  size_t pos = 0;
+  auto line = [&]() {
+    auto nl = bytes.find('\n', pos);
+    if (nl == std::string::npos) throw std::invalid_argument("truncated validation result");
+    std::string text = bytes.substr(pos, nl - pos);
+    pos = nl + 1;
+    return text;
+  };
+  auto count = [](const std::string& text, const char* word, size_t limit) {
+    std::string prefix = std::string(word) + " ";
+    if (text.rfind(prefix, 0) != 0) throw std::invalid_argument("expected " + prefix);
+    std::string digits = text.substr(prefix.size());
+    if (digits.empty() || digits.size() > 8 || digits.find_first_not_of("0123456789") != std::string::npos)
+      throw std::invalid_argument("bad count in validation result");
+    size_t n = std::stoul(digits);
+    if (n > limit) throw std::invalid_argument("count out of range in validation result");
+    return n;
+  };
+  size_t n = count(line(), "resolved", 1024);
+  for (size_t i = 0; i < n; ++i) {
+    std::string text = line();
+    auto space = text.rfind(' ');
+    if (space == std::string::npos) throw std::invalid_argument("bad resolved line");
+    std::string raw = bytesOfHex(text.substr(space + 1));
+    if (raw.empty() || raw.size() > sizeof(sockaddr_storage))
+      throw std::invalid_argument("bad resolved address");
+    v.resolved.emplace_back(text.substr(0, space), raw);
+  }
+  size_t len = count(line(), "contents", IniConfig::kMaxConfigBytes);
+  if (bytes.size() != pos + len) throw std::invalid_argument("validation result of the wrong size");
+  v.contents = bytes.substr(pos);
+  return v;
+}
+
+std::shared_ptr<const LoadedConfig> loadValidatedConfig(const std::string& path,
+                                                        const ValidatedConfig& validated,
+                                                        Service& service) {
+  IniConfig ini(path, validated.contents);
+  auto fromValidation = [&](ListenAddress& address) {
+    if (address.kind != ListenAddress::Kind::kTcp) return;
+    std::string name = address.toString();
+    for (const auto& [known, bytes] : validated.resolved) {
+      if (known != name) continue;
+      std::memcpy(&address.resolved, bytes.data(), bytes.size());
+      address.resolvedLength = static_cast<socklen_t>(bytes.size());
+      return;
+    }
+    throw std::invalid_argument("'" + name + "' was not resolved by validation");
+  };
+  auto config = parseLoaded(ini, service, fromValidation);
+  ini.finish();
+  addWarnings(*config, ini);
   return config;
 }
 
@@ -100,13 +217,14 @@ std::string resolveExecutable(const std::string& executable) {
 
 namespace {
 
-enum class Phase { kStarting, kRunning, kReloading, kPreflight, kHandoff, kStopping };
+enum class Phase { kStarting, kRunning, kValidating, kReloading, kPreflight, kHandoff, kStopping };
 enum class ReloadKind { kNone = 0, kHup = 1, kSeamless = 2 };
 
 const char* phaseName(Phase p) {
   switch (p) {
     case Phase::kStarting: return "starting";
     case Phase::kRunning: return "running";
+    case Phase::kValidating: return "validating-config";
     case Phase::kReloading: return "reloading";
     case Phase::kPreflight: return "checking-new-binary";
     case Phase::kHandoff: return "handing-over";
@@ -136,8 +254,34 @@ struct StartingGeneration {
   double deadline = 0;
 };
 
+// A child that validates the configuration off the master's loop (name
+// lookups and disk checks may hang) and passes the result back.
+struct Validation {
+  pid_t pid = 0;
+  Fd output;
+  std::string text;
+  double deadline = 0;
+  bool timedOut = false;
+  ReloadKind kind = ReloadKind::kNone;
+  uint64_t token = 0;
+};
+
+struct ReadyPipe {
+  pid_t pid = 0;
+  Fd fd;
+};
+
+// What a poll entry belongs to. Handlers run in order and may close and
+// reopen descriptors, so an entry is dispatched only if the object it was
+// taken from still exists: its token, never its fd number, identifies it.
+struct Watch {
+  enum class Kind { kSignals, kReady, kChecker, kValidation, kState, kAdmin } kind;
+  uint64_t token = 0;
+};
+
 struct Checker {
   pid_t pid = 0;
+  uint64_t token = 0;
   Fd output;
   std::string text;
   double deadline = 0;
@@ -187,8 +331,10 @@ class MasterImpl {
   // Reloads
   void requestReload(ReloadKind kind, const std::string& source);
   void processPending();
-  void startHupReload();
-  void startSeamlessReload();
+  void startValidation(ReloadKind kind);
+  void onValidationExit(int status);
+  void startHupReload(std::shared_ptr<const LoadedConfig> next);
+  void startSeamlessReload(std::shared_ptr<const LoadedConfig> next, const std::string& executable);
   void onCheckerExit(int status);
   void performExec(std::shared_ptr<const LoadedConfig> config, const std::string& executable);
   void finishReload(ReloadKind kind, const std::string& result, const std::string& reason,
@@ -200,7 +346,11 @@ class MasterImpl {
   void onSignal(const signalfd_siginfo& info);
   void reapChildren();
   void onChildExit(pid_t pid, int status);
-  void onReadyPipe(int fd);
+  void onReadyPipe(uint64_t token);
+  void readChildOutput(Fd& fd, std::string& text, size_t limit);
+  void guard(const char* what, const std::function<void()>& handler);
+  void onUnexpected(const char* what, const std::string& error);
+  void closeAdmin();
   void beginStop(bool graceful);
   void killEverything();
   void runTimers(double now);
@@ -219,9 +369,12 @@ class MasterImpl {
   std::shared_ptr<const LoadedConfig> config_;
   std::vector<HeldListener> listeners_;
   WorkerRegistry registry_;
-  std::map<int, std::pair<pid_t, Fd>> readyPipes_;  // read end fd -> (pid, read end)
+  std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
   std::optional<StartingGeneration> starting_;
   std::optional<Checker> checker_;
+  std::optional<Validation> validation_;
+  uint64_t nextToken_ = 1;
+  uint64_t adminEpoch_ = 0;  // changes whenever the admin connections are closed
   uint64_t lastGeneration_ = 0;
   uint64_t servingGeneration_ = 0;
   ReloadKind pending_ = ReloadKind::kNone;
@@ -271,47 +424,117 @@ int MasterImpl::run() {
   reapChildren();  // exits that happened while the image was being replaced
   while (!finished_) {
     double now = monotonicSeconds();
-    runTimers(now);
+    guard("timers", [&] { runTimers(now); });
     if (finished_) break;
     std::vector<pollfd> fds;
-    fds.push_back(pollfd{signals_->fd(), POLLIN, 0});
-    size_t readyBegin = fds.size();
-    for (const auto& [fd, entry] : readyPipes_) fds.push_back(pollfd{fd, POLLIN, 0});
-    size_t readyEnd = fds.size();
-    if (checker_ && checker_->output) fds.push_back(pollfd{checker_->output.get(), POLLIN, 0});
-    if (stateFd_) fds.push_back(pollfd{stateFd_.get(), POLLIN, 0});
+    std::vector<Watch> watches;
+    auto watch = [&](int fd, short events, Watch::Kind kind, uint64_t token) {
+      fds.push_back(pollfd{fd, events, 0});
+      watches.push_back(Watch{kind, token});
+    };
+    watch(signals_->fd(), POLLIN, Watch::Kind::kSignals, 0);
+    for (const auto& [token, pipe] : readyPipes_)
+      watch(pipe.fd.get(), POLLIN, Watch::Kind::kReady, token);
+    if (checker_ && checker_->output)
+      watch(checker_->output.get(), POLLIN, Watch::Kind::kChecker, checker_->token);
+    if (validation_ && validation_->output)
+      watch(validation_->output.get(), POLLIN, Watch::Kind::kValidation, validation_->token);
+    if (stateFd_) watch(stateFd_.get(), POLLIN, Watch::Kind::kState, 0);
     size_t adminBegin = fds.size();
     if (phase_ != Phase::kStopping) admin_.addPollFds(listenerFds("admin", true), fds);
+    watches.resize(fds.size(), Watch{Watch::Kind::kAdmin, adminEpoch_});
     double wait = std::max(0.0, nextWake(now) - now);
     int timeoutMs = static_cast<int>(std::ceil(std::min(wait, 1.0) * 1000));
     int rc = poll(fds.data(), fds.size(), timeoutMs);
     if (rc < 0) {
       if (errno == EINTR) continue;
-      throwSysError("poll in master loop");
+      MOLT_LOG(kError) << "poll in the master loop: " << std::strerror(errno);
+      continue;
     }
     now = monotonicSeconds();
-    if (fds[0].revents) {
-      while (auto info = signals_->read()) onSignal(*info);
-    }
-    for (size_t i = readyBegin; i < readyEnd; ++i)
-      if (fds[i].revents) onReadyPipe(fds[i].fd);
-    for (size_t i = readyEnd; i < adminBegin; ++i) {
+    for (size_t i = 0; i < adminBegin; ++i) {
       if (!fds[i].revents) continue;
-      if (checker_ && fds[i].fd == checker_->output.get()) {
-        char buf[1024];
-        ssize_t n = read(fds[i].fd, buf, sizeof buf);
-        if (n > 0 && checker_->text.size() < 8192) checker_->text.append(buf, static_cast<size_t>(n));
-        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) checker_->output.reset();
-      } else if (stateFd_ && fds[i].fd == stateFd_.get()) {
-        readSyncReport();
+      uint64_t token = watches[i].token;
+      switch (watches[i].kind) {
+        case Watch::Kind::kSignals:
+          guard("signal", [&] {
+            while (auto info = signals_->read()) onSignal(*info);
+          });
+          break;
+        case Watch::Kind::kReady:
+          guard("worker readiness", [&] { onReadyPipe(token); });
+          break;
+        case Watch::Kind::kChecker:
+          if (checker_ && checker_->token == token && checker_->output)
+            readChildOutput(checker_->output, checker_->text, 8192);
+          break;
+        case Watch::Kind::kValidation:
+          if (validation_ && validation_->token == token && validation_->output)
+            readChildOutput(validation_->output, validation_->text,
+                            2 * IniConfig::kMaxConfigBytes + 65536);
+          break;
+        case Watch::Kind::kState:
+          if (stateFd_) guard("synchronizer report", [&] { readSyncReport(); });
+          break;
+        case Watch::Kind::kAdmin:
+          break;
       }
     }
-    if (adminBegin < fds.size()) {
+    if (adminBegin < fds.size() && phase_ != Phase::kStopping &&
+        watches[adminBegin].token == adminEpoch_) {
       std::vector<pollfd> adminFds(fds.begin() + static_cast<long>(adminBegin), fds.end());
-      admin_.onPoll(adminFds, now);
+      guard("admin request", [&] { admin_.onPoll(adminFds, now); });
     }
   }
   return exitCode_;
+}
+
+void MasterImpl::readChildOutput(Fd& fd, std::string& text, size_t limit) {
+  char buf[16384];
+  for (;;) {
+    ssize_t n = read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) {
+      fd.reset();
+      return;
+    }
+    if (text.size() < limit) text.append(buf, static_cast<size_t>(n));
+  }
+}
+
+void MasterImpl::guard(const char* what, const std::function<void()>& handler) {
+  try {
+    handler();
+  } catch (const std::exception& e) {
+    onUnexpected(what, e.what());
+  }
+}
+
+// Nothing that goes wrong while handling an event ends the master: the
+// reload under way, if any, fails and the serving generation goes on.
+void MasterImpl::onUnexpected(const char* what, const std::string& error) {
+  MOLT_LOG(kError) << "unexpected error in " << what << ": " << error;
+  try {
+    if (phase_ == Phase::kStopping) return;
+    if (starting_) {
+      failStarting(std::string(what) + ": " + error);
+      return;
+    }
+    if (activeReload_ != ReloadKind::kNone && phase_ != Phase::kHandoff) {
+      if (checker_) kill(checker_->pid, SIGKILL);
+      if (validation_) kill(validation_->pid, SIGKILL);
+      phase_ = Phase::kRunning;
+      finishReload(activeReload_, "failed", std::string(what) + ": " + error, servingGeneration_);
+    }
+  } catch (const std::exception& e) {
+    MOLT_LOG(kError) << "while recovering: " << e.what();
+  }
+}
+
+void MasterImpl::closeAdmin() {
+  admin_.closeAll();
+  ++adminEpoch_;
 }
 
 void MasterImpl::startFresh() {
@@ -553,16 +776,15 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
   if (pipe2(pipeFds, O_CLOEXEC) != 0) throwSysError("pipe for worker readiness");
   Fd readEnd(pipeFds[0]);
   Fd writeEnd(pipeFds[1]);
+  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) throwSysError("O_NONBLOCK on a ready pipe");
   std::vector<int> publicFds = listenerFds("public", newSet);
   log::flush();
-  pid_t pid = fork();
-  if (pid < 0) throwSysError("fork worker");
-  if (pid == 0) {
+  pid_t pid = spawnChild("", [&]() -> int {
     std::vector<int> keep = publicFds;
     keep.push_back(writeEnd.get());
     log::removeSinks();
+    readEnd.release();  // closed with the rest
     closeAllFdsExcept(keep);
-    readEnd.release();  // already closed above
     log::configure(config->master.log);
     log::setIdentity("worker", generation);
     unsetenv("NOTIFY_SOCKET");
@@ -577,28 +799,27 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     context.counters = counters_shared_.get();
     int code = service_.runWorker(context);
     log::flush();
-    _exit(code);
-  }
+    return code;
+  });
   WorkerInfo info;
   info.pid = pid;
   info.generation = generation;
   info.slot = slot;
   info.startedAt = monotonicSeconds();
   registry_.add(info);
-  int fd = readEnd.get();
-  readyPipes_.emplace(fd, std::make_pair(pid, std::move(readEnd)));
+  readyPipes_.emplace(nextToken_++, ReadyPipe{pid, std::move(readEnd)});
   MOLT_LOG(kDebug) << "started worker pid " << pid << " generation " << generation << " slot "
                    << slot;
   return pid;
 }
 
-void MasterImpl::onReadyPipe(int fd) {
-  auto it = readyPipes_.find(fd);
+void MasterImpl::onReadyPipe(uint64_t token) {
+  auto it = readyPipes_.find(token);
   if (it == readyPipes_.end()) return;
   char byte = 0;
-  ssize_t n = read(fd, &byte, 1);
+  ssize_t n = read(it->second.fd.get(), &byte, 1);
   if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
-  pid_t pid = it->second.first;
+  pid_t pid = it->second.pid;
   readyPipes_.erase(it);
   if (n == 1 && byte == 'R') {
     registry_.markReady(pid);
@@ -624,6 +845,7 @@ void MasterImpl::completeStarting() {
       break;
     case ReloadKind::kHup: {
       config_ = gen.config;
+      log::configure(config_->master.log);
       applyMasterNice();
       for (auto it = listeners_.begin(); it != listeners_.end();) {
         if (it->state == HeldListener::State::kRemoving) {
@@ -676,9 +898,10 @@ void MasterImpl::failStarting(const std::string& reason) {
   for (const auto& w : registry_.ofGeneration(gen.generation)) {
     kill(w.pid, SIGKILL);
     for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
-      it = it->second.first == w.pid ? readyPipes_.erase(it) : std::next(it);
+      it = it->second.pid == w.pid ? readyPipes_.erase(it) : std::next(it);
   }
-  registry_.startDraining(gen.generation, now, now);
+  // Already killed: no drain deadline, which would count them as drain kills.
+  registry_.startDraining(gen.generation, now, 0);
   switch (gen.kind) {
     case ReloadKind::kNone:
       MOLT_LOG(kCritical) << "cannot start: " << reason;
@@ -737,7 +960,8 @@ void MasterImpl::enforceDrainingLimit() {
 
 bool MasterImpl::maintainsWorkers() const {
   return servingGeneration_ != 0 &&
-         (phase_ == Phase::kRunning || phase_ == Phase::kReloading || phase_ == Phase::kPreflight);
+         (phase_ == Phase::kRunning || phase_ == Phase::kValidating ||
+          phase_ == Phase::kReloading || phase_ == Phase::kPreflight);
 }
 
 void MasterImpl::maintainWorkers(double now) {
@@ -780,8 +1004,12 @@ void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
     return;
   }
   MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source;
-  if (kind == ReloadKind::kHup) startHupReload();
-  else startSeamlessReload();
+  reloadStartedUs_ = monotonicMicros();
+  activeReload_ = kind;
+  notify::reloading(kind == ReloadKind::kHup
+                        ? "reloading configuration"
+                        : "seamless reload: checking the new binary and configuration");
+  startValidation(kind);
 }
 
 void MasterImpl::processPending() {
@@ -790,19 +1018,102 @@ void MasterImpl::processPending() {
   requestReload(kind, "queue");
 }
 
-void MasterImpl::startHupReload() {
-  reloadStartedUs_ = monotonicMicros();
-  activeReload_ = ReloadKind::kHup;
-  notify::reloading("reloading configuration");
+void MasterImpl::startValidation(ReloadKind kind) {
+  int pipeFds[2];
+  if (pipe2(pipeFds, O_CLOEXEC) != 0) {
+    finishReload(kind, "failed", std::string("pipe for validation: ") + std::strerror(errno),
+                 servingGeneration_);
+    return;
+  }
+  Fd readEnd(pipeFds[0]);
+  Fd writeEnd(pipeFds[1]);
+  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
+    finishReload(kind, "failed", std::string("O_NONBLOCK: ") + std::strerror(errno),
+                 servingGeneration_);
+    return;
+  }
+  log::flush();
+  pid_t pid = 0;
+  try {
+    pid = spawnChild("moltd-validate", [&]() -> int {
+      log::removeSinks();
+      readEnd.release();
+      closeAllFdsExcept({writeEnd.get()});
+      std::string result;
+      try {
+        auto config = loadConfig(options_.configPath, service_);
+        result = "OK";
+        if (kind == ReloadKind::kSeamless) result += " " + resolveExecutable(options_.executable);
+        result += "\n" + encodeValidated(describeValidated(*config));
+      } catch (const std::exception& e) {
+        result = std::string("ERR\n") + e.what();
+      }
+      size_t done = 0;
+      while (done < result.size()) {
+        ssize_t n = write(writeEnd.get(), result.data() + done, result.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 1;
+        done += static_cast<size_t>(n);
+      }
+      return 0;
+    });
+  } catch (const std::exception& e) {
+    finishReload(kind, "failed", e.what(), servingGeneration_);
+    return;
+  }
+  validation_.emplace();
+  validation_->pid = pid;
+  validation_->output = std::move(readEnd);
+  validation_->deadline = monotonicSeconds() + std::min(30.0, config_->master.reloadTimeout);
+  validation_->kind = kind;
+  validation_->token = nextToken_++;
+  phase_ = Phase::kValidating;
+}
+
+void MasterImpl::onValidationExit(int status) {
+  Validation v = std::move(*validation_);
+  validation_.reset();
+  if (phase_ == Phase::kStopping) return;
+  if (v.output) readChildOutput(v.output, v.text, 2 * IniConfig::kMaxConfigBytes + 65536);
+  phase_ = Phase::kRunning;
+  auto refuse = [&](const std::string& reason) {
+    finishReload(v.kind, "refused", reason, servingGeneration_);
+    processPending();
+  };
+  if (v.timedOut) {
+    refuse("configuration check did not finish within " +
+           std::to_string(static_cast<int>(std::min(30.0, config_->master.reloadTimeout))) +
+           "s (a name lookup or a disk check hangs)");
+    return;
+  }
+  auto nl = v.text.find('\n');
+  std::string head = v.text.substr(0, nl);
+  if (nl == std::string::npos || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+      (head != "ERR" && head.rfind("OK", 0) != 0)) {
+    refuse("configuration check " + describeWaitStatus(status) + " without a result");
+    return;
+  }
+  std::string body = v.text.substr(nl + 1);
+  if (head == "ERR") {
+    refuse(body);
+    return;
+  }
   std::shared_ptr<const LoadedConfig> next;
   try {
-    next = loadConfig(options_.configPath, service_);
+    next = loadValidatedConfig(options_.configPath, decodeValidated(body), service_);
   } catch (const std::exception& e) {
-    finishReload(ReloadKind::kHup, "refused", e.what(), servingGeneration_);
+    refuse(std::string("validated configuration: ") + e.what());
     return;
   }
   for (const auto& w : next->warnings) MOLT_LOG(kWarning) << w;
-  log::configure(next->master.log);  // reopens the log file (logrotate)
+  if (v.kind == ReloadKind::kHup) startHupReload(next);
+  else startSeamlessReload(next, head.size() > 3 ? head.substr(3) : options_.executable);
+}
+
+void MasterImpl::startHupReload(std::shared_ptr<const LoadedConfig> next) {
+  // Reopen the current log file (logrotate); the new settings apply once
+  // the new generation serves, so a failed reload keeps the old ones.
+  log::configure(config_->master.log);
   std::vector<std::string> desired;
   for (const auto& a : next->master.bind) desired.push_back(resolvedKey(a));
   for (const auto& a : next->master.adminBind) desired.push_back(resolvedKey(a));
@@ -814,68 +1125,68 @@ void MasterImpl::startHupReload() {
     bindMissingListeners(*next, HeldListener::State::kAdding);
   } catch (const std::exception& e) {
     for (auto& h : listeners_) h.state = HeldListener::State::kActive;
-    log::configure(config_->master.log);
     finishReload(ReloadKind::kHup, "failed", e.what(), servingGeneration_);
+    processPending();
     return;
   }
   service_.check(*next, "reload");
   startGeneration(lastGeneration_ + 1, next, ReloadKind::kHup);
 }
 
-void MasterImpl::startSeamlessReload() {
-  reloadStartedUs_ = monotonicMicros();
-  activeReload_ = ReloadKind::kSeamless;
-  notify::reloading("seamless reload: checking the new binary and configuration");
-  std::shared_ptr<const LoadedConfig> next;
-  std::string executable;
-  try {
-    next = loadConfig(options_.configPath, service_);
-    executable = resolveExecutable(options_.executable);
-  } catch (const std::exception& e) {
-    finishReload(ReloadKind::kSeamless, "refused", e.what(), servingGeneration_);
-    return;
-  }
+void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
+                                     const std::string& executable) {
   int pipeFds[2];
   if (pipe2(pipeFds, O_CLOEXEC) != 0) {
     finishReload(ReloadKind::kSeamless, "refused",
                  std::string("pipe for the config check: ") + std::strerror(errno),
                  servingGeneration_);
+    processPending();
     return;
   }
   Fd readEnd(pipeFds[0]);
   Fd writeEnd(pipeFds[1]);
-  log::flush();
-  pid_t pid = fork();
-  if (pid < 0) {
+  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
     finishReload(ReloadKind::kSeamless, "refused",
-                 std::string("fork for the config check: ") + std::strerror(errno),
-                 servingGeneration_);
+                 std::string("O_NONBLOCK: ") + std::strerror(errno), servingGeneration_);
+    processPending();
     return;
   }
-  if (pid == 0) {
-    dup2(writeEnd.get(), STDOUT_FILENO);
-    dup2(writeEnd.get(), STDERR_FILENO);
-    closeAllFdsExcept({});
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    unsetenv("NOTIFY_SOCKET");
-    unsetenv("LISTEN_FDS");
-    unsetenv("LISTEN_PID");
-    unsetenv("LISTEN_FDNAMES");
-    std::vector<char*> args;
-    args.push_back(const_cast<char*>(executable.c_str()));
-    args.push_back(const_cast<char*>("--check-config"));
-    args.push_back(const_cast<char*>("--config"));
-    args.push_back(const_cast<char*>(options_.configPath.c_str()));
-    args.push_back(nullptr);
-    execv(executable.c_str(), args.data());
-    dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
-    _exit(127);
+  log::flush();
+  pid_t pid = 0;
+  try {
+    pid = spawnChild("", [&]() -> int {
+      if (dup2(writeEnd.get(), STDOUT_FILENO) < 0 || dup2(writeEnd.get(), STDERR_FILENO) < 0)
+        return 126;
+      log::removeSinks();
+      readEnd.release();
+      closeAllFdsExcept({});
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      unsetenv("NOTIFY_SOCKET");
+      unsetenv("LISTEN_FDS");
+      unsetenv("LISTEN_PID");
+      unsetenv("LISTEN_FDNAMES");
+      std::vector<char*> args;
+      args.push_back(const_cast<char*>(executable.c_str()));
+      args.push_back(const_cast<char*>("--check-config"));
+      args.push_back(const_cast<char*>("--config"));
+      args.push_back(const_cast<char*>(options_.configPath.c_str()));
+      args.push_back(nullptr);
+      execv(executable.c_str(), args.data());
+      dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
+      return 127;
+    });
+  } catch (const std::exception& e) {
+    finishReload(ReloadKind::kSeamless, "refused", std::string("config check: ") + e.what(),
+                 servingGeneration_);
+    processPending();
+    return;
   }
   writeEnd.reset();
   checker_.emplace();
   checker_->pid = pid;
+  checker_->token = nextToken_++;
   checker_->output = std::move(readEnd);
   checker_->deadline = monotonicSeconds() + std::min(30.0, next->master.reloadTimeout);
   checker_->config = next;
@@ -887,12 +1198,7 @@ void MasterImpl::onCheckerExit(int status) {
   Checker checker = std::move(*checker_);
   checker_.reset();
   if (phase_ == Phase::kStopping) return;
-  if (checker.output) {  // collect what is left in the pipe
-    char buf[1024];
-    ssize_t n;
-    while ((n = read(checker.output.get(), buf, sizeof buf)) > 0 && checker.text.size() < 8192)
-      checker.text.append(buf, static_cast<size_t>(n));
-  }
+  if (checker.output) readChildOutput(checker.output, checker.text, 8192);
   phase_ = Phase::kRunning;
   if (checker.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string output = checker.text;
@@ -944,31 +1250,33 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   }
 
   log::flush();
-  pid_t sync = fork();
-  if (sync < 0) {
-    finishReload(ReloadKind::kSeamless, "failed",
-                 std::string("fork synchronizer: ") + std::strerror(errno), servingGeneration_);
+  pid_t sync = 0;
+  try {
+    sync = spawnChild("", [&]() -> int {
+      std::vector<int> keep = allListeners;
+      keep.push_back(notifyRead.get());
+      keep.push_back(stateWrite.get());
+      log::removeSinks();
+      closeAllFdsExcept(keep);
+      log::configure(config_->master.log);
+      log::setIdentity("sync", servingGeneration_);
+      SyncParams params;
+      params.notifyFd = notifyRead.release();
+      params.stateFd = stateWrite.release();
+      params.listenerFds = allListeners;
+      params.oldWorkers = oldWorkers;
+      params.masterPid = pid_;
+      params.shutdownFds = rebound;
+      params.timeoutSeconds = next->master.reloadTimeout + 10;
+      int code = runSynchronizer(params);
+      log::flush();
+      return code;
+    });
+  } catch (const std::exception& e) {
+    finishReload(ReloadKind::kSeamless, "failed", std::string("synchronizer: ") + e.what(),
+                 servingGeneration_);
+    processPending();
     return;
-  }
-  if (sync == 0) {
-    std::vector<int> keep = allListeners;
-    keep.push_back(notifyRead.get());
-    keep.push_back(stateWrite.get());
-    log::removeSinks();
-    closeAllFdsExcept(keep);
-    log::configure(config_->master.log);
-    log::setIdentity("sync", servingGeneration_);
-    SyncParams params;
-    params.notifyFd = notifyRead.release();
-    params.stateFd = stateWrite.release();
-    params.listenerFds = allListeners;
-    params.oldWorkers = oldWorkers;
-    params.masterPid = pid_;
-    params.shutdownFds = rebound;
-    params.timeoutSeconds = next->master.reloadTimeout + 10;
-    int code = runSynchronizer(params);
-    log::flush();
-    _exit(code);
   }
   notifyRead.reset();
   stateWrite.reset();
@@ -1013,6 +1321,9 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   std::vector<int> passed{notifyPassed.get(), statePassed.get(), countersPassed.get()};
   std::optional<FdLayout> layout;
   std::string failure;
+  // Admin connections go first: once the listeners sit at 3 and up, closing
+  // a connection by its old fd number could close a listener.
+  closeAdmin();
   try {
     if (!passedListeners.empty()) {
       layout.emplace(passedListeners);
@@ -1026,7 +1337,6 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
       setenv("LISTEN_FDNAMES", names.c_str(), 1);
     }
     for (const auto& [name, value] : pairs) setenv(name.c_str(), value.c_str(), 1);
-    admin_.closeAll();
     setCloseOnExecExcept(passed);
     MOLT_LOG(kInfo) << "re-executing " << executable << " in pid " << pid_
                     << "; synchronizer pid " << sync << " holds the old listeners";
@@ -1162,12 +1472,16 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
         << (code >= 0 ? std::string(": ") + describeSyncExit(code) : "");
     return;
   }
+  if (validation_ && pid == validation_->pid) {
+    onValidationExit(status);
+    return;
+  }
   if (checker_ && pid == checker_->pid) {
     onCheckerExit(status);
     return;
   }
   for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
-    it = it->second.first == pid ? readyPipes_.erase(it) : std::next(it);
+    it = it->second.pid == pid ? readyPipes_.erase(it) : std::next(it);
   auto info = registry_.remove(pid);
   if (!info) {
     MOLT_LOG(kDebug) << "reaped unknown child pid " << pid << ": " << describeWaitStatus(status);
@@ -1200,6 +1514,7 @@ void MasterImpl::beginStop(bool graceful) {
   phase_ = Phase::kStopping;
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
   if (checker_) kill(checker_->pid, SIGKILL);
+  if (validation_) kill(validation_->pid, SIGKILL);
   if (notifyFd_) {  // a handover in progress: let the synchronizer go
     std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }
@@ -1214,7 +1529,7 @@ void MasterImpl::beginStop(bool graceful) {
   if (starting_) registry_.startDraining(starting_->generation, now, now + grace + 2);
   starting_.reset();
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
-  admin_.closeAll();
+  closeAdmin();
   readyPipes_.clear();
   stopDeadline_ = now + (graceful ? grace + 2 : 2);
 }
@@ -1223,12 +1538,13 @@ void MasterImpl::killEverything() {
   for (const auto& w : registry_.all()) kill(w.pid, SIGKILL);
   if (syncPid_) kill(syncPid_, SIGKILL);
   if (checker_) kill(checker_->pid, SIGKILL);
+  if (validation_) kill(validation_->pid, SIGKILL);
   beginStop(false);
 }
 
 void MasterImpl::runTimers(double now) {
   if (phase_ == Phase::kStopping) {
-    if (registry_.size() == 0 && !syncPid_ && !checker_) {
+    if (registry_.size() == 0 && !syncPid_ && !checker_ && !validation_) {
       for (const auto& h : listeners_)
         if (h.listener.address.kind == ListenAddress::Kind::kUnix)
           unlink(h.listener.address.path.c_str());
@@ -1258,6 +1574,10 @@ void MasterImpl::runTimers(double now) {
   if (checker_ && now >= checker_->deadline && !checker_->timedOut) {
     checker_->timedOut = true;
     kill(checker_->pid, SIGKILL);
+  }
+  if (validation_ && now >= validation_->deadline && !validation_->timedOut) {
+    validation_->timedOut = true;
+    kill(validation_->pid, SIGKILL);
   }
   if (stateFd_ && now >= stateDeadline_ && stateDeadline_ > 0)
     closeHandoffState("no report from the synchronizer in time");
@@ -1290,6 +1610,7 @@ double MasterImpl::nextWake(double now) const {
   }
   if (starting_) consider(starting_->deadline);
   if (checker_ && !checker_->timedOut) consider(checker_->deadline);
+  if (validation_ && !validation_->timedOut) consider(validation_->deadline);
   if (stateFd_) consider(stateDeadline_);
   if (auto k = registry_.nextKillAt()) consider(*k);
   if (maintainsWorkers())

@@ -1,11 +1,20 @@
 #include "moltd_service.h"
 
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <ctime>
 
 #include "http_handlers.h"
 #include "object_store.h"
+#include "reload/fd.h"
 #include "reload/log.h"
 #include "reload/process.h"
 #include "server_config.h"
@@ -25,6 +34,64 @@ std::shared_ptr<const reload::ServiceConfig> MoltdService::parseConfig(
 int MoltdService::runWorker(const reload::WorkerContext& context) noexcept {
   const auto& config = static_cast<const ObjectServerConfig&>(*context.config->service);
   return runObjectWorker(context, config, version());
+}
+
+namespace {
+
+// Index of the first of `paths` that `user` cannot create files in, or -1.
+// Checked as that user, in a child that drops to it, so that groups and
+// ACLs count exactly as they will for the workers.
+int firstUnwritableAs(const std::string& user, const std::vector<std::string>& paths) {
+  if (user.empty() || geteuid() != 0) {
+    for (size_t i = 0; i < paths.size(); ++i)
+      if (access(paths[i].c_str(), W_OK | X_OK) != 0) return static_cast<int>(i);
+    return -1;
+  }
+  passwd* pw = getpwnam(user.c_str());
+  if (pw == nullptr) return -1;  // reported as an unknown user
+  uid_t uid = pw->pw_uid;
+  gid_t gid = pw->pw_gid;
+  std::string name = pw->pw_name;
+  pid_t pid = reload::spawnChild("", [&]() -> int {
+    if (initgroups(name.c_str(), gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) return 255;
+    for (size_t i = 0; i < paths.size() && i < 250; ++i)
+      if (access(paths[i].c_str(), W_OK | X_OK) != 0) return static_cast<int>(i) + 1;
+    return 0;
+  });
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) == 255) return static_cast<int>(paths.size());
+  return WEXITSTATUS(status) - 1;
+}
+
+}  // namespace
+
+void MoltdService::checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) {
+  const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
+  if (cfg.accessLog != "off") {
+    reload::Fd fd(open(cfg.accessLog.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (!fd)
+      ini.fail("log", "access_log", std::string("cannot open for append: ") + std::strerror(errno));
+  }
+  std::vector<std::string> directories;
+  for (const auto& path : cfg.storage.volumes) {
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0)
+      ini.fail("storage", "volumes", path + ": " + std::strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+      ini.fail("storage", "volumes", path + " is not a directory");
+    else
+      directories.push_back(path);
+  }
+  const std::string& user = config.master.user;
+  int bad = firstUnwritableAs(user, directories);
+  if (bad >= static_cast<int>(directories.size()))
+    ini.fail("server", "user", "cannot switch to user '" + user + "' to check the volumes");
+  else if (bad >= 0)
+    ini.fail("storage", "volumes",
+             directories[static_cast<size_t>(bad)] + " is not writable by " +
+                 (user.empty() ? "moltd's user" : "user '" + user + "'"));
 }
 
 void MoltdService::check(const reload::LoadedConfig& config, const std::string& trigger) {

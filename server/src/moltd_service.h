@@ -14,6 +14,9 @@ class MoltdService : public reload::Service {
   std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
                                                            const reload::MasterConfig& master) override;
   int runWorker(const reload::WorkerContext& context) noexcept override;
+  // Every configured volume must be a directory that `user` (or moltd's own
+  // user) can write; the access log must open for append.
+  void checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) override;
   void check(const reload::LoadedConfig& config, const std::string& trigger) override;
   void addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) override;
   std::string metrics(const reload::LoadedConfig& config,

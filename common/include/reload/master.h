@@ -28,6 +28,7 @@ class ServiceConfig {
 struct LoadedConfig {
   std::string path;
   std::string digest;
+  std::string contents;  // the bytes validated
   MasterConfig master;
   std::shared_ptr<const ServiceConfig> service;
   std::vector<std::string> warnings;  // unknown keys
@@ -48,9 +49,14 @@ class Service {
  public:
   virtual ~Service() = default;
   virtual std::string version() const = 0;
-  // Reads the service's sections; records problems in `ini`.
+  // Reads the service's sections; records problems in `ini`. Pure: no disk
+  // access and no name lookups (the master calls it on its loop).
   virtual std::shared_ptr<const ServiceConfig> parseConfig(IniConfig& ini,
                                                            const MasterConfig& master) = 0;
+  // Checks what the service's workers will create or open (volumes, log
+  // files) and records problems with ini.fail(). Runs only during
+  // validation, never on the master's loop.
+  virtual void checkEnvironment(const LoadedConfig& /*config*/, IniConfig& /*ini*/) {}
   // Runs in a freshly forked worker (single-threaded, handled signals
   // blocked, only its listeners and ready pipe open). Returns the exit code.
   virtual int runWorker(const WorkerContext& context) noexcept = 0;
@@ -70,9 +76,29 @@ class Service {
 // threads to the serving priority. Returns false when the master is gone.
 bool signalWorkerReady(const WorkerContext& context);
 
-// Parses and validates a whole configuration file. Throws ConfigError with
-// every problem as "file: [section] key: reason".
+// The one validation of a configuration, used by --check-config, at start,
+// by both images of a seamless reload and (in a child process) by every
+// reload: strict syntax, every value, name resolution of every bind host,
+// and everything a reload will create or open (pid file directory, log
+// files, admin token, the service's checkEnvironment). Throws ConfigError
+// with every problem as "file: [section] key: reason (line N)".
 std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service& service);
+
+// What validation hands to the master: the bytes it validated and the
+// address every bind entry resolved to, so that the master can rebuild the
+// configuration without disk access or name lookups.
+struct ValidatedConfig {
+  std::string contents;
+  std::vector<std::pair<std::string, std::string>> resolved;  // "host:port" -> sockaddr bytes
+};
+ValidatedConfig describeValidated(const LoadedConfig& config);
+std::string encodeValidated(const ValidatedConfig& validated);
+// Throws std::invalid_argument when `bytes` is not a whole encoding.
+ValidatedConfig decodeValidated(const std::string& bytes);
+// Rebuilds a validated configuration: parsing only, no I/O. Throws ConfigError.
+std::shared_ptr<const LoadedConfig> loadValidatedConfig(const std::string& path,
+                                                        const ValidatedConfig& validated,
+                                                        Service& service);
 
 struct MasterOptions {
   std::string configPath;
