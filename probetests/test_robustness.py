@@ -111,6 +111,107 @@ class ConfigValidation(unittest.TestCase):
         self.assertIn("[storage] min_free_bytes:", out.stderr)
 
 
+class EnvironmentValidation(unittest.TestCase):
+    """Everything a reload will create or open is checked by the one validator."""
+
+    def setUp(self):
+        self.server = Moltd(self, workers=1).start()
+        self.good = open(self.server.config).read()
+
+    def refused(self, text, expected):
+        ConfigValidation.assert_refused_by_every_reload(self, self.server, text, expected)
+
+    def test_pid_file_in_a_missing_directory(self):
+        self.refused(self.good.replace(self.server.pid_file, "/nonexistent/dir/moltd.pid"),
+                     "[server] pid_file: directory /nonexistent/dir: No such file or directory")
+
+    def test_log_files_that_cannot_be_opened(self):
+        self.refused(self.good.replace(self.server.log, "/nonexistent/dir/moltd.log"),
+                     "[log] file: open /nonexistent/dir/moltd.log for append")
+        access = os.path.join(self.server.dir, "access.log")
+        self.refused(self.good.replace(access, "/nonexistent/dir/access.log"),
+                     "[log] access_log: cannot open for append")
+
+    def test_admin_token_file_missing_or_empty(self):
+        token = os.path.join(self.server.dir, "token")
+        with_token = self.good.replace("[admin]\n", "[admin]\ntoken_file = %s\n" % token)
+        self.refused(with_token, "[admin] token_file: %s: cannot open" % token)
+        open(token, "w").close()
+        self.refused(with_token, "[admin] token_file: %s: holds no token" % token)
+
+    def test_admin_off_loopback_needs_a_token_or_an_explicit_opt_in(self):
+        port = self.server.admin_port
+        remote = self.good.replace("127.0.0.1:%d" % port, "0.0.0.0:%d" % port)
+        self.refused(remote, "[admin] bind: '0.0.0.0:%d' is reachable from other hosts and "
+                             "token_file is not set" % port)
+        self.server.write_raw_config(remote.replace("[admin]\n",
+                                                    "[admin]\nallow_remote_without_token = true\n"))
+        out = check_config(self.server.config)
+        self.assertEqual(out.returncode, 0, out.stderr)
+
+    def test_volumes_missing_not_a_directory_or_not_writable(self):
+        vol = self.server.volumes[0]
+        self.refused(self.good.replace(vol, vol + "-missing"),
+                     "[storage] volumes: %s-missing: No such file or directory" % vol)
+        plain = os.path.join(self.server.dir, "plain-file")
+        open(plain, "w").close()
+        self.refused(self.good.replace(vol, plain), "[storage] volumes: %s is not a directory" % plain)
+        if os.geteuid() == 0:
+            os.chmod(vol, 0o755)
+            self.refused(self.good.replace("[server]\n", "[server]\nuser = nobody\n"),
+                         "[storage] volumes: %s is not writable by user 'nobody'" % vol)
+
+
+class AdminEndpoint(unittest.TestCase):
+    def raw(self, server, request, timeout=5):
+        with socket.create_connection(("127.0.0.1", server.admin_port), timeout=timeout) as sock:
+            sock.sendall(request)
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+
+    def test_token_with_crlf_case_insensitive_scheme_and_strict_length(self):
+        server = Moltd(self, workers=1)
+        token_file = os.path.join(server.dir, "token")
+        with open(token_file, "wb") as f:
+            f.write(b"s3cret-token\r\n")
+        server.write_raw_config(open(server.config).read().replace(
+            "[admin]\n", "[admin]\ntoken_file = %s\n" % token_file))
+        server.start()
+
+        def post(auth, extra=b""):
+            head = b"POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + extra
+            if auth is not None:
+                head += b"Authorization: " + auth + b"\r\n"
+            return self.raw(server, head + b"\r\n").split(b"\r\n", 1)[0]
+        self.assertEqual(post(b"Bearer s3cret-token"), b"HTTP/1.1 202 Accepted")
+        server.wait_generation(2)
+        self.assertEqual(post(b"bearer s3cret-token"), b"HTTP/1.1 202 Accepted")
+        server.wait_generation(3)
+        self.assertEqual(post(b"BEARER  s3cret-token "), b"HTTP/1.1 202 Accepted")
+        server.wait_generation(4)
+        for wrong in (None, b"Bearer s3cret-toke", b"Bearer s3cret-token2", b"Basic s3cret-token",
+                      b"s3cret-token"):
+            self.assertEqual(post(wrong), b"HTTP/1.1 401 Unauthorized", wrong)
+        for bad in (b"POST /reload HTTP/1.1\r\nContent-Length: 5abc\r\n\r\nxxxxx",
+                    b"POST /reload HTTP/1.1\r\nContent-Length: +5\r\n\r\nxxxxx",
+                    b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n"):
+            self.assertEqual(self.raw(server, bad).split(b"\r\n", 1)[0],
+                             b"HTTP/1.1 400 Bad Request", bad)
+        self.assertEqual(server.status()["generation"], 4)
+
+    def test_idle_connections_do_not_lock_the_admin_port(self):
+        server = Moltd(self, workers=1).start()
+        idle = [socket.create_connection(("127.0.0.1", server.admin_port)) for _ in range(70)]
+        self.addCleanup(lambda: [s.close() for s in idle])
+        t0 = time.monotonic()
+        self.assertEqual(server.status()["pid"], server.pid)
+        self.assertLess(time.monotonic() - t0, 1.0)
+
+
 class IdleMaster(unittest.TestCase):
     LIMIT = 0.01  # of one core
 

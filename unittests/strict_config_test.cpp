@@ -1,7 +1,9 @@
 #include <boost/test/unit_test.hpp>
 #include <string>
 
+#include "reload/admin_server.h"
 #include "reload/ini_config.h"
+#include "reload/master.h"
 #include "reload/listen_address.h"
 #include "reload/master_config.h"
 
@@ -70,6 +72,29 @@ BOOST_AUTO_TEST_CASE(bind_hosts_are_resolved_once_at_validation) {
   for (const auto& e : ini.errors())
     named = named || e.find("[server] bind: cannot resolve 'typo-host.invalid'") != std::string::npos;
   BOOST_TEST(named);
+}
+
+BOOST_AUTO_TEST_CASE(validated_result_round_trips_and_refuses_truncation) {
+  reload::ValidatedConfig v;
+  v.contents = "[server]\nworkers = 2\n";
+  v.adminToken = "tok\x01en";
+  v.resolved.emplace_back("localhost:80", std::string("\x02\x00\x00\x50\x7f\x00\x00\x01", 8));
+  std::string bytes = reload::encodeValidated(v);
+  auto back = reload::decodeValidated(bytes);
+  BOOST_TEST(back.contents == v.contents);
+  BOOST_TEST(back.adminToken == v.adminToken);
+  BOOST_TEST(back.resolved == v.resolved);
+  BOOST_CHECK_THROW(reload::decodeValidated(bytes.substr(0, bytes.size() - 1)), std::invalid_argument);
+  BOOST_CHECK_THROW(reload::decodeValidated("token \nresolved 99999999\n"), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(bearer_tokens) {
+  BOOST_TEST(reload::bearerTokenMatches("Bearer abc", "abc"));
+  BOOST_TEST(reload::bearerTokenMatches("bEaReR \tabc ", "abc"));
+  BOOST_TEST(!reload::bearerTokenMatches("Bearer abcd", "abc"));
+  BOOST_TEST(!reload::bearerTokenMatches("Bearer ab", "abc"));
+  BOOST_TEST(!reload::bearerTokenMatches("Basic abc", "abc"));
+  BOOST_TEST(!reload::bearerTokenMatches("Bearer ", ""));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -83,6 +83,8 @@ std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service&
   checkMasterEnvironment(config->master, ini);
   service.checkEnvironment(*config, ini);
   ini.finish();
+  if (!config->master.adminTokenFile.empty())
+    config->master.adminToken = readAdminToken(config->master.adminTokenFile);
   addWarnings(*config, ini);
   return config;
 }
@@ -90,6 +92,7 @@ std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service&
 ValidatedConfig describeValidated(const LoadedConfig& config) {
   ValidatedConfig v;
   v.contents = config.contents;
+  v.adminToken = config.master.adminToken;
   for (const auto* list : {&config.master.bind, &config.master.adminBind})
     for (const auto& a : *list)
       if (a.kind == ListenAddress::Kind::kTcp && a.resolvedLength > 0)
@@ -100,7 +103,8 @@ ValidatedConfig describeValidated(const LoadedConfig& config) {
 }
 
 std::string encodeValidated(const ValidatedConfig& v) {
-  std::string out = "resolved " + std::to_string(v.resolved.size()) + "\n";
+  std::string out = "token " + hexOf(v.adminToken) + "\n";
+  out += "resolved " + std::to_string(v.resolved.size()) + "\n";
   for (const auto& [name, bytes] : v.resolved) out += name + " " + hexOf(bytes) + "\n";
   out += "contents " + std::to_string(v.contents.size()) + "\n" + v.contents;
   return out;
@@ -126,6 +130,9 @@ ValidatedConfig decodeValidated(const std::string& bytes) {
     if (n > limit) throw std::invalid_argument("count out of range in validation result");
     return n;
   };
+  std::string token = line();
+  if (token.rfind("token ", 0) != 0) throw std::invalid_argument("expected token");
+  v.adminToken = bytesOfHex(token.substr(6));
   size_t n = count(line(), "resolved", 1024);
   for (size_t i = 0; i < n; ++i) {
     std::string text = line();
@@ -159,6 +166,7 @@ std::shared_ptr<const LoadedConfig> loadValidatedConfig(const std::string& path,
   };
   auto config = parseLoaded(ini, service, fromValidation);
   ini.finish();
+  config->master.adminToken = validated.adminToken;
   addWarnings(*config, ini);
   return config;
 }
@@ -1636,11 +1644,8 @@ AdminResponse MasterImpl::handleAdmin(const AdminRequest& request) {
   if (request.path == "/reload" || request.path == "/reload-seamless") {
     if (request.method != "POST") return text(405, "use POST for " + request.path);
     if (!config_->master.adminTokenFile.empty()) {
-      std::ifstream in(config_->master.adminTokenFile);
-      std::string token;
-      std::getline(in, token);
       auto it = request.headers.find("authorization");
-      if (token.empty() || it == request.headers.end() || it->second != "Bearer " + token)
+      if (it == request.headers.end() || !bearerTokenMatches(it->second, config_->master.adminToken))
         return text(401, "missing or wrong bearer token");
     }
     ReloadKind kind = request.path == "/reload" ? ReloadKind::kHup : ReloadKind::kSeamless;

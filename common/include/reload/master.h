@@ -89,6 +89,7 @@ std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service&
 // configuration without disk access or name lookups.
 struct ValidatedConfig {
   std::string contents;
+  std::string adminToken;
   std::vector<std::pair<std::string, std::string>> resolved;  // "host:port" -> sockaddr bytes
 };
 ValidatedConfig describeValidated(const LoadedConfig& config);

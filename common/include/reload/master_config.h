@@ -32,6 +32,7 @@ struct MasterConfig {
   std::string user;     // empty: keep the current user
   std::vector<ListenAddress> adminBind;
   std::string adminTokenFile;  // empty: admin POSTs need no token
+  std::string adminToken;      // read from adminTokenFile by validation
   // An admin listener off loopback without a token is refused unless set.
   bool adminAllowRemoteWithoutToken = false;
   log::Settings log;
