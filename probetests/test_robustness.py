@@ -7,7 +7,7 @@ import subprocess
 import time
 import unittest
 
-from molt_probe import MOLTD, Load, Moltd, children_of, wait_for
+from molt_probe import MOLTD, Load, Moltd, children_of, comm, wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -210,6 +210,125 @@ class AdminEndpoint(unittest.TestCase):
         t0 = time.monotonic()
         self.assertEqual(server.status()["pid"], server.pid)
         self.assertLess(time.monotonic() - t0, 1.0)
+
+
+RUNNER = r"""
+import os, subprocess, sys
+moltd, config, children, counters_path = sys.argv[1:5]
+stranger = subprocess.Popen(["sleep", "300"])
+notify_r, notify_w = os.pipe()
+state_r, state_w = os.pipe()
+counters = os.open(counters_path, os.O_RDWR)
+env = dict(os.environ, MOLT_HANDOFF="1", MOLT_NOTIFY_FD=str(notify_w), MOLT_STATE_FD=str(state_r),
+           MOLT_COUNTERS_FD=str(counters), MOLT_SYNC_PID=str(stranger.pid), MOLT_GENERATION="1",
+           MOLT_SERVING_GENERATION="1", MOLT_STARTED="1700000000", MOLT_RELOAD_STARTED_US="0",
+           MOLT_PENDING="", MOLT_WORKER_NICE="0", MOLT_COUNTERS="3:1:0:0",
+           MOLT_CHILDREN=children.replace("STRANGER", str(stranger.pid)))
+master = subprocess.Popen([moltd, "--config", config], env=env,
+                          pass_fds=(notify_w, state_r, counters))
+os.close(notify_w)
+print("pids", stranger.pid, master.pid, flush=True)
+code = master.wait()
+print("notify", os.read(notify_r, 4096).decode().strip(), flush=True)
+print("exit", code, "stranger", "alive" if stranger.poll() is None else "dead", flush=True)
+"""
+
+
+class ForgedEnvironment(unittest.TestCase):
+    """The environment is input: a forged handoff or LISTEN_FDS never makes
+    moltd signal a process that is not its child, nor adopt what is not a
+    listening socket. Run in a PID namespace, so that a regression can only
+    hurt processes of this test."""
+
+    def run_forged(self, children):
+        server = Moltd(self, workers=2)
+        counters = os.path.join(server.dir, "empty-counters")
+        open(counters, "w").close()
+        out = open(os.path.join(server.dir, "runner.out"), "w+")
+        runner = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "python3", "-c",
+                                   RUNNER, MOLTD, server.config, children, counters],
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        def stop_runner():
+            if runner.poll() is None:
+                os.killpg(runner.pid, signal.SIGKILL)
+                runner.wait()
+        self.addCleanup(stop_runner)
+
+        def master():
+            for unshare_child in children_of(runner.pid):      # python, pid 1 inside
+                for pid in children_of(unshare_child):
+                    if comm(pid) == "moltd-master":
+                        return pid
+            return None
+        server.pid = wait_for(master, 20, "the master inside the namespace")
+        server.proc = None
+        st = server.wait_running_status = wait_for(
+            lambda: (lambda st: st if st["state"] == "running" else None)(server.status()),
+            20, "moltd to serve")
+        return server, runner, out, st
+
+    def finish(self, server, runner, out):
+        out.seek(0)
+        self.assertIsNotNone(server.pid, out.read())
+        os.kill(server.pid, signal.SIGINT)
+        runner.wait(30)
+        out.seek(0)
+        text = out.read()
+        self.assertIn("stranger alive", text, text + server.tail())
+        return text
+
+    def test_children_minus_one_zero_and_one_are_refused(self):
+        server, runner, out, st = self.run_forged("-1:1:0:d:1;0:1:0:r:0;1:1:1:r:0")
+        self.assertEqual(st["generation"], 1)  # started fresh
+        self.assertIn("ignoring the handoff in the environment (child pid -1 is not a child)",
+                      server.log_text())
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        text = self.finish(server, runner, out)
+        self.assertIn("exit 0", text)
+
+    def test_stranger_pids_and_an_empty_counters_file_from_the_previous_format(self):
+        server, runner, out, st = self.run_forged("STRANGER:1:0:r:0")
+        # A version 1 handoff (the previous build's format) is decoded: the
+        # image reports READY on the notify pipe it was given.
+        self.assertEqual(st["generation"], 2)
+        self.assertEqual(st["reloads"], 4)  # 3 carried over + this one
+        log = server.log_text()
+        self.assertIn("is not a child; ignored", log)
+        self.assertIn("fresh request counters", log)
+        data = os.urandom(5000)
+        self.assertEqual(server.request("PUT", "/v1/b/o", body=data)[0], 201)
+        self.assertEqual(server.request("GET", "/v1/b/o")[2], data)
+        self.assertEqual(st["worker_restarts"], server.status()["worker_restarts"])  # no SIGBUS
+        text = self.finish(server, runner, out)
+        self.assertIn("notify READY", text)
+
+    def listen_fds(self, count, fd3=None):
+        server = Moltd(self, workers=1)
+        script = "LISTEN_PID=$$ LISTEN_FDS=%s exec %s --config %s" % (count, MOLTD, server.config)
+        kwargs = {}
+        if fd3 is not None:
+            kwargs = dict(pass_fds=(fd3,))
+            if fd3 != 3:
+                script = "exec 3<&%d %d<&-; %s" % (fd3, fd3, script)
+        t0 = time.monotonic()
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                             **kwargs)
+        self.assertLess(time.monotonic() - t0, 20)
+        self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+        return out.stdout + out.stderr
+
+    def test_listen_fds_naming_nothing_or_too_much_is_refused(self):
+        self.assertIn("LISTEN_FDS=1 but fd 3 is not open", self.listen_fds(1))
+        self.assertIn("LISTEN_FDS='2147483647' is not a count of at most 1024",
+                      self.listen_fds(2147483647))
+
+    def test_listen_fds_that_are_not_listening_stream_sockets_are_refused(self):
+        with open(os.devnull) as f:
+            self.assertIn("fd 3 is not a socket", self.listen_fds(1, f.fileno()))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            self.assertIn("fd 3 is not a stream socket", self.listen_fds(1, udp.fileno()))
+        with socket.socket() as unbound:
+            self.assertIn("fd 3 is not listening", self.listen_fds(1, unbound.fileno()))
 
 
 class IdleMaster(unittest.TestCase):

@@ -315,8 +315,12 @@ class MasterImpl {
 
  private:
   // Start-up
-  void startFresh();
+  void startFresh(bool afterExec);
   void startFromHandoff(const HandoffEnv& env);
+  std::string checkHandoffFds(const HandoffEnv& env) const;
+  void adoptOrphans();
+  void handBack(const std::string& reason);
+  bool signalChild(pid_t pid, int sig);
   void adoptInheritedListeners(bool keep);
   void bindMissingListeners(const LoadedConfig& config, HeldListener::State state,
                             bool refuseShared = true);
@@ -401,6 +405,10 @@ class MasterImpl {
   std::vector<pid_t> handoffOldWorkers_;
   std::vector<std::string> droppedUnixPaths_;  // inherited, no longer configured
   std::unique_ptr<SignalFd> signals_;
+  systemd::InheritedFds inherited_;
+  std::string inheritedProblem_;
+  std::vector<pid_t> orphans_;  // children of an image whose handoff was ignored
+  std::string startNote_;       // logged again once the log is configured
   std::unique_ptr<SharedCounters> counters_shared_;
   AdminServer admin_{[this](const AdminRequest& r) { return handleAdmin(r); }};
   double stopDeadline_ = 0;
@@ -415,19 +423,38 @@ class MasterImpl {
 
 int MasterImpl::run() {
   blockHandledSignals();
-  signals_ = std::make_unique<SignalFd>();
   setProcessName("moltd-master");
+  // The environment is input: a handoff is used only if it decodes, every
+  // number in it is in range and its descriptors are what they claim to be.
+  bool afterExec = getenv("MOLT_HANDOFF") != nullptr;
   std::optional<HandoffEnv> handoff;
+  std::string untrusted;
   try {
-    handoff = decodeHandoffEnv([](const char* name) { return getenv(name); });
-  } catch (const std::invalid_argument& e) {
-    MOLT_LOG(kError) << "ignoring malformed handoff from the previous image: " << e.what();
+    handoff = readHandoff([](const char* name) { return getenv(name); });
+    if (handoff) untrusted = checkHandoffFds(*handoff);
+  } catch (const std::exception& e) {
+    untrusted = e.what();
   }
   for (const auto& name : handoffEnvNames()) unsetenv(name.c_str());
+  unsetenv("MOLT_HANDOFF_FD");
+  if (!untrusted.empty()) {
+    handoff.reset();
+    startNote_ = "ignoring the handoff in the environment (" + untrusted + "); starting fresh";
+    MOLT_LOG(kError) << startNote_;
+  }
+  // Before this process opens a descriptor of its own, so that nothing it
+  // opens can be taken for an inherited socket.
+  try {
+    inherited_ = systemd::takeListenFds();
+  } catch (const std::runtime_error& e) {
+    if (!handoff) throw;  // refused at start, clearly
+    inheritedProblem_ = e.what();
+  }
+  signals_ = std::make_unique<SignalFd>();
   if (handoff) {
     startFromHandoff(*handoff);
   } else {
-    startFresh();
+    startFresh(afterExec);
   }
   reapChildren();  // exits that happened while the image was being replaced
   while (!finished_) {
@@ -530,8 +557,8 @@ void MasterImpl::onUnexpected(const char* what, const std::string& error) {
       return;
     }
     if (activeReload_ != ReloadKind::kNone && phase_ != Phase::kHandoff) {
-      if (checker_) kill(checker_->pid, SIGKILL);
-      if (validation_) kill(validation_->pid, SIGKILL);
+      if (checker_) signalChild(checker_->pid, SIGKILL);
+      if (validation_) signalChild(validation_->pid, SIGKILL);
       phase_ = Phase::kRunning;
       finishReload(activeReload_, "failed", std::string(what) + ": " + error, servingGeneration_);
     }
@@ -545,7 +572,7 @@ void MasterImpl::closeAdmin() {
   ++adminEpoch_;
 }
 
-void MasterImpl::startFresh() {
+void MasterImpl::startFresh(bool afterExec) {
   counters_shared_ = std::make_unique<SharedCounters>();
   errno = 0;
   int nice = getpriority(PRIO_PROCESS, 0);
@@ -554,6 +581,7 @@ void MasterImpl::startFresh() {
   log::configure(config_->master.log);
   log::setIdentity("master", 0);
   applyMasterNice();
+  if (!startNote_.empty()) MOLT_LOG(kError) << startNote_;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   if (!config_->master.pidFile.empty()) {
     std::ifstream in(config_->master.pidFile);
@@ -567,6 +595,7 @@ void MasterImpl::startFresh() {
                                  " (pid file " + config_->master.pidFile + ")");
     }
   }
+  if (afterExec) adoptOrphans();
   adoptInheritedListeners(true);
   bindMissingListeners(*config_, HeldListener::State::kActive);
   writePidFile();
@@ -576,23 +605,58 @@ void MasterImpl::startFresh() {
   startGeneration(1, config_, ReloadKind::kNone);
 }
 
+std::string MasterImpl::checkHandoffFds(const HandoffEnv& env) const {
+  auto pipeEnd = [](int fd, int mode) {
+    struct stat st {};
+    int flags = fcntl(fd, F_GETFL);
+    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == mode;
+  };
+  if (!pipeEnd(env.notifyFd, O_WRONLY))
+    return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
+  if (!pipeEnd(env.stateFd, O_RDONLY))
+    return "state fd " + std::to_string(env.stateFd) + " is not the read end of a pipe";
+  return "";
+}
+
+// After an exec whose handoff could not be used, the previous image's
+// workers are still this process's children and still serve. They keep
+// serving until the fresh generation is ready, then drain.
+void MasterImpl::adoptOrphans() {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return;
+  while (dirent* entry = readdir(proc)) {
+    if (entry->d_name[0] < '1' || entry->d_name[0] > '9') continue;
+    auto pid = static_cast<pid_t>(std::atoi(entry->d_name));
+    if (pid > 1 && parentOf(pid) == pid_) orphans_.push_back(pid);
+  }
+  closedir(proc);
+  if (!orphans_.empty())
+    MOLT_LOG(kWarning) << orphans_.size()
+                       << " children of the previous image keep serving until this one is ready";
+}
+
 void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   lastGeneration_ = env.lastGeneration;
   servingGeneration_ = env.servingGeneration;
   startedEpoch_ = env.startedEpoch;
   workerNice_ = env.workerNice;
   counters_ = env.counters;
-  syncPid_ = env.syncPid;
   reloadStartedUs_ = env.reloadStartedUs;
   activeReload_ = ReloadKind::kSeamless;
   if (env.pending == "hup") pending_ = ReloadKind::kHup;
   if (env.pending == "usr1") pending_ = ReloadKind::kSeamless;
   notifyFd_.reset(env.notifyFd);
   stateFd_.reset(env.stateFd);
-  counters_shared_ = std::make_unique<SharedCounters>(env.countersFd);
-  setCloseOnExec(notifyFd_.get(), true);
-  setCloseOnExec(stateFd_.get(), true);
+  std::vector<std::string> notes;
+  // Only our own children are ever signalled: a pid that is not one is
+  // dropped here, and signalChild checks again when it acts.
+  if (parentOf(env.syncPid) == pid_) syncPid_ = env.syncPid;
+  else notes.push_back("synchronizer pid " + std::to_string(env.syncPid) + " is not a child; ignored");
   for (const auto& child : env.children) {
+    if (parentOf(child.pid) != pid_) {
+      notes.push_back("pid " + std::to_string(child.pid) + " is not a child; ignored");
+      continue;
+    }
     WorkerInfo info;
     info.pid = child.pid;
     info.generation = child.generation;
@@ -602,51 +666,98 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     registry_.add(info);
     if (!child.draining) handoffOldWorkers_.push_back(child.pid);
   }
+  std::string failure;
   try {
-    config_ = loadConfig(options_.configPath, service_);
+    setCloseOnExec(notifyFd_.get(), true);
+    setCloseOnExec(stateFd_.get(), true);
   } catch (const std::exception& e) {
-    // The old image checked this file moments ago; without a configuration
-    // there is nothing to serve with, so hand the old generation back.
-    MOLT_LOG(kCritical) << "re-exec'ed image cannot load its configuration: " << e.what();
-    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, e.what()});
+    failure = e.what();
+  }
+  try {
+    counters_shared_ = std::make_unique<SharedCounters>(env.countersFd);
+  } catch (const std::exception& e) {
+    if (env.countersFd >= 0) notes.push_back(std::string("fresh request counters: ") + e.what());
+    counters_shared_ = std::make_unique<SharedCounters>();
+  }
+  std::shared_ptr<const LoadedConfig> previous;
+  if (!env.previousConfig.empty()) {
+    try {
+      previous = loadValidatedConfig(options_.configPath, decodeValidated(env.previousConfig),
+                                     service_);
+    } catch (const std::exception& e) {
+      notes.push_back(std::string("the previous configuration is unusable: ") + e.what());
+    }
+  }
+  if (failure.empty()) {
+    try {
+      config_ = loadConfig(options_.configPath, service_);
+    } catch (const std::exception& e) {
+      failure = std::string("cannot load the configuration: ") + e.what();
+    }
+  }
+  if (!config_) config_ = previous;
+  if (!config_) {
+    // Nothing to serve with: the synchronizer leaves the old workers alone,
+    // and they keep serving until they are stopped.
+    MOLT_LOG(kCritical) << "re-exec'ed image has no usable configuration: " << failure;
+    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, failure});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* synchronizer gone */ }
-    throw;
+    throw std::runtime_error(failure);
   }
   log::configure(config_->master.log);
   log::setIdentity("master", servingGeneration_);
   applyMasterNice();
+  for (const auto& n : notes) MOLT_LOG(kWarning) << "handoff: " << n;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   MOLT_LOG(kInfo) << "re-exec'ed master pid " << pid_ << " version " << service_.version()
                   << " took over from synchronizer pid " << syncPid_ << "; "
                   << handoffOldWorkers_.size() << " old workers of generation "
                   << servingGeneration_ << " keep serving until generation "
                   << lastGeneration_ + 1 << " is ready";
-  writePidFile();
-  service_.check(*config_, "reload");
   phase_ = Phase::kHandoff;
-  adoptInheritedListeners(config_->master.listenerHandoff == ListenerHandoff::kInherit);
+  if (!inheritedProblem_.empty() && failure.empty()) failure = inheritedProblem_;
+  bool inherit = config_->master.listenerHandoff == ListenerHandoff::kInherit;
   try {
+    adoptInheritedListeners(inherit || !failure.empty());
+  } catch (const std::exception& e) {
+    if (failure.empty()) failure = e.what();
+  }
+  if (!failure.empty()) {
+    handBack(failure);
+    return;
+  }
+  try {
+    writePidFile();
+    service_.check(*config_, "reload");
     // In rebind mode the old image's sockets still accept on these
     // addresses, by design.
-    bindMissingListeners(*config_, HeldListener::State::kActive,
-                         config_->master.listenerHandoff == ListenerHandoff::kInherit);
+    bindMissingListeners(*config_, HeldListener::State::kActive, inherit);
   } catch (const std::exception& e) {
-    starting_ = StartingGeneration{lastGeneration_ + 1, config_, ReloadKind::kSeamless, 0};
-    lastGeneration_ += 1;
-    failStarting(e.what());
+    handBack(e.what());
     return;
   }
   startGeneration(lastGeneration_ + 1, config_, ReloadKind::kSeamless);
 }
 
-void MasterImpl::adoptInheritedListeners(bool keep) {
-  systemd::InheritedFds inherited;
-  try {
-    inherited = systemd::takeListenFds();
-  } catch (const std::runtime_error& e) {
-    MOLT_LOG(kWarning) << "ignoring inherited sockets: " << e.what();
-    return;
+// Every failure of a new image before it is ready ends here: the old
+// generation keeps serving under this master, the synchronizer is told, and
+// the failure is visible in /status, the log and STATUS=.
+void MasterImpl::handBack(const std::string& reason) {
+  lastGeneration_ += 1;
+  starting_ = StartingGeneration{lastGeneration_, config_, ReloadKind::kSeamless, 0};
+  failStarting(reason);
+}
+
+bool MasterImpl::signalChild(pid_t pid, int sig) {
+  if (pid <= 1 || parentOf(pid) != pid_) {
+    MOLT_LOG(kWarning) << "not signalling pid " << pid << ": not a child of this process";
+    return false;
   }
+  return kill(pid, sig) == 0;
+}
+
+void MasterImpl::adoptInheritedListeners(bool keep) {
+  systemd::InheritedFds inherited = std::exchange(inherited_, systemd::InheritedFds{});
   const int n = inherited.count;
   std::vector<std::pair<std::string, std::string>> wanted;  // key, role
   for (const auto& a : config_->master.bind) wanted.emplace_back(resolvedKey(a), "public");
@@ -849,6 +960,15 @@ void MasterImpl::completeStarting() {
       phase_ = Phase::kRunning;
       MOLT_LOG(kInfo) << "serving generation " << gen.generation << " with "
                       << gen.config->master.workers << " workers";
+      for (pid_t pid : std::exchange(orphans_, {})) {
+        if (!signalChild(pid, SIGTERM)) continue;
+        WorkerInfo info;
+        info.pid = pid;
+        info.state = WorkerState::kDraining;
+        info.drainStartedAt = monotonicSeconds();
+        info.killAt = info.drainStartedAt + config_->master.gracefulTimeout + 2;
+        registry_.add(info);
+      }
       notify::ready("serving generation " + std::to_string(gen.generation));
       break;
     case ReloadKind::kHup: {
@@ -904,7 +1024,7 @@ void MasterImpl::failStarting(const std::string& reason) {
   starting_.reset();
   double now = monotonicSeconds();
   for (const auto& w : registry_.ofGeneration(gen.generation)) {
-    kill(w.pid, SIGKILL);
+    signalChild(w.pid, SIGKILL);
     for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
       it = it->second.pid == w.pid ? readyPipes_.erase(it) : std::next(it);
   }
@@ -948,7 +1068,7 @@ void MasterImpl::drainGeneration(uint64_t generation, bool signal) {
   double killAt = now + config_->master.gracefulTimeout + 2;
   auto pids = registry_.startDraining(generation, now, killAt);
   if (signal)
-    for (pid_t pid : pids) kill(pid, SIGTERM);
+    for (pid_t pid : pids) signalChild(pid, SIGTERM);
   if (!pids.empty())
     MOLT_LOG(kInfo) << "draining generation " << generation << " (" << pids.size()
                     << " workers, graceful_timeout " << config_->master.gracefulTimeout << "s)";
@@ -959,7 +1079,7 @@ void MasterImpl::enforceDrainingLimit() {
   size_t limit = static_cast<size_t>(config_->master.maxDrainingGenerations);
   for (size_t i = 0; gens.size() - i > limit; ++i) {
     auto workers = registry_.ofGeneration(gens[i]);
-    for (const auto& w : workers) kill(w.pid, SIGKILL);
+    for (const auto& w : workers) signalChild(w.pid, SIGKILL);
     counters_.drainKills += workers.size();
     MOLT_LOG(kWarning) << "max_draining_generations " << limit << " exceeded: stopped generation "
                        << gens[i] << " hard (" << workers.size() << " workers)";
@@ -1325,8 +1445,23 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     c.killAtUs = static_cast<int64_t>(w.killAt * 1e6);
     env.children.push_back(c);
   }
-  auto pairs = encodeHandoffEnv(env);
-  std::vector<int> passed{notifyPassed.get(), statePassed.get(), countersPassed.get()};
+  env.previousConfig = encodeValidated(describeValidated(*config_));
+  Fd handoffPassed;
+  try {
+    Fd memfd(writeHandoffMemfd(encodeHandoffText(env)));
+    handoffPassed = lift(memfd.get());
+    if (!handoffPassed) throwSysError("dup the handoff memfd");
+  } catch (const std::exception& e) {
+    syncPid_ = sync;
+    finishReload(ReloadKind::kSeamless, "failed", std::string("handoff: ") + e.what(),
+                 servingGeneration_);
+    processPending();
+    return;  // the synchronizer sees EOF and leaves everything alone
+  }
+  EnvPairs pairs{{"MOLT_HANDOFF", std::to_string(kHandoffMemfdVersion)},
+                 {"MOLT_HANDOFF_FD", std::to_string(handoffPassed.get())}};
+  std::vector<int> passed{notifyPassed.get(), statePassed.get(), countersPassed.get(),
+                          handoffPassed.get()};
   std::optional<FdLayout> layout;
   std::string failure;
   // Admin connections go first: once the listeners sit at 3 and up, closing
@@ -1366,6 +1501,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   notifyPassed.reset();  // the synchronizer sees EOF and leaves everything alone
   statePassed.reset();
   countersPassed.reset();
+  handoffPassed.reset();
   syncPid_ = sync;
   finishReload(ReloadKind::kSeamless, "failed", failure, servingGeneration_);
 }
@@ -1431,7 +1567,7 @@ void MasterImpl::closeHandoffState(const std::string& why) {
     MOLT_LOG(kWarning) << why << "; telling " << handoffOldWorkers_.size()
                        << " old workers to drain from the master";
   for (pid_t pid : handoffOldWorkers_)
-    if (registry_.find(pid)) kill(pid, SIGTERM);
+    if (registry_.find(pid)) signalChild(pid, SIGTERM);
   handoffOldWorkers_.clear();
   processPending();
 }
@@ -1446,7 +1582,7 @@ void MasterImpl::onSignal(const signalfd_siginfo& info) {
     case SIGUSR1: requestReload(ReloadKind::kSeamless, "SIGUSR1 (" + source + ")"); break;
     case SIGUSR2:
       service_.check(*config_, "signal");
-      for (const auto& w : registry_.ofGeneration(servingGeneration_)) kill(w.pid, SIGUSR2);
+      for (const auto& w : registry_.ofGeneration(servingGeneration_)) signalChild(w.pid, SIGUSR2);
       break;
     case SIGTERM:
       MOLT_LOG(kInfo) << "SIGTERM (" << source << "): graceful shutdown";
@@ -1521,8 +1657,8 @@ void MasterImpl::beginStop(bool graceful) {
   if (phase_ == Phase::kStopping && graceful) return;
   phase_ = Phase::kStopping;
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
-  if (checker_) kill(checker_->pid, SIGKILL);
-  if (validation_) kill(validation_->pid, SIGKILL);
+  if (checker_) signalChild(checker_->pid, SIGKILL);
+  if (validation_) signalChild(validation_->pid, SIGKILL);
   if (notifyFd_) {  // a handover in progress: let the synchronizer go
     std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }
@@ -1532,7 +1668,7 @@ void MasterImpl::beginStop(bool graceful) {
   handoffOldWorkers_.clear();
   double now = monotonicSeconds();
   double grace = config_ ? config_->master.gracefulTimeout : 0;
-  for (const auto& w : registry_.all()) kill(w.pid, graceful ? SIGTERM : SIGKILL);
+  for (const auto& w : registry_.all()) signalChild(w.pid, graceful ? SIGTERM : SIGKILL);
   registry_.startDraining(servingGeneration_, now, now + grace + 2);
   if (starting_) registry_.startDraining(starting_->generation, now, now + grace + 2);
   starting_.reset();
@@ -1543,10 +1679,10 @@ void MasterImpl::beginStop(bool graceful) {
 }
 
 void MasterImpl::killEverything() {
-  for (const auto& w : registry_.all()) kill(w.pid, SIGKILL);
-  if (syncPid_) kill(syncPid_, SIGKILL);
-  if (checker_) kill(checker_->pid, SIGKILL);
-  if (validation_) kill(validation_->pid, SIGKILL);
+  for (const auto& w : registry_.all()) signalChild(w.pid, SIGKILL);
+  if (syncPid_) signalChild(syncPid_, SIGKILL);
+  if (checker_) signalChild(checker_->pid, SIGKILL);
+  if (validation_) signalChild(validation_->pid, SIGKILL);
   beginStop(false);
 }
 
@@ -1568,9 +1704,9 @@ void MasterImpl::runTimers(double now) {
     if (now >= stopDeadline_) {
       for (const auto& w : registry_.all()) {
         MOLT_LOG(kWarning) << "worker pid " << w.pid << " still running at the shutdown deadline; killing it";
-        kill(w.pid, SIGKILL);
+        signalChild(w.pid, SIGKILL);
       }
-      if (syncPid_) kill(syncPid_, SIGKILL);
+      if (syncPid_) signalChild(syncPid_, SIGKILL);
       stopDeadline_ = now + 1;
     }
     return;
@@ -1581,11 +1717,11 @@ void MasterImpl::runTimers(double now) {
   }
   if (checker_ && now >= checker_->deadline && !checker_->timedOut) {
     checker_->timedOut = true;
-    kill(checker_->pid, SIGKILL);
+    signalChild(checker_->pid, SIGKILL);
   }
   if (validation_ && now >= validation_->deadline && !validation_->timedOut) {
     validation_->timedOut = true;
-    kill(validation_->pid, SIGKILL);
+    signalChild(validation_->pid, SIGKILL);
   }
   if (stateFd_ && now >= stateDeadline_ && stateDeadline_ > 0)
     closeHandoffState("no report from the synchronizer in time");
@@ -1593,7 +1729,7 @@ void MasterImpl::runTimers(double now) {
     auto* w = registry_.find(pid);
     MOLT_LOG(kWarning) << "old worker pid " << pid << " of generation " << w->generation
                        << " still running past graceful_timeout; killing it";
-    kill(pid, SIGKILL);
+    signalChild(pid, SIGKILL);
     w->killAt = 0;
     ++counters_.drainKills;
   }
