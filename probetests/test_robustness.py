@@ -10,6 +10,17 @@ import unittest
 from molt_probe import MOLTD, Load, Moltd, children_of, comm, wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
+
+
+def fault_env(server, spec):
+    """The environment that makes moltd fail `spec` (see fault_shim.c) once armed."""
+    arm = os.path.join(server.dir, "fault.arm")
+    fired = os.path.join(server.dir, "fault.fired")
+    env = dict(os.environ, LD_PRELOAD=FAULT_SHIM, MOLT_FAULT=spec, MOLT_FAULT_ARM=arm,
+               MOLT_FAULT_FIRED=fired,
+               ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    return env, arm, fired
 
 
 def cpu_seconds(pid):
@@ -329,6 +340,38 @@ class ForgedEnvironment(unittest.TestCase):
             self.assertIn("fd 3 is not a stream socket", self.listen_fds(1, udp.fileno()))
         with socket.socket() as unbound:
             self.assertIn("fd 3 is not listening", self.listen_fds(1, unbound.fileno()))
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class HungVolume(unittest.TestCase):
+    def test_a_statvfs_that_hangs_blocks_neither_signals_nor_reloads_nor_status(self):
+        server = Moltd(self, workers=1)
+        env, arm, fired = fault_env(server, "statvfs:prober:1:hang")
+        server.start(env=env)
+        open(arm, "w").close()
+        server.send_signal(signal.SIGUSR2)  # a check now, in a child that hangs
+        wait_for(lambda: os.path.exists(fired), 10, "the check to hang")
+        with Load(server, connections=4) as load:
+            t0 = time.monotonic()
+            st = server.status()
+            self.assertLess(time.monotonic() - t0, 1.0)
+            self.assertEqual(st["state"], "running")
+            server.send_signal(signal.SIGHUP)
+            st = server.wait_generation(2, timeout=5)
+            self.assertEqual(st["last_reload"]["result"], "ok")
+            st = wait_for(lambda: (lambda st: st if st["volume_checks_failed"] else None)(
+                server.status()), 20, "the hung check to be reported")
+            self.assertEqual(st["volume_checks_failed"], 1)
+            self.assertIn("did not finish within 10s", st["last_volume_check_problem"])
+        load.assert_no_failures(self)
+        self.assertIn("a mount may hang", server.log_text())
+        # Checks go on (the fault fires once) and the volumes stay known.
+        checked = server.status()["volume_checks"]
+        server.send_signal(signal.SIGUSR2)
+        st = wait_for(lambda: (lambda st: st if st["volume_checks"] > checked else None)(
+            server.status()), 10, "a clean check")
+        self.assertTrue(st["volumes"][0]["writable"])
+        self.assertEqual(server.stop(), 0)
 
 
 class IdleMaster(unittest.TestCase):

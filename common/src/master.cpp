@@ -274,6 +274,21 @@ struct Validation {
   uint64_t token = 0;
 };
 
+// A child running the service's disk checks (see Service::runCheck).
+struct Probe {
+  pid_t pid = 0;
+  Fd output;
+  std::string text;
+  double deadline = 0;
+  bool timedOut = false;
+  std::string trigger;
+  std::shared_ptr<const LoadedConfig> config;
+  uint64_t token = 0;
+};
+
+constexpr double kProbeTimeout = 10;
+constexpr size_t kMaxProbeOutput = 1 << 20;
+
 struct ReadyPipe {
   pid_t pid = 0;
   Fd fd;
@@ -283,7 +298,7 @@ struct ReadyPipe {
 // reopen descriptors, so an entry is dispatched only if the object it was
 // taken from still exists: its token, never its fd number, identifies it.
 struct Watch {
-  enum class Kind { kSignals, kReady, kChecker, kValidation, kState, kAdmin } kind;
+  enum class Kind { kSignals, kReady, kChecker, kValidation, kProbe, kState, kAdmin } kind;
   uint64_t token = 0;
 };
 
@@ -359,6 +374,8 @@ class MasterImpl {
   void reapChildren();
   void onChildExit(pid_t pid, int status);
   void onReadyPipe(uint64_t token);
+  void startProbe(const std::string& trigger);
+  void onProbeExit(int status);
   void readChildOutput(Fd& fd, std::string& text, size_t limit);
   void guard(const char* what, const std::function<void()>& handler);
   void onUnexpected(const char* what, const std::string& error);
@@ -385,6 +402,9 @@ class MasterImpl {
   std::optional<StartingGeneration> starting_;
   std::optional<Checker> checker_;
   std::optional<Validation> validation_;
+  std::optional<Probe> probe_;
+  std::string probePending_;  // a trigger that came while a probe ran
+  double nextProbe_ = 0;
   uint64_t nextToken_ = 1;
   uint64_t adminEpoch_ = 0;  // changes whenever the admin connections are closed
   uint64_t lastGeneration_ = 0;
@@ -414,7 +434,6 @@ class MasterImpl {
   double stopDeadline_ = 0;
   bool finished_ = false;
   int exitCode_ = 0;
-  double nextServiceCheck_ = 0;
   int workerNice_ = 0;
   int appliedNice_ = 1000;  // none applied yet
 };
@@ -474,6 +493,8 @@ int MasterImpl::run() {
       watch(checker_->output.get(), POLLIN, Watch::Kind::kChecker, checker_->token);
     if (validation_ && validation_->output)
       watch(validation_->output.get(), POLLIN, Watch::Kind::kValidation, validation_->token);
+    if (probe_ && probe_->output)
+      watch(probe_->output.get(), POLLIN, Watch::Kind::kProbe, probe_->token);
     if (stateFd_) watch(stateFd_.get(), POLLIN, Watch::Kind::kState, 0);
     size_t adminBegin = fds.size();
     if (phase_ != Phase::kStopping) admin_.addPollFds(listenerFds("admin", true), fds);
@@ -507,6 +528,10 @@ int MasterImpl::run() {
           if (validation_ && validation_->token == token && validation_->output)
             readChildOutput(validation_->output, validation_->text,
                             2 * IniConfig::kMaxConfigBytes + 65536);
+          break;
+        case Watch::Kind::kProbe:
+          if (probe_ && probe_->token == token && probe_->output)
+            readChildOutput(probe_->output, probe_->text, kMaxProbeOutput);
           break;
         case Watch::Kind::kState:
           if (stateFd_) guard("synchronizer report", [&] { readSyncReport(); });
@@ -599,7 +624,7 @@ void MasterImpl::startFresh(bool afterExec) {
   adoptInheritedListeners(true);
   bindMissingListeners(*config_, HeldListener::State::kActive);
   writePidFile();
-  service_.check(*config_, "start");
+  service_.applyCheck(*config_, "start", service_.runCheck(*config_, "start"));
   MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
                   << " starting with " << config_->path;
   startGeneration(1, config_, ReloadKind::kNone);
@@ -728,7 +753,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   }
   try {
     writePidFile();
-    service_.check(*config_, "reload");
+    startProbe("reload");
     // In rebind mode the old image's sockets still accept on these
     // addresses, by design.
     bindMissingListeners(*config_, HeldListener::State::kActive, inherit);
@@ -930,6 +955,75 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
   MOLT_LOG(kDebug) << "started worker pid " << pid << " generation " << generation << " slot "
                    << slot;
   return pid;
+}
+
+void MasterImpl::startProbe(const std::string& trigger) {
+  if (probe_) {
+    probePending_ = trigger;
+    return;
+  }
+  if (phase_ == Phase::kStopping || !config_) return;
+  double now = monotonicSeconds();
+  double interval = service_.checkInterval(*config_);
+  nextProbe_ = interval > 0 ? now + interval : 0;
+  int pipeFds[2];
+  if (pipe2(pipeFds, O_CLOEXEC) != 0) {
+    MOLT_LOG(kError) << "pipe for the " << trigger << " check: " << std::strerror(errno);
+    return;
+  }
+  Fd readEnd(pipeFds[0]);
+  Fd writeEnd(pipeFds[1]);
+  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
+    MOLT_LOG(kError) << "O_NONBLOCK for the " << trigger << " check: " << std::strerror(errno);
+    return;
+  }
+  auto config = config_;
+  log::flush();
+  try {
+    pid_t pid = spawnChild("moltd-probe", [&]() -> int {
+      log::removeSinks();
+      readEnd.release();
+      closeAllFdsExcept({writeEnd.get()});
+      std::string result = service_.runCheck(*config, trigger);
+      size_t done = 0;
+      while (done < result.size()) {
+        ssize_t n = write(writeEnd.get(), result.data() + done, result.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 1;
+        done += static_cast<size_t>(n);
+      }
+      return 0;
+    });
+    probe_.emplace();
+    probe_->pid = pid;
+    probe_->output = std::move(readEnd);
+    probe_->deadline = now + kProbeTimeout;
+    probe_->trigger = trigger;
+    probe_->config = config;
+    probe_->token = nextToken_++;
+  } catch (const std::exception& e) {
+    MOLT_LOG(kError) << "cannot start the " << trigger << " check: " << e.what();
+  }
+}
+
+void MasterImpl::onProbeExit(int status) {
+  Probe probe = std::move(*probe_);
+  probe_.reset();
+  if (phase_ == Phase::kStopping) return;
+  if (probe.output) readChildOutput(probe.output, probe.text, kMaxProbeOutput);
+  if (probe.timedOut) {
+    std::string what = "volume and flag checks (" + probe.trigger + ") did not finish within " +
+                       std::to_string(static_cast<int>(kProbeTimeout)) + "s; a mount may hang";
+    MOLT_LOG(kWarning) << what;
+    service_.checkFailed(what);
+  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string what = "volume and flag checks (" + probe.trigger + ") " + describeWaitStatus(status);
+    MOLT_LOG(kWarning) << what;
+    service_.checkFailed(what);
+  } else {
+    service_.applyCheck(*probe.config, probe.trigger, probe.text);
+  }
+  if (!probePending_.empty()) startProbe(std::exchange(probePending_, ""));
 }
 
 void MasterImpl::onReadyPipe(uint64_t token) {
@@ -1257,8 +1351,8 @@ void MasterImpl::startHupReload(std::shared_ptr<const LoadedConfig> next) {
     processPending();
     return;
   }
-  service_.check(*next, "reload");
   startGeneration(lastGeneration_ + 1, next, ReloadKind::kHup);
+  startProbe("reload");
 }
 
 void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
@@ -1581,7 +1675,7 @@ void MasterImpl::onSignal(const signalfd_siginfo& info) {
     case SIGHUP: requestReload(ReloadKind::kHup, "SIGHUP (" + source + ")"); break;
     case SIGUSR1: requestReload(ReloadKind::kSeamless, "SIGUSR1 (" + source + ")"); break;
     case SIGUSR2:
-      service_.check(*config_, "signal");
+      startProbe("signal");
       for (const auto& w : registry_.ofGeneration(servingGeneration_)) signalChild(w.pid, SIGUSR2);
       break;
     case SIGTERM:
@@ -1618,6 +1712,10 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
   }
   if (validation_ && pid == validation_->pid) {
     onValidationExit(status);
+    return;
+  }
+  if (probe_ && pid == probe_->pid) {
+    onProbeExit(status);
     return;
   }
   if (checker_ && pid == checker_->pid) {
@@ -1659,6 +1757,7 @@ void MasterImpl::beginStop(bool graceful) {
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
   if (checker_) signalChild(checker_->pid, SIGKILL);
   if (validation_) signalChild(validation_->pid, SIGKILL);
+  if (probe_) signalChild(probe_->pid, SIGKILL);
   if (notifyFd_) {  // a handover in progress: let the synchronizer go
     std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }
@@ -1688,7 +1787,7 @@ void MasterImpl::killEverything() {
 
 void MasterImpl::runTimers(double now) {
   if (phase_ == Phase::kStopping) {
-    if (registry_.size() == 0 && !syncPid_ && !checker_ && !validation_) {
+    if (registry_.size() == 0 && !syncPid_ && !checker_ && !validation_ && !probe_) {
       for (const auto& h : listeners_)
         if (h.listener.address.kind == ListenAddress::Kind::kUnix)
           unlink(h.listener.address.path.c_str());
@@ -1722,6 +1821,7 @@ void MasterImpl::runTimers(double now) {
   if (validation_ && now >= validation_->deadline && !validation_->timedOut) {
     validation_->timedOut = true;
     signalChild(validation_->pid, SIGKILL);
+    onValidationExit(0);
   }
   if (stateFd_ && now >= stateDeadline_ && stateDeadline_ > 0)
     closeHandoffState("no report from the synchronizer in time");
@@ -1735,10 +1835,16 @@ void MasterImpl::runTimers(double now) {
   }
   admin_.expire(now);
   maintainWorkers(now);
-  if (now >= nextServiceCheck_) {
-    nextServiceCheck_ = now + 1;
-    service_.check(*config_, "poll");
+  if (probe_ && now >= probe_->deadline && !probe_->timedOut) {
+    // A process stuck on a hung mount may not die even of SIGKILL: it is
+    // given up on at once (reaped whenever it ends) so nothing waits for it.
+    probe_->timedOut = true;
+    signalChild(probe_->pid, SIGKILL);
+    onProbeExit(0);
   }
+  double interval = service_.checkInterval(*config_);
+  if (interval > 0 && nextProbe_ == 0) nextProbe_ = now + interval;
+  if (interval > 0 && now >= nextProbe_ && !probe_) startProbe("poll");
 }
 
 double MasterImpl::nextWake(double now) const {
@@ -1760,7 +1866,8 @@ double MasterImpl::nextWake(double now) const {
   if (maintainsWorkers())
     for (const auto& [slot, t] : respawnAt_) consider(t);
   if (auto a = admin_.nextDeadline()) consider(*a);
-  consider(nextServiceCheck_);
+  if (probe_ && !probe_->timedOut) consider(probe_->deadline);
+  if (!probe_ && service_.checkInterval(*config_) > 0) consider(nextProbe_);
   return next;
 }
 

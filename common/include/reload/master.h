@@ -60,9 +60,21 @@ class Service {
   // Runs in a freshly forked worker (single-threaded, handled signals
   // blocked, only its listeners and ready pipe open). Returns the exit code.
   virtual int runWorker(const WorkerContext& context) noexcept = 0;
-  // Called in the master at start, on every reload, on SIGUSR2 and every
-  // second, with what triggered it ("start", "reload", "signal", "poll").
-  virtual void check(const LoadedConfig& /*config*/, const std::string& /*trigger*/) {}
+  // Checks that touch the disk (volumes, flag files). The master runs them
+  // in a child process ("moltd-probe") with a deadline, never on its loop:
+  // at start, on every reload, on SIGUSR2 and every checkInterval seconds,
+  // with what triggered it ("start", "reload", "signal", "poll"). Returns a
+  // result for applyCheck.
+  virtual std::string runCheck(const LoadedConfig& /*config*/, const std::string& /*trigger*/) {
+    return "";
+  }
+  // In the master, without I/O: takes in a result of runCheck.
+  virtual void applyCheck(const LoadedConfig& /*config*/, const std::string& /*trigger*/,
+                          const std::string& /*result*/) {}
+  // A check did not finish by its deadline (a hung mount); `what` says so.
+  virtual void checkFailed(const std::string& /*what*/) {}
+  // Seconds between periodic checks; 0 for none.
+  virtual double checkInterval(const LoadedConfig& /*config*/) const { return 0; }
   // Adds service fields to /status.
   virtual void addStatus(const LoadedConfig& /*config*/, JsonObject& /*status*/) {}
   // Extra Prometheus lines for /metrics; `counters` are those the workers add to.
