@@ -7,7 +7,8 @@
  *                                  it fire once across every process
  *
  * Roles: master (an image started fresh), new-image (an image started from
- * a handoff), synchronizer, validator, prober (volume checks), worker, any. Calls: fork, execve (and
+ * a handoff), synchronizer, validator, prober (volume checks), checker (the
+ * new binary's --check-config before its exec), worker, any. Calls: fork, execve (and
  * execv), pipe2, socket, bind, listen, accept4, read, write, memfd_create,
  * open (and openat, fopen), rename, fsync, statvfs, getaddrinfo, setuid.
  */
@@ -61,6 +62,7 @@ static const char* my_role(void) {
   if (strcmp(name, "moltd-sync") == 0) return "synchronizer";
   if (strcmp(name, "moltd-validate") == 0) return "validator";
   if (strcmp(name, "moltd-probe") == 0) return "prober";
+  if (strcmp(name, "moltd-check") == 0) return "checker";
   if (strncmp(name, "moltd-w", 7) == 0) return "worker";
   return "other";
 }

@@ -1117,13 +1117,15 @@ void MasterImpl::failStarting(const std::string& reason) {
   StartingGeneration gen = *starting_;
   starting_.reset();
   double now = monotonicSeconds();
+  // Workers of the failed generation that already accept may hold requests:
+  // they drain like any old generation rather than being killed mid-request.
   for (const auto& w : registry_.ofGeneration(gen.generation)) {
-    signalChild(w.pid, SIGKILL);
+    signalChild(w.pid, SIGTERM);
     for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
       it = it->second.pid == w.pid ? readyPipes_.erase(it) : std::next(it);
   }
-  // Already killed: no drain deadline, which would count them as drain kills.
-  registry_.startDraining(gen.generation, now, 0);
+  double grace = (config_ ? config_->master.gracefulTimeout : gen.config->master.gracefulTimeout);
+  registry_.startDraining(gen.generation, now, now + grace + 2);
   switch (gen.kind) {
     case ReloadKind::kNone:
       MOLT_LOG(kCritical) << "cannot start: " << reason;
@@ -1376,7 +1378,7 @@ void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
   log::flush();
   pid_t pid = 0;
   try {
-    pid = spawnChild("", [&]() -> int {
+    pid = spawnChild("moltd-check", [&]() -> int {
       if (dup2(writeEnd.get(), STDOUT_FILENO) < 0 || dup2(writeEnd.get(), STDERR_FILENO) < 0)
         return 126;
       log::removeSinks();
@@ -1663,6 +1665,9 @@ void MasterImpl::closeHandoffState(const std::string& why) {
   for (pid_t pid : handoffOldWorkers_)
     if (registry_.find(pid)) signalChild(pid, SIGTERM);
   handoffOldWorkers_.clear();
+  // A synchronizer we could not talk to has nothing left to do: it would
+  // only wait out its timeout.
+  if (!why.empty() && syncPid_) signalChild(syncPid_, SIGKILL);
   processPending();
 }
 
