@@ -858,6 +858,9 @@ void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::
 void MasterImpl::writePidFile() {
   const std::string& path = config_->master.pidFile;
   if (path.empty()) return;
+  std::string dir = path.substr(0, path.rfind('/'));
+  if (!dir.empty() && mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throwSysError("create the pid file's directory " + dir);
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);

@@ -127,7 +127,15 @@ void checkMasterEnvironment(const MasterConfig& c, IniConfig& ini) {
       std::string dir = c.pidFile.substr(0, c.pidFile.rfind('/'));
       if (dir.empty()) dir = "/";
       struct stat st {};
-      if (stat(dir.c_str(), &st) != 0)
+      // A missing last directory is created at start (like systemd's
+      // RuntimeDirectory), so it is enough that its parent can hold it.
+      std::string parent = dir.substr(0, dir.rfind('/'));
+      if (parent.empty()) parent = "/";
+      struct stat up {};
+      if (stat(dir.c_str(), &st) != 0 && errno == ENOENT && stat(parent.c_str(), &up) == 0 &&
+          S_ISDIR(up.st_mode) && access(parent.c_str(), W_OK | X_OK) == 0) {
+        // created by writePidFile
+      } else if (stat(dir.c_str(), &st) != 0)
         ini.fail("server", "pid_file", "directory " + dir + ": " + std::strerror(errno));
       else if (!S_ISDIR(st.st_mode))
         ini.fail("server", "pid_file", dir + " is not a directory");
