@@ -4,8 +4,8 @@ time, in each process role, under light load (see fault_shim.c).
 For every cell: the master's PID survives, no client request fails, a fault
 that fired is visible (the reload failed with a reason, or the log says how
 it was absorbed), the next clean reload succeeds, and processes, zombies and
-the master's descriptors are back to their baseline. Each test prints its
-column of the matrix.
+the master's descriptors are back to their baseline, and the master is idle
+(under 1 % of a core). Each test prints its column of the matrix.
 """
 import http.client
 import os
@@ -13,7 +13,7 @@ import signal
 import unittest
 
 from molt_probe import Load, Moltd, children_of, free_port, proc_state, steady_open_fds, wait_for
-from test_robustness import FAULT_SHIM, fault_env
+from test_robustness import FAULT_SHIM, cpu_share, fault_env
 
 # (call, role, nth): the nth use after arming fails.
 FAULTS = [
@@ -99,6 +99,8 @@ class FaultMatrix(unittest.TestCase):
         # The listener added by the reload, and nothing else, remains.
         wait_for(lambda: steady_open_fds(server.pid) <= fds + 1, 10,
                  "the master's descriptors to return to their baseline (%d + 1)" % fds)
+        # And the master is idle again.
+        self.assertLess(cpu_share(server.pid, 1.5), 0.01)
         self.assertEqual(server.stop(), 0)
         return outcome
 

@@ -10,6 +10,7 @@ import unittest
 from molt_probe import MOLTD, Load, Moltd, children_of, comm, wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
+MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
 FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
 
 
@@ -74,6 +75,24 @@ class ConfigValidation(unittest.TestCase):
         server.write_raw_config(good)
         server.send_signal(signal.SIGHUP)
         self.assertEqual(server.wait_generation(2)["last_reload"]["result"], "ok")
+
+    def test_molt_init_reports_a_refused_reload_with_exit_status_5(self):
+        server = Moltd(self, workers=1)
+        run_dir = os.path.join(server.dir, "run")
+        os.mkdir(run_dir)
+        server.pid_file = os.path.join(run_dir, "moltd.pid")
+        good = open(server.config).read().replace(
+            os.path.join(server.dir, "moltd.pid"), server.pid_file)
+        server.write_raw_config(good)
+        server.start()
+        server.write_raw_config(good.replace(server.settings["bind"],
+                                             "typo-host.invalid:%d" % server.port))
+        out = subprocess.run([MOLT_INIT, "moltd", "reload", "--conf-dir", server.dir,
+                              "--run-dir", run_dir], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 5, out.stdout + out.stderr)
+        self.assertIn("reload refused", out.stderr)
+        self.assertIn("cannot resolve 'typo-host.invalid'", out.stderr)
+        self.assertEqual(server.status()["generation"], 1)
 
     def test_syntax_errors_name_file_and_line(self):
         server = Moltd(self, workers=1).start()
