@@ -93,6 +93,7 @@ class FaultMatrix(unittest.TestCase):
             self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
         load.assert_no_failures(self)
         self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(st["drain_kills"], 0)
         self.assertIsNone(server.proc.poll())
         server.wait_no_draining()
         self.baseline(server, 2)

@@ -1,13 +1,14 @@
 """Probe tests: no typo, reload or fault takes the master down, and an idle
 master stays idle."""
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 import unittest
 
-from molt_probe import MOLTD, Load, Moltd, children_of, comm, wait_for
+from molt_probe import MOLTD, Load, Moltd, children_of, comm, free_port, wait_for
 
 TICKS = os.sysconf("SC_CLK_TCK")
 MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
@@ -262,6 +263,67 @@ code = master.wait()
 print("notify", os.read(notify_r, 4096).decode().strip(), flush=True)
 print("exit", code, "stranger", "alive" if stranger.poll() is None else "dead", flush=True)
 """
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class FailedReload(unittest.TestCase):
+    def test_a_failed_sighup_keeps_the_old_log_settings_and_counts_no_drain_kill(self):
+        server = Moltd(self, workers=2, extra_server="user = root")
+        env, arm, fired = fault_env(server, "setuid:worker:1")
+        server.start(env=env)
+        new_log = os.path.join(server.dir, "new.log")
+        extra = free_port()  # the failed reload binds it; the next one must get it
+        server.write_raw_config(open(server.config).read().replace(server.log, new_log).replace(
+            server.settings["bind"], "%s, 127.0.0.1:%d" % (server.settings["bind"], extra)))
+        open(arm, "w").close()  # a new worker fails to start
+        before = server.reload_count()
+        server.send_signal(signal.SIGHUP)
+        st = server.wait_reload_result(before)
+        self.assertTrue(os.path.exists(fired))
+        self.assertEqual(st["last_reload"]["result"], "failed")
+        self.assertIn("before it was ready", st["last_reload"]["reason"])
+        self.assertIn("reload failed", server.log_text())
+        self.assertNotIn("reload failed", open(new_log).read() if os.path.exists(new_log) else "")
+        # The next reload, at once, applies the new log file and the new
+        # address, which the failed generation's workers may still hold.
+        os.unlink(arm)
+        server.send_signal(signal.SIGHUP)
+        st = server.wait_generation(3)
+        self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        wait_for(lambda: "reload done" in open(new_log).read(), 10, "the new log to be used")
+        self.assertEqual(socket.create_connection(("127.0.0.1", extra)).close(), None)
+        server.wait_no_draining()
+        st = server.status()
+        self.assertEqual(st["drain_kills"], 0)
+        self.assertNotIn("past graceful_timeout", server.log_text())
+
+
+ORPHAN_RUNNER = r"""
+import os, sys
+moltd, config = sys.argv[1:3]
+if os.fork() == 0:
+    os.execvp("sleep", ["sleep", "300"])  # stands for a worker of the previous image
+# A handoff that cannot be trusted, after an exec: the sleeping child stays ours.
+env = dict(os.environ, MOLT_HANDOFF="2", MOLT_HANDOFF_FD="0")
+os.execve(moltd, [moltd, "--config", config], env)
+"""
+
+
+class UntrustedHandoffAfterExec(unittest.TestCase):
+    def test_previous_children_drain_once_the_fresh_generation_serves(self):
+        server = Moltd(self, workers=1)
+        server.start(argv=["python3", "-c", ORPHAN_RUNNER, MOLTD, server.config])
+        st = server.status()
+        self.assertEqual(st["generation"], 1)
+        log = server.log_text()
+        self.assertIn("ignoring the handoff in the environment (handoff fd 0 is not a passed "
+                      "descriptor); starting fresh", log)
+        self.assertIn("1 children of the previous image keep serving until this one is ready", log)
+        wait_for(lambda: re.search(r"old worker pid \d+ of generation 0 killed by SIGTERM",
+                                   server.log_text()), 10, "the previous child to be drained")
+        server.wait_no_draining()
+        self.assertEqual(len(children_of(server.pid)), 1)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
 
 
 class ForgedEnvironment(unittest.TestCase):

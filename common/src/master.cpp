@@ -26,6 +26,7 @@
 #include "reload/log.h"
 #include "reload/notify.h"
 #include "reload/process.h"
+#include "reload/reload_policy.h"
 #include "reload/signals.h"
 #include "reload/synchronizer.h"
 #include "reload/systemd.h"
@@ -225,30 +226,6 @@ std::string resolveExecutable(const std::string& executable) {
 
 namespace {
 
-enum class Phase { kStarting, kRunning, kValidating, kReloading, kPreflight, kHandoff, kStopping };
-enum class ReloadKind { kNone = 0, kHup = 1, kSeamless = 2 };
-
-const char* phaseName(Phase p) {
-  switch (p) {
-    case Phase::kStarting: return "starting";
-    case Phase::kRunning: return "running";
-    case Phase::kValidating: return "validating-config";
-    case Phase::kReloading: return "reloading";
-    case Phase::kPreflight: return "checking-new-binary";
-    case Phase::kHandoff: return "handing-over";
-    case Phase::kStopping: return "stopping";
-  }
-  return "?";
-}
-
-const char* reloadKindName(ReloadKind k) {
-  switch (k) {
-    case ReloadKind::kHup: return "reload";
-    case ReloadKind::kSeamless: return "seamless";
-    default: return "none";
-  }
-}
-
 struct HeldListener {
   enum class State { kActive, kAdding, kRemoving };
   Listener listener;
@@ -397,6 +374,11 @@ class MasterImpl {
   Phase phase_ = Phase::kStarting;
   std::shared_ptr<const LoadedConfig> config_;
   std::vector<HeldListener> listeners_;
+  // Listeners a failed reload bound. Workers of that generation may hold
+  // them while they drain, so the address looks taken; a later reload that
+  // wants it takes the socket from here. Closed by the next reload that
+  // succeeds.
+  std::vector<Listener> spareListeners_;
   WorkerRegistry registry_;
   std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
   std::optional<StartingGeneration> starting_;
@@ -833,7 +815,14 @@ void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::
       HeldListener h;
       h.listener.address = address;
       h.listener.role = role;
-      h.listener.fd = bindListener(address, refuseShared);
+      auto spare = std::find_if(spareListeners_.begin(), spareListeners_.end(),
+                                [&](const Listener& l) { return l.key == key; });
+      if (spare != spareListeners_.end()) {
+        h.listener.fd = std::move(spare->fd);
+        spareListeners_.erase(spare);
+      } else {
+        h.listener.fd = bindListener(address, refuseShared);
+      }
       h.listener.key = listeningSocketKey(h.listener.fd.get());
       h.state = state;
       MOLT_LOG(kInfo) << "listening on " << address.toString() << " (" << role << ")";
@@ -1071,6 +1060,7 @@ void MasterImpl::completeStarting() {
     case ReloadKind::kHup: {
       config_ = gen.config;
       log::configure(config_->master.log);
+      spareListeners_.clear();
       applyMasterNice();
       for (auto it = listeners_.begin(); it != listeners_.end();) {
         if (it->state == HeldListener::State::kRemoving) {
@@ -1136,12 +1126,15 @@ void MasterImpl::failStarting(const std::string& reason) {
       beginStop(false);
       return;
     case ReloadKind::kHup:
-      listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
-                                      [](const HeldListener& h) {
-                                        return h.state == HeldListener::State::kAdding;
-                                      }),
-                       listeners_.end());
-      for (auto& h : listeners_) h.state = HeldListener::State::kActive;
+      for (auto it = listeners_.begin(); it != listeners_.end();) {
+        if (it->state != HeldListener::State::kAdding) {
+          it->state = HeldListener::State::kActive;
+          ++it;
+          continue;
+        }
+        spareListeners_.push_back(std::move(it->listener));
+        it = listeners_.erase(it);
+      }
       phase_ = Phase::kRunning;
       finishReload(ReloadKind::kHup, "failed", reason, servingGeneration_);
       break;
@@ -1185,11 +1178,7 @@ void MasterImpl::enforceDrainingLimit() {
   }
 }
 
-bool MasterImpl::maintainsWorkers() const {
-  return servingGeneration_ != 0 &&
-         (phase_ == Phase::kRunning || phase_ == Phase::kValidating ||
-          phase_ == Phase::kReloading || phase_ == Phase::kPreflight);
-}
+bool MasterImpl::maintainsWorkers() const { return maintainsWorkersIn(phase_, servingGeneration_); }
 
 void MasterImpl::maintainWorkers(double now) {
   if (!maintainsWorkers()) return;
@@ -1219,16 +1208,19 @@ void MasterImpl::maintainWorkers(double now) {
 // ------------------------------------------------------------------ reloads
 
 void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
-  if (phase_ == Phase::kStopping) {
-    MOLT_LOG(kInfo) << "ignoring " << reloadKindName(kind) << " from " << source
-                    << ": shutting down";
-    return;
-  }
-  if (phase_ != Phase::kRunning || stateFd_) {
-    if (kind > pending_) pending_ = kind;
-    MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source << " while "
-                    << phaseName(phase_) << "; queued";
-    return;
+  auto decision = decideReload(phase_, static_cast<bool>(stateFd_), pending_, kind);
+  pending_ = decision.pending;
+  switch (decision.action) {
+    case ReloadDecision::Action::kIgnore:
+      MOLT_LOG(kInfo) << "ignoring " << reloadKindName(kind) << " from " << source
+                      << ": shutting down";
+      return;
+    case ReloadDecision::Action::kQueue:
+      MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source << " while "
+                      << phaseName(phase_) << "; queued";
+      return;
+    case ReloadDecision::Action::kStart:
+      break;
   }
   MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source;
   reloadStartedUs_ = monotonicMicros();
@@ -1240,7 +1232,7 @@ void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
 }
 
 void MasterImpl::processPending() {
-  if (pending_ == ReloadKind::kNone || phase_ != Phase::kRunning || stateFd_) return;
+  if (!pendingMayStart(phase_, static_cast<bool>(stateFd_), pending_)) return;
   ReloadKind kind = std::exchange(pending_, ReloadKind::kNone);
   requestReload(kind, "queue");
 }
@@ -1737,24 +1729,27 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
     MOLT_LOG(kDebug) << "reaped unknown child pid " << pid << ": " << describeWaitStatus(status);
     return;
   }
+  std::optional<uint64_t> starting;
+  if (starting_) starting = starting_->generation;
+  auto action = decideWorkerExit(phase_, info->state == WorkerState::kDraining, info->generation,
+                                 servingGeneration_, starting);
   if (info->state == WorkerState::kDraining) {
     MOLT_LOG(kInfo) << "old worker pid " << pid << " of generation " << info->generation << " "
                     << describeWaitStatus(status);
     return;
   }
-  if (phase_ == Phase::kStopping) return;
   std::string what = "worker pid " + std::to_string(pid) + " of generation " +
                      std::to_string(info->generation) + " " + describeWaitStatus(status);
-  if (starting_ && info->generation == starting_->generation) {
+  if (action == WorkerExit::kFailStart) {
     failStarting(what + " before it was ready");
     return;
   }
-  if (info->generation != servingGeneration_) return;
+  if (action != WorkerExit::kRespawn) return;
   ++counters_.workerRestarts;
   double now = monotonicSeconds();
-  bool quick = now - info->startedAt < 2.0;
+  bool quick = now - info->startedAt < kQuickExitSeconds;
   int failures = quick ? ++quickFailures_[info->slot] : (quickFailures_[info->slot] = 0);
-  double delay = std::min(10.0, 0.1 * std::pow(2.0, failures));
+  double delay = respawnDelay(failures);
   respawnAt_[info->slot] = now + delay;
   MOLT_LOG(kWarning) << what << "; respawning slot " << info->slot << " in " << delay << "s";
 }
@@ -1780,6 +1775,7 @@ void MasterImpl::beginStop(bool graceful) {
   if (starting_) registry_.startDraining(starting_->generation, now, now + grace + 2);
   starting_.reset();
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
+  spareListeners_.clear();
   closeAdmin();
   readyPipes_.clear();
   stopDeadline_ = now + (graceful ? grace + 2 : 2);
