@@ -1027,6 +1027,10 @@ void MasterImpl::onReadyPipe(uint64_t token) {
   pid_t pid = it->second.pid;
   readyPipes_.erase(it);
   if (n == 1 && byte == 'R') {
+    if (auto* w = registry_.find(pid); w && w->state == WorkerState::kDraining) {
+      signalChild(pid, SIGTERM);  // its generation failed while it started
+      return;
+    }
     registry_.markReady(pid);
     if (starting_ && registry_.readyCount(starting_->generation) >=
                          static_cast<size_t>(starting_->config->master.workers))
@@ -1110,13 +1114,12 @@ void MasterImpl::failStarting(const std::string& reason) {
   StartingGeneration gen = *starting_;
   starting_.reset();
   double now = monotonicSeconds();
-  // Workers of the failed generation that already accept may hold requests:
+  // Workers of the failed generation may already accept and hold requests:
   // they drain like any old generation rather than being killed mid-request.
-  for (const auto& w : registry_.ofGeneration(gen.generation)) {
-    signalChild(w.pid, SIGTERM);
-    for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
-      it = it->second.pid == w.pid ? readyPipes_.erase(it) : std::next(it);
-  }
+  // One still starting is told once it reports ready (onReadyPipe), so that
+  // it is never stopped half-way through its start.
+  for (const auto& w : registry_.ofGeneration(gen.generation))
+    if (w.state == WorkerState::kReady) signalChild(w.pid, SIGTERM);
   double grace = (config_ ? config_->master.gracefulTimeout : gen.config->master.gracefulTimeout);
   registry_.startDraining(gen.generation, now, now + grace + 2);
   switch (gen.kind) {
