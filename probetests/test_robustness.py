@@ -298,6 +298,39 @@ class FailedReload(unittest.TestCase):
         self.assertNotIn("past graceful_timeout", server.log_text())
 
 
+class NewImageHandsBack(unittest.TestCase):
+    def test_the_old_generation_goes_on_with_its_own_configuration(self):
+        server = Moltd(self, workers=2).start()
+        old = server.status()
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        self.addCleanup(squatter.close)
+        taken = squatter.getsockname()[1]
+        server.write_config(workers=3, bind="%s, 127.0.0.1:%d" % (server.settings["bind"], taken))
+        with Load(server, connections=4) as load:
+            before = server.reload_count()
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_reload_result(before)
+            self.assertEqual(st["last_reload"]["result"], "failed")
+            self.assertIn("another process accepts there", st["last_reload"]["reason"])
+            self.assertEqual((st["pid"], st["generation"]), (server.pid, 1))
+            self.assertEqual(st["config_digest"], old["config_digest"])
+            self.assertNotIn("127.0.0.1:%d" % taken, [l["address"] for l in st["listeners"]])
+        load.assert_no_failures(self)
+        # A crashed worker is replaced with the old generation's own settings.
+        os.kill(st["workers"][0]["pid"], signal.SIGKILL)
+        st = wait_for(lambda: (lambda st: st if st["worker_restarts"] == 1 and
+                               len(st["workers"]) == 2 else None)(server.status()),
+                      10, "the old generation's worker to be respawned")
+        self.assertEqual({w["generation"] for w in st["workers"]}, {1})
+        server.wait_no_draining()
+        self.assertEqual(len(server.status()["workers"]), 2)
+        server.write_config(workers=3, bind=server.settings["bind"].split(",")[0])
+        server.send_signal(signal.SIGUSR1)
+        self.assertEqual(len(server.wait_generation(3)["workers"]), 3)
+
+
 ORPHAN_RUNNER = r"""
 import os, sys
 moltd, config = sys.argv[1:3]

@@ -312,6 +312,7 @@ class MasterImpl {
   std::string checkHandoffFds(const HandoffEnv& env) const;
   void adoptOrphans();
   void handBack(const std::string& reason);
+  void revertToPreviousConfig();
   bool signalChild(pid_t pid, int sig);
   void adoptInheritedListeners(bool keep);
   void bindMissingListeners(const LoadedConfig& config, HeldListener::State state,
@@ -411,6 +412,9 @@ class MasterImpl {
   std::string inheritedProblem_;
   std::vector<pid_t> orphans_;  // children of an image whose handoff was ignored
   std::string startNote_;       // logged again once the log is configured
+  // In an image started from a handoff: the configuration the old
+  // generation serves with, to go back to if this image's start fails.
+  std::shared_ptr<const LoadedConfig> previousConfig_;
   std::unique_ptr<SharedCounters> counters_shared_;
   AdminServer admin_{[this](const AdminRequest& r) { return handleAdmin(r); }};
   double stopDeadline_ = 0;
@@ -702,6 +706,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
       failure = std::string("cannot load the configuration: ") + e.what();
     }
   }
+  previousConfig_ = previous;
   if (!config_) config_ = previous;
   if (!config_) {
     // Nothing to serve with: the synchronizer leaves the old workers alone,
@@ -753,6 +758,30 @@ void MasterImpl::handBack(const std::string& reason) {
   lastGeneration_ += 1;
   starting_ = StartingGeneration{lastGeneration_, config_, ReloadKind::kSeamless, 0};
   failStarting(reason);
+}
+
+// The old generation goes on serving with its own configuration: its log
+// settings, worker count and listeners, not those of the start that failed.
+void MasterImpl::revertToPreviousConfig() {
+  if (!previousConfig_ || previousConfig_ == config_) return;
+  config_ = previousConfig_;
+  log::configure(config_->master.log);
+  applyMasterNice();
+  std::vector<std::string> wanted;
+  for (const auto& a : config_->master.bind) wanted.push_back(resolvedKey(a));
+  for (const auto& a : config_->master.adminBind) wanted.push_back(resolvedKey(a));
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    if (std::find(wanted.begin(), wanted.end(), it->listener.key) != wanted.end()) {
+      ++it;
+      continue;
+    }
+    MOLT_LOG(kInfo) << "closing listener " << it->listener.address.toString()
+                    << ": only the failed configuration had it";
+    if (it->listener.address.kind == ListenAddress::Kind::kUnix)
+      unlink(it->listener.address.path.c_str());
+    it = listeners_.erase(it);
+  }
+  droppedUnixPaths_.clear();  // the old generation still serves them
 }
 
 bool MasterImpl::signalChild(pid_t pid, int sig) {
@@ -1142,6 +1171,7 @@ void MasterImpl::failStarting(const std::string& reason) {
       finishReload(ReloadKind::kHup, "failed", reason, servingGeneration_);
       break;
     case ReloadKind::kSeamless: {
+      revertToPreviousConfig();
       std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, reason});
       if (notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
         // The synchronizer is gone; the old workers are ours either way.
