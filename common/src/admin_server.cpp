@@ -55,10 +55,27 @@ std::string httpReason(int status) {
   }
 }
 
+bool bearerTokenMatches(const std::string& authorization, const std::string& token) {
+  auto space = authorization.find_first_of(" \t");
+  if (space == std::string::npos || lower(authorization.substr(0, space)) != "bearer") return false;
+  std::string given = authorization.substr(space);
+  given.erase(0, given.find_first_not_of(" \t"));
+  while (!given.empty() && (given.back() == ' ' || given.back() == '\t')) given.pop_back();
+  if (token.empty()) return false;
+  // Every byte of the longer string is compared, whatever the others hold.
+  size_t n = std::max(given.size(), token.size());
+  unsigned char diff = given.size() == token.size() ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char a = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+    unsigned char b = i < token.size() ? static_cast<unsigned char>(token[i]) : 0;
+    diff |= static_cast<unsigned char>(a ^ b);
+  }
+  return diff == 0;
+}
+
 void AdminServer::addPollFds(const std::vector<int>& listeners,
                              std::vector<pollfd>& fds) const {
-  if (conns_.size() < kMaxConns)
-    for (int l : listeners) fds.push_back(pollfd{l, POLLIN, 0});
+  for (int l : listeners) fds.push_back(pollfd{l, POLLIN, 0});
   for (const auto& [fd, conn] : conns_)
     fds.push_back(pollfd{fd, static_cast<short>(conn.out.empty() ? POLLIN : POLLOUT), 0});
 }
@@ -78,9 +95,22 @@ void AdminServer::onPoll(const std::vector<pollfd>& fds, double now) {
 }
 
 void AdminServer::acceptFrom(int listener, double now) {
-  for (int i = 0; i < 16 && conns_.size() < kMaxConns; ++i) {
+  for (int i = 0; i < 16; ++i) {
     int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) return;  // EAGAIN, or a transient error; poll tells us again
+    if (conns_.size() >= kMaxConns) {
+      // Full of connections that have not finished a request: the one
+      // waiting longest makes room, so idle clients cannot lock others out.
+      auto oldest = conns_.end();
+      for (auto it = conns_.begin(); it != conns_.end(); ++it)
+        if (it->second.out.empty() && (oldest == conns_.end() || it->second.deadline < oldest->second.deadline))
+          oldest = it;
+      if (oldest == conns_.end()) {
+        close(fd);
+        return;
+      }
+      conns_.erase(oldest);
+    }
     Conn conn;
     conn.fd.reset(fd);
     conn.deadline = now + kConnTimeout;
@@ -142,15 +172,20 @@ std::optional<std::string> AdminServer::tryRespond(const std::string& in) {
     if (colon == std::string::npos) return render(plain(400, "malformed header line"));
     std::string value = line.substr(colon + 1);
     value.erase(0, value.find_first_not_of(" \t"));
-    req.headers[lower(line.substr(0, colon))] = value;
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
+    std::string name = lower(line.substr(0, colon));
+    if (name.empty() || name.find_first_of(" \t") != std::string::npos)
+      return render(plain(400, "malformed header name"));
+    if (!req.headers.emplace(name, value).second &&
+        (name == "content-length" || name == "authorization" || name == "transfer-encoding"))
+      return render(plain(400, "repeated " + name + " header"));
   }
   size_t length = 0;
   if (auto it = req.headers.find("content-length"); it != req.headers.end()) {
-    try {
-      length = std::stoul(it->second);
-    } catch (const std::exception&) {
+    const std::string& digits = it->second;
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos)
       return render(plain(400, "bad Content-Length"));
-    }
+    length = std::stoul(digits);
     if (length > kMaxBody) return render(plain(413, "request body too large"));
   } else if (req.headers.count("transfer-encoding")) {
     return render(plain(400, "chunked bodies are not accepted here; send Content-Length"));

@@ -1,7 +1,17 @@
 #include "reload/handoff.h"
 
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
+
+#include "reload/fd.h"
+#include "reload/sys_error.h"
 
 namespace reload {
 namespace {
@@ -108,8 +118,196 @@ std::optional<HandoffEnv> decodeHandoffEnv(
     child.draining = fields[3] == "d";
     child.killAtUs = toInt(fields[4], "child deadline");
     env.children.push_back(child);
+    if (env.children.size() > kMaxHandoffChildren)
+      throw std::invalid_argument("MOLT_CHILDREN lists too many children");
   }
+  validateHandoff(env);
   return env;
+}
+
+void validateHandoff(const HandoffEnv& env) {
+  auto fd = [](int value, const char* what, bool optional) {
+    if (optional && value == -1) return;
+    if (value < 3 || value > 1 << 20)
+      throw std::invalid_argument(std::string(what) + " " + std::to_string(value) + " is not a passed descriptor");
+  };
+  fd(env.notifyFd, "notify fd", false);
+  fd(env.stateFd, "state fd", false);
+  fd(env.countersFd, "counters fd", true);
+  if (env.notifyFd == env.stateFd || (env.countersFd != -1 && (env.countersFd == env.notifyFd ||
+                                                              env.countersFd == env.stateFd)))
+    throw std::invalid_argument("handoff descriptors are not distinct");
+  if (env.syncPid <= 1) throw std::invalid_argument("sync pid " + std::to_string(env.syncPid) + " is not a child");
+  constexpr uint64_t kMaxGeneration = 1ULL << 53;
+  if (env.lastGeneration > kMaxGeneration || env.servingGeneration > env.lastGeneration)
+    throw std::invalid_argument("generations out of range");
+  if (env.workerNice < -20 || env.workerNice > 19) throw std::invalid_argument("worker nice out of range");
+  if (env.children.size() > kMaxHandoffChildren) throw std::invalid_argument("too many children");
+  for (const auto& c : env.children) {
+    if (c.pid <= 1)
+      throw std::invalid_argument("child pid " + std::to_string(c.pid) + " is not a child");
+    if (c.slot < 0 || c.slot > 4096 || c.generation > env.lastGeneration || c.killAtUs < 0)
+      throw std::invalid_argument("child " + std::to_string(c.pid) + " has fields out of range");
+  }
+}
+
+std::string encodeHandoffText(const HandoffEnv& env) {
+  std::string out = "MOLT-HANDOFF " + std::to_string(kHandoffMemfdVersion) + "\n";
+  auto put = [&](const char* key, const std::string& value) { out += std::string(key) + "=" + value + "\n"; };
+  put("notify_fd", std::to_string(env.notifyFd));
+  put("state_fd", std::to_string(env.stateFd));
+  put("counters_fd", std::to_string(env.countersFd));
+  put("sync_pid", std::to_string(env.syncPid));
+  put("generation", std::to_string(env.lastGeneration));
+  put("serving_generation", std::to_string(env.servingGeneration));
+  put("started", std::to_string(env.startedEpoch));
+  put("reload_started_us", std::to_string(env.reloadStartedUs));
+  put("pending", env.pending);
+  put("worker_nice", std::to_string(env.workerNice));
+  const auto& k = env.counters;
+  put("counters", std::to_string(k.reloadsOk) + ":" + std::to_string(k.reloadsFailed) + ":" +
+                      std::to_string(k.workerRestarts) + ":" + std::to_string(k.drainKills));
+  for (const auto& c : env.children)
+    put("child", std::to_string(c.pid) + ":" + std::to_string(c.generation) + ":" +
+                     std::to_string(c.slot) + ":" + (c.draining ? "d" : "r") + ":" +
+                     std::to_string(c.killAtUs));
+  if (!env.previousConfig.empty()) {
+    static const char* digits = "0123456789abcdef";
+    std::string hex;
+    hex.reserve(env.previousConfig.size() * 2);
+    for (unsigned char c : env.previousConfig) {
+      hex += digits[c >> 4];
+      hex += digits[c & 15];
+    }
+    put("previous_config", hex);
+  }
+  return out;
+}
+
+HandoffEnv decodeHandoffText(const std::string& text) {
+  std::istringstream in(text);
+  std::string line;
+  if (!std::getline(in, line) || line != "MOLT-HANDOFF " + std::to_string(kHandoffMemfdVersion))
+    throw std::invalid_argument("handoff does not start with MOLT-HANDOFF " +
+                                std::to_string(kHandoffMemfdVersion));
+  HandoffEnv env;
+  env.countersFd = -1;
+  bool notify = false, state = false, sync = false, generation = false, serving = false;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto eq = line.find('=');
+    if (eq == std::string::npos) throw std::invalid_argument("bad handoff line");
+    std::string key = line.substr(0, eq);
+    std::string value = line.substr(eq + 1);
+    if (key == "notify_fd") env.notifyFd = static_cast<int>(toInt(value, "notify_fd")), notify = true;
+    else if (key == "state_fd") env.stateFd = static_cast<int>(toInt(value, "state_fd")), state = true;
+    else if (key == "counters_fd") env.countersFd = static_cast<int>(toInt(value, "counters_fd"));
+    else if (key == "sync_pid") env.syncPid = static_cast<pid_t>(toInt(value, "sync_pid")), sync = true;
+    else if (key == "generation") {
+      env.lastGeneration = static_cast<uint64_t>(toInt(value, "generation"));
+      generation = true;
+    } else if (key == "serving_generation") {
+      env.servingGeneration = static_cast<uint64_t>(toInt(value, "serving_generation"));
+      serving = true;
+    } else if (key == "started") env.startedEpoch = toInt(value, "started");
+    else if (key == "reload_started_us") env.reloadStartedUs = toInt(value, "reload_started_us");
+    else if (key == "pending") {
+      if (!value.empty() && value != "hup" && value != "usr1")
+        throw std::invalid_argument("bad pending '" + value + "'");
+      env.pending = value;
+    } else if (key == "worker_nice") env.workerNice = static_cast<int>(toInt(value, "worker_nice"));
+    else if (key == "counters") {
+      auto counters = split(value, ':');
+      if (counters.size() != 4) throw std::invalid_argument("bad counters");
+      env.counters.reloadsOk = static_cast<uint64_t>(toInt(counters[0], "counter"));
+      env.counters.reloadsFailed = static_cast<uint64_t>(toInt(counters[1], "counter"));
+      env.counters.workerRestarts = static_cast<uint64_t>(toInt(counters[2], "counter"));
+      env.counters.drainKills = static_cast<uint64_t>(toInt(counters[3], "counter"));
+    } else if (key == "child") {
+      auto fields = split(value, ':');
+      if (fields.size() != 5 || (fields[3] != "d" && fields[3] != "r"))
+        throw std::invalid_argument("bad child '" + value + "'");
+      if (env.children.size() >= kMaxHandoffChildren) throw std::invalid_argument("too many children");
+      HandoffChild child;
+      child.pid = static_cast<pid_t>(toInt(fields[0], "child pid"));
+      child.generation = static_cast<uint64_t>(toInt(fields[1], "child generation"));
+      child.slot = static_cast<int>(toInt(fields[2], "child slot"));
+      child.draining = fields[3] == "d";
+      child.killAtUs = toInt(fields[4], "child deadline");
+      env.children.push_back(child);
+    } else if (key == "previous_config") {
+      if (value.size() % 2) throw std::invalid_argument("bad previous_config");
+      std::string bytes;
+      for (size_t i = 0; i < value.size(); i += 2) {
+        auto nibble = [](char c) -> int {
+          if (c >= '0' && c <= '9') return c - '0';
+          if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+          throw std::invalid_argument("bad previous_config");
+        };
+        bytes += static_cast<char>(nibble(value[i]) * 16 + nibble(value[i + 1]));
+      }
+      env.previousConfig = bytes;
+    }
+    // Any other key comes from a newer image and is optional by contract.
+  }
+  if (!notify || !state || !sync || !generation || !serving)
+    throw std::invalid_argument("handoff lacks a required field");
+  validateHandoff(env);
+  return env;
+}
+
+int writeHandoffMemfd(const std::string& text) {
+  Fd fd(memfd_create("moltd-handoff", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) throwSysError("memfd_create for the handoff");
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throwSysError("write the handoff memfd");
+    done += static_cast<size_t>(n);
+  }
+  if (fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
+    throwSysError("seal the handoff memfd");
+  return fd.release();
+}
+
+std::string readHandoffMemfd(int raw) {
+  if (raw < 3) throw std::invalid_argument("handoff fd " + std::to_string(raw) + " is not a passed descriptor");
+  char link[PATH_MAX] = {};
+  std::string proc = "/proc/self/fd/" + std::to_string(raw);
+  ssize_t n = readlink(proc.c_str(), link, sizeof link - 1);
+  if (n < 0) throw std::invalid_argument("handoff fd " + std::to_string(raw) + " is not open");
+  Fd fd(raw);
+  if (std::string(link, static_cast<size_t>(n)).rfind("/memfd:moltd-handoff", 0) != 0)
+    throw std::invalid_argument("handoff fd " + std::to_string(raw) + " is not a handoff memfd");
+  int seals = fcntl(fd.get(), F_GET_SEALS);
+  constexpr int kWanted = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  if (seals < 0 || (seals & kWanted) != kWanted)
+    throw std::invalid_argument("handoff memfd is not sealed");
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+      static_cast<uint64_t>(st.st_size) > kMaxHandoffBytes)
+    throw std::invalid_argument("handoff memfd has a bad size");
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t got = pread(fd.get(), &text[done], text.size() - done, static_cast<off_t>(done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) throw std::invalid_argument("cannot read the handoff memfd");
+    done += static_cast<size_t>(got);
+  }
+  return text;
+}
+
+std::optional<HandoffEnv> readHandoff(const std::function<const char*(const char*)>& getenvFn) {
+  const char* version = getenvFn("MOLT_HANDOFF");
+  if (version == nullptr) return std::nullopt;
+  if (std::string(version) == std::to_string(kHandoffVersion)) return decodeHandoffEnv(getenvFn);
+  if (std::string(version) != std::to_string(kHandoffMemfdVersion))
+    throw std::invalid_argument(std::string("handoff version '") + version + "' is not known");
+  const char* fdText = getenvFn("MOLT_HANDOFF_FD");
+  if (fdText == nullptr) throw std::invalid_argument("MOLT_HANDOFF_FD is missing");
+  return decodeHandoffText(readHandoffMemfd(static_cast<int>(toInt(fdText, "MOLT_HANDOFF_FD"))));
 }
 
 std::string encodeSyncReport(const SyncReport& report) {

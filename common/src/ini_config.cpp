@@ -4,9 +4,16 @@
 #include <Poco/SHA2Engine.h>
 #include <Poco/String.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
 #include <cmath>
-#include <fstream>
+#include <cstring>
 #include <sstream>
+
+#include "reload/fd.h"
 
 namespace reload {
 namespace {
@@ -43,33 +50,126 @@ uint64_t parseBytes(const std::string& text) {
   }
   if (multiplier != 1) digits.pop_back();
   if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos ||
-      digits.size() > 15)
+      digits.size() > 24)
     throw std::invalid_argument("'" + text + "' is not a size (a number with K, M, G or T)");
-  return std::stoull(digits) * multiplier;
+  uint64_t number = 0;
+  bool fits = true;
+  try {
+    number = std::stoull(digits);
+  } catch (const std::out_of_range&) {
+    fits = false;
+  }
+  if (!fits || number > UINT64_MAX / multiplier)
+    throw std::invalid_argument("'" + text + "' is too large (more than 2^64 bytes)");
+  return number * multiplier;
 }
 
-IniConfig::IniConfig(const std::string& path) : path_(path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  std::string contents = buffer.str();
-  Poco::SHA2Engine sha(Poco::SHA2Engine::SHA_256);
-  sha.update(contents);
-  digest_ = Poco::DigestEngine::digestToHex(sha.digest());
-  // Poco reads only ';' comments; '#' is what Swift and systemd users write.
-  std::string parsed;
-  std::istringstream lines(contents);
-  for (std::string line; std::getline(lines, line);) {
-    auto first = line.find_first_not_of(" \t");
-    if (first != std::string::npos && line[first] == '#') line[first] = ';';
-    parsed += line + "\n";
+std::string readBoundedRegularFile(const std::string& path, size_t limit) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer.
+  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (!fd) throw ConfigError(path + ": cannot open: " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) throw ConfigError(path + ": cannot stat: " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw ConfigError(path + ": is a directory, not a configuration file");
+  if (!S_ISREG(st.st_mode)) throw ConfigError(path + ": is not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > limit)
+    throw ConfigError(path + ": is " + std::to_string(st.st_size) + " bytes; the limit is " +
+                      std::to_string(limit));
+  std::string contents;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw ConfigError(path + ": cannot read: " + std::strerror(errno));
+    if (n == 0) break;
+    contents.append(buf, static_cast<size_t>(n));
+    if (contents.size() > limit)  // grew while being read
+      throw ConfigError(path + ": is larger than " + std::to_string(limit) + " bytes");
   }
-  std::istringstream stream(parsed);
+  return contents;
+}
+
+IniConfig::IniConfig(const std::string& path)
+    : IniConfig(path, readBoundedRegularFile(path, kMaxConfigBytes)) {}
+
+IniConfig::IniConfig(const std::string& path, const std::string& contents)
+    : path_(path), contents_(contents) {
+  Poco::SHA2Engine sha(Poco::SHA2Engine::SHA_256);
+  sha.update(contents_);
+  digest_ = Poco::DigestEngine::digestToHex(sha.digest());
+  parse();
+}
+
+void IniConfig::parse() {
+  // The syntax is checked here, line by line; Poco then only has to read
+  // what is known to be well-formed.
+  std::vector<std::string> problems;
+  std::map<std::string, int> sections;  // lower-case name -> line
+  std::string section;
+  std::string normalised;
+  std::istringstream lines(contents_);
+  int number = 0;
+  auto problem = [&](const std::string& what) {
+    problems.push_back(path_ + ":" + std::to_string(number) + ": " + what);
+  };
+  for (std::string line; std::getline(lines, line);) {
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::string text = trim(line);
+    if (text.find('\0') != std::string::npos) {
+      problem("contains a NUL byte");
+      normalised += "\n";
+      continue;
+    }
+    if (text.empty() || text[0] == '#' || text[0] == ';') {
+      normalised += "\n";
+      continue;
+    }
+    if (text[0] == '[') {
+      if (text.back() != ']') {
+        problem("section header '" + text + "' has no closing ']'");
+      } else {
+        std::string name = trim(text.substr(1, text.size() - 2));
+        if (name.empty() || name.find_first_of("[]") != std::string::npos) {
+          problem("bad section header '" + text + "'");
+        } else if (auto [it, fresh] = sections.emplace(lower(name), number); !fresh) {
+          problem("section [" + name + "] appears twice (first at line " +
+                  std::to_string(it->second) + ")");
+        }
+        section = name;
+        normalised += "[" + name + "]\n";
+        continue;
+      }
+      normalised += "\n";
+      continue;
+    }
+    auto eq = text.find('=');
+    if (eq == std::string::npos) {
+      problem("'" + text + "' is not 'key = value' (no '=')");
+      normalised += "\n";
+      continue;
+    }
+    std::string key = trim(text.substr(0, eq));
+    if (key.empty()) {
+      problem("'" + text + "' has no key before '='");
+    } else if (section.empty()) {
+      problem("key '" + key + "' is outside any [section]");
+    } else if (auto [it, fresh] = lines_.emplace(lower(section + "." + key), number); !fresh) {
+      problem("[" + section + "] " + key + " is set twice (first at line " +
+              std::to_string(it->second) + ")");
+    }
+    normalised += text + "\n";
+  }
+  if (!problems.empty()) {
+    std::string message;
+    for (const auto& p : problems) message += (message.empty() ? "" : "\n") + p;
+    throw ConfigError(message);
+  }
+  std::istringstream stream(normalised);
   try {
     ini_ = new Poco::Util::IniFileConfiguration(stream);
   } catch (const Poco::Exception& e) {
-    throw ConfigError(path + ": cannot parse: " + e.displayText());
+    throw ConfigError(path_ + ": cannot parse: " + e.displayText());
   }
 }
 
@@ -174,7 +274,9 @@ std::string IniConfig::getChoice(const std::string& section, const std::string& 
 
 void IniConfig::fail(const std::string& section, const std::string& key,
                      const std::string& reason) {
-  errors_.push_back(path_ + ": [" + section + "] " + key + ": " + reason);
+  auto line = lines_.find(lower(section + "." + key));
+  std::string where = line == lines_.end() ? "" : " (line " + std::to_string(line->second) + ")";
+  errors_.push_back(path_ + ": [" + section + "] " + key + ": " + reason + where);
 }
 
 std::vector<std::string> IniConfig::unknownKeys() const {

@@ -91,6 +91,10 @@ std::string socketKey(const sockaddr_storage& addr, socklen_t len) {
 
 socklen_t resolveSockaddr(const ListenAddress& address, sockaddr_storage& out) {
   out = sockaddr_storage{};
+  if (address.resolvedLength > 0) {
+    std::memcpy(&out, &address.resolved, address.resolvedLength);
+    return address.resolvedLength;
+  }
   auto port = htons(static_cast<uint16_t>(address.port));
   auto& in = reinterpret_cast<sockaddr_in&>(out);
   auto& in6 = reinterpret_cast<sockaddr_in6&>(out);
@@ -119,7 +123,8 @@ socklen_t resolveSockaddr(const ListenAddress& address, sockaddr_storage& out) {
   std::string service = std::to_string(address.port);
   int rc = getaddrinfo(address.host.c_str(), service.c_str(), &hints, &result);
   if (rc != 0 || result == nullptr)
-    throw std::invalid_argument("cannot resolve '" + address.host + "': " + gai_strerror(rc));
+    throw std::invalid_argument("cannot resolve '" + address.host + "': " +
+                                (rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc)));
   addrinfo* chosen = result;  // prefer IPv4, as most servers do
   for (addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
     if (ai->ai_family == AF_INET) {
@@ -131,6 +136,14 @@ socklen_t resolveSockaddr(const ListenAddress& address, sockaddr_storage& out) {
   auto len = chosen->ai_addrlen;
   freeaddrinfo(result);
   return len;
+}
+
+void resolveListenAddress(ListenAddress& address) {
+  if (address.kind != ListenAddress::Kind::kTcp || address.resolvedLength > 0) return;
+  sockaddr_storage storage{};
+  socklen_t len = resolveSockaddr(address, storage);
+  address.resolved = storage;
+  address.resolvedLength = len;
 }
 
 std::string resolvedKey(const ListenAddress& address) {

@@ -26,6 +26,7 @@
 #include "reload/log.h"
 #include "reload/notify.h"
 #include "reload/process.h"
+#include "reload/reload_policy.h"
 #include "reload/signals.h"
 #include "reload/synchronizer.h"
 #include "reload/systemd.h"
@@ -33,16 +34,141 @@
 
 namespace reload {
 
+namespace {
+
+std::shared_ptr<LoadedConfig> parseLoaded(IniConfig& ini, Service& service,
+                                          const AddressResolver& resolve) {
+  auto config = std::make_shared<LoadedConfig>();
+  config->path = ini.path();
+  config->digest = ini.digest();
+  config->contents = ini.contents();
+  config->master = parseMasterConfig(ini, resolve);
+  config->service = service.parseConfig(ini, config->master);
+  return config;
+}
+
+void addWarnings(LoadedConfig& config, const IniConfig& ini) {
+  for (const auto& key : ini.unknownKeys())
+    config.warnings.push_back(ini.path() + ": " + key + ": unknown key, ignored");
+}
+
+std::string hexOf(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::string bytesOfHex(const std::string& hex) {
+  if (hex.size() % 2) throw std::invalid_argument("odd hex length");
+  std::string out;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      throw std::invalid_argument("bad hex digit");
+    };
+    out += static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1]));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service& service) {
   IniConfig ini(path);
-  auto config = std::make_shared<LoadedConfig>();
-  config->path = path;
-  config->digest = ini.digest();
-  config->master = parseMasterConfig(ini);
-  config->service = service.parseConfig(ini, config->master);
+  auto config = parseLoaded(ini, service, {});
+  checkMasterEnvironment(config->master, ini);
+  service.checkEnvironment(*config, ini);
   ini.finish();
-  for (const auto& key : ini.unknownKeys())
-    config->warnings.push_back(path + ": " + key + ": unknown key, ignored");
+  if (!config->master.adminTokenFile.empty())
+    config->master.adminToken = readAdminToken(config->master.adminTokenFile);
+  addWarnings(*config, ini);
+  return config;
+}
+
+ValidatedConfig describeValidated(const LoadedConfig& config) {
+  ValidatedConfig v;
+  v.contents = config.contents;
+  v.adminToken = config.master.adminToken;
+  for (const auto* list : {&config.master.bind, &config.master.adminBind})
+    for (const auto& a : *list)
+      if (a.kind == ListenAddress::Kind::kTcp && a.resolvedLength > 0)
+        v.resolved.emplace_back(a.toString(),
+                                std::string(reinterpret_cast<const char*>(&a.resolved),
+                                            a.resolvedLength));
+  return v;
+}
+
+std::string encodeValidated(const ValidatedConfig& v) {
+  std::string out = "token " + hexOf(v.adminToken) + "\n";
+  out += "resolved " + std::to_string(v.resolved.size()) + "\n";
+  for (const auto& [name, bytes] : v.resolved) out += name + " " + hexOf(bytes) + "\n";
+  out += "contents " + std::to_string(v.contents.size()) + "\n" + v.contents;
+  return out;
+}
+
+ValidatedConfig decodeValidated(const std::string& bytes) {
+  ValidatedConfig v;
+  size_t pos = 0;
+  auto line = [&]() {
+    auto nl = bytes.find('\n', pos);
+    if (nl == std::string::npos) throw std::invalid_argument("truncated validation result");
+    std::string text = bytes.substr(pos, nl - pos);
+    pos = nl + 1;
+    return text;
+  };
+  auto count = [](const std::string& text, const char* word, size_t limit) {
+    std::string prefix = std::string(word) + " ";
+    if (text.rfind(prefix, 0) != 0) throw std::invalid_argument("expected " + prefix);
+    std::string digits = text.substr(prefix.size());
+    if (digits.empty() || digits.size() > 8 || digits.find_first_not_of("0123456789") != std::string::npos)
+      throw std::invalid_argument("bad count in validation result");
+    size_t n = std::stoul(digits);
+    if (n > limit) throw std::invalid_argument("count out of range in validation result");
+    return n;
+  };
+  std::string token = line();
+  if (token.rfind("token ", 0) != 0) throw std::invalid_argument("expected token");
+  v.adminToken = bytesOfHex(token.substr(6));
+  size_t n = count(line(), "resolved", 1024);
+  for (size_t i = 0; i < n; ++i) {
+    std::string text = line();
+    auto space = text.rfind(' ');
+    if (space == std::string::npos) throw std::invalid_argument("bad resolved line");
+    std::string raw = bytesOfHex(text.substr(space + 1));
+    if (raw.empty() || raw.size() > sizeof(sockaddr_storage))
+      throw std::invalid_argument("bad resolved address");
+    v.resolved.emplace_back(text.substr(0, space), raw);
+  }
+  size_t len = count(line(), "contents", IniConfig::kMaxConfigBytes);
+  if (bytes.size() != pos + len) throw std::invalid_argument("validation result of the wrong size");
+  v.contents = bytes.substr(pos);
+  return v;
+}
+
+std::shared_ptr<const LoadedConfig> loadValidatedConfig(const std::string& path,
+                                                        const ValidatedConfig& validated,
+                                                        Service& service) {
+  IniConfig ini(path, validated.contents);
+  auto fromValidation = [&](ListenAddress& address) {
+    if (address.kind != ListenAddress::Kind::kTcp) return;
+    std::string name = address.toString();
+    for (const auto& [known, bytes] : validated.resolved) {
+      if (known != name) continue;
+      std::memcpy(&address.resolved, bytes.data(), bytes.size());
+      address.resolvedLength = static_cast<socklen_t>(bytes.size());
+      return;
+    }
+    throw std::invalid_argument("'" + name + "' was not resolved by validation");
+  };
+  auto config = parseLoaded(ini, service, fromValidation);
+  ini.finish();
+  config->master.adminToken = validated.adminToken;
+  addWarnings(*config, ini);
   return config;
 }
 
@@ -100,29 +226,6 @@ std::string resolveExecutable(const std::string& executable) {
 
 namespace {
 
-enum class Phase { kStarting, kRunning, kReloading, kPreflight, kHandoff, kStopping };
-enum class ReloadKind { kNone = 0, kHup = 1, kSeamless = 2 };
-
-const char* phaseName(Phase p) {
-  switch (p) {
-    case Phase::kStarting: return "starting";
-    case Phase::kRunning: return "running";
-    case Phase::kReloading: return "reloading";
-    case Phase::kPreflight: return "checking-new-binary";
-    case Phase::kHandoff: return "handing-over";
-    case Phase::kStopping: return "stopping";
-  }
-  return "?";
-}
-
-const char* reloadKindName(ReloadKind k) {
-  switch (k) {
-    case ReloadKind::kHup: return "reload";
-    case ReloadKind::kSeamless: return "seamless";
-    default: return "none";
-  }
-}
-
 struct HeldListener {
   enum class State { kActive, kAdding, kRemoving };
   Listener listener;
@@ -136,8 +239,49 @@ struct StartingGeneration {
   double deadline = 0;
 };
 
+// A child that validates the configuration off the master's loop (name
+// lookups and disk checks may hang) and passes the result back.
+struct Validation {
+  pid_t pid = 0;
+  Fd output;
+  std::string text;
+  double deadline = 0;
+  bool timedOut = false;
+  ReloadKind kind = ReloadKind::kNone;
+  uint64_t token = 0;
+};
+
+// A child running the service's disk checks (see Service::runCheck).
+struct Probe {
+  pid_t pid = 0;
+  Fd output;
+  std::string text;
+  double deadline = 0;
+  bool timedOut = false;
+  std::string trigger;
+  std::shared_ptr<const LoadedConfig> config;
+  uint64_t token = 0;
+};
+
+constexpr double kProbeTimeout = 10;
+constexpr size_t kMaxProbeOutput = 1 << 20;
+
+struct ReadyPipe {
+  pid_t pid = 0;
+  Fd fd;
+};
+
+// What a poll entry belongs to. Handlers run in order and may close and
+// reopen descriptors, so an entry is dispatched only if the object it was
+// taken from still exists: its token, never its fd number, identifies it.
+struct Watch {
+  enum class Kind { kSignals, kReady, kChecker, kValidation, kProbe, kState, kAdmin } kind;
+  uint64_t token = 0;
+};
+
 struct Checker {
   pid_t pid = 0;
+  uint64_t token = 0;
   Fd output;
   std::string text;
   double deadline = 0;
@@ -163,8 +307,13 @@ class MasterImpl {
 
  private:
   // Start-up
-  void startFresh();
+  void startFresh(bool afterExec);
   void startFromHandoff(const HandoffEnv& env);
+  std::string checkHandoffFds(const HandoffEnv& env) const;
+  void adoptOrphans();
+  void handBack(const std::string& reason);
+  void revertToPreviousConfig();
+  bool signalChild(pid_t pid, int sig);
   void adoptInheritedListeners(bool keep);
   void bindMissingListeners(const LoadedConfig& config, HeldListener::State state,
                             bool refuseShared = true);
@@ -182,12 +331,15 @@ class MasterImpl {
   void drainGeneration(uint64_t generation, bool signal);
   void enforceDrainingLimit();
   void maintainWorkers(double now);
+  bool maintainsWorkers() const;
 
   // Reloads
   void requestReload(ReloadKind kind, const std::string& source);
   void processPending();
-  void startHupReload();
-  void startSeamlessReload();
+  void startValidation(ReloadKind kind);
+  void onValidationExit(int status);
+  void startHupReload(std::shared_ptr<const LoadedConfig> next);
+  void startSeamlessReload(std::shared_ptr<const LoadedConfig> next, const std::string& executable);
   void onCheckerExit(int status);
   void performExec(std::shared_ptr<const LoadedConfig> config, const std::string& executable);
   void finishReload(ReloadKind kind, const std::string& result, const std::string& reason,
@@ -199,7 +351,13 @@ class MasterImpl {
   void onSignal(const signalfd_siginfo& info);
   void reapChildren();
   void onChildExit(pid_t pid, int status);
-  void onReadyPipe(int fd);
+  void onReadyPipe(uint64_t token);
+  void startProbe(const std::string& trigger);
+  void onProbeExit(int status);
+  void readChildOutput(Fd& fd, std::string& text, size_t limit);
+  void guard(const char* what, const std::function<void()>& handler);
+  void onUnexpected(const char* what, const std::string& error);
+  void closeAdmin();
   void beginStop(bool graceful);
   void killEverything();
   void runTimers(double now);
@@ -217,10 +375,21 @@ class MasterImpl {
   Phase phase_ = Phase::kStarting;
   std::shared_ptr<const LoadedConfig> config_;
   std::vector<HeldListener> listeners_;
+  // Listeners a failed reload bound. Workers of that generation may hold
+  // them while they drain, so the address looks taken; a later reload that
+  // wants it takes the socket from here. Closed by the next reload that
+  // succeeds.
+  std::vector<Listener> spareListeners_;
   WorkerRegistry registry_;
-  std::map<int, std::pair<pid_t, Fd>> readyPipes_;  // read end fd -> (pid, read end)
+  std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
   std::optional<StartingGeneration> starting_;
   std::optional<Checker> checker_;
+  std::optional<Validation> validation_;
+  std::optional<Probe> probe_;
+  std::string probePending_;  // a trigger that came while a probe ran
+  double nextProbe_ = 0;
+  uint64_t nextToken_ = 1;
+  uint64_t adminEpoch_ = 0;  // changes whenever the admin connections are closed
   uint64_t lastGeneration_ = 0;
   uint64_t servingGeneration_ = 0;
   ReloadKind pending_ = ReloadKind::kNone;
@@ -239,12 +408,18 @@ class MasterImpl {
   std::vector<pid_t> handoffOldWorkers_;
   std::vector<std::string> droppedUnixPaths_;  // inherited, no longer configured
   std::unique_ptr<SignalFd> signals_;
+  systemd::InheritedFds inherited_;
+  std::string inheritedProblem_;
+  std::vector<pid_t> orphans_;  // children of an image whose handoff was ignored
+  std::string startNote_;       // logged again once the log is configured
+  // In an image started from a handoff: the configuration the old
+  // generation serves with, to go back to if this image's start fails.
+  std::shared_ptr<const LoadedConfig> previousConfig_;
   std::unique_ptr<SharedCounters> counters_shared_;
   AdminServer admin_{[this](const AdminRequest& r) { return handleAdmin(r); }};
   double stopDeadline_ = 0;
   bool finished_ = false;
   int exitCode_ = 0;
-  double nextServiceCheck_ = 0;
   int workerNice_ = 0;
   int appliedNice_ = 1000;  // none applied yet
 };
@@ -253,67 +428,162 @@ class MasterImpl {
 
 int MasterImpl::run() {
   blockHandledSignals();
-  signals_ = std::make_unique<SignalFd>();
   setProcessName("moltd-master");
+  // The environment is input: a handoff is used only if it decodes, every
+  // number in it is in range and its descriptors are what they claim to be.
+  bool afterExec = getenv("MOLT_HANDOFF") != nullptr;
   std::optional<HandoffEnv> handoff;
+  std::string untrusted;
   try {
-    handoff = decodeHandoffEnv([](const char* name) { return getenv(name); });
-  } catch (const std::invalid_argument& e) {
-    MOLT_LOG(kError) << "ignoring malformed handoff from the previous image: " << e.what();
+    handoff = readHandoff([](const char* name) { return getenv(name); });
+    if (handoff) untrusted = checkHandoffFds(*handoff);
+  } catch (const std::exception& e) {
+    untrusted = e.what();
   }
   for (const auto& name : handoffEnvNames()) unsetenv(name.c_str());
+  unsetenv("MOLT_HANDOFF_FD");
+  if (!untrusted.empty()) {
+    handoff.reset();
+    startNote_ = "ignoring the handoff in the environment (" + untrusted + "); starting fresh";
+    MOLT_LOG(kError) << startNote_;
+  }
+  // Before this process opens a descriptor of its own, so that nothing it
+  // opens can be taken for an inherited socket.
+  try {
+    inherited_ = systemd::takeListenFds();
+  } catch (const std::runtime_error& e) {
+    if (!handoff) throw;  // refused at start, clearly
+    inheritedProblem_ = e.what();
+  }
+  signals_ = std::make_unique<SignalFd>();
   if (handoff) {
     startFromHandoff(*handoff);
   } else {
-    startFresh();
+    startFresh(afterExec);
   }
   reapChildren();  // exits that happened while the image was being replaced
   while (!finished_) {
     double now = monotonicSeconds();
-    runTimers(now);
+    guard("timers", [&] { runTimers(now); });
     if (finished_) break;
     std::vector<pollfd> fds;
-    fds.push_back(pollfd{signals_->fd(), POLLIN, 0});
-    size_t readyBegin = fds.size();
-    for (const auto& [fd, entry] : readyPipes_) fds.push_back(pollfd{fd, POLLIN, 0});
-    size_t readyEnd = fds.size();
-    if (checker_ && checker_->output) fds.push_back(pollfd{checker_->output.get(), POLLIN, 0});
-    if (stateFd_) fds.push_back(pollfd{stateFd_.get(), POLLIN, 0});
+    std::vector<Watch> watches;
+    auto watch = [&](int fd, short events, Watch::Kind kind, uint64_t token) {
+      fds.push_back(pollfd{fd, events, 0});
+      watches.push_back(Watch{kind, token});
+    };
+    watch(signals_->fd(), POLLIN, Watch::Kind::kSignals, 0);
+    for (const auto& [token, pipe] : readyPipes_)
+      watch(pipe.fd.get(), POLLIN, Watch::Kind::kReady, token);
+    if (checker_ && checker_->output)
+      watch(checker_->output.get(), POLLIN, Watch::Kind::kChecker, checker_->token);
+    if (validation_ && validation_->output)
+      watch(validation_->output.get(), POLLIN, Watch::Kind::kValidation, validation_->token);
+    if (probe_ && probe_->output)
+      watch(probe_->output.get(), POLLIN, Watch::Kind::kProbe, probe_->token);
+    if (stateFd_) watch(stateFd_.get(), POLLIN, Watch::Kind::kState, 0);
     size_t adminBegin = fds.size();
     if (phase_ != Phase::kStopping) admin_.addPollFds(listenerFds("admin", true), fds);
+    watches.resize(fds.size(), Watch{Watch::Kind::kAdmin, adminEpoch_});
     double wait = std::max(0.0, nextWake(now) - now);
     int timeoutMs = static_cast<int>(std::ceil(std::min(wait, 1.0) * 1000));
     int rc = poll(fds.data(), fds.size(), timeoutMs);
     if (rc < 0) {
       if (errno == EINTR) continue;
-      throwSysError("poll in master loop");
+      MOLT_LOG(kError) << "poll in the master loop: " << std::strerror(errno);
+      continue;
     }
     now = monotonicSeconds();
-    if (fds[0].revents) {
-      while (auto info = signals_->read()) onSignal(*info);
-    }
-    for (size_t i = readyBegin; i < readyEnd; ++i)
-      if (fds[i].revents) onReadyPipe(fds[i].fd);
-    for (size_t i = readyEnd; i < adminBegin; ++i) {
+    for (size_t i = 0; i < adminBegin; ++i) {
       if (!fds[i].revents) continue;
-      if (checker_ && fds[i].fd == checker_->output.get()) {
-        char buf[1024];
-        ssize_t n = read(fds[i].fd, buf, sizeof buf);
-        if (n > 0 && checker_->text.size() < 8192) checker_->text.append(buf, static_cast<size_t>(n));
-        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) checker_->output.reset();
-      } else if (stateFd_ && fds[i].fd == stateFd_.get()) {
-        readSyncReport();
+      uint64_t token = watches[i].token;
+      switch (watches[i].kind) {
+        case Watch::Kind::kSignals:
+          guard("signal", [&] {
+            while (auto info = signals_->read()) onSignal(*info);
+          });
+          break;
+        case Watch::Kind::kReady:
+          guard("worker readiness", [&] { onReadyPipe(token); });
+          break;
+        case Watch::Kind::kChecker:
+          if (checker_ && checker_->token == token && checker_->output)
+            readChildOutput(checker_->output, checker_->text, 8192);
+          break;
+        case Watch::Kind::kValidation:
+          if (validation_ && validation_->token == token && validation_->output)
+            readChildOutput(validation_->output, validation_->text,
+                            2 * IniConfig::kMaxConfigBytes + 65536);
+          break;
+        case Watch::Kind::kProbe:
+          if (probe_ && probe_->token == token && probe_->output)
+            readChildOutput(probe_->output, probe_->text, kMaxProbeOutput);
+          break;
+        case Watch::Kind::kState:
+          if (stateFd_) guard("synchronizer report", [&] { readSyncReport(); });
+          break;
+        case Watch::Kind::kAdmin:
+          break;
       }
     }
-    if (adminBegin < fds.size()) {
+    if (adminBegin < fds.size() && phase_ != Phase::kStopping &&
+        watches[adminBegin].token == adminEpoch_) {
       std::vector<pollfd> adminFds(fds.begin() + static_cast<long>(adminBegin), fds.end());
-      admin_.onPoll(adminFds, now);
+      guard("admin request", [&] { admin_.onPoll(adminFds, now); });
     }
   }
   return exitCode_;
 }
 
-void MasterImpl::startFresh() {
+void MasterImpl::readChildOutput(Fd& fd, std::string& text, size_t limit) {
+  char buf[16384];
+  for (;;) {
+    ssize_t n = read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) {
+      fd.reset();
+      return;
+    }
+    if (text.size() < limit) text.append(buf, static_cast<size_t>(n));
+  }
+}
+
+void MasterImpl::guard(const char* what, const std::function<void()>& handler) {
+  try {
+    handler();
+  } catch (const std::exception& e) {
+    onUnexpected(what, e.what());
+  }
+}
+
+// Nothing that goes wrong while handling an event ends the master: the
+// reload under way, if any, fails and the serving generation goes on.
+void MasterImpl::onUnexpected(const char* what, const std::string& error) {
+  MOLT_LOG(kError) << "unexpected error in " << what << ": " << error;
+  try {
+    if (phase_ == Phase::kStopping) return;
+    if (starting_) {
+      failStarting(std::string(what) + ": " + error);
+      return;
+    }
+    if (activeReload_ != ReloadKind::kNone && phase_ != Phase::kHandoff) {
+      if (checker_) signalChild(checker_->pid, SIGKILL);
+      if (validation_) signalChild(validation_->pid, SIGKILL);
+      phase_ = Phase::kRunning;
+      finishReload(activeReload_, "failed", std::string(what) + ": " + error, servingGeneration_);
+    }
+  } catch (const std::exception& e) {
+    MOLT_LOG(kError) << "while recovering: " << e.what();
+  }
+}
+
+void MasterImpl::closeAdmin() {
+  admin_.closeAll();
+  ++adminEpoch_;
+}
+
+void MasterImpl::startFresh(bool afterExec) {
   counters_shared_ = std::make_unique<SharedCounters>();
   errno = 0;
   int nice = getpriority(PRIO_PROCESS, 0);
@@ -322,6 +592,7 @@ void MasterImpl::startFresh() {
   log::configure(config_->master.log);
   log::setIdentity("master", 0);
   applyMasterNice();
+  if (!startNote_.empty()) MOLT_LOG(kError) << startNote_;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   if (!config_->master.pidFile.empty()) {
     std::ifstream in(config_->master.pidFile);
@@ -335,13 +606,44 @@ void MasterImpl::startFresh() {
                                  " (pid file " + config_->master.pidFile + ")");
     }
   }
+  if (afterExec) adoptOrphans();
   adoptInheritedListeners(true);
   bindMissingListeners(*config_, HeldListener::State::kActive);
   writePidFile();
-  service_.check(*config_, "start");
+  service_.applyCheck(*config_, "start", service_.runCheck(*config_, "start"));
   MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
                   << " starting with " << config_->path;
   startGeneration(1, config_, ReloadKind::kNone);
+}
+
+std::string MasterImpl::checkHandoffFds(const HandoffEnv& env) const {
+  auto pipeEnd = [](int fd, int mode) {
+    struct stat st {};
+    int flags = fcntl(fd, F_GETFL);
+    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == mode;
+  };
+  if (!pipeEnd(env.notifyFd, O_WRONLY))
+    return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
+  if (!pipeEnd(env.stateFd, O_RDONLY))
+    return "state fd " + std::to_string(env.stateFd) + " is not the read end of a pipe";
+  return "";
+}
+
+// After an exec whose handoff could not be used, the previous image's
+// workers are still this process's children and still serve. They keep
+// serving until the fresh generation is ready, then drain.
+void MasterImpl::adoptOrphans() {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return;
+  while (dirent* entry = readdir(proc)) {
+    if (entry->d_name[0] < '1' || entry->d_name[0] > '9') continue;
+    auto pid = static_cast<pid_t>(std::atoi(entry->d_name));
+    if (pid > 1 && parentOf(pid) == pid_) orphans_.push_back(pid);
+  }
+  closedir(proc);
+  if (!orphans_.empty())
+    MOLT_LOG(kWarning) << orphans_.size()
+                       << " children of the previous image keep serving until this one is ready";
 }
 
 void MasterImpl::startFromHandoff(const HandoffEnv& env) {
@@ -350,17 +652,22 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   startedEpoch_ = env.startedEpoch;
   workerNice_ = env.workerNice;
   counters_ = env.counters;
-  syncPid_ = env.syncPid;
   reloadStartedUs_ = env.reloadStartedUs;
   activeReload_ = ReloadKind::kSeamless;
   if (env.pending == "hup") pending_ = ReloadKind::kHup;
   if (env.pending == "usr1") pending_ = ReloadKind::kSeamless;
   notifyFd_.reset(env.notifyFd);
   stateFd_.reset(env.stateFd);
-  counters_shared_ = std::make_unique<SharedCounters>(env.countersFd);
-  setCloseOnExec(notifyFd_.get(), true);
-  setCloseOnExec(stateFd_.get(), true);
+  std::vector<std::string> notes;
+  // Only our own children are ever signalled: a pid that is not one is
+  // dropped here, and signalChild checks again when it acts.
+  if (parentOf(env.syncPid) == pid_) syncPid_ = env.syncPid;
+  else notes.push_back("synchronizer pid " + std::to_string(env.syncPid) + " is not a child; ignored");
   for (const auto& child : env.children) {
+    if (parentOf(child.pid) != pid_) {
+      notes.push_back("pid " + std::to_string(child.pid) + " is not a child; ignored");
+      continue;
+    }
     WorkerInfo info;
     info.pid = child.pid;
     info.generation = child.generation;
@@ -370,51 +677,123 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     registry_.add(info);
     if (!child.draining) handoffOldWorkers_.push_back(child.pid);
   }
+  std::string failure;
   try {
-    config_ = loadConfig(options_.configPath, service_);
+    setCloseOnExec(notifyFd_.get(), true);
+    setCloseOnExec(stateFd_.get(), true);
   } catch (const std::exception& e) {
-    // The old image checked this file moments ago; without a configuration
-    // there is nothing to serve with, so hand the old generation back.
-    MOLT_LOG(kCritical) << "re-exec'ed image cannot load its configuration: " << e.what();
-    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, e.what()});
+    failure = e.what();
+  }
+  try {
+    counters_shared_ = std::make_unique<SharedCounters>(env.countersFd);
+  } catch (const std::exception& e) {
+    if (env.countersFd >= 0) notes.push_back(std::string("fresh request counters: ") + e.what());
+    counters_shared_ = std::make_unique<SharedCounters>();
+  }
+  std::shared_ptr<const LoadedConfig> previous;
+  if (!env.previousConfig.empty()) {
+    try {
+      previous = loadValidatedConfig(options_.configPath, decodeValidated(env.previousConfig),
+                                     service_);
+    } catch (const std::exception& e) {
+      notes.push_back(std::string("the previous configuration is unusable: ") + e.what());
+    }
+  }
+  if (failure.empty()) {
+    try {
+      config_ = loadConfig(options_.configPath, service_);
+    } catch (const std::exception& e) {
+      failure = std::string("cannot load the configuration: ") + e.what();
+    }
+  }
+  previousConfig_ = previous;
+  if (!config_) config_ = previous;
+  if (!config_) {
+    // Nothing to serve with: the synchronizer leaves the old workers alone,
+    // and they keep serving until they are stopped.
+    MOLT_LOG(kCritical) << "re-exec'ed image has no usable configuration: " << failure;
+    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, failure});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* synchronizer gone */ }
-    throw;
+    throw std::runtime_error(failure);
   }
   log::configure(config_->master.log);
   log::setIdentity("master", servingGeneration_);
   applyMasterNice();
+  for (const auto& n : notes) MOLT_LOG(kWarning) << "handoff: " << n;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   MOLT_LOG(kInfo) << "re-exec'ed master pid " << pid_ << " version " << service_.version()
                   << " took over from synchronizer pid " << syncPid_ << "; "
                   << handoffOldWorkers_.size() << " old workers of generation "
                   << servingGeneration_ << " keep serving until generation "
                   << lastGeneration_ + 1 << " is ready";
-  writePidFile();
-  service_.check(*config_, "reload");
   phase_ = Phase::kHandoff;
-  adoptInheritedListeners(config_->master.listenerHandoff == ListenerHandoff::kInherit);
+  if (!inheritedProblem_.empty() && failure.empty()) failure = inheritedProblem_;
+  bool inherit = config_->master.listenerHandoff == ListenerHandoff::kInherit;
   try {
+    adoptInheritedListeners(inherit || !failure.empty());
+  } catch (const std::exception& e) {
+    if (failure.empty()) failure = e.what();
+  }
+  if (!failure.empty()) {
+    handBack(failure);
+    return;
+  }
+  try {
+    writePidFile();
+    startProbe("reload");
     // In rebind mode the old image's sockets still accept on these
     // addresses, by design.
-    bindMissingListeners(*config_, HeldListener::State::kActive,
-                         config_->master.listenerHandoff == ListenerHandoff::kInherit);
+    bindMissingListeners(*config_, HeldListener::State::kActive, inherit);
   } catch (const std::exception& e) {
-    starting_ = StartingGeneration{lastGeneration_ + 1, config_, ReloadKind::kSeamless, 0};
-    lastGeneration_ += 1;
-    failStarting(e.what());
+    handBack(e.what());
     return;
   }
   startGeneration(lastGeneration_ + 1, config_, ReloadKind::kSeamless);
 }
 
-void MasterImpl::adoptInheritedListeners(bool keep) {
-  systemd::InheritedFds inherited;
-  try {
-    inherited = systemd::takeListenFds();
-  } catch (const std::runtime_error& e) {
-    MOLT_LOG(kWarning) << "ignoring inherited sockets: " << e.what();
-    return;
+// Every failure of a new image before it is ready ends here: the old
+// generation keeps serving under this master, the synchronizer is told, and
+// the failure is visible in /status, the log and STATUS=.
+void MasterImpl::handBack(const std::string& reason) {
+  lastGeneration_ += 1;
+  starting_ = StartingGeneration{lastGeneration_, config_, ReloadKind::kSeamless, 0};
+  failStarting(reason);
+}
+
+// The old generation goes on serving with its own configuration: its log
+// settings, worker count and listeners, not those of the start that failed.
+void MasterImpl::revertToPreviousConfig() {
+  if (!previousConfig_ || previousConfig_ == config_) return;
+  config_ = previousConfig_;
+  log::configure(config_->master.log);
+  applyMasterNice();
+  std::vector<std::string> wanted;
+  for (const auto& a : config_->master.bind) wanted.push_back(resolvedKey(a));
+  for (const auto& a : config_->master.adminBind) wanted.push_back(resolvedKey(a));
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    if (std::find(wanted.begin(), wanted.end(), it->listener.key) != wanted.end()) {
+      ++it;
+      continue;
+    }
+    MOLT_LOG(kInfo) << "closing listener " << it->listener.address.toString()
+                    << ": only the failed configuration had it";
+    if (it->listener.address.kind == ListenAddress::Kind::kUnix)
+      unlink(it->listener.address.path.c_str());
+    it = listeners_.erase(it);
   }
+  droppedUnixPaths_.clear();  // the old generation still serves them
+}
+
+bool MasterImpl::signalChild(pid_t pid, int sig) {
+  if (pid <= 1 || parentOf(pid) != pid_) {
+    MOLT_LOG(kWarning) << "not signalling pid " << pid << ": not a child of this process";
+    return false;
+  }
+  return kill(pid, sig) == 0;
+}
+
+void MasterImpl::adoptInheritedListeners(bool keep) {
+  systemd::InheritedFds inherited = std::exchange(inherited_, systemd::InheritedFds{});
   const int n = inherited.count;
   std::vector<std::pair<std::string, std::string>> wanted;  // key, role
   for (const auto& a : config_->master.bind) wanted.emplace_back(resolvedKey(a), "public");
@@ -465,7 +844,14 @@ void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::
       HeldListener h;
       h.listener.address = address;
       h.listener.role = role;
-      h.listener.fd = bindListener(address, refuseShared);
+      auto spare = std::find_if(spareListeners_.begin(), spareListeners_.end(),
+                                [&](const Listener& l) { return l.key == key; });
+      if (spare != spareListeners_.end()) {
+        h.listener.fd = std::move(spare->fd);
+        spareListeners_.erase(spare);
+      } else {
+        h.listener.fd = bindListener(address, refuseShared);
+      }
       h.listener.key = listeningSocketKey(h.listener.fd.get());
       h.state = state;
       MOLT_LOG(kInfo) << "listening on " << address.toString() << " (" << role << ")";
@@ -490,6 +876,9 @@ void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::
 void MasterImpl::writePidFile() {
   const std::string& path = config_->master.pidFile;
   if (path.empty()) return;
+  std::string dir = path.substr(0, path.rfind('/'));
+  if (!dir.empty() && mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throwSysError("create the pid file's directory " + dir);
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -552,16 +941,15 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
   if (pipe2(pipeFds, O_CLOEXEC) != 0) throwSysError("pipe for worker readiness");
   Fd readEnd(pipeFds[0]);
   Fd writeEnd(pipeFds[1]);
+  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) throwSysError("O_NONBLOCK on a ready pipe");
   std::vector<int> publicFds = listenerFds("public", newSet);
   log::flush();
-  pid_t pid = fork();
-  if (pid < 0) throwSysError("fork worker");
-  if (pid == 0) {
+  pid_t pid = spawnChild("", [&]() -> int {
     std::vector<int> keep = publicFds;
     keep.push_back(writeEnd.get());
     log::removeSinks();
+    readEnd.release();  // closed with the rest
     closeAllFdsExcept(keep);
-    readEnd.release();  // already closed above
     log::configure(config->master.log);
     log::setIdentity("worker", generation);
     unsetenv("NOTIFY_SOCKET");
@@ -576,30 +964,102 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     context.counters = counters_shared_.get();
     int code = service_.runWorker(context);
     log::flush();
-    _exit(code);
-  }
+    return code;
+  });
   WorkerInfo info;
   info.pid = pid;
   info.generation = generation;
   info.slot = slot;
   info.startedAt = monotonicSeconds();
   registry_.add(info);
-  int fd = readEnd.get();
-  readyPipes_.emplace(fd, std::make_pair(pid, std::move(readEnd)));
+  readyPipes_.emplace(nextToken_++, ReadyPipe{pid, std::move(readEnd)});
   MOLT_LOG(kDebug) << "started worker pid " << pid << " generation " << generation << " slot "
                    << slot;
   return pid;
 }
 
-void MasterImpl::onReadyPipe(int fd) {
-  auto it = readyPipes_.find(fd);
+void MasterImpl::startProbe(const std::string& trigger) {
+  if (probe_) {
+    probePending_ = trigger;
+    return;
+  }
+  if (phase_ == Phase::kStopping || !config_) return;
+  double now = monotonicSeconds();
+  double interval = service_.checkInterval(*config_);
+  nextProbe_ = interval > 0 ? now + interval : 0;
+  int pipeFds[2];
+  if (pipe2(pipeFds, O_CLOEXEC) != 0) {
+    MOLT_LOG(kError) << "pipe for the " << trigger << " check: " << std::strerror(errno);
+    return;
+  }
+  Fd readEnd(pipeFds[0]);
+  Fd writeEnd(pipeFds[1]);
+  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
+    MOLT_LOG(kError) << "O_NONBLOCK for the " << trigger << " check: " << std::strerror(errno);
+    return;
+  }
+  auto config = config_;
+  log::flush();
+  try {
+    pid_t pid = spawnChild("moltd-probe", [&]() -> int {
+      log::removeSinks();
+      readEnd.release();
+      closeAllFdsExcept({writeEnd.get()});
+      std::string result = service_.runCheck(*config, trigger);
+      size_t done = 0;
+      while (done < result.size()) {
+        ssize_t n = write(writeEnd.get(), result.data() + done, result.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 1;
+        done += static_cast<size_t>(n);
+      }
+      return 0;
+    });
+    probe_.emplace();
+    probe_->pid = pid;
+    probe_->output = std::move(readEnd);
+    probe_->deadline = now + kProbeTimeout;
+    probe_->trigger = trigger;
+    probe_->config = config;
+    probe_->token = nextToken_++;
+  } catch (const std::exception& e) {
+    MOLT_LOG(kError) << "cannot start the " << trigger << " check: " << e.what();
+  }
+}
+
+void MasterImpl::onProbeExit(int status) {
+  Probe probe = std::move(*probe_);
+  probe_.reset();
+  if (phase_ == Phase::kStopping) return;
+  if (probe.output) readChildOutput(probe.output, probe.text, kMaxProbeOutput);
+  if (probe.timedOut) {
+    std::string what = "volume and flag checks (" + probe.trigger + ") did not finish within " +
+                       std::to_string(static_cast<int>(kProbeTimeout)) + "s; a mount may hang";
+    MOLT_LOG(kWarning) << what;
+    service_.checkFailed(what);
+  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string what = "volume and flag checks (" + probe.trigger + ") " + describeWaitStatus(status);
+    MOLT_LOG(kWarning) << what;
+    service_.checkFailed(what);
+  } else {
+    service_.applyCheck(*probe.config, probe.trigger, probe.text);
+  }
+  if (!probePending_.empty()) startProbe(std::exchange(probePending_, ""));
+}
+
+void MasterImpl::onReadyPipe(uint64_t token) {
+  auto it = readyPipes_.find(token);
   if (it == readyPipes_.end()) return;
   char byte = 0;
-  ssize_t n = read(fd, &byte, 1);
+  ssize_t n = read(it->second.fd.get(), &byte, 1);
   if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
-  pid_t pid = it->second.first;
+  pid_t pid = it->second.pid;
   readyPipes_.erase(it);
   if (n == 1 && byte == 'R') {
+    if (auto* w = registry_.find(pid); w && w->state == WorkerState::kDraining) {
+      signalChild(pid, SIGTERM);  // its generation failed while it started
+      return;
+    }
     registry_.markReady(pid);
     if (starting_ && registry_.readyCount(starting_->generation) >=
                          static_cast<size_t>(starting_->config->master.workers))
@@ -619,10 +1079,21 @@ void MasterImpl::completeStarting() {
       phase_ = Phase::kRunning;
       MOLT_LOG(kInfo) << "serving generation " << gen.generation << " with "
                       << gen.config->master.workers << " workers";
+      for (pid_t pid : std::exchange(orphans_, {})) {
+        if (!signalChild(pid, SIGTERM)) continue;
+        WorkerInfo info;
+        info.pid = pid;
+        info.state = WorkerState::kDraining;
+        info.drainStartedAt = monotonicSeconds();
+        info.killAt = info.drainStartedAt + config_->master.gracefulTimeout + 2;
+        registry_.add(info);
+      }
       notify::ready("serving generation " + std::to_string(gen.generation));
       break;
     case ReloadKind::kHup: {
       config_ = gen.config;
+      log::configure(config_->master.log);
+      spareListeners_.clear();
       applyMasterNice();
       for (auto it = listeners_.begin(); it != listeners_.end();) {
         if (it->state == HeldListener::State::kRemoving) {
@@ -672,12 +1143,14 @@ void MasterImpl::failStarting(const std::string& reason) {
   StartingGeneration gen = *starting_;
   starting_.reset();
   double now = monotonicSeconds();
-  for (const auto& w : registry_.ofGeneration(gen.generation)) {
-    kill(w.pid, SIGKILL);
-    for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
-      it = it->second.first == w.pid ? readyPipes_.erase(it) : std::next(it);
-  }
-  registry_.startDraining(gen.generation, now, now);
+  // Workers of the failed generation may already accept and hold requests:
+  // they drain like any old generation rather than being killed mid-request.
+  // One still starting is told once it reports ready (onReadyPipe), so that
+  // it is never stopped half-way through its start.
+  for (const auto& w : registry_.ofGeneration(gen.generation))
+    if (w.state == WorkerState::kReady) signalChild(w.pid, SIGTERM);
+  double grace = (config_ ? config_->master.gracefulTimeout : gen.config->master.gracefulTimeout);
+  registry_.startDraining(gen.generation, now, now + grace + 2);
   switch (gen.kind) {
     case ReloadKind::kNone:
       MOLT_LOG(kCritical) << "cannot start: " << reason;
@@ -685,16 +1158,20 @@ void MasterImpl::failStarting(const std::string& reason) {
       beginStop(false);
       return;
     case ReloadKind::kHup:
-      listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
-                                      [](const HeldListener& h) {
-                                        return h.state == HeldListener::State::kAdding;
-                                      }),
-                       listeners_.end());
-      for (auto& h : listeners_) h.state = HeldListener::State::kActive;
+      for (auto it = listeners_.begin(); it != listeners_.end();) {
+        if (it->state != HeldListener::State::kAdding) {
+          it->state = HeldListener::State::kActive;
+          ++it;
+          continue;
+        }
+        spareListeners_.push_back(std::move(it->listener));
+        it = listeners_.erase(it);
+      }
       phase_ = Phase::kRunning;
       finishReload(ReloadKind::kHup, "failed", reason, servingGeneration_);
       break;
     case ReloadKind::kSeamless: {
+      revertToPreviousConfig();
       std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, reason});
       if (notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
         // The synchronizer is gone; the old workers are ours either way.
@@ -716,7 +1193,7 @@ void MasterImpl::drainGeneration(uint64_t generation, bool signal) {
   double killAt = now + config_->master.gracefulTimeout + 2;
   auto pids = registry_.startDraining(generation, now, killAt);
   if (signal)
-    for (pid_t pid : pids) kill(pid, SIGTERM);
+    for (pid_t pid : pids) signalChild(pid, SIGTERM);
   if (!pids.empty())
     MOLT_LOG(kInfo) << "draining generation " << generation << " (" << pids.size()
                     << " workers, graceful_timeout " << config_->master.gracefulTimeout << "s)";
@@ -727,18 +1204,26 @@ void MasterImpl::enforceDrainingLimit() {
   size_t limit = static_cast<size_t>(config_->master.maxDrainingGenerations);
   for (size_t i = 0; gens.size() - i > limit; ++i) {
     auto workers = registry_.ofGeneration(gens[i]);
-    for (const auto& w : workers) kill(w.pid, SIGKILL);
+    for (const auto& w : workers) signalChild(w.pid, SIGKILL);
     counters_.drainKills += workers.size();
     MOLT_LOG(kWarning) << "max_draining_generations " << limit << " exceeded: stopped generation "
                        << gens[i] << " hard (" << workers.size() << " workers)";
   }
 }
 
+bool MasterImpl::maintainsWorkers() const { return maintainsWorkersIn(phase_, servingGeneration_); }
+
 void MasterImpl::maintainWorkers(double now) {
-  if (phase_ != Phase::kRunning && phase_ != Phase::kReloading && phase_ != Phase::kPreflight)
-    return;
-  if (servingGeneration_ == 0) return;
-  for (int slot : registry_.missingSlots(servingGeneration_, config_->master.workers)) {
+  if (!maintainsWorkers()) return;
+  auto missing = registry_.missingSlots(servingGeneration_, config_->master.workers);
+  // A respawn planned for a slot that is no longer missing (its generation
+  // was replaced meanwhile) is dropped: a deadline left in the past would
+  // keep the loop from ever sleeping.
+  for (auto it = respawnAt_.begin(); it != respawnAt_.end();)
+    it = std::find(missing.begin(), missing.end(), it->first) == missing.end()
+             ? respawnAt_.erase(it)
+             : std::next(it);
+  for (int slot : missing) {
     auto it = respawnAt_.find(slot);
     if (it == respawnAt_.end() || it->second > now) continue;
     respawnAt_.erase(it);
@@ -756,41 +1241,131 @@ void MasterImpl::maintainWorkers(double now) {
 // ------------------------------------------------------------------ reloads
 
 void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
-  if (phase_ == Phase::kStopping) {
-    MOLT_LOG(kInfo) << "ignoring " << reloadKindName(kind) << " from " << source
-                    << ": shutting down";
-    return;
-  }
-  if (phase_ != Phase::kRunning || stateFd_) {
-    if (kind > pending_) pending_ = kind;
-    MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source << " while "
-                    << phaseName(phase_) << "; queued";
-    return;
+  auto decision = decideReload(phase_, static_cast<bool>(stateFd_), pending_, kind);
+  pending_ = decision.pending;
+  switch (decision.action) {
+    case ReloadDecision::Action::kIgnore:
+      MOLT_LOG(kInfo) << "ignoring " << reloadKindName(kind) << " from " << source
+                      << ": shutting down";
+      return;
+    case ReloadDecision::Action::kQueue:
+      MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source << " while "
+                      << phaseName(phase_) << "; queued";
+      return;
+    case ReloadDecision::Action::kStart:
+      break;
   }
   MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source;
-  if (kind == ReloadKind::kHup) startHupReload();
-  else startSeamlessReload();
+  reloadStartedUs_ = monotonicMicros();
+  activeReload_ = kind;
+  notify::reloading(kind == ReloadKind::kHup
+                        ? "reloading configuration"
+                        : "seamless reload: checking the new binary and configuration");
+  startValidation(kind);
 }
 
 void MasterImpl::processPending() {
-  if (pending_ == ReloadKind::kNone || phase_ != Phase::kRunning || stateFd_) return;
+  if (!pendingMayStart(phase_, static_cast<bool>(stateFd_), pending_)) return;
   ReloadKind kind = std::exchange(pending_, ReloadKind::kNone);
   requestReload(kind, "queue");
 }
 
-void MasterImpl::startHupReload() {
-  reloadStartedUs_ = monotonicMicros();
-  activeReload_ = ReloadKind::kHup;
-  notify::reloading("reloading configuration");
+void MasterImpl::startValidation(ReloadKind kind) {
+  int pipeFds[2];
+  if (pipe2(pipeFds, O_CLOEXEC) != 0) {
+    finishReload(kind, "failed", std::string("pipe for validation: ") + std::strerror(errno),
+                 servingGeneration_);
+    return;
+  }
+  Fd readEnd(pipeFds[0]);
+  Fd writeEnd(pipeFds[1]);
+  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
+    finishReload(kind, "failed", std::string("O_NONBLOCK: ") + std::strerror(errno),
+                 servingGeneration_);
+    return;
+  }
+  log::flush();
+  pid_t pid = 0;
+  try {
+    pid = spawnChild("moltd-validate", [&]() -> int {
+      log::removeSinks();
+      readEnd.release();
+      closeAllFdsExcept({writeEnd.get()});
+      std::string result;
+      try {
+        auto config = loadConfig(options_.configPath, service_);
+        result = "OK";
+        if (kind == ReloadKind::kSeamless) result += " " + resolveExecutable(options_.executable);
+        result += "\n" + encodeValidated(describeValidated(*config));
+      } catch (const std::exception& e) {
+        result = std::string("ERR\n") + e.what();
+      }
+      size_t done = 0;
+      while (done < result.size()) {
+        ssize_t n = write(writeEnd.get(), result.data() + done, result.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 1;
+        done += static_cast<size_t>(n);
+      }
+      return 0;
+    });
+  } catch (const std::exception& e) {
+    finishReload(kind, "failed", e.what(), servingGeneration_);
+    return;
+  }
+  validation_.emplace();
+  validation_->pid = pid;
+  validation_->output = std::move(readEnd);
+  validation_->deadline = monotonicSeconds() + std::min(30.0, config_->master.reloadTimeout);
+  validation_->kind = kind;
+  validation_->token = nextToken_++;
+  phase_ = Phase::kValidating;
+}
+
+void MasterImpl::onValidationExit(int status) {
+  Validation v = std::move(*validation_);
+  validation_.reset();
+  if (phase_ == Phase::kStopping) return;
+  if (v.output) readChildOutput(v.output, v.text, 2 * IniConfig::kMaxConfigBytes + 65536);
+  phase_ = Phase::kRunning;
+  auto refuse = [&](const std::string& reason) {
+    finishReload(v.kind, "refused", reason, servingGeneration_);
+    processPending();
+  };
+  if (v.timedOut) {
+    refuse("configuration check did not finish within " +
+           std::to_string(static_cast<int>(std::min(30.0, config_->master.reloadTimeout))) +
+           "s (a name lookup or a disk check hangs)");
+    return;
+  }
+  auto nl = v.text.find('\n');
+  std::string head = v.text.substr(0, nl);
+  if (nl == std::string::npos || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+      (head != "ERR" && head.rfind("OK", 0) != 0)) {
+    refuse("configuration check " + describeWaitStatus(status) + " without a result");
+    return;
+  }
+  std::string body = v.text.substr(nl + 1);
+  if (head == "ERR") {
+    refuse(body);
+    return;
+  }
   std::shared_ptr<const LoadedConfig> next;
   try {
-    next = loadConfig(options_.configPath, service_);
+    next = loadValidatedConfig(options_.configPath, decodeValidated(body), service_);
   } catch (const std::exception& e) {
-    finishReload(ReloadKind::kHup, "refused", e.what(), servingGeneration_);
+    refuse(std::string("validated configuration: ") + e.what());
     return;
   }
   for (const auto& w : next->warnings) MOLT_LOG(kWarning) << w;
-  log::configure(next->master.log);  // reopens the log file (logrotate)
+  if (v.kind == ReloadKind::kHup) startHupReload(next);
+  else startSeamlessReload(next, head.size() > 3 ? head.substr(3) : options_.executable);
+}
+
+void MasterImpl::startHupReload(std::shared_ptr<const LoadedConfig> next) {
+  // Reopen the current log file (logrotate); the new settings apply once
+  // the new generation serves, so a failed reload keeps the old ones.
+  log::configure(config_->master.log);
   std::vector<std::string> desired;
   for (const auto& a : next->master.bind) desired.push_back(resolvedKey(a));
   for (const auto& a : next->master.adminBind) desired.push_back(resolvedKey(a));
@@ -802,68 +1377,68 @@ void MasterImpl::startHupReload() {
     bindMissingListeners(*next, HeldListener::State::kAdding);
   } catch (const std::exception& e) {
     for (auto& h : listeners_) h.state = HeldListener::State::kActive;
-    log::configure(config_->master.log);
     finishReload(ReloadKind::kHup, "failed", e.what(), servingGeneration_);
+    processPending();
     return;
   }
-  service_.check(*next, "reload");
   startGeneration(lastGeneration_ + 1, next, ReloadKind::kHup);
+  startProbe("reload");
 }
 
-void MasterImpl::startSeamlessReload() {
-  reloadStartedUs_ = monotonicMicros();
-  activeReload_ = ReloadKind::kSeamless;
-  notify::reloading("seamless reload: checking the new binary and configuration");
-  std::shared_ptr<const LoadedConfig> next;
-  std::string executable;
-  try {
-    next = loadConfig(options_.configPath, service_);
-    executable = resolveExecutable(options_.executable);
-  } catch (const std::exception& e) {
-    finishReload(ReloadKind::kSeamless, "refused", e.what(), servingGeneration_);
-    return;
-  }
+void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
+                                     const std::string& executable) {
   int pipeFds[2];
   if (pipe2(pipeFds, O_CLOEXEC) != 0) {
     finishReload(ReloadKind::kSeamless, "refused",
                  std::string("pipe for the config check: ") + std::strerror(errno),
                  servingGeneration_);
+    processPending();
     return;
   }
   Fd readEnd(pipeFds[0]);
   Fd writeEnd(pipeFds[1]);
-  log::flush();
-  pid_t pid = fork();
-  if (pid < 0) {
+  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
     finishReload(ReloadKind::kSeamless, "refused",
-                 std::string("fork for the config check: ") + std::strerror(errno),
-                 servingGeneration_);
+                 std::string("O_NONBLOCK: ") + std::strerror(errno), servingGeneration_);
+    processPending();
     return;
   }
-  if (pid == 0) {
-    dup2(writeEnd.get(), STDOUT_FILENO);
-    dup2(writeEnd.get(), STDERR_FILENO);
-    closeAllFdsExcept({});
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    unsetenv("NOTIFY_SOCKET");
-    unsetenv("LISTEN_FDS");
-    unsetenv("LISTEN_PID");
-    unsetenv("LISTEN_FDNAMES");
-    std::vector<char*> args;
-    args.push_back(const_cast<char*>(executable.c_str()));
-    args.push_back(const_cast<char*>("--check-config"));
-    args.push_back(const_cast<char*>("--config"));
-    args.push_back(const_cast<char*>(options_.configPath.c_str()));
-    args.push_back(nullptr);
-    execv(executable.c_str(), args.data());
-    dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
-    _exit(127);
+  log::flush();
+  pid_t pid = 0;
+  try {
+    pid = spawnChild("moltd-check", [&]() -> int {
+      if (dup2(writeEnd.get(), STDOUT_FILENO) < 0 || dup2(writeEnd.get(), STDERR_FILENO) < 0)
+        return 126;
+      log::removeSinks();
+      readEnd.release();
+      closeAllFdsExcept({});
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      unsetenv("NOTIFY_SOCKET");
+      unsetenv("LISTEN_FDS");
+      unsetenv("LISTEN_PID");
+      unsetenv("LISTEN_FDNAMES");
+      std::vector<char*> args;
+      args.push_back(const_cast<char*>(executable.c_str()));
+      args.push_back(const_cast<char*>("--check-config"));
+      args.push_back(const_cast<char*>("--config"));
+      args.push_back(const_cast<char*>(options_.configPath.c_str()));
+      args.push_back(nullptr);
+      execv(executable.c_str(), args.data());
+      dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
+      return 127;
+    });
+  } catch (const std::exception& e) {
+    finishReload(ReloadKind::kSeamless, "refused", std::string("config check: ") + e.what(),
+                 servingGeneration_);
+    processPending();
+    return;
   }
   writeEnd.reset();
   checker_.emplace();
   checker_->pid = pid;
+  checker_->token = nextToken_++;
   checker_->output = std::move(readEnd);
   checker_->deadline = monotonicSeconds() + std::min(30.0, next->master.reloadTimeout);
   checker_->config = next;
@@ -875,12 +1450,7 @@ void MasterImpl::onCheckerExit(int status) {
   Checker checker = std::move(*checker_);
   checker_.reset();
   if (phase_ == Phase::kStopping) return;
-  if (checker.output) {  // collect what is left in the pipe
-    char buf[1024];
-    ssize_t n;
-    while ((n = read(checker.output.get(), buf, sizeof buf)) > 0 && checker.text.size() < 8192)
-      checker.text.append(buf, static_cast<size_t>(n));
-  }
+  if (checker.output) readChildOutput(checker.output, checker.text, 8192);
   phase_ = Phase::kRunning;
   if (checker.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string output = checker.text;
@@ -932,31 +1502,33 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   }
 
   log::flush();
-  pid_t sync = fork();
-  if (sync < 0) {
-    finishReload(ReloadKind::kSeamless, "failed",
-                 std::string("fork synchronizer: ") + std::strerror(errno), servingGeneration_);
+  pid_t sync = 0;
+  try {
+    sync = spawnChild("", [&]() -> int {
+      std::vector<int> keep = allListeners;
+      keep.push_back(notifyRead.get());
+      keep.push_back(stateWrite.get());
+      log::removeSinks();
+      closeAllFdsExcept(keep);
+      log::configure(config_->master.log);
+      log::setIdentity("sync", servingGeneration_);
+      SyncParams params;
+      params.notifyFd = notifyRead.release();
+      params.stateFd = stateWrite.release();
+      params.listenerFds = allListeners;
+      params.oldWorkers = oldWorkers;
+      params.masterPid = pid_;
+      params.shutdownFds = rebound;
+      params.timeoutSeconds = next->master.reloadTimeout + 10;
+      int code = runSynchronizer(params);
+      log::flush();
+      return code;
+    });
+  } catch (const std::exception& e) {
+    finishReload(ReloadKind::kSeamless, "failed", std::string("synchronizer: ") + e.what(),
+                 servingGeneration_);
+    processPending();
     return;
-  }
-  if (sync == 0) {
-    std::vector<int> keep = allListeners;
-    keep.push_back(notifyRead.get());
-    keep.push_back(stateWrite.get());
-    log::removeSinks();
-    closeAllFdsExcept(keep);
-    log::configure(config_->master.log);
-    log::setIdentity("sync", servingGeneration_);
-    SyncParams params;
-    params.notifyFd = notifyRead.release();
-    params.stateFd = stateWrite.release();
-    params.listenerFds = allListeners;
-    params.oldWorkers = oldWorkers;
-    params.masterPid = pid_;
-    params.shutdownFds = rebound;
-    params.timeoutSeconds = next->master.reloadTimeout + 10;
-    int code = runSynchronizer(params);
-    log::flush();
-    _exit(code);
   }
   notifyRead.reset();
   stateWrite.reset();
@@ -997,10 +1569,28 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     c.killAtUs = static_cast<int64_t>(w.killAt * 1e6);
     env.children.push_back(c);
   }
-  auto pairs = encodeHandoffEnv(env);
-  std::vector<int> passed{notifyPassed.get(), statePassed.get(), countersPassed.get()};
+  env.previousConfig = encodeValidated(describeValidated(*config_));
+  Fd handoffPassed;
+  try {
+    Fd memfd(writeHandoffMemfd(encodeHandoffText(env)));
+    handoffPassed = lift(memfd.get());
+    if (!handoffPassed) throwSysError("dup the handoff memfd");
+  } catch (const std::exception& e) {
+    syncPid_ = sync;
+    finishReload(ReloadKind::kSeamless, "failed", std::string("handoff: ") + e.what(),
+                 servingGeneration_);
+    processPending();
+    return;  // the synchronizer sees EOF and leaves everything alone
+  }
+  EnvPairs pairs{{"MOLT_HANDOFF", std::to_string(kHandoffMemfdVersion)},
+                 {"MOLT_HANDOFF_FD", std::to_string(handoffPassed.get())}};
+  std::vector<int> passed{notifyPassed.get(), statePassed.get(), countersPassed.get(),
+                          handoffPassed.get()};
   std::optional<FdLayout> layout;
   std::string failure;
+  // Admin connections go first: once the listeners sit at 3 and up, closing
+  // a connection by its old fd number could close a listener.
+  closeAdmin();
   try {
     if (!passedListeners.empty()) {
       layout.emplace(passedListeners);
@@ -1014,7 +1604,6 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
       setenv("LISTEN_FDNAMES", names.c_str(), 1);
     }
     for (const auto& [name, value] : pairs) setenv(name.c_str(), value.c_str(), 1);
-    admin_.closeAll();
     setCloseOnExecExcept(passed);
     MOLT_LOG(kInfo) << "re-executing " << executable << " in pid " << pid_
                     << "; synchronizer pid " << sync << " holds the old listeners";
@@ -1036,6 +1625,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   notifyPassed.reset();  // the synchronizer sees EOF and leaves everything alone
   statePassed.reset();
   countersPassed.reset();
+  handoffPassed.reset();
   syncPid_ = sync;
   finishReload(ReloadKind::kSeamless, "failed", failure, servingGeneration_);
 }
@@ -1101,8 +1691,11 @@ void MasterImpl::closeHandoffState(const std::string& why) {
     MOLT_LOG(kWarning) << why << "; telling " << handoffOldWorkers_.size()
                        << " old workers to drain from the master";
   for (pid_t pid : handoffOldWorkers_)
-    if (registry_.find(pid)) kill(pid, SIGTERM);
+    if (registry_.find(pid)) signalChild(pid, SIGTERM);
   handoffOldWorkers_.clear();
+  // A synchronizer we could not talk to has nothing left to do: it would
+  // only wait out its timeout.
+  if (!why.empty() && syncPid_) signalChild(syncPid_, SIGKILL);
   processPending();
 }
 
@@ -1115,8 +1708,8 @@ void MasterImpl::onSignal(const signalfd_siginfo& info) {
     case SIGHUP: requestReload(ReloadKind::kHup, "SIGHUP (" + source + ")"); break;
     case SIGUSR1: requestReload(ReloadKind::kSeamless, "SIGUSR1 (" + source + ")"); break;
     case SIGUSR2:
-      service_.check(*config_, "signal");
-      for (const auto& w : registry_.ofGeneration(servingGeneration_)) kill(w.pid, SIGUSR2);
+      startProbe("signal");
+      for (const auto& w : registry_.ofGeneration(servingGeneration_)) signalChild(w.pid, SIGUSR2);
       break;
     case SIGTERM:
       MOLT_LOG(kInfo) << "SIGTERM (" << source << "): graceful shutdown";
@@ -1150,35 +1743,46 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
         << (code >= 0 ? std::string(": ") + describeSyncExit(code) : "");
     return;
   }
+  if (validation_ && pid == validation_->pid) {
+    onValidationExit(status);
+    return;
+  }
+  if (probe_ && pid == probe_->pid) {
+    onProbeExit(status);
+    return;
+  }
   if (checker_ && pid == checker_->pid) {
     onCheckerExit(status);
     return;
   }
   for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
-    it = it->second.first == pid ? readyPipes_.erase(it) : std::next(it);
+    it = it->second.pid == pid ? readyPipes_.erase(it) : std::next(it);
   auto info = registry_.remove(pid);
   if (!info) {
     MOLT_LOG(kDebug) << "reaped unknown child pid " << pid << ": " << describeWaitStatus(status);
     return;
   }
+  std::optional<uint64_t> starting;
+  if (starting_) starting = starting_->generation;
+  auto action = decideWorkerExit(phase_, info->state == WorkerState::kDraining, info->generation,
+                                 servingGeneration_, starting);
   if (info->state == WorkerState::kDraining) {
     MOLT_LOG(kInfo) << "old worker pid " << pid << " of generation " << info->generation << " "
                     << describeWaitStatus(status);
     return;
   }
-  if (phase_ == Phase::kStopping) return;
   std::string what = "worker pid " + std::to_string(pid) + " of generation " +
                      std::to_string(info->generation) + " " + describeWaitStatus(status);
-  if (starting_ && info->generation == starting_->generation) {
+  if (action == WorkerExit::kFailStart) {
     failStarting(what + " before it was ready");
     return;
   }
-  if (info->generation != servingGeneration_) return;
+  if (action != WorkerExit::kRespawn) return;
   ++counters_.workerRestarts;
   double now = monotonicSeconds();
-  bool quick = now - info->startedAt < 2.0;
+  bool quick = now - info->startedAt < kQuickExitSeconds;
   int failures = quick ? ++quickFailures_[info->slot] : (quickFailures_[info->slot] = 0);
-  double delay = std::min(10.0, 0.1 * std::pow(2.0, failures));
+  double delay = respawnDelay(failures);
   respawnAt_[info->slot] = now + delay;
   MOLT_LOG(kWarning) << what << "; respawning slot " << info->slot << " in " << delay << "s";
 }
@@ -1187,7 +1791,9 @@ void MasterImpl::beginStop(bool graceful) {
   if (phase_ == Phase::kStopping && graceful) return;
   phase_ = Phase::kStopping;
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
-  if (checker_) kill(checker_->pid, SIGKILL);
+  if (checker_) signalChild(checker_->pid, SIGKILL);
+  if (validation_) signalChild(validation_->pid, SIGKILL);
+  if (probe_) signalChild(probe_->pid, SIGKILL);
   if (notifyFd_) {  // a handover in progress: let the synchronizer go
     std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }
@@ -1197,26 +1803,28 @@ void MasterImpl::beginStop(bool graceful) {
   handoffOldWorkers_.clear();
   double now = monotonicSeconds();
   double grace = config_ ? config_->master.gracefulTimeout : 0;
-  for (const auto& w : registry_.all()) kill(w.pid, graceful ? SIGTERM : SIGKILL);
+  for (const auto& w : registry_.all()) signalChild(w.pid, graceful ? SIGTERM : SIGKILL);
   registry_.startDraining(servingGeneration_, now, now + grace + 2);
   if (starting_) registry_.startDraining(starting_->generation, now, now + grace + 2);
   starting_.reset();
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
-  admin_.closeAll();
+  spareListeners_.clear();
+  closeAdmin();
   readyPipes_.clear();
   stopDeadline_ = now + (graceful ? grace + 2 : 2);
 }
 
 void MasterImpl::killEverything() {
-  for (const auto& w : registry_.all()) kill(w.pid, SIGKILL);
-  if (syncPid_) kill(syncPid_, SIGKILL);
-  if (checker_) kill(checker_->pid, SIGKILL);
+  for (const auto& w : registry_.all()) signalChild(w.pid, SIGKILL);
+  if (syncPid_) signalChild(syncPid_, SIGKILL);
+  if (checker_) signalChild(checker_->pid, SIGKILL);
+  if (validation_) signalChild(validation_->pid, SIGKILL);
   beginStop(false);
 }
 
 void MasterImpl::runTimers(double now) {
   if (phase_ == Phase::kStopping) {
-    if (registry_.size() == 0 && !syncPid_ && !checker_) {
+    if (registry_.size() == 0 && !syncPid_ && !checker_ && !validation_ && !probe_) {
       for (const auto& h : listeners_)
         if (h.listener.address.kind == ListenAddress::Kind::kUnix)
           unlink(h.listener.address.path.c_str());
@@ -1232,9 +1840,9 @@ void MasterImpl::runTimers(double now) {
     if (now >= stopDeadline_) {
       for (const auto& w : registry_.all()) {
         MOLT_LOG(kWarning) << "worker pid " << w.pid << " still running at the shutdown deadline; killing it";
-        kill(w.pid, SIGKILL);
+        signalChild(w.pid, SIGKILL);
       }
-      if (syncPid_) kill(syncPid_, SIGKILL);
+      if (syncPid_) signalChild(syncPid_, SIGKILL);
       stopDeadline_ = now + 1;
     }
     return;
@@ -1245,7 +1853,12 @@ void MasterImpl::runTimers(double now) {
   }
   if (checker_ && now >= checker_->deadline && !checker_->timedOut) {
     checker_->timedOut = true;
-    kill(checker_->pid, SIGKILL);
+    signalChild(checker_->pid, SIGKILL);
+  }
+  if (validation_ && now >= validation_->deadline && !validation_->timedOut) {
+    validation_->timedOut = true;
+    signalChild(validation_->pid, SIGKILL);
+    onValidationExit(0);
   }
   if (stateFd_ && now >= stateDeadline_ && stateDeadline_ > 0)
     closeHandoffState("no report from the synchronizer in time");
@@ -1253,31 +1866,45 @@ void MasterImpl::runTimers(double now) {
     auto* w = registry_.find(pid);
     MOLT_LOG(kWarning) << "old worker pid " << pid << " of generation " << w->generation
                        << " still running past graceful_timeout; killing it";
-    kill(pid, SIGKILL);
+    signalChild(pid, SIGKILL);
     w->killAt = 0;
     ++counters_.drainKills;
   }
   admin_.expire(now);
   maintainWorkers(now);
-  if (now >= nextServiceCheck_) {
-    nextServiceCheck_ = now + 1;
-    service_.check(*config_, "poll");
+  if (probe_ && now >= probe_->deadline && !probe_->timedOut) {
+    // A process stuck on a hung mount may not die even of SIGKILL: it is
+    // given up on at once (reaped whenever it ends) so nothing waits for it.
+    probe_->timedOut = true;
+    signalChild(probe_->pid, SIGKILL);
+    onProbeExit(0);
   }
+  double interval = service_.checkInterval(*config_);
+  if (interval > 0 && nextProbe_ == 0) nextProbe_ = now + interval;
+  if (interval > 0 && now >= nextProbe_ && !probe_) startProbe("poll");
 }
 
 double MasterImpl::nextWake(double now) const {
+  // Only deadlines that runTimers acts on in the current phase count: one
+  // that is due but not acted on would make every poll return at once.
   double next = now + 1;
   auto consider = [&](double t) {
-    if (t > 0) next = std::min(next, t);
+    if (t > 0) next = std::min(next, std::max(t, now));
   };
-  if (phase_ == Phase::kStopping) consider(stopDeadline_);
+  if (phase_ == Phase::kStopping) {
+    consider(stopDeadline_);
+    return next;
+  }
   if (starting_) consider(starting_->deadline);
-  if (checker_) consider(checker_->deadline);
+  if (checker_ && !checker_->timedOut) consider(checker_->deadline);
+  if (validation_ && !validation_->timedOut) consider(validation_->deadline);
   if (stateFd_) consider(stateDeadline_);
   if (auto k = registry_.nextKillAt()) consider(*k);
-  for (const auto& [slot, t] : respawnAt_) consider(t);
+  if (maintainsWorkers())
+    for (const auto& [slot, t] : respawnAt_) consider(t);
   if (auto a = admin_.nextDeadline()) consider(*a);
-  consider(nextServiceCheck_);
+  if (probe_ && !probe_->timedOut) consider(probe_->deadline);
+  if (!probe_ && service_.checkInterval(*config_) > 0) consider(nextProbe_);
   return next;
 }
 
@@ -1297,11 +1924,8 @@ AdminResponse MasterImpl::handleAdmin(const AdminRequest& request) {
   if (request.path == "/reload" || request.path == "/reload-seamless") {
     if (request.method != "POST") return text(405, "use POST for " + request.path);
     if (!config_->master.adminTokenFile.empty()) {
-      std::ifstream in(config_->master.adminTokenFile);
-      std::string token;
-      std::getline(in, token);
       auto it = request.headers.find("authorization");
-      if (token.empty() || it == request.headers.end() || it->second != "Bearer " + token)
+      if (it == request.headers.end() || !bearerTokenMatches(it->second, config_->master.adminToken))
         return text(401, "missing or wrong bearer token");
     }
     ReloadKind kind = request.path == "/reload" ? ReloadKind::kHup : ReloadKind::kSeamless;

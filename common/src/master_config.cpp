@@ -1,6 +1,12 @@
 #include "reload/master_config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <set>
 #include <stdexcept>
@@ -8,8 +14,25 @@
 namespace reload {
 namespace {
 
+bool isLoopback(const ListenAddress& address) {
+  if (address.kind == ListenAddress::Kind::kUnix) return true;
+  const auto& storage = address.resolved;
+  if (address.resolvedLength == 0) return false;
+  if (storage.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(storage);
+    return (ntohl(in.sin_addr.s_addr) >> 24) == 127;
+  }
+  if (storage.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(storage);
+    return IN6_IS_ADDR_LOOPBACK(&in6.sin6_addr) ||
+           (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr) && in6.sin6_addr.s6_addr[12] == 127);
+  }
+  return false;
+}
+
 std::vector<ListenAddress> parseBindList(IniConfig& ini, const std::string& section,
-                                         const std::string& fallback) {
+                                         const std::string& fallback,
+                                         const AddressResolver& resolve) {
   std::vector<std::string> items = ini.getList(section, "bind");
   if (!ini.has(section, "bind")) items = {fallback};
   if (items.empty()) ini.fail(section, "bind", "needs at least one address");
@@ -22,6 +45,8 @@ std::vector<ListenAddress> parseBindList(IniConfig& ini, const std::string& sect
         ini.fail(section, "bind", "'" + item + "' is listed twice");
         continue;
       }
+      if (resolve) resolve(address);
+      else resolveListenAddress(address);
       addresses.push_back(address);
     } catch (const std::invalid_argument& e) {
       ini.fail(section, "bind", e.what());
@@ -32,9 +57,9 @@ std::vector<ListenAddress> parseBindList(IniConfig& ini, const std::string& sect
 
 }  // namespace
 
-MasterConfig parseMasterConfig(IniConfig& ini) {
+MasterConfig parseMasterConfig(IniConfig& ini, const AddressResolver& resolve) {
   MasterConfig c;
-  c.bind = parseBindList(ini, "server", "127.0.0.1:8080");
+  c.bind = parseBindList(ini, "server", "127.0.0.1:8080", resolve);
   c.workers = static_cast<int>(ini.getInt("server", "workers", c.workers, 1, 256));
   c.threads = static_cast<int>(ini.getInt("server", "threads", c.threads, 2, 16384));
   c.gracefulTimeout = ini.getSeconds("server", "graceful_timeout", c.gracefulTimeout, 0, 86400);
@@ -51,11 +76,19 @@ MasterConfig parseMasterConfig(IniConfig& ini) {
   c.masterNice = static_cast<int>(ini.getInt("server", "master_nice", c.masterNice, -20, 19));
   c.pidFile = ini.getString("server", "pid_file", "");
   c.user = ini.getString("server", "user", "");
-  if (!c.user.empty() && getpwnam(c.user.c_str()) == nullptr)
-    ini.fail("server", "user", "no such user '" + c.user + "'");
 
-  c.adminBind = parseBindList(ini, "admin", "127.0.0.1:8081");
+  c.adminBind = parseBindList(ini, "admin", "127.0.0.1:8081", resolve);
   c.adminTokenFile = ini.getString("admin", "token_file", "");
+  c.adminAllowRemoteWithoutToken =
+      ini.getBool("admin", "allow_remote_without_token", false);
+  if (c.adminTokenFile.empty() && !c.adminAllowRemoteWithoutToken)
+    for (const auto& admin : c.adminBind)
+      if (!isLoopback(admin))
+        ini.fail("admin", "bind",
+                 "'" + admin.toString() +
+                     "' is reachable from other hosts and token_file is not set; set "
+                     "token_file, or allow_remote_without_token = true to accept that anyone "
+                     "who can connect may trigger reloads");
   for (const auto& admin : c.adminBind)
     for (const auto& pub : c.bind)
       if (admin.toString() == pub.toString())
@@ -67,12 +100,61 @@ MasterConfig parseMasterConfig(IniConfig& ini) {
     ini.fail("log", "level", e.what());
   }
   c.log.target = ini.getString("log", "file", "stderr");
+  return c;
+}
+
+std::string readAdminToken(const std::string& path) {
+  std::string contents;
+  try {
+    contents = readBoundedRegularFile(path, 4096);
+  } catch (const ConfigError& e) {
+    throw std::runtime_error(e.what());
+  }
+  std::string token = contents.substr(0, contents.find('\n'));
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
+    token.pop_back();
+  if (token.empty()) throw std::runtime_error(path + ": holds no token (the first line is empty)");
+  return token;
+}
+
+void checkMasterEnvironment(const MasterConfig& c, IniConfig& ini) {
+  if (!c.user.empty() && getpwnam(c.user.c_str()) == nullptr)
+    ini.fail("server", "user", "no such user '" + c.user + "'");
+  if (!c.pidFile.empty()) {
+    if (c.pidFile[0] != '/') {
+      ini.fail("server", "pid_file", "'" + c.pidFile + "' is not an absolute path");
+    } else {
+      std::string dir = c.pidFile.substr(0, c.pidFile.rfind('/'));
+      if (dir.empty()) dir = "/";
+      struct stat st {};
+      // A missing last directory is created at start (like systemd's
+      // RuntimeDirectory), so it is enough that its parent can hold it.
+      std::string parent = dir.substr(0, dir.rfind('/'));
+      if (parent.empty()) parent = "/";
+      struct stat up {};
+      if (stat(dir.c_str(), &st) != 0 && errno == ENOENT && stat(parent.c_str(), &up) == 0 &&
+          S_ISDIR(up.st_mode) && access(parent.c_str(), W_OK | X_OK) == 0) {
+        // created by writePidFile
+      } else if (stat(dir.c_str(), &st) != 0)
+        ini.fail("server", "pid_file", "directory " + dir + ": " + std::strerror(errno));
+      else if (!S_ISDIR(st.st_mode))
+        ini.fail("server", "pid_file", dir + " is not a directory");
+      else if (access(dir.c_str(), W_OK | X_OK) != 0)
+        ini.fail("server", "pid_file", "cannot create files in " + dir + ": " + std::strerror(errno));
+    }
+  }
   try {
     log::checkTarget(c.log.target);
   } catch (const std::exception& e) {
     ini.fail("log", "file", e.what());
   }
-  return c;
+  if (!c.adminTokenFile.empty()) {
+    try {
+      readAdminToken(c.adminTokenFile);
+    } catch (const std::exception& e) {
+      ini.fail("admin", "token_file", e.what());
+    }
+  }
 }
 
 }  // namespace reload

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -48,10 +49,30 @@ void closeAllFdsExcept(std::vector<int> keep) {
   unsigned int next = 3;
   for (int fd : keep) {
     if (fd < 3 || static_cast<unsigned int>(fd) < next) continue;
-    if (static_cast<unsigned int>(fd) > next) close_range(next, static_cast<unsigned int>(fd) - 1, 0);
+    if (static_cast<unsigned int>(fd) > next &&
+        close_range(next, static_cast<unsigned int>(fd) - 1, 0) != 0)
+      throwSysError("close_range " + std::to_string(next) + ".." + std::to_string(fd - 1));
     next = static_cast<unsigned int>(fd) + 1;
   }
-  close_range(next, ~0U, 0);
+  if (close_range(next, ~0U, 0) != 0) throwSysError("close_range from " + std::to_string(next));
+}
+
+pid_t spawnChild(const std::string& name, const std::function<int()>& body) {
+  pid_t pid = fork();
+  if (pid < 0) throwSysError("fork" + (name.empty() ? std::string() : " " + name));
+  if (pid > 0) return pid;
+  int code = 70;  // EX_SOFTWARE
+  try {
+    if (!name.empty()) setProcessName(name);
+    code = body();
+  } catch (const std::exception& e) {
+    dprintf(STDERR_FILENO, "%s pid %d: %s\n", name.empty() ? "child" : name.c_str(),
+            static_cast<int>(getpid()), e.what());
+  } catch (...) {
+    dprintf(STDERR_FILENO, "%s pid %d: unknown exception\n", name.empty() ? "child" : name.c_str(),
+            static_cast<int>(getpid()));
+  }
+  _exit(code);
 }
 
 static std::vector<int> openFds() {

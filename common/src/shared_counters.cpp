@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <string>
 #include <unistd.h>
 
 #include "reload/sys_error.h"
@@ -19,8 +22,16 @@ SharedCounters::SharedCounters(int inheritedFd) {
       close(fd_);
       throwSysError("ftruncate counters", err);
     }
-  } else if (fcntl(fd_, F_SETFD, FD_CLOEXEC) != 0) {
-    throwSysError("FD_CLOEXEC on the counters fd");
+  } else {
+    // A region smaller than the mapping would SIGBUS every worker that
+    // touches it: only a memfd of exactly the right size is adopted.
+    struct stat st {};
+    if (fstat(fd_, &st) != 0) throwSysError("fstat the counters fd");
+    if (!S_ISREG(st.st_mode) || static_cast<size_t>(st.st_size) != kBytes)
+      throw std::system_error(EINVAL, std::generic_category(),
+                              "counters fd " + std::to_string(fd_) + " is not a " +
+                                  std::to_string(kBytes) + "-byte memory file");
+    if (fcntl(fd_, F_SETFD, FD_CLOEXEC) != 0) throwSysError("FD_CLOEXEC on the counters fd");
   }
   void* map = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
   if (map == MAP_FAILED) {

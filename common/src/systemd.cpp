@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -34,24 +35,60 @@ int notify(const std::string& state) {
   return 1;
 }
 
+namespace {
+
+bool isNumber(const char* text, size_t maxDigits) {
+  size_t n = std::strlen(text);
+  return n > 0 && n <= maxDigits && std::strspn(text, "0123456789") == n;
+}
+
+// Why `fd` cannot be adopted as a listener, or "" if it can.
+std::string notAListener(int fd) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return std::string("not open (") + std::strerror(errno) + ")";
+  if (!S_ISSOCK(st.st_mode)) return "not a socket";
+  int value = 0;
+  socklen_t len = sizeof value;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &len) != 0 || value != SOCK_STREAM)
+    return "not a stream socket";
+  len = sizeof value;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &len) != 0 ||
+      (value != AF_INET && value != AF_INET6 && value != AF_UNIX))
+    return "a socket of an unsupported family";
+  len = sizeof value;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &len) != 0 || !value)
+    return "not listening";
+  return "";
+}
+
+}  // namespace
+
 InheritedFds takeListenFds() {
   InheritedFds result;
-  const char* pidText = getenv("LISTEN_PID");
-  const char* fdsText = getenv("LISTEN_FDS");
-  const char* namesText = getenv("LISTEN_FDNAMES");
-  bool ours = pidText && fdsText && std::strtol(pidText, nullptr, 10) == getpid();
-  int count = ours ? static_cast<int>(std::strtol(fdsText, nullptr, 10)) : 0;
-  std::string names = ours && namesText ? namesText : "";
+  std::string pidText = getenv("LISTEN_PID") ? getenv("LISTEN_PID") : "";
+  std::string fdsText = getenv("LISTEN_FDS") ? getenv("LISTEN_FDS") : "";
+  std::string names = getenv("LISTEN_FDNAMES") ? getenv("LISTEN_FDNAMES") : "";
   unsetenv("LISTEN_PID");
   unsetenv("LISTEN_FDS");
   unsetenv("LISTEN_FDNAMES");
-  if (count <= 0) return result;
+  if (pidText.empty() || fdsText.empty()) return result;
+  if (!isNumber(pidText.c_str(), 10) || std::strtoll(pidText.c_str(), nullptr, 10) != getpid())
+    return result;  // meant for another process
+  if (!isNumber(fdsText.c_str(), 4) || std::atoi(fdsText.c_str()) > kMaxListenFds)
+    throw std::runtime_error("LISTEN_FDS='" + fdsText + "' is not a count of at most " +
+                             std::to_string(kMaxListenFds) + " descriptors");
+  int count = std::atoi(fdsText.c_str());
+  for (int fd = kListenFdsStart; fd < kListenFdsStart + count; ++fd) {
+    std::string why = notAListener(fd);
+    if (!why.empty())
+      throw std::runtime_error("LISTEN_FDS=" + std::to_string(count) + " but fd " +
+                               std::to_string(fd) + " is " + why +
+                               "; only listening stream sockets (IPv4, IPv6, Unix) are accepted");
+  }
   for (int fd = kListenFdsStart; fd < kListenFdsStart + count; ++fd) {
     int flags = fcntl(fd, F_GETFD);
-    if (flags < 0)
-      throw std::runtime_error("LISTEN_FDS=" + std::to_string(count) + " but fd " +
-                               std::to_string(fd) + " is not open");
-    fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0)
+      throw std::runtime_error("FD_CLOEXEC on fd " + std::to_string(fd) + ": " + std::strerror(errno));
   }
   result.count = count;
   std::istringstream split(names);

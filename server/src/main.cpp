@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
       checkOnly = true;
     } else if (a == "--config-keys") {
       // Every key the parsers accept, as "section.key": the man page is tested against it.
-      reload::IniConfig ini("/dev/null");
+      reload::IniConfig ini("(defaults)", "");
       reload::parseMasterConfig(ini);
       service.parseConfig(ini, reload::MasterConfig{});
       for (const auto& key : ini.knownKeys()) std::cout << key << "\n";

@@ -1,11 +1,23 @@
 #include "moltd_service.h"
 
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include <algorithm>
+#include <cstdlib>
 #include <ctime>
+#include <sstream>
 
 #include "http_handlers.h"
 #include "object_store.h"
+#include "reload/fd.h"
 #include "reload/log.h"
 #include "reload/process.h"
 #include "server_config.h"
@@ -27,35 +39,120 @@ int MoltdService::runWorker(const reload::WorkerContext& context) noexcept {
   return runObjectWorker(context, config, version());
 }
 
-void MoltdService::check(const reload::LoadedConfig& config, const std::string& trigger) {
+namespace {
+
+// Index of the first of `paths` that `user` cannot create files in, or -1.
+// Checked as that user, in a child that drops to it, so that groups and
+// ACLs count exactly as they will for the workers.
+int firstUnwritableAs(const std::string& user, const std::vector<std::string>& paths) {
+  if (user.empty() || geteuid() != 0) {
+    for (size_t i = 0; i < paths.size(); ++i)
+      if (access(paths[i].c_str(), W_OK | X_OK) != 0) return static_cast<int>(i);
+    return -1;
+  }
+  passwd* pw = getpwnam(user.c_str());
+  if (pw == nullptr) return -1;  // reported as an unknown user
+  uid_t uid = pw->pw_uid;
+  gid_t gid = pw->pw_gid;
+  std::string name = pw->pw_name;
+  pid_t pid = reload::spawnChild("", [&]() -> int {
+    if (initgroups(name.c_str(), gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) return 255;
+    for (size_t i = 0; i < paths.size() && i < 250; ++i)
+      if (access(paths[i].c_str(), W_OK | X_OK) != 0) return static_cast<int>(i) + 1;
+    return 0;
+  });
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) == 255) return static_cast<int>(paths.size());
+  return WEXITSTATUS(status) - 1;
+}
+
+}  // namespace
+
+void MoltdService::checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) {
   const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
-  const auto& storage = cfg.storage;
-  double now = reload::monotonicSeconds();
-  // The master calls this every second with "poll"; honour the intervals.
-  bool scanDue = trigger != "poll" || (storage.volumeScanInterval > 0 && now >= nextVolumeScan_);
-  if (scanDue) {
-    nextVolumeScan_ = now + storage.volumeScanInterval;
-    auto fresh = scanVolumes(storage);
-    if (volumesKnown_) {
-      for (const auto& line : volumeChanges(volumes_, fresh))
-        MOLT_LOG(kNotice) << line << " (trigger: " << trigger << ")";
-    } else {
-      for (const auto& v : fresh)
-        MOLT_LOG(kInfo) << "volume " << v.path << ": " << (v.writable ? "writable" : v.problem);
-    }
-    volumes_ = std::move(fresh);
-    volumesKnown_ = true;
+  if (cfg.accessLog != "off") {
+    reload::Fd fd(open(cfg.accessLog.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (!fd)
+      ini.fail("log", "access_log", std::string("cannot open for append: ") + std::strerror(errno));
   }
+  std::vector<std::string> directories;
+  for (const auto& path : cfg.storage.volumes) {
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0)
+      ini.fail("storage", "volumes", path + ": " + std::strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+      ini.fail("storage", "volumes", path + " is not a directory");
+    else
+      directories.push_back(path);
+  }
+  const std::string& user = config.master.user;
+  int bad = firstUnwritableAs(user, directories);
+  if (bad >= static_cast<int>(directories.size()))
+    ini.fail("server", "user", "cannot switch to user '" + user + "' to check the volumes");
+  else if (bad >= 0)
+    ini.fail("storage", "volumes",
+             directories[static_cast<size_t>(bad)] + " is not writable by " +
+                 (user.empty() ? "moltd's user" : "user '" + user + "'"));
+}
+
+std::string MoltdService::runCheck(const reload::LoadedConfig& config, const std::string& trigger) {
+  const auto& storage = static_cast<const ObjectServerConfig&>(*config.service).storage;
+  auto volumes = scanVolumes(storage);
+  std::string out;
   if (trigger == "start") {  // no worker runs yet, so no upload is in flight
-    size_t removed = ObjectStore::removeTempFiles(volumes_);
-    if (removed) MOLT_LOG(kInfo) << "removed " << removed << " temp files left by interrupted uploads";
+    size_t removed = ObjectStore::removeTempFiles(volumes);
+    out += "removed\t" + std::to_string(removed) + "\n";
   }
-  bool due = trigger != "poll" ||
-             (storage.readOnlyCheckInterval > 0 && now >= nextReadOnlyCheck_);
-  if (!due) return;
-  nextReadOnlyCheck_ = now + storage.readOnlyCheckInterval;
   struct stat st {};
   bool readOnly = !storage.readOnlyFile.empty() && stat(storage.readOnlyFile.c_str(), &st) == 0;
+  out += std::string("read_only\t") + (readOnly ? "1" : "0") + "\n";
+  for (const auto& v : volumes) {
+    std::string problem = v.problem;
+    for (char& c : problem)
+      if (c == '\t' || c == '\n') c = ' ';
+    out += "volume\t" + v.path + "\t" + (v.writable ? "1" : "0") + "\t" +
+           std::to_string(v.freeBytes) + "\t" + std::to_string(v.totalBytes) + "\t" + problem + "\n";
+  }
+  return out;
+}
+
+void MoltdService::applyCheck(const reload::LoadedConfig& config, const std::string& trigger,
+                              const std::string& result) {
+  const auto& storage = static_cast<const ObjectServerConfig&>(*config.service).storage;
+  std::vector<Volume> fresh;
+  bool readOnly = readOnly_;
+  std::istringstream lines(result);
+  for (std::string line; std::getline(lines, line);) {
+    std::vector<std::string> f;
+    std::istringstream fields(line);
+    for (std::string field; std::getline(fields, field, '\t');) f.push_back(field);
+    if (f.size() == 2 && f[0] == "removed" && f[1] != "0") {
+      MOLT_LOG(kInfo) << "removed " << f[1] << " temp files left by interrupted uploads";
+    } else if (f.size() == 2 && f[0] == "read_only") {
+      readOnly = f[1] == "1";
+    } else if (f.size() >= 5 && f[0] == "volume") {
+      Volume v;
+      v.path = f[1];
+      v.writable = f[2] == "1";
+      v.freeBytes = std::strtoull(f[3].c_str(), nullptr, 10);
+      v.totalBytes = std::strtoull(f[4].c_str(), nullptr, 10);
+      if (f.size() > 5) v.problem = f[5];
+      fresh.push_back(v);
+    }
+  }
+  if (volumesKnown_) {
+    for (const auto& line : volumeChanges(volumes_, fresh))
+      MOLT_LOG(kNotice) << line << " (trigger: " << trigger << ")";
+  } else {
+    for (const auto& v : fresh)
+      MOLT_LOG(kInfo) << "volume " << v.path << ": " << (v.writable ? "writable" : v.problem);
+  }
+  volumes_ = std::move(fresh);
+  volumesKnown_ = true;
+  checkedAt_ = time(nullptr);
+  ++checksDone_;
   auto name = [](bool ro) { return ro ? "read-only" : "read-write"; };
   if (!modeKnown_) {
     MOLT_LOG(kInfo) << "mode is " << name(readOnly) << " (flag file "
@@ -71,12 +168,25 @@ void MoltdService::check(const reload::LoadedConfig& config, const std::string& 
   }
 }
 
-void MoltdService::addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) {
-  const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
+void MoltdService::checkFailed(const std::string& what) {
+  ++checksFailed_;
+  lastCheckProblem_ = what;
+}
+
+double MoltdService::checkInterval(const reload::LoadedConfig& config) const {
+  const auto& storage = static_cast<const ObjectServerConfig&>(*config.service).storage;
+  double a = storage.volumeScanInterval;
+  double b = storage.readOnlyCheckInterval;
+  if (a <= 0) return b;
+  if (b <= 0) return a;
+  return std::min(a, b);
+}
+
+void MoltdService::addStatus(const reload::LoadedConfig& /*config*/, reload::JsonObject& status) {
   status.add("mode", readOnly_ ? "read-only" : "read-write");
   status.add("mode_since", modeSince_);
   reload::JsonArray volumes;
-  for (const auto& v : scanVolumes(cfg.storage)) {
+  for (const auto& v : volumes_) {
     reload::JsonObject o;
     o.add("path", v.path);
     o.add("writable", v.writable);
@@ -86,11 +196,14 @@ void MoltdService::addStatus(const reload::LoadedConfig& config, reload::JsonObj
     volumes.push(o);
   }
   status.raw("volumes", volumes.str());
+  status.add("volumes_checked_at", checkedAt_);
+  status.add("volume_checks", checksDone_);
+  status.add("volume_checks_failed", checksFailed_);
+  if (!lastCheckProblem_.empty()) status.add("last_volume_check_problem", lastCheckProblem_);
 }
 
-std::string MoltdService::metrics(const reload::LoadedConfig& config,
+std::string MoltdService::metrics(const reload::LoadedConfig& /*config*/,
                                   const reload::SharedCounters& counters) {
-  const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
   std::string out =
       "# HELP moltd_http_requests_total Requests answered, by status class; counts across reloads.\n"
       "# TYPE moltd_http_requests_total counter\n";
@@ -116,7 +229,7 @@ std::string MoltdService::metrics(const reload::LoadedConfig& config,
                     std::string(readOnly_ ? "1" : "0") + "\n" +
                     "# HELP moltd_volume_free_bytes Free bytes on each volume.\n"
                     "# TYPE moltd_volume_free_bytes gauge\n";
-  for (const auto& v : scanVolumes(cfg.storage))
+  for (const auto& v : volumes_)
     out += "moltd_volume_free_bytes{volume=\"" + v.path + "\"} " + std::to_string(v.freeBytes) + "\n";
   return out;
 }

@@ -14,7 +14,15 @@ class MoltdService : public reload::Service {
   std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
                                                            const reload::MasterConfig& master) override;
   int runWorker(const reload::WorkerContext& context) noexcept override;
-  void check(const reload::LoadedConfig& config, const std::string& trigger) override;
+  // Every configured volume must be a directory that `user` (or moltd's own
+  // user) can write; the access log must open for append.
+  void checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) override;
+  // Scans the volumes and the read-only flag (in the master's probe child).
+  std::string runCheck(const reload::LoadedConfig& config, const std::string& trigger) override;
+  void applyCheck(const reload::LoadedConfig& config, const std::string& trigger,
+                  const std::string& result) override;
+  void checkFailed(const std::string& what) override;
+  double checkInterval(const reload::LoadedConfig& config) const override;
   void addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) override;
   std::string metrics(const reload::LoadedConfig& config,
                       const reload::SharedCounters& counters) override;
@@ -23,10 +31,12 @@ class MoltdService : public reload::Service {
   bool readOnly_ = false;
   bool modeKnown_ = false;
   int64_t modeSince_ = 0;
-  double nextReadOnlyCheck_ = 0;
-  double nextVolumeScan_ = 0;
   bool volumesKnown_ = false;
-  std::vector<Volume> volumes_;
+  std::vector<Volume> volumes_;  // as of the last check that finished
+  int64_t checkedAt_ = 0;         // epoch seconds of that check
+  uint64_t checksDone_ = 0;
+  uint64_t checksFailed_ = 0;
+  std::string lastCheckProblem_;  // why the last check that failed did
 };
 
 }  // namespace server

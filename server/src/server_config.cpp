@@ -24,10 +24,6 @@ std::shared_ptr<const ObjectServerConfig> parseObjectServerConfig(reload::IniCon
   s.readOnlyCheckInterval = ini.getSeconds("storage", "read_only_check_interval", 5, 0, 86400);
   c->healthcheckDisableFile = ini.getString("server", "healthcheck_disable_file", "");
   c->accessLog = ini.getString("log", "access_log", "off");
-  if (c->accessLog != "off") {
-    reload::Fd fd(open(c->accessLog.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
-    if (!fd) ini.fail("log", "access_log", std::string("cannot open for append: ") + std::strerror(errno));
-  }
   return c;
 }
 

@@ -65,4 +65,8 @@ class AdminServer {
 
 std::string httpReason(int status);
 
+// Whether an Authorization header value carries `token` with the Bearer
+// scheme (any case). Takes the same time wherever the two differ.
+bool bearerTokenMatches(const std::string& authorization, const std::string& token);
+
 }  // namespace reload

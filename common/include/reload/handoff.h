@@ -16,6 +16,14 @@
 //   the old image knew, so the new one can supervise them even if the
 //   synchronizer dies).
 //
+// That was version 1, which an image still accepts from an older one.
+// Version 2 (what this image sends) puts everything in a sealed memfd named
+// "moltd-handoff": MOLT_HANDOFF=2 and MOLT_HANDOFF_FD=<fd>; the memfd holds
+// "MOLT-HANDOFF 2" then "key=value" lines (see encodeHandoffText). Keys an
+// image does not know are ignored, so a newer image may add optional ones;
+// a change that an older image must not misread gets a new major version.
+// Every decoded number is checked (fds >= 3, pids > 1, counts bounded).
+//
 // The SyncReport is "MOLT" '1', a 4-byte big-endian body length, then
 // "key=value\n" lines.
 #pragma once
@@ -33,7 +41,10 @@
 
 namespace reload {
 
-constexpr int kHandoffVersion = 1;
+constexpr int kHandoffVersion = 1;        // environment variables
+constexpr int kHandoffMemfdVersion = 2;   // a sealed memfd
+constexpr size_t kMaxHandoffChildren = 65536;
+constexpr size_t kMaxHandoffBytes = 64 << 20;
 
 struct HandoffChild {
   pid_t pid = 0;
@@ -63,7 +74,29 @@ struct HandoffEnv {
   int workerNice = 0;   // the priority moltd was first started with
   HandoffCounters counters;
   std::vector<HandoffChild> children;
+  // The old image's validated configuration (encodeValidated), so that a new
+  // image that cannot load the configuration can still hand back. Optional.
+  std::string previousConfig;
 };
+
+// Throws std::invalid_argument naming the first field out of range.
+void validateHandoff(const HandoffEnv& env);
+
+std::string encodeHandoffText(const HandoffEnv& env);
+// Throws std::invalid_argument when the text is not a version 2 handoff or a
+// field is malformed or out of range.
+HandoffEnv decodeHandoffText(const std::string& text);
+
+// A sealed memfd holding `text`. Throws std::system_error.
+int writeHandoffMemfd(const std::string& text);
+// Reads the handoff memfd at `fd` after checking that it is one: a sealed
+// memfd named moltd-handoff. Closes it. Throws std::invalid_argument.
+std::string readHandoffMemfd(int fd);
+
+// Decodes whichever handoff the environment carries (version 1 or 2).
+// Returns nothing when there is none; throws std::invalid_argument when it
+// cannot be decoded or trusted.
+std::optional<HandoffEnv> readHandoff(const std::function<const char*(const char*)>& getenvFn);
 
 using EnvPairs = std::vector<std::pair<std::string, std::string>>;
 
@@ -72,7 +105,8 @@ EnvPairs encodeHandoffEnv(const HandoffEnv& env);
 // when it is present but malformed or of another version.
 std::optional<HandoffEnv> decodeHandoffEnv(
     const std::function<const char*(const char*)>& getenvFn);
-// Names the variables decodeHandoffEnv reads, so they can be removed after use.
+// Names the variables decodeHandoffEnv reads, so they can be removed after
+// use (readHandoff also reads MOLT_HANDOFF_FD).
 std::vector<std::string> handoffEnvNames();
 
 struct SyncReport {

@@ -1,14 +1,20 @@
 // Typed, validated access to an INI file.
 //
+// The syntax is strict: a section header must close with ']', every other
+// line that is not blank or a comment ('#' or ';') must be "key = value", and
+// a key or a section given twice is an error. Syntax errors are reported as
+// "file:line: reason" by the constructor, all at once.
+//
 // Every getter records the key as known and records a problem instead of
 // throwing, so one run reports every bad key at once. finish() throws a
-// ConfigError listing them, each as "file: [section] key: reason".
+// ConfigError listing them, each as "file: [section] key: reason (line N)".
 #pragma once
 
 #include <Poco/AutoPtr.h>
 #include <Poco/Util/IniFileConfiguration.h>
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -23,8 +29,16 @@ class ConfigError : public std::runtime_error {
 
 class IniConfig {
  public:
-  // Reads and parses the file. Throws ConfigError if it cannot be read.
+  // Reads and parses the file: a regular file of at most kMaxConfigBytes.
+  // Throws ConfigError if it cannot be read or its syntax is wrong.
   explicit IniConfig(const std::string& path);
+  // Parses `contents` as if read from `path`.
+  IniConfig(const std::string& path, const std::string& contents);
+
+  static constexpr size_t kMaxConfigBytes = 1 << 20;
+
+  // The file's bytes as parsed.
+  const std::string& contents() const { return contents_; }
 
   const std::string& path() const { return path_; }
   // SHA-256 of the file's bytes, hex.
@@ -59,8 +73,11 @@ class IniConfig {
 
  private:
   std::string raw(const std::string& section, const std::string& key);
+  void parse();
 
   std::string path_;
+  std::string contents_;
+  std::map<std::string, int> lines_;  // lower-case "section.key" -> line number
   std::string digest_;
   Poco::AutoPtr<Poco::Util::IniFileConfiguration> ini_;
   std::set<std::string> known_;
@@ -69,7 +86,11 @@ class IniConfig {
 
 // Parses "30", "0.5"; throws std::invalid_argument.
 double parseSeconds(const std::string& text);
-// Parses "512", "64K", "10M", "2G"; throws std::invalid_argument.
+// Reads a whole regular file of at most `limit` bytes without blocking on a
+// FIFO or a device. Throws ConfigError naming the path and the reason.
+std::string readBoundedRegularFile(const std::string& path, size_t limit);
+// Parses "512", "64K", "10M", "2G", "1T"; throws std::invalid_argument, also
+// when the value does not fit in 64 bits.
 uint64_t parseBytes(const std::string& text);
 
 }  // namespace reload

@@ -28,6 +28,7 @@ class ServiceConfig {
 struct LoadedConfig {
   std::string path;
   std::string digest;
+  std::string contents;  // the bytes validated
   MasterConfig master;
   std::shared_ptr<const ServiceConfig> service;
   std::vector<std::string> warnings;  // unknown keys
@@ -48,15 +49,32 @@ class Service {
  public:
   virtual ~Service() = default;
   virtual std::string version() const = 0;
-  // Reads the service's sections; records problems in `ini`.
+  // Reads the service's sections; records problems in `ini`. Pure: no disk
+  // access and no name lookups (the master calls it on its loop).
   virtual std::shared_ptr<const ServiceConfig> parseConfig(IniConfig& ini,
                                                            const MasterConfig& master) = 0;
+  // Checks what the service's workers will create or open (volumes, log
+  // files) and records problems with ini.fail(). Runs only during
+  // validation, never on the master's loop.
+  virtual void checkEnvironment(const LoadedConfig& /*config*/, IniConfig& /*ini*/) {}
   // Runs in a freshly forked worker (single-threaded, handled signals
   // blocked, only its listeners and ready pipe open). Returns the exit code.
   virtual int runWorker(const WorkerContext& context) noexcept = 0;
-  // Called in the master at start, on every reload, on SIGUSR2 and every
-  // second, with what triggered it ("start", "reload", "signal", "poll").
-  virtual void check(const LoadedConfig& /*config*/, const std::string& /*trigger*/) {}
+  // Checks that touch the disk (volumes, flag files). The master runs them
+  // in a child process ("moltd-probe") with a deadline, never on its loop:
+  // at start, on every reload, on SIGUSR2 and every checkInterval seconds,
+  // with what triggered it ("start", "reload", "signal", "poll"). Returns a
+  // result for applyCheck.
+  virtual std::string runCheck(const LoadedConfig& /*config*/, const std::string& /*trigger*/) {
+    return "";
+  }
+  // In the master, without I/O: takes in a result of runCheck.
+  virtual void applyCheck(const LoadedConfig& /*config*/, const std::string& /*trigger*/,
+                          const std::string& /*result*/) {}
+  // A check did not finish by its deadline (a hung mount); `what` says so.
+  virtual void checkFailed(const std::string& /*what*/) {}
+  // Seconds between periodic checks; 0 for none.
+  virtual double checkInterval(const LoadedConfig& /*config*/) const { return 0; }
   // Adds service fields to /status.
   virtual void addStatus(const LoadedConfig& /*config*/, JsonObject& /*status*/) {}
   // Extra Prometheus lines for /metrics; `counters` are those the workers add to.
@@ -70,9 +88,30 @@ class Service {
 // threads to the serving priority. Returns false when the master is gone.
 bool signalWorkerReady(const WorkerContext& context);
 
-// Parses and validates a whole configuration file. Throws ConfigError with
-// every problem as "file: [section] key: reason".
+// The one validation of a configuration, used by --check-config, at start,
+// by both images of a seamless reload and (in a child process) by every
+// reload: strict syntax, every value, name resolution of every bind host,
+// and everything a reload will create or open (pid file directory, log
+// files, admin token, the service's checkEnvironment). Throws ConfigError
+// with every problem as "file: [section] key: reason (line N)".
 std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service& service);
+
+// What validation hands to the master: the bytes it validated and the
+// address every bind entry resolved to, so that the master can rebuild the
+// configuration without disk access or name lookups.
+struct ValidatedConfig {
+  std::string contents;
+  std::string adminToken;
+  std::vector<std::pair<std::string, std::string>> resolved;  // "host:port" -> sockaddr bytes
+};
+ValidatedConfig describeValidated(const LoadedConfig& config);
+std::string encodeValidated(const ValidatedConfig& validated);
+// Throws std::invalid_argument when `bytes` is not a whole encoding.
+ValidatedConfig decodeValidated(const std::string& bytes);
+// Rebuilds a validated configuration: parsing only, no I/O. Throws ConfigError.
+std::shared_ptr<const LoadedConfig> loadValidatedConfig(const std::string& path,
+                                                        const ValidatedConfig& validated,
+                                                        Service& service);
 
 struct MasterOptions {
   std::string configPath;

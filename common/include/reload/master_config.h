@@ -2,6 +2,7 @@
 // The service adds its own sections through the same IniConfig.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,10 +32,26 @@ struct MasterConfig {
   std::string user;     // empty: keep the current user
   std::vector<ListenAddress> adminBind;
   std::string adminTokenFile;  // empty: admin POSTs need no token
+  std::string adminToken;      // read from adminTokenFile by validation
+  // An admin listener off loopback without a token is refused unless set.
+  bool adminAllowRemoteWithoutToken = false;
   log::Settings log;
 };
 
-// Reads [server], [admin] and [log]; problems are recorded in `ini`.
-MasterConfig parseMasterConfig(IniConfig& ini);
+// How bind hosts are turned into addresses; throws std::invalid_argument.
+using AddressResolver = std::function<void(ListenAddress&)>;
+
+// Reads [server], [admin] and [log]; problems are recorded in `ini`. Bind
+// hosts are resolved with `resolve` (default: resolveListenAddress, a real
+// lookup); nothing else touches the system.
+MasterConfig parseMasterConfig(IniConfig& ini, const AddressResolver& resolve = {});
+
+// Checks what the master will create or open: the pid file's directory,
+// the log file, the admin token file, the user. Problems go to `ini`.
+void checkMasterEnvironment(const MasterConfig& config, IniConfig& ini);
+
+// Reads the admin token: the first line, without CR/LF. Throws
+// std::runtime_error if the file is missing, unreadable or holds no token.
+std::string readAdminToken(const std::string& path);
 
 }  // namespace reload

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -21,8 +22,15 @@ std::string describeWaitStatus(int status);
 void setProcessName(const std::string& name);
 
 // Closes every descriptor >= 3 that is not in `keep`. For a freshly forked
-// child, so that it holds only what it needs.
+// child, so that it holds only what it needs. Throws std::system_error.
 void closeAllFdsExcept(std::vector<int> keep);
+
+// Forks a child that runs `body` and ends in _exit with its result (70 if
+// it throws): nothing in the child ever returns or unwinds into the
+// caller's code, so a child can never become a second master. `name` is
+// what ps shows for it (empty: keep the parent's until `body` sets one).
+// Returns the pid; throws std::system_error if fork fails.
+pid_t spawnChild(const std::string& name, const std::function<int()>& body);
 
 // Sets FD_CLOEXEC on every open descriptor >= 3 that is not in `keep`, and
 // clears it on those in `keep`. Throws std::system_error.

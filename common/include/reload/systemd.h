@@ -21,9 +21,13 @@ struct InheritedFds {
   std::vector<std::string> names;  // from LISTEN_FDNAMES, may be shorter
 };
 
+constexpr int kMaxListenFds = 1024;
+
 // Reads LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, sets FD_CLOEXEC on the fds and
 // unsets the variables. Nothing is inherited unless LISTEN_PID is our pid.
-// Throws std::runtime_error when the variables name fds that are not open.
+// Throws std::runtime_error, touching no descriptor, unless LISTEN_FDS is a
+// number up to kMaxListenFds and every fd it names is a listening stream
+// socket of a supported family (IPv4, IPv6, Unix).
 InheritedFds takeListenFds();
 
 }  // namespace reload::systemd

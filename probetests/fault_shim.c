@@ -1,0 +1,226 @@
+/* Fault injection for the probe tests (LD_PRELOAD; never installed).
+ *
+ * MOLT_FAULT=call:role:nth[:hang]  fail (or hang in) the nth use of `call`
+ *                                  in a process of `role` after arming
+ * MOLT_FAULT_ARM=path              armed only while this file exists
+ * MOLT_FAULT_FIRED=path            created when the fault fires; O_EXCL makes
+ *                                  it fire once across every process
+ *
+ * Roles: master (an image started fresh), new-image (an image started from
+ * a handoff), synchronizer, validator, prober (volume checks), checker (the
+ * new binary's --check-config before its exec), worker, any. Calls: fork, execve (and
+ * execv), pipe2, socket, bind, listen, accept4, read, write, memfd_create,
+ * open (and openat, fopen), rename, fsync, statvfs, getaddrinfo, setuid.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+static char fault_call[32];
+static char fault_role[32];
+static long fault_nth;
+static int fault_hang;
+static const char* arm_path;
+static const char* fired_path;
+static int from_handoff;
+static long uses;
+
+__attribute__((constructor)) static void fault_init(void) {
+  const char* spec = getenv("MOLT_FAULT");
+  arm_path = getenv("MOLT_FAULT_ARM");
+  fired_path = getenv("MOLT_FAULT_FIRED");
+  from_handoff = getenv("MOLT_HANDOFF") != NULL;
+  if (spec == NULL || arm_path == NULL || fired_path == NULL) return;
+  char mode[16] = "";
+  if (sscanf(spec, "%31[^:]:%31[^:]:%ld:%15s", fault_call, fault_role, &fault_nth, mode) < 3)
+    fault_call[0] = '\0';
+  fault_hang = strcmp(mode, "hang") == 0;
+}
+
+static const char* my_role(void) {
+  char name[17] = "";
+  prctl(PR_GET_NAME, name, 0, 0, 0);
+  if (strcmp(name, "moltd-master") == 0) return from_handoff ? "new-image" : "master";
+  if (strcmp(name, "moltd-sync") == 0) return "synchronizer";
+  if (strcmp(name, "moltd-validate") == 0) return "validator";
+  if (strcmp(name, "moltd-probe") == 0) return "prober";
+  if (strcmp(name, "moltd-check") == 0) return "checker";
+  if (strncmp(name, "moltd-w", 7) == 0) return "worker";
+  return "other";
+}
+
+/* Whether this use of `call` is the one to fail. Uses raw system calls
+ * only, so that it never re-enters the wrappers below. */
+static int should_fail(const char* call) {
+  if (fault_call[0] == '\0' || strcmp(call, fault_call) != 0) return 0;
+  const char* role = my_role();
+  if (strcmp(fault_role, "any") != 0 && strcmp(fault_role, role) != 0) return 0;
+  if (syscall(SYS_faccessat, AT_FDCWD, arm_path, F_OK, 0) != 0) return 0;
+  if (++uses != fault_nth) return 0;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, fired_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return 0; /* fired already, elsewhere */
+  char line[96];
+  int n = snprintf(line, sizeof line, "%s %s %d\n", call, role, (int)getpid());
+  if (syscall(SYS_write, fd, line, (size_t)n) < 0) { /* the file's existence is what counts */ }
+  syscall(SYS_close, fd);
+  if (fault_hang)
+    for (;;) pause();
+  return 1;
+}
+
+#define NEXT(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
+#define FAIL_WITH(err, value) (errno = (err), (value))
+
+pid_t fork(void) {
+  if (should_fail("fork")) return FAIL_WITH(EAGAIN, -1);
+  return NEXT(fork)();
+}
+
+int execve(const char* path, char* const argv[], char* const envp[]) {
+  if (should_fail("execve")) return FAIL_WITH(ENOMEM, -1);
+  return NEXT(execve)(path, argv, envp);
+}
+
+int execv(const char* path, char* const argv[]) {
+  if (should_fail("execve")) return FAIL_WITH(ENOMEM, -1);
+  return NEXT(execv)(path, argv);
+}
+
+int pipe2(int fds[2], int flags) {
+  if (should_fail("pipe2")) return FAIL_WITH(EMFILE, -1);
+  return NEXT(pipe2)(fds, flags);
+}
+
+int socket(int domain, int type, int protocol) {
+  if (should_fail("socket")) return FAIL_WITH(EMFILE, -1);
+  return NEXT(socket)(domain, type, protocol);
+}
+
+int bind(int fd, const struct sockaddr* addr, socklen_t len) {
+  if (should_fail("bind")) return FAIL_WITH(EADDRINUSE, -1);
+  return NEXT(bind)(fd, addr, len);
+}
+
+int listen(int fd, int backlog) {
+  if (should_fail("listen")) return FAIL_WITH(EADDRINUSE, -1);
+  return NEXT(listen)(fd, backlog);
+}
+
+int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
+  if (should_fail("accept4")) return FAIL_WITH(ECONNABORTED, -1);
+  return NEXT(accept4)(fd, addr, len, flags);
+}
+
+ssize_t read(int fd, void* buf, size_t n) {
+  if (should_fail("read")) return FAIL_WITH(EIO, -1);
+  return NEXT(read)(fd, buf, n);
+}
+
+ssize_t write(int fd, const void* buf, size_t n) {
+  if (should_fail("write")) return FAIL_WITH(EIO, -1);
+  return NEXT(write)(fd, buf, n);
+}
+
+int memfd_create(const char* name, unsigned int flags) {
+  if (should_fail("memfd_create")) return FAIL_WITH(EMFILE, -1);
+  return NEXT(memfd_create)(name, flags);
+}
+
+int open(const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (flags & (O_CREAT | O_TMPFILE)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = va_arg(ap, mode_t);
+    va_end(ap);
+  }
+  if (should_fail("open")) return FAIL_WITH(EACCES, -1);
+  return NEXT(open)(path, flags, mode);
+}
+
+int open64(const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (flags & (O_CREAT | O_TMPFILE)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = va_arg(ap, mode_t);
+    va_end(ap);
+  }
+  if (should_fail("open")) return FAIL_WITH(EACCES, -1);
+  return NEXT(open64)(path, flags, mode);
+}
+
+int openat(int dir, const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (flags & (O_CREAT | O_TMPFILE)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = va_arg(ap, mode_t);
+    va_end(ap);
+  }
+  if (should_fail("open")) return FAIL_WITH(EACCES, -1);
+  return NEXT(openat)(dir, path, flags, mode);
+}
+
+FILE* fopen(const char* path, const char* mode) {
+  if (should_fail("open")) return FAIL_WITH(EACCES, (FILE*)0);
+  return NEXT(fopen)(path, mode);
+}
+
+FILE* fopen64(const char* path, const char* mode) {
+  if (should_fail("open")) return FAIL_WITH(EACCES, (FILE*)0);
+  return NEXT(fopen64)(path, mode);
+}
+
+int rename(const char* from, const char* to) {
+  if (should_fail("rename")) return FAIL_WITH(EIO, -1);
+  return NEXT(rename)(from, to);
+}
+
+int fsync(int fd) {
+  if (should_fail("fsync")) return FAIL_WITH(EIO, -1);
+  return NEXT(fsync)(fd);
+}
+
+int statvfs(const char* path, struct statvfs* buf) {
+  if (should_fail("statvfs")) return FAIL_WITH(EIO, -1);
+  return NEXT(statvfs)(path, buf);
+}
+
+int statvfs64(const char* path, struct statvfs64* buf) {
+  if (should_fail("statvfs")) return FAIL_WITH(EIO, -1);
+  return NEXT(statvfs64)(path, buf);
+}
+
+int getaddrinfo(const char* node, const char* service, const struct addrinfo* hints,
+                struct addrinfo** res) {
+  if (should_fail("getaddrinfo")) return EAI_AGAIN;
+  return NEXT(getaddrinfo)(node, service, hints, res);
+}
+
+int setuid(uid_t uid) {
+  if (should_fail("setuid")) return FAIL_WITH(EPERM, -1);
+  return NEXT(setuid)(uid);
+}
+
+#ifdef __cplusplus
+}
+#endif
