@@ -10,6 +10,7 @@ the master's descriptors are back to their baseline, and the master is idle
 import http.client
 import os
 import signal
+import socket
 import unittest
 
 from molt_probe import Load, Moltd, children_of, free_port, proc_state, steady_open_fds, wait_for
@@ -31,6 +32,18 @@ FAULTS = [
 ]
 
 MATRIX = {}
+
+
+def resolvable_name():
+    """A host name that resolves to 127.0.0.1 here, so that a reload has a
+    name to look up; a bare chroot without /etc/hosts has none, and there
+    the getaddrinfo cells report "not reached"."""
+    try:
+        if "127.0.0.1" in {a[4][0] for a in socket.getaddrinfo("localhost", 80, socket.AF_INET)}:
+            return "localhost"
+    except OSError:
+        pass
+    return "127.0.0.1"
 
 
 def post(server, path):
@@ -73,7 +86,7 @@ class FaultMatrix(unittest.TestCase):
         # Each reload adds a listener on a host name, so that resolution,
         # socket, bind and listen are all on the reload's path.
         extra = free_port()
-        server.write_config(bind="127.0.0.1:%d, localhost:%d" % (server.port, extra))
+        server.write_config(bind="127.0.0.1:%d, %s:%d" % (server.port, resolvable_name(), extra))
         with Load(server, connections=4) as load:
             open(arm, "w").close()
             self.trigger(server, kind)
