@@ -115,6 +115,32 @@ BOOST_AUTO_TEST_CASE(absent_and_malformed_env) {
   BOOST_CHECK_THROW(decodeHandoffEnv(missing), std::invalid_argument);
 }
 
+// Numbers that would wrap or truncate into plausible values are refused:
+// -1 as a counter is not 2^64-1, and 2^32+3 as a descriptor is not fd 3.
+BOOST_AUTO_TEST_CASE(handoff_numbers_never_wrap) {
+  HandoffEnv env;
+  env.notifyFd = 5;
+  env.stateFd = 6;
+  env.syncPid = 4242;
+  env.lastGeneration = 2;
+  env.servingGeneration = 1;
+  const std::string good = encodeHandoffText(env);
+  BOOST_TEST(decodeHandoffText(good).syncPid == 4242);
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string text = good;
+    auto at = text.find(from);
+    BOOST_REQUIRE(at != std::string::npos);
+    return text.replace(at, from.size(), to);
+  };
+  BOOST_CHECK_THROW(decodeHandoffText(with("counters=0:0:0:0", "counters=-1:0:0:0")),
+                    std::invalid_argument);
+  BOOST_CHECK_THROW(decodeHandoffText(with("generation=2", "generation=-2")), std::invalid_argument);
+  BOOST_CHECK_THROW(decodeHandoffText(with("notify_fd=5", "notify_fd=4294967299")),
+                    std::invalid_argument);
+  BOOST_CHECK_THROW(decodeHandoffText(with("sync_pid=4242", "sync_pid=4294971538")),
+                    std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(sync_report_is_length_prefixed) {
   SyncReport report{77, 5555, {10, 11}, {12}};
   std::string bytes = encodeSyncReport(report);

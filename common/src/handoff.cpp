@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 
@@ -27,6 +29,26 @@ int64_t toInt(const std::string& text, const char* what) {
   if (used == 0 || used != text.size())
     throw std::invalid_argument(std::string("bad ") + what + " '" + text + "'");
   return value;
+}
+
+// A count or a generation: digits only, within 64 bits. A negative number
+// would wrap into a huge one that no later encoding can carry.
+uint64_t toUnsigned(const std::string& text, const char* what) {
+  if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos)
+    throw std::invalid_argument(std::string("bad ") + what + " '" + text + "'");
+  errno = 0;
+  unsigned long long value = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE) throw std::invalid_argument(std::string("bad ") + what + " '" + text + "'");
+  return value;
+}
+
+// An int-sized field (a descriptor, a pid, a slot): a larger number is
+// refused rather than truncated into one that looks valid.
+int toSmallInt(const std::string& text, const char* what) {
+  int64_t value = toInt(text, what);
+  if (value < std::numeric_limits<int>::min() || value > std::numeric_limits<int>::max())
+    throw std::invalid_argument(std::string("bad ") + what + " '" + text + "'");
+  return static_cast<int>(value);
 }
 
 std::vector<std::string> split(const std::string& text, char sep) {
@@ -88,33 +110,32 @@ std::optional<HandoffEnv> decodeHandoffEnv(
     return value;
   };
   HandoffEnv env;
-  env.notifyFd = static_cast<int>(toInt(get("MOLT_NOTIFY_FD"), "MOLT_NOTIFY_FD"));
-  env.stateFd = static_cast<int>(toInt(get("MOLT_STATE_FD"), "MOLT_STATE_FD"));
-  env.countersFd = static_cast<int>(toInt(get("MOLT_COUNTERS_FD"), "MOLT_COUNTERS_FD"));
-  env.syncPid = static_cast<pid_t>(toInt(get("MOLT_SYNC_PID"), "MOLT_SYNC_PID"));
-  env.lastGeneration = static_cast<uint64_t>(toInt(get("MOLT_GENERATION"), "MOLT_GENERATION"));
-  env.servingGeneration = static_cast<uint64_t>(
-      toInt(get("MOLT_SERVING_GENERATION"), "MOLT_SERVING_GENERATION"));
+  env.notifyFd = toSmallInt(get("MOLT_NOTIFY_FD"), "MOLT_NOTIFY_FD");
+  env.stateFd = toSmallInt(get("MOLT_STATE_FD"), "MOLT_STATE_FD");
+  env.countersFd = toSmallInt(get("MOLT_COUNTERS_FD"), "MOLT_COUNTERS_FD");
+  env.syncPid = toSmallInt(get("MOLT_SYNC_PID"), "MOLT_SYNC_PID");
+  env.lastGeneration = toUnsigned(get("MOLT_GENERATION"), "MOLT_GENERATION");
+  env.servingGeneration = toUnsigned(get("MOLT_SERVING_GENERATION"), "MOLT_SERVING_GENERATION");
   env.startedEpoch = toInt(get("MOLT_STARTED"), "MOLT_STARTED");
   env.reloadStartedUs = toInt(get("MOLT_RELOAD_STARTED_US"), "MOLT_RELOAD_STARTED_US");
   env.pending = get("MOLT_PENDING");
   if (!env.pending.empty() && env.pending != "hup" && env.pending != "usr1")
     throw std::invalid_argument("bad MOLT_PENDING '" + env.pending + "'");
-  env.workerNice = static_cast<int>(toInt(get("MOLT_WORKER_NICE"), "MOLT_WORKER_NICE"));
+  env.workerNice = toSmallInt(get("MOLT_WORKER_NICE"), "MOLT_WORKER_NICE");
   auto counters = split(get("MOLT_COUNTERS"), ':');
   if (counters.size() != 4) throw std::invalid_argument("bad MOLT_COUNTERS");
-  env.counters.reloadsOk = static_cast<uint64_t>(toInt(counters[0], "counter"));
-  env.counters.reloadsFailed = static_cast<uint64_t>(toInt(counters[1], "counter"));
-  env.counters.workerRestarts = static_cast<uint64_t>(toInt(counters[2], "counter"));
-  env.counters.drainKills = static_cast<uint64_t>(toInt(counters[3], "counter"));
+  env.counters.reloadsOk = toUnsigned(counters[0], "counter");
+  env.counters.reloadsFailed = toUnsigned(counters[1], "counter");
+  env.counters.workerRestarts = toUnsigned(counters[2], "counter");
+  env.counters.drainKills = toUnsigned(counters[3], "counter");
   for (const auto& entry : split(get("MOLT_CHILDREN"), ';')) {
     auto fields = split(entry, ':');
     if (fields.size() != 5 || (fields[3] != "d" && fields[3] != "r"))
       throw std::invalid_argument("bad MOLT_CHILDREN entry '" + entry + "'");
     HandoffChild child;
-    child.pid = static_cast<pid_t>(toInt(fields[0], "child pid"));
-    child.generation = static_cast<uint64_t>(toInt(fields[1], "child generation"));
-    child.slot = static_cast<int>(toInt(fields[2], "child slot"));
+    child.pid = toSmallInt(fields[0], "child pid");
+    child.generation = toUnsigned(fields[1], "child generation");
+    child.slot = toSmallInt(fields[2], "child slot");
     child.draining = fields[3] == "d";
     child.killAtUs = toInt(fields[4], "child deadline");
     env.children.push_back(child);
@@ -199,15 +220,15 @@ HandoffEnv decodeHandoffText(const std::string& text) {
     if (eq == std::string::npos) throw std::invalid_argument("bad handoff line");
     std::string key = line.substr(0, eq);
     std::string value = line.substr(eq + 1);
-    if (key == "notify_fd") env.notifyFd = static_cast<int>(toInt(value, "notify_fd")), notify = true;
-    else if (key == "state_fd") env.stateFd = static_cast<int>(toInt(value, "state_fd")), state = true;
-    else if (key == "counters_fd") env.countersFd = static_cast<int>(toInt(value, "counters_fd"));
-    else if (key == "sync_pid") env.syncPid = static_cast<pid_t>(toInt(value, "sync_pid")), sync = true;
+    if (key == "notify_fd") env.notifyFd = toSmallInt(value, "notify_fd"), notify = true;
+    else if (key == "state_fd") env.stateFd = toSmallInt(value, "state_fd"), state = true;
+    else if (key == "counters_fd") env.countersFd = toSmallInt(value, "counters_fd");
+    else if (key == "sync_pid") env.syncPid = toSmallInt(value, "sync_pid"), sync = true;
     else if (key == "generation") {
-      env.lastGeneration = static_cast<uint64_t>(toInt(value, "generation"));
+      env.lastGeneration = toUnsigned(value, "generation");
       generation = true;
     } else if (key == "serving_generation") {
-      env.servingGeneration = static_cast<uint64_t>(toInt(value, "serving_generation"));
+      env.servingGeneration = toUnsigned(value, "serving_generation");
       serving = true;
     } else if (key == "started") env.startedEpoch = toInt(value, "started");
     else if (key == "reload_started_us") env.reloadStartedUs = toInt(value, "reload_started_us");
@@ -215,23 +236,23 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       if (!value.empty() && value != "hup" && value != "usr1")
         throw std::invalid_argument("bad pending '" + value + "'");
       env.pending = value;
-    } else if (key == "worker_nice") env.workerNice = static_cast<int>(toInt(value, "worker_nice"));
+    } else if (key == "worker_nice") env.workerNice = toSmallInt(value, "worker_nice");
     else if (key == "counters") {
       auto counters = split(value, ':');
       if (counters.size() != 4) throw std::invalid_argument("bad counters");
-      env.counters.reloadsOk = static_cast<uint64_t>(toInt(counters[0], "counter"));
-      env.counters.reloadsFailed = static_cast<uint64_t>(toInt(counters[1], "counter"));
-      env.counters.workerRestarts = static_cast<uint64_t>(toInt(counters[2], "counter"));
-      env.counters.drainKills = static_cast<uint64_t>(toInt(counters[3], "counter"));
+      env.counters.reloadsOk = toUnsigned(counters[0], "counter");
+      env.counters.reloadsFailed = toUnsigned(counters[1], "counter");
+      env.counters.workerRestarts = toUnsigned(counters[2], "counter");
+      env.counters.drainKills = toUnsigned(counters[3], "counter");
     } else if (key == "child") {
       auto fields = split(value, ':');
       if (fields.size() != 5 || (fields[3] != "d" && fields[3] != "r"))
         throw std::invalid_argument("bad child '" + value + "'");
       if (env.children.size() >= kMaxHandoffChildren) throw std::invalid_argument("too many children");
       HandoffChild child;
-      child.pid = static_cast<pid_t>(toInt(fields[0], "child pid"));
-      child.generation = static_cast<uint64_t>(toInt(fields[1], "child generation"));
-      child.slot = static_cast<int>(toInt(fields[2], "child slot"));
+      child.pid = toSmallInt(fields[0], "child pid");
+      child.generation = toUnsigned(fields[1], "child generation");
+      child.slot = toSmallInt(fields[2], "child slot");
       child.draining = fields[3] == "d";
       child.killAtUs = toInt(fields[4], "child deadline");
       env.children.push_back(child);
@@ -307,7 +328,7 @@ std::optional<HandoffEnv> readHandoff(const std::function<const char*(const char
     throw std::invalid_argument(std::string("handoff version '") + version + "' is not known");
   const char* fdText = getenvFn("MOLT_HANDOFF_FD");
   if (fdText == nullptr) throw std::invalid_argument("MOLT_HANDOFF_FD is missing");
-  return decodeHandoffText(readHandoffMemfd(static_cast<int>(toInt(fdText, "MOLT_HANDOFF_FD"))));
+  return decodeHandoffText(readHandoffMemfd(toSmallInt(fdText, "MOLT_HANDOFF_FD")));
 }
 
 std::string encodeSyncReport(const SyncReport& report) {
