@@ -61,7 +61,13 @@ MasterConfig parseMasterConfig(IniConfig& ini, const AddressResolver& resolve) {
   MasterConfig c;
   c.bind = parseBindList(ini, "server", "127.0.0.1:8080", resolve);
   c.workers = static_cast<int>(ini.getInt("server", "workers", c.workers, 1, 256));
-  c.threads = static_cast<int>(ini.getInt("server", "threads", c.threads, 2, 16384));
+  if (ini.has("server", "threads")) {
+    // Workers no longer run a thread per connection; old configs still load.
+    ini.getString("server", "threads", "");
+    MOLT_LOG(kWarning) << ini.path()
+                       << ": [server] threads is deprecated and ignored: connections are served "
+                          "from an event loop; max_connections bounds them per worker";
+  }
   c.gracefulTimeout = ini.getSeconds("server", "graceful_timeout", c.gracefulTimeout, 0, 86400);
   c.clientTimeout = ini.getSeconds("server", "client_timeout", c.clientTimeout, 0.1, 3600);
   c.keepaliveTimeout =

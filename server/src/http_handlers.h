@@ -1,19 +1,21 @@
-// The public HTTP API: objects, bucket listings and /healthcheck.
+// The public HTTP API (objects, bucket listings and /healthcheck) and what a
+// worker's connections share: configuration, the store, the drain state,
+// the access log and the shared counters.
 #pragma once
 
-#include <Poco/Net/HTTPRequestHandlerFactory.h>
-
-#include <atomic>
 #include <cstdint>
-#include <optional>
 #include <string>
 
 #include "drain_state.h"
+#include "http_request.h"
 #include "object_store.h"
 #include "reload/shared_counters.h"
 #include "server_config.h"
 
 namespace server {
+
+class DiskPool;
+class EventLoop;
 
 // One byte range, resolved against an object's size.
 struct ByteRange {
@@ -22,11 +24,13 @@ struct ByteRange {
 };
 enum class RangeResult { kNone, kSatisfiable, kUnsatisfiable };
 // Parses a single-range "bytes=..." header. Several ranges, or another unit,
-// are ignored (kNone: serve the whole object), as RFC 9110 allows.
+// are ignored (kNone: serve the whole object), as RFC 9110 allows. A first
+// position too large to represent lies past any object: kUnsatisfiable.
 RangeResult parseRange(const std::string& header, uint64_t size, ByteRange& range);
 
 // Whether an If-Match / If-None-Match list names `etag` ("*" names any).
-bool etagListMatches(const std::string& header, const std::string& etag);
+// The strong comparison (If-Match) never matches a weak W/"..." tag.
+bool etagListMatches(const std::string& header, const std::string& etag, bool strong = false);
 
 // Appends one line per request with a single write() (O_APPEND keeps lines
 // from several workers whole).
@@ -54,25 +58,34 @@ enum CounterSlot : size_t {
 };
 
 struct WorkerShared {
-  WorkerShared(const ObjectServerConfig& config, uint64_t generation);
+  WorkerShared(const ObjectServerConfig& config, uint64_t generation, EventLoop& loop);
   const ObjectServerConfig& config;
   ObjectStore store;
   DrainState drain;
-  std::atomic<bool> readOnly{false};
+  bool readOnly = false;
   uint64_t generation;
   AccessLog accessLog;
-  double clientTimeout = 60;
+  EventLoop& loop;
+  DiskPool* pool = nullptr;
   reload::SharedCounters* counters = nullptr;
-};
+  std::string serverHeader = "Server: moltd\r\n";
+  int64_t clientTimeoutMs = 60000;
+  int64_t headerTimeoutMs = 60000;  // for a whole request header
+  int64_t keepaliveTimeoutMs = 5000;
+  uint64_t minBodyRate = 0;  // bytes per second, over each client_timeout window
+  HeaderLimits headerLimits;
 
-class ObjectHandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {
- public:
-  explicit ObjectHandlerFactory(WorkerShared& shared) : shared_(shared) {}
-  Poco::Net::HTTPRequestHandler* createRequestHandler(
-      const Poco::Net::HTTPServerRequest& request) override;
+  // "Date: ...\r\n", formatted at most once a second.
+  const std::string& dateHeader();
 
  private:
-  WorkerShared& shared_;
+  int64_t dateSecond_ = -1;
+  std::string date_;
 };
+
+// Helpers the connection uses to answer.
+std::string httpDate(double epochSeconds);
+std::string quoteEtag(const std::string& etag);
+const char* reasonPhrase(int status);
 
 }  // namespace server

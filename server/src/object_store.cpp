@@ -3,8 +3,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <Poco/DigestEngine.h>
@@ -56,20 +59,35 @@ void fsyncDir(const std::string& dir) {
   if (!fd || fsync(fd.get()) != 0) reload::throwSysError("fsync directory " + dir);
 }
 
-bool readTrailer(int fd, ObjectMeta& meta) {
+// Whether a non-blocking attempt (RESOLVE_CACHED, RWF_NOWAIT) must be
+// retried where blocking is allowed: it would block, or this kernel or file
+// system does not offer it (tmpfs has no RWF_NOWAIT on some kernels).
+bool retryBlocking(int err) { return err == EAGAIN || err == EOPNOTSUPP || err == ENOSYS || err == EINVAL; }
+
+// pread, or with `noWait` a read served only from the page cache.
+ssize_t readAt(int fd, char* buf, size_t size, off_t offset, bool noWait) {
+  if (!noWait) return pread(fd, buf, size, offset);
+  iovec iov{buf, size};
+  return preadv2(fd, &iov, 1, offset, RWF_NOWAIT);
+}
+
+// With `noWait`, sets `wouldBlock` instead of waiting for the disk.
+bool readTrailer(int fd, ObjectMeta& meta, bool noWait = false, bool* wouldBlock = nullptr) {
   struct stat st {};
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kTrailerSize) return false;
   char trailer[kTrailerSize + 1] = {};
   auto fileSize = static_cast<uint64_t>(st.st_size);
-  if (pread(fd, trailer, kTrailerSize, static_cast<off_t>(fileSize - kTrailerSize)) !=
-      static_cast<ssize_t>(kTrailerSize))
-    return false;
+  ssize_t got = readAt(fd, trailer, kTrailerSize, static_cast<off_t>(fileSize - kTrailerSize), noWait);
+  if (got < 0 && retryBlocking(errno) && wouldBlock) *wouldBlock = true;
+  if (got != static_cast<ssize_t>(kTrailerSize)) return false;
   if (std::memcmp(trailer, kTrailerMagic, 8) != 0) return false;
   uint64_t metaLen = std::strtoull(std::string(trailer + 8, 8).c_str(), nullptr, 16);
   if (metaLen > kMaxMetaSize || metaLen + kTrailerSize > fileSize) return false;
   std::string text(metaLen, '\0');
   auto metaOffset = static_cast<off_t>(fileSize - kTrailerSize - metaLen);
-  if (pread(fd, text.data(), metaLen, metaOffset) != static_cast<ssize_t>(metaLen)) return false;
+  got = readAt(fd, text.data(), metaLen, metaOffset, noWait);
+  if (got < 0 && retryBlocking(errno) && wouldBlock) *wouldBlock = true;
+  if (got != static_cast<ssize_t>(metaLen)) return false;
   try {
     meta = decodeMeta(text);
   } catch (const std::invalid_argument&) {
@@ -369,6 +387,33 @@ std::optional<OpenObject> ObjectStore::open(const std::string& bucket,
     return obj;
   }
   return std::nullopt;
+}
+
+ObjectStore::Attempt ObjectStore::tryOpenCached(const std::string& bucket, const std::string& key,
+                                                std::optional<OpenObject>& found) const {
+  std::string rel = objectRelativePath(bucket, key);
+  for (const auto& volume : readOrder(bucket, key)) {
+    std::string path = volume + "/" + rel;
+    open_how how{};
+    how.flags = O_RDONLY | O_CLOEXEC;
+    how.resolve = RESOLVE_CACHED;
+    reload::Fd fd(static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how)));
+    if (!fd) {
+      if (retryBlocking(errno)) return Attempt::kWouldBlock;
+      continue;
+    }
+    OpenObject obj;
+    bool wouldBlock = false;
+    if (!readTrailer(fd.get(), obj.meta, true, &wouldBlock) || obj.meta.key != key) {
+      if (wouldBlock) return Attempt::kWouldBlock;
+      continue;
+    }
+    obj.fd = std::move(fd);
+    obj.volume = volume;
+    found = std::move(obj);
+    return Attempt::kFound;
+  }
+  return Attempt::kMissing;
 }
 
 bool ObjectStore::remove(const std::string& bucket, const std::string& key) {

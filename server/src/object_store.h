@@ -125,6 +125,12 @@ class ObjectStore {
   std::unique_ptr<Upload> beginUpload(const std::string& bucket, const std::string& key,
                                       uint64_t announcedSize = 0);
   std::optional<OpenObject> open(const std::string& bucket, const std::string& key) const;
+  // Like open(), without waiting for the disk: only lookups the kernel has
+  // cached (openat2 RESOLVE_CACHED) and reads from the page cache
+  // (RWF_NOWAIT). kWouldBlock: call open() where blocking is allowed.
+  enum class Attempt { kFound, kMissing, kWouldBlock };
+  Attempt tryOpenCached(const std::string& bucket, const std::string& key,
+                        std::optional<OpenObject>& found) const;
   // Returns whether anything was removed.
   bool remove(const std::string& bucket, const std::string& key);
   // Sorted by key; keys > marker that start with prefix, at most limit.

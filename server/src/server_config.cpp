@@ -1,10 +1,32 @@
 #include "server_config.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 
 #include "reload/fd.h"
 
 namespace server {
+namespace {
+
+void parseConnectionLimits(reload::IniConfig& ini, ObjectServerConfig& c) {
+  c.maxConnections = static_cast<int>(ini.getInt("server", "max_connections", c.maxConnections, 16, 1 << 20));
+  rlimit files{};
+  // A worker raises its soft limit to this; the hard limit must allow it.
+  auto needed = static_cast<rlim_t>(c.maxConnections) * 2 + 64;
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_max != RLIM_INFINITY && needed > files.rlim_max)
+    ini.fail("server", "max_connections",
+             std::to_string(c.maxConnections) + " connections need " + std::to_string(needed) +
+                 " descriptors; the RLIMIT_NOFILE hard limit is " + std::to_string(files.rlim_max));
+  double clientTimeout = ini.getSeconds("server", "client_timeout", 60, 0.1, 3600);
+  c.clientHeaderTimeout = ini.getSeconds("server", "client_header_timeout", clientTimeout, 0.1, 3600);
+  c.clientBodyMinRate = ini.getBytes("server", "client_body_min_rate", c.clientBodyMinRate);
+  c.maxHeaderSize = ini.getBytes("server", "max_header_size", c.maxHeaderSize);
+  if (c.maxHeaderSize < 1024 || c.maxHeaderSize > 1024 * 1024)
+    ini.fail("server", "max_header_size", "must be between 1K and 1M");
+  c.diskThreads = static_cast<int>(ini.getInt("server", "disk_threads", c.diskThreads, 1, 64));
+}
+
+}  // namespace
 
 std::shared_ptr<const ObjectServerConfig> parseObjectServerConfig(reload::IniConfig& ini) {
   auto c = std::make_shared<ObjectServerConfig>();
@@ -22,6 +44,7 @@ std::shared_ptr<const ObjectServerConfig> parseObjectServerConfig(reload::IniCon
   if (s.maxObjectSize == 0) ini.fail("storage", "max_object_size", "must be above 0");
   s.readOnlyFile = ini.getString("storage", "read_only_file", "");
   s.readOnlyCheckInterval = ini.getSeconds("storage", "read_only_check_interval", 5, 0, 86400);
+  parseConnectionLimits(ini, *c);
   c->healthcheckDisableFile = ini.getString("server", "healthcheck_disable_file", "");
   c->accessLog = ini.getString("log", "access_log", "off");
   return c;

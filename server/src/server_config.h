@@ -14,6 +14,12 @@ struct ObjectServerConfig : reload::ServiceConfig {
   std::string healthcheckDisableFile;
   std::string accessLog = "off";  // a path or "off"
   size_t listingLimit = 10000;
+  // [server] keys of the event-loop worker.
+  int maxConnections = 4096;           // per worker
+  double clientHeaderTimeout = 60;     // for a whole request header
+  uint64_t clientBodyMinRate = 500;    // bytes/s over each client_timeout window
+  uint64_t maxHeaderSize = 32 * 1024;  // 431 past it
+  int diskThreads = 2;
 };
 
 std::shared_ptr<const ObjectServerConfig> parseObjectServerConfig(reload::IniConfig& ini);

@@ -1,29 +1,24 @@
 #include "worker.h"
 
-#include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pwd.h>
-#include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <Poco/Net/HTTPServerConnection.h>
-#include <Poco/Net/HTTPServerParams.h>
-#include <Poco/Net/StreamSocket.h>
-#include <Poco/Net/StreamSocketImpl.h>
-#include <Poco/Net/TCPServerConnectionFactory.h>
-#include <Poco/Net/TCPServerDispatcher.h>
-#include <Poco/ThreadPool.h>
-
 #include <algorithm>
 #include <cstring>
-#include <thread>
+#include <memory>
+#include <unordered_map>
+#include <vector>
 
+#include "disk_pool.h"
+#include "event_loop.h"
+#include "http_connection.h"
 #include "http_handlers.h"
 #include "reload/log.h"
 #include "reload/process.h"
@@ -32,126 +27,6 @@
 
 namespace server {
 namespace {
-
-// An HTTPServerConnection that tells the drain bookkeeping when it is gone.
-class CountedConnection : public Poco::Net::HTTPServerConnection {
- public:
-  CountedConnection(const Poco::Net::StreamSocket& socket, Poco::Net::HTTPServerParams::Ptr params,
-                    Poco::Net::HTTPRequestHandlerFactory::Ptr factory, DrainState& drain)
-      : HTTPServerConnection(socket, params, factory), drain_(drain) {}
-  ~CountedConnection() override { drain_.connectionClosed(); }
-
- private:
-  DrainState& drain_;
-};
-
-class CountedConnectionFactory : public Poco::Net::TCPServerConnectionFactory {
- public:
-  CountedConnectionFactory(Poco::Net::HTTPServerParams::Ptr params,
-                           Poco::Net::HTTPRequestHandlerFactory::Ptr factory, DrainState& drain)
-      : params_(params), factory_(factory), drain_(drain) {}
-  Poco::Net::TCPServerConnection* createConnection(const Poco::Net::StreamSocket& socket) override {
-    return new CountedConnection(socket, params_, factory_, drain_);
-  }
-
- private:
-  Poco::Net::HTTPServerParams::Ptr params_;
-  Poco::Net::HTTPRequestHandlerFactory::Ptr factory_;
-  DrainState& drain_;
-};
-
-// Accepts on the shared non-blocking listeners and hands connections to
-// Poco's dispatcher. Poco's own TCPServer is not used: its stop() discards
-// connections it has accepted but not served, and it can hang in accept().
-class Acceptor {
- public:
-  Acceptor(std::vector<int> listeners, Poco::Net::TCPServerDispatcher& dispatcher,
-           DrainState& drain, int maxQueued)
-      : listeners_(std::move(listeners)), dispatcher_(dispatcher), drain_(drain),
-        maxQueued_(maxQueued) {
-    wake_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!wake_) reload::throwSysError("eventfd for the acceptor");
-  }
-  void start() { thread_ = std::thread([this] { run(); }); }
-  // Stops accepting; returns once the acceptor thread is gone.
-  void stop() {
-    uint64_t one = 1;
-    if (write(wake_.get(), &one, sizeof one) < 0) { /* the thread is already gone */ }
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void run() {
-    std::vector<int> active = listeners_;
-    for (;;) {
-      bool full = dispatcher_.queuedConnections() >= maxQueued_;
-      std::vector<pollfd> fds;
-      fds.push_back(pollfd{wake_.get(), POLLIN, 0});
-      if (!full && !pausedForFds_)
-        for (int fd : active) fds.push_back(pollfd{fd, POLLIN, 0});
-      // While the queue is full, connections wait in the kernel's backlog,
-      // where another worker may take them.
-      int rc = poll(fds.data(), fds.size(), full || pausedForFds_ ? 10 : -1);
-      pausedForFds_ = false;
-      if (rc < 0 && errno != EINTR) {
-        MOLT_LOG(kError) << "acceptor poll: " << std::strerror(errno);
-        return;
-      }
-      if (rc <= 0) continue;
-      if (fds[0].revents) return;
-      for (size_t i = 1; i < fds.size(); ++i) {
-        if (!fds[i].revents) continue;
-        if (!acceptFrom(fds[i].fd)) {
-          active.erase(std::remove(active.begin(), active.end(), fds[i].fd), active.end());
-          MOLT_LOG(kWarning) << "listener fd " << fds[i].fd << " stopped listening; no longer polled";
-        }
-      }
-    }
-  }
-
-  // Returns false when the listener is dead (shut down by another holder).
-  bool acceptFrom(int listener) {
-    for (int i = 0; i < 32; ++i) {
-      if (dispatcher_.queuedConnections() >= maxQueued_) return true;
-      int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) {
-        switch (errno) {
-          case EAGAIN: return true;
-          case EINTR:
-          case ECONNABORTED:
-          case EPROTO: continue;
-          case EMFILE:
-          case ENFILE:
-          case ENOBUFS:
-          case ENOMEM:
-            MOLT_LOG(kError) << "accept: " << std::strerror(errno) << "; pausing accepts";
-            pausedForFds_ = true;
-            return true;
-          default:
-            return false;  // EINVAL after shutdown(), EBADF
-        }
-      }
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on Unix sockets
-      drain_.connectionOpened();
-      try {
-        dispatcher_.enqueue(Poco::Net::StreamSocket(new Poco::Net::StreamSocketImpl(fd)));
-      } catch (const Poco::Exception& e) {
-        drain_.connectionClosed();
-        MOLT_LOG(kError) << "cannot queue a connection: " << e.displayText();
-      }
-    }
-    return true;
-  }
-
-  std::vector<int> listeners_;
-  Poco::Net::TCPServerDispatcher& dispatcher_;
-  DrainState& drain_;
-  int maxQueued_;
-  reload::Fd wake_;
-  std::thread thread_;
-  bool pausedForFds_ = false;
-};
 
 void dropPrivileges(const std::string& user) {
   if (user.empty() || geteuid() != 0) return;
@@ -162,8 +37,8 @@ void dropPrivileges(const std::string& user) {
   if (setuid(pw->pw_uid) != 0) reload::throwSysError("setuid to " + user);
 }
 
-// Leaves without destructors: Poco's threads and the acceptor may still be
-// running, and joining them could wait for a slow client.
+// Leaves without destructors: the disk pool's threads may be inside a
+// syscall, and nothing left would be flushed by unwinding.
 [[noreturn]] void leave(int code) {
   reload::log::flush();
   _exit(code);
@@ -174,6 +49,170 @@ bool fileExists(const std::string& path) {
   return !path.empty() && stat(path.c_str(), &st) == 0;
 }
 
+// Room for every connection plus the worker's own descriptors and the
+// objects open at once.
+void raiseDescriptorLimit(int maxConnections) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) reload::throwSysError("getrlimit RLIMIT_NOFILE");
+  rlim_t wanted = static_cast<rlim_t>(maxConnections) * 2 + 64;
+  if (limit.rlim_cur >= wanted) return;
+  limit.rlim_cur = std::min(wanted, limit.rlim_max);
+  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) reload::throwSysError("setrlimit RLIMIT_NOFILE");
+}
+
+class Worker : public ConnectionOwner {
+ public:
+  Worker(const reload::WorkerContext& ctx, const ObjectServerConfig& config, WorkerShared& shared,
+         EventLoop& loop)
+      : ctx_(ctx), config_(config), shared_(shared), loop_(loop),
+        maxConnections_(config.maxConnections),
+        maxRefusing_(std::max(16, config.maxConnections / 8)) {}
+
+  void listen() {
+    for (int fd : ctx_.listenerFds) {
+      listeners_.push_back(std::make_unique<Listener>(*this, fd));
+      // EPOLLEXCLUSIVE: one waiting worker wakes per new connection.
+      loop_.add(fd, EPOLLIN | EPOLLEXCLUSIVE, listeners_.back().get());
+    }
+  }
+
+  void stopAccepting() {
+    for (auto& l : listeners_) {
+      if (l->fd < 0) continue;
+      loop_.remove(l->fd);
+      // Never shutdown(): the next generation accepts on the same sockets.
+      ::close(l->fd);
+      l->fd = -1;
+    }
+  }
+
+  void drainStarted() {
+    for (auto& [raw, conn] : connections_) conn->drainStarted();
+  }
+
+  // Connections whose socket is still open.
+  int open() const { return shared_.drain.openConnections(); }
+  // Connections, open or waiting for the disk to finish their work.
+  size_t alive() const { return connections_.size(); }
+
+  void cutAll() {
+    std::vector<Connection*> all;
+    for (auto& [raw, conn] : connections_) all.push_back(raw);
+    for (auto* c : all) c->cut();
+  }
+
+  void connectionClosed(Connection* c) override { dead_.push_back(c); }
+
+  void collectDead() {
+    for (auto* c : dead_) {
+      if (!c->refused()) shared_.drain.connectionClosed();
+      else --refusing_;
+      connections_.erase(c);
+    }
+    dead_.clear();
+  }
+
+  void resumeAcceptsIfDue() {
+    if (!acceptsPaused_ || loop_.nowMs() < acceptsPausedUntil_) return;
+    acceptsPaused_ = false;
+    for (auto& l : listeners_)
+      if (l->fd >= 0) loop_.add(l->fd, EPOLLIN | EPOLLEXCLUSIVE, l.get());
+  }
+
+ private:
+  struct Listener : EventHandler {
+    Listener(Worker& w, int listenFd) : worker(w), fd(listenFd) {}
+    void onEvents(uint32_t) override { worker.acceptFrom(*this); }
+    Worker& worker;
+    int fd;
+  };
+
+  void acceptFrom(Listener& listener) {
+    for (int i = 0; i < 64 && listener.fd >= 0 && !acceptsPaused_; ++i) {
+      int fd = accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        switch (errno) {
+          case EAGAIN: return;
+          case EINTR:
+          case ECONNABORTED:
+          case EPROTO: continue;
+          case EMFILE:
+          case ENFILE:
+          case ENOBUFS:
+          case ENOMEM:
+            MOLT_LOG(kError) << "accept: " << std::strerror(errno) << "; pausing accepts for 100 ms";
+            pauseAccepts();
+            return;
+          default:  // EINVAL after shutdown() by another holder, EBADF
+            MOLT_LOG(kWarning) << "listener fd " << listener.fd
+                               << " stopped listening; no longer polled";
+            loop_.remove(listener.fd);
+            listener.fd = -1;
+            return;
+        }
+      }
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on Unix sockets
+      bool atCap = open() >= maxConnections_;
+      if (atCap) {
+        int64_t now = loop_.nowMs();
+        if (now - lastCapLog_ >= 1000) {
+          lastCapLog_ = now;
+          MOLT_LOG(kWarning) << "max_connections " << maxConnections_
+                             << " reached: answering new connections with 503";
+        }
+        if (refusing_ >= maxRefusing_) {
+          ::close(fd);
+          continue;
+        }
+        ++refusing_;
+      } else {
+        shared_.drain.connectionOpened();
+      }
+      auto conn = std::make_unique<Connection>(shared_, *this, fd, atCap);
+      Connection* raw = conn.get();
+      connections_.emplace(raw, std::move(conn));
+      try {
+        raw->start();
+      } catch (const std::exception& e) {
+        MOLT_LOG(kError) << "cannot serve a connection: " << e.what();
+        raw->cut();
+      }
+    }
+  }
+
+  void pauseAccepts() {
+    acceptsPaused_ = true;
+    acceptsPausedUntil_ = loop_.nowMs() + 100;
+    for (auto& l : listeners_)
+      if (l->fd >= 0) loop_.remove(l->fd);
+  }
+
+  const reload::WorkerContext& ctx_;
+  const ObjectServerConfig& config_;
+  WorkerShared& shared_;
+  EventLoop& loop_;
+  int maxConnections_;
+  int maxRefusing_;
+  int refusing_ = 0;
+  int64_t lastCapLog_ = -1000;
+  bool acceptsPaused_ = false;
+  int64_t acceptsPausedUntil_ = 0;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
+  std::vector<Connection*> dead_;
+};
+
+// The worker's signals, read from a signalfd on the loop.
+class SignalHandler : public EventHandler {
+ public:
+  void onEvents(uint32_t) override {
+    while (auto info = signals.read()) pending.push_back(static_cast<int>(info->ssi_signo));
+  }
+  reload::SignalFd signals;
+  std::vector<int> pending;
+};
+
 }  // namespace
 
 int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& config,
@@ -182,95 +221,106 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     const auto& master = ctx.config->master;
     reload::setProcessName("moltd-w" + std::to_string(ctx.generation) + "." +
                            std::to_string(ctx.slot));
-    // If the master dies, drain and go rather than serve unsupervised.
+    dropPrivileges(master.user);
+    // setuid() clears the parent-death signal, so it is set afterwards. If
+    // the master dies, drain and go rather than serve unsupervised.
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != ctx.masterPid) leave(0);
+    raiseDescriptorLimit(config.maxConnections);
 
-    WorkerShared shared(config, ctx.generation);
-    shared.clientTimeout = master.clientTimeout;
+    EventLoop loop;
+    WorkerShared shared(config, ctx.generation, loop);
+    shared.clientTimeoutMs = static_cast<int64_t>(master.clientTimeout * 1000);
+    shared.keepaliveTimeoutMs = static_cast<int64_t>(master.keepaliveTimeout * 1000);
+    shared.headerTimeoutMs = static_cast<int64_t>(config.clientHeaderTimeout * 1000);
+    shared.minBodyRate = config.clientBodyMinRate;
+    shared.headerLimits.maxHeaderBytes = static_cast<uint32_t>(config.maxHeaderSize);
     shared.counters = ctx.counters;
-    dropPrivileges(master.user);
+    shared.serverHeader = "Server: moltd/" + version + "\r\n";
     shared.readOnly = fileExists(config.storage.readOnlyFile);
 
-    Poco::Net::HTTPServerParams::Ptr params = new Poco::Net::HTTPServerParams;
-    params->setMaxThreads(master.threads);
-    params->setMaxQueued(master.threads * 4);
-    params->setKeepAlive(true);
-    params->setKeepAliveTimeout(Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(master.keepaliveTimeout * 1e6)));
-    params->setTimeout(Poco::Timespan(static_cast<Poco::Timespan::TimeDiff>(master.clientTimeout * 1e6)));
-    params->setMaxKeepAliveRequests(0);
-    params->setServerName("moltd");
-    params->setSoftwareVersion("moltd/" + version);
-    params->setThreadIdleTime(Poco::Timespan(60, 0));
-
-    Poco::ThreadPool pool(2, master.threads + 2, 60);
-    Poco::Net::HTTPRequestHandlerFactory::Ptr handlers = new ObjectHandlerFactory(shared);
-    // The dispatcher is reference counted and its threads hold references;
-    // the worker leaves with _exit, so it is never released.
-    auto* dispatcher = new Poco::Net::TCPServerDispatcher(
-        new CountedConnectionFactory(params, handlers, shared.drain), pool, params);
-    Acceptor acceptor(ctx.listenerFds, *dispatcher, shared.drain, params->getMaxQueued());
-    acceptor.start();
+    SignalHandler signals;
+    loop.add(signals.signals.fd(), EPOLLIN, &signals);
+    // The pool's threads inherit the worker's mask: every handled signal is
+    // blocked (the master forks workers with it) and read from the signalfd.
+    DiskPool pool(loop, config.diskThreads);
+    shared.pool = &pool;
+    Worker worker(ctx, config, shared, loop);
+    worker.listen();
 
     if (!reload::signalWorkerReady(ctx)) leave(1);  // the master is gone
     MOLT_LOG(kInfo) << "worker slot " << ctx.slot << " serving on " << ctx.listenerFds.size()
                     << " listeners";
 
-    sigset_t handled = reload::handledSignals();
-    double nextVolumeScan = reload::monotonicSeconds() + config.storage.volumeScanInterval;
-    double nextReadOnlyCheck = reload::monotonicSeconds() + config.storage.readOnlyCheckInterval;
-    auto checkReadOnly = [&] {
-      shared.readOnly = fileExists(config.storage.readOnlyFile);
+    // Volume scans and the read-only flag touch the disk: the pool does them.
+    bool checkRunning = false;
+    auto recheck = [&](bool volumes) {
+      if (checkRunning) return;
+      checkRunning = true;
+      auto readOnly = std::make_shared<bool>(false);
+      pool.submit(
+          [&shared, &config, readOnly, volumes] {
+            *readOnly = fileExists(config.storage.readOnlyFile);
+            if (volumes) shared.store.rescan();
+          },
+          [&shared, &checkRunning, readOnly] {
+            shared.readOnly = *readOnly;
+            checkRunning = false;
+          });
     };
+    int64_t nextVolumeScan = loop.nowMs() + static_cast<int64_t>(config.storage.volumeScanInterval * 1000);
+    int64_t nextReadOnlyCheck =
+        loop.nowMs() + static_cast<int64_t>(config.storage.readOnlyCheckInterval * 1000);
+    bool draining = false;
+    int64_t drainStarted = 0;
+    int atDrainStart = 0;
+    const int64_t gracefulMs = static_cast<int64_t>(master.gracefulTimeout * 1000);
     for (;;) {
-      timespec wait{0, 250 * 1000 * 1000};
-      int sig = sigtimedwait(&handled, nullptr, &wait);
-      double now = reload::monotonicSeconds();
-      if (sig == SIGTERM) break;
-      if (sig == SIGINT || sig == SIGQUIT) leave(0);
-      // The master logs volume changes once; workers only act on them.
-      if (sig == SIGUSR2) {
-        checkReadOnly();
-        shared.store.rescan();
+      loop.runOnce(250);
+      worker.collectDead();
+      worker.resumeAcceptsIfDue();
+      int64_t now = loop.nowMs();
+      bool drainNow = false;
+      for (int sig : signals.pending) {
+        if (sig == SIGTERM) drainNow = true;
+        if (sig == SIGINT || sig == SIGQUIT) leave(0);
+        // The master logs volume changes once; workers only act on them.
+        if (sig == SIGUSR2) recheck(true);
       }
+      signals.pending.clear();
       if (config.storage.volumeScanInterval > 0 && now >= nextVolumeScan) {
-        nextVolumeScan = now + config.storage.volumeScanInterval;
-        shared.store.rescan();
+        nextVolumeScan = now + static_cast<int64_t>(config.storage.volumeScanInterval * 1000);
+        recheck(true);
       }
       if (config.storage.readOnlyCheckInterval > 0 && now >= nextReadOnlyCheck) {
-        nextReadOnlyCheck = now + config.storage.readOnlyCheckInterval;
-        checkReadOnly();
+        nextReadOnlyCheck = now + static_cast<int64_t>(config.storage.readOnlyCheckInterval * 1000);
+        recheck(false);
       }
-      if (getppid() != ctx.masterPid) break;
+      if (!draining && getppid() != ctx.masterPid) drainNow = true;
+      if (drainNow && !draining) {
+        // Drain: stop accepting, close our copies of the listeners, answer
+        // everything still open with Connection: close.
+        draining = true;
+        drainStarted = now;
+        worker.stopAccepting();
+        shared.drain.startDraining();
+        worker.drainStarted();
+        atDrainStart = worker.open();
+        MOLT_LOG(kInfo) << "draining: stopped accepting; " << atDrainStart << " connections open";
+      }
+      if (!draining) continue;
+      if (worker.alive() == 0) {
+        MOLT_LOG(kInfo) << "drained " << atDrainStart << " connections in "
+                        << static_cast<double>(loop.nowMs() - drainStarted) / 1000 << "s; exiting";
+        leave(0);
+      }
+      if (now - drainStarted >= gracefulMs) {
+        MOLT_LOG(kWarning) << "graceful_timeout " << master.gracefulTimeout << "s passed: cutting "
+                           << worker.open() << " of " << atDrainStart
+                           << " connections still open";
+        leave(0);
+      }
     }
-
-    // Drain: stop accepting, close our copies of the listeners (never
-    // shutdown(): the new generation accepts on the same sockets), answer
-    // everything still open with Connection: close.
-    double drainStarted = reload::monotonicSeconds();
-    acceptor.stop();
-    for (int fd : ctx.listenerFds) close(fd);
-    shared.drain.startDraining();
-    int atStart = shared.drain.openConnections();
-    MOLT_LOG(kInfo) << "draining: stopped accepting; " << atStart << " connections open";
-    double deadline = drainStarted + master.gracefulTimeout;
-    bool idle = false;
-    for (;;) {
-      idle = shared.drain.waitIdle(std::chrono::milliseconds(100));
-      if (idle || reload::monotonicSeconds() >= deadline) break;
-      timespec none{0, 0};
-      int sig = sigtimedwait(&handled, nullptr, &none);
-      if (sig == SIGINT || sig == SIGQUIT) break;
-    }
-    if (idle) {
-      MOLT_LOG(kInfo) << "drained " << atStart << " connections in "
-                      << (reload::monotonicSeconds() - drainStarted) << "s; exiting";
-    } else {
-      MOLT_LOG(kWarning) << "graceful_timeout " << master.gracefulTimeout << "s passed: cutting "
-                         << shared.drain.openConnections() << " of " << atStart
-                         << " connections still open";
-    }
-    leave(0);
   } catch (const std::exception& e) {
     MOLT_LOG(kCritical) << "worker failed: " << e.what();
     leave(1);

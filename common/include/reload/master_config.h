@@ -17,7 +17,6 @@ enum class ListenerHandoff { kInherit, kRebind };
 struct MasterConfig {
   std::vector<ListenAddress> bind;
   int workers = 2;
-  int threads = 256;
   double gracefulTimeout = 60;
   double clientTimeout = 60;
   double keepaliveTimeout = 5;

@@ -1,0 +1,45 @@
+// A few threads that take the disk work that may block (fsync, rename,
+// writes of uploads, deletes, listings, cold opens) off the event loop.
+// Completions come back to the loop through an eventfd, in the loop's
+// thread. Create it after the worker's signal mask is in place: the threads
+// inherit it and never take a signal.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "event_loop.h"
+#include "reload/fd.h"
+
+namespace server {
+
+class DiskPool : public EventHandler {
+ public:
+  DiskPool(EventLoop& loop, int threads);
+  ~DiskPool() override;
+  // `work` runs on a pool thread; `done` then runs on the loop.
+  void submit(std::function<void()> work, std::function<void()> done);
+  size_t queued() const;
+  void onEvents(uint32_t events) override;
+
+ private:
+  struct Task {
+    std::function<void()> work;
+    std::function<void()> done;
+  };
+  void run();
+
+  reload::Fd wake_;
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<Task> tasks_;
+  std::vector<std::function<void()>> finished_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace server

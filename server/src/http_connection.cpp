@@ -1,0 +1,979 @@
+#include "http_connection.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <Poco/DateTimeFormat.h>
+#include <Poco/DateTimeFormatter.h>
+#include <Poco/DigestEngine.h>
+#include <Poco/MD5Engine.h>
+#include <Poco/String.h>
+#include <Poco/Timestamp.h>
+
+#include <cstring>
+#include <sstream>
+
+#include "disk_pool.h"
+#include "object_key.h"
+#include "reload/json.h"
+#include "reload/log.h"
+#include "reload/process.h"
+
+namespace server {
+
+namespace {
+
+// Every connection reads through this buffer and keeps only what is left
+// over, so an idle connection holds no buffer at all. One loop per process.
+char scratch[64 * 1024];
+
+constexpr uint64_t kSmallObject = 64 * 1024;        // sent with its headers in one write
+constexpr size_t kUploadBuffer = 256 * 1024;        // per buffer; two per upload
+constexpr uint64_t kMaxLingerBytes = 64ULL << 20;   // dropped after an early answer
+constexpr int64_t kMaxLingerMs = 30000;
+
+std::string peerName(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "-";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    return std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (addr.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
+  }
+  return "local";
+}
+
+std::string isoNow() {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  tm parts{};
+  gmtime_r(&now.tv_sec, &parts);
+  char text[64];
+  size_t n = strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &parts);
+  std::snprintf(text + n, sizeof text - n, ".%06ldZ", now.tv_nsec / 1000);
+  return text;
+}
+
+bool methodIs(const std::string& method, const char* name) { return method == name; }
+
+}  // namespace
+
+struct Connection::UploadState {
+  std::unique_ptr<Upload> upload;
+  Poco::MD5Engine md5;
+  std::string filling;  // taken from the socket, not yet handed to the pool
+  std::string flying;   // being written by the pool
+  bool writing = false;
+  bool finishing = false;  // the body is complete; commit once written
+  bool tooLarge = false;
+  bool abandoned = false;  // answered already; drop the temp file once the write is back
+  ObjectPath path;
+  uint64_t total = 0;
+  int errorStatus = 0;
+  std::string error;
+};
+
+Connection::Connection(WorkerShared& shared, ConnectionOwner& owner, int fd, bool refuse)
+    : Timer(shared.loop), shared_(shared), owner_(owner), fd_(fd), refused_(refuse) {}
+
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Connection::start() {
+  shared_.loop.add(fd_, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this);
+  if (shared_.accessLog.enabled()) peer_ = peerName(fd_);
+  if (refused_) {
+    closeAfter_ = true;
+    lingerAfter_ = true;
+    beginResponse(503);
+    addHeader("Retry-After", "1");
+    std::string body = "this worker is at max_connections; try again\n";
+    addHeader("Content-Type", "text/plain; charset=utf-8");
+    endHeaders(body.size());
+    outBuf_ += body;
+    startSending();
+    return;
+  }
+  armHeaderOrIdleTimer();
+}
+
+void Connection::onEvents(uint32_t events) {
+  if (phase_ == Phase::kClosed) return;
+  if (events & EPOLLERR) return close();
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) readReady_ = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP)) peerShutWrite_ = true;
+  if (events & (EPOLLOUT | EPOLLHUP)) writeReady_ = true;
+  advance();
+}
+
+void Connection::advance() {
+  for (;;) {
+    bool progressed = false;
+    switch (phase_) {
+      case Phase::kHeader: progressed = stepHeader(); break;
+      case Phase::kBody: progressed = stepBody(); break;
+      case Phase::kRespond: progressed = stepRespond(); break;
+      case Phase::kSendFile: progressed = stepSendFile(); break;
+      case Phase::kLinger: progressed = stepLinger(); break;
+      case Phase::kWaitDisk:
+      case Phase::kClosed: return;
+    }
+    if (!progressed) return;
+  }
+}
+
+ssize_t Connection::readSome(char*& data) {
+  if (!readReady_) return -1;
+  ssize_t n = recv(fd_, scratch, sizeof scratch, 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EINTR) {
+      readReady_ = false;
+      return -1;
+    }
+    close();  // reset by the peer
+    return -1;
+  }
+  // A short read drained the socket; an edge will report more. Not so once
+  // the peer has shut its side: the end of stream must still be read.
+  if (static_cast<size_t>(n) < sizeof scratch && n > 0 && !peerShutWrite_) readReady_ = false;
+  data = scratch;
+  return n;
+}
+
+// ----------------------------------------------------------------- header
+
+void Connection::armHeaderOrIdleTimer() {
+  if (inBuf_.empty() && !(parser_ && parser_->got_some())) {
+    headerTimerArmed_ = false;
+    int64_t wait = requestsServed_ > 0 || shared_.drain.draining() ? shared_.keepaliveTimeoutMs
+                                                                   : shared_.headerTimeoutMs;
+    arm(shared_.loop.nowMs() + wait);
+  } else if (!headerTimerArmed_) {
+    // The whole header must arrive within the deadline, however it trickles.
+    headerTimerArmed_ = true;
+    arm(shared_.loop.nowMs() + shared_.headerTimeoutMs);
+  }
+}
+
+bool Connection::parseBuffered() {
+  if (!parser_) parser_.emplace(request_, shared_.headerLimits, nullptr);
+  RequestProblem problem;
+  size_t used = parser_->feed(inBuf_, problem);
+  inBuf_.erase(0, used);
+  if (problem.status) {
+    respondProblem(problem);
+    return true;
+  }
+  if (parser_->is_header_done()) {
+    dispatch();
+    return true;
+  }
+  return false;
+}
+
+bool Connection::stepHeader() {
+  if (!inBuf_.empty() && parseBuffered()) return true;
+  char* data = nullptr;
+  ssize_t n = readSome(data);
+  if (n < 0) {
+    if (phase_ == Phase::kHeader) armHeaderOrIdleTimer();
+    return false;
+  }
+  if (n == 0) {
+    peerClosed_ = true;
+    if (inBuf_.empty() && !(parser_ && parser_->got_some())) {
+      close();  // a clean end between requests
+      return false;
+    }
+    RequestProblem problem{400, "connection closed inside the request header"};
+    respondProblem(problem);
+    return true;
+  }
+  if (inBuf_.size() + static_cast<size_t>(n) > shared_.headerLimits.maxHeaderBytes + sizeof scratch) {
+    respondProblem({431, "request header is larger than " +
+                             std::to_string(shared_.headerLimits.maxHeaderBytes) + " bytes"});
+    return true;
+  }
+  inBuf_.append(data, static_cast<size_t>(n));
+  armHeaderOrIdleTimer();
+  return true;
+}
+
+// --------------------------------------------------------------- dispatch
+
+void Connection::dispatch() {
+  headerTimerArmed_ = false;
+  cancel();
+  if (shared_.accessLog.enabled()) startedSeconds_ = reload::monotonicSeconds();
+  closeAfter_ = !request_.keepAlive;
+  const std::string& target = request_.target;
+  auto q = target.find('?');
+  std::string rawPath = target.substr(0, q);
+  std::string query = q == std::string::npos ? "" : target.substr(q + 1);
+  route(rawPath, query);
+}
+
+void Connection::route(const std::string& rawPath, const std::string& query) {
+  const std::string& method = request_.method;
+  // A body this request will not read cannot stay on the connection: it
+  // would be taken for the next request. Answer, then drop it and close.
+  bool bodyUnread = request_.hasBody() && !methodIs(method, "PUT");
+  if (bodyUnread) {
+    closeAfter_ = true;
+    lingerAfter_ = true;
+  }
+  auto decoded = percentDecode(rawPath);
+  if (!decoded) return sendText(400, "malformed %-escape in path");
+  if (*decoded == "/healthcheck") {
+    if (!methodIs(method, "GET") && !methodIs(method, "HEAD")) {
+      beginResponse(405);
+      addHeader("Allow", "GET, HEAD");
+      return sendText(405, "use GET or HEAD");
+    }
+    headOnly_ = methodIs(method, "HEAD");
+    const auto& flag = shared_.config.healthcheckDisableFile;
+    struct stat st {};
+    if (!flag.empty() && stat(flag.c_str(), &st) == 0) return sendText(503, "DISABLED BY FILE");
+    return sendText(200, "OK");
+  }
+  auto path = parseObjectPath(*decoded);
+  if (!path) return sendText(404, "no such resource; objects live under /v1/{bucket}/{key}");
+  if (auto problem = bucketProblem(path->bucket); !problem.empty()) return sendText(400, problem);
+  if (path->key.empty()) {
+    if (methodIs(method, "GET") || methodIs(method, "HEAD")) return listBucket(path->bucket, query);
+    beginResponse(405);
+    addHeader("Allow", "GET, HEAD");
+    return sendText(405, "a bucket supports GET and HEAD");
+  }
+  if (auto problem = keyProblem(path->key); !problem.empty()) return sendText(400, problem);
+  if (methodIs(method, "PUT")) return putObject(*path);
+  if (methodIs(method, "GET") || methodIs(method, "HEAD")) return getObject(*path);
+  if (methodIs(method, "DELETE")) return deleteObject(*path);
+  beginResponse(405);
+  addHeader("Allow", "GET, HEAD, PUT, DELETE");
+  sendText(405, "method " + method + " is not supported on objects");
+}
+
+bool Connection::refuseIfReadOnly() {
+  if (!shared_.readOnly) return false;
+  closeAfter_ = true;  // the request body, if any, is not stored
+  lingerAfter_ = true;
+  beginResponse(503);
+  addHeader("Retry-After", "60");
+  sendText(503, "server is in read-only mode; writes are refused, reads are served");
+  return true;
+}
+
+void Connection::runOnDisk(std::function<void()> work, std::function<void()> done) {
+  ++pendingDisk_;
+  phase_ = Phase::kWaitDisk;
+  shared_.pool->submit(std::move(work), [this, next = std::move(done)] {
+    --pendingDisk_;
+    if (phase_ == Phase::kClosed) {
+      if (pendingDisk_ == 0) owner_.connectionClosed(this);
+      return;
+    }
+    next();
+    advance();
+  });
+}
+
+// -------------------------------------------------------------------- PUT
+
+void Connection::putObject(const ObjectPath& path) {
+  if (refuseIfReadOnly()) return;
+  const uint64_t limit = shared_.config.storage.maxObjectSize;
+  if (!request_.chunked && !request_.contentLength) {
+    closeAfter_ = true;
+    return sendText(411, "PUT needs Content-Length or chunked transfer encoding");
+  }
+  if (!request_.chunked && *request_.contentLength > limit) {
+    closeAfter_ = true;
+    lingerAfter_ = true;
+    return sendText(413, "object is larger than max_object_size (" + std::to_string(limit) + " bytes)");
+  }
+  upload_ = std::make_unique<UploadState>();
+  upload_->path = path;
+  uint64_t announced = request_.chunked ? 0 : *request_.contentLength;
+  auto* state = upload_.get();
+  runOnDisk(
+      [this, state, path, announced] {
+        try {
+          state->upload = shared_.store.beginUpload(path.bucket, path.key, announced);
+        } catch (const StoreError& e) {
+          state->errorStatus = e.status();
+          state->error = e.what();
+        } catch (const std::exception& e) {
+          state->errorStatus = 500;
+          state->error = e.what();
+        }
+      },
+      [this] {
+        if (upload_->errorStatus) {
+          closeAfter_ = true;
+          lingerAfter_ = true;
+          return sendText(upload_->errorStatus, upload_->error);
+        }
+        startUploadBody();
+      });
+}
+
+void Connection::startUploadBody() {
+  phase_ = Phase::kBody;
+  parser_->setSink(this);
+  upload_->filling.reserve(kUploadBuffer);
+  if (request_.expectContinue && inBuf_.empty() && !parser_->is_done())
+    outBuf_ = "HTTP/1.1 100 Continue\r\n\r\n";
+  progressMark_ = 0;
+  arm(shared_.loop.nowMs() + shared_.clientTimeoutMs);
+  if (parser_->is_done()) finishUpload();
+}
+
+size_t Connection::takeBody(std::string_view body) {
+  auto& up = *upload_;
+  if (up.tooLarge || up.errorStatus) return 0;
+  if (up.total + body.size() > shared_.config.storage.maxObjectSize) {
+    up.tooLarge = true;
+    return 0;
+  }
+  size_t room = kUploadBuffer - up.filling.size();
+  size_t n = std::min(room, body.size());
+  up.filling.append(body.data(), n);
+  up.total += n;
+  bytesReceived_ += n;
+  if (up.filling.size() == kUploadBuffer && !up.writing) submitUploadWrite();
+  return n;
+}
+
+void Connection::submitUploadWrite() {
+  auto* state = upload_.get();
+  state->flying.swap(state->filling);
+  state->filling.clear();
+  state->filling.reserve(kUploadBuffer);
+  state->writing = true;
+  ++pendingDisk_;
+  shared_.pool->submit(
+      [state] {
+        try {
+          state->md5.update(state->flying.data(), state->flying.size());
+          state->upload->write(state->flying.data(), state->flying.size());
+        } catch (const StoreError& e) {
+          state->errorStatus = e.status();
+          state->error = e.what();
+        }
+      },
+      [this] {
+        --pendingDisk_;
+        if (phase_ == Phase::kClosed) {
+          if (pendingDisk_ == 0) owner_.connectionClosed(this);
+          return;
+        }
+        upload_->writing = false;
+        upload_->flying.clear();
+        if (upload_->abandoned) {
+          upload_.reset();
+          return;
+        }
+        if (upload_->errorStatus) {
+          uploadFailed(upload_->errorStatus, upload_->error);
+        } else {
+          if (upload_->filling.size() == kUploadBuffer) submitUploadWrite();
+          if (upload_->finishing) finishUpload();
+        }
+        advance();
+      });
+}
+
+void Connection::abandonUpload() {
+  // Removes the temp file, at once or when the pool gives the buffer back.
+  if (!upload_) return;
+  if (upload_->writing) upload_->abandoned = true;
+  else upload_.reset();
+}
+
+void Connection::uploadFailed(int status, std::string message) {
+  abandonUpload();
+  closeAfter_ = true;
+  lingerAfter_ = true;
+  sendText(status, message);
+}
+
+bool Connection::bodyFed(const RequestProblem& problem) {
+  if (problem.status) {
+    abandonUpload();
+    respondProblem(problem);
+    return true;
+  }
+  if (upload_->tooLarge) {
+    uploadFailed(413, "object is larger than max_object_size (" +
+                          std::to_string(shared_.config.storage.maxObjectSize) + " bytes)");
+    return true;
+  }
+  if (parser_->is_done()) {
+    finishUpload();
+    return true;
+  }
+  return false;
+}
+
+bool Connection::stepBody() {
+  if (!outBuf_.empty() && writeReady_) {  // 100 Continue
+    ssize_t n = send(fd_, outBuf_.data() + outSent_, outBuf_.size() - outSent_, MSG_NOSIGNAL);
+    if (n > 0) outSent_ += static_cast<size_t>(n);
+    else if (errno == EAGAIN) writeReady_ = false;
+    if (outSent_ == outBuf_.size()) {
+      outBuf_.clear();
+      outSent_ = 0;
+    }
+  }
+  RequestProblem problem;
+  // Both buffers full: the pool's completion resumes reading.
+  auto sinkFull = [this] { return upload_->filling.size() == kUploadBuffer; };
+  if (!inBuf_.empty()) {
+    size_t used = parser_->feed(inBuf_, problem);
+    inBuf_.erase(0, used);
+    if (bodyFed(problem)) return true;
+    if (!inBuf_.empty() && used > 0) return true;
+  }
+  if (sinkFull()) return false;
+  char* data = nullptr;
+  ssize_t n = readSome(data);
+  if (n < 0) return false;
+  if (n == 0) {
+    peerClosed_ = true;
+    parser_->feedEof(problem);
+    if (!problem.status) problem = {400, "connection closed inside the request body"};
+    bodyFed(problem);
+    return true;
+  }
+  if (!inBuf_.empty()) {  // the parser needs what is left joined with what came
+    inBuf_.append(data, static_cast<size_t>(n));
+    return true;
+  }
+  size_t used = parser_->feed(std::string_view(data, static_cast<size_t>(n)), problem);
+  if (used < static_cast<size_t>(n)) inBuf_.append(data + used, static_cast<size_t>(n) - used);
+  bodyFed(problem);
+  return true;
+}
+
+void Connection::finishUpload() {
+  auto& up = *upload_;
+  cancel();
+  if (up.writing || !up.filling.empty()) {
+    up.finishing = true;
+    phase_ = Phase::kWaitDisk;
+    if (!up.writing) submitUploadWrite();
+    return;
+  }
+  up.finishing = false;
+  ObjectMeta meta;
+  meta.key = up.path.key;
+  meta.size = up.total;
+  meta.etag = Poco::DigestEngine::digestToHex(up.md5.digest());
+  if (const auto* expected = request_.find("ETag")) {
+    std::string tag = *expected;
+    if (tag.size() >= 2 && tag.front() == '"' && tag.back() == '"') tag = tag.substr(1, tag.size() - 2);
+    if (Poco::icompare(tag, meta.etag) != 0) {
+      abandonUpload();
+      return sendText(422, "body MD5 " + meta.etag + " does not match ETag " + tag);
+    }
+  }
+  if (const auto* type = request_.find("Content-Type")) meta.contentType = *type;
+  for (const auto& [name, value] : request_.fields)
+    if (name.size() > 14 && Poco::icompare(name.substr(0, 14), "X-Object-Meta-") == 0)
+      meta.userMeta.emplace_back(name.substr(14), value);
+  meta.timestamp = static_cast<double>(Poco::Timestamp().epochMicroseconds()) / 1e6;
+  auto* state = upload_.get();
+  runOnDisk(
+      [state, meta] {
+        try {
+          state->upload->commit(meta);
+        } catch (const StoreError& e) {
+          state->errorStatus = e.status();
+          state->error = e.what();
+        } catch (const std::exception& e) {
+          state->errorStatus = 500;
+          state->error = e.what();
+        }
+      },
+      [this, meta] {
+        if (upload_->errorStatus) {
+          int status = upload_->errorStatus;
+          std::string error = upload_->error;
+          upload_.reset();
+          closeAfter_ = true;
+          return sendText(status, error);
+        }
+        upload_.reset();
+        beginResponse(201);
+        addHeader("ETag", quoteEtag(meta.etag));
+        addHeader("Last-Modified", httpDate(meta.timestamp));
+        addHeader("Content-Type", "text/plain; charset=utf-8");
+        endHeaders(0);
+        startSending();
+      });
+}
+
+// -------------------------------------------------------------------- GET
+
+void Connection::getObject(const ObjectPath& path) {
+  headOnly_ = methodIs(request_.method, "HEAD");
+  std::optional<OpenObject> found;
+  auto attempt = shared_.store.tryOpenCached(path.bucket, path.key, found);
+  if (attempt == ObjectStore::Attempt::kFound) return answerGet(std::move(*found));
+  if (attempt == ObjectStore::Attempt::kMissing) return sendText(404, "no such object");
+  auto result = std::make_shared<std::optional<OpenObject>>();
+  runOnDisk([this, result, path] { *result = shared_.store.open(path.bucket, path.key); },
+            [this, result] {
+              if (!*result) return sendText(404, "no such object");
+              answerGet(std::move(**result));
+            });
+}
+
+void Connection::answerGet(OpenObject obj) {
+  const ObjectMeta& meta = obj.meta;
+  auto common = [&](int status) {
+    beginResponse(status);
+    addHeader("ETag", quoteEtag(meta.etag));
+    addHeader("Last-Modified", httpDate(meta.timestamp));
+    char ts[32];
+    std::snprintf(ts, sizeof ts, "%.5f", meta.timestamp);
+    addHeader("X-Timestamp", ts);
+    addHeader("Accept-Ranges", "bytes");
+    for (const auto& [name, value] : meta.userMeta) addHeader("X-Object-Meta-" + name, value);
+  };
+  const std::string* ifMatch = request_.find("If-Match");
+  if (ifMatch && !etagListMatches(*ifMatch, meta.etag, true)) {
+    common(412);
+    return sendText(412, "If-Match does not match the object's ETag");
+  }
+  const std::string* ifNoneMatch = request_.find("If-None-Match");
+  if (ifNoneMatch && etagListMatches(*ifNoneMatch, meta.etag)) {
+    common(304);
+    endHeaders(0);
+    return startSending();
+  }
+  uint64_t offset = 0, length = meta.size;
+  int status = 200;
+  std::string contentRange;
+  if (const std::string* rangeHeader = request_.find("Range")) {
+    ByteRange range;
+    switch (parseRange(*rangeHeader, meta.size, range)) {
+      case RangeResult::kUnsatisfiable:
+        common(416);
+        addHeader("Content-Range", "bytes */" + std::to_string(meta.size));
+        return sendText(416, "range is outside the object's " + std::to_string(meta.size) + " bytes");
+      case RangeResult::kSatisfiable:
+        offset = range.first;
+        length = range.last - range.first + 1;
+        status = 206;
+        contentRange = "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) +
+                       "/" + std::to_string(meta.size);
+        break;
+      case RangeResult::kNone: break;
+    }
+  }
+  common(status);
+  if (!contentRange.empty()) addHeader("Content-Range", contentRange);
+  addHeader("Content-Type", meta.contentType);
+  endHeaders(length);
+  if (headOnly_ || length == 0) return startSending();
+  if (length <= kSmallObject) {
+    // Small bodies go out with the headers in one write.
+    size_t head = outBuf_.size();
+    outBuf_.resize(head + length);
+    iovec iov{outBuf_.data() + head, length};
+    ssize_t n = preadv2(obj.fd.get(), &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+    if (n == static_cast<ssize_t>(length)) {
+      bodyBytesSent_ = length;
+      return startSending();
+    }
+    if (n >= 0 || (errno != EAGAIN && errno != EOPNOTSUPP)) {
+      closeAfter_ = true;
+      outBuf_.clear();
+      return sendText(500, "short read of an object on " + obj.volume);
+    }
+    auto file = std::make_shared<OpenObject>(std::move(obj));
+    auto got = std::make_shared<ssize_t>(0);
+    runOnDisk(
+        [this, file, got, head, length, offset] {
+          *got = pread(file->fd.get(), outBuf_.data() + head, length, static_cast<off_t>(offset));
+        },
+        [this, got, length] {
+          if (*got != static_cast<ssize_t>(length)) {
+            closeAfter_ = true;
+            outBuf_.clear();
+            return sendText(500, "short read of an object");
+          }
+          bodyBytesSent_ = length;
+          startSending();
+        });
+    return;
+  }
+  file_ = std::move(obj.fd);
+  fileOffset_ = static_cast<off_t>(offset);
+  fileLeft_ = length;
+  startSending();
+}
+
+bool Connection::stepSendFile() {
+  while (fileLeft_ > 0) {
+    if (!writeReady_) {
+      armProgressTimer();
+      return false;
+    }
+    ssize_t n = sendfile(fd_, file_.get(), &fileOffset_, std::min<uint64_t>(fileLeft_, 1ULL << 30));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      writeReady_ = false;
+      armProgressTimer();
+      return false;
+    }
+    if (n <= 0) {
+      // The client went away or the file shrank: the response cannot be
+      // completed, so the connection cannot be reused.
+      logRequest();
+      close();
+      return false;
+    }
+    fileLeft_ -= static_cast<uint64_t>(n);
+    bodyBytesSent_ += static_cast<uint64_t>(n);
+  }
+  file_.reset();
+  responseDone();
+  return true;
+}
+
+// ------------------------------------------------------- DELETE, listing
+
+void Connection::deleteObject(const ObjectPath& path) {
+  if (refuseIfReadOnly()) return;
+  auto removed = std::make_shared<bool>(false);
+  runOnDisk([this, removed, path] { *removed = shared_.store.remove(path.bucket, path.key); },
+            [this, removed] {
+              if (!*removed) return sendText(404, "no such object");
+              beginResponse(204);
+              endHeaders(0);
+              startSending();
+            });
+}
+
+void Connection::listBucket(const std::string& bucket, const std::string& query) {
+  headOnly_ = methodIs(request_.method, "HEAD");
+  std::string prefix, marker;
+  size_t limit = shared_.config.listingLimit;
+  std::istringstream params(query);
+  std::string pair;
+  while (std::getline(params, pair, '&')) {
+    auto eq = pair.find('=');
+    std::string name = pair.substr(0, eq);
+    std::string raw = eq == std::string::npos ? "" : pair.substr(eq + 1);
+    for (char& c : raw)
+      if (c == '+') c = ' ';
+    auto value = percentDecode(raw);
+    if (!value) return sendText(400, "malformed %-escape in query");
+    if (name == "prefix") {
+      prefix = *value;
+    } else if (name == "marker") {
+      marker = *value;
+    } else if (name == "limit") {
+      if (value->empty() || value->size() > 9 || value->find_first_not_of("0123456789") != std::string::npos)
+        return sendText(400, "limit must be a whole number");
+      size_t asked = std::stoul(*value);
+      if (asked > shared_.config.listingLimit)
+        return sendText(412, "limit may be at most " + std::to_string(shared_.config.listingLimit));
+      limit = asked;
+    }
+  }
+  auto body = std::make_shared<std::string>();
+  runOnDisk(
+      [this, body, bucket, prefix, marker, limit] {
+        reload::JsonArray items;
+        for (const auto& meta : shared_.store.list(bucket, prefix, marker, limit)) {
+          reload::JsonObject o;
+          o.add("name", meta.key);
+          o.add("bytes", meta.size);
+          o.add("hash", meta.etag);
+          o.add("content_type", meta.contentType);
+          o.add("last_modified",
+                Poco::DateTimeFormatter::format(
+                    Poco::Timestamp(static_cast<Poco::Timestamp::TimeVal>(meta.timestamp * 1e6)),
+                    Poco::DateTimeFormat::ISO8601_FRAC_FORMAT));
+          items.push(o);
+        }
+        *body = items.str() + "\n";
+      },
+      [this, body] {
+        beginResponse(200);
+        addHeader("Content-Type", "application/json; charset=utf-8");
+        endHeaders(body->size());
+        if (!headOnly_) {
+          outBuf_ += *body;
+          bodyBytesSent_ = body->size();
+        }
+        startSending();
+      });
+}
+
+// --------------------------------------------------------------- answers
+
+void Connection::beginResponse(int status) {
+  if (responseStarted_) return;  // headers added before sendText() stay
+  responseStarted_ = true;
+  status_ = status;
+  outBuf_.clear();
+  outSent_ = 0;
+  outBuf_ += "HTTP/1.1 ";
+  outBuf_ += std::to_string(status);
+  outBuf_ += ' ';
+  outBuf_ += reasonPhrase(status);
+  outBuf_ += "\r\n";
+  outBuf_ += shared_.dateHeader();
+  outBuf_ += shared_.serverHeader;
+  outBuf_ += "X-Molt-Generation: ";
+  outBuf_ += std::to_string(shared_.generation);
+  outBuf_ += "\r\n";
+}
+
+void Connection::addHeader(const std::string& name, const std::string& value) {
+  outBuf_ += name;
+  outBuf_ += ": ";
+  outBuf_ += value;
+  outBuf_ += "\r\n";
+}
+
+void Connection::endHeaders(uint64_t contentLength) {
+  // A drain can start while a request is being served: decide keep-alive
+  // when the response goes out, not when the request came in.
+  if (shared_.drain.draining()) closeAfter_ = true;
+  outBuf_ += "Content-Length: ";
+  outBuf_ += std::to_string(contentLength);
+  outBuf_ += "\r\n";
+  if (closeAfter_) outBuf_ += "Connection: close\r\n";
+  else if (request_.version == 10) outBuf_ += "Connection: keep-alive\r\n";
+  outBuf_ += "\r\n";
+}
+
+void Connection::sendText(int status, const std::string& text) {
+  if (responseStarted_ && status_ != status) {
+    responseStarted_ = false;  // an answer replaces a half-built one
+  }
+  beginResponse(status);
+  std::string body = text + "\n";
+  addHeader("Content-Type", "text/plain; charset=utf-8");
+  endHeaders(body.size());
+  if (!headOnly_) {
+    outBuf_ += body;
+    bodyBytesSent_ = body.size();
+  }
+  startSending();
+}
+
+void Connection::respondProblem(const RequestProblem& problem) {
+  closeAfter_ = true;
+  lingerAfter_ = true;
+  MOLT_LOG(kDebug) << "request refused with " << problem.status << ": " << problem.reason;
+  responseStarted_ = false;
+  sendText(problem.status, problem.reason);
+}
+
+void Connection::startSending() {
+  phase_ = Phase::kRespond;
+  cancel();
+  // Counted when the answer is decided, before its first byte leaves: a
+  // client that reads /metrics right after its response sees it counted.
+  if (auto* c = shared_.counters; c && !refused_ && !counted_) {
+    counted_ = true;
+    if (status_ >= 100 && status_ < 600) c->add(kStatus1xx + static_cast<size_t>(status_ / 100 - 1), 1);
+    c->add(kBytesReceived, bytesReceived_);
+    const std::string& m = request_.method;
+    c->add(m == "GET" ? kMethodGet : m == "HEAD" ? kMethodHead : m == "PUT" ? kMethodPut
+           : m == "DELETE" ? kMethodDelete : kMethodOther, 1);
+  }
+}
+
+bool Connection::stepRespond() {
+  while (outSent_ < outBuf_.size()) {
+    if (!writeReady_) {
+      armProgressTimer();
+      return false;
+    }
+    ssize_t n = send(fd_, outBuf_.data() + outSent_, outBuf_.size() - outSent_, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      writeReady_ = false;
+      armProgressTimer();
+      return false;
+    }
+    if (n < 0) {
+      logRequest();
+      close();
+      return false;
+    }
+    outSent_ += static_cast<size_t>(n);
+  }
+  outBuf_.clear();
+  outSent_ = 0;
+  if (file_) {
+    phase_ = Phase::kSendFile;
+    return true;
+  }
+  responseDone();
+  return true;
+}
+
+void Connection::armProgressTimer() {
+  uint64_t sent = bodyBytesSent_ + outSent_;
+  if (!armed()) {
+    progressMark_ = sent;
+    arm(shared_.loop.nowMs() + shared_.clientTimeoutMs);
+  }
+}
+
+void Connection::logRequest() {
+  if (refused_ || status_ == 0) return;
+  if (auto* c = shared_.counters) c->add(kBytesSent, bodyBytesSent_);
+  if (!shared_.accessLog.enabled()) return;
+  double ms = startedSeconds_ > 0 ? (reload::monotonicSeconds() - startedSeconds_) * 1000 : 0;
+  char line[256];
+  std::string uri = request_.target.substr(0, 2048);
+  std::snprintf(line, sizeof line, " %d %llu %.3f gen=%llu\n", status_,
+                static_cast<unsigned long long>(bodyBytesSent_), ms,
+                static_cast<unsigned long long>(shared_.generation));
+  shared_.accessLog.write(peer_ + " [" + isoNow() + "] \"" +
+                          (request_.method.empty() ? "-" : request_.method) + " " + uri + " " +
+                          request_.versionText() + "\"" + line);
+}
+
+void Connection::responseDone() {
+  logRequest();
+  ++requestsServed_;
+  if (closeAfter_ || peerClosed_) {
+    if (lingerAfter_ || !inBuf_.empty() || readReady_) return startLinger();
+    return close();
+  }
+  parser_.reset();
+  request_.clear();
+  upload_.reset();
+  responseStarted_ = false;
+  counted_ = false;
+  headOnly_ = false;
+  lingerAfter_ = false;
+  status_ = 0;
+  bodyBytesSent_ = 0;
+  bytesReceived_ = 0;
+  fileOffset_ = 0;
+  startedSeconds_ = 0;
+  phase_ = Phase::kHeader;
+  if (inBuf_.empty() && inBuf_.capacity() > 0) std::string().swap(inBuf_);
+  armHeaderOrIdleTimer();
+}
+
+void Connection::startLinger() {
+  // The answer is out; the client may still be sending what it meant for
+  // the request. Closing now could reset the connection before the client
+  // has read the answer, so read and drop for a bounded time and size.
+  phase_ = Phase::kLinger;
+  inBuf_.clear();
+  if (shutdown(fd_, SHUT_WR) != 0) return close();
+  arm(shared_.loop.nowMs() + std::min<int64_t>(shared_.clientTimeoutMs, kMaxLingerMs));
+}
+
+bool Connection::stepLinger() {
+  for (;;) {
+    char* data = nullptr;
+    ssize_t n = readSome(data);
+    if (n < 0) return false;
+    if (n == 0) {
+      close();
+      return false;
+    }
+    lingerDropped_ += static_cast<uint64_t>(n);
+    if (lingerDropped_ > kMaxLingerBytes) {
+      close();
+      return false;
+    }
+  }
+}
+
+// ----------------------------------------------------------------- timers
+
+void Connection::onTimer() {
+  switch (phase_) {
+    case Phase::kHeader:
+      if (inBuf_.empty() && !(parser_ && parser_->got_some())) return close();  // idle
+      // Headers that trickle in past the deadline: slowloris.
+      respondProblem({408, "the request header did not arrive within client_header_timeout"});
+      return advance();
+    case Phase::kBody: {
+      uint64_t got = parser_->bodyBytes() - progressMark_;
+      double window = static_cast<double>(shared_.clientTimeoutMs) / 1000.0;
+      bool waitingForDisk = upload_ && upload_->writing && upload_->filling.size() == kUploadBuffer;
+      if (!waitingForDisk &&
+          (got == 0 || static_cast<double>(got) < static_cast<double>(shared_.minBodyRate) * window)) {
+        abandonUpload();
+        respondProblem({408, got == 0 ? "client_timeout passed while reading the request body"
+                                      : "request body arrived slower than client_body_min_rate"});
+        return advance();
+      }
+      progressMark_ = parser_->bodyBytes();
+      return arm(shared_.loop.nowMs() + shared_.clientTimeoutMs);
+    }
+    case Phase::kRespond:
+    case Phase::kSendFile: {
+      uint64_t sent = bodyBytesSent_ + outSent_;
+      if (sent == progressMark_) {
+        // A reader that takes nothing for client_timeout is cut, with a
+        // reset: what the kernel still holds for it is dropped, not sent.
+        struct linger abort {};
+        abort.l_onoff = 1;
+        setsockopt(fd_, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+        logRequest();
+        return close();
+      }
+      progressMark_ = sent;
+      return arm(shared_.loop.nowMs() + shared_.clientTimeoutMs);
+    }
+    case Phase::kLinger: return close();
+    case Phase::kWaitDisk:
+    case Phase::kClosed: return;
+  }
+}
+
+void Connection::drainStarted() {
+  if (phase_ == Phase::kHeader && inBuf_.empty() && !(parser_ && parser_->got_some())) {
+    int64_t latest = shared_.loop.nowMs() + shared_.keepaliveTimeoutMs;
+    if (!armed() || deadline() > latest) arm(latest);
+  }
+}
+
+void Connection::cut() { close(); }
+
+void Connection::close() {
+  if (phase_ == Phase::kClosed) return;
+  phase_ = Phase::kClosed;
+  cancel();
+  shared_.loop.remove(fd_);
+  ::close(fd_);
+  fd_ = -1;
+  file_.reset();
+  abandonUpload();
+  if (pendingDisk_ == 0) owner_.connectionClosed(this);
+}
+
+}  // namespace server

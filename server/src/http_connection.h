@@ -1,0 +1,138 @@
+// One client connection on a worker's event loop: reads and frames requests
+// (Beast's parser), answers them in order, streams uploads to the disk pool
+// with back-pressure, sends bodies without blocking the loop, and enforces
+// the slow-client deadlines with timers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "event_loop.h"
+#include "http_handlers.h"
+#include "http_request.h"
+#include "object_key.h"
+
+namespace server {
+
+class Connection;
+
+class ConnectionOwner {
+ public:
+  virtual ~ConnectionOwner() = default;
+  // The connection's socket is closed; it may still wait for disk work.
+  virtual void connectionClosed(Connection* connection) = 0;
+};
+
+class Connection : public EventHandler, public Timer, public BodySink {
+ public:
+  // `refuse`: the worker is at max_connections; answer 503 and close.
+  Connection(WorkerShared& shared, ConnectionOwner& owner, int fd, bool refuse);
+  ~Connection() override;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void start();
+  void onEvents(uint32_t events) override;
+  void onTimer() override;
+  size_t takeBody(std::string_view body) override;
+
+  // The worker drains: an idle connection may stay at most keepalive_timeout.
+  void drainStarted();
+  // Closes at once (graceful_timeout passed).
+  void cut();
+  bool closed() const { return phase_ == Phase::kClosed; }
+  bool waitingForDisk() const { return pendingDisk_ > 0; }
+  bool refused() const { return refused_; }
+
+ private:
+  enum class Phase { kHeader, kBody, kWaitDisk, kRespond, kSendFile, kLinger, kClosed };
+  struct UploadState;
+
+  void advance();
+  bool stepHeader();
+  bool stepBody();
+  bool stepRespond();
+  bool stepSendFile();
+  bool stepLinger();
+  // Reads once into the loop's scratch buffer; returns bytes, 0 at EOF, -1
+  // when nothing is ready (or the connection was closed on an error).
+  ssize_t readSome(char*& data);
+  bool parseBuffered();
+
+  void dispatch();
+  void route(const std::string& path, const std::string& query);
+  void putObject(const ObjectPath& path);
+  void getObject(const ObjectPath& path);
+  void answerGet(OpenObject object);
+  void deleteObject(const ObjectPath& path);
+  void listBucket(const std::string& bucket, const std::string& query);
+  bool refuseIfReadOnly();
+
+  void startUploadBody();
+  void submitUploadWrite();
+  void finishUpload();
+  void uploadFailed(int status, std::string message);
+  void abandonUpload();
+  // After body bytes were fed: whether the body phase ended.
+  bool bodyFed(const RequestProblem& problem);
+
+  // Response building.
+  void beginResponse(int status);
+  void addHeader(const std::string& name, const std::string& value);
+  void endHeaders(uint64_t contentLength);
+  void sendText(int status, const std::string& text);
+  void respondProblem(const RequestProblem& problem);
+  void startSending();
+  void responseDone();
+  void logRequest();
+  void startLinger();
+  void close();
+  void armHeaderOrIdleTimer();
+  void armProgressTimer();
+  void runOnDisk(std::function<void()> work, std::function<void()> done);
+
+  WorkerShared& shared_;
+  ConnectionOwner& owner_;
+  int fd_;
+  Phase phase_ = Phase::kHeader;
+  bool readReady_ = false;
+  bool writeReady_ = true;
+  bool peerClosed_ = false;     // read the end of the stream
+  bool peerShutWrite_ = false;  // epoll saw the peer shut its side
+  bool refused_ = false;
+  int pendingDisk_ = 0;
+  uint64_t requestsServed_ = 0;
+
+  std::string inBuf_;
+  Request request_;
+  std::optional<RequestParser> parser_;
+  bool headerTimerArmed_ = false;
+  double startedSeconds_ = 0;
+
+  std::string outBuf_;
+  size_t outSent_ = 0;
+  bool responseStarted_ = false;
+  bool counted_ = false;
+  bool closeAfter_ = false;
+  bool lingerAfter_ = false;
+  bool headOnly_ = false;
+  int status_ = 0;
+  uint64_t bodyBytesSent_ = 0;
+  uint64_t bytesReceived_ = 0;
+
+  reload::Fd file_;  // a large GET body, sent with sendfile
+  off_t fileOffset_ = 0;
+  uint64_t fileLeft_ = 0;
+
+  std::unique_ptr<UploadState> upload_;
+  uint64_t progressMark_ = 0;
+  uint64_t lingerDropped_ = 0;
+  std::string peer_;
+};
+
+}  // namespace server

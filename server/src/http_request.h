@@ -1,0 +1,109 @@
+// An HTTP/1.1 request as the event loop sees it, framed by Boost.Beast's
+// incremental parser. The parser never owns body bytes: it hands them to a
+// BodySink as they are framed (Content-Length or strict chunked decoding),
+// and the sink may take fewer than offered to apply back-pressure.
+#pragma once
+
+#include <boost/beast/http/basic_parser.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace server {
+
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  // Takes up to body.size() bytes; returns how many it took.
+  virtual size_t takeBody(std::string_view body) = 0;
+};
+
+// Limits applied while the header is parsed.
+struct HeaderLimits {
+  uint32_t maxHeaderBytes = 64 * 1024;  // whole header block: 431 past it
+  size_t maxFieldBytes = 8 * 1024;      // one field's value: 400 past it
+  size_t maxFields = 100;
+};
+
+// What is wrong with a request's header, and the status that says so.
+struct RequestProblem {
+  int status = 0;  // 0: none
+  std::string reason;
+};
+
+struct Request {
+  std::string method;
+  std::string target;
+  int version = 11;  // 10 or 11
+  std::vector<std::pair<std::string, std::string>> fields;
+  bool keepAlive = true;
+  std::optional<uint64_t> contentLength;
+  bool chunked = false;
+  bool expectContinue = false;
+
+  // The first field named `name` (case-insensitive), or nullptr.
+  const std::string* find(std::string_view name) const;
+  bool hasBody() const { return chunked || (contentLength && *contentLength > 0); }
+  const char* versionText() const { return version == 10 ? "HTTP/1.0" : "HTTP/1.1"; }
+  void clear();
+};
+
+class RequestParser : public boost::beast::http::basic_parser<true> {
+ public:
+  RequestParser(Request& request, const HeaderLimits& limits, BodySink* sink);
+
+  // Feeds bytes; returns how many were consumed. Returns right after the
+  // header is complete, so the caller can choose the body's sink first.
+  // Sets `problem` when the request cannot be served (a bad header, an
+  // unsupported framing, a malformed body).
+  size_t feed(std::string_view data, RequestProblem& problem);
+  // The peer closed its side: completes a body that ends at EOF, or reports
+  // a truncated one.
+  void feedEof(RequestProblem& problem);
+  void setSink(BodySink* sink) { sink_ = sink; }
+  // Whether the body, if any, is inside a chunk's data right now.
+  bool insideChunk() const { return chunkLeft_ > 0; }
+  uint64_t bodyBytes() const { return bodyBytes_; }
+
+ private:
+  void on_request_impl(boost::beast::http::verb method, boost::beast::string_view methodText,
+                       boost::beast::string_view target, int version,
+                       boost::beast::error_code& ec) override;
+  void on_response_impl(int, boost::beast::string_view, int, boost::beast::error_code&) override {}
+  void on_field_impl(boost::beast::http::field name, boost::beast::string_view nameText,
+                     boost::beast::string_view value, boost::beast::error_code& ec) override;
+  void on_header_impl(boost::beast::error_code& ec) override;
+  void on_body_init_impl(const boost::optional<uint64_t>& length,
+                         boost::beast::error_code& ec) override;
+  size_t on_body_impl(boost::beast::string_view body, boost::beast::error_code& ec) override;
+  void on_chunk_header_impl(uint64_t size, boost::beast::string_view extensions,
+                            boost::beast::error_code& ec) override;
+  size_t on_chunk_body_impl(uint64_t remain, boost::beast::string_view body,
+                            boost::beast::error_code& ec) override;
+  void on_finish_impl(boost::beast::error_code& ec) override;
+
+  Request& request_;
+  const HeaderLimits& limits_;
+  BodySink* sink_;
+  RequestProblem fieldProblem_;
+  std::vector<std::string> transferEncodings_;
+  uint64_t chunkLeft_ = 0;
+  uint64_t bodyBytes_ = 0;
+};
+
+// Whether a Transfer-Encoding value is exactly the one coding moltd
+// supports, "chunked" (case-insensitive, surrounding blanks allowed).
+bool isPlainChunked(std::string_view value);
+
+// The values of every Transfer-Encoding field in a raw header block.
+std::vector<std::string> transferEncodingValues(std::string_view headerBlock);
+
+// Whether a request line names an HTTP version this server does not speak
+// (HTTP/2.0, HTTP/9.9) rather than being malformed.
+bool namesOtherHttpVersion(std::string_view headerBlock);
+
+}  // namespace server
