@@ -1,6 +1,7 @@
 #include "object_key.h"
 
 #include <cctype>
+#include <cstdint>
 
 namespace server {
 
@@ -14,6 +15,42 @@ std::string bucketProblem(const std::string& bucket) {
       return "bucket names use letters, digits, '-', '_' and '.' only";
   return "";
 }
+
+namespace {
+
+// Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
+// U+10FFFF. Listings are JSON, which must be valid Unicode.
+bool validUtf8(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    auto c = static_cast<unsigned char>(text[i]);
+    size_t extra;
+    uint32_t min, code;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      extra = 1, min = 0x80, code = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      extra = 2, min = 0x800, code = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      extra = 3, min = 0x10000, code = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= text.size()) return false;  // cut short
+    for (size_t k = 1; k <= extra; ++k) {
+      auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+}  // namespace
 
 std::string keyProblem(const std::string& key) {
   if (key.empty()) return "object key is empty";
@@ -30,6 +67,7 @@ std::string keyProblem(const std::string& key) {
   }
   for (unsigned char c : key)
     if (c < 0x20 || c == 0x7f) return "object key contains a control character";
+  if (!validUtf8(key)) return "object key is not valid UTF-8";
   return "";
 }
 
