@@ -17,6 +17,7 @@
 #include <cmath>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -72,27 +73,47 @@ ssize_t readAt(int fd, char* buf, size_t size, off_t offset, bool noWait) {
 }
 
 // With `noWait`, sets `wouldBlock` instead of waiting for the disk.
-bool readTrailer(int fd, ObjectMeta& meta, bool noWait = false, bool* wouldBlock = nullptr) {
+// With `noWait`, sets `wouldBlock` instead of waiting for the disk. With
+// `whole`, a file of at most kWholeReadLimit bytes is read in one go into it:
+// data, metadata and trailer (a small GET then costs one read).
+bool readTrailer(int fd, ObjectMeta& meta, bool noWait = false, bool* wouldBlock = nullptr,
+                 std::string* whole = nullptr) {
   struct stat st {};
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kTrailerSize) return false;
-  char trailer[kTrailerSize + 1] = {};
   auto fileSize = static_cast<uint64_t>(st.st_size);
-  ssize_t got = readAt(fd, trailer, kTrailerSize, static_cast<off_t>(fileSize - kTrailerSize), noWait);
-  if (got < 0 && retryBlocking(errno) && wouldBlock) *wouldBlock = true;
-  if (got != static_cast<ssize_t>(kTrailerSize)) return false;
+  auto readFully = [&](char* buf, size_t size, off_t offset) {
+    ssize_t got = readAt(fd, buf, size, offset, noWait);
+    if (got < 0 && retryBlocking(errno) && wouldBlock) *wouldBlock = true;
+    return got == static_cast<ssize_t>(size);
+  };
+  const char* trailer;
+  char trailerBuf[kTrailerSize];
+  if (whole && fileSize <= ObjectStore::kWholeReadLimit) {
+    whole->resize(fileSize);
+    if (!readFully(whole->data(), fileSize, 0)) return false;
+    trailer = whole->data() + fileSize - kTrailerSize;
+  } else {
+    if (whole) whole->clear();
+    if (!readFully(trailerBuf, kTrailerSize, static_cast<off_t>(fileSize - kTrailerSize))) return false;
+    trailer = trailerBuf;
+  }
   if (std::memcmp(trailer, kTrailerMagic, 8) != 0) return false;
   uint64_t metaLen = std::strtoull(std::string(trailer + 8, 8).c_str(), nullptr, 16);
   if (metaLen > kMaxMetaSize || metaLen + kTrailerSize > fileSize) return false;
-  std::string text(metaLen, '\0');
   auto metaOffset = static_cast<off_t>(fileSize - kTrailerSize - metaLen);
-  got = readAt(fd, text.data(), metaLen, metaOffset, noWait);
-  if (got < 0 && retryBlocking(errno) && wouldBlock) *wouldBlock = true;
-  if (got != static_cast<ssize_t>(metaLen)) return false;
+  std::string text;
+  if (whole && !whole->empty()) {
+    text.assign(whole->data() + metaOffset, metaLen);
+  } else {
+    text.resize(metaLen);
+    if (!readFully(text.data(), metaLen, metaOffset)) return false;
+  }
   try {
     meta = decodeMeta(text);
   } catch (const std::invalid_argument&) {
     return false;
   }
+  if (whole && !whole->empty()) whole->resize(static_cast<size_t>(metaOffset));  // the data only
   return meta.size == static_cast<uint64_t>(metaOffset);
 }
 
@@ -275,6 +296,9 @@ void Upload::commit(const ObjectMeta& meta) {
   std::string dir = finalPath.substr(0, finalPath.rfind('/'));
   try {
     mkdirs(dir);
+    // Indexed before it is visible: a listing may name an object that a
+    // crash kept from appearing (it is skipped), never miss one.
+    store_.indexFor(volume_)->add(bucket_, key_);
     if (rename(tmpPath_.c_str(), finalPath.c_str()) != 0)
       reload::throwSysError("rename into " + finalPath);
     committed_ = true;
@@ -390,7 +414,8 @@ std::optional<OpenObject> ObjectStore::open(const std::string& bucket,
 }
 
 ObjectStore::Attempt ObjectStore::tryOpenCached(const std::string& bucket, const std::string& key,
-                                                std::optional<OpenObject>& found) const {
+                                                std::optional<OpenObject>& found,
+                                                bool loadSmallData) const {
   std::string rel = objectRelativePath(bucket, key);
   for (const auto& volume : readOrder(bucket, key)) {
     std::string path = volume + "/" + rel;
@@ -404,12 +429,14 @@ ObjectStore::Attempt ObjectStore::tryOpenCached(const std::string& bucket, const
     }
     OpenObject obj;
     bool wouldBlock = false;
-    if (!readTrailer(fd.get(), obj.meta, true, &wouldBlock) || obj.meta.key != key) {
+    if (!readTrailer(fd.get(), obj.meta, true, &wouldBlock, loadSmallData ? &obj.data : nullptr) ||
+        obj.meta.key != key) {
       if (wouldBlock) return Attempt::kWouldBlock;
       continue;
     }
     obj.fd = std::move(fd);
     obj.volume = volume;
+    obj.dataLoaded = loadSmallData && obj.data.size() == obj.meta.size;
     found = std::move(obj);
     return Attempt::kFound;
   }
@@ -423,6 +450,7 @@ bool ObjectStore::remove(const std::string& bucket, const std::string& key) {
     std::string path = volume + "/" + rel;
     if (unlink(path.c_str()) == 0) {
       removed = true;
+      dropFromIndex(volume, bucket, key);
       std::string dir = path.substr(0, path.rfind('/'));
       try {
         fsyncDir(dir);
@@ -438,14 +466,124 @@ void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::st
                                     const std::string& key) {
   std::string rel = objectRelativePath(bucket, key);
   for (const auto& volume : readOrder(bucket, key))
-    if (volume != keepVolume) unlink((volume + "/" + rel).c_str());
+    if (volume != keepVolume && unlink((volume + "/" + rel).c_str()) == 0)
+      dropFromIndex(volume, bucket, key);
+}
+
+std::shared_ptr<KeyIndex> ObjectStore::indexFor(const std::string& volume) const {
+  std::lock_guard<std::mutex> lock(indexMutex_);
+  auto& slot = indexes_[volume];
+  if (!slot) slot = std::make_shared<KeyIndex>(volume);
+  return slot;
+}
+
+void ObjectStore::dropFromIndex(const std::string& volume, const std::string& bucket,
+                                const std::string& key) {
+  try {
+    indexFor(volume)->remove(bucket, key);
+  } catch (const std::system_error&) {
+    // A stale entry is harmless: listings skip and remove it.
+  }
+}
+
+void ObjectStore::completeIndex(const std::string& volume, KeyIndex& index) const {
+  std::vector<std::pair<std::string, std::string>> entries;
+  forEachObject(volume, "", [&](const std::string& bucket, const ObjectMeta& meta) {
+    entries.emplace_back(bucket, meta.key);
+  });
+  index.addAll(entries);
+  index.markComplete();
 }
 
 std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::string& prefix,
                                           const std::string& marker, size_t limit) const {
-  std::map<std::string, ObjectMeta> found;
+  // Each volume's index gives its next keys in order; the merge takes them
+  // in order across volumes and opens each object to read its metadata.
+  // Volumes whose index cannot be used are scanned (the old, O(n) way).
+  struct Source {
+    std::string volume;
+    std::shared_ptr<KeyIndex> index;
+  };
+  std::vector<Source> sources;
+  std::map<std::string, ObjectMeta> scanned;
   for (const auto& v : volumes()) {
-    std::string bucketDir = v.path + "/objects/" + bucket;
+    if (v.problem == "not a directory") continue;
+    std::shared_ptr<KeyIndex> index;
+    try {
+      index = indexFor(v.path);
+      if (!index->complete()) completeIndex(v.path, *index);
+    } catch (const std::system_error&) {
+      index.reset();
+    }
+    if (index) {
+      sources.push_back({v.path, index});
+      continue;
+    }
+    forEachObject(v.path, bucket, [&](const std::string&, const ObjectMeta& meta) {
+      if (meta.key <= marker || meta.key.compare(0, prefix.size(), prefix) != 0) return;
+      auto it = scanned.find(meta.key);
+      if (it == scanned.end() || it->second.timestamp < meta.timestamp) scanned[meta.key] = meta;
+    });
+  }
+  std::vector<ObjectMeta> out;
+  std::string after = marker;
+  while (out.size() < limit) {
+    // The next batch: what each index holds after `after`, and the scanned
+    // keys. A source that filled its share may hold more keys than it gave,
+    // so only keys up to its last one are certain to come in order.
+    size_t want = limit - out.size();
+    std::map<std::string, std::vector<const Source*>> batch;
+    std::optional<std::string> certainUpTo;
+    auto bound = [&](const std::string& last) {
+      if (!certainUpTo || last < *certainUpTo) certainUpTo = last;
+    };
+    for (const auto& source : sources) {
+      auto keys = source.index->keysAfter(bucket, after, prefix, want);
+      if (keys.size() == want) bound(keys.back());
+      for (auto& key : keys) batch[std::move(key)].push_back(&source);
+    }
+    size_t taken = 0;
+    for (auto it = scanned.upper_bound(after); it != scanned.end(); ++it) {
+      if (taken++ == want) {
+        bound(std::prev(it)->first);
+        break;
+      }
+      batch[it->first];
+    }
+    if (batch.empty()) break;
+    for (auto& [key, holders] : batch) {
+      if (out.size() >= limit || (certainUpTo && key > *certainUpTo)) break;
+      after = key;
+      if (auto obj = open(bucket, key)) {
+        out.push_back(std::move(obj->meta));
+        continue;
+      }
+      auto it = scanned.find(key);
+      if (it != scanned.end()) out.push_back(it->second);
+      for (const auto* holder : holders) {
+        try {
+          holder->index->remove(bucket, key);  // its object is gone
+        } catch (const std::system_error&) {
+          // Left for the next listing to drop.
+        }
+      }
+    }
+    if (!certainUpTo) break;  // every source gave all it had
+  }
+  std::sort(out.begin(), out.end(), [](const ObjectMeta& a, const ObjectMeta& b) { return a.key < b.key; });
+  if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+void ObjectStore::forEachObject(const std::string& volume, const std::string& onlyBucket,
+                                const std::function<void(const std::string&, const ObjectMeta&)>& fn) const {
+  std::string objects = volume + "/objects";
+  DIR* buckets = opendir(objects.c_str());
+  if (!buckets) return;
+  while (dirent* b = readdir(buckets)) {
+    std::string bucket = b->d_name;
+    if (bucket[0] == '.' || (!onlyBucket.empty() && bucket != onlyBucket)) continue;
+    std::string bucketDir = objects + "/" + bucket;
     DIR* top = opendir(bucketDir.c_str());
     if (!top) continue;
     while (dirent* sub = readdir(top)) {
@@ -459,20 +597,13 @@ std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::
         reload::Fd fd(::open((subDir + "/" + name).c_str(), O_RDONLY | O_CLOEXEC));
         ObjectMeta meta;
         if (!fd || !readTrailer(fd.get(), meta)) continue;
-        if (meta.key <= marker || meta.key.compare(0, prefix.size(), prefix) != 0) continue;
-        auto it = found.find(meta.key);
-        if (it == found.end() || it->second.timestamp < meta.timestamp) found[meta.key] = meta;
+        fn(bucket, meta);
       }
       closedir(inner);
     }
     closedir(top);
   }
-  std::vector<ObjectMeta> out;
-  for (auto& [key, meta] : found) {
-    if (out.size() >= limit) break;
-    out.push_back(std::move(meta));
-  }
-  return out;
+  closedir(buckets);
 }
 
 size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes) {

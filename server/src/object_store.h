@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "key_index.h"
 #include "reload/fd.h"
 
 namespace server {
@@ -68,6 +70,8 @@ struct OpenObject {
   reload::Fd fd;
   ObjectMeta meta;
   std::string volume;
+  std::string data;         // the object's bytes, when dataLoaded
+  bool dataLoaded = false;  // read along with the metadata (small objects)
 };
 
 uint64_t rendezvousScore(const std::string& volume, const std::string& bucket,
@@ -129,11 +133,16 @@ class ObjectStore {
   // cached (openat2 RESOLVE_CACHED) and reads from the page cache
   // (RWF_NOWAIT). kWouldBlock: call open() where blocking is allowed.
   enum class Attempt { kFound, kMissing, kWouldBlock };
+  // With `loadSmallData`, an object file of at most kWholeReadLimit bytes
+  // is read whole, its data kept in OpenObject::data.
   Attempt tryOpenCached(const std::string& bucket, const std::string& key,
-                        std::optional<OpenObject>& found) const;
+                        std::optional<OpenObject>& found, bool loadSmallData = false) const;
+  static constexpr uint64_t kWholeReadLimit = 64 * 1024;
   // Returns whether anything was removed.
   bool remove(const std::string& bucket, const std::string& key);
   // Sorted by key; keys > marker that start with prefix, at most limit.
+  // Walks the volumes' key indexes from the marker and opens only the
+  // objects it returns (an index entry whose object is gone is dropped).
   std::vector<ObjectMeta> list(const std::string& bucket, const std::string& prefix,
                                const std::string& marker, size_t limit) const;
 
@@ -147,9 +156,21 @@ class ObjectStore {
   void removeOtherCopies(const std::string& keepVolume, const std::string& bucket,
                          const std::string& key);
 
+  void dropFromIndex(const std::string& volume, const std::string& bucket, const std::string& key);
+  // Calls `fn` for every readable object on `volume` (of one bucket, unless
+  // `onlyBucket` is empty).
+  void forEachObject(const std::string& volume, const std::string& onlyBucket,
+                     const std::function<void(const std::string&, const ObjectMeta&)>& fn) const;
+  // The key index of a volume, opened on first use. Throws std::system_error.
+  std::shared_ptr<KeyIndex> indexFor(const std::string& volume) const;
+  // Builds the index of a volume that holds objects from before it.
+  void completeIndex(const std::string& volume, KeyIndex& index) const;
+
   StorageSettings settings_;
   mutable std::mutex mutex_;
   std::vector<Volume> volumes_;
+  mutable std::mutex indexMutex_;
+  mutable std::map<std::string, std::shared_ptr<KeyIndex>> indexes_;
 };
 
 }  // namespace server
