@@ -534,7 +534,7 @@ void Connection::finishUpload() {
 void Connection::getObject(const ObjectPath& path) {
   headOnly_ = methodIs(request_.method, "HEAD");
   std::optional<OpenObject> found;
-  auto attempt = shared_.store.tryOpenCached(path.bucket, path.key, found);
+  auto attempt = shared_.store.tryOpenCached(path.bucket, path.key, found, !headOnly_);
   if (attempt == ObjectStore::Attempt::kFound) return answerGet(std::move(*found));
   if (attempt == ObjectStore::Attempt::kMissing) return sendText(404, "no such object");
   auto result = std::make_shared<std::optional<OpenObject>>();
@@ -593,6 +593,11 @@ void Connection::answerGet(OpenObject obj) {
   addHeader("Content-Type", meta.contentType);
   endHeaders(length);
   if (headOnly_ || length == 0) return startSending();
+  if (obj.dataLoaded) {  // read with the metadata: goes out with the headers in one write
+    outBuf_.append(obj.data, static_cast<size_t>(offset), static_cast<size_t>(length));
+    bodyBytesSent_ = length;
+    return startSending();
+  }
   if (length <= kSmallObject) {
     // Small bodies go out with the headers in one write.
     size_t head = outBuf_.size();
@@ -968,8 +973,7 @@ void Connection::close() {
   if (phase_ == Phase::kClosed) return;
   phase_ = Phase::kClosed;
   cancel();
-  shared_.loop.remove(fd_);
-  ::close(fd_);
+  ::close(fd_);  // leaves the epoll set too: no other descriptor shares the socket
   fd_ = -1;
   file_.reset();
   abandonUpload();

@@ -55,6 +55,11 @@ enum CounterSlot : size_t {
   kMethodPut,
   kMethodDelete,
   kMethodOther,
+  // Open connections of each current worker, by worker slot: the worker's
+  // monotonic second in the high half, the count in the low half. Workers
+  // read each other's to balance accepts.
+  kWorkerLoad = 32,
+  kWorkerLoadSlots = 32,
 };
 
 struct WorkerShared {

@@ -62,6 +62,13 @@ void raiseDescriptorLimit(int maxConnections) {
 
 class Worker : public ConnectionOwner {
  public:
+  static constexpr int kAcceptsPerWakeup = 1;
+  // Not EPOLLEXCLUSIVE: its wake-ups go to the same waiter first, so the
+  // worker that is idle (the one that should take a connection) may never
+  // see one. Every worker wakes and the first to get there accepts; with a
+  // handful of workers the wasted wake-ups cost little.
+  static constexpr uint32_t kListenerEvents = EPOLLIN;
+
   Worker(const reload::WorkerContext& ctx, const ObjectServerConfig& config, WorkerShared& shared,
          EventLoop& loop)
       : ctx_(ctx), config_(config), shared_(shared), loop_(loop),
@@ -71,8 +78,7 @@ class Worker : public ConnectionOwner {
   void listen() {
     for (int fd : ctx_.listenerFds) {
       listeners_.push_back(std::make_unique<Listener>(*this, fd));
-      // EPOLLEXCLUSIVE: one waiting worker wakes per new connection.
-      loop_.add(fd, EPOLLIN | EPOLLEXCLUSIVE, listeners_.back().get());
+      loop_.add(fd, kListenerEvents, listeners_.back().get());
     }
   }
 
@@ -109,14 +115,21 @@ class Worker : public ConnectionOwner {
       else --refusing_;
       connections_.erase(c);
     }
+    if (!dead_.empty() && !shared_.drain.draining()) publishLoad();
     dead_.clear();
+  }
+
+  // How long the loop may sleep before accepts must resume.
+  int acceptWaitMs(int longest) const {
+    if (!acceptsPaused_) return longest;
+    return static_cast<int>(std::clamp<int64_t>(acceptsPausedUntil_ - loop_.nowMs(), 0, longest));
   }
 
   void resumeAcceptsIfDue() {
     if (!acceptsPaused_ || loop_.nowMs() < acceptsPausedUntil_) return;
     acceptsPaused_ = false;
     for (auto& l : listeners_)
-      if (l->fd >= 0) loop_.add(l->fd, EPOLLIN | EPOLLEXCLUSIVE, l.get());
+      if (l->fd >= 0) loop_.add(l->fd, kListenerEvents, l.get());
   }
 
  private:
@@ -127,8 +140,49 @@ class Worker : public ConnectionOwner {
     int fd;
   };
 
+  // One connection per wake-up, like nginx without multi_accept: a worker
+  // that took a burst whole would serve it alone while the others idle.
+  // The listener is level-triggered, so what is left wakes a worker again.
+ public:
+  // Publishes this worker's open connections for the others.
+  void publishLoad() {
+    if (!ctx_.counters) return;
+    auto second = static_cast<uint64_t>(loop_.nowMs() / 1000) & 0xffffffffu;
+    (*ctx_.counters)[kWorkerLoad + static_cast<size_t>(ctx_.slot) % kWorkerLoadSlots].store(
+        second << 32 | static_cast<uint64_t>(open()), std::memory_order_relaxed);
+  }
+
+  // Whether another current worker holds clearly fewer connections, so this
+  // one should leave a new connection to it. Every worker wakes for a new
+  // connection (the listener is not EPOLLEXCLUSIVE), so the one with room
+  // takes it. Entries not refreshed for 2 s (a worker that died) are
+  // ignored, and a worker defers a few times in a row at most.
+  bool othersHaveRoom() {
+    if (!ctx_.counters || deferrals_ >= kMaxDeferrals) return false;
+    int workers = std::min(ctx_.config->master.workers, static_cast<int>(kWorkerLoadSlots));
+    auto now = static_cast<uint64_t>(loop_.nowMs() / 1000);
+    int mine = open();
+    int least = mine;
+    for (int slot = 0; slot < workers; ++slot) {
+      if (slot == ctx_.slot) continue;
+      uint64_t value = ctx_.counters->load(kWorkerLoad + static_cast<size_t>(slot));
+      if (value == 0 || now - (value >> 32) > 2) continue;
+      least = std::min(least, static_cast<int>(value & 0xffffffffu));
+    }
+    return mine > least + std::max(4, least / 8);
+  }
+
+ private:
   void acceptFrom(Listener& listener) {
-    for (int i = 0; i < 64 && listener.fd >= 0 && !acceptsPaused_; ++i) {
+    if (othersHaveRoom()) {
+      // Out of the epoll set for a moment: the listener is level-triggered
+      // and would wake this worker again at once.
+      ++deferrals_;
+      pauseAccepts(kDeferMs);
+      return;
+    }
+    deferrals_ = 0;
+    for (int i = 0; i < kAcceptsPerWakeup && listener.fd >= 0 && !acceptsPaused_; ++i) {
       int fd = accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         switch (errno) {
@@ -141,7 +195,7 @@ class Worker : public ConnectionOwner {
           case ENOBUFS:
           case ENOMEM:
             MOLT_LOG(kError) << "accept: " << std::strerror(errno) << "; pausing accepts for 100 ms";
-            pauseAccepts();
+            pauseAccepts(100);
             return;
           default:  // EINVAL after shutdown() by another holder, EBADF
             MOLT_LOG(kWarning) << "listener fd " << listener.fd
@@ -169,6 +223,7 @@ class Worker : public ConnectionOwner {
       } else {
         shared_.drain.connectionOpened();
       }
+      publishLoad();
       auto conn = std::make_unique<Connection>(shared_, *this, fd, atCap);
       Connection* raw = conn.get();
       connections_.emplace(raw, std::move(conn));
@@ -181,9 +236,9 @@ class Worker : public ConnectionOwner {
     }
   }
 
-  void pauseAccepts() {
+  void pauseAccepts(int64_t ms) {
     acceptsPaused_ = true;
-    acceptsPausedUntil_ = loop_.nowMs() + 100;
+    acceptsPausedUntil_ = loop_.nowMs() + ms;
     for (auto& l : listeners_)
       if (l->fd >= 0) loop_.remove(l->fd);
   }
@@ -195,6 +250,9 @@ class Worker : public ConnectionOwner {
   int maxConnections_;
   int maxRefusing_;
   int refusing_ = 0;
+  static constexpr int kMaxDeferrals = 8;
+  static constexpr int64_t kDeferMs = 1;
+  int deferrals_ = 0;
   int64_t lastCapLog_ = -1000;
   bool acceptsPaused_ = false;
   int64_t acceptsPausedUntil_ = 0;
@@ -247,6 +305,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     shared.pool = &pool;
     Worker worker(ctx, config, shared, loop);
     worker.listen();
+    worker.publishLoad();
 
     if (!reload::signalWorkerReady(ctx)) leave(1);  // the master is gone
     MOLT_LOG(kInfo) << "worker slot " << ctx.slot << " serving on " << ctx.listenerFds.size()
@@ -272,11 +331,12 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     int64_t nextReadOnlyCheck =
         loop.nowMs() + static_cast<int64_t>(config.storage.readOnlyCheckInterval * 1000);
     bool draining = false;
+    int64_t lastPublished = 0;
     int64_t drainStarted = 0;
     int atDrainStart = 0;
     const int64_t gracefulMs = static_cast<int64_t>(master.gracefulTimeout * 1000);
     for (;;) {
-      loop.runOnce(250);
+      loop.runOnce(worker.acceptWaitMs(250));
       worker.collectDead();
       worker.resumeAcceptsIfDue();
       int64_t now = loop.nowMs();
@@ -297,6 +357,10 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
         recheck(false);
       }
       if (!draining && getppid() != ctx.masterPid) drainNow = true;
+      if (!draining && now / 1000 != lastPublished / 1000) {
+        lastPublished = now;
+        worker.publishLoad();
+      }
       if (drainNow && !draining) {
         // Drain: stop accepting, close our copies of the listeners, answer
         // everything still open with Connection: close.
