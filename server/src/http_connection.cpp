@@ -17,6 +17,7 @@
 #include <Poco/String.h>
 #include <Poco/Timestamp.h>
 
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -69,6 +70,19 @@ std::string isoNow() {
 }
 
 bool methodIs(const std::string& method, const char* name) { return method == name; }
+
+// "1732950000.12345", as printf("%.5f") would write it for the times moltd
+// stores, without printf's floating-point formatting on every GET.
+std::string swiftTimestamp(double seconds) {
+  if (!(seconds >= 0 && seconds < 1e13)) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.5f", seconds);
+    return text;
+  }
+  auto units = static_cast<uint64_t>(std::llround(seconds * 1e5));
+  std::string fraction = std::to_string(units % 100000);
+  return std::to_string(units / 100000) + "." + std::string(5 - fraction.size(), '0') + fraction;
+}
 
 }  // namespace
 
@@ -551,9 +565,7 @@ void Connection::answerGet(OpenObject obj) {
     beginResponse(status);
     addHeader("ETag", quoteEtag(meta.etag));
     addHeader("Last-Modified", httpDate(meta.timestamp));
-    char ts[32];
-    std::snprintf(ts, sizeof ts, "%.5f", meta.timestamp);
-    addHeader("X-Timestamp", ts);
+    addHeader("X-Timestamp", swiftTimestamp(meta.timestamp));
     addHeader("Accept-Ranges", "bytes");
     for (const auto& [name, value] : meta.userMeta) addHeader("X-Object-Meta-" + name, value);
   };
@@ -800,15 +812,15 @@ void Connection::respondProblem(const RequestProblem& problem) {
 void Connection::startSending() {
   phase_ = Phase::kRespond;
   cancel();
-  // Counted when the answer is decided, before its first byte leaves: a
-  // client that reads /metrics right after its response sees it counted.
-  if (auto* c = shared_.counters; c && !refused_ && !counted_) {
+  // Counted when the answer is decided (added to the shared counters at
+  // the end of this turn of the loop).
+  if (!refused_ && !counted_) {
     counted_ = true;
-    if (status_ >= 100 && status_ < 600) c->add(kStatus1xx + static_cast<size_t>(status_ / 100 - 1), 1);
-    c->add(kBytesReceived, bytesReceived_);
+    if (status_ >= 100 && status_ < 600) shared_.count(kStatus1xx + static_cast<size_t>(status_ / 100 - 1), 1);
+    shared_.count(kBytesReceived, bytesReceived_);
     const std::string& m = request_.method;
-    c->add(m == "GET" ? kMethodGet : m == "HEAD" ? kMethodHead : m == "PUT" ? kMethodPut
-           : m == "DELETE" ? kMethodDelete : kMethodOther, 1);
+    shared_.count(m == "GET" ? kMethodGet : m == "HEAD" ? kMethodHead : m == "PUT" ? kMethodPut
+                  : m == "DELETE" ? kMethodDelete : kMethodOther, 1);
   }
 }
 
@@ -852,7 +864,7 @@ void Connection::armProgressTimer() {
 
 void Connection::logRequest() {
   if (refused_ || status_ == 0) return;
-  if (auto* c = shared_.counters) c->add(kBytesSent, bodyBytesSent_);
+  shared_.count(kBytesSent, bodyBytesSent_);
   if (!shared_.accessLog.enabled()) return;
   double ms = startedSeconds_ > 0 ? (reload::monotonicSeconds() - startedSeconds_) * 1000 : 0;
   char line[256];

@@ -107,13 +107,30 @@ const std::string& WorkerShared::dateHeader() {
   return date_;
 }
 
+void WorkerShared::flushCounts() {
+  if (!countsPending_) return;
+  countsPending_ = false;
+  for (size_t slot = 0; slot < kPendingSlots; ++slot) {
+    if (!pendingCounts_[slot]) continue;
+    if (counters) counters->add(slot, pendingCounts_[slot]);
+    pendingCounts_[slot] = 0;
+  }
+}
+
 std::string httpDate(double epochSeconds) {
+  // The same object is often served many times a second: the last answer
+  // is kept (one loop thread formats dates).
+  static time_t lastTime = -1;
+  static std::string last;
   time_t t = static_cast<time_t>(epochSeconds);
+  if (t == lastTime) return last;
   tm parts{};
   gmtime_r(&t, &parts);
   char text[64];
   strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &parts);
-  return text;
+  lastTime = t;
+  last = text;
+  return last;
 }
 
 std::string quoteEtag(const std::string& etag) { return "\"" + etag + "\""; }

@@ -83,9 +83,21 @@ struct WorkerShared {
   // "Date: ...\r\n", formatted at most once a second.
   const std::string& dateHeader();
 
+  // Request counters are summed here and added to the shared ones once per
+  // turn of the loop: the shared slots are written by every worker, and an
+  // atomic add per request and counter would bounce their cache lines.
+  void count(size_t slot, uint64_t n) {
+    pendingCounts_[slot % kPendingSlots] += n;
+    countsPending_ = true;
+  }
+  void flushCounts();
+
  private:
   int64_t dateSecond_ = -1;
   std::string date_;
+  static constexpr size_t kPendingSlots = 16;
+  uint64_t pendingCounts_[kPendingSlots] = {};
+  bool countsPending_ = false;
 };
 
 // Helpers the connection uses to answer.

@@ -72,6 +72,7 @@ std::string keyProblem(const std::string& key) {
 }
 
 std::optional<std::string> percentDecode(const std::string& text) {
+  if (text.find('%') == std::string::npos) return text;
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size(); ++i) {

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <functional>
 #include <set>
+#include <string_view>
 #include <sstream>
 
 #include "object_key.h"
@@ -218,34 +219,37 @@ double metaTimestamp(const std::string& text) {
 }  // namespace
 
 ObjectMeta decodeMeta(const std::string& text) {
+  // Read on every GET: lines are split in place, without a stream.
   ObjectMeta meta;
-  std::istringstream in(text);
-  std::string line;
   bool haveKey = false;
-  while (std::getline(in, line)) {
+  auto decoded = [](std::string_view v) {
+    auto d = percentDecode(std::string(v));
+    if (!d) throw std::invalid_argument("bad escape in metadata");
+    return std::move(*d);
+  };
+  std::string_view rest(text);
+  while (!rest.empty()) {
+    size_t end = rest.find('\n');
+    std::string_view line = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
     auto eq = line.find('=');
-    if (eq == std::string::npos) throw std::invalid_argument("bad metadata line");
-    std::string name = line.substr(0, eq);
-    std::string value = line.substr(eq + 1);
-    auto decoded = [&](const std::string& v) {
-      auto d = percentDecode(v);
-      if (!d) throw std::invalid_argument("bad escape in metadata");
-      return *d;
-    };
+    if (eq == std::string_view::npos) throw std::invalid_argument("bad metadata line");
+    std::string_view name = line.substr(0, eq);
+    std::string_view value = line.substr(eq + 1);
     if (name == "key") {
       meta.key = decoded(value);
       haveKey = true;
     } else if (name == "size") {
-      meta.size = metaSize(value);
+      meta.size = metaSize(std::string(value));
     } else if (name == "etag") {
       meta.etag = value;
     } else if (name == "content_type") {
       meta.contentType = decoded(value);
     } else if (name == "timestamp") {
-      meta.timestamp = metaTimestamp(value);
+      meta.timestamp = metaTimestamp(std::string(value));
     } else if (name == "meta") {
       auto colon = value.find(':');
-      if (colon == std::string::npos) throw std::invalid_argument("bad meta entry");
+      if (colon == std::string_view::npos) throw std::invalid_argument("bad meta entry");
       meta.userMeta.emplace_back(decoded(value.substr(0, colon)), decoded(value.substr(colon + 1)));
     }
   }
@@ -348,13 +352,17 @@ std::vector<Volume> ObjectStore::volumes() const {
 
 std::vector<std::string> ObjectStore::readOrder(const std::string& bucket,
                                                 const std::string& key) const {
-  std::vector<std::pair<uint64_t, std::string>> scored;
-  for (const auto& v : volumes())
-    if (v.problem != "not a directory")
-      scored.emplace_back(rendezvousScore(v.path, bucket, key), v.path);
-  std::sort(scored.begin(), scored.end(), std::greater<>());
+  std::vector<std::pair<uint64_t, const std::string*>> scored;
   std::vector<std::string> order;
-  for (auto& s : scored) order.push_back(std::move(s.second));
+  std::lock_guard<std::mutex> lock(mutex_);  // no copy of the volume list on every GET
+  scored.reserve(volumes_.size());
+  for (const auto& v : volumes_)
+    if (v.problem != "not a directory") scored.emplace_back(rendezvousScore(v.path, bucket, key), &v.path);
+  std::sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : *a.second > *b.second;
+  });
+  order.reserve(scored.size());
+  for (const auto& s : scored) order.push_back(*s.second);
   return order;
 }
 

@@ -62,12 +62,16 @@ void raiseDescriptorLimit(int maxConnections) {
 
 class Worker : public ConnectionOwner {
  public:
-  static constexpr int kAcceptsPerWakeup = 1;
+  // Accepts per wake-up: enough that connections do not wait in the queue
+  // (a socket closed for good resets what waits there), bounded by the
+  // balance between workers below.
+  static constexpr int kAcceptsPerWakeup = 16;
   // Not EPOLLEXCLUSIVE: its wake-ups go to the same waiter first, so the
   // worker that is idle (the one that should take a connection) may never
   // see one. Every worker wakes and the first to get there accepts; with a
   // handful of workers the wasted wake-ups cost little.
   static constexpr uint32_t kListenerEvents = EPOLLIN;
+  static constexpr int kMaxQueuedAtDrain = 1024;
 
   Worker(const reload::WorkerContext& ctx, const ObjectServerConfig& config, WorkerShared& shared,
          EventLoop& loop)
@@ -82,8 +86,14 @@ class Worker : public ConnectionOwner {
     }
   }
 
+  // Takes what is already queued on the listeners (the socket may be
+  // closed for good once the draining generations let go of it, and its
+  // queue with it), then closes this process's copies.
   void stopAccepting() {
+    acceptsPaused_ = false;
     for (auto& l : listeners_) {
+      if (l->fd < 0) continue;
+      acceptUpTo(*l, kMaxQueuedAtDrain);
       if (l->fd < 0) continue;
       loop_.remove(l->fd);
       // Never shutdown(): the next generation accepts on the same sockets.
@@ -140,9 +150,10 @@ class Worker : public ConnectionOwner {
     int fd;
   };
 
-  // One connection per wake-up, like nginx without multi_accept: a worker
-  // that took a burst whole would serve it alone while the others idle.
-  // The listener is level-triggered, so what is left wakes a worker again.
+  // A worker that took a burst whole would serve it alone while the others
+  // idle: it accepts while no other current worker holds clearly fewer
+  // connections. The listener is level-triggered, so what is left wakes a
+  // worker again.
  public:
   // Publishes this worker's open connections for the others.
   void publishLoad() {
@@ -169,7 +180,7 @@ class Worker : public ConnectionOwner {
       if (value == 0 || now - (value >> 32) > 2) continue;
       least = std::min(least, static_cast<int>(value & 0xffffffffu));
     }
-    return mine > least + std::max(4, least / 8);
+    return mine > least + std::max(8, least / 4);
   }
 
  private:
@@ -182,7 +193,13 @@ class Worker : public ConnectionOwner {
       return;
     }
     deferrals_ = 0;
-    for (int i = 0; i < kAcceptsPerWakeup && listener.fd >= 0 && !acceptsPaused_; ++i) {
+    acceptUpTo(listener, kAcceptsPerWakeup, true);
+  }
+
+  // With `balance`, stops once another worker holds clearly fewer.
+  void acceptUpTo(Listener& listener, int most, bool balance = false) {
+    for (int i = 0; i < most && listener.fd >= 0 && !acceptsPaused_; ++i) {
+      if (balance && i > 0 && othersHaveRoom()) return;
       int fd = accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         switch (errno) {
@@ -337,6 +354,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     const int64_t gracefulMs = static_cast<int64_t>(master.gracefulTimeout * 1000);
     for (;;) {
       loop.runOnce(worker.acceptWaitMs(250));
+      shared.flushCounts();
       worker.collectDead();
       worker.resumeAcceptsIfDue();
       int64_t now = loop.nowMs();
@@ -366,19 +384,21 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
         // everything still open with Connection: close.
         draining = true;
         drainStarted = now;
-        worker.stopAccepting();
         shared.drain.startDraining();
+        worker.stopAccepting();
         worker.drainStarted();
         atDrainStart = worker.open();
         MOLT_LOG(kInfo) << "draining: stopped accepting; " << atDrainStart << " connections open";
       }
       if (!draining) continue;
       if (worker.alive() == 0) {
+        shared.flushCounts();
         MOLT_LOG(kInfo) << "drained " << atDrainStart << " connections in "
                         << static_cast<double>(loop.nowMs() - drainStarted) / 1000 << "s; exiting";
         leave(0);
       }
       if (now - drainStarted >= gracefulMs) {
+        shared.flushCounts();
         MOLT_LOG(kWarning) << "graceful_timeout " << master.gracefulTimeout << "s passed: cutting "
                            << worker.open() << " of " << atDrainStart
                            << " connections still open";
