@@ -299,10 +299,11 @@ void Upload::commit(const ObjectMeta& meta) {
   std::string finalPath = volume_ + "/" + rel;
   std::string dir = finalPath.substr(0, finalPath.rfind('/'));
   try {
+    auto index = store_.indexFor(volume_);  // before the first object directory exists
     mkdirs(dir);
     // Indexed before it is visible: a listing may name an object that a
     // crash kept from appearing (it is skipped), never miss one.
-    store_.indexFor(volume_)->add(bucket_, key_);
+    index->add(bucket_, key_);
     if (rename(tmpPath_.c_str(), finalPath.c_str()) != 0)
       reload::throwSysError("rename into " + finalPath);
     committed_ = true;
@@ -481,7 +482,15 @@ void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::st
 std::shared_ptr<KeyIndex> ObjectStore::indexFor(const std::string& volume) const {
   std::lock_guard<std::mutex> lock(indexMutex_);
   auto& slot = indexes_[volume];
-  if (!slot) slot = std::make_shared<KeyIndex>(volume);
+  if (!slot) {
+    auto index = std::make_shared<KeyIndex>(volume);
+    // A volume that never held an object has nothing to scan: every object
+    // it will hold is indexed before it appears.
+    struct stat st {};
+    if (stat((volume + "/objects").c_str(), &st) != 0 && errno == ENOENT && !index->complete())
+      index->markComplete();
+    slot = std::move(index);
+  }
   return slot;
 }
 
