@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "disk_pool.h"
@@ -328,21 +330,23 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     MOLT_LOG(kInfo) << "worker slot " << ctx.slot << " serving on " << ctx.listenerFds.size()
                     << " listeners";
 
-    // Volume scans and the read-only flag touch the disk: the pool does them.
-    bool checkRunning = false;
-    auto recheck = [&](bool volumes) {
-      if (checkRunning) return;
-      checkRunning = true;
-      auto readOnly = std::make_shared<bool>(false);
-      pool.submit(
-          [&shared, &config, readOnly, volumes] {
-            *readOnly = fileExists(config.storage.readOnlyFile);
-            if (volumes) shared.store.rescan();
-          },
-          [&shared, &checkRunning, readOnly] {
-            shared.readOnly = *readOnly;
-            checkRunning = false;
-          });
+    // The read-only flag is one stat(), applied at once, so that every
+    // worker refuses writes as soon as it got SIGUSR2. Volume scans touch
+    // every volume: the pool does them, one at a time, and one asked for
+    // meanwhile runs after the current one.
+    auto checkReadOnly = [&] { shared.readOnly = fileExists(config.storage.readOnlyFile); };
+    bool scanRunning = false, scanAgain = false;
+    std::function<void()> rescan = [&] {
+      if (scanRunning) {
+        scanAgain = true;
+        return;
+      }
+      scanRunning = true;
+      pool.submit([&shared] { shared.store.rescan(); },
+                  [&] {
+                    scanRunning = false;
+                    if (std::exchange(scanAgain, false)) rescan();
+                  });
     };
     int64_t nextVolumeScan = loop.nowMs() + static_cast<int64_t>(config.storage.volumeScanInterval * 1000);
     int64_t nextReadOnlyCheck =
@@ -363,16 +367,19 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
         if (sig == SIGTERM) drainNow = true;
         if (sig == SIGINT || sig == SIGQUIT) leave(0);
         // The master logs volume changes once; workers only act on them.
-        if (sig == SIGUSR2) recheck(true);
+        if (sig == SIGUSR2) {
+          checkReadOnly();
+          rescan();
+        }
       }
       signals.pending.clear();
       if (config.storage.volumeScanInterval > 0 && now >= nextVolumeScan) {
         nextVolumeScan = now + static_cast<int64_t>(config.storage.volumeScanInterval * 1000);
-        recheck(true);
+        rescan();
       }
       if (config.storage.readOnlyCheckInterval > 0 && now >= nextReadOnlyCheck) {
         nextReadOnlyCheck = now + static_cast<int64_t>(config.storage.readOnlyCheckInterval * 1000);
-        recheck(false);
+        checkReadOnly();
       }
       if (!draining && getppid() != ctx.masterPid) drainNow = true;
       if (!draining && now / 1000 != lastPublished / 1000) {
