@@ -260,6 +260,33 @@ class Framing(unittest.TestCase):
             self.assertLess(got, size)
 
 
+class PageCache(unittest.TestCase):
+    def test_objects_partly_out_of_the_page_cache_are_read_whole(self):
+        # The loop reads without waiting for the disk (RWF_NOWAIT); a read
+        # that the page cache can only partly serve goes to the disk pool.
+        server = Moltd(self, workers=1).start()
+        bodies = {"small": os.urandom(40 * 1024), "large": os.urandom(3 * 1024 * 1024 + 5)}
+        for name, body in bodies.items():
+            self.assertEqual(server.request("PUT", "/v1/c/" + name, body=body)[0], 201)
+        files = [os.path.join(root, f) for root, _, names in
+                 os.walk(os.path.join(server.volumes[0], "objects")) for f in names]
+        self.assertEqual(len(files), 2)
+        for rounds in range(3):
+            for path in files:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    # Drop every other 4 KiB page, then the tail (metadata).
+                    for offset in range(4096 * (rounds % 2), size, 8192):
+                        os.posix_fadvise(f.fileno(), offset, 4096, os.POSIX_FADV_DONTNEED)
+                    os.posix_fadvise(f.fileno(), size - 4096, 4096, os.POSIX_FADV_DONTNEED)
+            for name, body in bodies.items():
+                status, _, got = server.request("GET", "/v1/c/" + name)
+                self.assertEqual((status, len(got)), (200, len(body)), name)
+                self.assertEqual(got, body, name)
+                status, _, got = server.request("GET", "/v1/c/" + name, headers={"Range": "bytes=5000-9999"})
+                self.assertEqual((status, got), (206, body[5000:10000]), name)
+
+
 class ConnectionCap(unittest.TestCase):
     def test_at_max_connections_new_clients_get_503(self):
         server = Moltd(self, workers=1, keepalive_timeout=30,

@@ -620,10 +620,12 @@ void Connection::answerGet(OpenObject obj) {
       bodyBytesSent_ = length;
       return startSending();
     }
-    if (n >= 0 || (errno != EAGAIN && errno != EOPNOTSUPP)) {
+    // A read without waiting may stop short where the page cache does:
+    // the pool reads it all.
+    if (n < 0 && errno != EAGAIN && errno != EOPNOTSUPP) {
       closeAfter_ = true;
       outBuf_.clear();
-      return sendText(500, "short read of an object on " + obj.volume);
+      return sendText(500, "cannot read an object on " + obj.volume + ": " + std::strerror(errno));
     }
     auto file = std::make_shared<OpenObject>(std::move(obj));
     auto got = std::make_shared<ssize_t>(0);

@@ -84,7 +84,10 @@ bool readTrailer(int fd, ObjectMeta& meta, bool noWait = false, bool* wouldBlock
   auto fileSize = static_cast<uint64_t>(st.st_size);
   auto readFully = [&](char* buf, size_t size, off_t offset) {
     ssize_t got = readAt(fd, buf, size, offset, noWait);
-    if (got < 0 && retryBlocking(errno) && wouldBlock) *wouldBlock = true;
+    // Without waiting, a read may also stop short where the page cache does.
+    if (noWait && wouldBlock && ((got < 0 && retryBlocking(errno)) ||
+                                 (got >= 0 && static_cast<size_t>(got) < size)))
+      *wouldBlock = true;
     return got == static_cast<ssize_t>(size);
   };
   const char* trailer;
