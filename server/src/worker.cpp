@@ -74,6 +74,7 @@ class Worker : public ConnectionOwner {
   // handful of workers the wasted wake-ups cost little.
   static constexpr uint32_t kListenerEvents = EPOLLIN;
   static constexpr int kMaxQueuedAtDrain = 1024;
+  static constexpr int kMaxSkippedWakeups = 64;
 
   Worker(const reload::WorkerContext& ctx, const ObjectServerConfig& config, WorkerShared& shared,
          EventLoop& loop)
@@ -166,12 +167,10 @@ class Worker : public ConnectionOwner {
   }
 
   // Whether another current worker holds clearly fewer connections, so this
-  // one should leave a new connection to it. Every worker wakes for a new
-  // connection (the listener is not EPOLLEXCLUSIVE), so the one with room
-  // takes it. Entries not refreshed for 2 s (a worker that died) are
-  // ignored, and a worker defers a few times in a row at most.
+  // one should leave new connections to it. Entries not refreshed for 2 s
+  // (a worker that died) are ignored.
   bool othersHaveRoom() {
-    if (!ctx_.counters || deferrals_ >= kMaxDeferrals) return false;
+    if (!ctx_.counters) return false;
     int workers = std::min(ctx_.config->master.workers, static_cast<int>(kWorkerLoadSlots));
     auto now = static_cast<uint64_t>(loop_.nowMs() / 1000);
     int mine = open();
@@ -187,14 +186,18 @@ class Worker : public ConnectionOwner {
 
  private:
   void acceptFrom(Listener& listener) {
+    // Every worker wakes for a new connection. One that holds clearly more
+    // than another lets a few wake-ups pass (the listener is level-triggered,
+    // so it wakes again at once: microseconds, in which the other worker
+    // takes the connection), then takes one itself, so that no connection
+    // waits long in the queue for a worker that steps aside.
     if (othersHaveRoom()) {
-      // Out of the epoll set for a moment: the listener is level-triggered
-      // and would wake this worker again at once.
-      ++deferrals_;
-      pauseAccepts(kDeferMs);
+      if (++skipped_ < kMaxSkippedWakeups) return;
+      skipped_ = 0;
+      acceptUpTo(listener, 1);
       return;
     }
-    deferrals_ = 0;
+    skipped_ = 0;
     acceptUpTo(listener, kAcceptsPerWakeup, true);
   }
 
@@ -269,9 +272,7 @@ class Worker : public ConnectionOwner {
   int maxConnections_;
   int maxRefusing_;
   int refusing_ = 0;
-  static constexpr int kMaxDeferrals = 8;
-  static constexpr int64_t kDeferMs = 1;
-  int deferrals_ = 0;
+  int skipped_ = 0;
   int64_t lastCapLog_ = -1000;
   bool acceptsPaused_ = false;
   int64_t acceptsPausedUntil_ = 0;
