@@ -1,7 +1,9 @@
 /* Fault injection for the probe tests (LD_PRELOAD; never installed).
  *
- * MOLT_FAULT=call:role:nth[:hang]  fail (or hang in) the nth use of `call`
- *                                  in a process of `role` after arming
+ * MOLT_FAULT=call:role:nth[:hang|:ERRNO]  fail (or hang in) the nth use of
+ *                                  `call` in a process of `role` after
+ *                                  arming; ERRNO (a number) replaces the
+ *                                  call's usual error
  * MOLT_FAULT_ARM=path              armed only while this file exists
  * MOLT_FAULT_FIRED=path            created when the fault fires; O_EXCL makes
  *                                  it fire once across every process
@@ -38,6 +40,7 @@ static char fault_call[32];
 static char fault_role[32];
 static long fault_nth;
 static int fault_hang;
+static int fault_errno; /* 0: the call's usual error */
 static const char* arm_path;
 static const char* fired_path;
 static int from_handoff;
@@ -53,6 +56,7 @@ __attribute__((constructor)) static void fault_init(void) {
   if (sscanf(spec, "%31[^:]:%31[^:]:%ld:%15s", fault_call, fault_role, &fault_nth, mode) < 3)
     fault_call[0] = '\0';
   fault_hang = strcmp(mode, "hang") == 0;
+  if (mode[0] >= '0' && mode[0] <= '9') fault_errno = atoi(mode);
 }
 
 static const char* my_role(void) {
@@ -87,7 +91,7 @@ static int should_fail(const char* call) {
 }
 
 #define NEXT(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
-#define FAIL_WITH(err, value) (errno = (err), (value))
+#define FAIL_WITH(err, value) (errno = fault_errno ? fault_errno : (err), (value))
 
 pid_t fork(void) {
   if (should_fail("fork")) return FAIL_WITH(EAGAIN, -1);

@@ -1,5 +1,6 @@
 """Probe tests: no typo, reload or fault takes the master down, and an idle
 master stays idle."""
+import errno
 import os
 import re
 import signal
@@ -492,6 +493,30 @@ class HungVolume(unittest.TestCase):
             server.status()), 10, "a clean check")
         self.assertTrue(st["volumes"][0]["writable"])
         self.assertEqual(server.stop(), 0)
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class AcceptErrors(unittest.TestCase):
+    def check(self, err, name):
+        # One worker, so a listener it gave up would leave nobody accepting.
+        server = Moltd(self, workers=1)
+        env, arm, fired = fault_env(server, "accept4:worker:1:%d" % err)
+        server.start(env=env)
+        open(arm, "w").close()
+        # The first accept fails; the client is still served once the worker
+        # retries, and so is every later one.
+        for i in range(20):
+            self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        self.assertTrue(os.path.exists(fired))
+        log = server.wait_log("%s; retrying in" % name)
+        self.assertNotIn("no longer polled", log)
+        self.assertEqual(server.status()["worker_restarts"], 0)
+
+    def test_network_down_is_retried(self):
+        self.check(errno.ENETDOWN, "Network is down")
+
+    def test_permission_denied_by_a_filter_is_retried(self):
+        self.check(errno.EPERM, "Operation not permitted")
 
 
 class IdleMaster(unittest.TestCase):
