@@ -219,14 +219,32 @@ class Worker : public ConnectionOwner {
             MOLT_LOG(kError) << "accept: " << std::strerror(errno) << "; pausing accepts for 100 ms";
             pauseAccepts(100);
             return;
-          default:  // EINVAL after shutdown() by another holder, EBADF
-            MOLT_LOG(kWarning) << "listener fd " << listener.fd
-                               << " stopped listening; no longer polled";
+          default: {
+            // Linux passes errors of the network and of filters through
+            // accept (ENETDOWN, EHOSTUNREACH, EPERM, ...): they pass, so
+            // retry with a backoff. Only a socket that no longer listens
+            // (shut down by another holder: EINVAL, or EBADF) is gone.
+            int err = errno;
+            int listening = 0;
+            socklen_t len = sizeof listening;
+            if (getsockopt(listener.fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 &&
+                listening) {
+              MOLT_LOG(kWarning) << "accept on listener fd " << listener.fd << ": "
+                                 << std::strerror(err) << "; retrying in " << acceptBackoffMs_
+                                 << " ms";
+              pauseAccepts(acceptBackoffMs_);
+              acceptBackoffMs_ = std::min<int64_t>(acceptBackoffMs_ * 2, 1000);
+              return;
+            }
+            MOLT_LOG(kWarning) << "listener fd " << listener.fd << " stopped listening ("
+                               << std::strerror(err) << "); no longer polled";
             loop_.remove(listener.fd);
             listener.fd = -1;
             return;
+          }
         }
       }
+      acceptBackoffMs_ = kFirstAcceptBackoffMs;
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on Unix sockets
       bool atCap = open() >= maxConnections_;
@@ -276,6 +294,8 @@ class Worker : public ConnectionOwner {
   int64_t lastCapLog_ = -1000;
   bool acceptsPaused_ = false;
   int64_t acceptsPausedUntil_ = 0;
+  static constexpr int64_t kFirstAcceptBackoffMs = 10;
+  int64_t acceptBackoffMs_ = kFirstAcceptBackoffMs;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::vector<Connection*> dead_;
@@ -335,7 +355,12 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     // worker refuses writes as soon as it got SIGUSR2. Volume scans touch
     // every volume: the pool does them, one at a time, and one asked for
     // meanwhile runs after the current one.
-    auto checkReadOnly = [&] { shared.readOnly = fileExists(config.storage.readOnlyFile); };
+    auto checkReadOnly = [&] {
+      bool readOnly = fileExists(config.storage.readOnlyFile);
+      if (readOnly != static_cast<bool>(shared.readOnly))
+        MOLT_LOG(kInfo) << (readOnly ? "read-only: refusing writes" : "read-write: accepting writes");
+      shared.readOnly = readOnly;
+    };
     bool scanRunning = false, scanAgain = false;
     std::function<void()> rescan = [&] {
       if (scanRunning) {
