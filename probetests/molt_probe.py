@@ -251,14 +251,18 @@ class Moltd:
         st = self.status()
         return st["reloads"] + st["reloads_failed"]
 
+    def wait_workers_logged(self, pids, text, timeout=15):
+        """Waits until each worker in `pids` has logged a line with `text`."""
+        def all_logged():
+            lines = self.all_logs_text().splitlines()
+            return all(any("moltd[%d] worker" % p in line and text in line for line in lines)
+                       for p in pids)
+        return wait_for(all_logged, timeout, "workers %s to log %r" % (sorted(pids), text))
+
     def wait_draining(self, pids, timeout=15):
         """Waits until each worker in `pids` has logged that it stopped
         accepting and drains (it got its signal and acted on it)."""
-        def all_draining():
-            text = self.all_logs_text()
-            return all(any("moltd[%d] worker" % p in line and "draining:" in line
-                           for line in text.splitlines()) for p in pids)
-        return wait_for(all_draining, timeout, "workers %s to start draining" % sorted(pids))
+        return self.wait_workers_logged(pids, "draining:", timeout)
 
     def wait_no_draining(self, timeout=30):
         def none_left():

@@ -171,12 +171,12 @@ class ReadOnly(unittest.TestCase):
             upload = SlowUpload(server, "/v1/ro/in-flight", size=2 * 1024 * 1024)
             # Its temp file shows the server accepted it as a write.
             wait_for(lambda: temp_files(server.volumes[0]), 10, "the upload to be in flight")
+            workers = {w["pid"] for w in server.status()["workers"]}
             open(flag, "w").close()
             server.send_signal(signal.SIGUSR2)
-            st = wait_for(lambda: (lambda s: s if s["mode"] == "read-only" else None)(server.status()),
-                          10, "read-only mode in /status")
-            wait_for(lambda: server.request("PUT", "/v1/ro/k2", body=b"x")[0] == 503, 10,
-                     "workers to refuse writes")
+            server.wait_status(lambda s: s["mode"] == "read-only", "read-only mode in /status")
+            # Each worker applies the signal it was forwarded moments later.
+            server.wait_workers_logged(workers, "read-only: refusing writes")
             status, headers, body = server.request("PUT", "/v1/ro/k3", body=b"x")
             self.assertEqual(status, 503)
             self.assertEqual(headers["retry-after"], "60")
@@ -189,8 +189,8 @@ class ReadOnly(unittest.TestCase):
             self.assertGreater(server.status()["mode_since"], 0)
 
             os.unlink(flag)  # no signal: the poll notices
-            wait_for(lambda: server.request("PUT", "/v1/ro/k4", body=b"y")[0] == 201, 10,
-                     "writes to be accepted again")
+            server.wait_workers_logged(workers, "read-write: accepting writes")
+            self.assertEqual(server.request("PUT", "/v1/ro/k4", body=b"y")[0], 201)
             wait_for(lambda: server.status()["mode"] == "read-write", 10, "/status to say read-write")
             self.assertIn("mode switch: read-only -> read-write (trigger: poll", server.log_text())
         load.assert_no_failures(self)
