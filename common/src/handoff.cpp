@@ -60,20 +60,52 @@ std::vector<std::string> split(const std::string& text, char sep) {
   return parts;
 }
 
+// "pid:generation:slot:d|r:kill-at-us", the same in both handoff versions.
+std::string encodeChild(const HandoffChild& c) {
+  return std::to_string(c.pid) + ":" + std::to_string(c.generation) + ":" +
+         std::to_string(c.slot) + ":" + (c.draining ? "d" : "r") + ":" +
+         std::to_string(c.killAtUs);
+}
+
+HandoffChild decodeChild(const std::string& entry) {
+  auto fields = split(entry, ':');
+  if (fields.size() != 5 || (fields[3] != "d" && fields[3] != "r"))
+    throw std::invalid_argument("bad child '" + entry + "'");
+  HandoffChild child;
+  child.pid = toSmallInt(fields[0], "child pid");
+  child.generation = toUnsigned(fields[1], "child generation");
+  child.slot = toSmallInt(fields[2], "child slot");
+  child.draining = fields[3] == "d";
+  child.killAtUs = toInt(fields[4], "child deadline");
+  return child;
+}
+
+// "reloads-ok:reloads-failed:worker-restarts:drain-kills".
+std::string encodeCounters(const HandoffCounters& k) {
+  return std::to_string(k.reloadsOk) + ":" + std::to_string(k.reloadsFailed) + ":" +
+         std::to_string(k.workerRestarts) + ":" + std::to_string(k.drainKills);
+}
+
+HandoffCounters decodeCounters(const std::string& text) {
+  auto fields = split(text, ':');
+  if (fields.size() != 4) throw std::invalid_argument("bad counters '" + text + "'");
+  HandoffCounters k;
+  k.reloadsOk = toUnsigned(fields[0], "counter");
+  k.reloadsFailed = toUnsigned(fields[1], "counter");
+  k.workerRestarts = toUnsigned(fields[2], "counter");
+  k.drainKills = toUnsigned(fields[3], "counter");
+  return k;
+}
+
 }  // namespace
 
 EnvPairs encodeHandoffEnv(const HandoffEnv& env) {
   std::string children;
   for (const auto& c : env.children) {
     if (!children.empty()) children += ';';
-    children += std::to_string(c.pid) + ":" + std::to_string(c.generation) + ":" +
-                std::to_string(c.slot) + ":" + (c.draining ? "d" : "r") + ":" +
-                std::to_string(c.killAtUs);
+    children += encodeChild(c);
   }
-  const auto& k = env.counters;
-  std::string counters = std::to_string(k.reloadsOk) + ":" + std::to_string(k.reloadsFailed) +
-                         ":" + std::to_string(k.workerRestarts) + ":" +
-                         std::to_string(k.drainKills);
+  std::string counters = encodeCounters(env.counters);
   return {
       {"MOLT_HANDOFF", std::to_string(kHandoffVersion)},
       {"MOLT_NOTIFY_FD", std::to_string(env.notifyFd)},
@@ -122,23 +154,9 @@ std::optional<HandoffEnv> decodeHandoffEnv(
   if (!env.pending.empty() && env.pending != "hup" && env.pending != "usr1")
     throw std::invalid_argument("bad MOLT_PENDING '" + env.pending + "'");
   env.workerNice = toSmallInt(get("MOLT_WORKER_NICE"), "MOLT_WORKER_NICE");
-  auto counters = split(get("MOLT_COUNTERS"), ':');
-  if (counters.size() != 4) throw std::invalid_argument("bad MOLT_COUNTERS");
-  env.counters.reloadsOk = toUnsigned(counters[0], "counter");
-  env.counters.reloadsFailed = toUnsigned(counters[1], "counter");
-  env.counters.workerRestarts = toUnsigned(counters[2], "counter");
-  env.counters.drainKills = toUnsigned(counters[3], "counter");
+  env.counters = decodeCounters(get("MOLT_COUNTERS"));
   for (const auto& entry : split(get("MOLT_CHILDREN"), ';')) {
-    auto fields = split(entry, ':');
-    if (fields.size() != 5 || (fields[3] != "d" && fields[3] != "r"))
-      throw std::invalid_argument("bad MOLT_CHILDREN entry '" + entry + "'");
-    HandoffChild child;
-    child.pid = toSmallInt(fields[0], "child pid");
-    child.generation = toUnsigned(fields[1], "child generation");
-    child.slot = toSmallInt(fields[2], "child slot");
-    child.draining = fields[3] == "d";
-    child.killAtUs = toInt(fields[4], "child deadline");
-    env.children.push_back(child);
+    env.children.push_back(decodeChild(entry));
     if (env.children.size() > kMaxHandoffChildren)
       throw std::invalid_argument("MOLT_CHILDREN lists too many children");
   }
@@ -185,13 +203,8 @@ std::string encodeHandoffText(const HandoffEnv& env) {
   put("reload_started_us", std::to_string(env.reloadStartedUs));
   put("pending", env.pending);
   put("worker_nice", std::to_string(env.workerNice));
-  const auto& k = env.counters;
-  put("counters", std::to_string(k.reloadsOk) + ":" + std::to_string(k.reloadsFailed) + ":" +
-                      std::to_string(k.workerRestarts) + ":" + std::to_string(k.drainKills));
-  for (const auto& c : env.children)
-    put("child", std::to_string(c.pid) + ":" + std::to_string(c.generation) + ":" +
-                     std::to_string(c.slot) + ":" + (c.draining ? "d" : "r") + ":" +
-                     std::to_string(c.killAtUs));
+  put("counters", encodeCounters(env.counters));
+  for (const auto& c : env.children) put("child", encodeChild(c));
   if (!env.previousConfig.empty()) {
     static const char* digits = "0123456789abcdef";
     std::string hex;
@@ -238,24 +251,10 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       env.pending = value;
     } else if (key == "worker_nice") env.workerNice = toSmallInt(value, "worker_nice");
     else if (key == "counters") {
-      auto counters = split(value, ':');
-      if (counters.size() != 4) throw std::invalid_argument("bad counters");
-      env.counters.reloadsOk = toUnsigned(counters[0], "counter");
-      env.counters.reloadsFailed = toUnsigned(counters[1], "counter");
-      env.counters.workerRestarts = toUnsigned(counters[2], "counter");
-      env.counters.drainKills = toUnsigned(counters[3], "counter");
+      env.counters = decodeCounters(value);
     } else if (key == "child") {
-      auto fields = split(value, ':');
-      if (fields.size() != 5 || (fields[3] != "d" && fields[3] != "r"))
-        throw std::invalid_argument("bad child '" + value + "'");
       if (env.children.size() >= kMaxHandoffChildren) throw std::invalid_argument("too many children");
-      HandoffChild child;
-      child.pid = toSmallInt(fields[0], "child pid");
-      child.generation = toUnsigned(fields[1], "child generation");
-      child.slot = toSmallInt(fields[2], "child slot");
-      child.draining = fields[3] == "d";
-      child.killAtUs = toInt(fields[4], "child deadline");
-      env.children.push_back(child);
+      env.children.push_back(decodeChild(value));
     } else if (key == "previous_config") {
       if (value.size() % 2) throw std::invalid_argument("bad previous_config");
       std::string bytes;
