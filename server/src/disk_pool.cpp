@@ -7,7 +7,7 @@
 
 namespace server {
 
-DiskPool::DiskPool(EventLoop& loop, int threads) : wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+DiskPool::DiskPool(reload::EventLoop& loop, int threads) : wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!wake_) reload::throwSysError("eventfd for the disk pool");
   loop.add(wake_.get(), EPOLLIN | EPOLLET, this);
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });

@@ -12,14 +12,14 @@
 #include <thread>
 #include <vector>
 
-#include "event_loop.h"
+#include "reload/event_loop.h"
 #include "reload/fd.h"
 
 namespace server {
 
-class DiskPool : public EventHandler {
+class DiskPool : public reload::EventHandler {
  public:
-  DiskPool(EventLoop& loop, int threads);
+  DiskPool(reload::EventLoop& loop, int threads);
   ~DiskPool() override;
   // `work` runs on a pool thread; `done` then runs on the loop.
   void submit(std::function<void()> work, std::function<void()> done);

@@ -102,7 +102,7 @@ struct Connection::UploadState {
 };
 
 Connection::Connection(WorkerShared& shared, ConnectionOwner& owner, int fd, bool refuse)
-    : Timer(shared.loop), shared_(shared), owner_(owner), fd_(fd), refused_(refuse) {}
+    : reload::Timer(shared.loop), shared_(shared), owner_(owner), fd_(fd), refused_(refuse) {}
 
 Connection::~Connection() {
   if (fd_ >= 0) ::close(fd_);

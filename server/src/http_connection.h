@@ -12,7 +12,7 @@
 #include <optional>
 #include <string>
 
-#include "event_loop.h"
+#include "reload/event_loop.h"
 #include "http_handlers.h"
 #include "http_request.h"
 #include "object_key.h"
@@ -28,7 +28,7 @@ class ConnectionOwner {
   virtual void connectionClosed(Connection* connection) = 0;
 };
 
-class Connection : public EventHandler, public Timer, public BodySink {
+class Connection : public reload::EventHandler, public reload::Timer, public BodySink {
  public:
   // `refuse`: the worker is at max_connections; answer 503 and close.
   Connection(WorkerShared& shared, ConnectionOwner& owner, int fd, bool refuse);

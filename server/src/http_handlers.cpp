@@ -7,7 +7,7 @@
 #include <cstring>
 #include <limits>
 
-#include "event_loop.h"
+#include "reload/event_loop.h"
 #include "reload/log.h"
 
 namespace server {
@@ -94,7 +94,7 @@ void AccessLog::write(const std::string& line) const {
   }
 }
 
-WorkerShared::WorkerShared(const ObjectServerConfig& cfg, uint64_t gen, EventLoop& eventLoop)
+WorkerShared::WorkerShared(const ObjectServerConfig& cfg, uint64_t gen, reload::EventLoop& eventLoop)
     : config(cfg), store(cfg.storage), generation(gen), accessLog(cfg.accessLog), loop(eventLoop) {}
 
 const std::string& WorkerShared::dateHeader() {

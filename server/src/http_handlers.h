@@ -9,13 +9,13 @@
 #include "drain_state.h"
 #include "http_request.h"
 #include "object_store.h"
+#include "reload/event_loop.h"
 #include "reload/shared_counters.h"
 #include "server_config.h"
 
 namespace server {
 
 class DiskPool;
-class EventLoop;
 
 // One byte range, resolved against an object's size.
 struct ByteRange {
@@ -63,14 +63,14 @@ enum CounterSlot : size_t {
 };
 
 struct WorkerShared {
-  WorkerShared(const ObjectServerConfig& config, uint64_t generation, EventLoop& loop);
+  WorkerShared(const ObjectServerConfig& config, uint64_t generation, reload::EventLoop& loop);
   const ObjectServerConfig& config;
   ObjectStore store;
   DrainState drain;
   bool readOnly = false;
   uint64_t generation;
   AccessLog accessLog;
-  EventLoop& loop;
+  reload::EventLoop& loop;
   DiskPool* pool = nullptr;
   reload::SharedCounters* counters = nullptr;
   std::string serverHeader = "Server: moltd\r\n";

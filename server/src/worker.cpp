@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "disk_pool.h"
-#include "event_loop.h"
+#include "reload/event_loop.h"
 #include "http_connection.h"
 #include "http_handlers.h"
 #include "reload/log.h"
@@ -77,7 +77,7 @@ class Worker : public ConnectionOwner {
   static constexpr int kMaxSkippedWakeups = 64;
 
   Worker(const reload::WorkerContext& ctx, const ObjectServerConfig& config, WorkerShared& shared,
-         EventLoop& loop)
+         reload::EventLoop& loop)
       : ctx_(ctx), config_(config), shared_(shared), loop_(loop),
         maxConnections_(config.maxConnections),
         maxRefusing_(std::max(16, config.maxConnections / 8)) {}
@@ -146,7 +146,7 @@ class Worker : public ConnectionOwner {
   }
 
  private:
-  struct Listener : EventHandler {
+  struct Listener : reload::EventHandler {
     Listener(Worker& w, int listenFd) : worker(w), fd(listenFd) {}
     void onEvents(uint32_t) override { worker.acceptFrom(*this); }
     Worker& worker;
@@ -286,7 +286,7 @@ class Worker : public ConnectionOwner {
   const reload::WorkerContext& ctx_;
   const ObjectServerConfig& config_;
   WorkerShared& shared_;
-  EventLoop& loop_;
+  reload::EventLoop& loop_;
   int maxConnections_;
   int maxRefusing_;
   int refusing_ = 0;
@@ -302,7 +302,7 @@ class Worker : public ConnectionOwner {
 };
 
 // The worker's signals, read from a signalfd on the loop.
-class SignalHandler : public EventHandler {
+class SignalHandler : public reload::EventHandler {
  public:
   void onEvents(uint32_t) override {
     while (auto info = signals.read()) pending.push_back(static_cast<int>(info->ssi_signo));
@@ -326,7 +326,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     if (getppid() != ctx.masterPid) leave(0);
     raiseDescriptorLimit(config.maxConnections);
 
-    EventLoop loop;
+    reload::EventLoop loop;
     WorkerShared shared(config, ctx.generation, loop);
     shared.clientTimeoutMs = static_cast<int64_t>(master.clientTimeout * 1000);
     shared.keepaliveTimeoutMs = static_cast<int64_t>(master.keepaliveTimeout * 1000);

@@ -1,4 +1,4 @@
-// One epoll loop per worker process: descriptors with a handler each, a
+// One epoll loop per process: descriptors with a handler each, a
 // timer queue ordered by deadline and a millisecond clock read once per turn.
 #pragma once
 
@@ -9,7 +9,7 @@
 
 #include "reload/fd.h"
 
-namespace server {
+namespace reload {
 
 class EventHandler {
  public:
@@ -65,4 +65,4 @@ class EventLoop {
 // Milliseconds on the monotonic clock.
 int64_t monotonicMs();
 
-}  // namespace server
+}  // namespace reload

@@ -1,4 +1,4 @@
-#include "event_loop.h"
+#include "reload/event_loop.h"
 
 #include <time.h>
 
@@ -6,7 +6,7 @@
 
 #include "reload/sys_error.h"
 
-namespace server {
+namespace reload {
 
 int64_t monotonicMs() {
   timespec ts{};
@@ -33,7 +33,7 @@ void Timer::cancel() {
 }
 
 EventLoop::EventLoop() : epoll_(epoll_create1(EPOLL_CLOEXEC)) {
-  if (!epoll_) reload::throwSysError("epoll_create1");
+  if (!epoll_) throwSysError("epoll_create1");
   nowMs_ = monotonicMs();
 }
 
@@ -42,7 +42,7 @@ void EventLoop::add(int fd, uint32_t events, EventHandler* handler) {
   ev.events = events;
   ev.data.ptr = handler;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
-    reload::throwSysError("epoll_ctl add fd " + std::to_string(fd));
+    throwSysError("epoll_ctl add fd " + std::to_string(fd));
 }
 
 void EventLoop::remove(int fd) { epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
@@ -57,7 +57,7 @@ void EventLoop::runOnce(int maxWaitMs) {
   }
   epoll_event events[256];
   int n = epoll_wait(epoll_.get(), events, 256, wait);
-  if (n < 0 && errno != EINTR) reload::throwSysError("epoll_wait");
+  if (n < 0 && errno != EINTR) throwSysError("epoll_wait");
   updateClock();
   for (int i = 0; i < n; ++i)
     static_cast<EventHandler*>(events[i].data.ptr)->onEvents(events[i].events);
@@ -71,4 +71,4 @@ void EventLoop::runOnce(int maxWaitMs) {
   }
 }
 
-}  // namespace server
+}  // namespace reload
