@@ -1,5 +1,6 @@
 """Probe tests for the foundation: start, serve, SIGHUP, SIGTERM, SIGINT."""
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -179,6 +180,48 @@ class LogRotation(unittest.TestCase):
         server.wait_generation(3)
         wait_for(lambda: os.path.getsize(server.log) > size, 10, "the log to grow")
         self.assertIn("reload done: generation 2", open(server.log).read())
+
+
+class UnprivilegedWorkers(unittest.TestCase):
+    """Workers that drop to another user still write the logs root owns: they
+    open them before they drop privileges, at start and after each reload."""
+
+    def test_workers_as_nobody_write_root_owned_logs(self):
+        nobody = pwd.getpwnam("nobody")
+        server = Moltd(self, workers=2, extra_server="user = nobody")
+        os.chmod(server.dir, 0o755)
+        for volume in server.volumes:
+            os.chown(volume, nobody.pw_uid, nobody.pw_gid)
+        server.start()
+        access = os.path.join(server.dir, "access.log")
+
+        def check_generation(generation, key):
+            st = server.wait_generation(generation)
+            pids = {w["pid"] for w in st["workers"]}
+            for pid in pids:
+                with open("/proc/%d/status" % pid) as f:
+                    uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
+                self.assertEqual(set(int(u) for u in uids), {nobody.pw_uid})
+            self.assertEqual(os.stat(server.log).st_uid, 0)
+            self.assertEqual(os.stat(access).st_uid, 0)
+            # Each new worker's own start line is in the log file as it is now.
+            wait_for(lambda: all("moltd[%d] worker" % p in server.log_text() for p in pids), 15,
+                     "every worker of generation %d to log" % generation)
+            data = os.urandom(5000)
+            self.assertEqual(server.request("PUT", "/v1/b/" + key, body=data)[0], 201)
+            self.assertEqual(server.request("GET", "/v1/b/" + key)[2], data)
+            wait_for(lambda: "/v1/b/%s " % key in open(access).read(), 10,
+                     "the access log line for " + key)
+
+        check_generation(1, "at-start")
+        for name in (server.log, access):
+            os.rename(name, name + ".1")
+        server.send_signal(signal.SIGHUP)
+        check_generation(2, "after-sighup")
+        server.send_signal(signal.SIGUSR1)
+        check_generation(3, "after-sigusr1")
+        self.assertNotIn("after-sighup", open(access + ".1").read())
+        self.assertEqual(server.stop(), 0)
 
 
 class Shutdown(unittest.TestCase):

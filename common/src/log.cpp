@@ -11,14 +11,15 @@
 #include <boost/log/expressions.hpp>
 #include <boost/log/sinks/sync_frontend.hpp>
 #include <boost/log/sinks/syslog_backend.hpp>
-#include <boost/log/sinks/text_file_backend.hpp>
 #include <boost/log/sinks/text_ostream_backend.hpp>
 #include <boost/log/support/date_time.hpp>
 #include <boost/log/utility/exception_handler.hpp>
 #include <boost/make_shared.hpp>
 #include <ctime>
+#include <ext/stdio_filebuf.h>
 #include <iostream>
 #include <stdexcept>
+#include <system_error>
 
 #include "reload/fd.h"
 #include "reload/sys_error.h"
@@ -48,7 +49,6 @@ struct State {
   attrs::mutable_constant<int> pid{0};
   attrs::mutable_constant<std::string> role{std::string("master")};
   attrs::mutable_constant<uint64_t> generation{0};
-  boost::shared_ptr<sinks::synchronous_sink<sinks::text_file_backend>> fileSink;
   bool attributesAdded = false;
 };
 
@@ -56,6 +56,27 @@ State& state() {
   static State s;
   return s;
 }
+
+// A log file opened now, by this process with its present credentials: a
+// worker opens its log as root, before it drops privileges. (Boost's
+// text_file_backend opens on the first record, which in a worker comes after
+// setuid, so every worker record was lost when the file was root's.) The
+// descriptor is close-on-exec and the file is created 0640.
+class LogFileStream : public std::ostream {
+ public:
+  explicit LogFileStream(const std::string& path)
+      : std::ostream(nullptr), buffer_(openForAppend(path), std::ios::out | std::ios::app) {
+    rdbuf(&buffer_);
+  }
+
+ private:
+  static int openForAppend(const std::string& path) {
+    int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) throwSysError("open log " + path + " for append");
+    return fd;
+  }
+  __gnu_cxx::stdio_filebuf<char> buffer_;  // owns and closes the descriptor
+};
 
 void formatRecord(const boost::log::record_view& rec, boost::log::formatting_ostream& out) {
   timespec ts{};
@@ -97,7 +118,7 @@ Severity parseSeverity(const std::string& name) {
                               "' (debug, info, notice, warning, error, critical)");
 }
 
-void configure(const Settings& settings) {
+bool configure(const Settings& settings) {
   auto core = boost::log::core::get();
   State& st = state();
   if (!st.attributesAdded) {
@@ -108,22 +129,13 @@ void configure(const Settings& settings) {
     st.attributesAdded = true;
   }
   st.pid.set(static_cast<int>(getpid()));
-  core->remove_all_sinks();
-  st.fileSink.reset();
   Severity level = settings.level;
   auto filter = [level](const boost::log::attribute_value_set& values) {
     auto sev = values["Severity"].extract<Severity>();
     return !sev || *sev >= level;
   };
-  if (settings.target == "stderr") {
-    auto backend = boost::make_shared<sinks::text_ostream_backend>();
-    backend->add_stream(boost::shared_ptr<std::ostream>(&std::clog, boost::null_deleter()));
-    backend->auto_flush(true);
-    auto sink = boost::make_shared<sinks::synchronous_sink<sinks::text_ostream_backend>>(backend);
-    sink->set_formatter(&formatRecord);
-    sink->set_filter(filter);
-    core->add_sink(sink);
-  } else if (settings.target == "syslog") {
+  boost::shared_ptr<sinks::sink> sink;
+  if (settings.target == "syslog") {
     auto backend = boost::make_shared<sinks::syslog_backend>(
         keywords::facility = sinks::syslog::daemon);
     backend->set_severity_mapper(
@@ -131,25 +143,34 @@ void configure(const Settings& settings) {
           auto sev = boost::log::extract<Severity>("Severity", rec);
           return syslogLevel(sev ? *sev : Severity::kInfo);
         });
-    auto sink = boost::make_shared<sinks::synchronous_sink<sinks::syslog_backend>>(backend);
-    sink->set_formatter(&formatRecord);
-    sink->set_filter(filter);
-    core->add_sink(sink);
+    auto syslogSink = boost::make_shared<sinks::synchronous_sink<sinks::syslog_backend>>(backend);
+    syslogSink->set_formatter(&formatRecord);
+    syslogSink->set_filter(filter);
+    sink = syslogSink;
   } else {
-    auto backend = boost::make_shared<sinks::text_file_backend>(
-        keywords::file_name = settings.target,
-        keywords::open_mode = std::ios_base::out | std::ios_base::app,
-        keywords::auto_flush = true);
-    auto sink = boost::make_shared<sinks::synchronous_sink<sinks::text_file_backend>>(backend);
-    sink->set_formatter(&formatRecord);
-    sink->set_filter(filter);
-    core->add_sink(sink);
-    st.fileSink = sink;
+    boost::shared_ptr<std::ostream> stream;
+    if (settings.target == "stderr") {
+      stream.reset(&std::clog, boost::null_deleter());
+    } else {
+      try {
+        stream = boost::make_shared<LogFileStream>(settings.target);
+      } catch (const std::system_error& e) {
+        // The sinks in place stay: a log that cannot move must not go silent.
+        MOLT_LOG(kError) << e.what() << "; logging continues where it was";
+        return false;
+      }
+    }
+    auto backend = boost::make_shared<sinks::text_ostream_backend>();
+    backend->add_stream(stream);
+    backend->auto_flush(true);
+    auto streamSink = boost::make_shared<sinks::synchronous_sink<sinks::text_ostream_backend>>(backend);
+    streamSink->set_formatter(&formatRecord);
+    streamSink->set_filter(filter);
+    sink = streamSink;
   }
-}
-
-void reopen() {
-  if (state().fileSink) state().fileSink->locked_backend()->rotate_file();
+  core->remove_all_sinks();
+  core->add_sink(sink);
+  return true;
 }
 
 void setIdentity(const std::string& role, uint64_t generation) {
@@ -160,7 +181,6 @@ void setIdentity(const std::string& role, uint64_t generation) {
 
 void removeSinks() {
   boost::log::core::get()->remove_all_sinks();
-  state().fileSink.reset();
 }
 
 void flush() { boost::log::core::get()->flush(); }

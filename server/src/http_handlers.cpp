@@ -78,24 +78,21 @@ bool etagListMatches(const std::string& header, const std::string& etag, bool st
 }
 
 AccessLog::AccessLog(const std::string& path) {
-  if (path != "off") fd_ = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (path != "off" && fd_ < 0)
-    MOLT_LOG(kError) << "cannot open access log " << path << ": " << std::strerror(errno);
-}
-
-AccessLog::~AccessLog() {
-  if (fd_ >= 0) close(fd_);
+  if (path == "off") return;
+  fd_ = reload::Fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+  if (!fd_) MOLT_LOG(kError) << "cannot open access log " << path << ": " << std::strerror(errno);
 }
 
 void AccessLog::write(const std::string& line) const {
-  if (fd_ < 0) return;
-  if (::write(fd_, line.data(), line.size()) < 0) {
+  if (!fd_) return;
+  if (::write(fd_.get(), line.data(), line.size()) < 0) {
     // Losing an access-log line must not fail the request.
   }
 }
 
-WorkerShared::WorkerShared(const ObjectServerConfig& cfg, uint64_t gen, reload::EventLoop& eventLoop)
-    : config(cfg), store(cfg.storage), generation(gen), accessLog(cfg.accessLog), loop(eventLoop) {}
+WorkerShared::WorkerShared(const ObjectServerConfig& cfg, uint64_t gen, AccessLog log,
+                           reload::EventLoop& eventLoop)
+    : config(cfg), store(cfg.storage), generation(gen), accessLog(std::move(log)), loop(eventLoop) {}
 
 const std::string& WorkerShared::dateHeader() {
   timespec now{};

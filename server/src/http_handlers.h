@@ -10,6 +10,7 @@
 #include "http_request.h"
 #include "object_store.h"
 #include "reload/event_loop.h"
+#include "reload/fd.h"
 #include "reload/shared_counters.h"
 #include "server_config.h"
 
@@ -33,16 +34,16 @@ RangeResult parseRange(const std::string& header, uint64_t size, ByteRange& rang
 bool etagListMatches(const std::string& header, const std::string& etag, bool strong = false);
 
 // Appends one line per request with a single write() (O_APPEND keeps lines
-// from several workers whole).
+// from several workers whole). A worker opens it before it drops privileges,
+// so that the log may belong to root.
 class AccessLog {
  public:
   explicit AccessLog(const std::string& path);  // "off" disables
-  ~AccessLog();
-  bool enabled() const { return fd_ >= 0; }
+  bool enabled() const { return static_cast<bool>(fd_); }
   void write(const std::string& line) const;
 
  private:
-  int fd_ = -1;
+  reload::Fd fd_;
 };
 
 // Slots of reload::SharedCounters that moltd uses.
@@ -63,7 +64,8 @@ enum CounterSlot : size_t {
 };
 
 struct WorkerShared {
-  WorkerShared(const ObjectServerConfig& config, uint64_t generation, reload::EventLoop& loop);
+  WorkerShared(const ObjectServerConfig& config, uint64_t generation, AccessLog accessLog,
+               reload::EventLoop& loop);
   const ObjectServerConfig& config;
   ObjectStore store;
   DrainState drain;

@@ -319,6 +319,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     const auto& master = ctx.config->master;
     reload::setProcessName("moltd-w" + std::to_string(ctx.generation) + "." +
                            std::to_string(ctx.slot));
+    AccessLog accessLog(config.accessLog);
     dropPrivileges(master.user);
     // setuid() clears the parent-death signal, so it is set afterwards. If
     // the master dies, drain and go rather than serve unsupervised.
@@ -327,7 +328,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     raiseDescriptorLimit(config.maxConnections);
 
     reload::EventLoop loop;
-    WorkerShared shared(config, ctx.generation, loop);
+    WorkerShared shared(config, ctx.generation, std::move(accessLog), loop);
     shared.clientTimeoutMs = static_cast<int64_t>(master.clientTimeout * 1000);
     shared.keepaliveTimeoutMs = static_cast<int64_t>(master.keepaliveTimeout * 1000);
     shared.headerTimeoutMs = static_cast<int64_t>(config.clientHeaderTimeout * 1000);

@@ -28,12 +28,12 @@ struct Settings {
 Severity parseSeverity(const std::string& name);
 
 // Replaces the sinks. Called at start, on reload and in every forked child
-// (which must not write through its parent's stream objects).
-void configure(const Settings& settings);
-
-// Closes the log file; the next record opens the path again (logrotate's
-// "mv, then signal" pattern). Appends, never truncates.
-void reopen();
+// (which must not write through its parent's stream objects). A log file is
+// opened (for append, never truncated) before this returns, so a reload
+// writes to the path as it is now (logrotate's "mv, then signal" pattern).
+// If the file cannot be opened, logs why through the sinks in place, keeps
+// them and returns false.
+bool configure(const Settings& settings);
 
 // Tags this process's records. Call after fork and when the generation changes.
 void setIdentity(const std::string& role, uint64_t generation);
