@@ -49,6 +49,7 @@ struct State {
   attrs::mutable_constant<int> pid{0};
   attrs::mutable_constant<std::string> role{std::string("master")};
   attrs::mutable_constant<uint64_t> generation{0};
+  std::string target = "stderr";
   bool attributesAdded = false;
 };
 
@@ -170,8 +171,11 @@ bool configure(const Settings& settings) {
   }
   core->remove_all_sinks();
   core->add_sink(sink);
+  st.target = settings.target;
   return true;
 }
+
+const std::string& currentTarget() { return state().target; }
 
 void setIdentity(const std::string& role, uint64_t generation) {
   state().pid.set(static_cast<int>(getpid()));

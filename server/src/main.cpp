@@ -91,15 +91,19 @@ int main(int argc, char** argv) {
     char cwd[PATH_MAX];
     if (getcwd(cwd, sizeof cwd)) options.executable = std::string(cwd) + "/" + options.executable;
   }
+  // Until the configuration names the log, records go to standard error in
+  // the server's own format (Boost.Log's default sink has another).
+  reload::log::configure(reload::log::Settings{});
+  auto fail = [](const std::string& message, int code) {
+    std::cerr << message << "\n";
+    if (reload::log::currentTarget() != "stderr") MOLT_LOG(kCritical) << message;
+    return code;
+  };
   try {
     return reload::runMaster(service, options);
   } catch (const reload::ConfigError& e) {
-    std::cerr << e.what() << "\n";
-    MOLT_LOG(kCritical) << e.what();
-    return kExitConfig;
+    return fail(e.what(), kExitConfig);
   } catch (const std::exception& e) {
-    std::cerr << "moltd: " << e.what() << "\n";
-    MOLT_LOG(kCritical) << e.what();
-    return 1;
+    return fail(std::string("moltd: ") + e.what(), 1);
   }
 }

@@ -35,6 +35,10 @@ Severity parseSeverity(const std::string& name);
 // them and returns false.
 bool configure(const Settings& settings);
 
+// Where records go now: the target of the last configure() that took
+// effect, "stderr" before any.
+const std::string& currentTarget();
+
 // Tags this process's records. Call after fork and when the generation changes.
 void setIdentity(const std::string& role, uint64_t generation);
 
