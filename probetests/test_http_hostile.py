@@ -4,6 +4,7 @@ headers and the connection cap. Each case sends the exact bytes and asserts
 the exact answer, then checks that nothing stored was harmed."""
 import os
 import socket
+import threading
 import time
 import unittest
 
@@ -285,6 +286,56 @@ class PageCache(unittest.TestCase):
                 self.assertEqual(got, body, name)
                 status, _, got = server.request("GET", "/v1/c/" + name, headers={"Range": "bytes=5000-9999"})
                 self.assertEqual((status, got), (206, body[5000:10000]), name)
+
+
+    def test_a_large_object_out_of_the_page_cache_is_read_in_by_the_pool(self):
+        # sendfile() would read a cold body on the loop: the pool reads each
+        # window in first, and the loop answers other requests meanwhile.
+        server = Moltd(self, workers=1).start()
+        large = os.urandom(24 * 1024 * 1024 + 7)
+        small = os.urandom(4096)
+        self.assertEqual(server.request("PUT", "/v1/c/large", body=large)[0], 201)
+        self.assertEqual(server.request("PUT", "/v1/c/small", body=small)[0], 201)
+        path = max((os.path.join(root, f) for root, _, names in
+                    os.walk(os.path.join(server.volumes[0], "objects")) for f in names),
+                   key=os.path.getsize)
+        read_in = "windows of a body into the page cache"
+
+        def evict():
+            with open(path, "rb") as f:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+        status, _, got = server.request("GET", "/v1/c/large")
+        self.assertEqual((status, got == large), (200, True))
+        self.assertNotIn(read_in, server.log_text())  # all of it was cached
+
+        evict()
+        result = {}
+
+        def download():
+            result["answer"] = server.request("GET", "/v1/c/large")
+
+        loader = threading.Thread(target=download)
+        loader.start()
+        answered = 0
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            deadline = time.monotonic() + 60
+            while loader.is_alive() and time.monotonic() < deadline:
+                s.sendall(request("GET", "/v1/c/small"))
+                status, _, body = read_response(s)
+                self.assertEqual((status, body == small), (200, True))
+                answered += 1
+        loader.join(60)
+        self.assertFalse(loader.is_alive())
+        status, _, got = result["answer"]
+        self.assertEqual((status, len(got)), (200, len(large)))
+        self.assertTrue(got == large)
+        self.assertGreater(answered, 0)
+        wait_for(lambda: read_in in server.log_text(), 10, "the pool to have read windows in")
+
+        evict()
+        status, _, got = server.request("GET", "/v1/c/large", headers={"Range": "bytes=5000000-14999999"})
+        self.assertEqual((status, got == large[5000000:15000000]), (206, True))
 
 
 class ConnectionCap(unittest.TestCase):

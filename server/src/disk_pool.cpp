@@ -1,7 +1,15 @@
 #include "disk_pool.h"
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <memory>
+#include <vector>
 
 #include "reload/sys_error.h"
 
@@ -71,6 +79,78 @@ void DiskPool::onEvents(uint32_t /*events*/) {
     done.swap(finished_);
   }
   for (auto& fn : done) fn();
+}
+
+namespace {
+
+// cachestat(2) has no wrapper in glibc 2.36 nor a definition in its headers.
+constexpr long kCachestatSyscall = 451;
+struct CachestatRange {
+  uint64_t off;
+  uint64_t len;
+};
+struct Cachestat {
+  uint64_t nrCache;
+  uint64_t nrDirty;
+  uint64_t nrWriteback;
+  uint64_t nrEvicted;
+  uint64_t nrRecentlyEvicted;
+};
+// Set once a call said ENOSYS (an older kernel) or EPERM (a filter forbids
+// it). Only the loop asks.
+bool cachestatMissing = false;
+
+uint64_t pagesSpanned(off_t offset, uint64_t length, uint64_t page) {
+  uint64_t first = static_cast<uint64_t>(offset) / page;
+  uint64_t last = (static_cast<uint64_t>(offset) + length + page - 1) / page;
+  return last - first;
+}
+
+bool mincoreHolds(int fd, off_t offset, uint64_t length, uint64_t page) {
+  off_t start = offset - static_cast<off_t>(static_cast<uint64_t>(offset) % page);
+  size_t span = static_cast<size_t>(static_cast<uint64_t>(offset - start) + length);
+  void* map = mmap(nullptr, span, PROT_READ, MAP_SHARED, fd, start);
+  if (map == MAP_FAILED) return true;
+  std::vector<unsigned char> resident(pagesSpanned(offset, length, page));
+  bool all = mincore(map, span, resident.data()) != 0;  // cannot tell: send
+  if (!all) {
+    all = true;
+    for (unsigned char r : resident)
+      if (!(r & 1)) all = false;
+  }
+  munmap(map, span);
+  return all;
+}
+
+}  // namespace
+
+bool pageCacheHolds(int fd, off_t offset, uint64_t length) {
+  if (length == 0) return true;
+  static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (!cachestatMissing) {
+    CachestatRange range{static_cast<uint64_t>(offset), length};
+    Cachestat stat{};
+    if (syscall(kCachestatSyscall, fd, &range, &stat, 0) == 0)
+      return stat.nrCache >= pagesSpanned(offset, length, page);
+    if (errno != ENOSYS && errno != EPERM) return true;
+    cachestatMissing = true;
+  }
+  return mincoreHolds(fd, offset, length, page);
+}
+
+void readIntoPageCache(int fd, off_t offset, uint64_t length) {
+  constexpr size_t kPiece = 256 * 1024;
+  thread_local std::unique_ptr<char[]> sink(new char[kPiece]);
+  // The whole range is asked for at once, so that the disk sees it as one
+  // queue of reads; the reads below wait for it piece by piece.
+  posix_fadvise(fd, offset, static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+  while (length > 0) {
+    ssize_t n = pread(fd, sink.get(), std::min<uint64_t>(length, kPiece), offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    offset += n;
+    length -= static_cast<uint64_t>(n);
+  }
 }
 
 }  // namespace server

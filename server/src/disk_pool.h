@@ -5,7 +5,10 @@
 // inherit it and never take a signal.
 #pragma once
 
+#include <sys/types.h>
+
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -41,5 +44,16 @@ class DiskPool : public reload::EventHandler {
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
+
+// Whether every page of [offset, offset + length) of a file is in the page
+// cache, so that sendfile() of that range will not wait for the disk. Asks
+// cachestat() (Linux 6.5) or, before it, mincore() on a mapping of the range;
+// answers true when neither can tell, so a caller falls back to sending.
+bool pageCacheHolds(int fd, off_t offset, uint64_t length);
+
+// Reads [offset, offset + length) of a file and throws the bytes away: what
+// is left is the range in the page cache. For pool threads: it waits on the
+// disk. Errors are left for the sender to meet.
+void readIntoPageCache(int fd, off_t offset, uint64_t length);
 
 }  // namespace server

@@ -1,6 +1,7 @@
 #include "http_connection.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -36,6 +37,10 @@ namespace {
 char scratch[64 * 1024];
 
 constexpr uint64_t kSmallObject = 64 * 1024;        // sent with its headers in one write
+// sendfile() reads the file on the loop's thread: a window the page cache
+// does not hold is read in by the pool first, while the one before it is sent.
+constexpr uint64_t kSendWindow = 2 << 20;
+constexpr int kWindowsAhead = 2;
 constexpr size_t kUploadBuffer = 256 * 1024;        // per buffer; two per upload
 constexpr uint64_t kMaxLingerBytes = 64ULL << 20;   // dropped after an early answer
 constexpr int64_t kMaxLingerMs = 30000;
@@ -293,9 +298,8 @@ bool Connection::refuseIfReadOnly() {
   return true;
 }
 
-void Connection::runOnDisk(std::function<void()> work, std::function<void()> done) {
+void Connection::submitDisk(std::function<void()> work, std::function<void()> done) {
   ++pendingDisk_;
-  phase_ = Phase::kWaitDisk;
   shared_.pool->submit(std::move(work), [this, next = std::move(done)] {
     --pendingDisk_;
     if (phase_ == Phase::kClosed) {
@@ -305,6 +309,11 @@ void Connection::runOnDisk(std::function<void()> work, std::function<void()> don
     next();
     advance();
   });
+}
+
+void Connection::runOnDisk(std::function<void()> work, std::function<void()> done) {
+  phase_ = Phase::kWaitDisk;
+  submitDisk(std::move(work), std::move(done));
 }
 
 // -------------------------------------------------------------------- PUT
@@ -380,8 +389,7 @@ void Connection::submitUploadWrite() {
   state->filling.clear();
   state->filling.reserve(kUploadBuffer);
   state->writing = true;
-  ++pendingDisk_;
-  shared_.pool->submit(
+  submitDisk(
       [state] {
         try {
           state->md5.update(state->flying.data(), state->flying.size());
@@ -392,11 +400,6 @@ void Connection::submitUploadWrite() {
         }
       },
       [this] {
-        --pendingDisk_;
-        if (phase_ == Phase::kClosed) {
-          if (pendingDisk_ == 0) owner_.connectionClosed(this);
-          return;
-        }
         upload_->writing = false;
         upload_->flying.clear();
         if (upload_->abandoned) {
@@ -409,7 +412,6 @@ void Connection::submitUploadWrite() {
           if (upload_->filling.size() == kUploadBuffer) submitUploadWrite();
           if (upload_->finishing) finishUpload();
         }
-        advance();
       });
 }
 
@@ -644,19 +646,47 @@ void Connection::answerGet(OpenObject obj) {
         });
     return;
   }
-  file_ = std::move(obj.fd);
+  // No read-ahead through this descriptor: pages the kernel only began to
+  // read would pass for cached ones, and sendfile() would wait for them.
+  // The pool reads whole windows in itself.
+  posix_fadvise(obj.fd.get(), 0, 0, POSIX_FADV_RANDOM);
+  file_ = std::make_shared<reload::Fd>(std::move(obj.fd));
   fileOffset_ = static_cast<off_t>(offset);
+  fileReadyTo_ = fileOffset_;
   fileLeft_ = length;
   startSending();
 }
 
+void Connection::planFileWindows() {
+  const off_t end = fileOffset_ + static_cast<off_t>(fileLeft_);
+  const off_t horizon = fileOffset_ + static_cast<off_t>(kWindowsAhead * kSendWindow);
+  while (!fileReading_ && fileReadyTo_ < end && fileReadyTo_ < horizon) {
+    const off_t from = fileReadyTo_;
+    const uint64_t length = std::min<uint64_t>(kSendWindow, static_cast<uint64_t>(end - from));
+    if (pageCacheHolds(file_->get(), from, length)) {
+      fileReadyTo_ += static_cast<off_t>(length);
+      continue;
+    }
+    fileReading_ = true;
+    submitDisk([file = file_, from, length] { readIntoPageCache(file->get(), from, length); },
+               [this, length] {
+                 fileReading_ = false;
+                 fileReadyTo_ += static_cast<off_t>(length);
+                 ++fileWindowsRead_;
+               });
+  }
+}
+
 bool Connection::stepSendFile() {
   while (fileLeft_ > 0) {
+    planFileWindows();
+    if (fileOffset_ >= fileReadyTo_) return false;  // the pool's read resumes it
     if (!writeReady_) {
       armProgressTimer();
       return false;
     }
-    ssize_t n = sendfile(fd_, file_.get(), &fileOffset_, std::min<uint64_t>(fileLeft_, 1ULL << 30));
+    ssize_t n = sendfile(fd_, file_->get(), &fileOffset_,
+                         static_cast<size_t>(fileReadyTo_ - fileOffset_));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
       writeReady_ = false;
@@ -673,6 +703,10 @@ bool Connection::stepSendFile() {
     fileLeft_ -= static_cast<uint64_t>(n);
     bodyBytesSent_ += static_cast<uint64_t>(n);
   }
+  if (fileWindowsRead_ > 0)
+    MOLT_LOG(kDebug) << "the pool read " << fileWindowsRead_
+                     << " windows of a body into the page cache before they were sent";
+  fileWindowsRead_ = 0;
   file_.reset();
   responseDone();
   return true;
@@ -956,7 +990,7 @@ void Connection::onTimer() {
     case Phase::kRespond:
     case Phase::kSendFile: {
       uint64_t sent = bodyBytesSent_ + outSent_;
-      if (sent == progressMark_) {
+      if (sent == progressMark_ && !fileReading_) {
         // A reader that takes nothing for client_timeout is cut, with a
         // reset: what the kernel still holds for it is dropped, not sent.
         struct linger abort {};

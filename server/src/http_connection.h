@@ -94,7 +94,14 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void close();
   void armHeaderOrIdleTimer();
   void armProgressTimer();
+  // `work` on the pool; then, unless the connection closed meanwhile,
+  // `done` on the loop and the connection goes on. The phase is left as it is.
+  void submitDisk(std::function<void()> work, std::function<void()> done);
+  // submitDisk() for a request that waits for the result.
   void runOnDisk(std::function<void()> work, std::function<void()> done);
+  // Moves fileReadyTo_ over what the page cache holds, and has the pool read
+  // in the next window that it does not.
+  void planFileWindows();
 
   WorkerShared& shared_;
   ConnectionOwner& owner_;
@@ -125,9 +132,13 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   uint64_t bodyBytesSent_ = 0;
   uint64_t bytesReceived_ = 0;
 
-  reload::Fd file_;  // a large GET body, sent with sendfile
+  // A large GET body, sent with sendfile; shared with a read-ahead on the pool.
+  std::shared_ptr<reload::Fd> file_;
   off_t fileOffset_ = 0;
   uint64_t fileLeft_ = 0;
+  off_t fileReadyTo_ = 0;     // the page cache holds the body up to here
+  bool fileReading_ = false;  // the pool reads in the window after it
+  int fileWindowsRead_ = 0;   // windows the pool read in for this body
 
   std::unique_ptr<UploadState> upload_;
   uint64_t progressMark_ = 0;
