@@ -104,6 +104,20 @@ struct Connection::UploadState {
   uint64_t total = 0;
   int errorStatus = 0;
   std::string error;
+
+  // Runs a store step (on the pool); its error becomes the answer.
+  template <typename Step>
+  void attempt(Step step) {
+    try {
+      step();
+    } catch (const StoreError& e) {
+      errorStatus = e.status();
+      error = e.what();
+    } catch (const std::exception& e) {
+      errorStatus = 500;
+      error = e.what();
+    }
+  }
 };
 
 Connection::Connection(WorkerShared& shared, ConnectionOwner& owner, int fd, bool refuse)
@@ -189,47 +203,59 @@ void Connection::armHeaderOrIdleTimer() {
   }
 }
 
-bool Connection::parseBuffered() {
-  if (!parser_) parser_.emplace(request_, shared_.headerLimits, nullptr);
-  RequestProblem problem;
-  size_t used = parser_->feed(inBuf_, problem);
-  inBuf_.erase(0, used);
-  if (problem.status) {
-    respondProblem(problem);
-    return true;
+Connection::Fed Connection::feedSome(RequestProblem& problem, bool mayRead) {
+  // Made when the first bytes of a request come: an idle connection has none.
+  auto parser = [this]() -> RequestParser& {
+    if (!parser_) parser_.emplace(request_, shared_.headerLimits, nullptr);
+    return *parser_;
+  };
+  if (!inBuf_.empty()) {
+    size_t used = parser().feed(inBuf_, problem);
+    inBuf_.erase(0, used);
+    if (used > 0 || problem.status) return Fed::kFed;
   }
-  if (parser_->is_header_done()) {
-    dispatch();
-    return true;
+  if (!mayRead) return Fed::kWaiting;
+  char* data = nullptr;
+  ssize_t n = readSome(data);
+  if (n < 0) return Fed::kWaiting;
+  if (n == 0) {
+    peerClosed_ = true;
+    return Fed::kEnd;
   }
-  return false;
+  if (!inBuf_.empty()) {  // the parser needs what is left joined with what came
+    inBuf_.append(data, static_cast<size_t>(n));
+    return Fed::kFed;
+  }
+  size_t used = parser().feed(std::string_view(data, static_cast<size_t>(n)), problem);
+  if (used < static_cast<size_t>(n)) inBuf_.append(data + used, static_cast<size_t>(n) - used);
+  return Fed::kFed;
 }
 
 bool Connection::stepHeader() {
-  if (!inBuf_.empty() && parseBuffered()) return true;
-  char* data = nullptr;
-  ssize_t n = readSome(data);
-  if (n < 0) {
-    if (phase_ == Phase::kHeader) armHeaderOrIdleTimer();
-    return false;
-  }
-  if (n == 0) {
-    peerClosed_ = true;
-    if (inBuf_.empty() && !(parser_ && parser_->got_some())) {
-      close();  // a clean end between requests
+  RequestProblem problem;
+  switch (feedSome(problem, true)) {
+    case Fed::kWaiting:
+      if (phase_ == Phase::kHeader) armHeaderOrIdleTimer();  // not when an error closed it
       return false;
-    }
-    RequestProblem problem{400, "connection closed inside the request header"};
-    respondProblem(problem);
-    return true;
+    case Fed::kEnd:
+      if (inBuf_.empty() && !(parser_ && parser_->got_some())) {
+        close();  // a clean end between requests
+        return false;
+      }
+      respondProblem({400, "connection closed inside the request header"});
+      return true;
+    case Fed::kFed: break;
   }
-  if (inBuf_.size() + static_cast<size_t>(n) > shared_.headerLimits.maxHeaderBytes + sizeof scratch) {
+  if (problem.status) {
+    respondProblem(problem);
+  } else if (parser_->is_header_done()) {
+    dispatch();
+  } else if (inBuf_.size() > shared_.headerLimits.maxHeaderBytes + sizeof scratch) {
     respondProblem({431, "request header is larger than " +
                              std::to_string(shared_.headerLimits.maxHeaderBytes) + " bytes"});
-    return true;
+  } else {
+    armHeaderOrIdleTimer();
   }
-  inBuf_.append(data, static_cast<size_t>(n));
-  armHeaderOrIdleTimer();
   return true;
 }
 
@@ -336,15 +362,7 @@ void Connection::putObject(const ObjectPath& path) {
   auto* state = upload_.get();
   runOnDisk(
       [this, state, path, announced] {
-        try {
-          state->upload = shared_.store.beginUpload(path.bucket, path.key, announced);
-        } catch (const StoreError& e) {
-          state->errorStatus = e.status();
-          state->error = e.what();
-        } catch (const std::exception& e) {
-          state->errorStatus = 500;
-          state->error = e.what();
-        }
+        state->attempt([&] { state->upload = shared_.store.beginUpload(path.bucket, path.key, announced); });
       },
       [this] {
         if (upload_->errorStatus) {
@@ -391,13 +409,10 @@ void Connection::submitUploadWrite() {
   state->writing = true;
   submitDisk(
       [state] {
-        try {
+        state->attempt([state] {
           state->md5.update(state->flying.data(), state->flying.size());
           state->upload->write(state->flying.data(), state->flying.size());
-        } catch (const StoreError& e) {
-          state->errorStatus = e.status();
-          state->error = e.what();
-        }
+        });
       },
       [this] {
         upload_->writing = false;
@@ -458,31 +473,16 @@ bool Connection::stepBody() {
     }
   }
   RequestProblem problem;
-  // Both buffers full: the pool's completion resumes reading.
-  auto sinkFull = [this] { return upload_->filling.size() == kUploadBuffer; };
-  if (!inBuf_.empty()) {
-    size_t used = parser_->feed(inBuf_, problem);
-    inBuf_.erase(0, used);
-    if (bodyFed(problem)) return true;
-    if (!inBuf_.empty() && used > 0) return true;
+  // Both upload buffers full: the pool's completion resumes reading.
+  bool sinkFull = upload_->filling.size() == kUploadBuffer;
+  switch (feedSome(problem, !sinkFull)) {
+    case Fed::kWaiting: return false;
+    case Fed::kEnd:
+      parser_->feedEof(problem);
+      if (!problem.status) problem = {400, "connection closed inside the request body"};
+      break;
+    case Fed::kFed: break;
   }
-  if (sinkFull()) return false;
-  char* data = nullptr;
-  ssize_t n = readSome(data);
-  if (n < 0) return false;
-  if (n == 0) {
-    peerClosed_ = true;
-    parser_->feedEof(problem);
-    if (!problem.status) problem = {400, "connection closed inside the request body"};
-    bodyFed(problem);
-    return true;
-  }
-  if (!inBuf_.empty()) {  // the parser needs what is left joined with what came
-    inBuf_.append(data, static_cast<size_t>(n));
-    return true;
-  }
-  size_t used = parser_->feed(std::string_view(data, static_cast<size_t>(n)), problem);
-  if (used < static_cast<size_t>(n)) inBuf_.append(data + used, static_cast<size_t>(n) - used);
   bodyFed(problem);
   return true;
 }
@@ -516,17 +516,7 @@ void Connection::finishUpload() {
   meta.timestamp = static_cast<double>(Poco::Timestamp().epochMicroseconds()) / 1e6;
   auto* state = upload_.get();
   runOnDisk(
-      [state, meta] {
-        try {
-          state->upload->commit(meta);
-        } catch (const StoreError& e) {
-          state->errorStatus = e.status();
-          state->error = e.what();
-        } catch (const std::exception& e) {
-          state->errorStatus = 500;
-          state->error = e.what();
-        }
-      },
+      [state, meta] { state->attempt([&] { state->upload->commit(meta); }); },
       [this, meta] {
         if (upload_->errorStatus) {
           int status = upload_->errorStatus;

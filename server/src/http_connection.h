@@ -62,7 +62,13 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   // Reads once into the loop's scratch buffer; returns bytes, 0 at EOF, -1
   // when nothing is ready (or the connection was closed on an error).
   ssize_t readSome(char*& data);
-  bool parseBuffered();
+  enum class Fed { kFed, kWaiting, kEnd };
+  // Feeds the parser what earlier reads left, or else reads once (when
+  // `mayRead`) and feeds that, keeping what the parser does not take.
+  // kFed: bytes were taken or kept, or the parser found a problem; kWaiting:
+  // nothing to read now (or the connection closed on an error); kEnd: the
+  // peer ended the stream.
+  Fed feedSome(RequestProblem& problem, bool mayRead);
 
   void dispatch();
   void route(const std::string& path, const std::string& query);
