@@ -9,47 +9,21 @@
 #include <string>
 #include <string_view>
 
-#include "http_request.h"
+#include "feed_in_reads.h"
 
 namespace {
 
-struct Collect : server::BodySink {
-  std::string body;
-  size_t takeBody(std::string_view data) override {
-    body.append(data.data(), data.size());
-    return data.size();
-  }
-};
-
 struct Outcome {
   server::Request request;
-  std::string body;
-  int status = 0;
-  bool done = false;
+  fuzz::Verdict verdict;
 };
 
 Outcome drive(std::string_view input, size_t step) {
   Outcome out;
-  Collect sink;
+  fuzz::CollectBody sink;
   server::HeaderLimits limits;
   server::RequestParser parser(out.request, limits, &sink);
-  server::RequestProblem problem;
-  size_t at = 0;
-  while (at < input.size() && problem.status == 0 && !parser.is_done()) {
-    size_t chunk = std::min(step, input.size() - at);
-    size_t used = parser.feed(input.substr(at, chunk), problem);
-    if (used > chunk) __builtin_trap();
-    if (used == 0 && problem.status == 0 && !parser.is_done()) {
-      if (chunk == input.size() - at) break;  // needs more than there is
-      step = step * 2;  // a bigger read, as the socket would deliver
-      continue;
-    }
-    at += used;
-  }
-  if (problem.status == 0 && !parser.is_done()) parser.feedEof(problem);
-  out.body = sink.body;
-  out.status = problem.status;
-  out.done = parser.is_done() && problem.status == 0;
+  out.verdict = fuzz::feedInReads(parser, sink, input, step);
   return out;
 }
 
@@ -57,20 +31,21 @@ Outcome drive(std::string_view input, size_t step) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
-  size_t step = 1 + data[0] % 64;
-  std::string_view input(reinterpret_cast<const char*>(data) + 1, size - 1);
+  auto [step, input] = fuzz::cutInput(data, size, 64);
   Outcome whole = drive(input, input.size() + 1);
   Outcome pieces = drive(input, step);
-  if ((whole.status != 0) != (pieces.status != 0) || whole.done != pieces.done) __builtin_trap();
-  if (whole.done) {
+  const fuzz::Verdict& w = whole.verdict;
+  const fuzz::Verdict& p = pieces.verdict;
+  if ((w.status != 0) != (p.status != 0) || w.done != p.done) __builtin_trap();
+  if (w.done) {
     if (whole.request.method != pieces.request.method ||
-        whole.request.target != pieces.request.target || whole.body != pieces.body)
+        whole.request.target != pieces.request.target || w.body != p.body)
       __builtin_trap();
     if (whole.request.chunked && whole.request.contentLength) __builtin_trap();
-    if (whole.request.contentLength && whole.body.size() != *whole.request.contentLength)
+    if (whole.request.contentLength && w.body.size() != *whole.request.contentLength)
       __builtin_trap();
   }
-  for (int status : {whole.status, pieces.status}) {
+  for (int status : {w.status, p.status}) {
     switch (status) {
       case 0: case 400: case 431: case 501: case 505: break;
       default: __builtin_trap();
