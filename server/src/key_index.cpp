@@ -79,7 +79,10 @@ KeyIndex::~KeyIndex() { mdb_env_close(env_); }
 void KeyIndex::add(const std::string& bucket, const std::string& key) {
   Txn txn(env_, true);
   std::string k = entry(bucket, key);
-  MDB_val kv = value(k), empty{0, nullptr};
+  MDB_val kv = value(k), empty{0, nullptr}, found{};
+  // A key already indexed (an object written again) needs no commit, and so
+  // no sync of the index while every writer waits for its lock.
+  if (mdb_get(txn.get(), dbi_, &kv, &found) == MDB_SUCCESS) return;
   check(mdb_put(txn.get(), dbi_, &kv, &empty, 0), "index " + bucket + "/" + key);
   txn.commit();
 }
