@@ -65,11 +65,13 @@ struct Options {
   std::string keepDir;
   double timeoutSeconds = 10;
   bool awaitEach = false;  // send the next signal only once the last reload is done
+  std::string masterNice;  // master_nice for the server; empty: its default
 };
 
 struct Sample {
   double start;
   double latency;
+  bool put;
 };
 
 struct Shared {
@@ -118,7 +120,7 @@ void clientLoop(int id, const Options& opt, const Target& target, Shared& shared
           if (resp.close || opt.mode == "close") conn.closeFd();
           return -1;
         }()) < 0) {
-      samples.push_back({start, now() - start});
+      samples.push_back({start, now() - start, put});
     } else {
       conn.closeFd();
       shared.failures[fail]++;
@@ -192,7 +194,12 @@ void usage() {
                "  [--steady-seconds S] [--workers N] [--handoff inherit|rebind]\n"
                "  [--object-size BYTES] [--put-ratio R] [--config-hook SCRIPT]\n"
                "  [--await-each] [--expect-zero-failures] [--max-failures N]\n"
-               "  [--max-reload-p99-ms MS] [--keep-dir DIR]\n"
+               "  [--max-reload-p99-ms MS] [--keep-dir DIR] [--master-nice N]\n"
+               "  [--settle-seconds S]\n"
+               "Client latency is printed for three windows: steady (--steady-seconds\n"
+               "before the first signal), during reloads, and after them (the\n"
+               "--settle-seconds once the last reload is done), and for GET and PUT\n"
+               "apart.\n"
                "Exits 1 when a reload failed or did not produce a new generation, when\n"
                "more requests failed than allowed, or when client p99 latency during\n"
                "reloads passed --max-reload-p99-ms; 64 on a usage error.\n";
@@ -226,6 +233,8 @@ int main(int argc, char** argv) {
     else if (a == "--keep-dir") opt.keepDir = next();
     else if (a == "--expect-zero-failures") opt.expectZero = true;
     else if (a == "--await-each") opt.awaitEach = true;
+    else if (a == "--master-nice") opt.masterNice = next();
+    else if (a == "--settle-seconds") opt.settleSeconds = std::stod(next());
     else if (a == "--max-failures") opt.maxFailures = std::stol(next());
     else if (a == "--max-reload-p99-ms") opt.maxReloadP99Ms = std::stod(next());
     else {
@@ -254,6 +263,7 @@ int main(int argc, char** argv) {
     out << "[server]\nbind = " << address << "\nworkers = " << opt.workers
         << "\ngraceful_timeout = 10\nkeepalive_timeout = 5\nlistener_handoff = " << opt.handoff
         << "\nmax_draining_generations = 16\npid_file = " << dir << "/moltd.pid\n"
+        << (opt.masterNice.empty() ? "" : "master_nice = " + opt.masterNice + "\n")
         << "[admin]\nbind = " << admin << "\n[storage]\nvolumes = " << dir << "/data\n"
         << "[log]\nfile = " << dir << "/moltd.log\naccess_log = off\n";
   }
@@ -368,10 +378,16 @@ int main(int argc, char** argv) {
   waitpid(master, &st, 0);
 
   // Figures.
-  std::vector<double> steadyLat, reloadLat;
+  std::vector<double> steadyLat, reloadLat, afterLat;
+  std::vector<double> byMethod[3][2];  // [steady, during reloads, after][PUT]
   for (const auto& s : shared.samples) {
-    if (s.start < steadyEnd && s.start >= loadStart) steadyLat.push_back(s.latency * 1000);
-    else if (s.start >= steadyEnd && s.start < reloadEnd) reloadLat.push_back(s.latency * 1000);
+    int window = s.start >= loadStart && s.start < steadyEnd ? 0
+                 : s.start >= steadyEnd && s.start < reloadEnd ? 1
+                 : s.start >= reloadEnd ? 2 : -1;
+    if (window == 0) steadyLat.push_back(s.latency * 1000);
+    else if (window == 1) reloadLat.push_back(s.latency * 1000);
+    else if (window == 2) afterLat.push_back(s.latency * 1000);
+    if (window >= 0) byMethod[window][s.put].push_back(s.latency * 1000);
   }
   std::vector<double> reloadLatency;
   for (size_t i = 0; i < signalTimes.size(); ++i) {
@@ -404,6 +420,13 @@ int main(int argc, char** argv) {
   if (!signalTimes.empty()) {
     std::printf("latency during reloads ms: p50 %.2f p99 %.2f max %.2f\n", percentile(reloadLat, 0.5),
                 percentile(reloadLat, 0.99), percentile(reloadLat, 1.0));
+    std::printf("latency after reloads ms: p50 %.2f p99 %.2f max %.2f\n", percentile(afterLat, 0.5),
+                percentile(afterLat, 0.99), percentile(afterLat, 1.0));
+    for (int put = 0; put < 2; ++put)
+      std::printf("  %s p99 ms: steady %.2f, during reloads %.2f, after them %.2f (%zu / %zu / %zu)\n",
+                  put ? "PUT" : "GET", percentile(byMethod[0][put], 0.99),
+                  percentile(byMethod[1][put], 0.99), percentile(byMethod[2][put], 0.99),
+                  byMethod[0][put].size(), byMethod[1][put].size(), byMethod[2][put].size());
     std::printf("reload latency ms (signal to new generation serving): p50 %.1f p99 %.1f max %.1f (%zu of %zu measured)\n",
                 percentile(reloadLatency, 0.5), percentile(reloadLatency, 0.99),
                 percentile(reloadLatency, 1.0), reloadLatency.size(), signalTimes.size());
