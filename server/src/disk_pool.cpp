@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <vector>
 
+#include "reload/log.h"
 #include "reload/sys_error.h"
 
 namespace server {
@@ -118,7 +120,8 @@ bool mincoreHolds(int fd, off_t offset, uint64_t length, uint64_t page) {
     for (unsigned char r : resident)
       if (!(r & 1)) all = false;
   }
-  munmap(map, span);
+  if (munmap(map, span) != 0)
+    MOLT_LOG(kWarning) << "munmap of a residency check: " << std::strerror(errno);
   return all;
 }
 
@@ -142,8 +145,10 @@ void readIntoPageCache(int fd, off_t offset, uint64_t length) {
   constexpr size_t kPiece = 256 * 1024;
   thread_local std::unique_ptr<char[]> sink(new char[kPiece]);
   // The whole range is asked for at once, so that the disk sees it as one
-  // queue of reads; the reads below wait for it piece by piece.
-  posix_fadvise(fd, offset, static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+  // queue of reads; the reads below wait for it piece by piece. Advice only:
+  // refused, the reads below still fetch it, one piece at a time.
+  if (posix_fadvise(fd, offset, static_cast<off_t>(length), POSIX_FADV_WILLNEED) != 0) {
+  }
   while (length > 0) {
     ssize_t n = pread(fd, sink.get(), std::min<uint64_t>(length, kPiece), offset);
     if (n < 0 && errno == EINTR) continue;

@@ -639,7 +639,9 @@ void Connection::answerGet(OpenObject obj) {
   // No read-ahead through this descriptor: pages the kernel only began to
   // read would pass for cached ones, and sendfile() would wait for them.
   // The pool reads whole windows in itself.
-  posix_fadvise(obj.fd.get(), 0, 0, POSIX_FADV_RANDOM);
+  if (int err = posix_fadvise(obj.fd.get(), 0, 0, POSIX_FADV_RANDOM); err != 0)
+    MOLT_LOG(kDebug) << "posix_fadvise(RANDOM) on an object: " << std::strerror(err)
+                     << "; a cold body may hold the loop";
   file_ = std::make_shared<reload::Fd>(std::move(obj.fd));
   fileOffset_ = static_cast<off_t>(offset);
   fileReadyTo_ = fileOffset_;
