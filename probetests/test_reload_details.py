@@ -188,10 +188,15 @@ class Admin(unittest.TestCase):
 
 
 class DrainBounds(unittest.TestCase):
-    def idle_connection(self, server):
+    def idle_connection(self, server, generation=None):
+        """A keep-alive connection left idle after one request; with
+        `generation`, asserts that generation's worker answered it."""
         conn = server.connection()
         conn.request("GET", "/healthcheck")
-        conn.getresponse().read()
+        resp = conn.getresponse()
+        resp.read()
+        if generation is not None:
+            self.assertEqual(resp.getheader("X-Molt-Generation"), str(generation))
         return conn
 
     def test_graceful_timeout_cuts_idle_connections(self):
@@ -210,9 +215,13 @@ class DrainBounds(unittest.TestCase):
                        extra_server="max_draining_generations = 1").start()
         held = []
         for generation in (2, 3):
-            held.append(self.idle_connection(server))
+            serving = {w["pid"] for w in server.status()["workers"]}
+            held.append(self.idle_connection(server, generation - 1))
             server.send_signal(signal.SIGHUP)
             server.wait_generation(generation)
+            # Until it has acted on its signal, the old worker may still
+            # accept: the next idle connection must reach the new one.
+            server.wait_draining(serving)
         # Generation 1 is killed at once; it is gone once the master reaps it.
         st = server.wait_status(lambda s: [w["generation"] for w in s["draining_workers"]] == [2],
                                 "only generation 2 to be draining")
