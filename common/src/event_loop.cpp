@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "reload/sys_error.h"
@@ -38,14 +39,39 @@ EventLoop::EventLoop() : epoll_(epoll_create1(EPOLL_CLOEXEC)) {
 }
 
 void EventLoop::add(int fd, uint32_t events, EventHandler* handler) {
+  // A number still known here was closed without remove(): that entry
+  // left the epoll set with its file and is forgotten now.
+  if (auto stale = tokens_.find(fd); stale != tokens_.end()) {
+    handlers_.erase(stale->second);
+    tokens_.erase(stale);
+  }
   epoll_event ev{};
   ev.events = events;
-  ev.data.ptr = handler;
+  ev.data.u64 = nextToken_;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
     throwSysError("epoll_ctl add fd " + std::to_string(fd));
+  tokens_.emplace(fd, nextToken_);
+  handlers_.emplace(nextToken_, handler);
+  ++nextToken_;
 }
 
-void EventLoop::remove(int fd) { epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
+void EventLoop::modify(int fd, uint32_t events) {
+  auto it = tokens_.find(fd);
+  if (it == tokens_.end()) throwSysError("epoll_ctl modify fd " + std::to_string(fd), ENOENT);
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = it->second;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0)
+    throwSysError("epoll_ctl modify fd " + std::to_string(fd));
+}
+
+void EventLoop::remove(int fd) {
+  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  auto it = tokens_.find(fd);
+  if (it == tokens_.end()) return;
+  handlers_.erase(it->second);
+  tokens_.erase(it);
+}
 
 void EventLoop::updateClock() { nowMs_ = monotonicMs(); }
 
@@ -53,14 +79,19 @@ void EventLoop::runOnce(int maxWaitMs) {
   int wait = maxWaitMs;
   if (!timers_.empty()) {
     int64_t untilNext = timers_.begin()->first - nowMs_;
-    if (untilNext < wait) wait = untilNext < 0 ? 0 : static_cast<int>(untilNext);
+    if (untilNext < 0) untilNext = 0;
+    if (wait < 0 || untilNext < wait) wait = static_cast<int>(std::min<int64_t>(untilNext, 1 << 30));
   }
   epoll_event events[256];
   int n = epoll_wait(epoll_.get(), events, 256, wait);
   if (n < 0 && errno != EINTR) throwSysError("epoll_wait");
   updateClock();
-  for (int i = 0; i < n; ++i)
-    static_cast<EventHandler*>(events[i].data.ptr)->onEvents(events[i].events);
+  for (int i = 0; i < n; ++i) {
+    // Looked up for each event: an earlier handler of this batch may have
+    // removed this one.
+    auto it = handlers_.find(events[i].data.u64);
+    if (it != handlers_.end()) it->second->onEvents(events[i].events);
+  }
   // A timer that fires may arm itself or others again; those wait for the
   // next turn unless already due.
   while (!timers_.empty() && timers_.begin()->first <= nowMs_) {
@@ -69,6 +100,18 @@ void EventLoop::runOnce(int maxWaitMs) {
     timer->armed_ = false;
     timer->onTimer();
   }
+}
+
+void WatchedFd::watch(Fd fd, uint32_t events) {
+  reset();
+  loop_.add(fd.get(), events, this);
+  fd_ = std::move(fd);
+}
+
+void WatchedFd::reset() {
+  if (!fd_) return;
+  loop_.remove(fd_.get());
+  fd_.reset();
 }
 
 }  // namespace reload
