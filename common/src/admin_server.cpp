@@ -12,7 +12,7 @@ namespace {
 
 constexpr size_t kMaxHeader = 16 * 1024;
 constexpr size_t kMaxBody = 64 * 1024;
-constexpr double kConnTimeout = 5.0;
+constexpr int64_t kConnTimeoutMs = 5000;
 constexpr size_t kMaxConns = 64;
 
 std::string lower(std::string s) {
@@ -73,49 +73,105 @@ bool bearerTokenMatches(const std::string& authorization, const std::string& tok
   return diff == 0;
 }
 
-void AdminServer::addPollFds(const std::vector<int>& listeners,
-                             std::vector<pollfd>& fds) const {
-  for (int l : listeners) fds.push_back(pollfd{l, POLLIN, 0});
-  for (const auto& [fd, conn] : conns_)
-    fds.push_back(pollfd{fd, static_cast<short>(conn.out.empty() ? POLLIN : POLLOUT), 0});
+AdminServer::AdminServer(EventLoop& loop, Handler handler)
+    : loop_(loop), handler_(std::move(handler)), expiry_(loop, [this] { expire(); }) {}
+
+AdminServer::~AdminServer() {
+  closeAll();
+  setListeners({});
 }
 
-void AdminServer::onPoll(const std::vector<pollfd>& fds, double now) {
-  for (const auto& p : fds) {
-    if (p.revents == 0) continue;
-    auto it = conns_.find(p.fd);
-    if (it == conns_.end()) {
-      acceptFrom(p.fd, now);
+void AdminServer::setListeners(const std::vector<int>& listeners) {
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    if (std::find(listeners.begin(), listeners.end(), it->first) != listeners.end()) {
+      ++it;
       continue;
     }
-    Conn& conn = it->second;
-    bool keep = conn.out.empty() ? readFrom(conn) : writeTo(conn);
-    if (!keep) conns_.erase(it);
+    loop_.remove(it->first);
+    it = listeners_.erase(it);
+  }
+  for (int fd : listeners) {
+    if (listeners_.count(fd)) continue;
+    auto l = std::make_unique<Listening>();
+    l->server = this;
+    l->fd = fd;
+    loop_.add(fd, EPOLLIN, l.get());
+    listeners_.emplace(fd, std::move(l));
   }
 }
 
-void AdminServer::acceptFrom(int listener, double now) {
+void AdminServer::closeAll() {
+  ++closings_;
+  for (const auto& [fd, conn] : conns_) loop_.remove(fd);
+  conns_.clear();
+  expiry_.cancel();
+}
+
+void AdminServer::closeConn(int fd) {
+  loop_.remove(fd);
+  conns_.erase(fd);
+}
+
+void AdminServer::Conn::onEvents(uint32_t) { server->onConn(*this); }
+
+void AdminServer::onConn(Conn& conn) {
+  int fd = conn.fd.get();
+  bool wasWriting = !conn.out.empty();
+  uint64_t closings = closings_;
+  bool keep = wasWriting ? writeTo(conn) : readFrom(conn);
+  if (closings != closings_) return;  // the request's handler closed every connection
+  if (!keep) {
+    closeConn(fd);
+    armExpiry();
+    return;
+  }
+  if (!wasWriting && !conn.out.empty()) loop_.modify(fd, EPOLLOUT);
+}
+
+void AdminServer::acceptFrom(int listener) {
   for (int i = 0; i < 16; ++i) {
     int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;  // EAGAIN, or a transient error; poll tells us again
+    if (fd < 0) break;  // EAGAIN, or a transient error; the loop tells us again
+    Fd owned(fd);
     if (conns_.size() >= kMaxConns) {
       // Full of connections that have not finished a request: the one
       // waiting longest makes room, so idle clients cannot lock others out.
       auto oldest = conns_.end();
       for (auto it = conns_.begin(); it != conns_.end(); ++it)
-        if (it->second.out.empty() && (oldest == conns_.end() || it->second.deadline < oldest->second.deadline))
+        if (it->second->out.empty() &&
+            (oldest == conns_.end() || it->second->deadlineMs < oldest->second->deadlineMs))
           oldest = it;
-      if (oldest == conns_.end()) {
-        close(fd);
-        return;
-      }
-      conns_.erase(oldest);
+      if (oldest == conns_.end()) break;
+      closeConn(oldest->first);
     }
-    Conn conn;
-    conn.fd.reset(fd);
-    conn.deadline = now + kConnTimeout;
+    auto conn = std::make_unique<Conn>();
+    conn->server = this;
+    conn->deadlineMs = loop_.nowMs() + kConnTimeoutMs;
+    loop_.add(fd, EPOLLIN, conn.get());
+    conn->fd = std::move(owned);
     conns_.emplace(fd, std::move(conn));
   }
+  armExpiry();
+}
+
+void AdminServer::expire() {
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    if (it->second->deadlineMs > loop_.nowMs()) {
+      ++it;
+      continue;
+    }
+    loop_.remove(it->first);
+    it = conns_.erase(it);
+  }
+  armExpiry();
+}
+
+void AdminServer::armExpiry() {
+  std::optional<int64_t> next;
+  for (const auto& [fd, conn] : conns_)
+    if (!next || conn->deadlineMs < *next) next = conn->deadlineMs;
+  if (next) expiry_.arm(*next);
+  else expiry_.cancel();
 }
 
 bool AdminServer::readFrom(Conn& conn) {
@@ -128,7 +184,10 @@ bool AdminServer::readFrom(Conn& conn) {
     conn.in.append(buf, static_cast<size_t>(n));
     if (conn.in.size() > kMaxHeader + kMaxBody) break;
   }
-  if (auto out = tryRespond(conn.in)) {
+  uint64_t closings = closings_;
+  auto out = tryRespond(conn.in);
+  if (closings != closings_) return false;  // the handler closed `conn` with the rest
+  if (out) {
     conn.out = std::move(*out);
     return writeTo(conn);
   }
@@ -193,18 +252,6 @@ std::optional<std::string> AdminServer::tryRespond(const std::string& in) {
   if (in.size() < end + 4 + length) return std::nullopt;
   req.body = in.substr(end + 4, length);
   return render(handler_(req));
-}
-
-void AdminServer::expire(double now) {
-  for (auto it = conns_.begin(); it != conns_.end();)
-    it = it->second.deadline <= now ? conns_.erase(it) : std::next(it);
-}
-
-std::optional<double> AdminServer::nextDeadline() const {
-  std::optional<double> next;
-  for (const auto& [fd, conn] : conns_)
-    if (!next || conn.deadline < *next) next = conn.deadline;
-  return next;
 }
 
 }  // namespace reload

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -19,8 +18,11 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
+#include "reload/child_task.h"
+#include "reload/event_loop.h"
 #include "reload/handoff.h"
 #include "reload/listeners.h"
 #include "reload/log.h"
@@ -236,56 +238,55 @@ struct StartingGeneration {
   uint64_t generation = 0;
   std::shared_ptr<const LoadedConfig> config;
   ReloadKind kind = ReloadKind::kNone;  // kNone: first start
-  double deadline = 0;
+};
+
+// What the process found when it started, read before it opens a
+// descriptor of its own (so that nothing it opens is taken for an
+// inherited socket).
+struct Boot {
+  bool afterExec = false;
+  std::optional<HandoffEnv> handoff;
+  std::string startNote;  // logged again once the log is configured
+  systemd::InheritedFds inherited;
+  std::string inheritedProblem;
 };
 
 // A child that validates the configuration off the master's loop (name
 // lookups and disk checks may hang) and passes the result back.
 struct Validation {
-  pid_t pid = 0;
-  Fd output;
-  std::string text;
-  double deadline = 0;
-  bool timedOut = false;
+  Validation(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
+  ChildTask task;
   ReloadKind kind = ReloadKind::kNone;
-  uint64_t token = 0;
 };
 
 // A child running the service's disk checks (see Service::runCheck).
 struct Probe {
-  pid_t pid = 0;
-  Fd output;
-  std::string text;
-  double deadline = 0;
-  bool timedOut = false;
+  Probe(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
+  ChildTask task;
   std::string trigger;
   std::shared_ptr<const LoadedConfig> config;
-  uint64_t token = 0;
 };
 
 constexpr double kProbeTimeout = 10;
+
+// A deadline in monotonic seconds as the loop's milliseconds, rounded up so
+// that whatever is due at it is due when its timer fires.
+int64_t msAt(double seconds) { return static_cast<int64_t>(std::ceil(seconds * 1000)); }
 constexpr size_t kMaxProbeOutput = 1 << 20;
+constexpr size_t kMaxValidationOutput = 2 * IniConfig::kMaxConfigBytes + 65536;
+constexpr size_t kMaxCheckerOutput = 8192;
 
 struct ReadyPipe {
+  ReadyPipe(pid_t worker, EventLoop& loop, WatchedFd::Callback onReadable)
+      : pid(worker), fd(loop, std::move(onReadable)) {}
   pid_t pid = 0;
-  Fd fd;
+  WatchedFd fd;
 };
 
-// What a poll entry belongs to. Handlers run in order and may close and
-// reopen descriptors, so an entry is dispatched only if the object it was
-// taken from still exists: its token, never its fd number, identifies it.
-struct Watch {
-  enum class Kind { kSignals, kReady, kChecker, kValidation, kProbe, kState, kAdmin } kind;
-  uint64_t token = 0;
-};
-
+// The new binary's --check-config, run before a seamless reload execs it.
 struct Checker {
-  pid_t pid = 0;
-  uint64_t token = 0;
-  Fd output;
-  std::string text;
-  double deadline = 0;
-  bool timedOut = false;
+  explicit Checker(EventLoop& loop) : task(loop) {}
+  ChildTask task;
   std::shared_ptr<const LoadedConfig> config;
   std::string executable;
 };
@@ -301,15 +302,14 @@ struct ReloadRecord {
 
 class MasterImpl {
  public:
-  MasterImpl(Service& service, MasterOptions options)
-      : service_(service), options_(std::move(options)) {}
+  MasterImpl(Service& service, MasterOptions options, Boot boot)
+      : service_(service), options_(std::move(options)), boot_(std::move(boot)) {}
   int run();
 
  private:
   // Start-up
   void startFresh(bool afterExec);
   void startFromHandoff(const HandoffEnv& env);
-  std::string checkHandoffFds(const HandoffEnv& env) const;
   void adoptOrphans();
   void handBack(const std::string& reason);
   void revertToPreviousConfig();
@@ -330,7 +330,11 @@ class MasterImpl {
   void failStarting(const std::string& reason);
   void drainGeneration(uint64_t generation, bool signal);
   void enforceDrainingLimit();
-  void maintainWorkers(double now);
+  void scheduleRespawn(int slot, double delaySeconds);
+  void respawnSlot(int slot);
+  void respawnWaiting();
+  void armDrainKills();
+  void killOverdueDrains();
   bool maintainsWorkers() const;
 
   // Reloads
@@ -354,14 +358,17 @@ class MasterImpl {
   void onReadyPipe(uint64_t token);
   void startProbe(const std::string& trigger);
   void onProbeExit(int status);
-  void readChildOutput(Fd& fd, std::string& text, size_t limit);
   void guard(const char* what, const std::function<void()>& handler);
   void onUnexpected(const char* what, const std::string& error);
   void closeAdmin();
+  void serveAdmin();
+  std::function<void()> guarded(const char* what, std::function<void()> handler);
   void beginStop(bool graceful);
   void killEverything();
-  void runTimers(double now);
-  double nextWake(double now) const;
+  void checkStopped();
+  void onStopDeadline();
+  void onStartDeadline();
+  void armPeriodicProbe();
 
   // Admin
   AdminResponse handleAdmin(const AdminRequest& request);
@@ -371,6 +378,10 @@ class MasterImpl {
 
   Service& service_;
   MasterOptions options_;
+  Boot boot_;
+  // Everything below that watches a descriptor or a deadline does it on
+  // this loop, so it is declared first and destroyed last.
+  EventLoop loop_;
   pid_t pid_ = getpid();
   Phase phase_ = Phase::kStarting;
   std::shared_ptr<const LoadedConfig> config_;
@@ -387,9 +398,10 @@ class MasterImpl {
   std::optional<Validation> validation_;
   std::optional<Probe> probe_;
   std::string probePending_;  // a trigger that came while a probe ran
-  double nextProbe_ = 0;
+  FunctionTimer probeTimer_{loop_, guarded("periodic check", [this] {
+                              if (config_ && service_.checkInterval(*config_) > 0) startProbe("poll");
+                            })};
   uint64_t nextToken_ = 1;
-  uint64_t adminEpoch_ = 0;  // changes whenever the admin connections are closed
   uint64_t lastGeneration_ = 0;
   uint64_t servingGeneration_ = 0;
   ReloadKind pending_ = ReloadKind::kNone;
@@ -398,26 +410,33 @@ class MasterImpl {
   std::optional<ReloadRecord> lastReload_;
   HandoffCounters counters_;
   int64_t startedEpoch_ = time(nullptr);
-  std::map<int, double> respawnAt_;
+  std::map<int, FunctionTimer> respawnTimers_;  // by slot
+  std::set<int> respawnsWaiting_;  // due while the phase keeps no workers
+  FunctionTimer drainKillTimer_{loop_, guarded("drain deadline", [this] { killOverdueDrains(); })};
   std::map<int, int> quickFailures_;
   pid_t syncPid_ = 0;
   Fd notifyFd_;  // new image -> synchronizer
-  Fd stateFd_;   // synchronizer -> new image
+  WatchedFd stateFd_{loop_, [this](uint32_t) { guard("synchronizer report", [this] { readSyncReport(); }); }};  // synchronizer -> new image
   std::string stateBuffer_;
-  double stateDeadline_ = 0;
+  FunctionTimer stateTimer_{loop_, guarded("synchronizer report deadline", [this] {
+                              if (stateFd_) closeHandoffState("no report from the synchronizer in time");
+                            })};
   std::vector<pid_t> handoffOldWorkers_;
   std::vector<std::string> droppedUnixPaths_;  // inherited, no longer configured
-  std::unique_ptr<SignalFd> signals_;
-  systemd::InheritedFds inherited_;
-  std::string inheritedProblem_;
+  SignalFd signals_;
+  FunctionHandler signalHandler_{[this](uint32_t) {
+    guard("signal", [this] {
+      while (auto info = signals_.read()) onSignal(*info);
+    });
+  }};
   std::vector<pid_t> orphans_;  // children of an image whose handoff was ignored
-  std::string startNote_;       // logged again once the log is configured
   // In an image started from a handoff: the configuration the old
   // generation serves with, to go back to if this image's start fails.
   std::shared_ptr<const LoadedConfig> previousConfig_;
   std::unique_ptr<SharedCounters> counters_shared_;
-  AdminServer admin_{[this](const AdminRequest& r) { return handleAdmin(r); }};
-  double stopDeadline_ = 0;
+  AdminServer admin_{loop_, [this](const AdminRequest& r) { return handleAdmin(r); }};
+  FunctionTimer stopTimer_{loop_, guarded("shutdown deadline", [this] { onStopDeadline(); })};
+  FunctionTimer startTimer_{loop_, guarded("start deadline", [this] { onStartDeadline(); })};
   bool finished_ = false;
   int exitCode_ = 0;
   int workerNice_ = 0;
@@ -426,127 +445,65 @@ class MasterImpl {
 
 // ---------------------------------------------------------------- start-up
 
-int MasterImpl::run() {
-  blockHandledSignals();
-  setProcessName("moltd-master");
+std::string checkHandoffFds(const HandoffEnv& env) {
+  auto pipeEnd = [](int fd, int mode) {
+    struct stat st {};
+    int flags = fcntl(fd, F_GETFL);
+    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == mode;
+  };
+  if (!pipeEnd(env.notifyFd, O_WRONLY))
+    return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
+  if (!pipeEnd(env.stateFd, O_RDONLY))
+    return "state fd " + std::to_string(env.stateFd) + " is not the read end of a pipe";
+  return "";
+}
+
+Boot readBoot() {
+  Boot boot;
   // The environment is input: a handoff is used only if it decodes, every
   // number in it is in range and its descriptors are what they claim to be.
-  bool afterExec = getenv("MOLT_HANDOFF") != nullptr;
-  std::optional<HandoffEnv> handoff;
+  boot.afterExec = getenv("MOLT_HANDOFF") != nullptr;
   std::string untrusted;
   try {
-    handoff = readHandoff([](const char* name) { return getenv(name); });
-    if (handoff) untrusted = checkHandoffFds(*handoff);
+    boot.handoff = readHandoff([](const char* name) { return getenv(name); });
+    if (boot.handoff) untrusted = checkHandoffFds(*boot.handoff);
   } catch (const std::exception& e) {
     untrusted = e.what();
   }
   for (const auto& name : handoffEnvNames()) unsetenv(name.c_str());
   unsetenv("MOLT_HANDOFF_FD");
   if (!untrusted.empty()) {
-    handoff.reset();
-    startNote_ = "ignoring the handoff in the environment (" + untrusted + "); starting fresh";
-    MOLT_LOG(kError) << startNote_;
+    boot.handoff.reset();
+    boot.startNote = "ignoring the handoff in the environment (" + untrusted + "); starting fresh";
+    MOLT_LOG(kError) << boot.startNote;
   }
-  // Before this process opens a descriptor of its own, so that nothing it
-  // opens can be taken for an inherited socket.
   try {
-    inherited_ = systemd::takeListenFds();
+    boot.inherited = systemd::takeListenFds();
   } catch (const std::runtime_error& e) {
-    if (!handoff) throw;  // refused at start, clearly
-    inheritedProblem_ = e.what();
+    if (!boot.handoff) throw;  // refused at start, clearly
+    boot.inheritedProblem = e.what();
   }
-  signals_ = std::make_unique<SignalFd>();
-  if (handoff) {
-    startFromHandoff(*handoff);
+  return boot;
+}
+
+int MasterImpl::run() {
+  loop_.add(signals_.fd(), EPOLLIN, &signalHandler_);
+  if (boot_.handoff) {
+    startFromHandoff(*boot_.handoff);
   } else {
-    startFresh(afterExec);
+    startFresh(boot_.afterExec);
   }
   reapChildren();  // exits that happened while the image was being replaced
-  while (!finished_) {
-    double now = monotonicSeconds();
-    guard("timers", [&] { runTimers(now); });
+  for (;;) {
+    if (phase_ == Phase::kStopping) guard("shutdown", [this] { checkStopped(); });
     if (finished_) break;
-    std::vector<pollfd> fds;
-    std::vector<Watch> watches;
-    auto watch = [&](int fd, short events, Watch::Kind kind, uint64_t token) {
-      fds.push_back(pollfd{fd, events, 0});
-      watches.push_back(Watch{kind, token});
-    };
-    watch(signals_->fd(), POLLIN, Watch::Kind::kSignals, 0);
-    for (const auto& [token, pipe] : readyPipes_)
-      watch(pipe.fd.get(), POLLIN, Watch::Kind::kReady, token);
-    if (checker_ && checker_->output)
-      watch(checker_->output.get(), POLLIN, Watch::Kind::kChecker, checker_->token);
-    if (validation_ && validation_->output)
-      watch(validation_->output.get(), POLLIN, Watch::Kind::kValidation, validation_->token);
-    if (probe_ && probe_->output)
-      watch(probe_->output.get(), POLLIN, Watch::Kind::kProbe, probe_->token);
-    if (stateFd_) watch(stateFd_.get(), POLLIN, Watch::Kind::kState, 0);
-    size_t adminBegin = fds.size();
-    if (phase_ != Phase::kStopping) admin_.addPollFds(listenerFds("admin", true), fds);
-    watches.resize(fds.size(), Watch{Watch::Kind::kAdmin, adminEpoch_});
-    double wait = std::max(0.0, nextWake(now) - now);
-    int timeoutMs = static_cast<int>(std::ceil(std::min(wait, 1.0) * 1000));
-    int rc = poll(fds.data(), fds.size(), timeoutMs);
-    if (rc < 0) {
-      if (errno == EINTR) continue;
-      MOLT_LOG(kError) << "poll in the master loop: " << std::strerror(errno);
-      continue;
-    }
-    now = monotonicSeconds();
-    for (size_t i = 0; i < adminBegin; ++i) {
-      if (!fds[i].revents) continue;
-      uint64_t token = watches[i].token;
-      switch (watches[i].kind) {
-        case Watch::Kind::kSignals:
-          guard("signal", [&] {
-            while (auto info = signals_->read()) onSignal(*info);
-          });
-          break;
-        case Watch::Kind::kReady:
-          guard("worker readiness", [&] { onReadyPipe(token); });
-          break;
-        case Watch::Kind::kChecker:
-          if (checker_ && checker_->token == token && checker_->output)
-            readChildOutput(checker_->output, checker_->text, 8192);
-          break;
-        case Watch::Kind::kValidation:
-          if (validation_ && validation_->token == token && validation_->output)
-            readChildOutput(validation_->output, validation_->text,
-                            2 * IniConfig::kMaxConfigBytes + 65536);
-          break;
-        case Watch::Kind::kProbe:
-          if (probe_ && probe_->token == token && probe_->output)
-            readChildOutput(probe_->output, probe_->text, kMaxProbeOutput);
-          break;
-        case Watch::Kind::kState:
-          if (stateFd_) guard("synchronizer report", [&] { readSyncReport(); });
-          break;
-        case Watch::Kind::kAdmin:
-          break;
-      }
-    }
-    if (adminBegin < fds.size() && phase_ != Phase::kStopping &&
-        watches[adminBegin].token == adminEpoch_) {
-      std::vector<pollfd> adminFds(fds.begin() + static_cast<long>(adminBegin), fds.end());
-      guard("admin request", [&] { admin_.onPoll(adminFds, now); });
+    try {
+      loop_.runOnce(-1);  // every deadline is a timer on the loop
+    } catch (const std::exception& e) {
+      MOLT_LOG(kError) << "master loop: " << e.what();
     }
   }
   return exitCode_;
-}
-
-void MasterImpl::readChildOutput(Fd& fd, std::string& text, size_t limit) {
-  char buf[16384];
-  for (;;) {
-    ssize_t n = read(fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
-    if (n <= 0) {
-      fd.reset();
-      return;
-    }
-    if (text.size() < limit) text.append(buf, static_cast<size_t>(n));
-  }
 }
 
 void MasterImpl::guard(const char* what, const std::function<void()>& handler) {
@@ -568,8 +525,8 @@ void MasterImpl::onUnexpected(const char* what, const std::string& error) {
       return;
     }
     if (activeReload_ != ReloadKind::kNone && phase_ != Phase::kHandoff) {
-      if (checker_) signalChild(checker_->pid, SIGKILL);
-      if (validation_) signalChild(validation_->pid, SIGKILL);
+      if (checker_) checker_->task.kill();
+      if (validation_) validation_->task.kill();
       phase_ = Phase::kRunning;
       finishReload(activeReload_, "failed", std::string(what) + ": " + error, servingGeneration_);
     }
@@ -578,9 +535,17 @@ void MasterImpl::onUnexpected(const char* what, const std::string& error) {
   }
 }
 
-void MasterImpl::closeAdmin() {
-  admin_.closeAll();
-  ++adminEpoch_;
+std::function<void()> MasterImpl::guarded(const char* what, std::function<void()> handler) {
+  return [this, what, handler = std::move(handler)] { guard(what, handler); };
+}
+
+void MasterImpl::closeAdmin() { admin_.closeAll(); }
+
+// The admin endpoint serves the admin listeners the next generation will
+// have; called whenever that set changes, and before one of them closes.
+void MasterImpl::serveAdmin() {
+  admin_.setListeners(phase_ == Phase::kStopping ? std::vector<int>{}
+                                                 : listenerFds("admin", true));
 }
 
 void MasterImpl::startFresh(bool afterExec) {
@@ -592,7 +557,7 @@ void MasterImpl::startFresh(bool afterExec) {
   log::configure(config_->master.log);
   log::setIdentity("master", 0);
   applyMasterNice();
-  if (!startNote_.empty()) MOLT_LOG(kError) << startNote_;
+  if (!boot_.startNote.empty()) MOLT_LOG(kError) << boot_.startNote;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   if (!config_->master.pidFile.empty()) {
     std::ifstream in(config_->master.pidFile);
@@ -609,24 +574,13 @@ void MasterImpl::startFresh(bool afterExec) {
   if (afterExec) adoptOrphans();
   adoptInheritedListeners(true);
   bindMissingListeners(*config_, HeldListener::State::kActive);
+  serveAdmin();
   writePidFile();
   service_.applyCheck(*config_, "start", service_.runCheck(*config_, "start"));
+  armPeriodicProbe();
   MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
                   << " starting with " << config_->path;
   startGeneration(1, config_, ReloadKind::kNone);
-}
-
-std::string MasterImpl::checkHandoffFds(const HandoffEnv& env) const {
-  auto pipeEnd = [](int fd, int mode) {
-    struct stat st {};
-    int flags = fcntl(fd, F_GETFL);
-    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == mode;
-  };
-  if (!pipeEnd(env.notifyFd, O_WRONLY))
-    return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
-  if (!pipeEnd(env.stateFd, O_RDONLY))
-    return "state fd " + std::to_string(env.stateFd) + " is not the read end of a pipe";
-  return "";
 }
 
 // After an exec whose handoff could not be used, the previous image's
@@ -657,7 +611,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   if (env.pending == "hup") pending_ = ReloadKind::kHup;
   if (env.pending == "usr1") pending_ = ReloadKind::kSeamless;
   notifyFd_.reset(env.notifyFd);
-  stateFd_.reset(env.stateFd);
+  stateFd_.watch(Fd(env.stateFd), EPOLLIN);
   std::vector<std::string> notes;
   // Only our own children are ever signalled: a pid that is not one is
   // dropped here, and signalChild checks again when it acts.
@@ -727,7 +681,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
                   << servingGeneration_ << " keep serving until generation "
                   << lastGeneration_ + 1 << " is ready";
   phase_ = Phase::kHandoff;
-  if (!inheritedProblem_.empty() && failure.empty()) failure = inheritedProblem_;
+  if (!boot_.inheritedProblem.empty() && failure.empty()) failure = boot_.inheritedProblem;
   bool inherit = config_->master.listenerHandoff == ListenerHandoff::kInherit;
   try {
     adoptInheritedListeners(inherit || !failure.empty());
@@ -748,6 +702,8 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     handBack(e.what());
     return;
   }
+  serveAdmin();
+  armDrainKills();
   startGeneration(lastGeneration_ + 1, config_, ReloadKind::kSeamless);
 }
 
@@ -756,7 +712,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
 // the failure is visible in /status, the log and STATUS=.
 void MasterImpl::handBack(const std::string& reason) {
   lastGeneration_ += 1;
-  starting_ = StartingGeneration{lastGeneration_, config_, ReloadKind::kSeamless, 0};
+  starting_ = StartingGeneration{lastGeneration_, config_, ReloadKind::kSeamless};
   failStarting(reason);
 }
 
@@ -770,8 +726,13 @@ void MasterImpl::revertToPreviousConfig() {
   std::vector<std::string> wanted;
   for (const auto& a : config_->master.bind) wanted.push_back(resolvedKey(a));
   for (const auto& a : config_->master.adminBind) wanted.push_back(resolvedKey(a));
+  for (auto& h : listeners_)
+    if (std::find(wanted.begin(), wanted.end(), h.listener.key) == wanted.end())
+      h.state = HeldListener::State::kRemoving;
+  serveAdmin();  // before any of them closes
+  armPeriodicProbe();
   for (auto it = listeners_.begin(); it != listeners_.end();) {
-    if (std::find(wanted.begin(), wanted.end(), it->listener.key) != wanted.end()) {
+    if (it->state != HeldListener::State::kRemoving) {
       ++it;
       continue;
     }
@@ -793,7 +754,7 @@ bool MasterImpl::signalChild(pid_t pid, int sig) {
 }
 
 void MasterImpl::adoptInheritedListeners(bool keep) {
-  systemd::InheritedFds inherited = std::exchange(inherited_, systemd::InheritedFds{});
+  systemd::InheritedFds inherited = std::exchange(boot_.inherited, systemd::InheritedFds{});
   const int n = inherited.count;
   std::vector<std::pair<std::string, std::string>> wanted;  // key, role
   for (const auto& a : config_->master.bind) wanted.emplace_back(resolvedKey(a), "public");
@@ -924,8 +885,8 @@ std::vector<int> MasterImpl::listenerFds(const std::string& role, bool newSet) c
 void MasterImpl::startGeneration(uint64_t generation, std::shared_ptr<const LoadedConfig> config,
                                  ReloadKind kind) {
   lastGeneration_ = std::max(lastGeneration_, generation);
-  starting_ = StartingGeneration{generation, config, kind,
-                                 monotonicSeconds() + config->master.reloadTimeout};
+  starting_ = StartingGeneration{generation, config, kind};
+  startTimer_.arm(msAt(monotonicSeconds() + config->master.reloadTimeout));
   if (phase_ != Phase::kHandoff) phase_ = kind == ReloadKind::kNone ? Phase::kStarting : Phase::kReloading;
   try {
     for (int slot = 0; slot < config->master.workers; ++slot)
@@ -943,13 +904,27 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
   Fd writeEnd(pipeFds[1]);
   if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) throwSysError("O_NONBLOCK on a ready pipe");
   std::vector<int> publicFds = listenerFds("public", newSet);
+  const uint64_t token = nextToken_++;
+  auto& ready = readyPipes_
+                    .try_emplace(token, 0, loop_,
+                                 [this, token](uint32_t) {
+                                   guard("worker readiness", [this, token] { onReadyPipe(token); });
+                                 })
+                    .first->second;
+  try {
+    ready.fd.watch(std::move(readEnd), EPOLLIN);
+  } catch (...) {
+    readyPipes_.erase(token);
+    throw;
+  }
   log::flush();
-  pid_t pid = spawnChild("", [&]() -> int {
+  pid_t pid = 0;
+  try {
+    pid = spawnChild("", [&]() -> int {
     std::vector<int> keep = publicFds;
     keep.push_back(writeEnd.get());
     log::removeSinks();
-    readEnd.release();  // closed with the rest
-    closeAllFdsExcept(keep);
+    closeAllFdsExcept(keep);  // the ready pipe's read end too
     log::configure(config->master.log);
     log::setIdentity("worker", generation);
     unsetenv("NOTIFY_SOCKET");
@@ -965,14 +940,18 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     int code = service_.runWorker(context);
     log::flush();
     return code;
-  });
+    });
+  } catch (...) {
+    readyPipes_.erase(token);
+    throw;
+  }
+  ready.pid = pid;
   WorkerInfo info;
   info.pid = pid;
   info.generation = generation;
   info.slot = slot;
   info.startedAt = monotonicSeconds();
   registry_.add(info);
-  readyPipes_.emplace(nextToken_++, ReadyPipe{pid, std::move(readEnd)});
   MOLT_LOG(kDebug) << "started worker pid " << pid << " generation " << generation << " slot "
                    << slot;
   return pid;
@@ -986,63 +965,46 @@ void MasterImpl::startProbe(const std::string& trigger) {
   if (phase_ == Phase::kStopping || !config_) return;
   double now = monotonicSeconds();
   double interval = service_.checkInterval(*config_);
-  nextProbe_ = interval > 0 ? now + interval : 0;
-  int pipeFds[2];
-  if (pipe2(pipeFds, O_CLOEXEC) != 0) {
-    MOLT_LOG(kError) << "pipe for the " << trigger << " check: " << std::strerror(errno);
-    return;
-  }
-  Fd readEnd(pipeFds[0]);
-  Fd writeEnd(pipeFds[1]);
-  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
-    MOLT_LOG(kError) << "O_NONBLOCK for the " << trigger << " check: " << std::strerror(errno);
-    return;
-  }
+  if (interval > 0) probeTimer_.arm(msAt(now + interval));
+  else probeTimer_.cancel();
   auto config = config_;
-  log::flush();
   try {
-    pid_t pid = spawnChild("moltd-probe", [&]() -> int {
-      log::removeSinks();
-      readEnd.release();
-      closeAllFdsExcept({writeEnd.get()});
-      std::string result = service_.runCheck(*config, trigger);
-      size_t done = 0;
-      while (done < result.size()) {
-        ssize_t n = write(writeEnd.get(), result.data() + done, result.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return 1;
-        done += static_cast<size_t>(n);
-      }
-      return 0;
-    });
-    probe_.emplace();
-    probe_->pid = pid;
-    probe_->output = std::move(readEnd);
-    probe_->deadline = now + kProbeTimeout;
+    probe_.emplace(loop_, guarded("check deadline", [this] {
+                     // A process stuck on a hung mount may not die even of
+                     // SIGKILL: it is given up on at once (reaped whenever it
+                     // ends) so nothing waits for it.
+                     if (probe_ && phase_ != Phase::kStopping) onProbeExit(0);
+                   }));
+    probe_->task.start("moltd-probe", "the " + trigger + " check", kMaxProbeOutput,
+                       static_cast<int64_t>((now + kProbeTimeout) * 1000), [&](int out) -> int {
+                         closeAllFdsExcept({out});
+                         return writeAll(out, service_.runCheck(*config, trigger)) ? 0 : 1;
+                       });
     probe_->trigger = trigger;
     probe_->config = config;
-    probe_->token = nextToken_++;
   } catch (const std::exception& e) {
+    probe_.reset();
     MOLT_LOG(kError) << "cannot start the " << trigger << " check: " << e.what();
   }
 }
 
 void MasterImpl::onProbeExit(int status) {
-  Probe probe = std::move(*probe_);
+  auto outcome = probe_->task.timedOut() ? probe_->task.giveUp() : probe_->task.finish(status);
+  std::string trigger = probe_->trigger;
+  auto config = probe_->config;
   probe_.reset();
   if (phase_ == Phase::kStopping) return;
-  if (probe.output) readChildOutput(probe.output, probe.text, kMaxProbeOutput);
-  if (probe.timedOut) {
-    std::string what = "volume and flag checks (" + probe.trigger + ") did not finish within " +
+  if (outcome.timedOut) {
+    std::string what = "volume and flag checks (" + trigger + ") did not finish within " +
                        std::to_string(static_cast<int>(kProbeTimeout)) + "s; a mount may hang";
     MOLT_LOG(kWarning) << what;
     service_.checkFailed(what);
   } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::string what = "volume and flag checks (" + probe.trigger + ") " + describeWaitStatus(status);
+    std::string what = "volume and flag checks (" + trigger + ") " + describeWaitStatus(status);
     MOLT_LOG(kWarning) << what;
     service_.checkFailed(what);
   } else {
-    service_.applyCheck(*probe.config, probe.trigger, probe.text);
+    service_.applyCheck(*config, trigger, outcome.output);
   }
   if (!probePending_.empty()) startProbe(std::exchange(probePending_, ""));
 }
@@ -1071,6 +1033,7 @@ void MasterImpl::onReadyPipe(uint64_t token) {
 void MasterImpl::completeStarting() {
   StartingGeneration gen = *starting_;
   starting_.reset();
+  startTimer_.cancel();
   uint64_t previous = servingGeneration_;
   servingGeneration_ = gen.generation;
   log::setIdentity("master", servingGeneration_);
@@ -1107,6 +1070,7 @@ void MasterImpl::completeStarting() {
         it->state = HeldListener::State::kActive;
         ++it;
       }
+      serveAdmin();
       phase_ = Phase::kRunning;
       drainGeneration(previous, true);
       finishReload(ReloadKind::kHup, "ok", "", gen.generation);
@@ -1129,19 +1093,23 @@ void MasterImpl::completeStarting() {
                            << " is gone; draining the old generation from the master";
         closeHandoffState("synchronizer gone");
       } else {
-        stateDeadline_ = monotonicSeconds() + 10;
+        stateTimer_.arm(msAt(monotonicSeconds() + 10));
       }
       finishReload(ReloadKind::kSeamless, "ok", "", gen.generation);
       break;
     }
   }
   enforceDrainingLimit();
+  armDrainKills();
+  armPeriodicProbe();
+  respawnWaiting();
   processPending();
 }
 
 void MasterImpl::failStarting(const std::string& reason) {
   StartingGeneration gen = *starting_;
   starting_.reset();
+  startTimer_.cancel();
   double now = monotonicSeconds();
   // Workers of the failed generation may already accept and hold requests:
   // they drain like any old generation rather than being killed mid-request.
@@ -1151,6 +1119,7 @@ void MasterImpl::failStarting(const std::string& reason) {
     if (w.state == WorkerState::kReady) signalChild(w.pid, SIGTERM);
   double grace = (config_ ? config_->master.gracefulTimeout : gen.config->master.gracefulTimeout);
   registry_.startDraining(gen.generation, now, now + grace + 2);
+  armDrainKills();
   switch (gen.kind) {
     case ReloadKind::kNone:
       MOLT_LOG(kCritical) << "cannot start: " << reason;
@@ -1167,6 +1136,7 @@ void MasterImpl::failStarting(const std::string& reason) {
         spareListeners_.push_back(std::move(it->listener));
         it = listeners_.erase(it);
       }
+      serveAdmin();  // the spares stay open: no longer served here
       phase_ = Phase::kRunning;
       finishReload(ReloadKind::kHup, "failed", reason, servingGeneration_);
       break;
@@ -1180,10 +1150,12 @@ void MasterImpl::failStarting(const std::string& reason) {
       stateFd_.reset();
       handoffOldWorkers_.clear();
       phase_ = Phase::kRunning;
+      serveAdmin();
       finishReload(ReloadKind::kSeamless, "failed", reason, servingGeneration_);
       break;
     }
   }
+  respawnWaiting();
   processPending();
 }
 
@@ -1192,6 +1164,7 @@ void MasterImpl::drainGeneration(uint64_t generation, bool signal) {
   double now = monotonicSeconds();
   double killAt = now + config_->master.gracefulTimeout + 2;
   auto pids = registry_.startDraining(generation, now, killAt);
+  armDrainKills();
   if (signal)
     for (pid_t pid : pids) signalChild(pid, SIGTERM);
   if (!pids.empty())
@@ -1213,29 +1186,55 @@ void MasterImpl::enforceDrainingLimit() {
 
 bool MasterImpl::maintainsWorkers() const { return maintainsWorkersIn(phase_, servingGeneration_); }
 
-void MasterImpl::maintainWorkers(double now) {
-  if (!maintainsWorkers()) return;
-  auto missing = registry_.missingSlots(servingGeneration_, config_->master.workers);
-  // A respawn planned for a slot that is no longer missing (its generation
-  // was replaced meanwhile) is dropped: a deadline left in the past would
-  // keep the loop from ever sleeping.
-  for (auto it = respawnAt_.begin(); it != respawnAt_.end();)
-    it = std::find(missing.begin(), missing.end(), it->first) == missing.end()
-             ? respawnAt_.erase(it)
-             : std::next(it);
-  for (int slot : missing) {
-    auto it = respawnAt_.find(slot);
-    if (it == respawnAt_.end() || it->second > now) continue;
-    respawnAt_.erase(it);
-    try {
-      pid_t pid = spawnWorker(servingGeneration_, slot, config_, phase_ != Phase::kReloading);
-      MOLT_LOG(kInfo) << "respawned worker slot " << slot << " of generation "
-                      << servingGeneration_ << " as pid " << pid;
-    } catch (const std::exception& e) {
-      MOLT_LOG(kError) << "cannot respawn worker slot " << slot << ": " << e.what();
-      respawnAt_[slot] = now + 1;
-    }
+void MasterImpl::scheduleRespawn(int slot, double delaySeconds) {
+  respawnsWaiting_.erase(slot);
+  auto it = respawnTimers_.try_emplace(slot, loop_, guarded("respawn", [this, slot] {
+                                         respawnSlot(slot);
+                                       })).first;
+  it->second.arm(msAt(monotonicSeconds() + delaySeconds));
+}
+
+void MasterImpl::respawnSlot(int slot) {
+  if (!maintainsWorkers()) {
+    // A new image is starting: its end decides (respawnWaiting).
+    if (phase_ != Phase::kStopping) respawnsWaiting_.insert(slot);
+    return;
   }
+  // A slot no longer missing (its generation was replaced meanwhile) needs
+  // nothing.
+  auto missing = registry_.missingSlots(servingGeneration_, config_->master.workers);
+  if (std::find(missing.begin(), missing.end(), slot) == missing.end()) return;
+  try {
+    pid_t pid = spawnWorker(servingGeneration_, slot, config_, phase_ != Phase::kReloading);
+    MOLT_LOG(kInfo) << "respawned worker slot " << slot << " of generation "
+                    << servingGeneration_ << " as pid " << pid;
+  } catch (const std::exception& e) {
+    MOLT_LOG(kError) << "cannot respawn worker slot " << slot << ": " << e.what();
+    scheduleRespawn(slot, 1);
+  }
+}
+
+void MasterImpl::respawnWaiting() {
+  for (int slot : std::exchange(respawnsWaiting_, {})) respawnSlot(slot);
+}
+
+void MasterImpl::armDrainKills() {
+  auto next = registry_.nextKillAt();
+  if (next && phase_ != Phase::kStopping) drainKillTimer_.arm(msAt(*next));
+  else drainKillTimer_.cancel();
+}
+
+void MasterImpl::killOverdueDrains() {
+  if (phase_ == Phase::kStopping) return;  // the shutdown deadline rules
+  for (pid_t pid : registry_.overdue(monotonicSeconds())) {
+    auto* w = registry_.find(pid);
+    MOLT_LOG(kWarning) << "old worker pid " << pid << " of generation " << w->generation
+                       << " still running past graceful_timeout; killing it";
+    signalChild(pid, SIGKILL);
+    w->killAt = 0;
+    ++counters_.drainKills;
+  }
+  armDrainKills();
 }
 
 // ------------------------------------------------------------------ reloads
@@ -1271,81 +1270,61 @@ void MasterImpl::processPending() {
 }
 
 void MasterImpl::startValidation(ReloadKind kind) {
-  int pipeFds[2];
-  if (pipe2(pipeFds, O_CLOEXEC) != 0) {
-    finishReload(kind, "failed", std::string("pipe for validation: ") + std::strerror(errno),
-                 servingGeneration_);
-    return;
-  }
-  Fd readEnd(pipeFds[0]);
-  Fd writeEnd(pipeFds[1]);
-  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
-    finishReload(kind, "failed", std::string("O_NONBLOCK: ") + std::strerror(errno),
-                 servingGeneration_);
-    return;
-  }
-  log::flush();
-  pid_t pid = 0;
+  double limit = std::min(30.0, config_->master.reloadTimeout);
   try {
-    pid = spawnChild("moltd-validate", [&]() -> int {
-      log::removeSinks();
-      readEnd.release();
-      closeAllFdsExcept({writeEnd.get()});
-      std::string result;
-      try {
-        auto config = loadConfig(options_.configPath, service_);
-        result = "OK";
-        if (kind == ReloadKind::kSeamless) result += " " + resolveExecutable(options_.executable);
-        result += "\n" + encodeValidated(describeValidated(*config));
-      } catch (const std::exception& e) {
-        result = std::string("ERR\n") + e.what();
-      }
-      size_t done = 0;
-      while (done < result.size()) {
-        ssize_t n = write(writeEnd.get(), result.data() + done, result.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return 1;
-        done += static_cast<size_t>(n);
-      }
-      return 0;
-    });
+    validation_.emplace(loop_, guarded("configuration check deadline", [this] {
+                          if (validation_ && phase_ != Phase::kStopping) onValidationExit(0);
+                        }));
+    validation_->task.start(
+        "moltd-validate", "validation", kMaxValidationOutput,
+        static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
+          closeAllFdsExcept({out});
+          std::string result;
+          try {
+            auto config = loadConfig(options_.configPath, service_);
+            result = "OK";
+            if (kind == ReloadKind::kSeamless) result += " " + resolveExecutable(options_.executable);
+            result += "\n" + encodeValidated(describeValidated(*config));
+          } catch (const std::exception& e) {
+            result = std::string("ERR\n") + e.what();
+          }
+          return writeAll(out, result) ? 0 : 1;
+        });
   } catch (const std::exception& e) {
+    validation_.reset();
     finishReload(kind, "failed", e.what(), servingGeneration_);
     return;
   }
-  validation_.emplace();
-  validation_->pid = pid;
-  validation_->output = std::move(readEnd);
-  validation_->deadline = monotonicSeconds() + std::min(30.0, config_->master.reloadTimeout);
   validation_->kind = kind;
-  validation_->token = nextToken_++;
   phase_ = Phase::kValidating;
 }
 
 void MasterImpl::onValidationExit(int status) {
-  Validation v = std::move(*validation_);
+  ReloadKind kind = validation_->kind;
+  auto outcome =
+      validation_->task.timedOut() ? validation_->task.giveUp() : validation_->task.finish(status);
   validation_.reset();
   if (phase_ == Phase::kStopping) return;
-  if (v.output) readChildOutput(v.output, v.text, 2 * IniConfig::kMaxConfigBytes + 65536);
   phase_ = Phase::kRunning;
   auto refuse = [&](const std::string& reason) {
-    finishReload(v.kind, "refused", reason, servingGeneration_);
+    finishReload(kind, "refused", reason, servingGeneration_);
     processPending();
   };
-  if (v.timedOut) {
+  if (outcome.timedOut) {
     refuse("configuration check did not finish within " +
            std::to_string(static_cast<int>(std::min(30.0, config_->master.reloadTimeout))) +
            "s (a name lookup or a disk check hangs)");
     return;
   }
-  auto nl = v.text.find('\n');
-  std::string head = v.text.substr(0, nl);
+  const std::string& text = outcome.output;
+  auto nl = text.find('\n');
+  std::string head = text.substr(0, nl);
   if (nl == std::string::npos || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
       (head != "ERR" && head.rfind("OK", 0) != 0)) {
     refuse("configuration check " + describeWaitStatus(status) + " without a result");
     return;
   }
-  std::string body = v.text.substr(nl + 1);
+  std::string body = text.substr(nl + 1);
   if (head == "ERR") {
     refuse(body);
     return;
@@ -1358,7 +1337,7 @@ void MasterImpl::onValidationExit(int status) {
     return;
   }
   for (const auto& w : next->warnings) MOLT_LOG(kWarning) << w;
-  if (v.kind == ReloadKind::kHup) startHupReload(next);
+  if (kind == ReloadKind::kHup) startHupReload(next);
   else startSeamlessReload(next, head.size() > 3 ? head.substr(3) : options_.executable);
 }
 
@@ -1375,8 +1354,10 @@ void MasterImpl::startHupReload(std::shared_ptr<const LoadedConfig> next) {
     listeners_[i].state = HeldListener::State::kRemoving;
   try {
     bindMissingListeners(*next, HeldListener::State::kAdding);
+    serveAdmin();
   } catch (const std::exception& e) {
     for (auto& h : listeners_) h.state = HeldListener::State::kActive;
+    serveAdmin();
     finishReload(ReloadKind::kHup, "failed", e.what(), servingGeneration_);
     processPending();
     return;
@@ -1387,82 +1368,61 @@ void MasterImpl::startHupReload(std::shared_ptr<const LoadedConfig> next) {
 
 void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
                                      const std::string& executable) {
-  int pipeFds[2];
-  if (pipe2(pipeFds, O_CLOEXEC) != 0) {
-    finishReload(ReloadKind::kSeamless, "refused",
-                 std::string("pipe for the config check: ") + std::strerror(errno),
-                 servingGeneration_);
-    processPending();
-    return;
-  }
-  Fd readEnd(pipeFds[0]);
-  Fd writeEnd(pipeFds[1]);
-  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) {
-    finishReload(ReloadKind::kSeamless, "refused",
-                 std::string("O_NONBLOCK: ") + std::strerror(errno), servingGeneration_);
-    processPending();
-    return;
-  }
-  log::flush();
-  pid_t pid = 0;
+  double limit = std::min(30.0, next->master.reloadTimeout);
   try {
-    pid = spawnChild("moltd-check", [&]() -> int {
-      if (dup2(writeEnd.get(), STDOUT_FILENO) < 0 || dup2(writeEnd.get(), STDERR_FILENO) < 0)
-        return 126;
-      log::removeSinks();
-      readEnd.release();
-      closeAllFdsExcept({});
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      unsetenv("NOTIFY_SOCKET");
-      unsetenv("LISTEN_FDS");
-      unsetenv("LISTEN_PID");
-      unsetenv("LISTEN_FDNAMES");
-      std::vector<char*> args;
-      args.push_back(const_cast<char*>(executable.c_str()));
-      args.push_back(const_cast<char*>("--check-config"));
-      args.push_back(const_cast<char*>("--config"));
-      args.push_back(const_cast<char*>(options_.configPath.c_str()));
-      args.push_back(nullptr);
-      execv(executable.c_str(), args.data());
-      dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
-      return 127;
-    });
+    checker_.emplace(loop_);
+    checker_->task.start(
+        "moltd-check", "the config check", kMaxCheckerOutput,
+        static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
+          if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0) return 126;
+          closeAllFdsExcept({});
+          sigset_t none;
+          sigemptyset(&none);
+          sigprocmask(SIG_SETMASK, &none, nullptr);
+          unsetenv("NOTIFY_SOCKET");
+          unsetenv("LISTEN_FDS");
+          unsetenv("LISTEN_PID");
+          unsetenv("LISTEN_FDNAMES");
+          std::vector<char*> args;
+          args.push_back(const_cast<char*>(executable.c_str()));
+          args.push_back(const_cast<char*>("--check-config"));
+          args.push_back(const_cast<char*>("--config"));
+          args.push_back(const_cast<char*>(options_.configPath.c_str()));
+          args.push_back(nullptr);
+          execv(executable.c_str(), args.data());
+          dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
+          return 127;
+        });
   } catch (const std::exception& e) {
+    checker_.reset();
     finishReload(ReloadKind::kSeamless, "refused", std::string("config check: ") + e.what(),
                  servingGeneration_);
     processPending();
     return;
   }
-  writeEnd.reset();
-  checker_.emplace();
-  checker_->pid = pid;
-  checker_->token = nextToken_++;
-  checker_->output = std::move(readEnd);
-  checker_->deadline = monotonicSeconds() + std::min(30.0, next->master.reloadTimeout);
   checker_->config = next;
   checker_->executable = executable;
   phase_ = Phase::kPreflight;
 }
 
 void MasterImpl::onCheckerExit(int status) {
-  Checker checker = std::move(*checker_);
+  auto outcome = checker_->task.finish(status);
+  auto config = checker_->config;
+  std::string executable = checker_->executable;
   checker_.reset();
   if (phase_ == Phase::kStopping) return;
-  if (checker.output) readChildOutput(checker.output, checker.text, 8192);
   phase_ = Phase::kRunning;
-  if (checker.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::string output = checker.text;
+  if (outcome.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string output = outcome.output;
     while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
-    std::string reason = checker.executable + " --check-config " +
-                         (checker.timedOut ? "timed out" : describeWaitStatus(status)) +
+    std::string reason = executable + " --check-config " +
+                         (outcome.timedOut ? "timed out" : describeWaitStatus(status)) +
                          (output.empty() ? "" : ": " + output);
     finishReload(ReloadKind::kSeamless, "refused", reason, servingGeneration_);
     processPending();
     return;
   }
-  performExec(checker.config, checker.executable);
+  performExec(config, executable);
 }
 
 void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
@@ -1686,6 +1646,7 @@ void MasterImpl::readSyncReport() {
 
 void MasterImpl::closeHandoffState(const std::string& why) {
   stateFd_.reset();
+  stateTimer_.cancel();
   stateBuffer_.clear();
   if (!why.empty() && !handoffOldWorkers_.empty())
     MOLT_LOG(kWarning) << why << "; telling " << handoffOldWorkers_.size()
@@ -1743,15 +1704,15 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
         << (code >= 0 ? std::string(": ") + describeSyncExit(code) : "");
     return;
   }
-  if (validation_ && pid == validation_->pid) {
+  if (validation_ && pid == validation_->task.pid()) {
     onValidationExit(status);
     return;
   }
-  if (probe_ && pid == probe_->pid) {
+  if (probe_ && pid == probe_->task.pid()) {
     onProbeExit(status);
     return;
   }
-  if (checker_ && pid == checker_->pid) {
+  if (checker_ && pid == checker_->task.pid()) {
     onCheckerExit(status);
     return;
   }
@@ -1783,7 +1744,7 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
   bool quick = now - info->startedAt < kQuickExitSeconds;
   int failures = quick ? ++quickFailures_[info->slot] : (quickFailures_[info->slot] = 0);
   double delay = respawnDelay(failures);
-  respawnAt_[info->slot] = now + delay;
+  scheduleRespawn(info->slot, delay);
   MOLT_LOG(kWarning) << what << "; respawning slot " << info->slot << " in " << delay << "s";
 }
 
@@ -1791,121 +1752,81 @@ void MasterImpl::beginStop(bool graceful) {
   if (phase_ == Phase::kStopping && graceful) return;
   phase_ = Phase::kStopping;
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
-  if (checker_) signalChild(checker_->pid, SIGKILL);
-  if (validation_) signalChild(validation_->pid, SIGKILL);
-  if (probe_) signalChild(probe_->pid, SIGKILL);
+  if (checker_) checker_->task.kill();
+  if (validation_) validation_->task.kill();
+  if (probe_) probe_->task.kill();
   if (notifyFd_) {  // a handover in progress: let the synchronizer go
     std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }
     notifyFd_.reset();
   }
   stateFd_.reset();
+  stateTimer_.cancel();
   handoffOldWorkers_.clear();
+  startTimer_.cancel();
+  drainKillTimer_.cancel();
+  probeTimer_.cancel();
+  for (auto& [slot, timer] : respawnTimers_) timer.cancel();
+  respawnsWaiting_.clear();
   double now = monotonicSeconds();
   double grace = config_ ? config_->master.gracefulTimeout : 0;
   for (const auto& w : registry_.all()) signalChild(w.pid, graceful ? SIGTERM : SIGKILL);
   registry_.startDraining(servingGeneration_, now, now + grace + 2);
   if (starting_) registry_.startDraining(starting_->generation, now, now + grace + 2);
   starting_.reset();
+  closeAdmin();
+  serveAdmin();        // no listener: stopping
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
   spareListeners_.clear();
-  closeAdmin();
   readyPipes_.clear();
-  stopDeadline_ = now + (graceful ? grace + 2 : 2);
+  stopTimer_.arm(msAt(now + (graceful ? grace + 2 : 2)));
 }
 
 void MasterImpl::killEverything() {
   for (const auto& w : registry_.all()) signalChild(w.pid, SIGKILL);
   if (syncPid_) signalChild(syncPid_, SIGKILL);
-  if (checker_) signalChild(checker_->pid, SIGKILL);
-  if (validation_) signalChild(validation_->pid, SIGKILL);
+  if (checker_) checker_->task.kill();
+  if (validation_) validation_->task.kill();
   beginStop(false);
 }
 
-void MasterImpl::runTimers(double now) {
-  if (phase_ == Phase::kStopping) {
-    if (registry_.size() == 0 && !syncPid_ && !checker_ && !validation_ && !probe_) {
-      for (const auto& h : listeners_)
-        if (h.listener.address.kind == ListenAddress::Kind::kUnix)
-          unlink(h.listener.address.path.c_str());
-      if (config_)
-        for (const auto& a : config_->master.bind)
-          if (a.kind == ListenAddress::Kind::kUnix) unlink(a.path.c_str());
-      removePidFile();
-      MOLT_LOG(kInfo) << "master pid " << pid_ << " stopped";
-      log::flush();
-      finished_ = true;
-      return;
-    }
-    if (now >= stopDeadline_) {
-      for (const auto& w : registry_.all()) {
-        MOLT_LOG(kWarning) << "worker pid " << w.pid << " still running at the shutdown deadline; killing it";
-        signalChild(w.pid, SIGKILL);
-      }
-      if (syncPid_) signalChild(syncPid_, SIGKILL);
-      stopDeadline_ = now + 1;
-    }
-    return;
-  }
-  if (starting_ && now >= starting_->deadline) {
-    failStarting("generation " + std::to_string(starting_->generation) + " not ready within " +
-                 std::to_string(starting_->config->master.reloadTimeout) + "s (reload_timeout)");
-  }
-  if (checker_ && now >= checker_->deadline && !checker_->timedOut) {
-    checker_->timedOut = true;
-    signalChild(checker_->pid, SIGKILL);
-  }
-  if (validation_ && now >= validation_->deadline && !validation_->timedOut) {
-    validation_->timedOut = true;
-    signalChild(validation_->pid, SIGKILL);
-    onValidationExit(0);
-  }
-  if (stateFd_ && now >= stateDeadline_ && stateDeadline_ > 0)
-    closeHandoffState("no report from the synchronizer in time");
-  for (pid_t pid : registry_.overdue(now)) {
-    auto* w = registry_.find(pid);
-    MOLT_LOG(kWarning) << "old worker pid " << pid << " of generation " << w->generation
-                       << " still running past graceful_timeout; killing it";
-    signalChild(pid, SIGKILL);
-    w->killAt = 0;
-    ++counters_.drainKills;
-  }
-  admin_.expire(now);
-  maintainWorkers(now);
-  if (probe_ && now >= probe_->deadline && !probe_->timedOut) {
-    // A process stuck on a hung mount may not die even of SIGKILL: it is
-    // given up on at once (reaped whenever it ends) so nothing waits for it.
-    probe_->timedOut = true;
-    signalChild(probe_->pid, SIGKILL);
-    onProbeExit(0);
-  }
-  double interval = service_.checkInterval(*config_);
-  if (interval > 0 && nextProbe_ == 0) nextProbe_ = now + interval;
-  if (interval > 0 && now >= nextProbe_ && !probe_) startProbe("poll");
+void MasterImpl::checkStopped() {
+  if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_) return;
+  for (const auto& h : listeners_)
+    if (h.listener.address.kind == ListenAddress::Kind::kUnix)
+      unlink(h.listener.address.path.c_str());
+  if (config_)
+    for (const auto& a : config_->master.bind)
+      if (a.kind == ListenAddress::Kind::kUnix) unlink(a.path.c_str());
+  removePidFile();
+  MOLT_LOG(kInfo) << "master pid " << pid_ << " stopped";
+  log::flush();
+  finished_ = true;
 }
 
-double MasterImpl::nextWake(double now) const {
-  // Only deadlines that runTimers acts on in the current phase count: one
-  // that is due but not acted on would make every poll return at once.
-  double next = now + 1;
-  auto consider = [&](double t) {
-    if (t > 0) next = std::min(next, std::max(t, now));
-  };
-  if (phase_ == Phase::kStopping) {
-    consider(stopDeadline_);
-    return next;
+void MasterImpl::onStopDeadline() {
+  if (phase_ != Phase::kStopping) return;
+  for (const auto& w : registry_.all()) {
+    MOLT_LOG(kWarning) << "worker pid " << w.pid
+                       << " still running at the shutdown deadline; killing it";
+    signalChild(w.pid, SIGKILL);
   }
-  if (starting_) consider(starting_->deadline);
-  if (checker_ && !checker_->timedOut) consider(checker_->deadline);
-  if (validation_ && !validation_->timedOut) consider(validation_->deadline);
-  if (stateFd_) consider(stateDeadline_);
-  if (auto k = registry_.nextKillAt()) consider(*k);
-  if (maintainsWorkers())
-    for (const auto& [slot, t] : respawnAt_) consider(t);
-  if (auto a = admin_.nextDeadline()) consider(*a);
-  if (probe_ && !probe_->timedOut) consider(probe_->deadline);
-  if (!probe_ && service_.checkInterval(*config_) > 0) consider(nextProbe_);
-  return next;
+  if (syncPid_) signalChild(syncPid_, SIGKILL);
+  stopTimer_.arm(loop_.nowMs() + 1000);
+}
+
+void MasterImpl::onStartDeadline() {
+  if (!starting_ || phase_ == Phase::kStopping) return;
+  failStarting("generation " + std::to_string(starting_->generation) + " not ready within " +
+               std::to_string(starting_->config->master.reloadTimeout) + "s (reload_timeout)");
+}
+
+// Periodic checks run every checkInterval seconds of the configuration in
+// force; started by the first, and moved by every check that starts.
+void MasterImpl::armPeriodicProbe() {
+  double interval = config_ ? service_.checkInterval(*config_) : 0;
+  if (interval <= 0) probeTimer_.cancel();
+  else if (!probeTimer_.armed() && !probe_) probeTimer_.arm(msAt(monotonicSeconds() + interval));
 }
 
 // -------------------------------------------------------------------- admin
@@ -2031,7 +1952,9 @@ std::string MasterImpl::metricsText() {
 }  // namespace
 
 int runMaster(Service& service, const MasterOptions& options) {
-  MasterImpl master(service, options);
+  blockHandledSignals();
+  setProcessName("moltd-master");
+  MasterImpl master(service, options, readBoot());
   return master.run();
 }
 

@@ -1,16 +1,17 @@
-// A small HTTP/1.1 endpoint the single-threaded master serves from its poll
+// A small HTTP/1.1 endpoint the single-threaded master serves from its event
 // loop: one request per connection, Connection: close, bounded sizes and time.
 // No threads, so the master can still fork safely.
 #pragma once
 
-#include <poll.h>
-
+#include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "reload/event_loop.h"
 #include "reload/fd.h"
 
 namespace reload {
@@ -32,35 +33,49 @@ struct AdminResponse {
 class AdminServer {
  public:
   using Handler = std::function<AdminResponse(const AdminRequest&)>;
-  explicit AdminServer(Handler handler) : handler_(std::move(handler)) {}
+  AdminServer(EventLoop& loop, Handler handler);
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+  ~AdminServer();
 
-  // Adds this server's descriptors to a poll set; `listeners` are the admin
-  // listening sockets (owned by the caller).
-  void addPollFds(const std::vector<int>& listeners, std::vector<pollfd>& fds) const;
-  // Handles whatever poll reported for our descriptors.
-  void onPoll(const std::vector<pollfd>& fds, double now);
-  // Closes connections past their deadline.
-  void expire(double now);
-  // The earliest deadline of an open connection.
-  std::optional<double> nextDeadline() const;
-  void closeAll() { conns_.clear(); }
+  // Serves exactly these listening sockets (owned by the caller). Must be
+  // called before one of them is closed: the loop watches them.
+  void setListeners(const std::vector<int>& listeners);
+  // Closes every connection (also from within a request's handler).
+  void closeAll();
+  size_t connections() const { return conns_.size(); }
 
  private:
-  struct Conn {
+  struct Conn : EventHandler {
+    AdminServer* server = nullptr;
     Fd fd;
     std::string in;
     std::string out;
     size_t written = 0;
-    double deadline = 0;
+    int64_t deadlineMs = 0;
+    void onEvents(uint32_t events) override;
   };
-  void acceptFrom(int listener, double now);
+  struct Listening : EventHandler {
+    AdminServer* server = nullptr;
+    int fd = -1;
+    void onEvents(uint32_t) override { server->acceptFrom(fd); }
+  };
+  void acceptFrom(int listener);
+  void onConn(Conn& conn);
+  void closeConn(int fd);
   // Returns false when the connection is finished.
   bool readFrom(Conn& conn);
   bool writeTo(Conn& conn);
   std::optional<std::string> tryRespond(const std::string& in);
+  void expire();
+  void armExpiry();
 
+  EventLoop& loop_;
   Handler handler_;
-  std::map<int, Conn> conns_;
+  std::map<int, std::unique_ptr<Listening>> listeners_;
+  std::map<int, std::unique_ptr<Conn>> conns_;
+  FunctionTimer expiry_;
+  uint64_t closings_ = 0;  // changes whenever closeAll() runs
 };
 
 std::string httpReason(int status);
