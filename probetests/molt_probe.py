@@ -553,3 +553,43 @@ def temp_files(volume):
 
 def md5(data):
     return hashlib.md5(data).hexdigest()
+
+
+SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
+
+
+def take_fd(pid, fd):
+    """A copy of descriptor `fd` of process `pid` (pidfd_open + pidfd_getfd;
+    needs ptrace rights over `pid`, which root has)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if copy < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "pidfd_getfd(%d, %d): %s" % (pid, fd, os.strerror(err)))
+        return copy
+    finally:
+        os.close(pidfd)
+
+
+def listening_socket_of(pid, port):
+    """A copy of the TCP socket `pid` listens on at 127.0.0.1:`port`, as a
+    socket object."""
+    for name in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                continue
+            copy = take_fd(pid, int(name))
+        except OSError:
+            continue  # closed meanwhile
+        sock = socket.socket(fileno=copy)
+        try:
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            if listening and sock.family == socket.AF_INET and sock.getsockname()[1] == port:
+                return sock
+        except OSError:
+            pass
+        sock.close()
+    raise AssertionError("pid %d holds no socket listening on port %d" % (pid, port))

@@ -1,6 +1,7 @@
 """Probe tests: no typo, reload or fault takes the master down, and an idle
 master stays idle."""
 import errno
+import http.client
 import os
 import re
 import signal
@@ -9,7 +10,8 @@ import subprocess
 import time
 import unittest
 
-from molt_probe import MOLTD, Load, Moltd, children_of, comm, free_port, wait_for
+from molt_probe import (MOLTD, Load, Moltd, children_of, comm, free_port, listening_socket_of,
+                        wait_for)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
@@ -523,6 +525,60 @@ class AcceptErrors(unittest.TestCase):
 
     def test_permission_denied_by_a_filter_is_retried(self):
         self.check(errno.EPERM, "Operation not permitted")
+
+
+def public_listeners(status):
+    return {l["address"]: l["listening"] for l in status["listeners"] if l["role"] == "public"}
+
+
+def public_metric_lines(server, name):
+    conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return sorted(line for line in text.splitlines()
+                  if line.startswith(name + "{") and 'role="public"' in line)
+
+
+class ListenerGone(unittest.TestCase):
+    def test_a_listener_that_stops_listening_shows_in_status_and_metrics(self):
+        server = Moltd(self, workers=2)
+        gone, kept = server.port, free_port()
+        gone_name, kept_name = "127.0.0.1:%d" % gone, "127.0.0.1:%d" % kept
+        server.write_config(bind="%s, %s" % (gone_name, kept_name))
+        st = server.start().status()
+        self.assertEqual(public_listeners(st), {gone_name: True, kept_name: True})
+        self.assertEqual(public_metric_lines(server, "moltd_listener_listening"), sorted(
+            'moltd_listener_listening{address="%s",role="public"} 1' % a
+            for a in (gone_name, kept_name)))
+        workers = [w["pid"] for w in st["workers"]]
+        # The master's own copy of the listener, taken from it: the master,
+        # the workers and this copy share one socket. Shut down for reading,
+        # a listening TCP socket stops listening (Linux disconnects it), for
+        # every holder at once, as if another holder had done it.
+        sock = listening_socket_of(server.pid, gone)
+        sock.shutdown(socket.SHUT_RD)
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 0)
+        sock.close()
+        server.wait_workers_logged(workers, "stopped listening")
+        st = server.wait_status(lambda st: public_listeners(st)[gone_name] is False,
+                                "the listener to show as not listening")
+        self.assertEqual(public_listeners(st), {gone_name: False, kept_name: True})
+        self.assertEqual(public_metric_lines(server, "moltd_listener_listening"), sorted([
+            'moltd_listener_listening{address="%s",role="public"} 0' % gone_name,
+            'moltd_listener_listening{address="%s",role="public"} 1' % kept_name]))
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", gone), timeout=5).close()
+        for _ in range(20):
+            conn = http.client.HTTPConnection("127.0.0.1", kept, timeout=10)
+            try:
+                conn.request("GET", "/healthcheck")
+                self.assertEqual(conn.getresponse().status, 200)
+            finally:
+                conn.close()
+        self.assertEqual(server.status()["worker_restarts"], 0)
 
 
 class IdleMaster(unittest.TestCase):

@@ -99,13 +99,17 @@ Fd bindListener(const ListenAddress& address, bool refuseShared, int backlog) {
   return bindTcp(address, reinterpret_cast<const sockaddr*>(&addr), len, backlog);
 }
 
+bool stillListening(int fd) {
+  int accepting = 0;
+  socklen_t len = sizeof accepting;
+  return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && accepting != 0;
+}
+
 std::string listeningSocketKey(int fd) {
   int type = 0;
-  int accepting = 0;
   socklen_t len = sizeof type;
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) return "";
-  len = sizeof accepting;
-  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting) return "";
+  if (!stillListening(fd)) return "";
   sockaddr_storage addr{};
   socklen_t addrLen = sizeof addr;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addrLen) != 0) return "";

@@ -54,6 +54,20 @@ void addWarnings(LoadedConfig& config, const IniConfig& ini) {
     config.warnings.push_back(ini.path() + ": " + key + ": unknown key, ignored");
 }
 
+// A label value as the Prometheus text format wants it.
+std::string prometheusLabel(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
 std::string hexOf(const std::string& bytes) {
   static const char* digits = "0123456789abcdef";
   std::string out;
@@ -1893,6 +1907,9 @@ std::string MasterImpl::statusJson() {
     JsonObject o;
     o.add("address", h.listener.address.toString());
     o.add("role", h.listener.role);
+    // Another holder of the socket (a worker, a process it was passed to)
+    // may have shut it down; then nobody can accept on it any more.
+    o.add("listening", stillListening(h.listener.fd.get()));
     listeners.push(o);
   }
   s.raw("listeners", listeners.str());
@@ -1939,6 +1956,13 @@ std::string MasterImpl::metricsText() {
         static_cast<double>(draining));
   gauge("moltd_uptime_seconds", "Seconds since the master first started.",
         static_cast<double>(time(nullptr) - startedEpoch_));
+  m << "# HELP moltd_listener_listening Whether a listening socket the master holds still "
+       "listens (1) or was shut down by one of its holders (0).\n"
+       "# TYPE moltd_listener_listening gauge\n";
+  for (const auto& h : listeners_)
+    m << "moltd_listener_listening{address=\"" << prometheusLabel(h.listener.address.toString())
+      << "\",role=\"" << prometheusLabel(h.listener.role) << "\"} "
+      << (stillListening(h.listener.fd.get()) ? 1 : 0) << "\n";
   counter("moltd_reloads_total", "Reloads that completed.", counters_.reloadsOk);
   counter("moltd_reloads_failed_total", "Reloads refused or failed.", counters_.reloadsFailed);
   counter("moltd_worker_restarts_total", "Workers respawned after an unexpected exit.",

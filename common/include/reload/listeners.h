@@ -31,6 +31,11 @@ Fd bindListener(const ListenAddress& address, bool refuseShared = true, int back
 // listening stream socket.
 std::string listeningSocketKey(int fd);
 
+// Whether `fd` is a socket that still listens. Cheap and non-blocking
+// (getsockopt SO_ACCEPTCONN): a listening socket shut down by any of the
+// processes sharing it no longer does.
+bool stillListening(int fd);
+
 // What has to change to go from the listeners we hold to the configured ones.
 struct ListenerPlan {
   std::vector<size_t> keep;     // indexes into `current` that stay
