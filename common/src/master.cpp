@@ -28,7 +28,7 @@
 #include "reload/log.h"
 #include "reload/notify.h"
 #include "reload/process.h"
-#include "reload/reload_policy.h"
+#include "reload/reload_state.h"
 #include "reload/signals.h"
 #include "reload/synchronizer.h"
 #include "reload/systemd.h"
@@ -248,12 +248,6 @@ struct HeldListener {
   State state = State::kActive;
 };
 
-struct StartingGeneration {
-  uint64_t generation = 0;
-  std::shared_ptr<const LoadedConfig> config;
-  ReloadKind kind = ReloadKind::kNone;  // kNone: first start
-};
-
 // What the process found when it started, read before it opens a
 // descriptor of its own (so that nothing it opens is taken for an
 // inherited socket).
@@ -336,8 +330,7 @@ class MasterImpl {
   void removePidFile();
 
   // Generations
-  void startGeneration(uint64_t generation, std::shared_ptr<const LoadedConfig> config,
-                       ReloadKind kind);
+  void startGeneration(std::shared_ptr<const LoadedConfig> config, ReloadKind kind);
   pid_t spawnWorker(uint64_t generation, int slot, std::shared_ptr<const LoadedConfig> config,
                     bool newSet);
   void completeStarting();
@@ -397,7 +390,7 @@ class MasterImpl {
   // this loop, so it is declared first and destroyed last.
   EventLoop loop_;
   pid_t pid_ = getpid();
-  Phase phase_ = Phase::kStarting;
+  ReloadState state_;
   std::shared_ptr<const LoadedConfig> config_;
   std::vector<HeldListener> listeners_;
   // Listeners a failed reload bound. Workers of that generation may hold
@@ -407,7 +400,7 @@ class MasterImpl {
   std::vector<Listener> spareListeners_;
   WorkerRegistry registry_;
   std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
-  std::optional<StartingGeneration> starting_;
+  std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
   std::optional<Checker> checker_;
   std::optional<Validation> validation_;
   std::optional<Probe> probe_;
@@ -416,10 +409,6 @@ class MasterImpl {
                               if (config_ && service_.checkInterval(*config_) > 0) startProbe("poll");
                             })};
   uint64_t nextToken_ = 1;
-  uint64_t lastGeneration_ = 0;
-  uint64_t servingGeneration_ = 0;
-  ReloadKind pending_ = ReloadKind::kNone;
-  ReloadKind activeReload_ = ReloadKind::kNone;
   int64_t reloadStartedUs_ = 0;
   std::optional<ReloadRecord> lastReload_;
   HandoffCounters counters_;
@@ -509,7 +498,7 @@ int MasterImpl::run() {
   }
   reapChildren();  // exits that happened while the image was being replaced
   for (;;) {
-    if (phase_ == Phase::kStopping) guard("shutdown", [this] { checkStopped(); });
+    if (state_.phase() == Phase::kStopping) guard("shutdown", [this] { checkStopped(); });
     if (finished_) break;
     try {
       loop_.runOnce(-1);  // every deadline is a timer on the loop
@@ -533,16 +522,16 @@ void MasterImpl::guard(const char* what, const std::function<void()>& handler) {
 void MasterImpl::onUnexpected(const char* what, const std::string& error) {
   MOLT_LOG(kError) << "unexpected error in " << what << ": " << error;
   try {
-    if (phase_ == Phase::kStopping) return;
-    if (starting_) {
+    if (state_.phase() == Phase::kStopping) return;
+    if (state_.starting()) {
       failStarting(std::string(what) + ": " + error);
       return;
     }
-    if (activeReload_ != ReloadKind::kNone && phase_ != Phase::kHandoff) {
+    if (state_.abandonActiveReload()) {
       if (checker_) checker_->task.kill();
       if (validation_) validation_->task.kill();
-      phase_ = Phase::kRunning;
-      finishReload(activeReload_, "failed", std::string(what) + ": " + error, servingGeneration_);
+      finishReload(state_.active(), "failed", std::string(what) + ": " + error,
+                   state_.servingGeneration());
     }
   } catch (const std::exception& e) {
     MOLT_LOG(kError) << "while recovering: " << e.what();
@@ -558,7 +547,7 @@ void MasterImpl::closeAdmin() { admin_.closeAll(); }
 // The admin endpoint serves the admin listeners the next generation will
 // have; called whenever that set changes, and before one of them closes.
 void MasterImpl::serveAdmin() {
-  admin_.setListeners(phase_ == Phase::kStopping ? std::vector<int>{}
+  admin_.setListeners(state_.phase() == Phase::kStopping ? std::vector<int>{}
                                                  : listenerFds("admin", true));
 }
 
@@ -594,7 +583,7 @@ void MasterImpl::startFresh(bool afterExec) {
   armPeriodicProbe();
   MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
                   << " starting with " << config_->path;
-  startGeneration(1, config_, ReloadKind::kNone);
+  startGeneration(config_, ReloadKind::kNone);
 }
 
 // After an exec whose handoff could not be used, the previous image's
@@ -615,15 +604,10 @@ void MasterImpl::adoptOrphans() {
 }
 
 void MasterImpl::startFromHandoff(const HandoffEnv& env) {
-  lastGeneration_ = env.lastGeneration;
-  servingGeneration_ = env.servingGeneration;
   startedEpoch_ = env.startedEpoch;
   workerNice_ = env.workerNice;
   counters_ = env.counters;
   reloadStartedUs_ = env.reloadStartedUs;
-  activeReload_ = ReloadKind::kSeamless;
-  if (env.pending == "hup") pending_ = ReloadKind::kHup;
-  if (env.pending == "usr1") pending_ = ReloadKind::kSeamless;
   notifyFd_.reset(env.notifyFd);
   stateFd_.watch(Fd(env.stateFd), EPOLLIN);
   std::vector<std::string> notes;
@@ -685,16 +669,19 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     throw std::runtime_error(failure);
   }
   log::configure(config_->master.log);
-  log::setIdentity("master", servingGeneration_);
+  log::setIdentity("master", env.servingGeneration);
   applyMasterNice();
   for (const auto& n : notes) MOLT_LOG(kWarning) << "handoff: " << n;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   MOLT_LOG(kInfo) << "re-exec'ed master pid " << pid_ << " version " << service_.version()
                   << " took over from synchronizer pid " << syncPid_ << "; "
                   << handoffOldWorkers_.size() << " old workers of generation "
-                  << servingGeneration_ << " keep serving until generation "
-                  << lastGeneration_ + 1 << " is ready";
-  phase_ = Phase::kHandoff;
+                  << env.servingGeneration << " keep serving until generation "
+                  << env.lastGeneration + 1 << " is ready";
+  state_.adoptHandoff(env.lastGeneration, env.servingGeneration,
+                      env.pending == "hup"    ? ReloadKind::kHup
+                      : env.pending == "usr1" ? ReloadKind::kSeamless
+                                              : ReloadKind::kNone);
   if (!boot_.inheritedProblem.empty() && failure.empty()) failure = boot_.inheritedProblem;
   bool inherit = config_->master.listenerHandoff == ListenerHandoff::kInherit;
   try {
@@ -718,15 +705,15 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   }
   serveAdmin();
   armDrainKills();
-  startGeneration(lastGeneration_ + 1, config_, ReloadKind::kSeamless);
+  startGeneration(config_, ReloadKind::kSeamless);
 }
 
 // Every failure of a new image before it is ready ends here: the old
 // generation keeps serving under this master, the synchronizer is told, and
 // the failure is visible in /status, the log and STATUS=.
 void MasterImpl::handBack(const std::string& reason) {
-  lastGeneration_ += 1;
-  starting_ = StartingGeneration{lastGeneration_, config_, ReloadKind::kSeamless};
+  state_.beginGeneration(ReloadKind::kSeamless);
+  startingConfig_ = config_;
   failStarting(reason);
 }
 
@@ -896,12 +883,10 @@ std::vector<int> MasterImpl::listenerFds(const std::string& role, bool newSet) c
   return fds;
 }
 
-void MasterImpl::startGeneration(uint64_t generation, std::shared_ptr<const LoadedConfig> config,
-                                 ReloadKind kind) {
-  lastGeneration_ = std::max(lastGeneration_, generation);
-  starting_ = StartingGeneration{generation, config, kind};
+void MasterImpl::startGeneration(std::shared_ptr<const LoadedConfig> config, ReloadKind kind) {
+  uint64_t generation = state_.beginGeneration(kind);
+  startingConfig_ = config;
   startTimer_.arm(msAt(monotonicSeconds() + config->master.reloadTimeout));
-  if (phase_ != Phase::kHandoff) phase_ = kind == ReloadKind::kNone ? Phase::kStarting : Phase::kReloading;
   try {
     for (int slot = 0; slot < config->master.workers; ++slot)
       spawnWorker(generation, slot, config, true);
@@ -976,7 +961,7 @@ void MasterImpl::startProbe(const std::string& trigger) {
     probePending_ = trigger;
     return;
   }
-  if (phase_ == Phase::kStopping || !config_) return;
+  if (state_.phase() == Phase::kStopping || !config_) return;
   double now = monotonicSeconds();
   double interval = service_.checkInterval(*config_);
   if (interval > 0) probeTimer_.arm(msAt(now + interval));
@@ -987,7 +972,7 @@ void MasterImpl::startProbe(const std::string& trigger) {
                      // A process stuck on a hung mount may not die even of
                      // SIGKILL: it is given up on at once (reaped whenever it
                      // ends) so nothing waits for it.
-                     if (probe_ && phase_ != Phase::kStopping) onProbeExit(0);
+                     if (probe_ && state_.phase() != Phase::kStopping) onProbeExit(0);
                    }));
     probe_->task.start("moltd-probe", "the " + trigger + " check", kMaxProbeOutput,
                        static_cast<int64_t>((now + kProbeTimeout) * 1000), [&](int out) -> int {
@@ -1007,7 +992,7 @@ void MasterImpl::onProbeExit(int status) {
   std::string trigger = probe_->trigger;
   auto config = probe_->config;
   probe_.reset();
-  if (phase_ == Phase::kStopping) return;
+  if (state_.phase() == Phase::kStopping) return;
   if (outcome.timedOut) {
     std::string what = "volume and flag checks (" + trigger + ") did not finish within " +
                        std::to_string(static_cast<int>(kProbeTimeout)) + "s; a mount may hang";
@@ -1037,25 +1022,24 @@ void MasterImpl::onReadyPipe(uint64_t token) {
       return;
     }
     registry_.markReady(pid);
-    if (starting_ && registry_.readyCount(starting_->generation) >=
-                         static_cast<size_t>(starting_->config->master.workers))
+    if (state_.starting() && registry_.readyCount(state_.starting()->generation) >=
+                                 static_cast<size_t>(startingConfig_->master.workers))
       completeStarting();
   }
   // EOF without the byte: the worker died; its exit status says why.
 }
 
 void MasterImpl::completeStarting() {
-  StartingGeneration gen = *starting_;
-  starting_.reset();
+  auto ended = state_.completeStart();
+  const auto& gen = ended.started;
+  auto config = std::exchange(startingConfig_, nullptr);
   startTimer_.cancel();
-  uint64_t previous = servingGeneration_;
-  servingGeneration_ = gen.generation;
-  log::setIdentity("master", servingGeneration_);
+  uint64_t previous = ended.previousServing;
+  log::setIdentity("master", gen.generation);
   switch (gen.kind) {
     case ReloadKind::kNone:
-      phase_ = Phase::kRunning;
       MOLT_LOG(kInfo) << "serving generation " << gen.generation << " with "
-                      << gen.config->master.workers << " workers";
+                      << config->master.workers << " workers";
       for (pid_t pid : std::exchange(orphans_, {})) {
         if (!signalChild(pid, SIGTERM)) continue;
         WorkerInfo info;
@@ -1068,7 +1052,7 @@ void MasterImpl::completeStarting() {
       notify::ready("serving generation " + std::to_string(gen.generation));
       break;
     case ReloadKind::kHup: {
-      config_ = gen.config;
+      config_ = config;
       log::configure(config_->master.log);
       spareListeners_.clear();
       applyMasterNice();
@@ -1085,13 +1069,11 @@ void MasterImpl::completeStarting() {
         ++it;
       }
       serveAdmin();
-      phase_ = Phase::kRunning;
       drainGeneration(previous, true);
       finishReload(ReloadKind::kHup, "ok", "", gen.generation);
       break;
     }
     case ReloadKind::kSeamless: {
-      phase_ = Phase::kRunning;
       drainGeneration(previous, false);
       for (const auto& path : droppedUnixPaths_) {
         MOLT_LOG(kInfo) << "removing unix:" << path << ": no longer configured";
@@ -1121,8 +1103,9 @@ void MasterImpl::completeStarting() {
 }
 
 void MasterImpl::failStarting(const std::string& reason) {
-  StartingGeneration gen = *starting_;
-  starting_.reset();
+  auto ended = state_.failStart();
+  const auto& gen = ended.started;
+  auto config = std::exchange(startingConfig_, nullptr);
   startTimer_.cancel();
   double now = monotonicSeconds();
   // Workers of the failed generation may already accept and hold requests:
@@ -1131,7 +1114,7 @@ void MasterImpl::failStarting(const std::string& reason) {
   // it is never stopped half-way through its start.
   for (const auto& w : registry_.ofGeneration(gen.generation))
     if (w.state == WorkerState::kReady) signalChild(w.pid, SIGTERM);
-  double grace = (config_ ? config_->master.gracefulTimeout : gen.config->master.gracefulTimeout);
+  double grace = (config_ ? config_ : config)->master.gracefulTimeout;
   registry_.startDraining(gen.generation, now, now + grace + 2);
   armDrainKills();
   switch (gen.kind) {
@@ -1151,8 +1134,7 @@ void MasterImpl::failStarting(const std::string& reason) {
         it = listeners_.erase(it);
       }
       serveAdmin();  // the spares stay open: no longer served here
-      phase_ = Phase::kRunning;
-      finishReload(ReloadKind::kHup, "failed", reason, servingGeneration_);
+      finishReload(ReloadKind::kHup, "failed", reason, state_.servingGeneration());
       break;
     case ReloadKind::kSeamless: {
       revertToPreviousConfig();
@@ -1163,9 +1145,8 @@ void MasterImpl::failStarting(const std::string& reason) {
       notifyFd_.reset();
       stateFd_.reset();
       handoffOldWorkers_.clear();
-      phase_ = Phase::kRunning;
       serveAdmin();
-      finishReload(ReloadKind::kSeamless, "failed", reason, servingGeneration_);
+      finishReload(ReloadKind::kSeamless, "failed", reason, state_.servingGeneration());
       break;
     }
   }
@@ -1198,7 +1179,7 @@ void MasterImpl::enforceDrainingLimit() {
   }
 }
 
-bool MasterImpl::maintainsWorkers() const { return maintainsWorkersIn(phase_, servingGeneration_); }
+bool MasterImpl::maintainsWorkers() const { return state_.maintainsWorkers(); }
 
 void MasterImpl::scheduleRespawn(int slot, double delaySeconds) {
   respawnsWaiting_.erase(slot);
@@ -1211,17 +1192,17 @@ void MasterImpl::scheduleRespawn(int slot, double delaySeconds) {
 void MasterImpl::respawnSlot(int slot) {
   if (!maintainsWorkers()) {
     // A new image is starting: its end decides (respawnWaiting).
-    if (phase_ != Phase::kStopping) respawnsWaiting_.insert(slot);
+    if (state_.phase() != Phase::kStopping) respawnsWaiting_.insert(slot);
     return;
   }
   // A slot no longer missing (its generation was replaced meanwhile) needs
   // nothing.
-  auto missing = registry_.missingSlots(servingGeneration_, config_->master.workers);
+  auto missing = registry_.missingSlots(state_.servingGeneration(), config_->master.workers);
   if (std::find(missing.begin(), missing.end(), slot) == missing.end()) return;
   try {
-    pid_t pid = spawnWorker(servingGeneration_, slot, config_, phase_ != Phase::kReloading);
+    pid_t pid = spawnWorker(state_.servingGeneration(), slot, config_, state_.phase() != Phase::kReloading);
     MOLT_LOG(kInfo) << "respawned worker slot " << slot << " of generation "
-                    << servingGeneration_ << " as pid " << pid;
+                    << state_.servingGeneration() << " as pid " << pid;
   } catch (const std::exception& e) {
     MOLT_LOG(kError) << "cannot respawn worker slot " << slot << ": " << e.what();
     scheduleRespawn(slot, 1);
@@ -1234,12 +1215,12 @@ void MasterImpl::respawnWaiting() {
 
 void MasterImpl::armDrainKills() {
   auto next = registry_.nextKillAt();
-  if (next && phase_ != Phase::kStopping) drainKillTimer_.arm(msAt(*next));
+  if (next && state_.phase() != Phase::kStopping) drainKillTimer_.arm(msAt(*next));
   else drainKillTimer_.cancel();
 }
 
 void MasterImpl::killOverdueDrains() {
-  if (phase_ == Phase::kStopping) return;  // the shutdown deadline rules
+  if (state_.phase() == Phase::kStopping) return;  // the shutdown deadline rules
   for (pid_t pid : registry_.overdue(monotonicSeconds())) {
     auto* w = registry_.find(pid);
     MOLT_LOG(kWarning) << "old worker pid " << pid << " of generation " << w->generation
@@ -1254,8 +1235,7 @@ void MasterImpl::killOverdueDrains() {
 // ------------------------------------------------------------------ reloads
 
 void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
-  auto decision = decideReload(phase_, static_cast<bool>(stateFd_), pending_, kind);
-  pending_ = decision.pending;
+  auto decision = state_.request(kind, static_cast<bool>(stateFd_));
   switch (decision.action) {
     case ReloadDecision::Action::kIgnore:
       MOLT_LOG(kInfo) << "ignoring " << reloadKindName(kind) << " from " << source
@@ -1263,14 +1243,13 @@ void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
       return;
     case ReloadDecision::Action::kQueue:
       MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source << " while "
-                      << phaseName(phase_) << "; queued";
+                      << phaseName(state_.phase()) << "; queued";
       return;
     case ReloadDecision::Action::kStart:
       break;
   }
   MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source;
   reloadStartedUs_ = monotonicMicros();
-  activeReload_ = kind;
   notify::reloading(kind == ReloadKind::kHup
                         ? "reloading configuration"
                         : "seamless reload: checking the new binary and configuration");
@@ -1278,16 +1257,15 @@ void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
 }
 
 void MasterImpl::processPending() {
-  if (!pendingMayStart(phase_, static_cast<bool>(stateFd_), pending_)) return;
-  ReloadKind kind = std::exchange(pending_, ReloadKind::kNone);
-  requestReload(kind, "queue");
+  ReloadKind kind = state_.takePending(static_cast<bool>(stateFd_));
+  if (kind != ReloadKind::kNone) requestReload(kind, "queue");
 }
 
 void MasterImpl::startValidation(ReloadKind kind) {
   double limit = std::min(30.0, config_->master.reloadTimeout);
   try {
     validation_.emplace(loop_, guarded("configuration check deadline", [this] {
-                          if (validation_ && phase_ != Phase::kStopping) onValidationExit(0);
+                          if (validation_ && state_.phase() != Phase::kStopping) onValidationExit(0);
                         }));
     validation_->task.start(
         "moltd-validate", "validation", kMaxValidationOutput,
@@ -1306,11 +1284,11 @@ void MasterImpl::startValidation(ReloadKind kind) {
         });
   } catch (const std::exception& e) {
     validation_.reset();
-    finishReload(kind, "failed", e.what(), servingGeneration_);
+    finishReload(kind, "failed", e.what(), state_.servingGeneration());
     return;
   }
   validation_->kind = kind;
-  phase_ = Phase::kValidating;
+  state_.beginValidation();
 }
 
 void MasterImpl::onValidationExit(int status) {
@@ -1318,10 +1296,10 @@ void MasterImpl::onValidationExit(int status) {
   auto outcome =
       validation_->task.timedOut() ? validation_->task.giveUp() : validation_->task.finish(status);
   validation_.reset();
-  if (phase_ == Phase::kStopping) return;
-  phase_ = Phase::kRunning;
+  if (state_.phase() == Phase::kStopping) return;
+  state_.endCheck();
   auto refuse = [&](const std::string& reason) {
-    finishReload(kind, "refused", reason, servingGeneration_);
+    finishReload(kind, "refused", reason, state_.servingGeneration());
     processPending();
   };
   if (outcome.timedOut) {
@@ -1372,11 +1350,11 @@ void MasterImpl::startHupReload(std::shared_ptr<const LoadedConfig> next) {
   } catch (const std::exception& e) {
     for (auto& h : listeners_) h.state = HeldListener::State::kActive;
     serveAdmin();
-    finishReload(ReloadKind::kHup, "failed", e.what(), servingGeneration_);
+    finishReload(ReloadKind::kHup, "failed", e.what(), state_.servingGeneration());
     processPending();
     return;
   }
-  startGeneration(lastGeneration_ + 1, next, ReloadKind::kHup);
+  startGeneration(next, ReloadKind::kHup);
   startProbe("reload");
 }
 
@@ -1410,13 +1388,13 @@ void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
   } catch (const std::exception& e) {
     checker_.reset();
     finishReload(ReloadKind::kSeamless, "refused", std::string("config check: ") + e.what(),
-                 servingGeneration_);
+                 state_.servingGeneration());
     processPending();
     return;
   }
   checker_->config = next;
   checker_->executable = executable;
-  phase_ = Phase::kPreflight;
+  state_.beginPreflight();
 }
 
 void MasterImpl::onCheckerExit(int status) {
@@ -1424,15 +1402,15 @@ void MasterImpl::onCheckerExit(int status) {
   auto config = checker_->config;
   std::string executable = checker_->executable;
   checker_.reset();
-  if (phase_ == Phase::kStopping) return;
-  phase_ = Phase::kRunning;
+  if (state_.phase() == Phase::kStopping) return;
+  state_.endCheck();
   if (outcome.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string output = outcome.output;
     while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
     std::string reason = executable + " --check-config " +
                          (outcome.timedOut ? "timed out" : describeWaitStatus(status)) +
                          (output.empty() ? "" : ": " + output);
-    finishReload(ReloadKind::kSeamless, "refused", reason, servingGeneration_);
+    finishReload(ReloadKind::kSeamless, "refused", reason, state_.servingGeneration());
     processPending();
     return;
   }
@@ -1446,13 +1424,13 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   int statePipe[2];
   if (pipe2(notifyPipe, O_CLOEXEC) != 0) {
     finishReload(ReloadKind::kSeamless, "failed", std::string("pipe: ") + std::strerror(errno),
-                 servingGeneration_);
+                 state_.servingGeneration());
     return;
   }
   Fd notifyRead(notifyPipe[0]), notifyWrite(notifyPipe[1]);
   if (pipe2(statePipe, O_CLOEXEC) != 0) {
     finishReload(ReloadKind::kSeamless, "failed", std::string("pipe: ") + std::strerror(errno),
-                 servingGeneration_);
+                 state_.servingGeneration());
     return;
   }
   Fd stateRead(statePipe[0]), stateWrite(statePipe[1]);
@@ -1485,7 +1463,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
       log::removeSinks();
       closeAllFdsExcept(keep);
       log::configure(config_->master.log);
-      log::setIdentity("sync", servingGeneration_);
+      log::setIdentity("sync", state_.servingGeneration());
       SyncParams params;
       params.notifyFd = notifyRead.release();
       params.stateFd = stateWrite.release();
@@ -1500,7 +1478,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     });
   } catch (const std::exception& e) {
     finishReload(ReloadKind::kSeamless, "failed", std::string("synchronizer: ") + e.what(),
-                 servingGeneration_);
+                 state_.servingGeneration());
     processPending();
     return;
   }
@@ -1517,7 +1495,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   if (!notifyPassed || !statePassed || !countersPassed) {
     syncPid_ = sync;
     finishReload(ReloadKind::kSeamless, "failed",
-                 std::string("dup for the handoff: ") + std::strerror(errno), servingGeneration_);
+                 std::string("dup for the handoff: ") + std::strerror(errno), state_.servingGeneration());
     return;  // the synchronizer sees EOF and leaves everything alone
   }
   notifyWrite.reset();
@@ -1527,11 +1505,13 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   env.stateFd = statePassed.get();
   env.countersFd = countersPassed.get();
   env.syncPid = sync;
-  env.lastGeneration = lastGeneration_;
-  env.servingGeneration = servingGeneration_;
+  env.lastGeneration = state_.lastGeneration();
+  env.servingGeneration = state_.servingGeneration();
   env.startedEpoch = startedEpoch_;
   env.reloadStartedUs = reloadStartedUs_;
-  env.pending = pending_ == ReloadKind::kHup ? "hup" : pending_ == ReloadKind::kSeamless ? "usr1" : "";
+  env.pending = state_.pending() == ReloadKind::kHup        ? "hup"
+                : state_.pending() == ReloadKind::kSeamless ? "usr1"
+                                                            : "";
   env.workerNice = workerNice_;
   env.counters = counters_;
   for (const auto& w : registry_.all()) {
@@ -1552,7 +1532,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   } catch (const std::exception& e) {
     syncPid_ = sync;
     finishReload(ReloadKind::kSeamless, "failed", std::string("handoff: ") + e.what(),
-                 servingGeneration_);
+                 state_.servingGeneration());
     processPending();
     return;  // the synchronizer sees EOF and leaves everything alone
   }
@@ -1601,7 +1581,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   countersPassed.reset();
   handoffPassed.reset();
   syncPid_ = sync;
-  finishReload(ReloadKind::kSeamless, "failed", failure, servingGeneration_);
+  finishReload(ReloadKind::kSeamless, "failed", failure, state_.servingGeneration());
 }
 
 void MasterImpl::finishReload(ReloadKind kind, const std::string& result,
@@ -1614,7 +1594,7 @@ void MasterImpl::finishReload(ReloadKind kind, const std::string& result,
   record.finishedEpoch = time(nullptr);
   record.generation = generation;
   lastReload_ = record;
-  activeReload_ = ReloadKind::kNone;
+  state_.finishReload();
   if (result == "ok") {
     ++counters_.reloadsOk;
     MOLT_LOG(kInfo) << record.kind << " done: generation " << generation << " serving after "
@@ -1684,7 +1664,7 @@ void MasterImpl::onSignal(const signalfd_siginfo& info) {
     case SIGUSR1: requestReload(ReloadKind::kSeamless, "SIGUSR1 (" + source + ")"); break;
     case SIGUSR2:
       startProbe("signal");
-      for (const auto& w : registry_.ofGeneration(servingGeneration_)) signalChild(w.pid, SIGUSR2);
+      for (const auto& w : registry_.ofGeneration(state_.servingGeneration())) signalChild(w.pid, SIGUSR2);
       break;
     case SIGTERM:
       MOLT_LOG(kInfo) << "SIGTERM (" << source << "): graceful shutdown";
@@ -1737,10 +1717,7 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
     MOLT_LOG(kDebug) << "reaped unknown child pid " << pid << ": " << describeWaitStatus(status);
     return;
   }
-  std::optional<uint64_t> starting;
-  if (starting_) starting = starting_->generation;
-  auto action = decideWorkerExit(phase_, info->state == WorkerState::kDraining, info->generation,
-                                 servingGeneration_, starting);
+  auto action = state_.workerExit(info->state == WorkerState::kDraining, info->generation);
   if (info->state == WorkerState::kDraining) {
     MOLT_LOG(kInfo) << "old worker pid " << pid << " of generation " << info->generation << " "
                     << describeWaitStatus(status);
@@ -1763,8 +1740,9 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
 }
 
 void MasterImpl::beginStop(bool graceful) {
-  if (phase_ == Phase::kStopping && graceful) return;
-  phase_ = Phase::kStopping;
+  if (state_.phase() == Phase::kStopping && graceful) return;
+  auto starting = state_.starting();
+  state_.stop();
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
   if (checker_) checker_->task.kill();
   if (validation_) validation_->task.kill();
@@ -1785,9 +1763,9 @@ void MasterImpl::beginStop(bool graceful) {
   double now = monotonicSeconds();
   double grace = config_ ? config_->master.gracefulTimeout : 0;
   for (const auto& w : registry_.all()) signalChild(w.pid, graceful ? SIGTERM : SIGKILL);
-  registry_.startDraining(servingGeneration_, now, now + grace + 2);
-  if (starting_) registry_.startDraining(starting_->generation, now, now + grace + 2);
-  starting_.reset();
+  registry_.startDraining(state_.servingGeneration(), now, now + grace + 2);
+  if (starting) registry_.startDraining(starting->generation, now, now + grace + 2);
+  startingConfig_.reset();
   closeAdmin();
   serveAdmin();        // no listener: stopping
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
@@ -1819,7 +1797,7 @@ void MasterImpl::checkStopped() {
 }
 
 void MasterImpl::onStopDeadline() {
-  if (phase_ != Phase::kStopping) return;
+  if (state_.phase() != Phase::kStopping) return;
   for (const auto& w : registry_.all()) {
     MOLT_LOG(kWarning) << "worker pid " << w.pid
                        << " still running at the shutdown deadline; killing it";
@@ -1830,9 +1808,10 @@ void MasterImpl::onStopDeadline() {
 }
 
 void MasterImpl::onStartDeadline() {
-  if (!starting_ || phase_ == Phase::kStopping) return;
-  failStarting("generation " + std::to_string(starting_->generation) + " not ready within " +
-               std::to_string(starting_->config->master.reloadTimeout) + "s (reload_timeout)");
+  if (!state_.starting() || state_.phase() == Phase::kStopping) return;
+  failStarting("generation " + std::to_string(state_.starting()->generation) +
+               " not ready within " + std::to_string(startingConfig_->master.reloadTimeout) +
+               "s (reload_timeout)");
 }
 
 // Periodic checks run every checkInterval seconds of the configuration in
@@ -1880,8 +1859,8 @@ std::string MasterImpl::statusJson() {
   s.add("service", "moltd");
   s.add("version", service_.version());
   s.add("pid", static_cast<int64_t>(pid_));
-  s.add("state", phaseName(phase_));
-  s.add("generation", servingGeneration_);
+  s.add("state", phaseName(state_.phase()));
+  s.add("generation", state_.servingGeneration());
   s.add("config", config_->path);
   s.add("config_digest", config_->digest);
   s.add("started_at", startedEpoch_);
@@ -1919,8 +1898,8 @@ std::string MasterImpl::statusJson() {
   s.add("reloads_failed", counters_.reloadsFailed);
   s.add("worker_restarts", counters_.workerRestarts);
   s.add("drain_kills", counters_.drainKills);
-  s.add("reload_in_progress", reloadKindName(activeReload_));
-  s.add("pending_reload", reloadKindName(pending_));
+  s.add("reload_in_progress", reloadKindName(state_.active()));
+  s.add("pending_reload", reloadKindName(state_.pending()));
   if (lastReload_) {
     JsonObject r;
     r.add("kind", lastReload_->kind);
@@ -1949,7 +1928,7 @@ std::string MasterImpl::metricsText() {
   };
   size_t draining = registry_.draining().size();
   gauge("moltd_generation", "Generation of the workers now serving.",
-        static_cast<double>(servingGeneration_));
+        static_cast<double>(state_.servingGeneration()));
   gauge("moltd_workers", "Workers of the serving generation.",
         static_cast<double>(registry_.size() - draining));
   gauge("moltd_draining_workers", "Old workers still finishing their requests.",
