@@ -23,6 +23,7 @@
 
 #include "reload/child_task.h"
 #include "reload/event_loop.h"
+#include "reload/exec_handoff.h"
 #include "reload/handoff.h"
 #include "reload/listeners.h"
 #include "reload/log.h"
@@ -448,36 +449,14 @@ class MasterImpl {
 
 // ---------------------------------------------------------------- start-up
 
-std::string checkHandoffFds(const HandoffEnv& env) {
-  auto pipeEnd = [](int fd, int mode) {
-    struct stat st {};
-    int flags = fcntl(fd, F_GETFL);
-    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == mode;
-  };
-  if (!pipeEnd(env.notifyFd, O_WRONLY))
-    return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
-  if (!pipeEnd(env.stateFd, O_RDONLY))
-    return "state fd " + std::to_string(env.stateFd) + " is not the read end of a pipe";
-  return "";
-}
-
 Boot readBoot() {
   Boot boot;
-  // The environment is input: a handoff is used only if it decodes, every
-  // number in it is in range and its descriptors are what they claim to be.
-  boot.afterExec = getenv("MOLT_HANDOFF") != nullptr;
-  std::string untrusted;
-  try {
-    boot.handoff = readHandoff([](const char* name) { return getenv(name); });
-    if (boot.handoff) untrusted = checkHandoffFds(*boot.handoff);
-  } catch (const std::exception& e) {
-    untrusted = e.what();
-  }
-  for (const auto& name : handoffEnvNames()) unsetenv(name.c_str());
-  unsetenv("MOLT_HANDOFF_FD");
-  if (!untrusted.empty()) {
-    boot.handoff.reset();
-    boot.startNote = "ignoring the handoff in the environment (" + untrusted + "); starting fresh";
+  InheritedHandoff inherited = takeInheritedHandoff();
+  boot.afterExec = inherited.afterExec;
+  boot.handoff = std::move(inherited.handoff);
+  if (!inherited.untrusted.empty()) {
+    boot.startNote =
+        "ignoring the handoff in the environment (" + inherited.untrusted + "); starting fresh";
     MOLT_LOG(kError) << boot.startNote;
   }
   try {
@@ -1485,25 +1464,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   notifyRead.reset();
   stateWrite.reset();
 
-  // LISTEN_FDS puts the listeners at 3 and up; whatever else the new image
-  // gets is first moved above that range, so the layout cannot displace it.
-  const int above = 3 + static_cast<int>(passedListeners.size());
-  auto lift = [above](int fd) { return Fd(fcntl(fd, F_DUPFD_CLOEXEC, above)); };
-  Fd notifyPassed = lift(notifyWrite.get());
-  Fd statePassed = lift(stateRead.get());
-  Fd countersPassed = lift(counters_shared_->fd());
-  if (!notifyPassed || !statePassed || !countersPassed) {
-    syncPid_ = sync;
-    finishReload(ReloadKind::kSeamless, "failed",
-                 std::string("dup for the handoff: ") + std::strerror(errno), state_.servingGeneration());
-    return;  // the synchronizer sees EOF and leaves everything alone
-  }
-  notifyWrite.reset();
-  stateRead.reset();
   HandoffEnv env;
-  env.notifyFd = notifyPassed.get();
-  env.stateFd = statePassed.get();
-  env.countersFd = countersPassed.get();
   env.syncPid = sync;
   env.lastGeneration = state_.lastGeneration();
   env.servingGeneration = state_.servingGeneration();
@@ -1524,11 +1485,10 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     env.children.push_back(c);
   }
   env.previousConfig = encodeValidated(describeValidated(*config_));
-  Fd handoffPassed;
+  std::optional<ExecLayout> layout;
   try {
-    Fd memfd(writeHandoffMemfd(encodeHandoffText(env)));
-    handoffPassed = lift(memfd.get());
-    if (!handoffPassed) throwSysError("dup the handoff memfd");
+    layout.emplace(std::move(env), notifyWrite.get(), stateRead.get(), counters_shared_->fd(),
+                   passedListeners, roles);
   } catch (const std::exception& e) {
     syncPid_ = sync;
     finishReload(ReloadKind::kSeamless, "failed", std::string("handoff: ") + e.what(),
@@ -1536,29 +1496,14 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     processPending();
     return;  // the synchronizer sees EOF and leaves everything alone
   }
-  EnvPairs pairs{{"MOLT_HANDOFF", std::to_string(kHandoffMemfdVersion)},
-                 {"MOLT_HANDOFF_FD", std::to_string(handoffPassed.get())}};
-  std::vector<int> passed{notifyPassed.get(), statePassed.get(), countersPassed.get(),
-                          handoffPassed.get()};
-  std::optional<FdLayout> layout;
+  notifyWrite.reset();
+  stateRead.reset();
   std::string failure;
   // Admin connections go first: once the listeners sit at 3 and up, closing
   // a connection by its old fd number could close a listener.
   closeAdmin();
   try {
-    if (!passedListeners.empty()) {
-      layout.emplace(passedListeners);
-      std::string names;
-      for (size_t i = 0; i < roles.size(); ++i) {
-        names += (i ? ":" : "") + roles[i];
-        passed.push_back(3 + static_cast<int>(i));
-      }
-      setenv("LISTEN_FDS", std::to_string(passedListeners.size()).c_str(), 1);
-      setenv("LISTEN_PID", std::to_string(pid_).c_str(), 1);
-      setenv("LISTEN_FDNAMES", names.c_str(), 1);
-    }
-    for (const auto& [name, value] : pairs) setenv(name.c_str(), value.c_str(), 1);
-    setCloseOnExecExcept(passed);
+    layout->apply(pid_);
     MOLT_LOG(kInfo) << "re-executing " << executable << " in pid " << pid_
                     << "; synchronizer pid " << sync << " holds the old listeners";
     log::flush();
@@ -1571,15 +1516,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     failure = e.what();
   }
   // Still the old image: put everything back and go on serving.
-  if (layout) layout->undo();
-  for (const auto& [name, value] : pairs) unsetenv(name.c_str());
-  unsetenv("LISTEN_FDS");
-  unsetenv("LISTEN_PID");
-  unsetenv("LISTEN_FDNAMES");
-  notifyPassed.reset();  // the synchronizer sees EOF and leaves everything alone
-  statePassed.reset();
-  countersPassed.reset();
-  handoffPassed.reset();
+  layout.reset();
   syncPid_ = sync;
   finishReload(ReloadKind::kSeamless, "failed", failure, state_.servingGeneration());
 }

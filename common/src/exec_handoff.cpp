@@ -1,0 +1,102 @@
+#include "reload/exec_handoff.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "reload/sys_error.h"
+
+namespace reload {
+
+namespace {
+
+const char* const kLayoutVariables[] = {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+                                        "MOLT_HANDOFF", "MOLT_HANDOFF_FD"};
+
+Fd copyAbove(int fd, int lowest, const char* what) {
+  Fd copy(fcntl(fd, F_DUPFD_CLOEXEC, lowest));
+  if (!copy) throwSysError(std::string("dup the ") + what + " for the handoff");
+  return copy;
+}
+
+}  // namespace
+
+ExecLayout::ExecLayout(HandoffEnv env, int notifyFd, int stateFd, int countersFd,
+                       std::vector<int> listeners, std::vector<std::string> names)
+    : env_(std::move(env)), listeners_(std::move(listeners)), names_(std::move(names)) {
+  const int above = 3 + static_cast<int>(listeners_.size());
+  notify_ = copyAbove(notifyFd, above, "notify pipe");
+  state_ = copyAbove(stateFd, above, "state pipe");
+  counters_ = copyAbove(countersFd, above, "counters");
+  env_.notifyFd = notify_.get();
+  env_.stateFd = state_.get();
+  env_.countersFd = counters_.get();
+  Fd memfd(writeHandoffMemfd(encodeHandoffText(env_)));
+  memfd_ = copyAbove(memfd.get(), above, "handoff memfd");
+}
+
+void ExecLayout::apply(pid_t pid) {
+  applied_ = true;
+  if (!listeners_.empty()) {
+    layout_.emplace(listeners_);
+    std::string names;
+    for (size_t i = 0; i < names_.size(); ++i) names += (i ? ":" : "") + names_[i];
+    setenv("LISTEN_FDS", std::to_string(listeners_.size()).c_str(), 1);
+    setenv("LISTEN_PID", std::to_string(pid).c_str(), 1);
+    setenv("LISTEN_FDNAMES", names.c_str(), 1);
+  }
+  setenv("MOLT_HANDOFF", std::to_string(kHandoffMemfdVersion).c_str(), 1);
+  setenv("MOLT_HANDOFF_FD", std::to_string(memfd_.get()).c_str(), 1);
+  setCloseOnExecExcept(passedFds());
+}
+
+std::vector<int> ExecLayout::passedFds() const {
+  std::vector<int> fds{notify_.get(), state_.get(), counters_.get(), memfd_.get()};
+  for (size_t i = 0; layout_ && i < listeners_.size(); ++i) fds.push_back(3 + static_cast<int>(i));
+  return fds;
+}
+
+void ExecLayout::undo() noexcept {
+  if (layout_) layout_->undo();
+  layout_.reset();
+  if (applied_)
+    for (const char* name : kLayoutVariables) unsetenv(name);
+  applied_ = false;
+  // The synchronizer sees EOF on the notify pipe and leaves everything alone.
+  notify_.reset();
+  state_.reset();
+  counters_.reset();
+  memfd_.reset();
+}
+
+std::string checkHandoffFds(const HandoffEnv& env) {
+  auto pipeEnd = [](int fd, int mode) {
+    struct stat st {};
+    int flags = fcntl(fd, F_GETFL);
+    return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == mode;
+  };
+  if (!pipeEnd(env.notifyFd, O_WRONLY))
+    return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
+  if (!pipeEnd(env.stateFd, O_RDONLY))
+    return "state fd " + std::to_string(env.stateFd) + " is not the read end of a pipe";
+  return "";
+}
+
+InheritedHandoff takeInheritedHandoff() {
+  InheritedHandoff inherited;
+  // The environment is input: a handoff is used only if it decodes, every
+  // number in it is in range and its descriptors are what they claim to be.
+  inherited.afterExec = getenv("MOLT_HANDOFF") != nullptr;
+  try {
+    inherited.handoff = readHandoff([](const char* name) { return getenv(name); });
+    if (inherited.handoff) inherited.untrusted = checkHandoffFds(*inherited.handoff);
+  } catch (const std::exception& e) {
+    inherited.untrusted = e.what();
+  }
+  for (const auto& name : handoffEnvNames()) unsetenv(name.c_str());
+  unsetenv("MOLT_HANDOFF_FD");
+  if (!inherited.untrusted.empty()) inherited.handoff.reset();
+  return inherited;
+}
+
+}  // namespace reload
