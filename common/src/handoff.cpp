@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "reload/fd.h"
+#include "reload/process.h"
 #include "reload/sys_error.h"
 
 namespace reload {
@@ -279,13 +280,7 @@ HandoffEnv decodeHandoffText(const std::string& text) {
 int writeHandoffMemfd(const std::string& text) {
   Fd fd(memfd_create("moltd-handoff", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) throwSysError("memfd_create for the handoff");
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = write(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throwSysError("write the handoff memfd");
-    done += static_cast<size_t>(n);
-  }
+  if (!writeAll(fd.get(), text)) throwSysError("write the handoff memfd");
   if (fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
     throwSysError("seal the handoff memfd");
   return fd.release();

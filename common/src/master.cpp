@@ -25,6 +25,7 @@
 #include "reload/event_loop.h"
 #include "reload/exec_handoff.h"
 #include "reload/handoff.h"
+#include "reload/listener_set.h"
 #include "reload/listeners.h"
 #include "reload/log.h"
 #include "reload/notify.h"
@@ -243,12 +244,6 @@ std::string resolveExecutable(const std::string& executable) {
 
 namespace {
 
-struct HeldListener {
-  enum class State { kActive, kAdding, kRemoving };
-  Listener listener;
-  State state = State::kActive;
-};
-
 // What the process found when it started, read before it opens a
 // descriptor of its own (so that nothing it opens is taken for an
 // inherited socket).
@@ -324,8 +319,7 @@ class MasterImpl {
   void revertToPreviousConfig();
   bool signalChild(pid_t pid, int sig);
   void adoptInheritedListeners(bool keep);
-  void bindMissingListeners(const LoadedConfig& config, HeldListener::State state,
-                            bool refuseShared = true);
+  std::vector<WantedListener> wantedListeners(const LoadedConfig& config) const;
   void writePidFile();
   void applyMasterNice();
   void removePidFile();
@@ -393,12 +387,7 @@ class MasterImpl {
   pid_t pid_ = getpid();
   ReloadState state_;
   std::shared_ptr<const LoadedConfig> config_;
-  std::vector<HeldListener> listeners_;
-  // Listeners a failed reload bound. Workers of that generation may hold
-  // them while they drain, so the address looks taken; a later reload that
-  // wants it takes the socket from here. Closed by the next reload that
-  // succeeds.
-  std::vector<Listener> spareListeners_;
+  ListenerSet listeners_{systemBinder()};
   WorkerRegistry registry_;
   std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
   std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
@@ -555,7 +544,7 @@ void MasterImpl::startFresh(bool afterExec) {
   }
   if (afterExec) adoptOrphans();
   adoptInheritedListeners(true);
-  bindMissingListeners(*config_, HeldListener::State::kActive);
+  listeners_.bindMissing(wantedListeners(*config_), true);
   serveAdmin();
   writePidFile();
   service_.applyCheck(*config_, "start", service_.runCheck(*config_, "start"));
@@ -677,7 +666,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     startProbe("reload");
     // In rebind mode the old image's sockets still accept on these
     // addresses, by design.
-    bindMissingListeners(*config_, HeldListener::State::kActive, inherit);
+    listeners_.bindMissing(wantedListeners(*config_), inherit);
   } catch (const std::exception& e) {
     handBack(e.what());
     return;
@@ -703,25 +692,12 @@ void MasterImpl::revertToPreviousConfig() {
   config_ = previousConfig_;
   log::configure(config_->master.log);
   applyMasterNice();
-  std::vector<std::string> wanted;
-  for (const auto& a : config_->master.bind) wanted.push_back(resolvedKey(a));
-  for (const auto& a : config_->master.adminBind) wanted.push_back(resolvedKey(a));
-  for (auto& h : listeners_)
-    if (std::find(wanted.begin(), wanted.end(), h.listener.key) == wanted.end())
-      h.state = HeldListener::State::kRemoving;
+  std::vector<std::string> keys;
+  for (const auto& w : wantedListeners(*config_)) keys.push_back(w.key);
+  listeners_.markAllBut(keys);
   serveAdmin();  // before any of them closes
   armPeriodicProbe();
-  for (auto it = listeners_.begin(); it != listeners_.end();) {
-    if (it->state != HeldListener::State::kRemoving) {
-      ++it;
-      continue;
-    }
-    MOLT_LOG(kInfo) << "closing listener " << it->listener.address.toString()
-                    << ": only the failed configuration had it";
-    if (it->listener.address.kind == ListenAddress::Kind::kUnix)
-      unlink(it->listener.address.path.c_str());
-    it = listeners_.erase(it);
-  }
+  listeners_.closeRemoving("only the failed configuration had it");
   droppedUnixPaths_.clear();  // the old generation still serves them
 }
 
@@ -736,17 +712,14 @@ bool MasterImpl::signalChild(pid_t pid, int sig) {
 void MasterImpl::adoptInheritedListeners(bool keep) {
   systemd::InheritedFds inherited = std::exchange(boot_.inherited, systemd::InheritedFds{});
   const int n = inherited.count;
-  std::vector<std::pair<std::string, std::string>> wanted;  // key, role
-  for (const auto& a : config_->master.bind) wanted.emplace_back(resolvedKey(a), "public");
-  for (const auto& a : config_->master.adminBind) wanted.emplace_back(resolvedKey(a), "admin");
+  const std::vector<WantedListener> wanted = wantedListeners(*config_);
   for (int i = 0; i < n; ++i) {
     int fd = systemd::kListenFdsStart + i;
     std::string name = static_cast<size_t>(i) < inherited.names.size() ? inherited.names[static_cast<size_t>(i)] : "";
     std::string key = listeningSocketKey(fd);
     auto match = std::find_if(wanted.begin(), wanted.end(),
-                              [&](const auto& w) { return w.first == key; });
-    bool taken = std::any_of(listeners_.begin(), listeners_.end(),
-                             [&](const HeldListener& h) { return h.listener.key == key; });
+                              [&](const WantedListener& w) { return w.key == key; });
+    bool taken = listeners_.holds(key);
     bool unixSocket = key.rfind("unix:", 0) == 0;
     // A Unix socket's path cannot be bound twice, so rebind mode hands
     // those over too; only TCP listeners are bound afresh.
@@ -760,58 +733,24 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
     }
     int flags = fcntl(fd, F_GETFL);
     if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    HeldListener held;
-    held.listener.key = key;
-    held.listener.role = match->second;
-    const auto& list = match->second == "admin" ? config_->master.adminBind : config_->master.bind;
-    for (const auto& a : list)
-      if (resolvedKey(a) == key) held.listener.address = a;
-    held.listener.fd.reset(fd);
-    MOLT_LOG(kInfo) << "adopted inherited " << held.listener.role << " listener "
-                    << held.listener.address.toString() << " on fd " << fd;
-    listeners_.push_back(std::move(held));
+    Listener listener;
+    listener.key = key;
+    listener.role = match->role;
+    listener.address = match->address;
+    listener.fd.reset(fd);
+    MOLT_LOG(kInfo) << "adopted inherited " << listener.role << " listener "
+                    << listener.address.toString() << " on fd " << fd;
+    listeners_.adopt(std::move(listener));
   }
 }
 
-void MasterImpl::bindMissingListeners(const LoadedConfig& config, HeldListener::State state,
-                                      bool refuseShared) {
-  auto bindRole = [&](const std::vector<ListenAddress>& list, const std::string& role) {
-    for (const auto& address : list) {
-      std::string key = resolvedKey(address);
-      bool held = std::any_of(listeners_.begin(), listeners_.end(), [&](const HeldListener& h) {
-        return h.listener.key == key && h.state != HeldListener::State::kAdding;
-      });
-      if (held) continue;
-      HeldListener h;
-      h.listener.address = address;
-      h.listener.role = role;
-      auto spare = std::find_if(spareListeners_.begin(), spareListeners_.end(),
-                                [&](const Listener& l) { return l.key == key; });
-      if (spare != spareListeners_.end()) {
-        h.listener.fd = std::move(spare->fd);
-        spareListeners_.erase(spare);
-      } else {
-        h.listener.fd = bindListener(address, refuseShared);
-      }
-      h.listener.key = listeningSocketKey(h.listener.fd.get());
-      h.state = state;
-      MOLT_LOG(kInfo) << "listening on " << address.toString() << " (" << role << ")";
-      listeners_.push_back(std::move(h));
-    }
-  };
-  try {
-    bindRole(config.master.bind, "public");
-    bindRole(config.master.adminBind, "admin");
-  } catch (...) {
-    if (state == HeldListener::State::kAdding) {
-      listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
-                                      [](const HeldListener& h) {
-                                        return h.state == HeldListener::State::kAdding;
-                                      }),
-                       listeners_.end());
-    }
-    throw;
-  }
+std::vector<WantedListener> MasterImpl::wantedListeners(const LoadedConfig& config) const {
+  std::vector<WantedListener> wanted;
+  for (const auto* list : {&config.master.bind, &config.master.adminBind})
+    for (const auto& address : *list)
+      wanted.push_back(WantedListener{address, list == &config.master.bind ? "public" : "admin",
+                                      resolvedKey(address)});
+  return wanted;
 }
 
 void MasterImpl::writePidFile() {
@@ -852,14 +791,7 @@ void MasterImpl::removePidFile() {
 // ------------------------------------------------------------- generations
 
 std::vector<int> MasterImpl::listenerFds(const std::string& role, bool newSet) const {
-  std::vector<int> fds;
-  for (const auto& h : listeners_) {
-    if (h.listener.role != role) continue;
-    if (newSet && h.state == HeldListener::State::kRemoving) continue;
-    if (!newSet && h.state == HeldListener::State::kAdding) continue;
-    fds.push_back(h.listener.fd.get());
-  }
-  return fds;
+  return listeners_.fds(role, newSet);
 }
 
 void MasterImpl::startGeneration(std::shared_ptr<const LoadedConfig> config, ReloadKind kind) {
@@ -1033,20 +965,8 @@ void MasterImpl::completeStarting() {
     case ReloadKind::kHup: {
       config_ = config;
       log::configure(config_->master.log);
-      spareListeners_.clear();
       applyMasterNice();
-      for (auto it = listeners_.begin(); it != listeners_.end();) {
-        if (it->state == HeldListener::State::kRemoving) {
-          MOLT_LOG(kInfo) << "closing listener " << it->listener.address.toString()
-                          << ": no longer configured";
-          if (it->listener.address.kind == ListenAddress::Kind::kUnix)
-            unlink(it->listener.address.path.c_str());
-          it = listeners_.erase(it);
-          continue;
-        }
-        it->state = HeldListener::State::kActive;
-        ++it;
-      }
+      listeners_.commit();  // what it dropped is no longer served since the reload began
       serveAdmin();
       drainGeneration(previous, true);
       finishReload(ReloadKind::kHup, "ok", "", gen.generation);
@@ -1103,15 +1023,7 @@ void MasterImpl::failStarting(const std::string& reason) {
       beginStop(false);
       return;
     case ReloadKind::kHup:
-      for (auto it = listeners_.begin(); it != listeners_.end();) {
-        if (it->state != HeldListener::State::kAdding) {
-          it->state = HeldListener::State::kActive;
-          ++it;
-          continue;
-        }
-        spareListeners_.push_back(std::move(it->listener));
-        it = listeners_.erase(it);
-      }
+      listeners_.rollback();
       serveAdmin();  // the spares stay open: no longer served here
       finishReload(ReloadKind::kHup, "failed", reason, state_.servingGeneration());
       break;
@@ -1316,18 +1228,10 @@ void MasterImpl::startHupReload(std::shared_ptr<const LoadedConfig> next) {
   // Reopen the current log file (logrotate); the new settings apply once
   // the new generation serves, so a failed reload keeps the old ones.
   log::configure(config_->master.log);
-  std::vector<std::string> desired;
-  for (const auto& a : next->master.bind) desired.push_back(resolvedKey(a));
-  for (const auto& a : next->master.adminBind) desired.push_back(resolvedKey(a));
-  std::vector<std::string> current;
-  for (const auto& h : listeners_) current.push_back(h.listener.key);
-  for (size_t i : planListeners(current, desired).release)
-    listeners_[i].state = HeldListener::State::kRemoving;
   try {
-    bindMissingListeners(*next, HeldListener::State::kAdding);
+    listeners_.begin(wantedListeners(*next));
     serveAdmin();
   } catch (const std::exception& e) {
-    for (auto& h : listeners_) h.state = HeldListener::State::kActive;
     serveAdmin();
     finishReload(ReloadKind::kHup, "failed", e.what(), state_.servingGeneration());
     processPending();
@@ -1421,7 +1325,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   std::vector<int> passedListeners;  // to the new image, as LISTEN_FDS
   std::vector<int> rebound;          // not passed: the synchronizer shuts them down
   std::vector<std::string> roles;
-  for (const auto& h : listeners_) {
+  for (const auto& h : listeners_.held()) {
     allListeners.push_back(h.listener.fd.get());
     bool unixSocket = h.listener.address.kind == ListenAddress::Kind::kUnix;
     if (inherit || unixSocket) {
@@ -1706,7 +1610,6 @@ void MasterImpl::beginStop(bool graceful) {
   closeAdmin();
   serveAdmin();        // no listener: stopping
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
-  spareListeners_.clear();
   readyPipes_.clear();
   stopTimer_.arm(msAt(now + (graceful ? grace + 2 : 2)));
 }
@@ -1721,7 +1624,7 @@ void MasterImpl::killEverything() {
 
 void MasterImpl::checkStopped() {
   if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_) return;
-  for (const auto& h : listeners_)
+  for (const auto& h : listeners_.held())
     if (h.listener.address.kind == ListenAddress::Kind::kUnix)
       unlink(h.listener.address.path.c_str());
   if (config_)
@@ -1819,7 +1722,7 @@ std::string MasterImpl::statusJson() {
   s.raw("workers", workers.str());
   s.raw("draining_workers", draining.str());
   JsonArray listeners;
-  for (const auto& h : listeners_) {
+  for (const auto& h : listeners_.held()) {
     JsonObject o;
     o.add("address", h.listener.address.toString());
     o.add("role", h.listener.role);
@@ -1875,7 +1778,7 @@ std::string MasterImpl::metricsText() {
   m << "# HELP moltd_listener_listening Whether a listening socket the master holds still "
        "listens (1) or was shut down by one of its holders (0).\n"
        "# TYPE moltd_listener_listening gauge\n";
-  for (const auto& h : listeners_)
+  for (const auto& h : listeners_.held())
     m << "moltd_listener_listening{address=\"" << prometheusLabel(h.listener.address.toString())
       << "\",role=\"" << prometheusLabel(h.listener.role) << "\"} "
       << (stillListening(h.listener.fd.get()) ? 1 : 0) << "\n";

@@ -74,7 +74,4 @@ class ChildTask {
   bool timedOut_ = false;
 };
 
-// Writes all of `bytes` to `fd` (retrying EINTR). For a child's answer.
-bool writeAll(int fd, const std::string& bytes);
-
 }  // namespace reload

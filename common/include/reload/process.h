@@ -57,6 +57,10 @@ class FdLayout {
   std::vector<int> targets_;
 };
 
+// Writes all of `bytes` to `fd`, retrying EINTR. False (errno set) when a
+// write fails or writes nothing.
+bool writeAll(int fd, const std::string& bytes);
+
 // Reads the PPid field of /proc/PID/status; -1 if the process is gone.
 pid_t parentOf(pid_t pid);
 

@@ -1,0 +1,179 @@
+#include <sys/eventfd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <map>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "reload/listener_set.h"
+
+using reload::HeldListener;
+using reload::ListenerSet;
+using reload::WantedListener;
+
+namespace {
+
+// Hands out eventfds for "sockets" and remembers which address each is
+// for; fails the bind of one chosen address.
+class FakeBinder : public reload::ListenerBinder {
+ public:
+  reload::Fd bind(const reload::ListenAddress& address, bool refuseShared) override {
+    ++binds;
+    lastRefuseShared = refuseShared;
+    if (address.toString() == failing)
+      throw std::system_error(EADDRINUSE, std::generic_category(), "bind " + failing);
+    reload::Fd fd(eventfd(0, EFD_CLOEXEC));
+    BOOST_REQUIRE(fd);
+    keys[fd.get()] = "tcp:" + address.toString();
+    return fd;
+  }
+  std::string keyOf(int fd) override { return keys.count(fd) ? keys[fd] : ""; }
+  int binds = 0;
+  bool lastRefuseShared = false;
+  std::string failing;
+  std::map<int, std::string> keys;
+};
+
+WantedListener wanted(int port, const std::string& role = "public") {
+  WantedListener w;
+  w.address.host = "127.0.0.1";
+  w.address.port = port;
+  w.role = role;
+  w.key = "tcp:" + w.address.toString();
+  return w;
+}
+
+std::vector<std::string> keysIn(const ListenerSet& set, HeldListener::State state) {
+  std::vector<std::string> keys;
+  for (const auto& h : set.held())
+    if (h.state == state) keys.push_back(h.listener.key);
+  return keys;
+}
+
+using Keys = std::vector<std::string>;
+const auto kActive = HeldListener::State::kActive;
+const auto kAdding = HeldListener::State::kAdding;
+const auto kRemoving = HeldListener::State::kRemoving;
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(ListenerSetTest)
+
+BOOST_AUTO_TEST_CASE(the_plan_keeps_removes_reuses_and_binds) {
+  auto plan = reload::planListenerSet({"a", "b", "c"}, {"d"}, {"c", "d", "e", "a"});
+  BOOST_TEST(plan.keep == (std::vector<size_t>{0, 2}));
+  BOOST_TEST(plan.remove == (std::vector<size_t>{1}));
+  BOOST_TEST(plan.reuse == (std::vector<size_t>{1}));
+  BOOST_TEST(plan.bind == (std::vector<size_t>{2}));
+}
+
+BOOST_AUTO_TEST_CASE(an_address_wanted_twice_is_planned_once) {
+  auto plan = reload::planListenerSet({}, {}, {"a", "a"});
+  BOOST_TEST(plan.bind == (std::vector<size_t>{0}));
+  plan = reload::planListenerSet({"a"}, {}, {"a", "a"});
+  BOOST_TEST(plan.keep == (std::vector<size_t>{0}));
+  BOOST_TEST(plan.bind.empty());
+}
+
+BOOST_AUTO_TEST_CASE(bind_missing_binds_only_what_is_not_held) {
+  FakeBinder binder;
+  ListenerSet set(binder);
+  set.bindMissing({wanted(1), wanted(2, "admin")}, true);
+  BOOST_TEST(binder.binds == 2);
+  BOOST_TEST(binder.lastRefuseShared);
+  set.bindMissing({wanted(1), wanted(2, "admin"), wanted(3)}, false);
+  BOOST_TEST(binder.binds == 3);
+  BOOST_TEST(!binder.lastRefuseShared);
+  BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1", "tcp:127.0.0.1:2", "tcp:127.0.0.1:3"}));
+  BOOST_TEST(set.fds("admin", true).size() == 1u);
+  BOOST_TEST(set.fds("public", false).size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(begin_binds_what_is_added_and_marks_what_is_dropped) {
+  FakeBinder binder;
+  ListenerSet set(binder);
+  set.bindMissing({wanted(1), wanted(2)}, true);
+  int kept = set.fds("public", false)[0];
+  set.begin({wanted(1), wanted(3)});
+  BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1"}));
+  BOOST_TEST(keysIn(set, kRemoving) == (Keys{"tcp:127.0.0.1:2"}));
+  BOOST_TEST(keysIn(set, kAdding) == (Keys{"tcp:127.0.0.1:3"}));
+  // The serving generation keeps 1 and 2; the next one gets 1 and 3.
+  auto serving = set.fds("public", false);
+  auto next = set.fds("public", true);
+  BOOST_TEST(serving.size() == 2u);
+  BOOST_TEST(next.size() == 2u);
+  BOOST_TEST(serving[0] == kept);
+  BOOST_TEST(next[0] == kept);
+  BOOST_TEST(serving[1] != next[1]);
+}
+
+BOOST_AUTO_TEST_CASE(commit_closes_what_was_dropped_and_keeps_what_was_added) {
+  FakeBinder binder;
+  ListenerSet set(binder);
+  set.bindMissing({wanted(1), wanted(2)}, true);
+  set.begin({wanted(1), wanted(3)});
+  set.commit();
+  BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1", "tcp:127.0.0.1:3"}));
+  BOOST_TEST(keysIn(set, kRemoving).empty());
+  BOOST_TEST(keysIn(set, kAdding).empty());
+  BOOST_TEST(set.spares() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(rollback_keeps_added_sockets_as_spares_for_the_next_reload) {
+  FakeBinder binder;
+  ListenerSet set(binder);
+  set.bindMissing({wanted(1), wanted(2)}, true);
+  set.begin({wanted(1), wanted(3)});
+  set.rollback();
+  BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1", "tcp:127.0.0.1:2"}));
+  BOOST_TEST(set.spares() == 1u);
+  // The failed generation's workers may still hold 3: the next reload
+  // takes the same socket instead of binding the address again.
+  int binds = binder.binds;
+  set.begin({wanted(1), wanted(3)});
+  BOOST_TEST(binder.binds == binds);
+  BOOST_TEST(set.spares() == 0u);
+  BOOST_TEST(keysIn(set, kAdding) == (Keys{"tcp:127.0.0.1:3"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_begin_that_cannot_bind_leaves_the_set_as_it_was) {
+  FakeBinder binder;
+  ListenerSet set(binder);
+  set.bindMissing({wanted(1), wanted(2)}, true);
+  binder.failing = "127.0.0.1:4";
+  BOOST_CHECK_THROW(set.begin({wanted(3), wanted(4)}), std::system_error);
+  BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1", "tcp:127.0.0.1:2"}));
+  BOOST_TEST(set.held().size() == 2u);  // 3, bound before 4 failed, is closed again
+  BOOST_TEST(set.spares() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(going_back_to_a_configuration_closes_what_only_the_other_had) {
+  FakeBinder binder;
+  ListenerSet set(binder);
+  set.bindMissing({wanted(1), wanted(2), wanted(3, "admin")}, true);
+  set.markAllBut({"tcp:127.0.0.1:1", "tcp:127.0.0.1:3"});
+  BOOST_TEST(keysIn(set, kRemoving) == (Keys{"tcp:127.0.0.1:2"}));
+  BOOST_TEST(set.fds("public", true).size() == 1u);  // no longer offered while it waits
+  set.closeRemoving("only the failed configuration had it");
+  BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1", "tcp:127.0.0.1:3"}));
+  BOOST_TEST(set.holds("tcp:127.0.0.1:3"));
+  BOOST_TEST(!set.holds("tcp:127.0.0.1:2"));
+}
+
+BOOST_AUTO_TEST_CASE(adopted_sockets_count_as_held) {
+  FakeBinder binder;
+  ListenerSet set(binder);
+  reload::Listener inherited;
+  inherited.key = "tcp:127.0.0.1:1";
+  inherited.role = "public";
+  inherited.fd.reset(eventfd(0, EFD_CLOEXEC));
+  set.adopt(std::move(inherited));
+  set.bindMissing({wanted(1), wanted(2)}, true);
+  BOOST_TEST(binder.binds == 1);
+  set.clear();
+  BOOST_TEST(set.held().empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
