@@ -12,6 +12,7 @@ import unittest
 
 from molt_probe import (MOLTD, Load, Moltd, children_of, comm, free_port, listening_socket_of,
                         wait_for)
+from test_reload_details import unix_get
 
 TICKS = os.sysconf("SC_CLK_TCK")
 MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
@@ -579,6 +580,39 @@ class ListenerGone(unittest.TestCase):
             finally:
                 conn.close()
         self.assertEqual(server.status()["worker_restarts"], 0)
+
+
+class HandBackKeepsDroppedSockets(unittest.TestCase):
+    def test_a_respawned_old_worker_gets_the_sockets_the_failed_configuration_dropped(self):
+        server = Moltd(self, workers=1, handoff="rebind")
+        sock_path = os.path.join(server.dir, "s.sock")
+        base = server.settings["bind"]
+        server.write_config(bind="%s, unix:%s" % (base, sock_path))
+        server.start()
+        self.assertIn(b"200 OK", unix_get(sock_path, "/healthcheck"))
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        self.addCleanup(squatter.close)
+        # The new configuration drops the Unix socket (handed over even in
+        # rebind mode) and wants an address the new image cannot bind.
+        server.write_config(bind="%s, 127.0.0.1:%d" % (base, squatter.getsockname()[1]))
+        before = server.reload_count()
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_reload_result(before)
+        self.assertEqual(st["last_reload"]["result"], "failed")
+        self.assertEqual((st["pid"], st["generation"]), (server.pid, 1))
+        self.assertIn("unix:" + sock_path, [l["address"] for l in st["listeners"]])
+        # The old generation's only worker dies: the one respawned in its
+        # place must accept on the Unix socket, which nobody else holds now.
+        victim = st["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: (lambda st: st if st["worker_restarts"] == 1 and st["workers"] and
+                          st["workers"][0]["pid"] != victim and
+                          st["workers"][0]["state"] == "ready" else None)(server.status()),
+                 10, "the old generation's worker to be respawned")
+        self.assertIn(b"200 OK", unix_get(sock_path, "/healthcheck"))
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
 
 
 class IdleMaster(unittest.TestCase):

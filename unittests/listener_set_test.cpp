@@ -44,12 +44,31 @@ WantedListener wanted(int port, const std::string& role = "public") {
   return w;
 }
 
+// A socket passed by the image before (an eventfd stands for it).
+reload::Listener inheritedSocket(int port) {
+  reload::Listener l;
+  l.key = "tcp:127.0.0.1:" + std::to_string(port);
+  l.role = "public";
+  l.fd.reset(eventfd(0, EFD_CLOEXEC));
+  return l;
+}
+
 std::vector<std::string> keysIn(const ListenerSet& set, HeldListener::State state) {
   std::vector<std::string> keys;
   for (const auto& h : set.held())
     if (h.state == state) keys.push_back(h.listener.key);
   return keys;
 }
+
+// Serving 1 and 2; a reload to 1 and 3 has begun.
+struct Reloading {
+  FakeBinder binder;
+  ListenerSet set{binder};
+  Reloading() {
+    set.bindMissing({wanted(1), wanted(2)}, true);
+    set.begin({wanted(1), wanted(3)});
+  }
+};
 
 using Keys = std::vector<std::string>;
 const auto kActive = HeldListener::State::kActive;
@@ -90,12 +109,8 @@ BOOST_AUTO_TEST_CASE(bind_missing_binds_only_what_is_not_held) {
   BOOST_TEST(set.fds("public", false).size() == 2u);
 }
 
-BOOST_AUTO_TEST_CASE(begin_binds_what_is_added_and_marks_what_is_dropped) {
-  FakeBinder binder;
-  ListenerSet set(binder);
-  set.bindMissing({wanted(1), wanted(2)}, true);
-  int kept = set.fds("public", false)[0];
-  set.begin({wanted(1), wanted(3)});
+BOOST_FIXTURE_TEST_CASE(begin_binds_what_is_added_and_marks_what_is_dropped, Reloading) {
+  int kept = set.fds("public", false)[0];  // 1, held before and after
   BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1"}));
   BOOST_TEST(keysIn(set, kRemoving) == (Keys{"tcp:127.0.0.1:2"}));
   BOOST_TEST(keysIn(set, kAdding) == (Keys{"tcp:127.0.0.1:3"}));
@@ -109,11 +124,7 @@ BOOST_AUTO_TEST_CASE(begin_binds_what_is_added_and_marks_what_is_dropped) {
   BOOST_TEST(serving[1] != next[1]);
 }
 
-BOOST_AUTO_TEST_CASE(commit_closes_what_was_dropped_and_keeps_what_was_added) {
-  FakeBinder binder;
-  ListenerSet set(binder);
-  set.bindMissing({wanted(1), wanted(2)}, true);
-  set.begin({wanted(1), wanted(3)});
+BOOST_FIXTURE_TEST_CASE(commit_closes_what_was_dropped_and_keeps_what_was_added, Reloading) {
   set.commit();
   BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1", "tcp:127.0.0.1:3"}));
   BOOST_TEST(keysIn(set, kRemoving).empty());
@@ -121,11 +132,7 @@ BOOST_AUTO_TEST_CASE(commit_closes_what_was_dropped_and_keeps_what_was_added) {
   BOOST_TEST(set.spares() == 0u);
 }
 
-BOOST_AUTO_TEST_CASE(rollback_keeps_added_sockets_as_spares_for_the_next_reload) {
-  FakeBinder binder;
-  ListenerSet set(binder);
-  set.bindMissing({wanted(1), wanted(2)}, true);
-  set.begin({wanted(1), wanted(3)});
+BOOST_FIXTURE_TEST_CASE(rollback_keeps_added_sockets_as_spares_for_the_next_reload, Reloading) {
   set.rollback();
   BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:1", "tcp:127.0.0.1:2"}));
   BOOST_TEST(set.spares() == 1u);
@@ -153,7 +160,7 @@ BOOST_AUTO_TEST_CASE(going_back_to_a_configuration_closes_what_only_the_other_ha
   FakeBinder binder;
   ListenerSet set(binder);
   set.bindMissing({wanted(1), wanted(2), wanted(3, "admin")}, true);
-  set.markAllBut({"tcp:127.0.0.1:1", "tcp:127.0.0.1:3"});
+  set.keepOnly({"tcp:127.0.0.1:1", "tcp:127.0.0.1:3"});
   BOOST_TEST(keysIn(set, kRemoving) == (Keys{"tcp:127.0.0.1:2"}));
   BOOST_TEST(set.fds("public", true).size() == 1u);  // no longer offered while it waits
   set.closeRemoving("only the failed configuration had it");
@@ -162,14 +169,23 @@ BOOST_AUTO_TEST_CASE(going_back_to_a_configuration_closes_what_only_the_other_ha
   BOOST_TEST(!set.holds("tcp:127.0.0.1:2"));
 }
 
+BOOST_AUTO_TEST_CASE(an_inherited_socket_the_new_configuration_drops_waits_for_the_outcome) {
+  FakeBinder binder;
+  ListenerSet set(binder);
+  set.adopt(inheritedSocket(9), kRemoving);
+  set.bindMissing({wanted(1)}, true);
+  BOOST_TEST(set.fds("public", true).size() == 1u);   // not for the new generation
+  BOOST_TEST(set.fds("public", false).size() == 2u);  // the old one still serves it
+  // The new image hands back: the old configuration has it again.
+  set.keepOnly({"tcp:127.0.0.1:9"});
+  set.closeRemoving("only the failed configuration had it");
+  BOOST_TEST(keysIn(set, kActive) == (Keys{"tcp:127.0.0.1:9"}));
+}
+
 BOOST_AUTO_TEST_CASE(adopted_sockets_count_as_held) {
   FakeBinder binder;
   ListenerSet set(binder);
-  reload::Listener inherited;
-  inherited.key = "tcp:127.0.0.1:1";
-  inherited.role = "public";
-  inherited.fd.reset(eventfd(0, EFD_CLOEXEC));
-  set.adopt(std::move(inherited));
+  set.adopt(inheritedSocket(1));
   set.bindMissing({wanted(1), wanted(2)}, true);
   BOOST_TEST(binder.binds == 1);
   set.clear();

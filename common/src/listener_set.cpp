@@ -51,9 +51,10 @@ ListenerBinder& systemBinder() {
   return binder;
 }
 
-void ListenerSet::adopt(Listener listener) {
+void ListenerSet::adopt(Listener listener, HeldListener::State state) {
   HeldListener h;
   h.listener = std::move(listener);
+  h.state = state;
   held_.push_back(std::move(h));
 }
 
@@ -134,9 +135,10 @@ void ListenerSet::rollback() {
   }
 }
 
-void ListenerSet::markAllBut(const std::vector<std::string>& keys) {
+void ListenerSet::keepOnly(const std::vector<std::string>& keys) {
   for (auto& h : held_)
-    if (!contains(keys, h.listener.key)) h.state = HeldListener::State::kRemoving;
+    h.state = contains(keys, h.listener.key) ? HeldListener::State::kActive
+                                              : HeldListener::State::kRemoving;
 }
 
 void ListenerSet::closeRemoving(const std::string& why) {

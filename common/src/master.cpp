@@ -56,6 +56,16 @@ void addWarnings(LoadedConfig& config, const IniConfig& ini) {
     config.warnings.push_back(ini.path() + ": " + key + ": unknown key, ignored");
 }
 
+// The address a socket key ("tcp:HOST:PORT", "unix:PATH") names.
+ListenAddress addressOfKey(const std::string& key) {
+  try {
+    if (key.rfind("unix:", 0) == 0) return ListenAddress::parse(key);
+    if (key.rfind("tcp:", 0) == 0) return ListenAddress::parse(key.substr(4));
+  } catch (const std::invalid_argument&) {
+  }
+  return ListenAddress{};
+}
+
 // A label value as the Prometheus text format wants it.
 std::string prometheusLabel(const std::string& value) {
   std::string out;
@@ -415,7 +425,6 @@ class MasterImpl {
                               if (stateFd_) closeHandoffState("no report from the synchronizer in time");
                             })};
   std::vector<pid_t> handoffOldWorkers_;
-  std::vector<std::string> droppedUnixPaths_;  // inherited, no longer configured
   SignalFd signals_;
   FunctionHandler signalHandler_{[this](uint32_t) {
     guard("signal", [this] {
@@ -688,17 +697,32 @@ void MasterImpl::handBack(const std::string& reason) {
 // The old generation goes on serving with its own configuration: its log
 // settings, worker count and listeners, not those of the start that failed.
 void MasterImpl::revertToPreviousConfig() {
-  if (!previousConfig_ || previousConfig_ == config_) return;
-  config_ = previousConfig_;
-  log::configure(config_->master.log);
-  applyMasterNice();
+  if (previousConfig_ && previousConfig_ != config_) {
+    config_ = previousConfig_;
+    log::configure(config_->master.log);
+    applyMasterNice();
+  }
+  // The inherited sockets the failed configuration dropped are the old
+  // generation's again: its respawned workers get them.
+  auto wanted = wantedListeners(*config_);
   std::vector<std::string> keys;
-  for (const auto& w : wantedListeners(*config_)) keys.push_back(w.key);
-  listeners_.markAllBut(keys);
+  for (const auto& w : wanted) keys.push_back(w.key);
+  listeners_.keepOnly(keys);
   serveAdmin();  // before any of them closes
   armPeriodicProbe();
   listeners_.closeRemoving("only the failed configuration had it");
-  droppedUnixPaths_.clear();  // the old generation still serves them
+  // In rebind mode the synchronizer took the old image's TCP sockets with
+  // it, and this image may have failed before binding them all: the old
+  // generation's workers still accept on theirs, but its respawned workers
+  // and the admin endpoint need the master's.
+  for (const auto& w : wanted) {
+    try {
+      listeners_.bindMissing({w}, false);
+    } catch (const std::exception& e) {
+      MOLT_LOG(kError) << "handing back: " << e.what();
+    }
+  }
+  serveAdmin();
 }
 
 bool MasterImpl::signalChild(pid_t pid, int sig) {
@@ -724,10 +748,9 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
     // A Unix socket's path cannot be bound twice, so rebind mode hands
     // those over too; only TCP listeners are bound afresh.
     bool adopt = keep || unixSocket;
-    if (!adopt || key.empty() || match == wanted.end() || taken) {
+    if (!adopt || key.empty() || taken) {
       MOLT_LOG(kInfo) << "closing inherited socket fd " << fd << " (" << (key.empty() ? name : key)
-                      << "): " << (adopt ? "not in the configuration" : "listener_handoff = rebind");
-      if (unixSocket && match == wanted.end()) droppedUnixPaths_.push_back(key.substr(5));
+                      << "): " << (adopt ? "not a listener wanted" : "listener_handoff = rebind");
       close(fd);
       continue;
     }
@@ -735,6 +758,17 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
     if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     Listener listener;
     listener.key = key;
+    if (match == wanted.end()) {
+      // Not in this configuration: closed once this image's generation
+      // serves; if it fails first, the old generation has it back.
+      listener.role = name == "admin" ? "admin" : "public";
+      listener.address = addressOfKey(key);
+      listener.fd.reset(fd);
+      MOLT_LOG(kInfo) << "keeping inherited socket fd " << fd << " (" << key
+                      << ") until this image serves: not in the configuration";
+      listeners_.adopt(std::move(listener), HeldListener::State::kRemoving);
+      continue;
+    }
     listener.role = match->role;
     listener.address = match->address;
     listener.fd.reset(fd);
@@ -974,11 +1008,7 @@ void MasterImpl::completeStarting() {
     }
     case ReloadKind::kSeamless: {
       drainGeneration(previous, false);
-      for (const auto& path : droppedUnixPaths_) {
-        MOLT_LOG(kInfo) << "removing unix:" << path << ": no longer configured";
-        unlink(path.c_str());
-      }
-      droppedUnixPaths_.clear();
+      listeners_.commit();  // closes the inherited sockets this configuration dropped
       std::string msg = encodeNotify({NotifyMessage::Kind::kReady, pid_, gen.generation, ""});
       bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
                                    static_cast<ssize_t>(msg.size());

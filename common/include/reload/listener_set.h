@@ -61,8 +61,10 @@ class ListenerSet {
  public:
   explicit ListenerSet(ListenerBinder& binder) : binder_(binder) {}
 
-  // Holds `listener` from now on, active (an inherited socket).
-  void adopt(Listener listener);
+  // Holds `listener` from now on (an inherited socket). One the new
+  // configuration drops is kRemoving: the old generation serves it until
+  // the new one is ready.
+  void adopt(Listener listener, HeldListener::State state = HeldListener::State::kActive);
   bool holds(const std::string& key) const;
 
   // Binds, as active, each wanted address no listener is held for (taking a
@@ -82,9 +84,9 @@ class ListenerSet {
   // wants the address takes the socket from here), kRemoving ones active.
   void rollback();
 
-  // The previous configuration is back: listeners not in `keys` become
-  // kRemoving, for closeRemoving() once nothing watches them any more.
-  void markAllBut(const std::vector<std::string>& keys);
+  // The previous configuration is back: listeners in `keys` are active,
+  // the others kRemoving, for closeRemoving() once nothing watches them.
+  void keepOnly(const std::vector<std::string>& keys);
   // Closes the kRemoving listeners, logging `why`.
   void closeRemoving(const std::string& why);
 
