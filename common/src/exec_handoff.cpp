@@ -3,7 +3,12 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <climits>
+#include <sstream>
+
+#include "reload/master.h"
 #include "reload/sys_error.h"
 
 namespace reload {
@@ -67,6 +72,32 @@ void ExecLayout::undo() noexcept {
   state_.reset();
   counters_.reset();
   memfd_.reset();
+}
+
+std::string resolveExecutable(const std::string& executable) {
+  auto check = [](const std::string& path) {
+    struct stat st {};
+    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
+  };
+  if (executable.find('/') != std::string::npos) {
+    if (!check(executable)) {
+      int err = errno ? errno : EACCES;
+      char target[PATH_MAX];
+      ssize_t n = readlink(executable.c_str(), target, sizeof target - 1);
+      std::string shown = executable;
+      if (n > 0) shown += " -> " + std::string(target, static_cast<size_t>(n));
+      throwSysError("executable " + shown, err);
+    }
+    return executable;
+  }
+  const char* pathEnv = getenv("PATH");
+  std::istringstream dirs(pathEnv ? pathEnv : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + executable;
+    if (check(candidate)) return candidate;
+  }
+  throwSysError("executable " + executable + " in PATH", ENOENT);
 }
 
 std::string checkHandoffFds(const HandoffEnv& env) {

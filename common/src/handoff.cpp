@@ -191,6 +191,30 @@ void validateHandoff(const HandoffEnv& env) {
   }
 }
 
+std::string hexOf(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::string bytesOfHex(const std::string& hex) {
+  if (hex.size() % 2) throw std::invalid_argument("odd hex length");
+  std::string out;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      throw std::invalid_argument("bad hex digit");
+    };
+    out += static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1]));
+  }
+  return out;
+}
+
 std::string encodeHandoffText(const HandoffEnv& env) {
   std::string out = "MOLT-HANDOFF " + std::to_string(kHandoffMemfdVersion) + "\n";
   auto put = [&](const char* key, const std::string& value) { out += std::string(key) + "=" + value + "\n"; };
@@ -206,16 +230,7 @@ std::string encodeHandoffText(const HandoffEnv& env) {
   put("worker_nice", std::to_string(env.workerNice));
   put("counters", encodeCounters(env.counters));
   for (const auto& c : env.children) put("child", encodeChild(c));
-  if (!env.previousConfig.empty()) {
-    static const char* digits = "0123456789abcdef";
-    std::string hex;
-    hex.reserve(env.previousConfig.size() * 2);
-    for (unsigned char c : env.previousConfig) {
-      hex += digits[c >> 4];
-      hex += digits[c & 15];
-    }
-    put("previous_config", hex);
-  }
+  if (!env.previousConfig.empty()) put("previous_config", hexOf(env.previousConfig));
   return out;
 }
 
@@ -257,17 +272,11 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       if (env.children.size() >= kMaxHandoffChildren) throw std::invalid_argument("too many children");
       env.children.push_back(decodeChild(value));
     } else if (key == "previous_config") {
-      if (value.size() % 2) throw std::invalid_argument("bad previous_config");
-      std::string bytes;
-      for (size_t i = 0; i < value.size(); i += 2) {
-        auto nibble = [](char c) -> int {
-          if (c >= '0' && c <= '9') return c - '0';
-          if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-          throw std::invalid_argument("bad previous_config");
-        };
-        bytes += static_cast<char>(nibble(value[i]) * 16 + nibble(value[i + 1]));
+      try {
+        env.previousConfig = bytesOfHex(value);
+      } catch (const std::invalid_argument&) {
+        throw std::invalid_argument("bad previous_config");
       }
-      env.previousConfig = bytes;
     }
     // Any other key comes from a newer image and is optional by contract.
   }

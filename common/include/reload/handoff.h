@@ -83,6 +83,11 @@ struct HandoffEnv {
 void validateHandoff(const HandoffEnv& env);
 
 std::string encodeHandoffText(const HandoffEnv& env);
+
+// Lower-case hex, for bytes carried in a text encoding.
+std::string hexOf(const std::string& bytes);
+// Throws std::invalid_argument for an odd length or a bad digit.
+std::string bytesOfHex(const std::string& hex);
 // Throws std::invalid_argument when the text is not a version 2 handoff or a
 // field is malformed or out of range.
 HandoffEnv decodeHandoffText(const std::string& text);
