@@ -1,0 +1,123 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/test/unit_test.hpp>
+#include <string>
+
+#include "reload/admin_server.h"
+#include "reload/event_loop.h"
+#include "reload/fd.h"
+
+using reload::AdminRequest;
+using reload::AdminResponse;
+using reload::AdminServer;
+using reload::EventLoop;
+using reload::Fd;
+
+namespace {
+
+Fd listenOnLoopback(int& port) {
+  Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  BOOST_REQUIRE(fd);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  BOOST_REQUIRE(bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  BOOST_REQUIRE(listen(fd.get(), 8) == 0);
+  socklen_t len = sizeof addr;
+  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  port = ntohs(addr.sin_port);
+  return fd;
+}
+
+// Sends `request` and runs the loop until the server closes the
+// connection (bounded at 10 s). Returns what came back.
+std::string exchange(EventLoop& loop, int port, const std::string& request) {
+  Fd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  BOOST_REQUIRE(connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  BOOST_REQUIRE(send(client.get(), request.data(), request.size(), 0) ==
+                static_cast<ssize_t>(request.size()));
+  std::string reply;
+  const int64_t giveUpAt = reload::monotonicMs() + 10000;
+  while (reload::monotonicMs() < giveUpAt) {
+    loop.runOnce(20);
+    char buf[4096];
+    ssize_t n = recv(client.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0) return reply;
+    if (n > 0) reply.append(buf, static_cast<size_t>(n));
+  }
+  BOOST_FAIL("no end of the reply within 10 s");
+  return reply;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(AdminServerTest)
+
+BOOST_AUTO_TEST_CASE(a_request_is_answered_on_the_loop_and_the_connection_closed) {
+  EventLoop loop;
+  std::string seenPath;
+  AdminServer admin(loop, [&](const AdminRequest& r) {
+    seenPath = r.path;
+    return AdminResponse{200, "text/plain", "fine\n"};
+  });
+  int port = 0;
+  Fd listener = listenOnLoopback(port);
+  admin.setListeners({listener.get()});
+  std::string reply = exchange(loop, port, "GET /status?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  BOOST_TEST(reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0u);
+  BOOST_TEST(reply.find("Connection: close\r\n") != std::string::npos);
+  BOOST_TEST(reply.substr(reply.size() - 5) == "fine\n");
+  BOOST_TEST(seenPath == "/status");
+  BOOST_TEST(admin.connections() == 0u);
+  BOOST_TEST(loop.watchedDescriptors() == 1u);  // the listener
+  BOOST_TEST(loop.pendingTimers() == 0u);       // no connection left to expire
+}
+
+BOOST_AUTO_TEST_CASE(a_handler_that_closes_every_connection_ends_its_own_safely) {
+  EventLoop loop;
+  AdminServer* self = nullptr;
+  AdminServer admin(loop, [&](const AdminRequest&) {
+    self->closeAll();  // as the master does before an exec
+    return AdminResponse{200, "text/plain", "late\n"};
+  });
+  self = &admin;
+  int port = 0;
+  Fd listener = listenOnLoopback(port);
+  admin.setListeners({listener.get()});
+  std::string reply = exchange(loop, port, "GET /reload HTTP/1.1\r\n\r\n");
+  BOOST_TEST(reply.empty());  // closed, not answered
+  BOOST_TEST(admin.connections() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(listeners_leave_the_loop_when_no_longer_served) {
+  EventLoop loop;
+  AdminServer admin(loop, [](const AdminRequest&) { return AdminResponse{}; });
+  int portA = 0, portB = 0;
+  Fd a = listenOnLoopback(portA), b = listenOnLoopback(portB);
+  admin.setListeners({a.get(), b.get()});
+  BOOST_TEST(loop.watchedDescriptors() == 2u);
+  admin.setListeners({b.get()});
+  BOOST_TEST(loop.watchedDescriptors() == 1u);
+  BOOST_TEST(loop.watching(b.get()));
+  admin.setListeners({});
+  BOOST_TEST(loop.watchedDescriptors() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_malformed_request_gets_a_400) {
+  EventLoop loop;
+  AdminServer admin(loop, [](const AdminRequest&) { return AdminResponse{}; });
+  int port = 0;
+  Fd listener = listenOnLoopback(port);
+  admin.setListeners({listener.get()});
+  std::string reply = exchange(loop, port, "NONSENSE\r\n\r\n");
+  BOOST_TEST(reply.rfind("HTTP/1.1 400", 0) == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
