@@ -9,6 +9,7 @@
 #include "reload/admin_server.h"
 #include "reload/event_loop.h"
 #include "reload/fd.h"
+#include "loopback_listener.h"
 
 using reload::AdminRequest;
 using reload::AdminResponse;
@@ -17,20 +18,6 @@ using reload::EventLoop;
 using reload::Fd;
 
 namespace {
-
-Fd listenOnLoopback(int& port) {
-  Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  BOOST_REQUIRE(fd);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  BOOST_REQUIRE(bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  BOOST_REQUIRE(listen(fd.get(), 8) == 0);
-  socklen_t len = sizeof addr;
-  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-  port = ntohs(addr.sin_port);
-  return fd;
-}
 
 // Sends `request` and runs the loop until the server closes the
 // connection (bounded at 10 s). Returns what came back.
@@ -68,7 +55,7 @@ BOOST_AUTO_TEST_CASE(a_request_is_answered_on_the_loop_and_the_connection_closed
     return AdminResponse{200, "text/plain", "fine\n"};
   });
   int port = 0;
-  Fd listener = listenOnLoopback(port);
+  Fd listener = listenOnLoopback(&port);
   admin.setListeners({listener.get()});
   std::string reply = exchange(loop, port, "GET /status?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
   BOOST_TEST(reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0u);
@@ -89,7 +76,7 @@ BOOST_AUTO_TEST_CASE(a_handler_that_closes_every_connection_ends_its_own_safely)
   });
   self = &admin;
   int port = 0;
-  Fd listener = listenOnLoopback(port);
+  Fd listener = listenOnLoopback(&port);
   admin.setListeners({listener.get()});
   std::string reply = exchange(loop, port, "GET /reload HTTP/1.1\r\n\r\n");
   BOOST_TEST(reply.empty());  // closed, not answered
@@ -100,7 +87,7 @@ BOOST_AUTO_TEST_CASE(listeners_leave_the_loop_when_no_longer_served) {
   EventLoop loop;
   AdminServer admin(loop, [](const AdminRequest&) { return AdminResponse{}; });
   int portA = 0, portB = 0;
-  Fd a = listenOnLoopback(portA), b = listenOnLoopback(portB);
+  Fd a = listenOnLoopback(&portA), b = listenOnLoopback(&portB);
   admin.setListeners({a.get(), b.get()});
   BOOST_TEST(loop.watchedDescriptors() == 2u);
   admin.setListeners({b.get()});
@@ -114,7 +101,7 @@ BOOST_AUTO_TEST_CASE(a_malformed_request_gets_a_400) {
   EventLoop loop;
   AdminServer admin(loop, [](const AdminRequest&) { return AdminResponse{}; });
   int port = 0;
-  Fd listener = listenOnLoopback(port);
+  Fd listener = listenOnLoopback(&port);
   admin.setListeners({listener.get()});
   std::string reply = exchange(loop, port, "NONSENSE\r\n\r\n");
   BOOST_TEST(reply.rfind("HTTP/1.1 400", 0) == 0u);

@@ -19,23 +19,13 @@
 #include "reload/exec_handoff.h"
 #include "reload/fd.h"
 #include "reload/process.h"
+#include "loopback_listener.h"
 
 using reload::ExecLayout;
 using reload::Fd;
 using reload::HandoffEnv;
 
 namespace {
-
-Fd listeningSocket() {
-  Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  BOOST_REQUIRE(fd);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  BOOST_REQUIRE(bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  BOOST_REQUIRE(listen(fd.get(), 8) == 0);
-  return fd;
-}
 
 ino_t inodeOf(int fd) {
   struct stat st {};
@@ -91,7 +81,7 @@ BOOST_AUTO_TEST_CASE(what_the_old_image_lays_out_the_new_one_reads) {
   Pipe notify, state;
   Fd counters(memfd_create("test-counters", MFD_CLOEXEC));
   BOOST_REQUIRE(counters);
-  Fd publicListener = listeningSocket(), adminListener = listeningSocket();
+  Fd publicListener = listenOnLoopback(), adminListener = listenOnLoopback();
   const ino_t publicInode = inodeOf(publicListener.get());
   const ino_t adminInode = inodeOf(adminListener.get());
   const ino_t notifyInode = inodeOf(notify.write.get());
@@ -143,7 +133,7 @@ BOOST_AUTO_TEST_CASE(what_the_old_image_lays_out_the_new_one_reads) {
 BOOST_AUTO_TEST_CASE(undo_puts_back_whatever_sat_where_the_listeners_went) {
   Pipe notify, state;
   Fd counters(memfd_create("test-counters", MFD_CLOEXEC));
-  Fd listener = listeningSocket();
+  Fd listener = listenOnLoopback();
   std::vector<std::pair<int, ino_t>> before;
   for (int fd : openFds())
     if (fd >= 3) before.emplace_back(fd, inodeOf(fd));
