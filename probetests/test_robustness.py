@@ -603,6 +603,9 @@ class HandBackKeepsDroppedSockets(unittest.TestCase):
         self.assertEqual(st["last_reload"]["result"], "failed")
         self.assertEqual((st["pid"], st["generation"]), (server.pid, 1))
         self.assertIn("unix:" + sock_path, [l["address"] for l in st["listeners"]])
+        # Every new connection on the base port is answered: none waits on a
+        # socket that the new image bound and no old worker accepts on.
+        self.assert_fresh_connections_served(server)
         # The old generation's only worker dies: the one respawned in its
         # place must accept on the Unix socket, which nobody else holds now.
         victim = st["workers"][0]["pid"]
@@ -612,7 +615,20 @@ class HandBackKeepsDroppedSockets(unittest.TestCase):
                           st["workers"][0]["state"] == "ready" else None)(server.status()),
                  10, "the old generation's worker to be respawned")
         self.assertIn(b"200 OK", unix_get(sock_path, "/healthcheck"))
-        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        self.assert_fresh_connections_served(server)
+
+    def assert_fresh_connections_served(self, server, count=40):
+        unanswered = 0
+        for _ in range(count):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
+            try:
+                conn.request("GET", "/healthcheck")
+                self.assertEqual(conn.getresponse().status, 200)
+            except socket.timeout:
+                unanswered += 1
+            finally:
+                conn.close()
+        self.assertEqual(unanswered, 0, "of %d new connections" % count)
 
 
 class IdleMaster(unittest.TestCase):

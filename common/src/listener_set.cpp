@@ -152,6 +152,18 @@ void ListenerSet::closeRemoving(const std::string& why) {
   }
 }
 
+void ListenerSet::replace(Listener listener) {
+  for (auto& h : held_) {
+    if (h.listener.key != listener.key) continue;
+    h.listener = std::move(listener);
+    h.state = HeldListener::State::kActive;
+    return;
+  }
+  HeldListener h;
+  h.listener = std::move(listener);
+  held_.push_back(std::move(h));
+}
+
 std::vector<int> ListenerSet::fds(const std::string& role, bool newSet) const {
   std::vector<int> out;
   for (const auto& h : held_) {

@@ -239,6 +239,10 @@ class MasterImpl {
                               if (stateFd_) closeHandoffState("no report from the synchronizer in time");
                             })};
   std::vector<pid_t> handoffOldWorkers_;
+  // Rebind mode: the old image's TCP sockets, on which the old generation's
+  // workers accept. This image binds its own; these are kept only to hand
+  // back if its start fails, and closed once it serves.
+  std::vector<Listener> oldGenerationSockets_;
   SignalFd signals_;
   FunctionHandler signalHandler_{[this](uint32_t) {
     guard("signal", [this] {
@@ -516,6 +520,12 @@ void MasterImpl::revertToPreviousConfig() {
     log::configure(config_->master.log);
     applyMasterNice();
   }
+  // Rebind mode: the old generation accepts on the old image's TCP
+  // sockets, so those are the ones to hold. A socket this image bound in
+  // their place would share their SO_REUSEPORT group, and the kernel would
+  // queue part of every new connection on it with no worker accepting.
+  for (auto& old : oldGenerationSockets_) listeners_.replace(std::move(old));
+  oldGenerationSockets_.clear();
   // The inherited sockets the failed configuration dropped are the old
   // generation's again: its respawned workers get them.
   auto wanted = wantedListeners(*config_);
@@ -525,11 +535,11 @@ void MasterImpl::revertToPreviousConfig() {
   serveAdmin();  // before any of them closes
   armPeriodicProbe();
   listeners_.closeRemoving("only the failed configuration had it");
-  // In rebind mode the synchronizer took the old image's TCP sockets with
-  // it, and this image may have failed before binding them all: the old
-  // generation's workers still accept on theirs, but its respawned workers
-  // and the admin endpoint need the master's.
+  // An admin address with no socket left (the inherited ones could not be
+  // taken) is bound again: the master accepts there itself. A public one is
+  // not: a socket no old worker accepts on would hold connections unserved.
   for (const auto& w : wanted) {
+    if (w.role != "admin") continue;
     try {
       listeners_.bindMissing({w}, false);
     } catch (const std::exception& e) {
@@ -562,6 +572,19 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
     // A Unix socket's path cannot be bound twice, so rebind mode hands
     // those over too; only TCP listeners are bound afresh.
     bool adopt = keep || unixSocket;
+    if (!adopt && !key.empty() && !taken) {
+      MOLT_LOG(kInfo) << "holding inherited socket fd " << fd << " (" << key
+                      << ") for the old generation until this image serves: "
+                         "listener_handoff = rebind";
+      Listener old;
+      old.key = key;
+      old.role = match != wanted.end() ? match->role : name == "admin" ? "admin" : "public";
+      old.address = addressOfKey(key);
+      old.fd.reset(fd);
+      setCloseOnExec(fd, true);
+      oldGenerationSockets_.push_back(std::move(old));
+      continue;
+    }
     if (!adopt || key.empty() || taken) {
       MOLT_LOG(kInfo) << "closing inherited socket fd " << fd << " (" << (key.empty() ? name : key)
                       << "): " << (adopt ? "not a listener wanted" : "listener_handoff = rebind");
@@ -823,6 +846,7 @@ void MasterImpl::completeStarting() {
     case ReloadKind::kSeamless: {
       drainGeneration(previous, false);
       listeners_.commit();  // closes the inherited sockets this configuration dropped
+      oldGenerationSockets_.clear();
       std::string msg = encodeNotify({NotifyMessage::Kind::kReady, pid_, gen.generation, ""});
       bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
                                    static_cast<ssize_t>(msg.size());
@@ -1167,17 +1191,17 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     if (w.state != WorkerState::kDraining) oldWorkers.push_back(w.pid);
   std::vector<int> allListeners;
   std::vector<int> passedListeners;  // to the new image, as LISTEN_FDS
-  std::vector<int> rebound;          // not passed: the synchronizer shuts them down
+  // Rebind mode: TCP listeners the new generation binds afresh. The new
+  // image still gets them, to hold for the old generation should its start
+  // fail; once it serves, the synchronizer shuts them down.
+  std::vector<int> rebound;
   std::vector<std::string> roles;
   for (const auto& h : listeners_.held()) {
     allListeners.push_back(h.listener.fd.get());
+    passedListeners.push_back(h.listener.fd.get());
+    roles.push_back(h.listener.role);
     bool unixSocket = h.listener.address.kind == ListenAddress::Kind::kUnix;
-    if (inherit || unixSocket) {
-      passedListeners.push_back(h.listener.fd.get());
-      roles.push_back(h.listener.role);
-    } else {
-      rebound.push_back(h.listener.fd.get());
-    }
+    if (!inherit && !unixSocket) rebound.push_back(h.listener.fd.get());
   }
 
   log::flush();
@@ -1454,6 +1478,7 @@ void MasterImpl::beginStop(bool graceful) {
   closeAdmin();
   serveAdmin();        // no listener: stopping
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
+  oldGenerationSockets_.clear();
   readyPipes_.clear();
   stopTimer_.arm(msAt(now + (graceful ? grace + 2 : 2)));
 }

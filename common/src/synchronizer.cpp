@@ -87,8 +87,9 @@ int runSynchronizer(const SyncParams& params) noexcept {
       }
     }
     for (int fd : params.listenerFds) {
-      // shutdown() acts on the socket, for every holder: only sockets the
-      // new image never took may get it.
+      // shutdown() acts on the socket, for every holder: only the sockets
+      // rebind mode replaced get it (the new image, now serving, has
+      // closed its copies).
       if (std::find(params.shutdownFds.begin(), params.shutdownFds.end(), fd) !=
           params.shutdownFds.end())
         shutdown(fd, SHUT_RDWR);

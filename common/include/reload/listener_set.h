@@ -89,6 +89,9 @@ class ListenerSet {
   void keepOnly(const std::vector<std::string>& keys);
   // Closes the kRemoving listeners, logging `why`.
   void closeRemoving(const std::string& why);
+  // Holds `listener` as active in place of the one held for its key, which
+  // is closed (for a TCP socket: a Unix socket's path would be removed).
+  void replace(Listener listener);
 
   // The descriptors of `role` that the next generation (`newSet`) or the
   // serving one gets.
