@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <stdexcept>
 #include <string>
 
 #include "reload/admin_server.h"
@@ -105,6 +106,24 @@ BOOST_AUTO_TEST_CASE(a_malformed_request_gets_a_400) {
   admin.setListeners({listener.get()});
   std::string reply = exchange(loop, port, "NONSENSE\r\n\r\n");
   BOOST_TEST(reply.rfind("HTTP/1.1 400", 0) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_handler_that_throws_gets_a_500_and_the_server_serves_on) {
+  EventLoop loop;
+  bool fail = true;
+  AdminServer admin(loop, [&](const AdminRequest&) {
+    if (fail) throw std::runtime_error("status unavailable");
+    return AdminResponse{200, "text/plain", "fine\n"};
+  });
+  int port = 0;
+  Fd listener = listenOnLoopback(&port);
+  admin.setListeners({listener.get()});
+  std::string reply = exchange(loop, port, "GET /status HTTP/1.1\r\nHost: a\r\n\r\n");
+  BOOST_TEST(reply.rfind("HTTP/1.1 500", 0) == 0u);
+  BOOST_TEST(reply.find("status unavailable") != std::string::npos);
+  fail = false;
+  reply = exchange(loop, port, "GET /status HTTP/1.1\r\nHost: a\r\n\r\n");
+  BOOST_TEST(reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

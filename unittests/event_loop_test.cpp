@@ -4,6 +4,7 @@
 
 #include <boost/test/unit_test.hpp>
 #include <cstdint>
+#include <system_error>
 #include <vector>
 
 #include "reload/event_loop.h"
@@ -203,6 +204,18 @@ BOOST_AUTO_TEST_CASE(ADescriptorClosedWithoutRemoveIsForgottenWhenItsNumberRetur
   loop.runOnce(1000);
   BOOST_TEST(old.calls == 0);
   BOOST_TEST(fresh.calls == 1);
+  BOOST_TEST(loop.watchedDescriptors() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(AddingAWatchedDescriptorAgainFailsAndLeavesItsHandler) {
+  EventLoop loop;
+  CountingHandler first, second;
+  reload::Fd ready = readyEventFd();
+  loop.add(ready.get(), EPOLLIN, &first);
+  BOOST_CHECK_THROW(loop.add(ready.get(), EPOLLIN, &second), std::system_error);
+  loop.runOnce(1000);
+  BOOST_TEST(first.calls == 1);
+  BOOST_TEST(second.calls == 0);
   BOOST_TEST(loop.watchedDescriptors() == 1u);
 }
 

@@ -7,6 +7,8 @@
 #include <cctype>
 #include <sstream>
 
+#include "reload/log.h"
+
 namespace reload {
 namespace {
 
@@ -251,7 +253,13 @@ std::optional<std::string> AdminServer::tryRespond(const std::string& in) {
   }
   if (in.size() < end + 4 + length) return std::nullopt;
   req.body = in.substr(end + 4, length);
-  return render(handler_(req));
+  try {
+    return render(handler_(req));
+  } catch (const std::exception& e) {
+    // The master's loop goes on; this request alone fails, and says why.
+    MOLT_LOG(kError) << "admin request " << req.method << " " << req.path << ": " << e.what();
+    return render(plain(500, std::string("internal error: ") + e.what()));
+  }
 }
 
 }  // namespace reload

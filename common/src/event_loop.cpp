@@ -39,17 +39,19 @@ EventLoop::EventLoop() : epoll_(epoll_create1(EPOLL_CLOEXEC)) {
 }
 
 void EventLoop::add(int fd, uint32_t events, EventHandler* handler) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = nextToken_;
+  // Fails (EEXIST) while the descriptor is still watched: that entry and
+  // its handler stay as they are.
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+    throwSysError("epoll_ctl add fd " + std::to_string(fd));
   // A number still known here was closed without remove(): that entry
   // left the epoll set with its file and is forgotten now.
   if (auto stale = tokens_.find(fd); stale != tokens_.end()) {
     handlers_.erase(stale->second);
     tokens_.erase(stale);
   }
-  epoll_event ev{};
-  ev.events = events;
-  ev.data.u64 = nextToken_;
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
-    throwSysError("epoll_ctl add fd " + std::to_string(fd));
   tokens_.emplace(fd, nextToken_);
   handlers_.emplace(nextToken_, handler);
   ++nextToken_;
