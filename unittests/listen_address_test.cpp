@@ -100,11 +100,4 @@ BOOST_AUTO_TEST_CASE(configured_key_equals_the_bound_sockets_key) {
   check("[::]:" + std::to_string(freePort(AF_INET6)));
 }
 
-BOOST_AUTO_TEST_CASE(plan_keeps_unchanged_binds_new_releases_old) {
-  auto plan = reload::planListeners({"tcp:a:1", "tcp:a:2", "unix:/s"}, {"tcp:a:2", "tcp:a:3"});
-  BOOST_TEST(plan.keep == std::vector<size_t>({1}));
-  BOOST_TEST(plan.release == std::vector<size_t>({0, 2}));
-  BOOST_TEST(plan.bind == std::vector<size_t>({1}));
-}
-
 BOOST_AUTO_TEST_SUITE_END()

@@ -116,21 +116,6 @@ std::string listeningSocketKey(int fd) {
   return socketKey(addr, addrLen);
 }
 
-ListenerPlan planListeners(const std::vector<std::string>& currentKeys,
-                           const std::vector<std::string>& desiredKeys) {
-  ListenerPlan plan;
-  for (size_t i = 0; i < currentKeys.size(); ++i) {
-    bool wanted = std::find(desiredKeys.begin(), desiredKeys.end(), currentKeys[i]) !=
-                  desiredKeys.end();
-    (wanted ? plan.keep : plan.release).push_back(i);
-  }
-  for (size_t i = 0; i < desiredKeys.size(); ++i) {
-    if (std::find(currentKeys.begin(), currentKeys.end(), desiredKeys[i]) == currentKeys.end())
-      plan.bind.push_back(i);
-  }
-  return plan;
-}
-
 void setCloseOnExec(int fd, bool on) {
   int flags = fcntl(fd, F_GETFD);
   if (flags < 0) throwSysError("fcntl(F_GETFD) on fd " + std::to_string(fd));

@@ -36,15 +36,6 @@ std::string listeningSocketKey(int fd);
 // processes sharing it no longer does.
 bool stillListening(int fd);
 
-// What has to change to go from the listeners we hold to the configured ones.
-struct ListenerPlan {
-  std::vector<size_t> keep;     // indexes into `current` that stay
-  std::vector<size_t> bind;     // indexes into `desired` that need a new socket
-  std::vector<size_t> release;  // indexes into `current` no longer configured
-};
-ListenerPlan planListeners(const std::vector<std::string>& currentKeys,
-                           const std::vector<std::string>& desiredKeys);
-
 // Sets or clears FD_CLOEXEC. Throws std::system_error.
 void setCloseOnExec(int fd, bool on);
 
