@@ -126,4 +126,21 @@ BOOST_AUTO_TEST_CASE(a_handler_that_throws_gets_a_500_and_the_server_serves_on) 
   BOOST_TEST(reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_listener_shut_down_by_another_holder_leaves_the_loop) {
+  EventLoop loop;
+  AdminServer admin(loop, [](const AdminRequest&) { return AdminResponse{}; });
+  int port = 0;
+  Fd listener = listenOnLoopback(&port);
+  admin.setListeners({listener.get()});
+  BOOST_REQUIRE(loop.watchedDescriptors() == 1u);
+  // A listening socket shut down stops listening, and epoll reports it
+  // ready for ever: a loop that kept watching it would never sleep.
+  BOOST_REQUIRE(shutdown(listener.get(), SHUT_RD) == 0);
+  loop.runOnce(1000);
+  BOOST_TEST(loop.watchedDescriptors() == 0u);
+  int64_t before = reload::monotonicMs();
+  loop.runOnce(100);
+  BOOST_TEST(reload::monotonicMs() - before >= 90);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <sstream>
 
+#include "reload/listeners.h"
 #include "reload/log.h"
 
 namespace reload {
@@ -89,17 +92,21 @@ void AdminServer::setListeners(const std::vector<int>& listeners) {
       ++it;
       continue;
     }
-    loop_.remove(it->first);
+    if (it->second->watched) loop_.remove(it->first);
     it = listeners_.erase(it);
   }
   for (int fd : listeners) {
     if (listeners_.count(fd)) continue;
-    auto l = std::make_unique<Listening>();
-    l->server = this;
-    l->fd = fd;
-    loop_.add(fd, EPOLLIN, l.get());
+    auto l = std::make_unique<Listening>(*this, fd);
+    watch(*l);
     listeners_.emplace(fd, std::move(l));
   }
+}
+
+void AdminServer::watch(Listening& listening) {
+  if (listening.watched) return;
+  loop_.add(listening.fd, EPOLLIN, &listening);
+  listening.watched = true;
 }
 
 void AdminServer::closeAll() {
@@ -130,10 +137,27 @@ void AdminServer::onConn(Conn& conn) {
   if (!wasWriting && !conn.out.empty()) loop_.modify(fd, EPOLLOUT);
 }
 
-void AdminServer::acceptFrom(int listener) {
+void AdminServer::acceptFrom(Listening& listening) {
   for (int i = 0; i < 16; ++i) {
-    int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) break;  // EAGAIN, or a transient error; the loop tells us again
+    int fd = accept4(listening.fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno == EAGAIN) break;
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      // The listener stays ready while the error lasts (descriptors used
+      // up, or a socket another holder shut down): watched on, it would
+      // spin the master's loop.
+      int err = errno;
+      loop_.remove(listening.fd);
+      listening.watched = false;
+      if (!stillListening(listening.fd)) {
+        MOLT_LOG(kWarning) << "admin listener fd " << listening.fd << " stopped listening ("
+                           << std::strerror(err) << "); no longer served";
+        break;
+      }
+      MOLT_LOG(kWarning) << "admin accept: " << std::strerror(err) << "; trying again in 1 s";
+      listening.resume.armIn(1000);
+      break;
+    }
     Fd owned(fd);
     if (conns_.size() >= kMaxConns) {
       // Full of connections that have not finished a request: the one

@@ -243,6 +243,8 @@ class MasterImpl {
   // workers accept. This image binds its own; these are kept only to hand
   // back if its start fails, and closed once it serves.
   std::vector<Listener> oldGenerationSockets_;
+  // Keys of every socket this image inherited: the old generation's.
+  std::vector<std::string> inheritedKeys_;
   SignalFd signals_;
   FunctionHandler signalHandler_{[this](uint32_t) {
     guard("signal", [this] {
@@ -527,10 +529,15 @@ void MasterImpl::revertToPreviousConfig() {
   for (auto& old : oldGenerationSockets_) listeners_.replace(std::move(old));
   oldGenerationSockets_.clear();
   // The inherited sockets the failed configuration dropped are the old
-  // generation's again: its respawned workers get them.
+  // generation's again: its respawned workers get them. Without the old
+  // configuration, every inherited socket is kept.
   auto wanted = wantedListeners(*config_);
   std::vector<std::string> keys;
-  for (const auto& w : wanted) keys.push_back(w.key);
+  if (previousConfig_) {
+    for (const auto& w : wanted) keys.push_back(w.key);
+  } else {
+    keys = inheritedKeys_;
+  }
   listeners_.keepOnly(keys);
   serveAdmin();  // before any of them closes
   armPeriodicProbe();
@@ -572,6 +579,7 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
     // A Unix socket's path cannot be bound twice, so rebind mode hands
     // those over too; only TCP listeners are bound afresh.
     bool adopt = keep || unixSocket;
+    if (!key.empty()) inheritedKeys_.push_back(key);
     if (!adopt && !key.empty() && !taken) {
       MOLT_LOG(kInfo) << "holding inherited socket fd " << fd << " (" << key
                       << ") for the old generation until this image serves: "

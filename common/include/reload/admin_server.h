@@ -56,11 +56,16 @@ class AdminServer {
     void onEvents(uint32_t events) override;
   };
   struct Listening : EventHandler {
-    AdminServer* server = nullptr;
-    int fd = -1;
-    void onEvents(uint32_t) override { server->acceptFrom(fd); }
+    Listening(AdminServer& s, int listenFd)
+        : server(s), fd(listenFd), resume(s.loop_, [this] { server.watch(*this); }) {}
+    AdminServer& server;
+    int fd;
+    bool watched = false;
+    FunctionTimer resume;  // after an accept error, watching again
+    void onEvents(uint32_t) override { server.acceptFrom(*this); }
   };
-  void acceptFrom(int listener);
+  void watch(Listening& listening);
+  void acceptFrom(Listening& listening);
   void onConn(Conn& conn);
   void closeConn(int fd);
   // Returns false when the connection is finished.
