@@ -28,6 +28,7 @@
 #include "reload/listener_set.h"
 #include "reload/listeners.h"
 #include "reload/log.h"
+#include "reload/master_report.h"
 #include "reload/notify.h"
 #include "reload/process.h"
 #include "reload/reload_state.h"
@@ -50,19 +51,6 @@ ListenAddress addressOfKey(const std::string& key) {
   return ListenAddress{};
 }
 
-// A label value as the Prometheus text format wants it.
-std::string prometheusLabel(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -117,15 +105,6 @@ struct Checker {
   ChildTask task;
   std::shared_ptr<const LoadedConfig> config;
   std::string executable;
-};
-
-struct ReloadRecord {
-  std::string kind;
-  std::string result;  // ok, failed, refused
-  std::string reason;
-  double durationMs = 0;
-  int64_t finishedEpoch = 0;
-  uint64_t generation = 0;
 };
 
 class MasterImpl {
@@ -198,6 +177,7 @@ class MasterImpl {
 
   // Admin
   AdminResponse handleAdmin(const AdminRequest& request);
+  MasterSnapshot snapshot() const;
   std::string statusJson();
   std::string metricsText();
   std::vector<int> listenerFds(const std::string& role, bool newSet) const;
@@ -1570,103 +1550,37 @@ AdminResponse MasterImpl::handleAdmin(const AdminRequest& request) {
   return text(404, "no such admin resource; try /status, /metrics, POST /reload, POST /reload-seamless");
 }
 
+MasterSnapshot MasterImpl::snapshot() const {
+  MasterSnapshot snap;
+  snap.version = service_.version();
+  snap.pid = pid_;
+  snap.phase = state_.phase();
+  snap.servingGeneration = state_.servingGeneration();
+  snap.configPath = config_->path;
+  snap.configDigest = config_->digest;
+  snap.startedEpoch = startedEpoch_;
+  snap.nowEpoch = time(nullptr);
+  snap.nowMonotonic = monotonicSeconds();
+  snap.workers = registry_.all();
+  for (const auto& h : listeners_.held())
+    snap.listeners.push_back(ListenerReport{h.listener.address.toString(), h.listener.role,
+                                            stillListening(h.listener.fd.get())});
+  snap.inheritListeners = config_->master.listenerHandoff == ListenerHandoff::kInherit;
+  snap.counters = counters_;
+  snap.activeReload = state_.active();
+  snap.pendingReload = state_.pending();
+  snap.lastReload = lastReload_;
+  return snap;
+}
+
 std::string MasterImpl::statusJson() {
-  double now = monotonicSeconds();
-  JsonObject s;
-  s.add("service", "moltd");
-  s.add("version", service_.version());
-  s.add("pid", static_cast<int64_t>(pid_));
-  s.add("state", phaseName(state_.phase()));
-  s.add("generation", state_.servingGeneration());
-  s.add("config", config_->path);
-  s.add("config_digest", config_->digest);
-  s.add("started_at", startedEpoch_);
-  s.add("uptime_seconds", static_cast<int64_t>(time(nullptr) - startedEpoch_));
-  JsonArray workers, draining;
-  for (const auto& w : registry_.all()) {
-    JsonObject o;
-    o.add("pid", static_cast<int64_t>(w.pid));
-    o.add("generation", w.generation);
-    o.add("slot", w.slot);
-    o.add("state", workerStateName(w.state));
-    if (w.state == WorkerState::kDraining) {
-      o.add("draining_seconds", w.drainStartedAt > 0 ? now - w.drainStartedAt : 0.0);
-      draining.push(o);
-    } else {
-      workers.push(o);
-    }
-  }
-  s.raw("workers", workers.str());
-  s.raw("draining_workers", draining.str());
-  JsonArray listeners;
-  for (const auto& h : listeners_.held()) {
-    JsonObject o;
-    o.add("address", h.listener.address.toString());
-    o.add("role", h.listener.role);
-    // Another holder of the socket (a worker, a process it was passed to)
-    // may have shut it down; then nobody can accept on it any more.
-    o.add("listening", stillListening(h.listener.fd.get()));
-    listeners.push(o);
-  }
-  s.raw("listeners", listeners.str());
-  s.add("listener_handoff",
-        config_->master.listenerHandoff == ListenerHandoff::kInherit ? "inherit" : "rebind");
-  s.add("reloads", counters_.reloadsOk);
-  s.add("reloads_failed", counters_.reloadsFailed);
-  s.add("worker_restarts", counters_.workerRestarts);
-  s.add("drain_kills", counters_.drainKills);
-  s.add("reload_in_progress", reloadKindName(state_.active()));
-  s.add("pending_reload", reloadKindName(state_.pending()));
-  if (lastReload_) {
-    JsonObject r;
-    r.add("kind", lastReload_->kind);
-    r.add("result", lastReload_->result);
-    r.add("reason", lastReload_->reason);
-    r.add("duration_ms", lastReload_->durationMs);
-    r.add("at", lastReload_->finishedEpoch);
-    r.add("generation", lastReload_->generation);
-    s.add("last_reload", r);
-  } else {
-    s.raw("last_reload", "null");
-  }
-  service_.addStatus(*config_, s);
-  return s.str();
+  JsonObject status = statusReport(snapshot());
+  service_.addStatus(*config_, status);
+  return status.str();
 }
 
 std::string MasterImpl::metricsText() {
-  std::ostringstream m;
-  auto gauge = [&](const char* name, const char* help, double value) {
-    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n"
-      << name << " " << value << "\n";
-  };
-  auto counter = [&](const char* name, const char* help, uint64_t value) {
-    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n"
-      << name << " " << value << "\n";
-  };
-  size_t draining = registry_.draining().size();
-  gauge("moltd_generation", "Generation of the workers now serving.",
-        static_cast<double>(state_.servingGeneration()));
-  gauge("moltd_workers", "Workers of the serving generation.",
-        static_cast<double>(registry_.size() - draining));
-  gauge("moltd_draining_workers", "Old workers still finishing their requests.",
-        static_cast<double>(draining));
-  gauge("moltd_uptime_seconds", "Seconds since the master first started.",
-        static_cast<double>(time(nullptr) - startedEpoch_));
-  m << "# HELP moltd_listener_listening Whether a listening socket the master holds still "
-       "listens (1) or was shut down by one of its holders (0).\n"
-       "# TYPE moltd_listener_listening gauge\n";
-  for (const auto& h : listeners_.held())
-    m << "moltd_listener_listening{address=\"" << prometheusLabel(h.listener.address.toString())
-      << "\",role=\"" << prometheusLabel(h.listener.role) << "\"} "
-      << (stillListening(h.listener.fd.get()) ? 1 : 0) << "\n";
-  counter("moltd_reloads_total", "Reloads that completed.", counters_.reloadsOk);
-  counter("moltd_reloads_failed_total", "Reloads refused or failed.", counters_.reloadsFailed);
-  counter("moltd_worker_restarts_total", "Workers respawned after an unexpected exit.",
-          counters_.workerRestarts);
-  counter("moltd_drain_kills_total", "Old workers killed at a drain deadline.",
-          counters_.drainKills);
-  m << service_.metrics(*config_, *counters_shared_);
-  return m.str();
+  return metricsReport(snapshot()) + service_.metrics(*config_, *counters_shared_);
 }
 
 }  // namespace

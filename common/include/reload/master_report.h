@@ -1,0 +1,61 @@
+// What the master reports on /status and /metrics, rendered from a snapshot
+// of its state: no master and no system call is needed to test it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "reload/handoff.h"
+#include "reload/json.h"
+#include "reload/reload_policy.h"
+#include "reload/worker_registry.h"
+
+namespace reload {
+
+// How the last reload ended.
+struct ReloadRecord {
+  std::string kind;
+  std::string result;  // ok, failed, refused
+  std::string reason;
+  double durationMs = 0;
+  int64_t finishedEpoch = 0;
+  uint64_t generation = 0;
+};
+
+struct ListenerReport {
+  std::string address;
+  std::string role;
+  bool listening = true;  // false once any holder shut the socket down
+};
+
+struct MasterSnapshot {
+  std::string version;
+  pid_t pid = 0;
+  Phase phase = Phase::kRunning;
+  uint64_t servingGeneration = 0;
+  std::string configPath;
+  std::string configDigest;
+  int64_t startedEpoch = 0;
+  int64_t nowEpoch = 0;
+  double nowMonotonic = 0;  // to age draining workers
+  std::vector<WorkerInfo> workers;
+  std::vector<ListenerReport> listeners;
+  bool inheritListeners = true;  // listener_handoff
+  HandoffCounters counters;
+  ReloadKind activeReload = ReloadKind::kNone;
+  ReloadKind pendingReload = ReloadKind::kNone;
+  std::optional<ReloadRecord> lastReload;
+};
+
+// The /status document; the service adds its own fields to it.
+JsonObject statusReport(const MasterSnapshot& snapshot);
+// The master's part of /metrics, in the Prometheus text format.
+std::string metricsReport(const MasterSnapshot& snapshot);
+// A label value as the Prometheus text format wants it.
+std::string prometheusLabel(const std::string& value);
+
+}  // namespace reload

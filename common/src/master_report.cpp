@@ -1,0 +1,115 @@
+#include "reload/master_report.h"
+
+#include <sstream>
+
+namespace reload {
+
+JsonObject statusReport(const MasterSnapshot& snap) {
+  JsonObject s;
+  s.add("service", "moltd");
+  s.add("version", snap.version);
+  s.add("pid", static_cast<int64_t>(snap.pid));
+  s.add("state", phaseName(snap.phase));
+  s.add("generation", snap.servingGeneration);
+  s.add("config", snap.configPath);
+  s.add("config_digest", snap.configDigest);
+  s.add("started_at", snap.startedEpoch);
+  s.add("uptime_seconds", snap.nowEpoch - snap.startedEpoch);
+  JsonArray workers, draining;
+  for (const auto& w : snap.workers) {
+    JsonObject o;
+    o.add("pid", static_cast<int64_t>(w.pid));
+    o.add("generation", w.generation);
+    o.add("slot", w.slot);
+    o.add("state", workerStateName(w.state));
+    if (w.state == WorkerState::kDraining) {
+      o.add("draining_seconds", w.drainStartedAt > 0 ? snap.nowMonotonic - w.drainStartedAt : 0.0);
+      draining.push(o);
+    } else {
+      workers.push(o);
+    }
+  }
+  s.raw("workers", workers.str());
+  s.raw("draining_workers", draining.str());
+  JsonArray listeners;
+  for (const auto& l : snap.listeners) {
+    JsonObject o;
+    o.add("address", l.address);
+    o.add("role", l.role);
+    o.add("listening", l.listening);
+    listeners.push(o);
+  }
+  s.raw("listeners", listeners.str());
+  s.add("listener_handoff", snap.inheritListeners ? "inherit" : "rebind");
+  s.add("reloads", snap.counters.reloadsOk);
+  s.add("reloads_failed", snap.counters.reloadsFailed);
+  s.add("worker_restarts", snap.counters.workerRestarts);
+  s.add("drain_kills", snap.counters.drainKills);
+  s.add("reload_in_progress", reloadKindName(snap.activeReload));
+  s.add("pending_reload", reloadKindName(snap.pendingReload));
+  if (snap.lastReload) {
+    const ReloadRecord& last = *snap.lastReload;
+    JsonObject r;
+    r.add("kind", last.kind);
+    r.add("result", last.result);
+    r.add("reason", last.reason);
+    r.add("duration_ms", last.durationMs);
+    r.add("at", last.finishedEpoch);
+    r.add("generation", last.generation);
+    s.add("last_reload", r);
+  } else {
+    s.raw("last_reload", "null");
+  }
+  return s;
+}
+
+std::string metricsReport(const MasterSnapshot& snap) {
+  std::ostringstream m;
+  auto gauge = [&](const char* name, const char* help, double value) {
+    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n"
+      << name << " " << value << "\n";
+  };
+  auto counter = [&](const char* name, const char* help, uint64_t value) {
+    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n"
+      << name << " " << value << "\n";
+  };
+  size_t draining = 0;
+  for (const auto& w : snap.workers)
+    if (w.state == WorkerState::kDraining) ++draining;
+  gauge("moltd_generation", "Generation of the workers now serving.",
+        static_cast<double>(snap.servingGeneration));
+  gauge("moltd_workers", "Workers of the serving generation.",
+        static_cast<double>(snap.workers.size() - draining));
+  gauge("moltd_draining_workers", "Old workers still finishing their requests.",
+        static_cast<double>(draining));
+  gauge("moltd_uptime_seconds", "Seconds since the master first started.",
+        static_cast<double>(snap.nowEpoch - snap.startedEpoch));
+  m << "# HELP moltd_listener_listening Whether a listening socket the master holds still "
+       "listens (1) or was shut down by one of its holders (0).\n"
+       "# TYPE moltd_listener_listening gauge\n";
+  for (const auto& l : snap.listeners)
+    m << "moltd_listener_listening{address=\"" << prometheusLabel(l.address) << "\",role=\""
+      << prometheusLabel(l.role) << "\"} " << (l.listening ? 1 : 0) << "\n";
+  counter("moltd_reloads_total", "Reloads that completed.", snap.counters.reloadsOk);
+  counter("moltd_reloads_failed_total", "Reloads refused or failed.", snap.counters.reloadsFailed);
+  counter("moltd_worker_restarts_total", "Workers respawned after an unexpected exit.",
+          snap.counters.workerRestarts);
+  counter("moltd_drain_kills_total", "Old workers killed at a drain deadline.",
+          snap.counters.drainKills);
+  return m.str();
+}
+
+std::string prometheusLabel(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace reload
