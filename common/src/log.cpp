@@ -80,18 +80,11 @@ class LogFileStream : public std::ostream {
 };
 
 void formatRecord(const boost::log::record_view& rec, boost::log::formatting_ostream& out) {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  tm utc{};
-  gmtime_r(&ts.tv_sec, &utc);
-  char stamp[40];
-  size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &utc);
-  snprintf(stamp + n, sizeof stamp - n, ".%03ldZ", ts.tv_nsec / 1000000);
   auto sev = boost::log::extract<Severity>("Severity", rec);
   auto pid = boost::log::extract<int>("Pid", rec);
   auto role = boost::log::extract<std::string>("Role", rec);
   auto gen = boost::log::extract<uint64_t>("Generation", rec);
-  out << stamp << " moltd[" << (pid ? *pid : 0) << "] " << (role ? *role : "?")
+  out << utcTimestamp(3) << " moltd[" << (pid ? *pid : 0) << "] " << (role ? *role : "?")
       << " gen=" << (gen ? *gen : 0) << " " << (sev ? severityName(*sev) : "?") << ": "
       << rec[boost::log::expressions::smessage];
 }
@@ -188,6 +181,18 @@ void removeSinks() {
 }
 
 void flush() { boost::log::core::get()->flush(); }
+
+std::string utcTimestamp(int fractionDigits) {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  tm utc{};
+  gmtime_r(&now.tv_sec, &utc);
+  char stamp[48];
+  size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &utc);
+  long fraction = fractionDigits >= 6 ? now.tv_nsec / 1000 : now.tv_nsec / 1000000;
+  snprintf(stamp + n, sizeof stamp - n, ".%0*ldZ", fractionDigits >= 6 ? 6 : 3, fraction);
+  return stamp;
+}
 
 void checkTarget(const std::string& target) {
   if (target == "stderr" || target == "syslog") return;

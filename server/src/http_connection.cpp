@@ -63,17 +63,6 @@ std::string peerName(int fd) {
   return "local";
 }
 
-std::string isoNow() {
-  timespec now{};
-  clock_gettime(CLOCK_REALTIME, &now);
-  tm parts{};
-  gmtime_r(&now.tv_sec, &parts);
-  char text[64];
-  size_t n = strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &parts);
-  std::snprintf(text + n, sizeof text - n, ".%06ldZ", now.tv_nsec / 1000);
-  return text;
-}
-
 bool methodIs(const std::string& method, const char* name) { return method == name; }
 
 // "1732950000.12345", as printf("%.5f") would write it for the times moltd
@@ -900,7 +889,7 @@ void Connection::logRequest() {
   std::snprintf(line, sizeof line, " %d %llu %.3f gen=%llu\n", status_,
                 static_cast<unsigned long long>(bodyBytesSent_), ms,
                 static_cast<unsigned long long>(shared_.generation));
-  shared_.accessLog.write(peer_ + " [" + isoNow() + "] \"" +
+  shared_.accessLog.write(peer_ + " [" + reload::log::utcTimestamp(6) + "] \"" +
                           (request_.method.empty() ? "-" : request_.method) + " " + uri + " " +
                           request_.versionText() + "\"" + line);
 }

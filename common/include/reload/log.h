@@ -48,6 +48,10 @@ void removeSinks();
 
 void flush();
 
+// The time now in UTC as ISO 8601 with `fractionDigits` (3 or 6) digits of
+// the second, as every log line of the server carries it.
+std::string utcTimestamp(int fractionDigits);
+
 // Checks that a log target can be opened for append. Throws std::system_error.
 void checkTarget(const std::string& target);
 
