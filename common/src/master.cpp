@@ -30,6 +30,7 @@
 #include "reload/log.h"
 #include "reload/master_report.h"
 #include "reload/notify.h"
+#include "reload/pid_file.h"
 #include "reload/process.h"
 #include "reload/reload_state.h"
 #include "reload/signals.h"
@@ -340,9 +341,8 @@ void MasterImpl::startFresh(bool afterExec) {
   if (!boot_.startNote.empty()) MOLT_LOG(kError) << boot_.startNote;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   if (!config_->master.pidFile.empty()) {
-    std::ifstream in(config_->master.pidFile);
-    pid_t other = 0;
-    if (in >> other && other > 0 && other != pid_ && kill(other, 0) == 0) {
+    pid_t other = PidFile(config_->master.pidFile).read().value_or(0);
+    if (other > 0 && other != pid_ && kill(other, 0) == 0) {
       std::ifstream comm("/proc/" + std::to_string(other) + "/comm");
       std::string name;
       std::getline(comm, name);
@@ -613,18 +613,7 @@ std::vector<WantedListener> MasterImpl::wantedListeners(const LoadedConfig& conf
 }
 
 void MasterImpl::writePidFile() {
-  const std::string& path = config_->master.pidFile;
-  if (path.empty()) return;
-  std::string dir = path.substr(0, path.rfind('/'));
-  if (!dir.empty() && mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throwSysError("create the pid file's directory " + dir);
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << pid_ << "\n";
-    if (!out) throwSysError("write pid file " + tmp);
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) throwSysError("rename pid file to " + path);
+  if (!config_->master.pidFile.empty()) PidFile(config_->master.pidFile).write(pid_);
 }
 
 void MasterImpl::applyMasterNice() {
@@ -641,10 +630,7 @@ void MasterImpl::applyMasterNice() {
 }
 
 void MasterImpl::removePidFile() {
-  if (!config_ || config_->master.pidFile.empty()) return;
-  std::ifstream in(config_->master.pidFile);
-  pid_t recorded = 0;
-  if (in >> recorded && recorded == pid_) unlink(config_->master.pidFile.c_str());
+  if (config_ && !config_->master.pidFile.empty()) PidFile(config_->master.pidFile).removeIfOurs(pid_);
 }
 
 // ------------------------------------------------------------- generations
