@@ -101,6 +101,21 @@ class ValidationRefusals(unittest.TestCase):
     def refused(self, server, text, expected):
         ConfigValidation.assert_refused_by_every_reload(self, server, text, expected)
 
+    def test_port_zero_is_refused_for_every_listener(self):
+        server = Moltd(self, workers=1).start()
+        good = open(server.config).read()
+        public = "127.0.0.1:%d" % server.port
+        admin = "127.0.0.1:%d" % server.admin_port
+        cases = [(public, "127.0.0.1:0"), (public, "[::1]:0"), (public, "*:00"),
+                 (public, public + ", 127.0.0.1:0"), (admin, "127.0.0.1:0")]
+        with Load(server, connections=4) as load:
+            for old, new in cases:
+                self.refused(server, good.replace(old, new), "is not allowed: the kernel would pick")
+        load.assert_no_failures(self)
+        st = server.status()
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+
     def test_a_pid_file_directory_that_cannot_be_created_is_refused(self):
         server = Moltd(self, workers=1).start()
         good = open(server.config).read()
