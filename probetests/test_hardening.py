@@ -159,5 +159,50 @@ def started_through_link(test, **kwargs):
     return server, link
 
 
+class PreflightProof(unittest.TestCase):
+    """Only a moltd that checked the very configuration is executed."""
+
+    def refused(self, server, expected):
+        before = server.reload_count()
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_reload_result(before, timeout=40)
+        self.assertEqual(st["last_reload"]["result"], "refused", st["last_reload"])
+        self.assertIn(expected, st["last_reload"]["reason"])
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(st["generation"], 1)
+        self.assertEqual(len(st["workers"]), 2)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        return st
+
+    def test_exit_status_0_alone_is_not_enough(self):
+        server, link = started_through_link(self, workers=2)
+        with Load(server, connections=4) as load:
+            swap_binary(server, link, "#!/bin/sh\nexit 0\n")
+            self.refused(server, "not a moltd that checked the configuration")
+            # A line for another configuration: the file changed, or the
+            # binary did not read it.
+            swap_binary(server, link, "#!/bin/sh\necho 'moltd 9.9 configuration ok: sha256:%s'\n"
+                        % ("0" * 64))
+            self.refused(server, "it checked another configuration")
+            os.unlink(link)
+            os.symlink(MOLTD, link)
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_generation(2)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            self.assertEqual(st["pid"], server.pid)
+        load.assert_no_failures(self)
+
+    def test_check_config_prints_version_and_digest(self):
+        server = Moltd(self, workers=1)
+        out = subprocess.run([MOLTD, "-t", "--config", server.config], capture_output=True,
+                             text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        version = subprocess.run([MOLTD, "--version"], capture_output=True, text=True,
+                                 timeout=20).stdout.split()[1]
+        with open(server.config, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        self.assertEqual(out.stdout, "moltd %s configuration ok: sha256:%s\n" % (version, digest))
+
+
 if __name__ == "__main__":
     unittest.main()

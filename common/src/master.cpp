@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "reload/child_task.h"
+#include "reload/config_check_line.h"
 #include "reload/event_loop.h"
 #include "reload/exec_handoff.h"
 #include "reload/handoff.h"
@@ -1139,6 +1140,15 @@ void MasterImpl::onCheckerExit(int status) {
     processPending();
     return;
   }
+  std::string checkedVersion;
+  std::string notChecked = configCheckLineProblem(outcome.output, config->digest, checkedVersion);
+  if (!notChecked.empty()) {
+    finishReload(ReloadKind::kSeamless, "refused", executable + " --check-config: " + notChecked,
+                 state_.servingGeneration());
+    processPending();
+    return;
+  }
+  MOLT_LOG(kInfo) << executable << " is moltd " << checkedVersion << " and accepts the configuration";
   performExec(config, executable);
 }
 
