@@ -203,6 +203,32 @@ class PreflightProof(unittest.TestCase):
             digest = hashlib.sha256(f.read()).hexdigest()
         self.assertEqual(out.stdout, "moltd %s configuration ok: sha256:%s\n" % (version, digest))
 
+    def test_a_hanging_check_is_killed_at_its_deadline(self):
+        server, link = started_through_link(self, workers=2)
+        hang = "#!/bin/sh\n[ \"$1\" = --check-config ] && exec sleep 600\nexec %s \"$@\"\n" % MOLTD
+        with Load(server, connections=4) as load:
+            swap_binary(server, link, hang)
+            t0 = time.monotonic()
+            server.send_signal(signal.SIGUSR1)
+            server.wait_status(lambda st: st["reload_in_progress"] != "none", "the pre-flight")
+            server.send_signal(signal.SIGHUP)  # queued behind the hung check
+            st = server.wait_status(lambda st: st["reloads_failed"] >= 1 and st["reloads"] >= 1 and
+                                    st["reload_in_progress"] == "none", "the queued SIGHUP",
+                                    timeout=40)
+            waited = time.monotonic() - t0
+            self.assertLess(waited, 10 + 15, "reload_timeout is 10 s")
+            self.assertIn("--check-config timed out", server.log_text())
+            self.assertEqual(st["pid"], server.pid)
+            self.assertEqual(st["generation"], 2)  # the SIGHUP that waited ran
+        load.assert_no_failures(self)
+        # SIGTERM during a hung check stops at once: it does not wait for it.
+        server.send_signal(signal.SIGUSR1)
+        server.wait_status(lambda st: st["reload_in_progress"] != "none", "the pre-flight")
+        t0 = time.monotonic()
+        server.stop(timeout=30)
+        self.assertLess(time.monotonic() - t0, 8)
+        server.assert_nothing_left(self)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -86,6 +86,7 @@ struct Probe {
 };
 
 constexpr double kProbeTimeout = 10;
+constexpr int64_t kHelperStopGraceMs = 1000;
 
 // A deadline in monotonic seconds as the loop's milliseconds, rounded up so
 // that whatever is due at it is due when its timer fires.
@@ -103,7 +104,7 @@ struct ReadyPipe {
 
 // The new binary's --check-config, run before a seamless reload execs it.
 struct Checker {
-  explicit Checker(EventLoop& loop) : task(loop) {}
+  Checker(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
   ChildTask task;
   std::shared_ptr<const LoadedConfig> config;
   std::string executable;
@@ -729,7 +730,7 @@ void MasterImpl::startProbe(const std::string& trigger) {
                      // A process stuck on a hung mount may not die even of
                      // SIGKILL: it is given up on at once (reaped whenever it
                      // ends) so nothing waits for it.
-                     if (probe_ && state_.phase() != Phase::kStopping) onProbeExit(0);
+                     if (probe_) onProbeExit(0);
                    }));
     probe_->task.start("moltd-probe", "the " + trigger + " check", kMaxProbeOutput,
                        static_cast<int64_t>((now + kProbeTimeout) * 1000), [&](int out) -> int {
@@ -999,7 +1000,7 @@ void MasterImpl::startValidation(ReloadKind kind) {
   double limit = std::min(30.0, config_->master.reloadTimeout);
   try {
     validation_.emplace(loop_, guarded("configuration check deadline", [this] {
-                          if (validation_ && state_.phase() != Phase::kStopping) onValidationExit(0);
+                          if (validation_) onValidationExit(0);
                         }));
     validation_->task.start(
         "moltd-validate", "validation", kMaxValidationOutput,
@@ -1088,7 +1089,9 @@ void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
                                      const std::string& executable) {
   double limit = std::min(30.0, next->master.reloadTimeout);
   try {
-    checker_.emplace(loop_);
+    checker_.emplace(loop_, guarded("new binary check deadline", [this] {
+                       if (checker_) onCheckerExit(0);  // killed; reaped whenever it ends
+                     }));
     checker_->task.start(
         "moltd-check", "the config check", kMaxCheckerOutput,
         static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
@@ -1124,7 +1127,7 @@ void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
 }
 
 void MasterImpl::onCheckerExit(int status) {
-  auto outcome = checker_->task.finish(status);
+  auto outcome = checker_->task.timedOut() ? checker_->task.giveUp() : checker_->task.finish(status);
   auto config = checker_->config;
   std::string executable = checker_->executable;
   checker_.reset();
@@ -1437,9 +1440,10 @@ void MasterImpl::beginStop(bool graceful) {
   auto starting = state_.starting();
   state_.stop();
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
-  if (checker_) checker_->task.kill();
-  if (validation_) validation_->task.kill();
-  if (probe_) probe_->task.kill();
+  // A stop does not wait for a helper more than a moment after killing it.
+  if (checker_) checker_->task.stop(kHelperStopGraceMs);
+  if (validation_) validation_->task.stop(kHelperStopGraceMs);
+  if (probe_) probe_->task.stop(kHelperStopGraceMs);
   if (notifyFd_) {  // a handover in progress: let the synchronizer go
     std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }
