@@ -230,5 +230,45 @@ class PreflightProof(unittest.TestCase):
         server.assert_nothing_left(self)
 
 
+class UnixSocketPaths(unittest.TestCase):
+    """A stop removes the Unix socket paths moltd bound, never one that
+    socket activation made: systemd keeps that socket for the next start."""
+
+    def start_activated(self, server, sock, path):
+        env = dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES="moltd.socket")
+        argv = ["/bin/sh", "-c", 'export LISTEN_PID=$$; exec "$@" 3<&%d' % sock.fileno(), "sh",
+                MOLTD, "--config", server.config]
+        server.start(argv=argv, env=env, pass_fds=(sock.fileno(),))
+
+    def test_a_socket_activated_path_survives_stops_and_reloads(self):
+        server = Moltd(self, workers=1)
+        activated = os.path.join(server.dir, "activated.sock")
+        own = os.path.join(server.dir, "own.sock")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(activated)
+        sock.listen(128)
+        inode = os.stat(activated).st_ino
+        server.write_config(bind="127.0.0.1:%d, unix:%s, unix:%s" % (server.port, activated, own))
+        for restart in range(2):  # a restart by the socket unit gets the same socket
+            self.start_activated(server, sock, activated)
+            self.assertIn(b"200 OK", unix_get(activated, "/healthcheck"))
+            self.assertIn(b"200 OK", unix_get(own, "/healthcheck"))
+            for generation, sig in ((2, signal.SIGUSR1), (3, signal.SIGHUP), (4, signal.SIGUSR1)):
+                server.send_signal(sig)
+                st = server.wait_generation(generation)
+                self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+                self.assertIn(b"200 OK", unix_get(activated, "/healthcheck"))
+            self.assertEqual(server.stop(), 0)
+            server.assert_nothing_left(self)
+            self.assertTrue(os.path.exists(activated), "the socket unit's path was removed")
+            self.assertEqual(os.stat(activated).st_ino, inode)
+            self.assertFalse(os.path.exists(own), "the path moltd bound itself was left")
+        # Only this test holds the socket now: a connection waits in its queue.
+        probe = socket.socket(socket.AF_UNIX)
+        probe.connect(activated)
+        probe.close()
+        sock.close()
+
+
 if __name__ == "__main__":
     unittest.main()

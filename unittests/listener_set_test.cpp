@@ -192,4 +192,42 @@ BOOST_AUTO_TEST_CASE(adopted_sockets_count_as_held) {
   BOOST_TEST(set.held().empty());
 }
 
+// Every combination of role, origin and exec: a socket-activated socket
+// keeps that origin across every exec of the master, and only paths this
+// server bound are ever removed.
+BOOST_AUTO_TEST_CASE(SocketActivatedPathsAreNeverOurs) {
+  for (const char* role : {"public", "admin"}) {
+    for (bool owns : {true, false}) {
+      reload::Listener l;
+      l.role = role;
+      l.ownsPath = owns;
+      std::string name = reload::handoffFdName(l);
+      BOOST_TEST(reload::roleOfHandoffFdName(name) == role);
+      BOOST_TEST(reload::fromSocketActivation(name, true) == !owns, name);
+      BOOST_TEST(reload::fromSocketActivation(name, false));  // a first start: systemd's
+    }
+  }
+  // Names systemd gives (FileDescriptorName=, the unit's name) on a first start.
+  for (const char* name : {"moltd.socket", "", "admin", "public", "x.activated"})
+    BOOST_TEST(reload::fromSocketActivation(name, false));
+  BOOST_TEST(reload::roleOfHandoffFdName("moltd.socket") == "public");
+  BOOST_TEST(reload::roleOfHandoffFdName(".activated") == "public");
+
+  std::vector<HeldListener> held;
+  auto add = [&](const std::string& address, bool owns) {
+    HeldListener h;
+    h.listener.address = reload::ListenAddress::parse(address);
+    h.listener.ownsPath = owns;
+    held.push_back(std::move(h));
+  };
+  add("unix:/run/molt/own.sock", true);
+  add("unix:/run/molt/activated.sock", false);
+  add("127.0.0.1:8080", true);
+  HeldListener abstract;  // as an inherited socket's key gives it
+  abstract.listener.address.kind = reload::ListenAddress::Kind::kUnix;
+  abstract.listener.address.path = "@abstract";
+  held.push_back(std::move(abstract));
+  BOOST_TEST(reload::ownedUnixPaths(held) == std::vector<std::string>{"/run/molt/own.sock"});
+}
+
 BOOST_AUTO_TEST_SUITE_END()

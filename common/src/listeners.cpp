@@ -124,4 +124,26 @@ void setCloseOnExec(int fd, bool on) {
     throwSysError("fcntl(F_SETFD) on fd " + std::to_string(fd));
 }
 
+namespace {
+constexpr const char* kActivatedSuffix = ".activated";
+bool endsWithActivated(const std::string& name) {
+  const std::string suffix = kActivatedSuffix;
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+std::string handoffFdName(const Listener& listener) {
+  return listener.role + (listener.ownsPath ? "" : kActivatedSuffix);
+}
+
+std::string roleOfHandoffFdName(const std::string& name) {
+  const size_t suffix = std::char_traits<char>::length(kActivatedSuffix);
+  std::string role = endsWithActivated(name) ? name.substr(0, name.size() - suffix) : name;
+  return role == "admin" ? "admin" : "public";
+}
+
+bool fromSocketActivation(const std::string& name, bool afterExec) {
+  return !afterExec || endsWithActivated(name);
+}
+
 }  // namespace reload

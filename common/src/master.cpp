@@ -199,6 +199,7 @@ class MasterImpl {
   std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
   std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
   std::optional<Checker> checker_;
+  std::vector<std::string> unixPathsToRemove_;  // at the end of a stop: ours, not systemd's
   std::optional<Validation> validation_;
   std::optional<Probe> probe_;
   std::string probePending_;  // a trigger that came while a probe ran
@@ -568,7 +569,7 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
                          "listener_handoff = rebind";
       Listener old;
       old.key = key;
-      old.role = match != wanted.end() ? match->role : name == "admin" ? "admin" : "public";
+      old.role = match != wanted.end() ? match->role : roleOfHandoffFdName(name);
       old.address = addressOfKey(key);
       old.fd.reset(fd);
       setCloseOnExec(fd, true);
@@ -585,10 +586,11 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
     if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     Listener listener;
     listener.key = key;
+    listener.ownsPath = !fromSocketActivation(name, boot_.afterExec);
     if (match == wanted.end()) {
       // Not in this configuration: closed once this image's generation
       // serves; if it fails first, the old generation has it back.
-      listener.role = name == "admin" ? "admin" : "public";
+      listener.role = roleOfHandoffFdName(name);
       listener.address = addressOfKey(key);
       listener.fd.reset(fd);
       MOLT_LOG(kInfo) << "keeping inherited socket fd " << fd << " (" << key
@@ -1186,7 +1188,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   for (const auto& h : listeners_.held()) {
     allListeners.push_back(h.listener.fd.get());
     passedListeners.push_back(h.listener.fd.get());
-    roles.push_back(h.listener.role);
+    roles.push_back(handoffFdName(h.listener));
     bool unixSocket = h.listener.address.kind == ListenAddress::Kind::kUnix;
     if (!inherit && !unixSocket) rebound.push_back(h.listener.fd.get());
   }
@@ -1465,6 +1467,7 @@ void MasterImpl::beginStop(bool graceful) {
   startingConfig_.reset();
   closeAdmin();
   serveAdmin();        // no listener: stopping
+  for (auto& path : ownedUnixPaths(listeners_.held())) unixPathsToRemove_.push_back(path);
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
   oldGenerationSockets_.clear();
   readyPipes_.clear();
@@ -1481,12 +1484,7 @@ void MasterImpl::killEverything() {
 
 void MasterImpl::checkStopped() {
   if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_) return;
-  for (const auto& h : listeners_.held())
-    if (h.listener.address.kind == ListenAddress::Kind::kUnix)
-      unlink(h.listener.address.path.c_str());
-  if (config_)
-    for (const auto& a : config_->master.bind)
-      if (a.kind == ListenAddress::Kind::kUnix) unlink(a.path.c_str());
+  for (const auto& path : unixPathsToRemove_) unlink(path.c_str());
   removePidFile();
   MOLT_LOG(kInfo) << "master pid " << pid_ << " stopped";
   log::flush();

@@ -18,7 +18,21 @@ struct Listener {
   std::string key;   // socketKey() of the bound socket
   std::string role;  // "public" (workers serve it) or "admin" (the master serves it)
   Fd fd;
+  // This server bound the socket (not socket activation): a Unix socket's
+  // path is its to remove. A path systemd created stays, or the socket unit
+  // would be broken for the next start.
+  bool ownsPath = true;
 };
+
+// The name of a listener in LISTEN_FDNAMES across the master's own exec:
+// its role, with ".activated" when it came from socket activation.
+std::string handoffFdName(const Listener& listener);
+// The role a handoff name gives: "admin" or "public".
+std::string roleOfHandoffFdName(const std::string& name);
+// Whether an inherited socket named `name` came from socket activation:
+// on a first start every inherited socket did; after the master's own exec
+// those it named so (see handoffFdName).
+bool fromSocketActivation(const std::string& name, bool afterExec);
 
 // Binds and listens. Throws std::system_error naming the address and the step.
 // A Unix socket path left by a dead server is removed first; one that still
