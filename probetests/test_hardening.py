@@ -2,11 +2,13 @@
 master do with its pid file, its listeners, its inherited descriptors and its
 pre-flight."""
 import hashlib
+import http.client
 import os
 import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 import unittest
 
@@ -268,6 +270,54 @@ class UnixSocketPaths(unittest.TestCase):
         probe.connect(activated)
         probe.close()
         sock.close()
+
+
+class AdminAcrossExec(unittest.TestCase):
+    """Admin connections open while the master re-executes are answered, not
+    reset: what is queued on the admin listener crosses the exec, and what
+    the old image accepted is answered before it goes."""
+
+    def test_status_clients_through_seamless_reloads(self):
+        server = Moltd(self, workers=1).start()
+        outcomes = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def client():
+            count = 0
+            while not stop.is_set() and count < 20000:
+                count += 1
+                kind = "ok"
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=30)
+                    conn.request("GET", "/status")
+                    resp = conn.getresponse()
+                    body = resp.read()
+                    if resp.status != 200 or not body.startswith(b"{"):
+                        kind = "status %d" % resp.status
+                    conn.close()
+                except Exception as e:  # every failure is counted by kind
+                    kind = type(e).__name__
+                with lock:
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            for generation in range(2, 12):
+                server.send_signal(signal.SIGUSR1)
+                st = server.wait_generation(generation, timeout=60)
+                self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        self.assertEqual(server.status()["pid"], server.pid)
+        failed = {k: v for k, v in outcomes.items() if k != "ok"}
+        print("admin requests through 10 seamless reloads: %s" % outcomes)
+        self.assertGreater(outcomes.get("ok", 0), 500, outcomes)
+        self.assertEqual(failed, {}, "of %d admin requests" % sum(outcomes.values()))
 
 
 if __name__ == "__main__":

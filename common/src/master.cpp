@@ -87,6 +87,9 @@ struct Probe {
 
 constexpr double kProbeTimeout = 10;
 constexpr int64_t kHelperStopGraceMs = 1000;
+// How long the master answers admin connections it accepted before it
+// re-executes (it blocks for that long at most, on those sockets only).
+constexpr int64_t kAdminFinishBeforeExecMs = 200;
 
 // A deadline in monotonic seconds as the loop's milliseconds, rounded up so
 // that whatever is due at it is due when its timer fires.
@@ -1262,7 +1265,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   std::string failure;
   // Admin connections go first: once the listeners sit at 3 and up, closing
   // a connection by its old fd number could close a listener.
-  closeAdmin();
+  admin_.finishBeforeExec(kAdminFinishBeforeExecMs);
   try {
     layout->apply(pid_);
     MOLT_LOG(kInfo) << "re-executing " << executable << " in pid " << pid_
