@@ -2,12 +2,16 @@
 master do with its pid file, its listeners, its inherited descriptors and its
 pre-flight."""
 import hashlib
+import json
 import http.client
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -318,6 +322,104 @@ class AdminAcrossExec(unittest.TestCase):
         print("admin requests through 10 seamless reloads: %s" % outcomes)
         self.assertGreater(outcomes.get("ok", 0), 500, outcomes)
         self.assertEqual(failed, {}, "of %d admin requests" % sum(outcomes.values()))
+
+
+def flood_through_reloads(server, reloads, clients=32):
+    """New connections from `clients` threads while `reloads` seamless
+    reloads run; returns the outcomes by kind."""
+    outcomes = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client():
+        count = 0
+        while not stop.is_set() and count < 20000:
+            count += 1
+            kind = "ok"
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=30) as c:
+                    c.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while True:
+                        chunk = c.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if not data.startswith(b"HTTP/1.1 200"):
+                        kind = "bad answer" if data else "closed without an answer"
+            except Exception as e:  # counted by kind
+                kind = type(e).__name__
+            with lock:
+                outcomes[kind] = outcomes.get(kind, 0) + 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        for generation in range(2, 2 + reloads):
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_generation(generation, timeout=60)
+            assert st["last_reload"]["result"] == "ok", st["last_reload"]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    return outcomes
+
+
+class RebindInNetns(unittest.TestCase):
+    """Runs only inside the network namespace RebindAcceptQueues makes."""
+
+    def test_flood(self):
+        result_path = os.environ.get("MOLT_NETNS_RESULT")
+        if not result_path:
+            self.skipTest("runs inside RebindAcceptQueues only")
+        server = Moltd(self, workers=1, handoff="rebind").start()
+        outcomes = flood_through_reloads(server, 8)
+        result = {"outcomes": outcomes,
+                  "warned": "net.ipv4.tcp_migrate_req is 0" in server.log_text()}
+        with open(result_path, "w") as f:
+            json.dump(result, f)
+
+
+class RebindAcceptQueues(unittest.TestCase):
+    """listener_handoff = rebind shuts the old sockets down once the new
+    generation serves. With net.ipv4.tcp_migrate_req = 1 the kernel moves
+    what waits in their accept queues to the new sockets; with 0 it is reset,
+    and moltd says so in its log. Each case runs in a network namespace of its
+    own, so the setting is changed for nothing else on the host."""
+
+    def run_in_netns(self, migrate):
+        if not shutil.which("unshare") or not shutil.which("ip"):
+            self.skipTest("needs unshare and ip")
+        fd, path = tempfile.mkstemp(prefix="molt-netns-")
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        script = ('ip link set lo up && echo %d > /proc/sys/net/ipv4/tcp_migrate_req && exec "$@"'
+                  % migrate)
+        out = subprocess.run(
+            ["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-W", "ignore",
+             "run_probe.py", "test_hardening.RebindInNetns"],
+            env=dict(os.environ, MOLT_NETNS_RESULT=path), capture_output=True, text=True,
+            timeout=400, cwd=os.path.dirname(os.path.abspath(__file__)))
+        if out.returncode != 0 and "unshare failed" in out.stderr:
+            self.skipTest("no network namespaces here: " + out.stderr.strip())
+        self.assertEqual(out.returncode, 0, out.stdout[-3000:] + out.stderr[-3000:])
+        with open(path) as f:
+            return json.load(f)
+
+    def test_migrated_queues_lose_nothing(self):
+        result = self.run_in_netns(1)
+        outcomes = result["outcomes"]
+        print("rebind, tcp_migrate_req = 1, 8 reloads: %s" % outcomes)
+        self.assertFalse(result["warned"])
+        self.assertGreater(outcomes.get("ok", 0), 500, outcomes)
+        self.assertEqual({k: v for k, v in outcomes.items() if k != "ok"}, {})
+
+    def test_without_migration_the_loss_is_reported(self):
+        result = self.run_in_netns(0)
+        print("rebind, tcp_migrate_req = 0, 8 reloads: %s" % result["outcomes"])
+        self.assertTrue(result["warned"], "no warning about tcp_migrate_req in the log")
 
 
 if __name__ == "__main__":

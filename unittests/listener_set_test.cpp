@@ -1,4 +1,5 @@
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
 #include <map>
@@ -228,6 +229,23 @@ BOOST_AUTO_TEST_CASE(SocketActivatedPathsAreNeverOurs) {
   abstract.listener.address.path = "@abstract";
   held.push_back(std::move(abstract));
   BOOST_TEST(reload::ownedUnixPaths(held) == std::vector<std::string>{"/run/molt/own.sock"});
+}
+
+BOOST_AUTO_TEST_CASE(RebindLossIsReportedUnlessTheKernelMigratesQueues) {
+  char path[] = "/tmp/migrate-req-XXXXXX";
+  int fd = mkstemp(path);
+  BOOST_REQUIRE(fd >= 0);
+  auto holding = [&](const std::string& text) {
+    BOOST_REQUIRE(ftruncate(fd, 0) == 0);
+    BOOST_REQUIRE(pwrite(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()));
+    return reload::rebindQueueLoss(path);
+  };
+  BOOST_TEST(holding("1\n") == "");
+  BOOST_TEST(holding("0\n").find("net.ipv4.tcp_migrate_req is 0") != std::string::npos);
+  BOOST_TEST(holding("").find("this kernel has no") != std::string::npos);
+  close(fd);
+  unlink(path);
+  BOOST_TEST(reload::rebindQueueLoss(path).find("this kernel has no") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

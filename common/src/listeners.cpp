@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 
 #include "reload/sys_error.h"
 
@@ -144,6 +145,21 @@ std::string roleOfHandoffFdName(const std::string& name) {
 
 bool fromSocketActivation(const std::string& name, bool afterExec) {
   return !afterExec || endsWithActivated(name);
+}
+
+std::string rebindQueueLoss(const std::string& sysctlPath) {
+  std::ifstream in(sysctlPath);
+  std::string value;
+  if (!(in >> value))
+    return "listener_handoff = rebind: this kernel has no " + sysctlPath +
+           " (Linux 5.14 and later), so the connections waiting in the old sockets' accept "
+           "queues when they are shut down after a seamless reload are reset; use "
+           "listener_handoff = inherit";
+  if (value != "0") return "";
+  return "listener_handoff = rebind: net.ipv4.tcp_migrate_req is 0, so the connections waiting "
+         "in the old sockets' accept queues when they are shut down after a seamless reload are "
+         "reset; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1, or a file in /etc/sysctl.d) "
+         "or use listener_handoff = inherit";
 }
 
 }  // namespace reload

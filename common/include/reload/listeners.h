@@ -50,6 +50,14 @@ std::string listeningSocketKey(int fd);
 // processes sharing it no longer does.
 bool stillListening(int fd);
 
+// Why listener_handoff = rebind can lose connections on this host, or ""
+// when it cannot: the old sockets are shut down once the new generation
+// serves, and the connections still in their accept queues are reset unless
+// the kernel moves them to the new sockets of the same SO_REUSEPORT group
+// (net.ipv4.tcp_migrate_req = 1, Linux 5.14 and later). `sysctlPath` is
+// that setting's file.
+std::string rebindQueueLoss(const std::string& sysctlPath = "/proc/sys/net/ipv4/tcp_migrate_req");
+
 // Sets or clears FD_CLOEXEC. Throws std::system_error.
 void setCloseOnExec(int fd, bool on);
 
