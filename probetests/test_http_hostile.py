@@ -762,6 +762,39 @@ class ConnectionCap(unittest.TestCase):
             s.close()
         self.assertIn("max_connections 16 reached", server.log_text())
 
+    def test_a_draining_worker_at_its_cap_leaves_queued_connections_queued(self):
+        # The master drains a worker with SIGTERM; sent here while the worker
+        # is stopped, and connections queue behind it, so that they wait in
+        # the listen queue when the worker reads it. The worker can serve none of them (it is at its cap):
+        # it must leave them to the worker that takes its place, not answer
+        # them 503 or close them.
+        server = Moltd(self, workers=1, keepalive_timeout=2,
+                       extra_server="max_connections = 16").start()
+        worker, = worker_pids(server)
+        held = []
+        for _ in range(16):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(request("GET", "/healthcheck"))
+            self.assertEqual(read_response(s)[0], 200)
+            held.append(s)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            os.kill(worker, signal.SIGTERM)
+            queued = []
+            for _ in range(16):  # as many as the worker that takes over can serve
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                s.sendall(request("GET", "/healthcheck", [("Connection", "close")]))
+                queued.append(s)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        for s in queued:
+            status, _, body = read_response(s)
+            self.assertEqual((status, body), (200, b"OK\n"))
+            s.close()
+        for s in held:
+            s.close()
+        self.assertNotIn(worker, worker_pids(server))
+
 
 if __name__ == "__main__":
     unittest.main()
