@@ -664,6 +664,36 @@ class StoreFailures(unittest.TestCase):
         self.assertEqual(server.request("PUT", "/v1/f/x", body=b"payload")[0], 201)
 
 
+    def test_an_exception_in_a_request_ends_that_request_only(self):
+        # The listing reads the key index on the pool; an index that cannot
+        # begin a transaction throws from there. That request gets a 500;
+        # the worker, and the other connections on it, go on.
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1)
+        # The second: the first checks whether the index is complete, and a
+        # listing that cannot tell scans the volume instead.
+        env, arm, fired = fault_env(server, "mdb_txn_begin:worker:2")
+        server.start(env=env)
+        self.assertEqual(server.request("PUT", "/v1/f/k", body=b"v")[0], 201)
+        worker, = worker_pids(server)
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        idle.sendall(request("GET", "/healthcheck"))
+        self.assertEqual(read_response(idle)[0], 200)
+        open(arm, "w").close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(request("GET", "/v1/f"))
+            status, headers, body = read_response(s)
+        self.assertTrue(os.path.exists(fired))
+        self.assertEqual((status, headers.get("connection")), (500, "close"), body)
+        self.assertNotIn(b"MDB", body)
+        self.assertIn("MDB_READERS_FULL", server.wait_log("failed: disk work"))
+        idle.sendall(request("GET", "/healthcheck"))
+        self.assertEqual(read_response(idle)[0], 200)
+        idle.close()
+        self.assertEqual(worker_pids(server), [worker])
+        self.assertEqual(server.request("GET", "/v1/f")[0], 200)
+
+
 class PageCache(unittest.TestCase):
     def test_objects_partly_out_of_the_page_cache_are_read_whole(self):
         # The loop reads without waiting for the disk (RWF_NOWAIT); a read
