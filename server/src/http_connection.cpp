@@ -134,6 +134,13 @@ Connection::Connection(WorkerShared& shared, ConnectionOwner& owner, int fd, boo
 
 Connection::~Connection() {
   if (fd_ >= 0) ::close(fd_);
+  // A connection closed while its upload was being written is destroyed
+  // once the write is back: its temp file is still removed on the pool.
+  try {
+    dropUpload();
+  } catch (const std::exception& e) {
+    MOLT_LOG(kError) << "cannot hand an abandoned upload to the disk pool: " << e.what();
+  }
 }
 
 void Connection::start() {
