@@ -533,5 +533,69 @@ class LongKeys(unittest.TestCase):
         self.assertEqual(listed_keys(server, "old", page=1), ["a", key])
 
 
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class StoreFaults(unittest.TestCase):
+    """One failing call in a worker's store work ends that request (a true
+    answer: 500, 503, or the work done another way) and nothing else: the
+    worker, its other connections and later requests are untouched."""
+
+    def run_case(self, spec, action, volumes=1):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1, volumes=volumes)
+        env, arm, fired = fault_env(server, spec)
+        server.start(env=env)
+        for key in ("a", "b", "c"):
+            self.assertEqual(server.request("PUT", "/v1/f/" + key, body=key.encode() * 10)[0], 201)
+        worker = server.status()["workers"][0]["pid"]
+        bystander = server.connection()
+        bystander.request("GET", "/v1/f/a")
+        self.assertEqual(bystander.getresponse().read(), b"a" * 10)
+        open(arm, "w").close()
+        action(server)
+        self.assertTrue(os.path.exists(fired), "the fault %s never fired" % spec)
+        os.unlink(arm)
+        bystander.request("GET", "/v1/f/b")
+        self.assertEqual(bystander.getresponse().read(), b"b" * 10)
+        bystander.close()
+        st = server.status()
+        self.assertEqual([w["pid"] for w in st["workers"]], [worker])
+        self.assertEqual(st["worker_restarts"], 0)
+        self.assertEqual(listed_keys(server, "f"), sorted(stored_keys(server.volumes, "f")))
+        return server
+
+    def test_index_read_fails_mid_listing(self):
+        def act(server):
+            self.assertEqual(listed_keys(server, "f"), ["a", "b", "c"])
+        server = self.run_case("mdb_cursor_get:worker:1", act)
+        self.assertIn("listing scans", server.log_text())
+
+    def test_reader_table_full(self):
+        def act(server):
+            self.assertEqual(server.request("PUT", "/v1/f/d", body=b"d")[0], 201)
+        self.run_case("mdb_txn_begin:worker:1", act)
+
+    def test_index_commit_fails(self):
+        def act(server):
+            status, _, body = server.request("PUT", "/v1/f/new", body=b"n")
+            self.assertEqual(status, 500, body)
+            self.assertNotIn(b"mdb", body)
+            self.assertEqual(server.request("GET", "/v1/f/new")[0], 404)
+            self.assertEqual(server.request("PUT", "/v1/f/new", body=b"n")[0], 201)
+        self.run_case("mdb_txn_commit:worker:1", act)
+
+    def test_copy_that_cannot_be_removed_fails_the_delete(self):
+        def act(server):
+            status, _, body = server.request("DELETE", "/v1/f/c")
+            self.assertEqual(status, 503, body)
+            self.assertEqual(server.request("GET", "/v1/f/c")[2], b"c" * 10)
+        server = self.run_case("unlink:worker:1", act)
+        self.assertIn("DELETE of c/", server.log_text().replace("f/c", "c/"))
+        self.assertEqual(server.request("DELETE", "/v1/f/c")[0], 204)
+        self.assertEqual(server.request("GET", "/v1/f/c")[0], 404)
+
+
 if __name__ == "__main__":
     unittest.main()

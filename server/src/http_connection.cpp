@@ -315,15 +315,30 @@ bool Connection::refuseIfReadOnly() {
 
 void Connection::submitDisk(std::function<void()> work, std::function<void()> done) {
   ++pendingDisk_;
-  shared_.pool->submit(std::move(work), [this, next = std::move(done)] {
-    --pendingDisk_;
-    if (phase_ == Phase::kClosed) {
-      if (pendingDisk_ == 0) owner_.connectionClosed(this);
-      return;
-    }
-    next();
-    advance();
-  });
+  shared_.pool->submit(
+      std::move(work),
+      [this, next = std::move(done)] {
+        --pendingDisk_;
+        if (phase_ == Phase::kClosed) {
+          if (pendingDisk_ == 0) owner_.connectionClosed(this);
+          return;
+        }
+        next();
+        advance();
+      },
+      // A store step that threw (the pool logged it): this request ends
+      // with that answer, or, mid-answer, with the connection.
+      [this](int status, const std::string& text) {
+        --pendingDisk_;
+        if (phase_ == Phase::kClosed) {
+          if (pendingDisk_ == 0) owner_.connectionClosed(this);
+          return;
+        }
+        if (phase_ != Phase::kWaitDisk) return cut();
+        closeAfter_ = true;
+        sendText(status, text);
+        advance();
+      });
 }
 
 void Connection::runOnDisk(std::function<void()> work, std::function<void()> done) {

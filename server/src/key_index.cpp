@@ -78,8 +78,8 @@ class Txn {
       // Slots of readers that died (a SIGKILLed worker) are held until
       // someone clears them.
       int dead = 0;
-      if (mdb_reader_check(env, &dead) == MDB_SUCCESS && dead > 0)
-        rc = mdb_txn_begin(env, nullptr, flags, &txn_);
+      check(mdb_reader_check(env, &dead), "clear stale readers of the key index");
+      rc = mdb_txn_begin(env, nullptr, flags, &txn_);
     }
     check(rc, "mdb_txn_begin");
   }

@@ -325,8 +325,11 @@ void Upload::commit(const ObjectMeta& meta) {
     });
     fsyncDir(dir);
   } catch (const std::system_error& e) {
+    // Paths and LMDB's words are for the log, not for the client.
+    MOLT_LOG(kError) << "storing " << bucket_ << "/" << key_ << " on " << volume_ << ": " << e.what();
     int code = e.code().value();
-    throw StoreError(code == ENOSPC || code == EDQUOT ? 507 : 500, e.what());
+    if (code == ENOSPC || code == EDQUOT) throw StoreError(507, "the volume is full");
+    throw StoreError(500, "the object could not be stored; the server log has the details");
   }
   store_.removeOtherCopies(volume_, bucket_, key_, meta.timestamp);
 }
@@ -539,7 +542,7 @@ void ObjectStore::dropEntryIfGone(const std::string& volume, const std::string& 
 bool ObjectStore::remove(const std::string& bucket, const std::string& key) {
   std::string rel = objectRelativePath(bucket, key);
   bool removed = false;
-  std::string stuck;
+  bool stuck = false;
   for (const auto& volume : readOrder(bucket, key)) {
     std::string path = volume + "/" + rel;
     try {
@@ -551,13 +554,13 @@ bool ObjectStore::remove(const std::string& bucket, const std::string& key) {
       fsyncDir(parentOf(path));
     } catch (const std::system_error& e) {
       MOLT_LOG(kError) << "DELETE of " << bucket << "/" << key << ": " << e.what();
-      stuck += (stuck.empty() ? "" : ", ") + volume;
+      stuck = true;
       continue;
     }
     dropEntryIfGone(volume, bucket, key);
   }
-  if (!stuck.empty())
-    throw StoreError(503, "a copy of the object could not be removed from " + stuck);
+  if (stuck)
+    throw StoreError(503, "a copy of the object could not be removed (logged); it may still be served");
   return removed;
 }
 
