@@ -10,6 +10,7 @@
 
 #include "http_handlers.h"
 #include "object_key.h"
+#include "moltd_service.h"
 #include "object_store.h"
 
 BOOST_AUTO_TEST_SUITE(ObjectTest)
@@ -27,6 +28,16 @@ BOOST_AUTO_TEST_CASE(key_validation) {
   BOOST_TEST(server::bucketProblem("my-bucket_1.x") == "");
   BOOST_TEST(server::bucketProblem("..") == "bucket name may not be '.' or '..'");
   BOOST_TEST(server::bucketProblem("has/slash") == "bucket names use letters, digits, '-', '_' and '.' only");
+}
+
+BOOST_AUTO_TEST_CASE(metrics_label_values_are_escaped) {
+  // Every byte: the three the format names are escaped, the rest kept.
+  for (int c = 1; c < 256; ++c) {
+    std::string in(1, static_cast<char>(c));
+    std::string want = c == '\\' ? "\\\\" : c == '"' ? "\\\"" : c == '\n' ? "\\n" : in;
+    BOOST_TEST(server::prometheusLabelValue(in) == want, c);
+  }
+  BOOST_TEST(server::prometheusLabelValue("/srv/a\"} 1\nfake 2") == "/srv/a\\\"} 1\\nfake 2");
 }
 
 BOOST_AUTO_TEST_CASE(percent_coding) {
@@ -91,6 +102,11 @@ BOOST_AUTO_TEST_CASE(metadata_round_trip) {
   BOOST_CHECK_THROW(server::decodeMeta("key=k\nsize=-1\n"), std::invalid_argument);
   BOOST_CHECK_THROW(server::decodeMeta("key=k\ntimestamp=1e999\n"), std::invalid_argument);
   BOOST_CHECK_THROW(server::decodeMeta("key=k\ntimestamp=5x\n"), std::invalid_argument);
+  // Out of the range a time in microseconds can hold: damage, not a cast.
+  for (const char* ts : {"1e19", "1e11", "9.3e12", "-1", "-1e19", "18446744073709551616"})
+    BOOST_CHECK_THROW(server::decodeMeta(std::string("key=k\ntimestamp=") + ts + "\n"),
+                      std::invalid_argument);
+  BOOST_TEST(server::decodeMeta("key=k\ntimestamp=99999999999\n").timestamp == 99999999999.0);
 }
 
 // Adding a fifth volume moves about a fifth of the keys, and every moved key

@@ -238,7 +238,8 @@ std::string MoltdService::metrics(const reload::LoadedConfig& /*config*/,
                     "# HELP moltd_volume_free_bytes Free bytes on each volume.\n"
                     "# TYPE moltd_volume_free_bytes gauge\n";
   for (const auto& v : volumes_)
-    out += "moltd_volume_free_bytes{volume=\"" + v.path + "\"} " + std::to_string(v.freeBytes) + "\n";
+    out += "moltd_volume_free_bytes{volume=\"" + prometheusLabelValue(v.path) + "\"} " +
+           std::to_string(v.freeBytes) + "\n";
   return out;
 }
 

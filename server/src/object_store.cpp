@@ -216,6 +216,8 @@ uint64_t metaSize(const std::string& text) {
   return value;
 }
 
+constexpr double kMaxTimestamp = 1e11;
+
 double metaTimestamp(const std::string& text) {
   size_t used = 0;
   double value = 0;
@@ -224,7 +226,8 @@ double metaTimestamp(const std::string& text) {
   } catch (const std::exception&) {
     throw std::invalid_argument("bad timestamp in metadata");
   }
-  if (used != text.size() || !std::isfinite(value))
+  // Bounded so that every use (microseconds in 64 bits) is defined: year 5138.
+  if (used != text.size() || !std::isfinite(value) || value < 0 || value >= kMaxTimestamp)
     throw std::invalid_argument("bad timestamp in metadata");
   return value;
 }
