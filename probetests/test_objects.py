@@ -262,6 +262,39 @@ class CrashSafety(unittest.TestCase):
         self.assertEqual(temp_files(server.volumes[0]), [])
         self.assertIn("removed 10 temp files", server.log_text())
 
+    def test_uploads_of_a_killed_worker_are_removed_while_serving(self):
+        """A worker SIGKILLed mid-upload leaves temp files; the running
+        server removes them (its periodic check) while an upload in flight
+        on the other worker, idle all that time, keeps its file and ends
+        with 201."""
+        server = Moltd(self, workers=2, graceful_timeout=2,
+                       extra_storage="read_only_check_interval = 1")
+        server.start()
+        workers = [w["pid"] for w in server.status()["workers"]]
+        uploads = {}
+        for i in range(40):  # until each worker holds one
+            up = SlowUpload(server, "/v1/crash/up-%d" % i, size=1024 * 1024)
+            wait_for(lambda: len(temp_files(server.volumes[0])) == i + 1, 10, "upload %d's temp file" % i)
+            name = [n for n in temp_files(server.volumes[0]) if n not in {u[1] for u in uploads.values()}][0]
+            uploads[i] = (up, name)
+            if {int(n.split(".")[0]) for _, n in uploads.values()} >= set(workers):
+                break
+        owner = lambda name: int(name.split(".")[0])
+        victim = workers[0]
+        doomed = [n for _, n in uploads.values() if owner(n) == victim]
+        kept = [(i, up, n) for i, (up, n) in uploads.items() if owner(n) != victim]
+        self.assertTrue(doomed and kept, uploads)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not set(doomed) & set(temp_files(server.volumes[0])), 30,
+                 "the killed worker's temp files to be removed")
+        self.assertIn("temp files left by interrupted uploads", server.log_text())
+        for i, up, name in kept:
+            self.assertIn(name, temp_files(server.volumes[0]))
+            self.assertEqual(up.finish()[0], 201)
+            self.assertEqual(md5(server.request("GET", "/v1/crash/up-%d" % i)[2]), md5(up.data))
+        for up, _ in uploads.values():
+            up.sock.close()
+
     def test_running_server_removes_an_abandoned_upload(self):
         server = Moltd(self, workers=1).start()
         up = SlowUpload(server, "/v1/crash/abandoned", size=4 * 1024 * 1024)

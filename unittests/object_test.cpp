@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -330,6 +331,49 @@ BOOST_AUTO_TEST_CASE(a_commit_never_removes_a_newer_copy) {
   newest->commit(metaAt("k", 6, 3000));
   BOOST_TEST(objectFilesOn(b) == 0u);
   BOOST_TEST(readAll(*second.open("bucket", "k")) == "newest");
+}
+
+
+// A process with the PID of a dead one that left uploads behind: its own
+// temp files never collide with theirs.
+BOOST_AUTO_TEST_CASE(uploads_do_not_collide_with_leftovers_of_a_reused_pid) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  for (const auto& v : vols.settings.volumes) {
+    std::filesystem::create_directories(v + "/tmp");
+    for (int i = 0; i < 64; ++i) {
+      std::string name = v + "/tmp/" + std::to_string(getpid()) + "." + std::to_string(i) + ".tmp";
+      std::fclose(std::fopen(name.c_str(), "w"));
+    }
+  }
+  for (int i = 0; i < 64; ++i) put(store, "k" + std::to_string(i), "data");
+  for (int i = 0; i < 64; ++i) BOOST_TEST(readAll(*store.open("bucket", "k" + std::to_string(i))) == "data");
+}
+
+// While workers serve, only temp files nobody holds and older than the
+// grace period go: a live upload's file stays, however idle.
+BOOST_AUTO_TEST_CASE(cleaning_while_serving_spares_live_uploads) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  auto live = store.beginUpload("bucket", "live");
+  live->write("partial", 7);
+  std::string tmp = live->volume() + "/tmp";
+  std::string dead = tmp + "/1.dead.0.tmp", young = tmp + "/1.young.0.tmp";
+  std::fclose(std::fopen(dead.c_str(), "w"));
+  std::fclose(std::fopen(young.c_str(), "w"));
+  // Everything but the young file is made older than the grace period.
+  struct timeval old[2] = {{time(nullptr) - 60, 0}, {time(nullptr) - 60, 0}};
+  for (const auto& entry : std::filesystem::directory_iterator(tmp))
+    if (entry.path() != young) BOOST_REQUIRE(utimes(entry.path().c_str(), old) == 0);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes(), true) == 1u);
+  BOOST_TEST(access(dead.c_str(), F_OK) != 0);
+  BOOST_TEST(access(young.c_str(), F_OK) == 0);
+  server::ObjectMeta meta;
+  meta.key = "live";
+  meta.size = 7;
+  meta.etag = "e";
+  live->commit(meta);
+  BOOST_TEST(readAll(*store.open("bucket", "live")) == "partial");
 }
 
 BOOST_AUTO_TEST_CASE(an_abandoned_upload_leaves_nothing) {

@@ -110,6 +110,9 @@ std::string MoltdService::runCheck(const reload::LoadedConfig& config, const std
       out += "repaired\t" + line + "\n";
     }
     volumes = scanVolumes(storage);  // a repair may have made a volume healthy
+  } else {  // workers run: only the uploads of dead ones (a crash, a respawn)
+    size_t removed = ObjectStore::removeTempFiles(volumes, true);
+    out += "removed\t" + std::to_string(removed) + "\n";
   }
   struct stat st {};
   bool readOnly = !storage.readOnlyFile.empty() && stat(storage.readOnlyFile.c_str(), &st) == 0;

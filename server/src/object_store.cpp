@@ -5,6 +5,7 @@
 #include <glob.h>
 #include <linux/openat2.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -17,6 +18,8 @@
 #include <algorithm>
 #include <cmath>
 #include <atomic>
+#include <chrono>
+#include <mutex>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -35,6 +38,27 @@ constexpr size_t kTrailerSize = 16;
 constexpr size_t kMaxMetaSize = 64 * 1024;
 
 std::atomic<uint64_t> uploadCounter{0};
+
+// "PID.TOKEN": TOKEN is random and drawn again in each process, so that a
+// process that gets the PID of a dead one never meets its leftover files.
+std::string tempFileStem() {
+  static std::mutex mutex;
+  static pid_t owner = 0;
+  static std::string stem;
+  std::lock_guard<std::mutex> lock(mutex);
+  pid_t pid = getpid();
+  if (pid != owner) {
+    uint64_t token = 0;
+    if (getrandom(&token, sizeof token, 0) != static_cast<ssize_t>(sizeof token))
+      token = static_cast<uint64_t>(pid) * 0x9e3779b97f4a7c15ULL ^
+              static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(token));
+    stem = std::to_string(pid) + "." + hex;
+    owner = pid;
+  }
+  return stem;
+}
 
 std::string md5Hex(const std::string& text) {
   Poco::MD5Engine md5;
@@ -413,18 +437,29 @@ std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
     }
   }
   std::string tmpDir = best->path + "/tmp";
-  std::string tmpPath = tmpDir + "/" + std::to_string(getpid()) + "." +
-                        std::to_string(uploadCounter.fetch_add(1)) + ".tmp";
-  reload::Fd fd(::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (!fd && errno == ENOENT) {
-    if (mkdir(tmpDir.c_str(), 0755) != 0 && errno != EEXIST)
-      throw StoreError(500, "mkdir " + tmpDir + ": " + std::strerror(errno));
+  std::string tmpPath;
+  reload::Fd fd;
+  for (int attempt = 0; attempt < 8 && !fd; ++attempt) {
+    tmpPath = tmpDir + "/" + tempFileStem() + "." + std::to_string(uploadCounter.fetch_add(1)) + ".tmp";
     fd.reset(::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    if (!fd && errno == ENOENT) {
+      if (mkdir(tmpDir.c_str(), 0755) != 0 && errno != EEXIST)
+        throw StoreError(500, "mkdir " + tmpDir + ": " + std::strerror(errno));
+      fd.reset(::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    }
+    if (!fd && errno != EEXIST) break;
   }
   if (!fd) {
     int err = errno;
     throw StoreError(err == ENOSPC || err == EDQUOT ? 507 : 500,
                      "create " + tmpPath + ": " + std::strerror(err));
+  }
+  // Held while the upload lives: the lock is what tells a cleaner that the
+  // file is in use (a dead process holds none).
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    unlink(tmpPath.c_str());
+    throw StoreError(500, "flock " + tmpPath + ": " + std::strerror(err));
   }
   return std::make_unique<Upload>(*this, best->path, bucket, key, tmpPath, std::move(fd));
 }
@@ -918,17 +953,29 @@ void ObjectStore::forEachObject(const std::string& volume, const std::string& on
   });
 }
 
-size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes) {
+size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes, bool whileServing) {
   size_t removed = 0;
+  const time_t now = time(nullptr);
   for (const auto& v : volumes) {
     std::string dir = v.path + "/tmp";
     DIR* d = opendir(dir.c_str());
     if (!d) continue;
     while (dirent* e = readdir(d)) {
       std::string name = e->d_name;
-      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0 &&
-          unlink((dir + "/" + name).c_str()) == 0)
-        ++removed;
+      if (name.size() <= 4 || name.compare(name.size() - 4, 4, ".tmp") != 0) continue;
+      std::string path = dir + "/" + name;
+      if (whileServing) {
+        // In use while its writer holds its lock; a file younger than
+        // kTempGraceSeconds may be between its creation and that lock.
+        reload::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+        struct stat st {};
+        if (!fd || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (now - st.st_mtime < kTempGraceSeconds) continue;
+        if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+        if (unlink(path.c_str()) == 0) ++removed;
+        continue;
+      }
+      if (unlink(path.c_str()) == 0) ++removed;
     }
     closedir(d);
   }

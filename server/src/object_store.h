@@ -146,9 +146,12 @@ class ObjectStore {
   std::vector<ObjectMeta> list(const std::string& bucket, const std::string& prefix,
                                const std::string& marker, size_t limit) const;
 
-  // Removes leftovers of uploads cut short by a crash. Only safe while no
-  // worker is writing (at start).
-  static size_t removeTempFiles(const std::vector<Volume>& volumes);
+  // Removes leftovers of uploads cut short by a crash. At start (no worker
+  // writes) every temp file; `whileServing`, only those whose writer is
+  // gone: no process holds their lock, and they are older than
+  // kTempGraceSeconds.
+  static size_t removeTempFiles(const std::vector<Volume>& volumes, bool whileServing = false);
+  static constexpr int kTempGraceSeconds = 5;
 
   // Checks each volume's key index against its files and repairs what
   // disagrees: a damaged index is rebuilt, a file without its entry gets
