@@ -101,7 +101,7 @@ std::string MoltdService::runCheck(const reload::LoadedConfig& config, const std
   const auto& storage = static_cast<const ObjectServerConfig&>(*config.service).storage;
   auto volumes = scanVolumes(storage);
   std::string out;
-  if (trigger == "start") {  // no worker runs yet, so no upload is in flight
+  if (trigger == "start") {
     size_t removed = ObjectStore::removeTempFiles(volumes);
     out += "removed\t" + std::to_string(removed) + "\n";
     for (auto line : ObjectStore::repairIndexes(volumes)) {

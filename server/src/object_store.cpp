@@ -669,16 +669,14 @@ namespace {
 
 constexpr char kRebuildMarker[] = "/index.rebuilding";
 
-// Gives the index's files to the volume's owner: a master running as root
-// repairs indexes that workers running as another user must write.
-void giveIndexToVolumeOwner(const std::string& volume) {
+// Gives a rebuilt index's files to whoever owned the index before (else
+// the volume's owner): a master running as root rebuilds indexes that
+// workers running as another user must write.
+void giveIndexTo(const std::string& volume, uid_t uid, gid_t gid) {
   if (geteuid() != 0) return;
-  struct stat st {};
-  if (stat(volume.c_str(), &st) != 0) reload::throwSysError("stat " + volume);
   for (const char* name : {"/index", "/index/data.mdb", "/index/lock.mdb"}) {
     std::string path = volume + name;
-    if (lchown(path.c_str(), st.st_uid, st.st_gid) != 0 && errno != ENOENT)
-      reload::throwSysError("chown " + path);
+    if (lchown(path.c_str(), uid, gid) != 0 && errno != ENOENT) reload::throwSysError("chown " + path);
   }
 }
 
@@ -723,12 +721,15 @@ std::shared_ptr<KeyIndex> ObjectStore::rebuildIndex(const std::string& volume,
   // The damaged files stay beside the new index (the last one only), for
   // whoever wants to look at them.
   std::string aside = volume + "/index.damaged";
+  struct stat owner {};
+  if (stat(dir.c_str(), &owner) != 0 && stat(volume.c_str(), &owner) != 0)
+    reload::throwSysError("stat " + volume);
   removeIndexDirectory(aside);
   if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
     reload::throwSysError("rename " + dir + " to " + aside);
   auto index = std::make_shared<KeyIndex>(volume);
   completeIndex(volume, *index);
-  giveIndexToVolumeOwner(volume);
+  giveIndexTo(volume, owner.st_uid, owner.st_gid);
   fsyncDir(volume);
   if (unlink(marker.c_str()) != 0) reload::throwSysError("unlink " + marker);
   fsyncDir(volume);
@@ -750,13 +751,14 @@ std::vector<std::string> ObjectStore::repairIndexes(const std::vector<Volume>& v
       try {
         if (rebuildPending(v.path)) throw IndexDamaged(EIO, std::generic_category(), "a rebuild was cut short");
         index = std::make_shared<KeyIndex>(v.path);
+        // Files LMDB may have created for root stay the index owner's.
+        giveIndexTo(v.path, st.st_uid, st.st_gid);
         entries = index->allEntries();
       } catch (const IndexDamaged& e) {
         ino_t damaged = index ? index->directoryInode() : 0;
         index.reset();
         index = rebuildIndex(v.path, e.what(), damaged);
         lines.push_back("key index of " + v.path + " was damaged (" + e.what() + "); rebuilt from its files");
-        giveIndexToVolumeOwner(v.path);
         continue;
       }
       if (!index->complete()) continue;  // completed by a scan on the first listing
@@ -780,12 +782,13 @@ std::vector<std::string> ObjectStore::repairIndexes(const std::vector<Volume>& v
       });
       size_t stale = 0;
       for (const auto& [rel, entry] : byPath) {
-        if (indexed.count(rel) || !fileAbsent(v.path + "/" + rel)) continue;
-        index->remove(entry.first, entry.second);
-        ++stale;
+        if (indexed.count(rel)) continue;
+        // Under the write lock, as a DELETE drops one: a worker of a previous
+        // image may still be serving (a start after a failed exec).
+        std::string path = v.path + "/" + rel;
+        if (index->dropIfGone(entry.first, entry.second, [&] { return fileAbsent(path); })) ++stale;
       }
       if (!missing.empty()) index->addAll(missing);
-      giveIndexToVolumeOwner(v.path);
       if (!missing.empty())
         lines.push_back("key index of " + v.path + " disagreed with its files: " +
                         std::to_string(missing.size()) + " objects were not indexed; repaired");
@@ -954,6 +957,9 @@ void ObjectStore::forEachObject(const std::string& volume, const std::string& on
 }
 
 size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes, bool whileServing) {
+  // At start, the lock alone decides: a worker of a previous image may
+  // still serve (a start after a failed exec), and it holds its files' locks.
+  const int grace = whileServing ? kTempGraceSeconds : 0;
   size_t removed = 0;
   const time_t now = time(nullptr);
   for (const auto& v : volumes) {
@@ -964,17 +970,13 @@ size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes, bool whi
       std::string name = e->d_name;
       if (name.size() <= 4 || name.compare(name.size() - 4, 4, ".tmp") != 0) continue;
       std::string path = dir + "/" + name;
-      if (whileServing) {
-        // In use while its writer holds its lock; a file younger than
-        // kTempGraceSeconds may be between its creation and that lock.
-        reload::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
-        struct stat st {};
-        if (!fd || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-        if (now - st.st_mtime < kTempGraceSeconds) continue;
-        if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
-        if (unlink(path.c_str()) == 0) ++removed;
-        continue;
-      }
+      // In use while its writer holds its lock; a file younger than the
+      // grace may be between its creation and that lock.
+      reload::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+      struct stat st {};
+      if (!fd || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+      if (now - st.st_mtime < grace) continue;
+      if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
       if (unlink(path.c_str()) == 0) ++removed;
     }
     closedir(d);

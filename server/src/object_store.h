@@ -148,17 +148,16 @@ class ObjectStore {
   std::vector<ObjectMeta> list(const std::string& bucket, const std::string& prefix,
                                const std::string& marker, size_t limit) const;
 
-  // Removes leftovers of uploads cut short by a crash. At start (no worker
-  // writes) every temp file; `whileServing`, only those whose writer is
-  // gone: no process holds their lock, and they are older than
-  // kTempGraceSeconds.
+  // Removes leftovers of uploads cut short by a crash: temp files no
+  // process holds the lock of; `whileServing`, only those older than
+  // kTempGraceSeconds too (a new file is locked just after its creation).
   static size_t removeTempFiles(const std::vector<Volume>& volumes, bool whileServing = false);
   static constexpr int kTempGraceSeconds = 5;
 
   // Checks each volume's key index against its files and repairs what
   // disagrees: a damaged index is rebuilt, a file without its entry gets
-  // it, an entry without its file is dropped. Only safe while no worker
-  // runs (at start). Returns one line per repair, for the log.
+  // it, an entry without its file is dropped (under the write lock, as a
+  // DELETE does). Meant for the start; returns one line per repair, for the log.
   static std::vector<std::string> repairIndexes(const std::vector<Volume>& volumes);
   // Whether a rebuild of the volume's index is under way (or was cut short).
   static bool rebuildPending(const std::string& volume);
