@@ -13,6 +13,7 @@ const char* phaseName(Phase p) {
     case Phase::kReloading: return "reloading";
     case Phase::kPreflight: return "checking-new-binary";
     case Phase::kHandoff: return "handing-over";
+    case Phase::kProbation: return "probation";
     case Phase::kStopping: return "stopping";
   }
   return "?";

@@ -9,6 +9,9 @@
 #include <vector>
 
 #include "moltd_service.h"
+#ifdef MOLT_TEST_FAULTS
+#include "test_faults.h"
+#endif
 #include "reload/log.h"
 #include "reload/master.h"
 #include "reload/master_config.h"
@@ -36,7 +39,11 @@ void usage(std::ostream& out) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
+#ifdef MOLT_TEST_FAULTS
+  server::FaultyService service;
+#else
   server::MoltdService service;
+#endif
   std::string configPath = kDefaultConfig;
   bool checkOnly = false;
   for (size_t i = 1; i < args.size(); ++i) {
@@ -100,6 +107,9 @@ int main(int argc, char** argv) {
     return code;
   };
   try {
+#ifdef MOLT_TEST_FAULTS
+    server::armMasterFault();
+#endif
     return reload::runMaster(service, options);
   } catch (const reload::ConfigError& e) {
     return fail(e.what(), kExitConfig);

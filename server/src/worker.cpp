@@ -94,6 +94,7 @@ class Worker : public ConnectionOwner {
   // queue with it), then closes this process's copies.
   void stopAccepting() {
     acceptsPaused_ = false;
+    standby_ = false;
     for (auto& l : listeners_) {
       if (l->fd < 0) continue;
       acceptUpTo(*l, kMaxQueuedAtDrain);
@@ -104,6 +105,22 @@ class Worker : public ConnectionOwner {
       l->fd = -1;
     }
   }
+
+  // Standing by during a reload's probation: no accepts, but the listener
+  // copies stay open, so that taking over again is one signal.
+  void standBy() {
+    standby_ = true;
+    for (auto& l : listeners_)
+      if (l->fd >= 0 && !acceptsPaused_) loop_.remove(l->fd);
+  }
+  void resumeFromStandby() {
+    if (!standby_) return;
+    standby_ = false;
+    if (acceptsPaused_) return;  // resumeAcceptsIfDue adds them back
+    for (auto& l : listeners_)
+      if (l->fd >= 0) loop_.add(l->fd, kListenerEvents, l.get());
+  }
+  bool standingBy() const { return standby_; }
 
   void drainStarted() {
     for (auto& [raw, conn] : connections_) conn->drainStarted();
@@ -141,6 +158,7 @@ class Worker : public ConnectionOwner {
   void resumeAcceptsIfDue() {
     if (!acceptsPaused_ || loop_.nowMs() < acceptsPausedUntil_) return;
     acceptsPaused_ = false;
+    if (standby_) return;
     for (auto& l : listeners_)
       if (l->fd >= 0) loop_.add(l->fd, kListenerEvents, l.get());
   }
@@ -203,7 +221,7 @@ class Worker : public ConnectionOwner {
 
   // With `balance`, stops once another worker holds clearly fewer.
   void acceptUpTo(Listener& listener, int most, bool balance = false) {
-    for (int i = 0; i < most && listener.fd >= 0 && !acceptsPaused_; ++i) {
+    for (int i = 0; i < most && listener.fd >= 0 && !acceptsPaused_ && !standby_; ++i) {
       if (balance && i > 0 && othersHaveRoom()) return;
       int fd = accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
@@ -277,8 +295,10 @@ class Worker : public ConnectionOwner {
   }
 
   void pauseAccepts(int64_t ms) {
+    bool wasWatching = !acceptsPaused_ && !standby_;
     acceptsPaused_ = true;
     acceptsPausedUntil_ = loop_.nowMs() + ms;
+    if (!wasWatching) return;
     for (auto& l : listeners_)
       if (l->fd >= 0) loop_.remove(l->fd);
   }
@@ -293,6 +313,7 @@ class Worker : public ConnectionOwner {
   int skipped_ = 0;
   int64_t lastCapLog_ = -1000;
   bool acceptsPaused_ = false;
+  bool standby_ = false;
   int64_t acceptsPausedUntil_ = 0;
   static constexpr int64_t kFirstAcceptBackoffMs = 10;
   int64_t acceptBackoffMs_ = kFirstAcceptBackoffMs;
@@ -305,10 +326,15 @@ class Worker : public ConnectionOwner {
 class SignalHandler : public reload::EventHandler {
  public:
   void onEvents(uint32_t) override {
-    while (auto info = signals.read()) pending.push_back(static_cast<int>(info->ssi_signo));
+    while (auto info = signals.read())
+      pending.push_back({static_cast<int>(info->ssi_signo), static_cast<pid_t>(info->ssi_pid)});
   }
   reload::SignalFd signals;
-  std::vector<int> pending;
+  struct Received {
+    int signal;
+    pid_t sender;
+  };
+  std::vector<Received> pending;
 };
 
 }  // namespace
@@ -390,8 +416,24 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
       worker.resumeAcceptsIfDue();
       int64_t now = loop.nowMs();
       bool drainNow = false;
-      for (int sig : signals.pending) {
+      for (auto [sig, sender] : signals.pending) {
         if (sig == SIGTERM) drainNow = true;
+        // Probation: the master alone puts the worker on standby (USR1) and
+        // lets it take over again (HUP); the same signals from anyone else
+        // are ignored, as before.
+        if (sig == SIGUSR1 && sender == ctx.masterPid && !draining && !worker.standingBy()) {
+          shared.drain.startDraining();
+          worker.standBy();
+          worker.drainStarted();
+          MOLT_LOG(kInfo) << "standing by: stopped accepting; " << worker.open()
+                          << " connections open";
+        }
+        if (sig == SIGHUP && sender == ctx.masterPid && !draining && worker.standingBy()) {
+          shared.drain.resume();
+          worker.resumeFromStandby();
+          worker.publishLoad();
+          MOLT_LOG(kInfo) << "taking over again: accepting";
+        }
         if (sig == SIGINT || sig == SIGQUIT) leave(0);
         // The master logs volume changes once; workers only act on them.
         if (sig == SIGUSR2) {
@@ -409,7 +451,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
         checkReadOnly();
       }
       if (!draining && getppid() != ctx.masterPid) drainNow = true;
-      if (!draining && now / 1000 != lastPublished / 1000) {
+      if (!draining && !worker.standingBy() && now / 1000 != lastPublished / 1000) {
         lastPublished = now;
         worker.publishLoad();
       }

@@ -7,7 +7,11 @@
 
 namespace reload {
 
-enum class Phase { kStarting, kRunning, kValidating, kReloading, kPreflight, kHandoff, kStopping };
+// kProbation: a reload's new generation serves while the last good one
+// stands by (see probation.h); reloads are queued meanwhile.
+enum class Phase {
+  kStarting, kRunning, kValidating, kReloading, kPreflight, kHandoff, kProbation, kStopping
+};
 // Ordered: a queued reload is replaced only by a stronger one.
 enum class ReloadKind { kNone = 0, kHup = 1, kSeamless = 2 };
 
