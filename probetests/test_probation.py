@@ -4,11 +4,15 @@ configuration and binary."""
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import time
 import unittest
 
-from molt_probe import (MOLTD, MOLTD_FAULTY, Load, Moltd, children_of, session_processes,
-                        wait_for)
+from molt_probe import (MOLTD, MOLTD_FAULTY, Load, Moltd, children_of,
+                        session_processes, steady_open_fds, wait_for)
+
+MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
 
 
 def set_fault(server, fault):
@@ -44,7 +48,11 @@ def assert_only_crash_losses(test, load, crashed_workers, rolled_back_at):
 class HupRollback(unittest.TestCase):
     def test_a_sighup_whose_generation_crashes_returns_to_the_previous_configuration(self):
         server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
-        server.start(env=fault_env(server))
+        notify_path = os.path.join(server.dir, "notify.sock")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        self.addCleanup(notify.close)
+        server.start(env=dict(fault_env(server), NOTIFY_SOCKET=notify_path))
         st = server.status()
         old_digest, old_workers = st["config_digest"], serving_workers(st)
         with Load(server, connections=8) as load:
@@ -70,6 +78,16 @@ class HupRollback(unittest.TestCase):
         self.assertEqual(st["rollbacks"], 1)
         self.assertIsNone(st["probation"])
         self.assertIn("moltd_reload_rollbacks_total 1", server.admin_get("/metrics"))
+        notify.settimeout(0.5)
+        messages = []
+        try:
+            while True:
+                messages.append(notify.recv(4096).decode())
+        except socket.timeout:
+            pass
+        self.assertTrue(any("STATUS=generation 2 on probation" in m for m in messages), messages)
+        self.assertTrue(any("READY=1" in m and "reload rolled back: worker 2." in m
+                            for m in messages), messages)
         text = server.wait_log("failed probation")
         self.assertIn("accepts again", text)
         assert_only_crash_losses(self, load, 3, rolled_back_at)
@@ -189,6 +207,109 @@ class NewMasterFails(unittest.TestCase):
     def test_a_new_master_that_hangs_before_ready(self):
         st = self.check("master-hang 0", -signal.SIGKILL)  # killed by the synchronizer
         self.assertIn("hangs", st["last_reload"]["reason"])
+
+
+class DuringProbation(unittest.TestCase):
+    def test_a_storm_of_reloads_is_queued_and_ends_in_one_healthy_generation(self):
+        server = Moltd(self, workers=2, probation=1.5).start()
+        with Load(server, connections=16, keepalive=True) as load:
+            server.send_signal(signal.SIGHUP)
+            server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+            for i in range(60):
+                server.send_signal(signal.SIGUSR1 if i % 3 else signal.SIGHUP)
+            st = server.status()
+            self.assertEqual(st["state"], "probation")
+            self.assertEqual(st["pending_reload"], "seamless")  # coalesced to the strongest
+            # The queued reload runs once probation passed, on probation in
+            # its turn; then nothing is left to do.
+            st = server.wait_status(lambda s: s["generation"] == 3 and s["state"] == "running"
+                                    and s["pending_reload"] == "none" and s["probation"] is None,
+                                    "the queued reload to pass its probation", 40)
+            server.wait_no_draining()
+            fds_before = steady_open_fds(server.pid)
+        load.assert_no_failures(self)
+        self.assertEqual(st["reloads"], 2)
+        self.assertEqual(st["rollbacks"], 0)
+        self.assertEqual(len(children_of(server.pid)), 2)
+        server.send_signal(signal.SIGHUP)
+        server.wait_status(lambda s: s["generation"] == 4 and s["state"] == "running",
+                           "one more reload", 30)
+        server.wait_no_draining()
+        self.assertEqual(steady_open_fds(server.pid), fds_before)
+        server.stop()
+        server.assert_nothing_left(self)
+
+    def test_sigterm_stops_both_generations_gracefully(self):
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            server = Moltd(self, workers=2, probation=30).start()
+            with Load(server, connections=8) as load:
+                server.send_signal(sig)
+                st = server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+                self.assertEqual(len(st["workers"]), 4)  # serving and standing by
+                server.send_signal(signal.SIGTERM)
+                self.assertEqual(server.proc.wait(30), 0)
+            server.assert_nothing_left(self)
+            # Requests answered or refused once nothing listens; none cut.
+            self.assertTrue(set(load.failures) <= {"refused"}, load.notes)
+
+    def test_a_reload_queued_behind_a_failed_probation_is_dropped(self):
+        server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
+        server.start(env=fault_env(server))
+        set_fault(server, "worker-crash 1.0")
+        server.send_signal(signal.SIGHUP)
+        server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+        server.send_signal(signal.SIGHUP)
+        self.assertEqual(server.status()["pending_reload"], "reload")
+        st = server.wait_status(lambda s: s["rollbacks"] == 1 and s["state"] == "running",
+                                "the rollback", 20)
+        self.assertEqual(st["pending_reload"], "none")
+        self.assertEqual(st["generation"], 1)
+        server.wait_log("queued during the failed probation")
+        time.sleep(0.5)  # nothing starts afterwards
+        self.assertEqual(server.status()["generation"], 1)
+        server.stop()
+        server.assert_nothing_left(self)
+
+
+class MoltInitWaits(unittest.TestCase):
+    def test_reload_waits_through_probation_and_exits_5_on_a_rollback(self):
+        server = Moltd(self, workers=2, probation=3, binary=MOLTD_FAULTY)
+        conf_dir = os.path.join(server.dir, "etc")
+        run_dir = os.path.join(server.dir, "run")
+        os.mkdir(conf_dir)
+        os.symlink(server.config, os.path.join(conf_dir, "moltd.conf"))
+        env = fault_env(server)
+
+        def molt_init(*args):
+            out = subprocess.run([MOLT_INIT, "moltd"] + list(args) +
+                                 ["--conf-dir", conf_dir, "--run-dir", run_dir,
+                                  "--moltd", MOLTD_FAULTY],
+                                 capture_output=True, text=True, timeout=120, env=env)
+            return out.returncode, out.stdout + out.stderr
+
+        self.addCleanup(lambda: subprocess.run([MOLT_INIT, "moltd", "stop", "--conf-dir",
+                                                conf_dir, "--run-dir", run_dir],
+                                               capture_output=True, timeout=60))
+        self.assertEqual(molt_init("start")[0], 0)
+        started = time.monotonic()
+        rc, text = molt_init("reload")
+        self.assertEqual(rc, 0, text)
+        self.assertGreater(time.monotonic() - started, 3, "returned before the probation ended")
+        self.assertIn("reloaded", text)
+        set_fault(server, "worker-crash 1.0")
+        rc, text = molt_init("reload-seamless")
+        self.assertEqual(rc, 5, text)
+        self.assertIn("reload rolled_back: worker 3.", text)
+        self.assertIn("killed by SIGSEGV", text)
+        self.assertIn("keeps serving generation 2", text)
+        rc, text = molt_init("reload", "--no-probation-wait")
+        self.assertEqual(rc, 0, text)
+        self.assertIn("on probation for", text)
+        st = server.wait_status(lambda s: s["rollbacks"] == 2 and s["state"] == "running",
+                                "the second rollback", 20)
+        self.assertEqual(st["generation"], 2)
+        rc, text = molt_init("shutdown")
+        self.assertEqual(rc, 0, text)
 
 
 class GoodReload(unittest.TestCase):
