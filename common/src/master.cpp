@@ -1236,6 +1236,7 @@ void MasterImpl::failProbation(const std::string& reason) {
   probationTimer_.cancel();
   probationCheckTimer_.cancel();
   auto failed = state_.failProbation();
+  MOLT_LOG(kError) << "generation " << failed.generation << " failed probation: " << reason;
   auto resumed = registry_.resume(failed.lastGood);
   for (pid_t pid : resumed) signalChild(pid, SIGHUP);
   double now = monotonicSeconds();
@@ -1243,9 +1244,8 @@ void MasterImpl::failProbation(const std::string& reason) {
     if (w.state != WorkerState::kDraining) signalChild(w.pid, SIGTERM);
   registry_.startDraining(failed.generation, now,
                           now + lastGoodConfig_->master.gracefulTimeout + 2);
-  MOLT_LOG(kError) << "generation " << failed.generation << " failed probation: " << reason
-                   << "; generation " << failed.lastGood << " (" << resumed.size()
-                   << " workers) accepts again";
+  MOLT_LOG(kWarning) << "generation " << failed.lastGood << " (" << resumed.size()
+                     << " workers) accepts again";
   auto plan = planRollback(failed.kind, resumed.size(), static_cast<bool>(lastGoodBinary_));
   ReloadKind dropped = state_.pending();
   if (pendingAfterProbation(ProbationVerdict::kFail, dropped) == ReloadKind::kNone &&
