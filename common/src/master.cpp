@@ -296,6 +296,18 @@ Boot readBoot() {
     if (!boot.handoff) throw;  // refused at start, clearly
     boot.inheritedProblem = e.what();
   }
+  if (boot.afterExec && !boot.handoff) {
+    // A handoff this image refused still left its descriptors open: the
+    // notify pipe among them, on which the synchronizer would wait out its
+    // timeout. Nothing else is open yet but the listeners.
+    std::vector<int> keep;
+    for (int i = 0; i < boot.inherited.count; ++i) keep.push_back(systemd::kListenFdsStart + i);
+    try {
+      closeAllFdsExcept(keep);
+    } catch (const std::exception& e) {
+      MOLT_LOG(kError) << "closing the refused handoff's descriptors: " << e.what();
+    }
+  }
   return boot;
 }
 
@@ -342,6 +354,7 @@ void MasterImpl::onUnexpected(const char* what, const std::string& error) {
       if (validation_) validation_->task.kill();
       finishReload(state_.active(), "failed", std::string(what) + ": " + error,
                    state_.servingGeneration());
+      processPending();
     }
   } catch (const std::exception& e) {
     MOLT_LOG(kError) << "while recovering: " << e.what();
@@ -390,7 +403,11 @@ void MasterImpl::startFresh(bool afterExec) {
   listeners_.bindMissing(wantedListeners(*config_), true);
   serveAdmin();
   writePidFile();
-  service_.applyCheck(*config_, "start", service_.runCheck(*config_, "start"));
+  // The start check removes the temp files of interrupted uploads; with
+  // the previous image's workers still serving (an exec whose handoff was
+  // refused), some of them are uploads in flight: then it is a reload's.
+  const char* trigger = orphans_.empty() ? "start" : "reload";
+  service_.applyCheck(*config_, trigger, service_.runCheck(*config_, trigger));
   armPeriodicProbe();
   MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
                   << " starting with " << config_->path;
@@ -1094,6 +1111,9 @@ void MasterImpl::completeStarting() {
       bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
                                    static_cast<ssize_t>(msg.size());
       notifyFd_.reset();
+      // The reload's record first: closing the handoff state may start a
+      // queued reload, whose record this must not end.
+      finishReload(ReloadKind::kSeamless, "ok", "", gen.generation);
       if (!told) {
         MOLT_LOG(kWarning) << "synchronizer pid " << syncPid_
                            << " is gone; draining the old generation from the master";
@@ -1101,7 +1121,6 @@ void MasterImpl::completeStarting() {
       } else {
         stateTimer_.arm(msAt(monotonicSeconds() + 10));
       }
-      finishReload(ReloadKind::kSeamless, "ok", "", gen.generation);
       break;
     }
   }
@@ -1414,6 +1433,7 @@ void MasterImpl::startValidation(ReloadKind kind) {
   } catch (const std::exception& e) {
     validation_.reset();
     finishReload(kind, "failed", e.what(), state_.servingGeneration());
+    processPending();
     return;
   }
   validation_->kind = kind;
@@ -1546,12 +1566,14 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   if (pipe2(notifyPipe, O_CLOEXEC) != 0) {
     finishReload(ReloadKind::kSeamless, "failed", std::string("pipe: ") + std::strerror(errno),
                  state_.servingGeneration());
+    processPending();
     return;
   }
   Fd notifyRead(notifyPipe[0]), notifyWrite(notifyPipe[1]);
   if (pipe2(statePipe, O_CLOEXEC) != 0) {
     finishReload(ReloadKind::kSeamless, "failed", std::string("pipe: ") + std::strerror(errno),
                  state_.servingGeneration());
+    processPending();
     return;
   }
   Fd stateRead(statePipe[0]), stateWrite(statePipe[1]);
@@ -1672,7 +1694,9 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   // Still the old image: put everything back and go on serving.
   layout.reset();
   syncPid_ = sync;
+  serveAdmin();
   finishReload(ReloadKind::kSeamless, "failed", failure, state_.servingGeneration());
+  processPending();
 }
 
 void MasterImpl::finishReload(ReloadKind kind, const std::string& result,
