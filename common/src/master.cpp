@@ -147,6 +147,7 @@ class MasterImpl {
   // Reloads
   void requestReload(ReloadKind kind, const std::string& source);
   void processPending();
+  bool reloadMustWait() const;
   void startValidation(ReloadKind kind);
   void onValidationExit(int status);
   void startHupReload(std::shared_ptr<const LoadedConfig> next);
@@ -1315,16 +1316,15 @@ void MasterImpl::drainGeneration(uint64_t generation, bool signal) {
                     << " workers, graceful_timeout " << config_->master.gracefulTimeout << "s)";
 }
 
+// Reloads start only below the bound (reloadMustWait), so it is passed only
+// when a new image adopted more than its configuration allows. Draining
+// workers are never cut for it: graceful_timeout bounds their drain.
 void MasterImpl::enforceDrainingLimit() {
   auto gens = registry_.drainingGenerations();
   size_t limit = static_cast<size_t>(config_->master.maxDrainingGenerations);
-  for (size_t i = 0; gens.size() - i > limit; ++i) {
-    auto workers = registry_.ofGeneration(gens[i]);
-    for (const auto& w : workers) signalChild(w.pid, SIGKILL);
-    counters_.drainKills += workers.size();
-    MOLT_LOG(kWarning) << "max_draining_generations " << limit << " exceeded: stopped generation "
-                       << gens[i] << " hard (" << workers.size() << " workers)";
-  }
+  if (gens.size() > limit)
+    MOLT_LOG(kWarning) << gens.size() << " generations drain, over max_draining_generations "
+                       << limit << "; no reload starts until they are fewer";
 }
 
 bool MasterImpl::maintainsWorkers() const { return state_.maintainsWorkers(); }
@@ -1382,8 +1382,14 @@ void MasterImpl::killOverdueDrains() {
 
 // ------------------------------------------------------------------ reloads
 
+bool MasterImpl::reloadMustWait() const {
+  return static_cast<bool>(stateFd_) ||
+         !drainingAllowsReload(registry_.drainingGenerations().size(),
+                               config_->master.maxDrainingGenerations);
+}
+
 void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
-  auto decision = state_.request(kind, static_cast<bool>(stateFd_));
+  auto decision = state_.request(kind, reloadMustWait());
   switch (decision.action) {
     case ReloadDecision::Action::kIgnore:
       MOLT_LOG(kInfo) << "ignoring " << reloadKindName(kind) << " from " << source
@@ -1391,7 +1397,11 @@ void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
       return;
     case ReloadDecision::Action::kQueue:
       MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source << " while "
-                      << phaseName(state_.phase()) << "; queued";
+                      << (state_.phase() == Phase::kRunning && !stateFd_
+                              ? std::to_string(registry_.drainingGenerations().size()) +
+                                    " generations drain (max_draining_generations)"
+                              : std::string(phaseName(state_.phase())))
+                      << "; queued";
       return;
     case ReloadDecision::Action::kStart:
       break;
@@ -1405,7 +1415,7 @@ void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
 }
 
 void MasterImpl::processPending() {
-  ReloadKind kind = state_.takePending(static_cast<bool>(stateFd_));
+  ReloadKind kind = state_.takePending(reloadMustWait());
   if (kind != ReloadKind::kNone) requestReload(kind, "queue");
 }
 
@@ -1870,6 +1880,7 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
   if (info->state == WorkerState::kDraining) {
     MOLT_LOG(kInfo) << "old worker pid " << pid << " of generation " << info->generation << " "
                     << describeWaitStatus(status);
+    processPending();  // one may wait for a draining generation to end
     return;
   }
   std::string what = "worker pid " + std::to_string(pid) + " of generation " +

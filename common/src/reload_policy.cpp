@@ -35,6 +35,11 @@ ReloadDecision decideReload(Phase phase, bool awaitingReport, ReloadKind pending
   return {ReloadDecision::Action::kStart, pending};
 }
 
+bool drainingAllowsReload(size_t drainingGenerations, int maxDrainingGenerations) {
+  return maxDrainingGenerations <= 0 ||
+         drainingGenerations < static_cast<size_t>(maxDrainingGenerations);
+}
+
 bool pendingMayStart(Phase phase, bool awaitingReport, ReloadKind pending) {
   return pending != ReloadKind::kNone && phase == Phase::kRunning && !awaitingReport;
 }
