@@ -164,7 +164,7 @@ class EnvironmentValidation(unittest.TestCase):
 
     def test_pid_file_in_a_missing_directory(self):
         self.refused(self.good.replace(self.server.pid_file, "/nonexistent/dir/moltd.pid"),
-                     "[server] pid_file: directory /nonexistent/dir: No such file or directory")
+                     "[server] pid_file: directory /nonexistent/dir: cannot create it: No such file or directory")
 
     def test_log_files_that_cannot_be_opened(self):
         self.refused(self.good.replace(self.server.log, "/nonexistent/dir/moltd.log"),

@@ -77,6 +77,36 @@ BOOST_AUTO_TEST_CASE(ChildPastItsDeadlineIsKilledAndReportedTimedOut) {
   BOOST_TEST(loop.watchedDescriptors() == 0u);
 }
 
+// A stop kills the child at once and waits for it no longer than the grace:
+// one that is not reaped by then is given up on as at its own deadline.
+BOOST_AUTO_TEST_CASE(StopKillsAndBringsTheDeadlineForwardOnly) {
+  for (int64_t ownDeadline : {60000, 300}) {
+    reload::EventLoop loop;
+    int timeouts = 0;
+    ChildTask task(loop, [&] { ++timeouts; });
+    const int64_t started = reload::monotonicMs();
+    task.start("test-stop", "a test", 1024, started + ownDeadline, [](int) {
+      for (;;) pause();
+      return 0;
+    });
+    pid_t pid = task.pid();
+    loop.updateClock();
+    task.stop(ownDeadline == 60000 ? 200 : 60000);
+    // Not reaped here, as if the child could not die: onTimeout must come.
+    while (timeouts == 0 && reload::monotonicMs() - started < 10000) loop.runOnce(20);
+    const int64_t waited = reload::monotonicMs() - started;
+    BOOST_TEST(timeouts == 1);
+    BOOST_TEST(waited >= 200);
+    BOOST_TEST(waited < 5000, "waited " << waited << " ms for a deadline of " << ownDeadline);
+    BOOST_TEST(task.timedOut());
+    task.giveUp();
+    int status = 0;
+    BOOST_REQUIRE(waitpid(pid, &status, 0) == pid);
+    BOOST_TEST(WIFSIGNALED(status));
+    BOOST_TEST(WTERMSIG(status) == SIGKILL);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(OutputPastTheLimitIsDroppedWithoutBlockingTheChild) {
   reload::EventLoop loop;
   int timeouts = 0;

@@ -47,6 +47,24 @@ BOOST_AUTO_TEST_CASE(rejects_with_reasons) {
   BOOST_TEST(reason("host:") == "missing port");
 }
 
+// Every spelling of port 0, on every kind of host, is refused; every other
+// port in range is taken as written.
+BOOST_AUTO_TEST_CASE(port_zero_is_refused_in_every_spelling) {
+  for (const char* host : {"127.0.0.1", "*", "[::1]", "[::]", "localhost", "0.0.0.0"}) {
+    for (const char* zeroText : {"0", "00", "000", "0000", "00000"}) {
+      const std::string zero = zeroText;
+      try {
+        ListenAddress::parse(std::string(host) + ":" + zero);
+        BOOST_ERROR(std::string(host) + ":" + zero + " was accepted");
+      } catch (const std::invalid_argument& e) {
+        BOOST_TEST(std::string(e.what()).find("port " + zero + " is not allowed") == 0u, e.what());
+      }
+    }
+  }
+  for (int port = 1; port <= 65535; ++port)
+    BOOST_REQUIRE(ListenAddress::parse("127.0.0.1:" + std::to_string(port)).port == port);
+}
+
 BOOST_AUTO_TEST_CASE(keys_of_configured_addresses) {
   BOOST_TEST(reload::resolvedKey(ListenAddress::parse("127.0.0.1:80")) == "tcp:127.0.0.1:80");
   BOOST_TEST(reload::resolvedKey(ListenAddress::parse("*:80")) == "tcp:0.0.0.0:80");

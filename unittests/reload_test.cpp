@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -275,6 +276,73 @@ BOOST_AUTO_TEST_CASE(children_add_and_a_remapped_fd_sees_it) {
   BOOST_TEST(again.load(3) == 2005u);
   again.add(3, 1);
   BOOST_TEST(counters.load(3) == 2006u);
+}
+
+BOOST_AUTO_TEST_CASE(its_own_memfd_is_sealed_at_its_size) {
+  SharedCounters counters;
+  BOOST_TEST(fcntl(counters.fd(), F_GET_SEALS) == SharedCounters::kRequiredSeals);
+  constexpr off_t kBytes = SharedCounters::kSlots * sizeof(uint64_t);
+  BOOST_TEST(ftruncate(counters.fd(), 0) == -1);
+  BOOST_TEST(errno == EPERM);
+  BOOST_TEST(ftruncate(counters.fd(), kBytes * 2) == -1);
+  counters.add(1, 1);  // still mapped and whole
+  BOOST_TEST(counters.load(1) == 1u);
+}
+
+// Only a memfd sealed against shrinking, growing and resealing, of exactly
+// the right size, is adopted: every other descriptor of the right size
+// could be truncated under the workers' mappings.
+BOOST_AUTO_TEST_CASE(only_a_sealed_memfd_of_the_exact_size_is_adopted) {
+  constexpr off_t kBytes = SharedCounters::kSlots * sizeof(uint64_t);
+  auto refused = [](int fd) {
+    try {
+      SharedCounters adopted(fd);
+    } catch (const std::system_error&) {
+      BOOST_TEST(fcntl(fd, F_GETFD) >= 0);  // left open, not adopted
+      close(fd);
+      return true;
+    }
+    return false;
+  };
+  // A regular file of the right size.
+  char path[] = "/tmp/counters-test-XXXXXX";
+  int file = mkstemp(path);
+  BOOST_REQUIRE(file >= 0);
+  unlink(path);
+  BOOST_REQUIRE(ftruncate(file, kBytes) == 0);
+  BOOST_TEST(refused(file));
+  // Memfds with every subset of the seals but the full one, at the right
+  // size; and with all of them at every wrong size around it.
+  for (int seals = 0; seals < 8; ++seals) {
+    int fd = memfd_create("forged", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    BOOST_REQUIRE(fd >= 0);
+    BOOST_REQUIRE(ftruncate(fd, kBytes) == 0);
+    BOOST_REQUIRE(fcntl(fd, F_ADD_SEALS, seals) == 0);
+    if ((seals & SharedCounters::kRequiredSeals) == SharedCounters::kRequiredSeals) {
+      SharedCounters adopted(fd);
+      adopted.add(0, 1);
+      BOOST_TEST(adopted.load(0) == 1u);
+    } else {
+      BOOST_TEST(refused(fd), "seals " << seals);
+    }
+  }
+  for (off_t size : {off_t{0}, kBytes - 8, kBytes - 1, kBytes + 1, kBytes * 2}) {
+    int fd = memfd_create("forged", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    BOOST_REQUIRE(fd >= 0);
+    BOOST_REQUIRE(ftruncate(fd, size) == 0);
+    BOOST_REQUIRE(fcntl(fd, F_ADD_SEALS, SharedCounters::kRequiredSeals) == 0);
+    BOOST_TEST(refused(fd), "size " << size);
+  }
+  // A memfd that cannot be sealed (MFD_ALLOW_SEALING not given).
+  int plain = memfd_create("forged", MFD_CLOEXEC);
+  BOOST_REQUIRE(plain >= 0);
+  BOOST_REQUIRE(ftruncate(plain, kBytes) == 0);
+  BOOST_TEST(refused(plain));
+  // A pipe.
+  int pipeFds[2];
+  BOOST_REQUIRE(pipe2(pipeFds, O_CLOEXEC) == 0);
+  BOOST_TEST(refused(pipeFds[0]));
+  close(pipeFds[1]);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

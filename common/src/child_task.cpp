@@ -14,7 +14,8 @@
 namespace reload {
 
 ChildTask::ChildTask(EventLoop& loop, std::function<void()> onTimeout)
-    : onTimeout_(std::move(onTimeout)),
+    : loop_(loop),
+      onTimeout_(std::move(onTimeout)),
       output_(loop, [this](uint32_t) { readOutput(); }),
       deadline_(loop, [this] { onDeadline(); }) {}
 
@@ -75,6 +76,13 @@ void ChildTask::onDeadline() {
 void ChildTask::kill() {
   // The pid is not reaped yet, so it cannot name another process.
   if (running()) ::kill(pid_, SIGKILL);
+}
+
+void ChildTask::stop(int64_t graceMs) {
+  if (!running()) return;
+  kill();
+  int64_t at = loop_.nowMs() + graceMs;
+  if (!deadline_.armed() || deadline_.deadline() > at) deadline_.arm(at);
 }
 
 ChildTask::Outcome ChildTask::finish(int status) {

@@ -17,6 +17,10 @@ int parsePort(const std::string& text) {
     throw std::invalid_argument("port '" + text + "' is not a number");
   int port = std::stoi(text);
   if (port > 65535) throw std::invalid_argument("port " + text + " is out of range");
+  // Binding port 0 takes a random port, which no client knows and which a
+  // reload would not keep.
+  if (port == 0)
+    throw std::invalid_argument("port " + text + " is not allowed: the kernel would pick a random port");
   return port;
 }
 

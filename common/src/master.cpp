@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include "reload/child_task.h"
+#include "reload/config_check_line.h"
 #include "reload/event_loop.h"
 #include "reload/exec_handoff.h"
 #include "reload/handoff.h"
@@ -31,6 +32,7 @@
 #include "reload/log.h"
 #include "reload/master_report.h"
 #include "reload/notify.h"
+#include "reload/pid_file.h"
 #include "reload/probation.h"
 #include "reload/process.h"
 #include "reload/reload_state.h"
@@ -86,6 +88,7 @@ struct Probe {
 };
 
 constexpr double kProbeTimeout = 10;
+constexpr int64_t kHelperStopGraceMs = 1000;
 
 // A deadline in monotonic seconds as the loop's milliseconds, rounded up so
 // that whatever is due at it is due when its timer fires.
@@ -103,7 +106,7 @@ struct ReadyPipe {
 
 // The new binary's --check-config, run before a seamless reload execs it.
 struct Checker {
-  explicit Checker(EventLoop& loop) : task(loop) {}
+  Checker(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
   ChildTask task;
   std::shared_ptr<const LoadedConfig> config;
   std::string executable;
@@ -387,9 +390,8 @@ void MasterImpl::startFresh(bool afterExec) {
   if (!boot_.startNote.empty()) MOLT_LOG(kError) << boot_.startNote;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   if (!config_->master.pidFile.empty()) {
-    std::ifstream in(config_->master.pidFile);
-    pid_t other = 0;
-    if (in >> other && other > 0 && other != pid_ && kill(other, 0) == 0) {
+    pid_t other = PidFile(config_->master.pidFile).read().value_or(0);
+    if (other > 0 && other != pid_ && kill(other, 0) == 0) {
       std::ifstream comm("/proc/" + std::to_string(other) + "/comm");
       std::string name;
       std::getline(comm, name);
@@ -862,18 +864,7 @@ std::vector<WantedListener> MasterImpl::wantedListeners(const LoadedConfig& conf
 }
 
 void MasterImpl::writePidFile() {
-  const std::string& path = config_->master.pidFile;
-  if (path.empty()) return;
-  std::string dir = path.substr(0, path.rfind('/'));
-  if (!dir.empty() && mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throwSysError("create the pid file's directory " + dir);
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << pid_ << "\n";
-    if (!out) throwSysError("write pid file " + tmp);
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) throwSysError("rename pid file to " + path);
+  if (!config_->master.pidFile.empty()) PidFile(config_->master.pidFile).write(pid_);
 }
 
 void MasterImpl::applyMasterNice() {
@@ -890,10 +881,7 @@ void MasterImpl::applyMasterNice() {
 }
 
 void MasterImpl::removePidFile() {
-  if (!config_ || config_->master.pidFile.empty()) return;
-  std::ifstream in(config_->master.pidFile);
-  pid_t recorded = 0;
-  if (in >> recorded && recorded == pid_) unlink(config_->master.pidFile.c_str());
+  if (config_ && !config_->master.pidFile.empty()) PidFile(config_->master.pidFile).removeIfOurs(pid_);
 }
 
 // ------------------------------------------------------------- generations
@@ -993,7 +981,7 @@ void MasterImpl::startProbe(const std::string& trigger) {
                      // A process stuck on a hung mount may not die even of
                      // SIGKILL: it is given up on at once (reaped whenever it
                      // ends) so nothing waits for it.
-                     if (probe_ && state_.phase() != Phase::kStopping) onProbeExit(0);
+                     if (probe_) onProbeExit(0);
                    }));
     probe_->task.start("moltd-probe", "the " + trigger + " check", kMaxProbeOutput,
                        static_cast<int64_t>((now + kProbeTimeout) * 1000), [&](int out) -> int {
@@ -1423,7 +1411,7 @@ void MasterImpl::startValidation(ReloadKind kind) {
   double limit = std::min(30.0, config_->master.reloadTimeout);
   try {
     validation_.emplace(loop_, guarded("configuration check deadline", [this] {
-                          if (validation_ && state_.phase() != Phase::kStopping) onValidationExit(0);
+                          if (validation_) onValidationExit(0);
                         }));
     validation_->task.start(
         "moltd-validate", "validation", kMaxValidationOutput,
@@ -1513,7 +1501,9 @@ void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
                                      const std::string& executable) {
   double limit = std::min(30.0, next->master.reloadTimeout);
   try {
-    checker_.emplace(loop_);
+    checker_.emplace(loop_, guarded("new binary check deadline", [this] {
+                       if (checker_) onCheckerExit(0);  // killed; reaped whenever it ends
+                     }));
     checker_->task.start(
         "moltd-check", "the config check", kMaxCheckerOutput,
         static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
@@ -1549,7 +1539,7 @@ void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
 }
 
 void MasterImpl::onCheckerExit(int status) {
-  auto outcome = checker_->task.finish(status);
+  auto outcome = checker_->task.timedOut() ? checker_->task.giveUp() : checker_->task.finish(status);
   auto config = checker_->config;
   std::string executable = checker_->executable;
   checker_.reset();
@@ -1565,6 +1555,15 @@ void MasterImpl::onCheckerExit(int status) {
     processPending();
     return;
   }
+  std::string checkedVersion;
+  std::string notChecked = configCheckLineProblem(outcome.output, config->digest, checkedVersion);
+  if (!notChecked.empty()) {
+    finishReload(ReloadKind::kSeamless, "refused", executable + " --check-config: " + notChecked,
+                 state_.servingGeneration());
+    processPending();
+    return;
+  }
+  MOLT_LOG(kInfo) << executable << " is moltd " << checkedVersion << " and accepts the configuration";
   performExec(config, executable);
 }
 
@@ -1907,9 +1906,10 @@ void MasterImpl::beginStop(bool graceful) {
                     << state_.probation()->generation << ": both generations stop";
   state_.stop();
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
-  if (checker_) checker_->task.kill();
-  if (validation_) validation_->task.kill();
-  if (probe_) probe_->task.kill();
+  // A stop does not wait for a helper more than a moment after killing it.
+  if (checker_) checker_->task.stop(kHelperStopGraceMs);
+  if (validation_) validation_->task.stop(kHelperStopGraceMs);
+  if (probe_) probe_->task.stop(kHelperStopGraceMs);
   if (notifyFd_) {  // a handover in progress: let the synchronizer go
     std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }

@@ -11,6 +11,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "reload/pid_file.h"
+
 namespace reload {
 namespace {
 
@@ -133,26 +135,15 @@ void checkMasterEnvironment(const MasterConfig& c, IniConfig& ini) {
   if (!c.user.empty() && getpwnam(c.user.c_str()) == nullptr)
     ini.fail("server", "user", "no such user '" + c.user + "'");
   if (!c.pidFile.empty()) {
-    if (c.pidFile[0] != '/') {
+    // Proven by doing it: a file is created and removed in the directory
+    // (and the directory, when missing, created and removed), so that a
+    // start or a reload never fails to write the pid file.
+    try {
+      PidFile(c.pidFile).checkWritable();
+    } catch (const std::invalid_argument&) {
       ini.fail("server", "pid_file", "'" + c.pidFile + "' is not an absolute path");
-    } else {
-      std::string dir = c.pidFile.substr(0, c.pidFile.rfind('/'));
-      if (dir.empty()) dir = "/";
-      struct stat st {};
-      // A missing last directory is created at start (like systemd's
-      // RuntimeDirectory), so it is enough that its parent can hold it.
-      std::string parent = dir.substr(0, dir.rfind('/'));
-      if (parent.empty()) parent = "/";
-      struct stat up {};
-      if (stat(dir.c_str(), &st) != 0 && errno == ENOENT && stat(parent.c_str(), &up) == 0 &&
-          S_ISDIR(up.st_mode) && access(parent.c_str(), W_OK | X_OK) == 0) {
-        // created by writePidFile
-      } else if (stat(dir.c_str(), &st) != 0)
-        ini.fail("server", "pid_file", "directory " + dir + ": " + std::strerror(errno));
-      else if (!S_ISDIR(st.st_mode))
-        ini.fail("server", "pid_file", dir + " is not a directory");
-      else if (access(dir.c_str(), W_OK | X_OK) != 0)
-        ini.fail("server", "pid_file", "cannot create files in " + dir + ": " + std::strerror(errno));
+    } catch (const std::exception& e) {
+      ini.fail("server", "pid_file", e.what());
     }
   }
   try {

@@ -15,16 +15,25 @@ SharedCounters::SharedCounters(int inheritedFd) {
   constexpr size_t kBytes = kSlots * sizeof(std::atomic<uint64_t>);
   fd_ = inheritedFd;
   if (fd_ < 0) {
-    fd_ = memfd_create("moltd-counters", MFD_CLOEXEC);
+    fd_ = memfd_create("moltd-counters", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd_ < 0) throwSysError("memfd_create for counters");
-    if (ftruncate(fd_, kBytes) != 0) {
+    // Sealed at its size, so that no holder of the descriptor can shrink it
+    // under the mappings (every worker would then die of SIGBUS).
+    if (ftruncate(fd_, kBytes) != 0 || fcntl(fd_, F_ADD_SEALS, kRequiredSeals) != 0) {
       int err = errno;
       close(fd_);
-      throwSysError("ftruncate counters", err);
+      throwSysError("size and seal the counters memfd", err);
     }
   } else {
-    // A region smaller than the mapping would SIGBUS every worker that
-    // touches it: only a memfd of exactly the right size is adopted.
+    // Only a memfd sealed at exactly this size is adopted: any other file
+    // could be truncated under the mapping by whoever else holds it.
+    int seals = fcntl(fd_, F_GET_SEALS);
+    if (seals < 0)
+      throwSysError("counters fd " + std::to_string(fd_) + " is not a sealable memory file");
+    if ((seals & kRequiredSeals) != kRequiredSeals)
+      throw std::system_error(EPERM, std::generic_category(),
+                              "counters fd " + std::to_string(fd_) +
+                                  " is not sealed against shrinking, growing and resealing");
     struct stat st {};
     if (fstat(fd_, &st) != 0) throwSysError("fstat the counters fd");
     if (!S_ISREG(st.st_mode) || static_cast<size_t>(st.st_size) != kBytes)

@@ -12,6 +12,7 @@
 #ifdef MOLT_TEST_FAULTS
 #include "test_faults.h"
 #endif
+#include "reload/config_check_line.h"
 #include "reload/log.h"
 #include "reload/master.h"
 #include "reload/master_config.h"
@@ -27,7 +28,8 @@ void usage(std::ostream& out) {
   out << "usage: moltd [--config PATH] [--check-config | -t] [--config-keys] [--version] [--help]\n"
          "\n"
          "  -c, --config PATH   configuration file (default " << kDefaultConfig << ")\n"
-         "  -t, --check-config  validate the configuration and exit (0 if valid)\n"
+         "  -t, --check-config  validate the configuration, print \"moltd VERSION configuration\n"
+         "                      ok: sha256:DIGEST\" and exit 0 if it is valid\n"
          "  --config-keys       list every configuration key moltd accepts\n"
          "  -V, --version       print the version and exit\n"
          "\n"
@@ -81,8 +83,11 @@ int main(int argc, char** argv) {
   if (checkOnly) {
     try {
       auto config = reload::loadConfig(configPath, service);
+      // The versioned line first, so that no amount of warnings pushes it
+      // past what a running image reads of the output.
+      std::cout << reload::formatConfigCheckLine(server::moltVersion(), config->digest) << "\n"
+                << std::flush;
       for (const auto& w : config->warnings) std::cerr << "warning: " << w << "\n";
-      std::cout << configPath << ": OK\n";
       return 0;
     } catch (const std::exception& e) {
       std::cerr << e.what() << "\n";

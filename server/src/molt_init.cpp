@@ -34,6 +34,7 @@
 #include "server_config.h"
 #include "reload/listen_address.h"
 #include "reload/master.h"
+#include "reload/pid_file.h"
 
 namespace {
 
@@ -185,11 +186,10 @@ bool preparePidDir(const Instance& inst, std::string& error) {
 }
 
 bool writePidFile(const Instance& inst, pid_t pid, std::string& error) {
-  std::ofstream out(inst.pidFile + ".tmp", std::ios::trunc);
-  out << pid << "\n";
-  out.close();
-  if (!out || rename((inst.pidFile + ".tmp").c_str(), inst.pidFile.c_str()) != 0) {
-    error = "write " + inst.pidFile + ": " + std::strerror(errno);
+  try {
+    reload::PidFile(inst.pidFile).write(pid);
+  } catch (const std::exception& e) {
+    error = "write " + inst.pidFile + ": " + e.what();
     return false;
   }
   return true;

@@ -58,12 +58,18 @@ class ChildTask {
   Outcome giveUp();
   // Kills a running child (shutdown); it is still reaped through finish().
   void kill();
+  // Kills a running child and brings its deadline forward to `graceMs` from
+  // now: a stop waits that long at most for it to be reaped, then it is
+  // handled as at its own deadline (onTimeout), so a helper that a hung
+  // mount keeps from dying never holds up the stop.
+  void stop(int64_t graceMs);
 
  private:
   void readOutput();
   void onDeadline();
   Outcome end(int status);
 
+  EventLoop& loop_;
   std::function<void()> onTimeout_;
   WatchedFd output_;
   FunctionTimer deadline_;

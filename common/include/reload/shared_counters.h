@@ -4,6 +4,8 @@
 // across every reload (Prometheus counters must not reset).
 #pragma once
 
+#include <fcntl.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -13,9 +15,12 @@ namespace reload {
 class SharedCounters {
  public:
   static constexpr size_t kSlots = 64;
+  // The seals a counters memfd carries: its size can never change.
+  static constexpr int kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
-  // Maps `inheritedFd`, or creates a fresh zeroed region when it is -1.
-  // Throws std::system_error.
+  // Maps `inheritedFd` if it is a memfd sealed at exactly the right size,
+  // or creates a fresh zeroed, sealed region when it is -1. Throws
+  // std::system_error (then `inheritedFd` is left open, not adopted).
   explicit SharedCounters(int inheritedFd = -1);
   ~SharedCounters();
   SharedCounters(const SharedCounters&) = delete;

@@ -1,0 +1,234 @@
+"""Probe tests: what a hostile local user or a broken deploy could make the
+master do with its pid file, its listeners, its inherited descriptors and its
+pre-flight."""
+import hashlib
+import os
+import signal
+import socket
+import stat
+import subprocess
+import time
+import unittest
+
+from molt_probe import MOLTD, Load, Moltd, wait_for
+from test_reload_details import unix_get
+from test_robustness import ConfigValidation
+
+
+def decoy_in(server):
+    path = os.path.join(server.dir, "decoy")
+    with open(path, "w") as f:
+        f.write("precious\n")
+    return path
+
+
+class PidFileSafety(unittest.TestCase):
+    def assert_pid_file_is_regular(self, server, pid):
+        st = os.lstat(server.pid_file)
+        self.assertTrue(stat.S_ISREG(st.st_mode), "the pid file is not a regular file")
+        with open(server.pid_file) as f:
+            self.assertEqual(f.read(), "%d\n" % pid)
+
+    def test_symlinks_at_the_pid_file_names_are_not_followed(self):
+        server = Moltd(self, workers=1)
+        decoy = decoy_in(server)
+        os.symlink(decoy, server.pid_file + ".tmp")
+        os.symlink(decoy, server.pid_file)
+        server.start()
+        with open(decoy) as f:
+            self.assertEqual(f.read(), "precious\n")
+        self.assert_pid_file_is_regular(server, server.pid)
+        # Every seamless image writes the pid file again: plant both again.
+        for generation in (2, 3):
+            os.unlink(server.pid_file)
+            os.symlink(decoy, server.pid_file)
+            if not os.path.lexists(server.pid_file + ".tmp"):
+                os.symlink(decoy, server.pid_file + ".tmp")
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_generation(generation)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            self.assertEqual(st["pid"], server.pid)
+            with open(decoy) as f:
+                self.assertEqual(f.read(), "precious\n")
+            wait_for(lambda: stat.S_ISREG(os.lstat(server.pid_file).st_mode), 10,
+                     "the new image to write its pid file")
+            self.assert_pid_file_is_regular(server, server.pid)
+        # No temporary file is left behind, and stopping removes only the pid file.
+        server.stop()
+        self.assertFalse(os.path.lexists(server.pid_file))
+        left = [n for n in os.listdir(server.dir) if n.startswith(".moltd.pid")]
+        self.assertEqual(left, [])
+        self.assertTrue(os.path.islink(server.pid_file + ".tmp"))
+        with open(decoy) as f:
+            self.assertEqual(f.read(), "precious\n")
+
+    def test_stop_leaves_a_symlink_at_the_pid_file_alone(self):
+        server = Moltd(self, workers=1).start()
+        decoy = os.path.join(server.dir, "decoy")
+        with open(decoy, "w") as f:
+            f.write("%d\n" % server.pid)  # what removal would check
+        os.unlink(server.pid_file)
+        os.symlink(decoy, server.pid_file)
+        server.stop()
+        self.assertTrue(os.path.islink(server.pid_file))
+        with open(decoy) as f:
+            self.assertEqual(f.read(), "%d\n" % server.pid)
+
+    def test_a_directory_others_can_write_is_refused(self):
+        for mode in (0o777, 0o770, 0o1777, 0o720, 0o702):
+            server = Moltd(self, workers=1)
+            run_dir = os.path.join(server.dir, "run")
+            os.mkdir(run_dir)
+            os.chmod(run_dir, mode)
+            text = open(server.config).read().replace(server.pid_file,
+                                                      os.path.join(run_dir, "moltd.pid"))
+            server.write_raw_config(text)
+            out = subprocess.run([MOLTD, "-t", "--config", server.config], capture_output=True,
+                                 text=True, timeout=20)
+            self.assertEqual(out.returncode, 78, out.stdout + out.stderr)
+            self.assertIn("[server] pid_file: directory %s: writable by" % run_dir, out.stderr)
+            self.assertIn("(mode %04o)" % mode, out.stderr)
+            server.start(wait=False)
+            self.assertEqual(server.proc.wait(30), 78, server.output())
+            self.assertIn("writable by", server.output())
+            self.assertEqual(os.listdir(run_dir), [])
+
+
+class ValidationRefusals(unittest.TestCase):
+    """-t, SIGHUP and SIGUSR1 refuse what a start or a reload would fail on,
+    and the server keeps serving with generation 1."""
+
+    def refused(self, server, text, expected):
+        ConfigValidation.assert_refused_by_every_reload(self, server, text, expected)
+
+    def test_port_zero_is_refused_for_every_listener(self):
+        server = Moltd(self, workers=1).start()
+        good = open(server.config).read()
+        public = "127.0.0.1:%d" % server.port
+        admin = "127.0.0.1:%d" % server.admin_port
+        cases = [(public, "127.0.0.1:0"), (public, "[::1]:0"), (public, "*:00"),
+                 (public, public + ", 127.0.0.1:0"), (admin, "127.0.0.1:0")]
+        with Load(server, connections=4) as load:
+            for old, new in cases:
+                self.refused(server, good.replace(old, new), "is not allowed: the kernel would pick")
+        load.assert_no_failures(self)
+        st = server.status()
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+
+    def test_a_pid_file_directory_that_cannot_be_created_is_refused(self):
+        server = Moltd(self, workers=1).start()
+        good = open(server.config).read()
+        self.refused(server, good.replace(server.pid_file, "/proc/nope/moltd.pid"),
+                     "[server] pid_file: directory /proc/nope: cannot create it")
+        # A missing last directory that can be created is fine, and validation
+        # leaves nothing behind: the start creates it.
+        run_dir = os.path.join(server.dir, "run")
+        server.write_raw_config(good.replace(server.pid_file, os.path.join(run_dir, "moltd.pid")))
+        out = subprocess.run([MOLTD, "-t", "--config", server.config], capture_output=True,
+                             text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertFalse(os.path.exists(run_dir))
+        server.send_signal(signal.SIGHUP)
+        st = server.wait_generation(2)
+        self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        self.assertFalse(os.path.exists(run_dir))  # the in-place reload writes no pid file
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_generation(3)
+        self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        wait_for(lambda: os.path.exists(os.path.join(run_dir, "moltd.pid")), 10,
+                 "the new image's pid file")
+
+
+def swap_binary(server, link, script):
+    """Points `link`, the path the server runs, at a new executable `script`."""
+    path = os.path.join(server.dir, "next-moltd")
+    with open(path + ".tmp", "w") as f:
+        f.write(script)
+    os.chmod(path + ".tmp", 0o755)
+    os.rename(path + ".tmp", path)
+    os.unlink(link)
+    os.symlink(path, link)
+
+
+def started_through_link(test, **kwargs):
+    server = Moltd(test, **kwargs)
+    link = os.path.join(server.dir, "moltd-current")
+    os.symlink(MOLTD, link)
+    server.start(argv=[link, "--config", server.config])
+    return server, link
+
+
+class PreflightProof(unittest.TestCase):
+    """Only a moltd that checked the very configuration is executed."""
+
+    def refused(self, server, expected):
+        before = server.reload_count()
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_reload_result(before, timeout=40)
+        self.assertEqual(st["last_reload"]["result"], "refused", st["last_reload"])
+        self.assertIn(expected, st["last_reload"]["reason"])
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(st["generation"], 1)
+        self.assertEqual(len(st["workers"]), 2)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        return st
+
+    def test_exit_status_0_alone_is_not_enough(self):
+        server, link = started_through_link(self, workers=2)
+        with Load(server, connections=4) as load:
+            swap_binary(server, link, "#!/bin/sh\nexit 0\n")
+            self.refused(server, "not a moltd that checked the configuration")
+            # A line for another configuration: the file changed, or the
+            # binary did not read it.
+            swap_binary(server, link, "#!/bin/sh\necho 'moltd 9.9 configuration ok: sha256:%s'\n"
+                        % ("0" * 64))
+            self.refused(server, "it checked another configuration")
+            os.unlink(link)
+            os.symlink(MOLTD, link)
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_generation(2)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            self.assertEqual(st["pid"], server.pid)
+        load.assert_no_failures(self)
+
+    def test_check_config_prints_version_and_digest(self):
+        server = Moltd(self, workers=1)
+        out = subprocess.run([MOLTD, "-t", "--config", server.config], capture_output=True,
+                             text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        version = subprocess.run([MOLTD, "--version"], capture_output=True, text=True,
+                                 timeout=20).stdout.split()[1]
+        with open(server.config, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        self.assertEqual(out.stdout, "moltd %s configuration ok: sha256:%s\n" % (version, digest))
+
+    def test_a_hanging_check_is_killed_at_its_deadline(self):
+        server, link = started_through_link(self, workers=2)
+        hang = "#!/bin/sh\n[ \"$1\" = --check-config ] && exec sleep 600\nexec %s \"$@\"\n" % MOLTD
+        with Load(server, connections=4) as load:
+            swap_binary(server, link, hang)
+            t0 = time.monotonic()
+            server.send_signal(signal.SIGUSR1)
+            server.wait_status(lambda st: st["reload_in_progress"] != "none", "the pre-flight")
+            server.send_signal(signal.SIGHUP)  # queued behind the hung check
+            st = server.wait_status(lambda st: st["reloads_failed"] >= 1 and st["reloads"] >= 1 and
+                                    st["reload_in_progress"] == "none", "the queued SIGHUP",
+                                    timeout=40)
+            waited = time.monotonic() - t0
+            self.assertLess(waited, 10 + 15, "reload_timeout is 10 s")
+            self.assertIn("--check-config timed out", server.log_text())
+            self.assertEqual(st["pid"], server.pid)
+            self.assertEqual(st["generation"], 2)  # the SIGHUP that waited ran
+        load.assert_no_failures(self)
+        # SIGTERM during a hung check stops at once: it does not wait for it.
+        server.send_signal(signal.SIGUSR1)
+        server.wait_status(lambda st: st["reload_in_progress"] != "none", "the pre-flight")
+        t0 = time.monotonic()
+        server.stop(timeout=30)
+        self.assertLess(time.monotonic() - t0, 8)
+        server.assert_nothing_left(self)
+
+
+if __name__ == "__main__":
+    unittest.main()
