@@ -100,8 +100,8 @@ class HupRollback(unittest.TestCase):
 
 
 class SeamlessRollback(unittest.TestCase):
-    def deploy(self, fault, crashed_workers):
-        server = Moltd(self, workers=2, probation=5)
+    def deploy(self, fault, crashed_workers, handoff="inherit"):
+        server = Moltd(self, workers=2, probation=5, handoff=handoff)
         # The last good binary is a copy that is deleted once the bad one is
         # in place: a rollback must run it from the descriptor it kept.
         old = os.path.join(server.dir, "moltd-old")
@@ -147,6 +147,12 @@ class SeamlessRollback(unittest.TestCase):
 
     def test_workers_that_crash_after_ready_bring_the_old_binary_back(self):
         st = self.deploy("worker-crash 1.0", 2)
+        self.assertIn("killed by SIGSEGV", st["last_reload"]["reason"])
+
+    def test_rebind_mode_rolls_back_too(self):
+        # The last good workers go on accepting on their own sockets during
+        # probation there (the new generation has others).
+        st = self.deploy("worker-crash 1.0", 2, handoff="rebind")
         self.assertIn("killed by SIGSEGV", st["last_reload"]["reason"])
 
     def test_workers_that_answer_500_bring_the_old_binary_back(self):

@@ -117,10 +117,9 @@ std::string checkHandoffFds(const HandoffEnv& env) {
     if (fstat(env.binaryFd, &st) != 0 || !S_ISREG(st.st_mode))
       return "binary fd " + std::to_string(env.binaryFd) + " is not a regular file";
   }
-  if (env.rollback && env.notifyFd == -1) return "";
-  if (!pipeEnd(env.notifyFd, O_WRONLY))
+  if (!(env.rollback && env.notifyFd == -1) && !pipeEnd(env.notifyFd, O_WRONLY))
     return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
-  if (!pipeEnd(env.stateFd, O_RDONLY))
+  if (!(env.rollback && env.stateFd == -1) && !pipeEnd(env.stateFd, O_RDONLY))
     return "state fd " + std::to_string(env.stateFd) + " is not the read end of a pipe";
   return "";
 }

@@ -182,8 +182,8 @@ void validateHandoff(const HandoffEnv& env) {
   std::sort(fds.begin(), fds.end());
   if (std::adjacent_find(fds.begin(), fds.end()) != fds.end())
     throw std::invalid_argument("handoff descriptors are not distinct");
-  if ((env.notifyFd == -1) != (env.stateFd == -1))
-    throw std::invalid_argument("a notify fd without a state fd");
+  if (!env.rollback && (env.notifyFd == -1 || env.stateFd == -1))
+    throw std::invalid_argument("a handoff without its notify and state fds");
   if (env.syncPid <= 1 && !(env.rollback && env.syncPid == 0))
     throw std::invalid_argument("sync pid " + std::to_string(env.syncPid) + " is not a child");
   constexpr uint64_t kMaxGeneration = 1ULL << 53;
@@ -333,9 +333,9 @@ HandoffEnv decodeHandoffText(const std::string& text) {
     }
     // Any other key comes from a newer image and is optional by contract.
   }
-  bool rollbackFields = env.rollback && !notify && !state && !sync;
-  if (rollbackFields) env.syncPid = 0;
-  if ((!rollbackFields && (!notify || !state || !sync)) || !generation || !serving)
+  // A rollback's image may have no synchronizer, or only its notify pipe.
+  if (env.rollback && !sync) env.syncPid = 0;
+  if ((!env.rollback && (!notify || !state || !sync)) || !generation || !serving)
     throw std::invalid_argument("handoff lacks a required field");
   validateHandoff(env);
   return env;

@@ -185,6 +185,7 @@ class MasterImpl {
   void onUnexpected(const char* what, const std::string& error);
   void closeAdmin();
   void serveAdmin();
+  void releaseOldGenerationSockets();
   std::function<void()> guarded(const char* what, std::function<void()> handler);
   void beginStop(bool graceful);
   void killEverything();
@@ -373,9 +374,26 @@ void MasterImpl::closeAdmin() { admin_.closeAll(); }
 
 // The admin endpoint serves the admin listeners the next generation will
 // have; called whenever that set changes, and before one of them closes.
+// Rebind mode, once this image serves for good: the old image's sockets
+// close, after the admin endpoint stopped watching them.
+void MasterImpl::releaseOldGenerationSockets() {
+  std::vector<Listener> old = std::move(oldGenerationSockets_);
+  oldGenerationSockets_.clear();
+  serveAdmin();
+}
+
 void MasterImpl::serveAdmin() {
-  admin_.setListeners(state_.phase() == Phase::kStopping ? std::vector<int>{}
-                                                 : listenerFds("admin", true));
+  if (state_.phase() == Phase::kStopping) {
+    admin_.setListeners({});
+    return;
+  }
+  std::vector<int> fds = listenerFds("admin", true);
+  // Rebind mode: the old image's admin sockets share the address's
+  // SO_REUSEPORT group until this image serves for good (through
+  // probation); connections the kernel queues there are answered too.
+  for (const auto& old : oldGenerationSockets_)
+    if (old.role == "admin") fds.push_back(old.fd.get());
+  admin_.setListeners(fds);
 }
 
 void MasterImpl::startFresh(bool afterExec) {
@@ -611,7 +629,9 @@ void MasterImpl::execLastGoodBinary() {
   }
   std::string failure;
   try {
-    ExecLayout layout(std::move(env), -1, -1, counters_shared_->fd(), fds, roles);
+    env.syncPid = syncPid_;
+    ExecLayout layout(std::move(env), notifyFd_ ? notifyFd_.get() : -1, -1,
+                      counters_shared_->fd(), fds, roles);
     closeAdmin();
     layout.apply(pid_);
     MOLT_LOG(kInfo) << "running the last good binary again in pid " << pid_;
@@ -711,6 +731,7 @@ void MasterImpl::startRollbackImage(const HandoffEnv& env) {
     serving += current;
   }
   for (const auto& n : notes) MOLT_LOG(kWarning) << "handoff: " << n;
+  if (env.syncPid > 1 && parentOf(env.syncPid) == pid_) syncPid_ = env.syncPid;
   state_.adoptRollback(env.lastGeneration, env.servingGeneration);
   adoptInheritedListeners(true);
   listeners_.commit();  // inherited sockets this configuration does not have
@@ -731,6 +752,14 @@ void MasterImpl::startRollbackImage(const HandoffEnv& env) {
     MOLT_LOG(kError) << "rolled back: " << e.what();
   }
   systemd::notify("MAINPID=" + std::to_string(pid_));
+  if (env.notifyFd >= 0) {
+    // The failed reload's synchronizer guarded this start: it may go now.
+    Fd guard(env.notifyFd);
+    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "rolled back"});
+    if (write(guard.get(), msg.data(), msg.size()) < 0) {
+      // It is gone already.
+    }
+  }
   notify::ready("rolled back: generation " + std::to_string(env.servingGeneration) +
                 " serves with version " + service_.version() +
                 (lastReload_ ? " (" + lastReload_->reason + ")" : ""));
@@ -1095,7 +1124,7 @@ void MasterImpl::completeStarting() {
       }
       drainGeneration(previous, false);
       listeners_.commit();  // closes the inherited sockets this configuration dropped
-      oldGenerationSockets_.clear();
+      releaseOldGenerationSockets();
       std::string msg = encodeNotify({NotifyMessage::Kind::kReady, pid_, gen.generation, ""});
       bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
                                    static_cast<ssize_t>(msg.size());
@@ -1177,7 +1206,13 @@ bool MasterImpl::beginProbation(uint64_t previous, ReloadKind kind,
   auto standing = registry_.standBy(previous);
   if (standing.empty()) return false;
   state_.beginProbation(previous);
-  for (pid_t pid : standing) signalChild(pid, SIGUSR1);
+  // In rebind mode the last good workers accept on sockets of their own,
+  // which the new generation does not: paused, the connections the kernel
+  // queues there would wait for the verdict. They go on serving instead.
+  bool pause = kind != ReloadKind::kSeamless ||
+               config_->master.listenerHandoff == ListenerHandoff::kInherit;
+  if (pause)
+    for (pid_t pid : standing) signalChild(pid, SIGUSR1);
   lastGoodConfig_ = lastGood;
   probationLimits_ = ProbationLimits{seconds, config_->master.probationMax5xxRatio,
                                      static_cast<uint64_t>(config_->master.probationMinRequests)};
@@ -1218,7 +1253,7 @@ void MasterImpl::passProbation() {
   listeners_.commit();  // what the new configuration dropped is served no more
   drainGeneration(passed.lastGood, true);
   if (passed.kind == ReloadKind::kSeamless) {
-    oldGenerationSockets_.clear();
+    releaseOldGenerationSockets();
     if (notifyFd_) {
       std::string msg = encodeNotify({NotifyMessage::Kind::kPass, pid_, passed.generation, ""});
       if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
@@ -1268,13 +1303,9 @@ void MasterImpl::failProbation(const std::string& reason) {
     applyMasterNice();
     listeners_.rollback();
   } else {
-    if (notifyFd_) {
-      std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "rolled back: " + reason});
-      if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
-        // The synchronizer is gone; nothing of it is needed.
-      }
-      notifyFd_.reset();
-    }
+    // The synchronizer stays until the last good image runs (it is told so
+    // by that image, or below if the exec fails): should this process die
+    // before, it still runs the last good binary itself.
     previousConfig_ = lastGoodConfig_;
     revertToPreviousConfig();
   }
@@ -1288,6 +1319,13 @@ void MasterImpl::failProbation(const std::string& reason) {
       respawnsWaiting_.insert(slot);
   respawnWaiting();
   if (plan.execLastGoodBinary) execLastGoodBinary();  // returns only if the exec failed
+  if (notifyFd_) {
+    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "rolled back: " + reason});
+    if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
+      // The synchronizer is gone; nothing of it is needed.
+    }
+    notifyFd_.reset();
+  }
   processPending();
 }
 

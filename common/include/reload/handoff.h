@@ -96,7 +96,9 @@ struct HandoffEnv {
   //   rollback=1      this image is the last good one taking over again:
   //                   the serving generation's workers are running, and no
   //                   generation is to be started; notify, state and sync
-  //                   pid may then be absent (-1, -1, 0)
+  //                   pid may then be absent (-1, -1, 0): with the notify
+  //                   fd, the synchronizer of the failed reload guards
+  //                   this image's start and is told to go once it runs
   //   last_reload     the last reload's outcome (see HandoffReload)
   int binaryFd = -1;
   bool probation = false;
