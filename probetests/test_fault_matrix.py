@@ -149,7 +149,7 @@ class FaultMatrix(unittest.TestCase):
 
 
 # Faults after ready, which only probation catches (see test_faults.h).
-AFTER_READY = [("crash after ready", "worker-crash 0.5"), ("500 after ready", "worker-500")]
+AFTER_READY = [("crash after ready", "worker-crash 1.5"), ("500 after ready", "worker-500")]
 
 
 class AfterReady(unittest.TestCase):
@@ -160,7 +160,7 @@ class AfterReady(unittest.TestCase):
     passes its probation, and processes, descriptors and idleness are back."""
 
     def run_cell(self, kind, fault):
-        server = Moltd(self, workers=2, graceful_timeout=5, probation=1.5, binary=MOLTD_FAULTY)
+        server = Moltd(self, workers=2, graceful_timeout=5, probation=4, binary=MOLTD_FAULTY)
         fault_file = os.path.join(server.dir, "fault")
         server.start(env=dict(os.environ, MOLT_TEST_FAULT_FILE=fault_file))
         base = FaultMatrix.baseline(self, server, 2)

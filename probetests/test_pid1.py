@@ -28,7 +28,7 @@ def namespaces_work():
 @unittest.skipUnless(namespaces_work(), "PID namespaces (unshare --pid) are not available here")
 class AsPid1(unittest.TestCase):
     def test_reloads_and_rollbacks_keep_pid_1(self):
-        server = Moltd(self, workers=2, probation=1, binary=MOLTD_FAULTY)
+        server = Moltd(self, workers=2, probation=3, binary=MOLTD_FAULTY)
         fault = os.path.join(server.dir, "fault")
         env = dict(os.environ, MOLT_TEST_FAULT_FILE=fault)
         server.start(wait=False, env=env,
@@ -51,7 +51,7 @@ class AsPid1(unittest.TestCase):
 
         # A rollback keeps PID 1 too.
         with open(fault, "w") as f:
-            f.write("worker-crash 0.5\n")
+            f.write("worker-crash 1.5\n")
         os.kill(outer, signal.SIGUSR1)
         st = server.wait_status(lambda s: s["rollbacks"] == 1 and s["state"] == "running",
                                 "the rollback", 30)

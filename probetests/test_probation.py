@@ -57,7 +57,7 @@ class HupRollback(unittest.TestCase):
         old_digest, old_workers = st["config_digest"], serving_workers(st)
         with Load(server, connections=8) as load:
             server.write_config(workers=3)
-            set_fault(server, "worker-crash 1.0")
+            set_fault(server, "worker-crash 2.0")
             server.send_signal(signal.SIGHUP)
             st = server.wait_status(lambda s: s["probation"] is not None, "probation", 15)
             self.assertEqual(st["state"], "probation")
@@ -146,13 +146,13 @@ class SeamlessRollback(unittest.TestCase):
         return st
 
     def test_workers_that_crash_after_ready_bring_the_old_binary_back(self):
-        st = self.deploy("worker-crash 1.0", 2)
+        st = self.deploy("worker-crash 2.0", 2)
         self.assertIn("killed by SIGSEGV", st["last_reload"]["reason"])
 
     def test_rebind_mode_rolls_back_too(self):
         # The last good workers go on accepting on their own sockets during
         # probation there (the new generation has others).
-        st = self.deploy("worker-crash 1.0", 2, handoff="rebind")
+        st = self.deploy("worker-crash 2.0", 2, handoff="rebind")
         self.assertIn("killed by SIGSEGV", st["last_reload"]["reason"])
 
     def test_workers_that_answer_500_bring_the_old_binary_back(self):
@@ -207,7 +207,7 @@ class NewMasterFails(unittest.TestCase):
         return st
 
     def test_a_new_master_that_exits_during_probation(self):
-        st = self.check("master-exit 1.5", 3)
+        st = self.check("master-exit 3.0", 3)
         self.assertIn("died while generation", st["last_reload"]["reason"])
 
     def test_a_new_master_that_hangs_before_ready(self):
@@ -261,7 +261,7 @@ class DuringProbation(unittest.TestCase):
     def test_a_reload_queued_behind_a_failed_probation_is_dropped(self):
         server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
         server.start(env=fault_env(server))
-        set_fault(server, "worker-crash 1.0")
+        set_fault(server, "worker-crash 2.0")
         server.send_signal(signal.SIGHUP)
         server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
         server.send_signal(signal.SIGHUP)
@@ -302,7 +302,7 @@ class MoltInitWaits(unittest.TestCase):
         self.assertEqual(rc, 0, text)
         self.assertGreater(time.monotonic() - started, 3, "returned before the probation ended")
         self.assertIn("reloaded", text)
-        set_fault(server, "worker-crash 1.0")
+        set_fault(server, "worker-crash 2.0")
         rc, text = molt_init("reload-seamless")
         self.assertEqual(rc, 5, text)
         self.assertIn("reload rolled_back: worker 3.", text)

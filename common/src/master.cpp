@@ -1125,6 +1125,7 @@ void MasterImpl::completeStarting() {
       drainGeneration(previous, false);
       listeners_.commit();  // closes the inherited sockets this configuration dropped
       releaseOldGenerationSockets();
+      lastGoodBinary_.reset();  // no probation: this image's binary is the last good one
       std::string msg = encodeNotify({NotifyMessage::Kind::kReady, pid_, gen.generation, ""});
       bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
                                    static_cast<ssize_t>(msg.size());

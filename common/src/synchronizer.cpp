@@ -147,13 +147,13 @@ int runSynchronizer(const SyncParams& params) noexcept {
       }
     } else {
       for (pid_t pid : params.oldWorkers) {
-      // Only signal a process that is still the master's child: a pid that
-      // was reaped and reused belongs to someone else.
-      if (parentOf(pid) == params.masterPid && kill(pid, SIGTERM) == 0) {
-        report.signalled.push_back(pid);
-      } else {
-        report.alreadyGone.push_back(pid);
-      }
+        // Only signal a process that is still the master's child: a pid
+        // that was reaped and reused belongs to someone else.
+        if (parentOf(pid) == params.masterPid && kill(pid, SIGTERM) == 0) {
+          report.signalled.push_back(pid);
+        } else {
+          report.alreadyGone.push_back(pid);
+        }
       }
     }
     for (int fd : params.listenerFds) {
