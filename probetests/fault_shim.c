@@ -12,12 +12,14 @@
  * a handoff), synchronizer, validator, prober (volume checks), checker (the
  * new binary's --check-config before its exec), worker, any. Calls: fork, execve (and
  * execv), pipe2, socket, bind, listen, accept4, read, write, memfd_create,
- * open (and openat, fopen), rename, fsync, statvfs, getaddrinfo, setuid.
+ * open (and openat, fopen), rename, fsync, statvfs, getaddrinfo, setuid,
+ * mdb_txn_begin (fails with MDB_READERS_FULL, or ERRNO).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <lmdb.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -223,6 +225,12 @@ int getaddrinfo(const char* node, const char* service, const struct addrinfo* hi
 int setuid(uid_t uid) {
   if (should_fail("setuid")) return FAIL_WITH(EPERM, -1);
   return NEXT(setuid)(uid);
+}
+
+/* LMDB reports its errors as return codes, never through errno. */
+int mdb_txn_begin(MDB_env* env, MDB_txn* parent, unsigned int flags, MDB_txn** txn) {
+  if (should_fail("mdb_txn_begin")) return fault_errno ? fault_errno : MDB_READERS_FULL;
+  return NEXT(mdb_txn_begin)(env, parent, flags, txn);
 }
 
 #ifdef __cplusplus

@@ -2,11 +2,17 @@
 master do with its pid file, its listeners, its inherited descriptors and its
 pre-flight."""
 import hashlib
+import json
+import http.client
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
+import tempfile
+import threading
 import time
 import unittest
 
@@ -228,6 +234,192 @@ class PreflightProof(unittest.TestCase):
         server.stop(timeout=30)
         self.assertLess(time.monotonic() - t0, 8)
         server.assert_nothing_left(self)
+
+
+class UnixSocketPaths(unittest.TestCase):
+    """A stop removes the Unix socket paths moltd bound, never one that
+    socket activation made: systemd keeps that socket for the next start."""
+
+    def start_activated(self, server, sock, path):
+        env = dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES="moltd.socket")
+        argv = ["/bin/sh", "-c", 'export LISTEN_PID=$$; exec "$@" 3<&%d' % sock.fileno(), "sh",
+                MOLTD, "--config", server.config]
+        server.start(argv=argv, env=env, pass_fds=(sock.fileno(),))
+
+    def test_a_socket_activated_path_survives_stops_and_reloads(self):
+        server = Moltd(self, workers=1)
+        activated = os.path.join(server.dir, "activated.sock")
+        own = os.path.join(server.dir, "own.sock")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(activated)
+        sock.listen(128)
+        inode = os.stat(activated).st_ino
+        server.write_config(bind="127.0.0.1:%d, unix:%s, unix:%s" % (server.port, activated, own))
+        for restart in range(2):  # a restart by the socket unit gets the same socket
+            self.start_activated(server, sock, activated)
+            self.assertIn(b"200 OK", unix_get(activated, "/healthcheck"))
+            self.assertIn(b"200 OK", unix_get(own, "/healthcheck"))
+            for generation, sig in ((2, signal.SIGUSR1), (3, signal.SIGHUP), (4, signal.SIGUSR1)):
+                server.send_signal(sig)
+                st = server.wait_generation(generation)
+                self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+                self.assertIn(b"200 OK", unix_get(activated, "/healthcheck"))
+            self.assertEqual(server.stop(), 0)
+            server.assert_nothing_left(self)
+            self.assertTrue(os.path.exists(activated), "the socket unit's path was removed")
+            self.assertEqual(os.stat(activated).st_ino, inode)
+            self.assertFalse(os.path.exists(own), "the path moltd bound itself was left")
+        # Only this test holds the socket now: a connection waits in its queue.
+        probe = socket.socket(socket.AF_UNIX)
+        probe.connect(activated)
+        probe.close()
+        sock.close()
+
+
+class AdminAcrossExec(unittest.TestCase):
+    """Admin connections open while the master re-executes are answered, not
+    reset: what is queued on the admin listener crosses the exec, and what
+    the old image accepted is answered before it goes."""
+
+    def test_status_clients_through_seamless_reloads(self):
+        server = Moltd(self, workers=1).start()
+        outcomes = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def client():
+            count = 0
+            while not stop.is_set() and count < 20000:
+                count += 1
+                kind = "ok"
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=30)
+                    conn.request("GET", "/status")
+                    resp = conn.getresponse()
+                    body = resp.read()
+                    if resp.status != 200 or not body.startswith(b"{"):
+                        kind = "status %d" % resp.status
+                    conn.close()
+                except Exception as e:  # every failure is counted by kind
+                    kind = type(e).__name__
+                with lock:
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            for generation in range(2, 12):
+                server.send_signal(signal.SIGUSR1)
+                st = server.wait_generation(generation, timeout=60)
+                self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        self.assertEqual(server.status()["pid"], server.pid)
+        failed = {k: v for k, v in outcomes.items() if k != "ok"}
+        print("admin requests through 10 seamless reloads: %s" % outcomes)
+        self.assertGreater(outcomes.get("ok", 0), 500, outcomes)
+        self.assertEqual(failed, {}, "of %d admin requests" % sum(outcomes.values()))
+
+
+def flood_through_reloads(server, reloads, clients=32):
+    """New connections from `clients` threads while `reloads` seamless
+    reloads run; returns the outcomes by kind."""
+    outcomes = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client():
+        count = 0
+        while not stop.is_set() and count < 20000:
+            count += 1
+            kind = "ok"
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=30) as c:
+                    c.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while True:
+                        chunk = c.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if not data.startswith(b"HTTP/1.1 200"):
+                        kind = "bad answer" if data else "closed without an answer"
+            except Exception as e:  # counted by kind
+                kind = type(e).__name__
+            with lock:
+                outcomes[kind] = outcomes.get(kind, 0) + 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        for generation in range(2, 2 + reloads):
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_generation(generation, timeout=60)
+            assert st["last_reload"]["result"] == "ok", st["last_reload"]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    return outcomes
+
+
+class RebindInNetns(unittest.TestCase):
+    """Runs only inside the network namespace RebindAcceptQueues makes."""
+
+    def test_flood(self):
+        result_path = os.environ.get("MOLT_NETNS_RESULT")
+        if not result_path:
+            self.skipTest("runs inside RebindAcceptQueues only")
+        server = Moltd(self, workers=1, handoff="rebind").start()
+        outcomes = flood_through_reloads(server, 8)
+        result = {"outcomes": outcomes,
+                  "warned": "net.ipv4.tcp_migrate_req is 0" in server.log_text()}
+        with open(result_path, "w") as f:
+            json.dump(result, f)
+
+
+class RebindAcceptQueues(unittest.TestCase):
+    """listener_handoff = rebind shuts the old sockets down once the new
+    generation serves. With net.ipv4.tcp_migrate_req = 1 the kernel moves
+    what waits in their accept queues to the new sockets; with 0 it is reset,
+    and moltd says so in its log. Each case runs in a network namespace of its
+    own, so the setting is changed for nothing else on the host."""
+
+    def run_in_netns(self, migrate):
+        if not shutil.which("unshare") or not shutil.which("ip"):
+            self.skipTest("needs unshare and ip")
+        fd, path = tempfile.mkstemp(prefix="molt-netns-")
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        script = ('ip link set lo up && echo %d > /proc/sys/net/ipv4/tcp_migrate_req && exec "$@"'
+                  % migrate)
+        out = subprocess.run(
+            ["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-W", "ignore",
+             "run_probe.py", "test_hardening.RebindInNetns"],
+            env=dict(os.environ, MOLT_NETNS_RESULT=path), capture_output=True, text=True,
+            timeout=400, cwd=os.path.dirname(os.path.abspath(__file__)))
+        if out.returncode != 0 and "unshare failed" in out.stderr:
+            self.skipTest("no network namespaces here: " + out.stderr.strip())
+        self.assertEqual(out.returncode, 0, out.stdout[-3000:] + out.stderr[-3000:])
+        with open(path) as f:
+            return json.load(f)
+
+    def test_migrated_queues_lose_nothing(self):
+        result = self.run_in_netns(1)
+        outcomes = result["outcomes"]
+        print("rebind, tcp_migrate_req = 1, 8 reloads: %s" % outcomes)
+        self.assertFalse(result["warned"])
+        self.assertGreater(outcomes.get("ok", 0), 500, outcomes)
+        self.assertEqual({k: v for k, v in outcomes.items() if k != "ok"}, {})
+
+    def test_without_migration_the_loss_is_reported(self):
+        result = self.run_in_netns(0)
+        print("rebind, tcp_migrate_req = 0, 8 reloads: %s" % result["outcomes"])
+        self.assertTrue(result["warned"], "no warning about tcp_migrate_req in the log")
 
 
 if __name__ == "__main__":

@@ -2,32 +2,42 @@
 smuggling, malformed framing, unsupported versions, slow clients, oversized
 headers and the connection cap. Each case sends the exact bytes and asserts
 the exact answer, then checks that nothing stored was harmed."""
+import concurrent.futures
+import itertools
 import os
+import shutil
+import signal
 import socket
+import tempfile
 import threading
 import time
 import unittest
 
-from molt_probe import Moltd, read_response, wait_for
+from molt_probe import Moltd, children_of, comm, read_response, wait_for
 
 
-def responses(data):
-    """Splits raw bytes into [(status, headers, body)] (Content-Length bodies)."""
+def responses(data, head=False):
+    """Splits raw bytes into [(status, headers, body)] (Content-Length bodies;
+    with `head`, answers to HEAD: no body whatever their length says)."""
     out = []
     while b"\r\n\r\n" in data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
+        head_block, _, rest = data.partition(b"\r\n\r\n")
+        lines = head_block.decode("latin-1").split("\r\n")
         headers = {}
         for line in lines[1:]:
             k, _, v = line.partition(":")
             headers[k.strip().lower()] = v.strip()
-        length = int(headers.get("content-length", "0"))
-        out.append((int(lines[0].split()[1]), headers, rest[:length]))
+        status = int(lines[0].split()[1])
+        no_body = head or status in (204, 304) or 100 <= status < 200
+        length = 0 if no_body else int(headers.get("content-length", "0"))
+        out.append((status, headers, rest[:length]))
         data = rest[length:]
+    if data:
+        out.append((None, {}, data))  # bytes that are no answer: framing out of step
     return out
 
 
-def exchange(server, data, timeout=10, shut=False):
+def exchange(server, data, timeout=10, shut=False, head=False):
     """Sends `data`, reads until the server closes (or `timeout`); returns
     (responses, closed_by_server)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
@@ -52,7 +62,7 @@ def exchange(server, data, timeout=10, shut=False):
                 closed = True
                 break
             got += chunk
-        return responses(got), closed
+        return responses(got, head), closed
 
 
 def request(method, path, headers=(), body=b"", version="HTTP/1.1"):
@@ -129,6 +139,297 @@ class Smuggling(unittest.TestCase):
                 body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED)
                 data = request(method, path, [("Transfer-Encoding", "chunked")], body)
                 self.assert_single_answer(data, status)
+
+
+# Every method moltd knows, and some it does not.
+METHODS = ("GET", "HEAD", "PUT", "DELETE", "POST", "OPTIONS", "PATCH")
+
+# The targets of every branch of route(), each of which can answer before the
+# body is read: a bad escape, /healthcheck, outside /v1, no bucket, a bad
+# bucket, a bucket (listing or 405) with each listing refusal, a bad key (a
+# '..' segment, not UTF-8, too long), an object present (PUT reads the body;
+# GET/HEAD answer 200, DELETE 204, others 405) and one missing (404).
+ROUTE_TARGETS = ("/v1/h/%zz", "/healthcheck", "/elsewhere", "/v1", "/v1/b%24d/k", "/v1/h",
+                 "/v1/h?limit=x", "/v1/h?limit=99999999", "/v1/h?prefix=%zz", "/v1/h/a/../b",
+                 "/v1/h/%ff", "/v1/h/" + "k" * 1025, "/v1/h/present", "/v1/h/missing")
+
+# Header fields that change the answer to an object request before its body
+# is read: the conditionals and Range (GET/HEAD), a header the parser
+# refuses (a control character in metadata, a second Host, a field name over
+# 8 KiB), and metadata too large to store (PUT).
+HEADER_REFUSALS = ((("If-None-Match", "*"),), (("If-Match", '"other"'),),
+                   (("Range", "bytes=999-"),), (("X-Object-Meta-Bad", "a\x01b"),),
+                   (("Host", "second"),), (("X" * 9000, "v"),),
+                   tuple(("X-Object-Meta-M%d" % i, "%" * 7000) for i in range(10)))
+
+MAX_OBJECT = 1 << 20
+
+
+def framings(inner):
+    """Every way a request can carry `inner` (a whole request) as its body, or
+    announce a body that `inner` starts."""
+    chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+    return {
+        "content-length": ([("Content-Length", str(len(inner)))], inner),
+        "chunked": ([("Transfer-Encoding", "chunked")], chunk),
+        "expect-100": ([("Content-Length", str(len(inner))), ("Expect", "100-continue")], inner),
+        "content-length-over-max": ([("Content-Length", str(MAX_OBJECT + 1))], inner),
+        "chunk-over-max": ([("Transfer-Encoding", "chunked")],
+                           b"%x\r\n%s" % (MAX_OBJECT + 1, inner)),
+    }
+
+
+class RefusedBodies(unittest.TestCase):
+    """The rule, for every answer given without reading a body: whatever the
+    method, the target, the status or the framing, a complete request inside
+    the body is never parsed as a request."""
+
+    def setUp(self):
+        self.dir_flags = tempfile.mkdtemp(prefix="molt-flags-")
+        self.addCleanup(shutil.rmtree, self.dir_flags, True)
+        self.read_only = os.path.join(self.dir_flags, "read-only")
+        self.disabled = os.path.join(self.dir_flags, "disabled")
+        self.server = Moltd(self, workers=1,
+                            extra_server="client_timeout = 2\nmax_header_size = 128K\n"
+                                         "healthcheck_disable_file = " + self.disabled,
+                            extra_storage="max_object_size = %d\nread_only_file = %s"
+                                          % (MAX_OBJECT, self.read_only)).start()
+        for key in ["victim"] + ["present-" + m for m in METHODS]:
+            self.assertEqual(self.server.request("PUT", "/v1/h/" + key, body=b"precious")[0], 201)
+
+    def cases(self, methods, targets, header_sets):
+        inner = request("DELETE", "/v1/h/victim")
+        for method, target, extra in itertools.product(methods, targets, header_sets):
+            # One object per method: a DELETE or PUT of it does not change
+            # what the other methods meet.
+            target = target.replace("/present", "/present-" + method)
+            for framing, (headers, body) in framings(inner).items():
+                yield (method, target, framing, extra), request(method, target, list(extra) + headers, body)
+
+    def run_cases(self, cases):
+        """Returns every first answer's status; fails on any second answer."""
+        def one(case):
+            name, data = case
+            got, closed = exchange(self.server, data, timeout=10, shut=True, head=name[0] == "HEAD")
+            return name, got, closed
+
+        statuses = set()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for name, got, closed in pool.map(one, list(cases)):
+                final = [r for r in got if r[0] is None or r[0] >= 200]
+                self.assertEqual(len(final), 1, (name, got))
+                self.assertTrue(closed, name)
+                statuses.add(final[0][0])
+        self.assertEqual(self.server.request("GET", "/v1/h/victim")[2], b"precious")
+        return statuses
+
+    def test_no_body_is_ever_parsed_as_a_request(self):
+        statuses = self.run_cases(self.cases(METHODS, ROUTE_TARGETS, [()]))
+        statuses |= self.run_cases(self.cases(METHODS, ["/v1/h/present"], HEADER_REFUSALS))
+        # Every kind of answer the routes give before reading a body was met.
+        self.assertLessEqual({200, 201, 204, 304, 400, 404, 405, 412, 413, 416, 431}, statuses)
+
+        # Read-only: writes are refused with 503 before their body.
+        open(self.read_only, "w").close()
+        os.kill(self.server.pid, signal.SIGUSR2)
+        wait_for(lambda: self.server.request("PUT", "/v1/h/ro", body=b"x")[0] == 503, 10, "read-only")
+        self.assertEqual(self.run_cases(self.cases(("PUT", "DELETE"), ["/v1/h/present"], [()])), {503})
+        os.unlink(self.read_only)
+
+        # A disabled health check answers 503 before reading the body.
+        open(self.disabled, "w").close()
+        self.assertEqual(self.run_cases(self.cases(("GET", "HEAD"), ["/healthcheck"], [()])), {503})
+
+
+def worker_pids(server):
+    return [p for p in children_of(server.pid) if comm(p).startswith("moltd-w")]
+
+
+def rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class FramingBounds(unittest.TestCase):
+    """Every part of a request's framing is bounded: the header block, a
+    chunk's size line, its extensions and the trailers. Past the bound the
+    answer comes at once and the connection closes; the worker holds no
+    more than the bound meanwhile."""
+    FLOOD = 48 * 1024 * 1024
+
+    def setUp(self):
+        self.server = Moltd(self, workers=1, extra_server="client_timeout = 30").start()
+        self.worker, = worker_pids(self.server)
+
+    def flood(self, start, unit, expected):
+        """Sends `start`, then FLOOD bytes of `unit` (that never end the part
+        they are in) while it reads: the refusal must come before the flood
+        is through, and the worker must not have kept the flood."""
+        rss_before = rss_bytes(self.worker)
+        answer = {}
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=20) as s:
+            def read():
+                try:
+                    answer["got"] = read_response(s)
+                    answer["at"] = time.monotonic()
+                except (OSError, ValueError) as e:
+                    answer["error"] = e
+            reader = threading.Thread(target=read)
+            reader.start()
+            started = time.monotonic()
+            s.sendall(start)
+            block = unit * (65536 // len(unit))
+            sent = 0
+            peak = rss_before
+            try:
+                while sent < self.FLOOD and reader.is_alive():
+                    s.sendall(block)
+                    sent += len(block)
+                    if sent % (4 << 20) < len(block):
+                        peak = max(peak, rss_bytes(self.worker))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            reader.join(20)
+            peak = max(peak, rss_bytes(self.worker))
+        self.assertIn("got", answer, answer)
+        status, headers, _ = answer["got"]
+        self.assertEqual((status, headers.get("connection")), (expected, "close"))
+        self.assertLess(answer["at"] - started, 5)
+        self.assertLess(sent, self.FLOOD, "the answer came only after the whole flood")
+        self.assertLess(peak - rss_before, 8 << 20, "the worker kept what it could not use")
+        self.assertEqual(self.server.request("GET", "/healthcheck")[0], 200)
+
+    def chunked(self, body_start):
+        return request("PUT", "/v1/f/flood", [("Transfer-Encoding", "chunked")], body_start)
+
+    def test_chunk_size_line(self):
+        self.flood(self.chunked(b""), b"0", 400)
+
+    def test_chunk_extension(self):
+        self.flood(self.chunked(b"1;"), b"a", 400)
+
+    def test_chunk_extension_after_a_chunk(self):
+        self.flood(self.chunked(b"3\r\nabc\r\n1;name="), b"v", 400)
+
+    def test_trailers(self):
+        self.flood(self.chunked(b"0\r\nX-Trailer: "), b"t", 431)
+
+    def test_many_trailers(self):
+        self.flood(self.chunked(b"0\r\n"), b"X-T: 1\r\n", 431)
+
+    def test_header_block(self):
+        self.flood(b"GET /v1/f/x HTTP/1.1\r\nHost: x\r\nX-Long: ", b"h", 431)
+
+    def test_chunk_larger_than_max_object_size_is_refused_at_once(self):
+        server = Moltd(self, workers=1, extra_server="client_timeout = 30",
+                       extra_storage="max_object_size = 1M").start()
+        for chunks in (b"100001\r\n", b"80000\r\n" + b"x" * 0x80000 + b"\r\n80001\r\n"):
+            with self.subTest(chunks=chunks[:20]), \
+                    socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+                started = time.monotonic()
+                s.sendall(request("PUT", "/v1/f/big", [("Transfer-Encoding", "chunked")], chunks))
+                status, headers, body = read_response(s)
+                self.assertEqual((status, headers["connection"]), (413, "close"))
+                self.assertIn(b"max_object_size", body)
+                self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(server.request("GET", "/v1/f/big")[0], 404)
+
+
+class HeadAndEmptyAnswers(unittest.TestCase):
+    """An answer to HEAD never has a body, whatever its status or the path
+    that gave it; 204 and 304 carry no Content-Length (RFC 9110 8.6,
+    15.4.5). Each answer is followed on the same connection by a request
+    whose answer must start right where the first one ends."""
+
+    def setUp(self):
+        self.server = Moltd(self, workers=1, keepalive_timeout=10).start()
+        self.assertEqual(self.server.request("PUT", "/v1/h/present", body=b"0123456789")[0], 201)
+
+    def test_no_head_answer_has_a_body(self):
+        follow = request("GET", "/healthcheck", [("Connection", "close")])
+        statuses = set()
+        for target, extra in itertools.product(ROUTE_TARGETS, ((),) + HEADER_REFUSALS[:3]):
+            with self.subTest(target=target[:40], extra=extra):
+                with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+                    s.sendall(request("HEAD", target, list(extra)) + follow)
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                head_block, _, rest = data.partition(b"\r\n\r\n")
+                status = int(head_block.split()[1])
+                statuses.add(status)
+                self.assertTrue(rest.startswith(b"HTTP/1.1 200 OK\r\n"), (status, rest[:80]))
+                self.assertTrue(rest.endswith(b"\r\n\r\nOK\n"), rest[-80:])
+        self.assertLessEqual({200, 304, 400, 404, 412, 416}, statuses)
+
+    def test_204_and_304_carry_no_length(self):
+        etag = self.server.request("HEAD", "/v1/h/present")[1]["etag"]
+        for method in ("GET", "HEAD"):
+            got, _ = exchange(self.server, request(method, "/v1/h/present", [("If-None-Match", etag),
+                                                                          ("Connection", "close")]))
+            self.assertEqual(got[0][0], 304)
+            self.assertNotIn("content-length", got[0][1])
+            self.assertEqual(len(got), 1, got)
+        got, _ = exchange(self.server, request("DELETE", "/v1/h/present", [("Connection", "close")]))
+        self.assertEqual((got[0][0], "content-length" in got[0][1], len(got)), (204, False, 1))
+
+
+class RequestLineAndHost(unittest.TestCase):
+    """RFC 9112 3.2: one Host field, required in HTTP/1.1. And bytes that can
+    never be a request line are refused at once, not at the header timeout."""
+
+    def setUp(self):
+        self.server = Moltd(self, workers=1, extra_server="client_header_timeout = 30").start()
+
+    def test_host_field_count(self):
+        for version, hosts, method in itertools.product(("HTTP/1.0", "HTTP/1.1"), range(4),
+                                                        ("GET", "HEAD", "PUT", "DELETE")):
+            with self.subTest(version=version, hosts=hosts, method=method):
+                head = "%s /v1/h/host-%s HTTP/%s\r\n" % (method, method, version[5:])
+                head += "".join("Host: h%d\r\n" % i for i in range(hosts))
+                head += "Content-Length: 1\r\n" if method == "PUT" else ""
+                body = b"x" if method == "PUT" else b""
+                got, _ = exchange(self.server, head.encode() + b"Connection: close\r\n\r\n" + body)
+                refused = hosts > 1 or (hosts == 0 and version == "HTTP/1.1")
+                self.assertEqual(len(got), 1, got)
+                if refused:
+                    self.assertEqual((got[0][0], got[0][1].get("connection")), (400, "close"))
+                else:
+                    self.assertIn(got[0][0], (200, 201, 204, 404))
+
+    def test_bytes_that_cannot_be_a_request_line_get_400_at_once(self):
+        line = b"GET /v1/h/obj HTTP/1.1\r\n"
+        cases = [b"GET / \r\n\r\n", b"GET / HTTP/1.1 \r\n", b" GET / HTTP/1.1\r\n", b"GET  / HTTP/1.1\r\n",
+                 b"\r\nGET / HTTP/1.1\r\n", b"GET / HTTP/1.1\n"]
+        # Every position of a good line, with a byte that fits nowhere in it.
+        for i in range(len(line) - 2):
+            for bad in (b"\x00", b"\r", b"\n", b"\x7f"):
+                cases.append(line[:i] + bad)
+        def one(data):
+            with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+                started = time.monotonic()
+                s.sendall(data)  # and nothing more: the client waits
+                status, headers, _ = read_response(s)
+                return data, status, headers.get("connection"), time.monotonic() - started
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for data, status, connection, took in pool.map(one, cases):
+                self.assertEqual((status, connection), (400, "close"), data)
+                self.assertLess(took, 5, data)
+        # A line that is only incomplete is waited for.
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.sendall(b"GET /v1/h/obj HTTP/1.")
+            s.settimeout(1)
+            with self.assertRaises(socket.timeout):
+                s.recv(100)
+            s.settimeout(10)
+            s.sendall(b"1\r\nHost: x\r\n\r\n")
+            self.assertEqual(read_response(s)[0], 404)
 
 
 class Framing(unittest.TestCase):
@@ -261,6 +562,138 @@ class Framing(unittest.TestCase):
             self.assertLess(got, size)
 
 
+class SlowReaders(unittest.TestCase):
+    """Progress is what the client takes, not what moltd writes: a reader
+    that keeps taking bytes, however slowly, is never cut; one that takes
+    nothing for client_timeout is."""
+
+    def test_a_steady_slow_reader_is_never_cut(self):
+        server = Moltd(self, workers=1, extra_server="client_timeout = 1").start()
+        body = os.urandom(24 * 1024 * 1024)
+        self.assertEqual(server.request("PUT", "/v1/s/large", body=body)[0], 201)
+        rate = 128 * 1024
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            s.sendall(request("GET", "/v1/s/large"))
+            got = b""
+            started = time.monotonic()
+            # 4 x client_timeout, taking `rate` bytes a second in small steps.
+            while time.monotonic() - started < 4 and len(got) < len(body):
+                want = int((time.monotonic() - started) * rate) - len(got)
+                if want > 0:
+                    chunk = s.recv(min(want, 4096))
+                    self.assertTrue(chunk, "cut after %d bytes in %.1fs" % (
+                        len(got), time.monotonic() - started))
+                    got += chunk
+                else:
+                    time.sleep(0.01)  # the reader's pace
+            self.assertGreater(len(got), rate * 3)
+            # Then it stops taking: cut within a few client_timeouts (a
+            # measurement window, not a wait for a condition).
+            time.sleep(4)
+            s.settimeout(10)
+            total = len(got)
+            try:
+                while True:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+            except ConnectionResetError:
+                pass
+            self.assertLess(total, len(body))
+
+
+class SmallerRules(unittest.TestCase):
+    def setUp(self):
+        self.server = Moltd(self, workers=1, extra_server="max_header_size = 256K",
+                            extra_storage="max_object_size = 64M").start()
+
+    def test_absolute_form_targets_are_served(self):
+        self.assertEqual(self.server.request("PUT", "/v1/a/k?x", body=b"abs")[0], 201)
+        for target in ("http://x/v1/a/k", "HTTP://x:80/v1/a/k", "https://host/v1/a/k?q=1"):
+            with self.subTest(target=target):
+                got, _ = exchange(self.server, request("GET", target, [("Connection", "close")]))
+                self.assertEqual((got[0][0], got[0][2]), (200, b"abs"))
+        got, _ = exchange(self.server, request("GET", "http://x?prefix=k", [("Connection", "close")]))
+        self.assertEqual(got[0][0], 404)
+
+    def test_metadata_too_large_is_refused_before_the_body(self):
+        meta = [("X-Object-Meta-M%d" % i, "%" * 8000) for i in range(10)]  # 240 KB encoded
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.sendall(request("PUT", "/v1/a/meta", meta + [("Content-Length", str(32 << 20))]))
+            status, headers, body = read_response(s)  # no body byte sent
+            self.assertEqual((status, headers["connection"]), (400, "close"))
+            self.assertIn(b"metadata", body)
+        self.assertEqual(self.server.request("GET", "/v1/a/meta")[0], 404)
+
+    def test_a_long_field_name_gets_431(self):
+        for length in (8193, 30 * 1024):
+            got, closed = exchange(self.server, request("GET", "/healthcheck", [("N" * length, "v")]))
+            self.assertEqual((got[0][0], closed), (431, True))
+
+
+@unittest.skipUnless(os.environ.get("FAULT_SHIM"), "needs FAULT_SHIM (run through ctest)")
+class StoreFailures(unittest.TestCase):
+    """A failure inside the store ends its request with a 500 whose body
+    names no path or system message (the log has them), and harms nothing
+    else on the worker."""
+
+    def test_500_bodies_show_no_internals(self):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1)
+        env, arm, fired = fault_env(server, "open:worker:1:5")  # EIO
+        server.start(env=env)
+        worker, = worker_pids(server)
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        idle.sendall(request("GET", "/healthcheck"))
+        self.assertEqual(read_response(idle)[0], 200)
+        open(arm, "w").close()
+        status, _, body = server.request("PUT", "/v1/f/x", body=b"payload")
+        self.assertTrue(os.path.exists(fired))
+        self.assertEqual(status, 500)
+        self.assertNotIn(server.dir.encode(), body)
+        self.assertNotIn(b"/", body.replace(b"\n", b""))
+        self.assertNotIn(b"Input/output error", body)
+        self.assertIn("Input/output error", server.log_text())
+        # The same worker, and a connection it already had, serve on.
+        idle.sendall(request("GET", "/healthcheck"))
+        self.assertEqual(read_response(idle)[0], 200)
+        idle.close()
+        self.assertEqual(worker_pids(server), [worker])
+        self.assertEqual(server.request("PUT", "/v1/f/x", body=b"payload")[0], 201)
+
+
+    def test_an_exception_in_a_request_ends_that_request_only(self):
+        # The listing reads the key index on the pool; an index that cannot
+        # begin a transaction throws from there. That request gets a 500;
+        # the worker, and the other connections on it, go on.
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1)
+        # The second: the first checks whether the index is complete, and a
+        # listing that cannot tell scans the volume instead.
+        env, arm, fired = fault_env(server, "mdb_txn_begin:worker:2")
+        server.start(env=env)
+        self.assertEqual(server.request("PUT", "/v1/f/k", body=b"v")[0], 201)
+        worker, = worker_pids(server)
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        idle.sendall(request("GET", "/healthcheck"))
+        self.assertEqual(read_response(idle)[0], 200)
+        open(arm, "w").close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(request("GET", "/v1/f"))
+            status, headers, body = read_response(s)
+        self.assertTrue(os.path.exists(fired))
+        self.assertEqual((status, headers.get("connection")), (500, "close"), body)
+        self.assertNotIn(b"MDB", body)
+        self.assertIn("MDB_READERS_FULL", server.wait_log("failed: disk work"))
+        idle.sendall(request("GET", "/healthcheck"))
+        self.assertEqual(read_response(idle)[0], 200)
+        idle.close()
+        self.assertEqual(worker_pids(server), [worker])
+        self.assertEqual(server.request("GET", "/v1/f")[0], 200)
+
+
 class PageCache(unittest.TestCase):
     def test_objects_partly_out_of_the_page_cache_are_read_whole(self):
         # The loop reads without waiting for the disk (RWF_NOWAIT); a read
@@ -358,6 +791,39 @@ class ConnectionCap(unittest.TestCase):
         for s in held:
             s.close()
         self.assertIn("max_connections 16 reached", server.log_text())
+
+    def test_a_draining_worker_at_its_cap_leaves_queued_connections_queued(self):
+        # The master drains a worker with SIGTERM; sent here while the worker
+        # is stopped, and connections queue behind it, so that they wait in
+        # the listen queue when the worker reads it. The worker can serve none of them (it is at its cap):
+        # it must leave them to the worker that takes its place, not answer
+        # them 503 or close them.
+        server = Moltd(self, workers=1, keepalive_timeout=2,
+                       extra_server="max_connections = 16").start()
+        worker, = worker_pids(server)
+        held = []
+        for _ in range(16):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(request("GET", "/healthcheck"))
+            self.assertEqual(read_response(s)[0], 200)
+            held.append(s)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            os.kill(worker, signal.SIGTERM)
+            queued = []
+            for _ in range(16):  # as many as the worker that takes over can serve
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                s.sendall(request("GET", "/healthcheck", [("Connection", "close")]))
+                queued.append(s)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        for s in queued:
+            status, _, body = read_response(s)
+            self.assertEqual((status, body), (200, b"OK\n"))
+            s.close()
+        for s in held:
+            s.close()
+        self.assertNotIn(worker, worker_pids(server))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <cerrno>
+#include <chrono>
+#include <thread>
 #include <stdexcept>
 #include <string>
 
@@ -44,9 +47,85 @@ std::string exchange(EventLoop& loop, int port, const std::string& request) {
   return reply;
 }
 
+Fd connectTo(int port) {
+  Fd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  BOOST_REQUIRE(connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  timeval tv{10, 0};
+  setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return client;
+}
+
+void sendText(int fd, const std::string& text) {
+  BOOST_REQUIRE(send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size()));
+}
+
+// Everything until the server's end of the stream; "RESET" when it resets.
+std::string readToEnd(int fd) {
+  std::string reply;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n == 0) return reply;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno == ECONNRESET ? "RESET" : "ERROR " + std::to_string(errno);
+    reply.append(buf, static_cast<size_t>(n));
+  }
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(AdminServerTest)
+
+// Before an exec: a request still arriving is answered, an action is
+// answered 503, an idle connection is closed cleanly, and nothing new is
+// accepted (it waits in the queue for the next image).
+BOOST_AUTO_TEST_CASE(connections_open_before_an_exec_are_answered_not_reset) {
+  EventLoop loop;
+  int handled = 0;
+  AdminServer admin(loop, [&](const AdminRequest& r) {
+    ++handled;
+    return AdminResponse{200, "text/plain", r.method + " " + r.path + "\n"};
+  });
+  int port = 0;
+  Fd listener = listenOnLoopback(&port);
+  admin.setListeners({listener.get()});
+  Fd slow = connectTo(port), action = connectTo(port), idle = connectTo(port);
+  const int64_t giveUpAt = reload::monotonicMs() + 10000;
+  while (admin.connections() < 3 && reload::monotonicMs() < giveUpAt) loop.runOnce(20);
+  BOOST_REQUIRE(admin.connections() == 3u);
+  sendText(slow.get(), "GET /status HTTP/1.1\r\n");
+  sendText(action.get(), "POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+  std::thread rest([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the client's own pace
+    sendText(slow.get(), "Host: a\r\n\r\n");
+  });
+  Fd late = connectTo(port);
+  const int64_t started = reload::monotonicMs();
+  admin.finishBeforeExec(400);
+  const int64_t took = reload::monotonicMs() - started;
+  rest.join();
+  BOOST_TEST(took >= 350);  // the idle one is waited for up to the budget
+  BOOST_TEST(took < 3000);
+  BOOST_TEST(admin.connections() == 0u);
+  std::string slowReply = readToEnd(slow.get());
+  BOOST_TEST(slowReply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0u, slowReply);
+  BOOST_TEST(slowReply.find("GET /status\n") != std::string::npos);
+  std::string actionReply = readToEnd(action.get());
+  BOOST_TEST(actionReply.rfind("HTTP/1.1 503 ", 0) == 0u, actionReply);
+  BOOST_TEST(handled == 1);  // the POST never reached the handler
+  BOOST_TEST(readToEnd(idle.get()) == "");  // a clean end, no reset
+  // The late client was not accepted: it waits on the listener.
+  int queued = accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+  BOOST_TEST(queued >= 0);
+  if (queued >= 0) close(queued);
+  // Afterwards the server serves as before.
+  std::string reply = exchange(loop, port, "POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+  BOOST_TEST(reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0u, reply);
+}
 
 BOOST_AUTO_TEST_CASE(a_request_is_answered_on_the_loop_and_the_connection_closed) {
   EventLoop loop;

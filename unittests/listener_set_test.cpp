@@ -1,4 +1,5 @@
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
 #include <map>
@@ -190,6 +191,61 @@ BOOST_AUTO_TEST_CASE(adopted_sockets_count_as_held) {
   BOOST_TEST(binder.binds == 1);
   set.clear();
   BOOST_TEST(set.held().empty());
+}
+
+// Every combination of role, origin and exec: a socket-activated socket
+// keeps that origin across every exec of the master, and only paths this
+// server bound are ever removed.
+BOOST_AUTO_TEST_CASE(SocketActivatedPathsAreNeverOurs) {
+  for (const char* role : {"public", "admin"}) {
+    for (bool owns : {true, false}) {
+      reload::Listener l;
+      l.role = role;
+      l.ownsPath = owns;
+      std::string name = reload::handoffFdName(l);
+      BOOST_TEST(reload::roleOfHandoffFdName(name) == role);
+      BOOST_TEST(reload::fromSocketActivation(name, true) == !owns, name);
+      BOOST_TEST(reload::fromSocketActivation(name, false));  // a first start: systemd's
+    }
+  }
+  // Names systemd gives (FileDescriptorName=, the unit's name) on a first start.
+  for (const char* name : {"moltd.socket", "", "admin", "public", "x.activated"})
+    BOOST_TEST(reload::fromSocketActivation(name, false));
+  BOOST_TEST(reload::roleOfHandoffFdName("moltd.socket") == "public");
+  BOOST_TEST(reload::roleOfHandoffFdName(".activated") == "public");
+
+  std::vector<HeldListener> held;
+  auto add = [&](const std::string& address, bool owns) {
+    HeldListener h;
+    h.listener.address = reload::ListenAddress::parse(address);
+    h.listener.ownsPath = owns;
+    held.push_back(std::move(h));
+  };
+  add("unix:/run/molt/own.sock", true);
+  add("unix:/run/molt/activated.sock", false);
+  add("127.0.0.1:8080", true);
+  HeldListener abstract;  // as an inherited socket's key gives it
+  abstract.listener.address.kind = reload::ListenAddress::Kind::kUnix;
+  abstract.listener.address.path = "@abstract";
+  held.push_back(std::move(abstract));
+  BOOST_TEST(reload::ownedUnixPaths(held) == std::vector<std::string>{"/run/molt/own.sock"});
+}
+
+BOOST_AUTO_TEST_CASE(RebindLossIsReportedUnlessTheKernelMigratesQueues) {
+  char path[] = "/tmp/migrate-req-XXXXXX";
+  int fd = mkstemp(path);
+  BOOST_REQUIRE(fd >= 0);
+  auto holding = [&](const std::string& text) {
+    BOOST_REQUIRE(ftruncate(fd, 0) == 0);
+    BOOST_REQUIRE(pwrite(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size()));
+    return reload::rebindQueueLoss(path);
+  };
+  BOOST_TEST(holding("1\n") == "");
+  BOOST_TEST(holding("0\n").find("net.ipv4.tcp_migrate_req is 0") != std::string::npos);
+  BOOST_TEST(holding("").find("this kernel has no") != std::string::npos);
+  close(fd);
+  unlink(path);
+  BOOST_TEST(reload::rebindQueueLoss(path).find("this kernel has no") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,5 +1,6 @@
 #include "reload/admin_server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -114,6 +115,39 @@ void AdminServer::closeAll() {
   for (const auto& [fd, conn] : conns_) loop_.remove(fd);
   conns_.clear();
   expiry_.cancel();
+}
+
+void AdminServer::finishBeforeExec(int64_t budgetMs) {
+  finishing_ = true;
+  const int64_t until = monotonicMs() + budgetMs;
+  while (!conns_.empty()) {
+    int64_t left = until - monotonicMs();
+    if (left <= 0) break;
+    std::vector<pollfd> fds;
+    for (const auto& [fd, conn] : conns_)
+      fds.push_back(pollfd{fd, static_cast<short>(conn->out.empty() ? POLLIN : POLLOUT), 0});
+    int ready = poll(fds.data(), fds.size(), static_cast<int>(left));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) {
+      MOLT_LOG(kWarning) << "admin connections before exec: poll: " << std::strerror(errno);
+      break;
+    }
+    for (const auto& p : fds) {
+      if (p.revents == 0) continue;
+      auto it = conns_.find(p.fd);
+      if (it == conns_.end()) continue;
+      Conn& conn = *it->second;
+      uint64_t closings = closings_;
+      bool keep = conn.out.empty() ? readFrom(conn) : writeTo(conn);
+      if (closings != closings_) break;  // the handler closed every connection
+      if (!keep) closeConn(p.fd);
+    }
+  }
+  if (!conns_.empty())
+    MOLT_LOG(kInfo) << conns_.size() << " admin connections sent no request within " << budgetMs
+                    << " ms before the exec; closed";
+  finishing_ = false;
+  closeAll();
 }
 
 void AdminServer::closeConn(int fd) {
@@ -277,6 +311,8 @@ std::optional<std::string> AdminServer::tryRespond(const std::string& in) {
   }
   if (in.size() < end + 4 + length) return std::nullopt;
   req.body = in.substr(end + 4, length);
+  if (finishing_ && req.method != "GET" && req.method != "HEAD")
+    return render(plain(503, "the master is re-executing; send this again in a moment"));
   try {
     return render(handler_(req));
   } catch (const std::exception& e) {

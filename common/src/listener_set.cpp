@@ -22,13 +22,24 @@ class SystemBinder : public ListenerBinder {
   std::string keyOf(int fd) override { return listeningSocketKey(fd); }
 };
 
+bool ownsUnixPath(const Listener& l) {
+  return l.address.kind == ListenAddress::Kind::kUnix && l.ownsPath && !l.address.path.empty() &&
+         l.address.path[0] == '/';
+}
+
 void closeListener(HeldListener& h, const std::string& why) {
   MOLT_LOG(kInfo) << "closing listener " << h.listener.address.toString() << ": " << why;
-  if (h.listener.address.kind == ListenAddress::Kind::kUnix)
-    unlink(h.listener.address.path.c_str());
+  if (ownsUnixPath(h.listener)) unlink(h.listener.address.path.c_str());
 }
 
 }  // namespace
+
+std::vector<std::string> ownedUnixPaths(const std::vector<HeldListener>& held) {
+  std::vector<std::string> paths;
+  for (const auto& h : held)
+    if (ownsUnixPath(h.listener)) paths.push_back(h.listener.address.path);
+  return paths;
+}
 
 ListenerSetPlan planListenerSet(const std::vector<std::string>& heldKeys,
                                 const std::vector<std::string>& spareKeys,

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 
 #include "reload/sys_error.h"
 
@@ -122,6 +123,43 @@ void setCloseOnExec(int fd, bool on) {
   int wanted = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
   if (wanted != flags && fcntl(fd, F_SETFD, wanted) != 0)
     throwSysError("fcntl(F_SETFD) on fd " + std::to_string(fd));
+}
+
+namespace {
+constexpr const char* kActivatedSuffix = ".activated";
+bool endsWithActivated(const std::string& name) {
+  const std::string suffix = kActivatedSuffix;
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+std::string handoffFdName(const Listener& listener) {
+  return listener.role + (listener.ownsPath ? "" : kActivatedSuffix);
+}
+
+std::string roleOfHandoffFdName(const std::string& name) {
+  const size_t suffix = std::char_traits<char>::length(kActivatedSuffix);
+  std::string role = endsWithActivated(name) ? name.substr(0, name.size() - suffix) : name;
+  return role == "admin" ? "admin" : "public";
+}
+
+bool fromSocketActivation(const std::string& name, bool afterExec) {
+  return !afterExec || endsWithActivated(name);
+}
+
+std::string rebindQueueLoss(const std::string& sysctlPath) {
+  std::ifstream in(sysctlPath);
+  std::string value;
+  if (!(in >> value))
+    return "listener_handoff = rebind: this kernel has no " + sysctlPath +
+           " (Linux 5.14 and later), so the connections waiting in the old sockets' accept "
+           "queues when they are shut down after a seamless reload are reset; use "
+           "listener_handoff = inherit";
+  if (value != "0") return "";
+  return "listener_handoff = rebind: net.ipv4.tcp_migrate_req is 0, so the connections waiting "
+         "in the old sockets' accept queues when they are shut down after a seamless reload are "
+         "reset; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1, or a file in /etc/sysctl.d) "
+         "or use listener_handoff = inherit";
 }
 
 }  // namespace reload

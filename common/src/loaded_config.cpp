@@ -4,6 +4,7 @@
 
 #include "reload/handoff.h"
 #include "reload/ini_config.h"
+#include "reload/listeners.h"
 #include "reload/master_config.h"
 
 namespace reload {
@@ -37,6 +38,8 @@ std::shared_ptr<const LoadedConfig> loadConfig(const std::string& path, Service&
   if (!config->master.adminTokenFile.empty())
     config->master.adminToken = readAdminToken(config->master.adminTokenFile);
   addWarnings(*config, ini);
+  if (config->master.listenerHandoff == ListenerHandoff::kRebind)
+    if (std::string loss = rebindQueueLoss(); !loss.empty()) config->warnings.push_back(loss);
   return config;
 }
 

@@ -89,6 +89,9 @@ struct Probe {
 
 constexpr double kProbeTimeout = 10;
 constexpr int64_t kHelperStopGraceMs = 1000;
+// How long the master answers admin connections it accepted before it
+// re-executes (it blocks for that long at most, on those sockets only).
+constexpr int64_t kAdminFinishBeforeExecMs = 200;
 
 // A deadline in monotonic seconds as the loop's milliseconds, rounded up so
 // that whatever is due at it is due when its timer fires.
@@ -215,6 +218,7 @@ class MasterImpl {
   std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
   std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
   std::optional<Checker> checker_;
+  std::vector<std::string> unixPathsToRemove_;  // at the end of a stop: ours, not systemd's
   std::optional<Validation> validation_;
   std::optional<Probe> probe_;
   std::string probePending_;  // a trigger that came while a probe ran
@@ -625,14 +629,14 @@ void MasterImpl::execLastGoodBinary() {
   std::vector<std::string> roles;
   for (const auto& h : listeners_.held()) {
     fds.push_back(h.listener.fd.get());
-    roles.push_back(h.listener.role);
+    roles.push_back(handoffFdName(h.listener));
   }
   std::string failure;
   try {
     env.syncPid = syncPid_;
     ExecLayout layout(std::move(env), notifyFd_ ? notifyFd_.get() : -1, -1,
                       counters_shared_->fd(), fds, roles);
-    closeAdmin();
+    admin_.finishBeforeExec(kAdminFinishBeforeExecMs);  // answered, not reset
     layout.apply(pid_);
     MOLT_LOG(kInfo) << "running the last good binary again in pid " << pid_;
     log::flush();
@@ -846,7 +850,7 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
                          "listener_handoff = rebind";
       Listener old;
       old.key = key;
-      old.role = match != wanted.end() ? match->role : name == "admin" ? "admin" : "public";
+      old.role = match != wanted.end() ? match->role : roleOfHandoffFdName(name);
       old.address = addressOfKey(key);
       old.fd.reset(fd);
       setCloseOnExec(fd, true);
@@ -863,10 +867,11 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
     if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     Listener listener;
     listener.key = key;
+    listener.ownsPath = !fromSocketActivation(name, boot_.afterExec);
     if (match == wanted.end()) {
       // Not in this configuration: closed once this image's generation
       // serves; if it fails first, the old generation has it back.
-      listener.role = name == "admin" ? "admin" : "public";
+      listener.role = roleOfHandoffFdName(name);
       listener.address = addressOfKey(key);
       listener.fd.reset(fd);
       MOLT_LOG(kInfo) << "keeping inherited socket fd " << fd << " (" << key
@@ -1639,7 +1644,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   for (const auto& h : listeners_.held()) {
     allListeners.push_back(h.listener.fd.get());
     passedListeners.push_back(h.listener.fd.get());
-    roles.push_back(h.listener.role);
+    roles.push_back(handoffFdName(h.listener));
     bool unixSocket = h.listener.address.kind == ListenAddress::Kind::kUnix;
     if (!inherit && !unixSocket) rebound.push_back(h.listener.fd.get());
   }
@@ -1725,7 +1730,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   std::string failure;
   // Admin connections go first: once the listeners sit at 3 and up, closing
   // a connection by its old fd number could close a listener.
-  closeAdmin();
+  admin_.finishBeforeExec(kAdminFinishBeforeExecMs);
   try {
     layout->apply(pid_);
     MOLT_LOG(kInfo) << "re-executing " << executable << " in pid " << pid_
@@ -1975,6 +1980,7 @@ void MasterImpl::beginStop(bool graceful) {
   startingConfig_.reset();
   closeAdmin();
   serveAdmin();        // no listener: stopping
+  for (auto& path : ownedUnixPaths(listeners_.held())) unixPathsToRemove_.push_back(path);
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
   oldGenerationSockets_.clear();
   readyPipes_.clear();
@@ -1991,12 +1997,7 @@ void MasterImpl::killEverything() {
 
 void MasterImpl::checkStopped() {
   if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_) return;
-  for (const auto& h : listeners_.held())
-    if (h.listener.address.kind == ListenAddress::Kind::kUnix)
-      unlink(h.listener.address.path.c_str());
-  if (config_)
-    for (const auto& a : config_->master.bind)
-      if (a.kind == ListenAddress::Kind::kUnix) unlink(a.path.c_str());
+  for (const auto& path : unixPathsToRemove_) unlink(path.c_str());
   removePidFile();
   MOLT_LOG(kInfo) << "master pid " << pid_ << " stopped";
   log::flush();

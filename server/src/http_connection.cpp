@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -65,6 +67,22 @@ std::string peerName(int fd) {
 
 bool methodIs(const std::string& method, const char* name) { return method == name; }
 
+// RFC 9112 3.2.2: a server accepts a target in absolute form
+// ("http://host/v1/b/k"); what it names is the path and query after the
+// authority.
+std::string originForm(const std::string& target) {
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (target.size() < scheme.size() ||
+        Poco::icompare(target.substr(0, scheme.size()), std::string(scheme)) != 0)
+      continue;
+    auto pathStart = target.find_first_of("/?", scheme.size());
+    if (pathStart == std::string::npos) return "/";
+    std::string rest = target.substr(pathStart);
+    return rest.front() == '?' ? "/" + rest : rest;
+  }
+  return target;
+}
+
 // "1732950000.12345", as printf("%.5f") would write it for the times moltd
 // stores, without printf's floating-point formatting on every GET.
 std::string swiftTimestamp(double seconds) {
@@ -91,6 +109,8 @@ struct Connection::UploadState {
   bool abandoned = false;  // answered already; drop the temp file once the write is back
   ObjectPath path;
   uint64_t total = 0;
+  // Written by a pool thread while a step runs; the loop reads them only in
+  // that step's completion (the pool's hand-back orders the two).
   int errorStatus = 0;
   std::string error;
 
@@ -114,6 +134,13 @@ Connection::Connection(WorkerShared& shared, ConnectionOwner& owner, int fd, boo
 
 Connection::~Connection() {
   if (fd_ >= 0) ::close(fd_);
+  // A connection closed while its upload was being written is destroyed
+  // once the write is back: its temp file is still removed on the pool.
+  try {
+    dropUpload();
+  } catch (const std::exception& e) {
+    MOLT_LOG(kError) << "cannot hand an abandoned upload to the disk pool: " << e.what();
+  }
 }
 
 void Connection::start() {
@@ -140,7 +167,7 @@ void Connection::onEvents(uint32_t events) {
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) readReady_ = true;
   if (events & (EPOLLRDHUP | EPOLLHUP)) peerShutWrite_ = true;
   if (events & (EPOLLOUT | EPOLLHUP)) writeReady_ = true;
-  advance();
+  guarded([this] { advance(); });
 }
 
 void Connection::advance() {
@@ -255,7 +282,8 @@ void Connection::dispatch() {
   cancel();
   if (shared_.accessLog.enabled()) startedSeconds_ = reload::monotonicSeconds();
   closeAfter_ = !request_.keepAlive;
-  const std::string& target = request_.target;
+  headOnly_ = methodIs(request_.method, "HEAD");
+  std::string target = originForm(request_.target);
   auto q = target.find('?');
   std::string rawPath = target.substr(0, q);
   std::string query = q == std::string::npos ? "" : target.substr(q + 1);
@@ -264,13 +292,6 @@ void Connection::dispatch() {
 
 void Connection::route(const std::string& rawPath, const std::string& query) {
   const std::string& method = request_.method;
-  // A body this request will not read cannot stay on the connection: it
-  // would be taken for the next request. Answer, then drop it and close.
-  bool bodyUnread = request_.hasBody() && !methodIs(method, "PUT");
-  if (bodyUnread) {
-    closeAfter_ = true;
-    lingerAfter_ = true;
-  }
   auto decoded = percentDecode(rawPath);
   if (!decoded) return sendText(400, "malformed %-escape in path");
   if (*decoded == "/healthcheck") {
@@ -279,11 +300,16 @@ void Connection::route(const std::string& rawPath, const std::string& query) {
       addHeader("Allow", "GET, HEAD");
       return sendText(405, "use GET or HEAD");
     }
-    headOnly_ = methodIs(method, "HEAD");
     const auto& flag = shared_.config.healthcheckDisableFile;
-    struct stat st {};
-    if (!flag.empty() && stat(flag.c_str(), &st) == 0) return sendText(503, "DISABLED BY FILE");
-    return sendText(200, "OK");
+    if (flag.empty()) return sendText(200, "OK");
+    // A stat() may wait on a slow disk: the pool does it.
+    auto disabled = std::make_shared<bool>(false);
+    return runOnDisk(
+        [disabled, flag] {
+          struct stat st {};
+          *disabled = stat(flag.c_str(), &st) == 0;
+        },
+        [this, disabled] { *disabled ? sendText(503, "DISABLED BY FILE") : sendText(200, "OK"); });
   }
   auto path = parseObjectPath(*decoded);
   if (!path) return sendText(404, "no such resource; objects live under /v1/{bucket}/{key}");
@@ -305,8 +331,6 @@ void Connection::route(const std::string& rawPath, const std::string& query) {
 
 bool Connection::refuseIfReadOnly() {
   if (!shared_.readOnly) return false;
-  closeAfter_ = true;  // the request body, if any, is not stored
-  lingerAfter_ = true;
   beginResponse(503);
   addHeader("Retry-After", "60");
   sendText(503, "server is in read-only mode; writes are refused, reads are served");
@@ -315,15 +339,65 @@ bool Connection::refuseIfReadOnly() {
 
 void Connection::submitDisk(std::function<void()> work, std::function<void()> done) {
   ++pendingDisk_;
-  shared_.pool->submit(std::move(work), [this, next = std::move(done)] {
-    --pendingDisk_;
-    if (phase_ == Phase::kClosed) {
-      if (pendingDisk_ == 0) owner_.connectionClosed(this);
-      return;
-    }
-    next();
+  auto failure = std::make_shared<std::string>();
+  shared_.pool->submit(
+      [work = std::move(work), failure] {
+        try {
+          work();
+        } catch (const std::exception& e) {
+          *failure = e.what();
+          if (failure->empty()) *failure = "an exception without a message";
+        } catch (...) {
+          *failure = "an exception that is not a std::exception";
+        }
+      },
+      [this, next = std::move(done), failure] {
+        --pendingDisk_;
+        if (phase_ == Phase::kClosed) {
+          if (pendingDisk_ == 0) owner_.connectionClosed(this);
+          return;
+        }
+        guarded([&] {
+          if (!failure->empty()) throw std::runtime_error("disk work: " + *failure);
+          next();
+          advance();
+        });
+      });
+}
+
+template <typename Step>
+void Connection::guarded(Step step) noexcept {
+  try {
+    step();
+    return;
+  } catch (const std::exception& e) {
+    requestFailed(e.what());
+  } catch (...) {
+    requestFailed("an exception that is not a std::exception");
+  }
+}
+
+void Connection::requestFailed(const char* what) noexcept {
+  // One request's failure ends that request and its connection, never the
+  // worker and the other connections on it.
+  try {
+    MOLT_LOG(kError) << "request " << request_.method << " " << request_.target.substr(0, 256)
+                     << " failed: " << what;
+    if (phase_ == Phase::kClosed) return;
+    bool answerStarted = (responseStarted_ && outSent_ > 0) || phase_ == Phase::kSendFile ||
+                         phase_ == Phase::kLinger;
+    if (answerStarted) return close();  // the client sees the answer cut short
+    abandonUpload();
+    file_.reset();
+    closeAfter_ = true;
+    responseStarted_ = false;
+    outBuf_.clear();
+    outSent_ = 0;
+    sendText(500, "internal error; see the server log");
     advance();
-  });
+  } catch (...) {
+    close();
+  }
 }
 
 void Connection::runOnDisk(std::function<void()> work, std::function<void()> done) {
@@ -333,17 +407,35 @@ void Connection::runOnDisk(std::function<void()> work, std::function<void()> don
 
 // -------------------------------------------------------------------- PUT
 
+ObjectMeta Connection::metaFromHeader(const ObjectPath& path) const {
+  ObjectMeta meta;
+  meta.key = path.key;
+  if (const auto* type = request_.find("Content-Type")) meta.contentType = *type;
+  for (const auto& [name, value] : request_.fields)
+    if (name.size() > 14 && Poco::icompare(name.substr(0, 14), "X-Object-Meta-") == 0)
+      meta.userMeta.emplace_back(name.substr(14), value);
+  return meta;
+}
+
 void Connection::putObject(const ObjectPath& path) {
   if (refuseIfReadOnly()) return;
   const uint64_t limit = shared_.config.storage.maxObjectSize;
   if (!request_.chunked && !request_.contentLength) {
-    closeAfter_ = true;
     return sendText(411, "PUT needs Content-Length or chunked transfer encoding");
   }
   if (!request_.chunked && *request_.contentLength > limit) {
-    closeAfter_ = true;
-    lingerAfter_ = true;
     return sendText(413, "object is larger than max_object_size (" + std::to_string(limit) + " bytes)");
+  }
+  {
+    // The metadata is whole with the header: one too large to store is
+    // refused now, not after the body. Size, ETag and time at their widest.
+    ObjectMeta widest = metaFromHeader(path);
+    widest.size = UINT64_MAX;
+    widest.etag = std::string(32, 'f');
+    widest.timestamp = 9999999999.99999;
+    if (encodeMeta(widest).size() > kMaxEncodedMetaBytes)
+      return sendText(400, "object metadata is larger than " + std::to_string(kMaxEncodedMetaBytes) +
+                               " bytes once encoded");
   }
   upload_ = std::make_unique<UploadState>();
   upload_->path = path;
@@ -354,11 +446,7 @@ void Connection::putObject(const ObjectPath& path) {
         state->attempt([&] { state->upload = shared_.store.beginUpload(path.bucket, path.key, announced); });
       },
       [this] {
-        if (upload_->errorStatus) {
-          closeAfter_ = true;
-          lingerAfter_ = true;
-          return sendText(upload_->errorStatus, upload_->error);
-        }
+        if (upload_->errorStatus) return sendStoreError(upload_->errorStatus, upload_->error);
         startUploadBody();
       });
 }
@@ -366,6 +454,7 @@ void Connection::putObject(const ObjectPath& path) {
 void Connection::startUploadBody() {
   phase_ = Phase::kBody;
   parser_->setSink(this);
+  parser_->setMaxBodyBytes(shared_.config.storage.maxObjectSize);
   upload_->filling.reserve(kUploadBuffer);
   if (request_.expectContinue && inBuf_.empty() && !parser_->is_done())
     outBuf_ = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -376,7 +465,7 @@ void Connection::startUploadBody() {
 
 size_t Connection::takeBody(std::string_view body) {
   auto& up = *upload_;
-  if (up.tooLarge || up.errorStatus) return 0;
+  if (up.tooLarge || up.abandoned) return 0;
   if (up.total + body.size() > shared_.config.storage.maxObjectSize) {
     up.tooLarge = true;
     return 0;
@@ -406,10 +495,7 @@ void Connection::submitUploadWrite() {
       [this] {
         upload_->writing = false;
         upload_->flying.clear();
-        if (upload_->abandoned) {
-          upload_.reset();
-          return;
-        }
+        if (upload_->abandoned) return dropUpload();
         if (upload_->errorStatus) {
           uploadFailed(upload_->errorStatus, upload_->error);
         } else {
@@ -420,17 +506,25 @@ void Connection::submitUploadWrite() {
 }
 
 void Connection::abandonUpload() {
-  // Removes the temp file, at once or when the pool gives the buffer back.
+  // Removes the temp file once the pool gives the buffer back.
   if (!upload_) return;
   if (upload_->writing) upload_->abandoned = true;
-  else upload_.reset();
+  else dropUpload();
+}
+
+void Connection::dropUpload() {
+  // An upload not committed unlinks its temp file as it goes: on the pool,
+  // never on the loop.
+  if (upload_ && upload_->upload) {
+    std::shared_ptr<Upload> upload(std::move(upload_->upload));
+    shared_.pool->submit([upload]() mutable { upload.reset(); }, [] {});
+  }
+  upload_.reset();
 }
 
 void Connection::uploadFailed(int status, std::string message) {
   abandonUpload();
-  closeAfter_ = true;
-  lingerAfter_ = true;
-  sendText(status, message);
+  sendStoreError(status, message);
 }
 
 bool Connection::bodyFed(const RequestProblem& problem) {
@@ -454,7 +548,10 @@ bool Connection::bodyFed(const RequestProblem& problem) {
 bool Connection::stepBody() {
   if (!outBuf_.empty() && writeReady_) {  // 100 Continue
     ssize_t n = send(fd_, outBuf_.data() + outSent_, outBuf_.size() - outSent_, MSG_NOSIGNAL);
-    if (n > 0) outSent_ += static_cast<size_t>(n);
+    if (n > 0) {
+      outSent_ += static_cast<size_t>(n);
+      socketBytesWritten_ += static_cast<uint64_t>(n);
+    }
     else if (errno == EAGAIN) writeReady_ = false;
     if (outSent_ == outBuf_.size()) {
       outBuf_.clear();
@@ -486,8 +583,7 @@ void Connection::finishUpload() {
     return;
   }
   up.finishing = false;
-  ObjectMeta meta;
-  meta.key = up.path.key;
+  ObjectMeta meta = metaFromHeader(up.path);
   meta.size = up.total;
   meta.etag = Poco::DigestEngine::digestToHex(up.md5.digest());
   if (const auto* expected = request_.find("ETag")) {
@@ -498,10 +594,6 @@ void Connection::finishUpload() {
       return sendText(422, "body MD5 " + meta.etag + " does not match ETag " + tag);
     }
   }
-  if (const auto* type = request_.find("Content-Type")) meta.contentType = *type;
-  for (const auto& [name, value] : request_.fields)
-    if (name.size() > 14 && Poco::icompare(name.substr(0, 14), "X-Object-Meta-") == 0)
-      meta.userMeta.emplace_back(name.substr(14), value);
   meta.timestamp = static_cast<double>(Poco::Timestamp().epochMicroseconds()) / 1e6;
   auto* state = upload_.get();
   runOnDisk(
@@ -511,8 +603,7 @@ void Connection::finishUpload() {
           int status = upload_->errorStatus;
           std::string error = upload_->error;
           upload_.reset();
-          closeAfter_ = true;
-          return sendText(status, error);
+          return sendStoreError(status, error);
         }
         upload_.reset();
         beginResponse(201);
@@ -527,7 +618,6 @@ void Connection::finishUpload() {
 // -------------------------------------------------------------------- GET
 
 void Connection::getObject(const ObjectPath& path) {
-  headOnly_ = methodIs(request_.method, "HEAD");
   std::optional<OpenObject> found;
   auto attempt = shared_.store.tryOpenCached(path.bucket, path.key, found, !headOnly_);
   if (attempt == ObjectStore::Attempt::kFound) return answerGet(std::move(*found));
@@ -606,7 +696,7 @@ void Connection::answerGet(OpenObject obj) {
     if (n < 0 && errno != EAGAIN && errno != EOPNOTSUPP) {
       closeAfter_ = true;
       outBuf_.clear();
-      return sendText(500, "cannot read an object on " + obj.volume + ": " + std::strerror(errno));
+      return sendStoreError(500, "cannot read an object on " + obj.volume + ": " + std::strerror(errno));
     }
     auto file = std::make_shared<OpenObject>(std::move(obj));
     auto got = std::make_shared<ssize_t>(0);
@@ -618,7 +708,7 @@ void Connection::answerGet(OpenObject obj) {
           if (*got != static_cast<ssize_t>(length)) {
             closeAfter_ = true;
             outBuf_.clear();
-            return sendText(500, "short read of an object");
+            return sendStoreError(500, "short read of an object");
           }
           bodyBytesSent_ = length;
           startSending();
@@ -683,6 +773,7 @@ bool Connection::stepSendFile() {
     }
     fileLeft_ -= static_cast<uint64_t>(n);
     bodyBytesSent_ += static_cast<uint64_t>(n);
+    socketBytesWritten_ += static_cast<uint64_t>(n);
   }
   if (fileWindowsRead_ > 0)
     MOLT_LOG(kDebug) << "the pool read " << fileWindowsRead_
@@ -708,7 +799,6 @@ void Connection::deleteObject(const ObjectPath& path) {
 }
 
 void Connection::listBucket(const std::string& bucket, const std::string& query) {
-  headOnly_ = methodIs(request_.method, "HEAD");
   std::string prefix, marker;
   size_t limit = shared_.config.listingLimit;
   std::istringstream params(query);
@@ -795,9 +885,22 @@ void Connection::endHeaders(uint64_t contentLength) {
   // A drain can start while a request is being served: decide keep-alive
   // when the response goes out, not when the request came in.
   if (shared_.drain.draining()) closeAfter_ = true;
-  outBuf_ += "Content-Length: ";
-  outBuf_ += std::to_string(contentLength);
-  outBuf_ += "\r\n";
+  // The one rule for every answer, whatever the method or the status: a
+  // connection carries another request only after this one was framed to
+  // its end. Any byte of a body left unread would be parsed as the next
+  // request, so the connection closes, and what the client still sends
+  // for this request is read and dropped.
+  if (!(parser_ && parser_->requestReadWhole())) {
+    closeAfter_ = true;
+    lingerAfter_ = true;
+  }
+  // RFC 9110 8.6 and 15.4.5: no length on a 204; a 304 sends none either
+  // rather than a length that is not the 200's.
+  if (status_ != 204 && status_ != 304) {
+    outBuf_ += "Content-Length: ";
+    outBuf_ += std::to_string(contentLength);
+    outBuf_ += "\r\n";
+  }
   if (closeAfter_) outBuf_ += "Connection: close\r\n";
   else if (request_.version == 10) outBuf_ += "Connection: keep-alive\r\n";
   outBuf_ += "\r\n";
@@ -818,9 +921,19 @@ void Connection::sendText(int status, const std::string& text) {
   startSending();
 }
 
+void Connection::sendStoreError(int status, const std::string& detail) {
+  // What failed inside (paths, system and index messages) is for the log,
+  // not for the client. A refusal (4xx) or a full volume (507: how much
+  // room there is) says what the client can act on.
+  if (status != 500) return sendText(status, detail);
+  MOLT_LOG(kError) << request_.method << " " << request_.target.substr(0, 256) << ": " << status
+                   << ": " << detail;
+  sendText(status, "internal error; see the server log");
+}
+
 void Connection::respondProblem(const RequestProblem& problem) {
   closeAfter_ = true;
-  lingerAfter_ = true;
+  headOnly_ = methodIs(request_.method, "HEAD");
   MOLT_LOG(kDebug) << "request refused with " << problem.status << ": " << problem.reason;
   responseStarted_ = false;
   sendText(problem.status, problem.reason);
@@ -860,6 +973,7 @@ bool Connection::stepRespond() {
       return false;
     }
     outSent_ += static_cast<size_t>(n);
+    socketBytesWritten_ += static_cast<uint64_t>(n);
   }
   outBuf_.clear();
   outSent_ = 0;
@@ -871,10 +985,18 @@ bool Connection::stepRespond() {
   return true;
 }
 
+uint64_t Connection::bytesTakenByPeer() const {
+  // What was written less what the kernel still holds for the peer (not
+  // sent, or not acknowledged): a slow reader's progress shows here long
+  // before the send buffer has room for another write.
+  int queued = 0;
+  if (ioctl(fd_, SIOCOUTQ, &queued) != 0 || queued < 0) return socketBytesWritten_;
+  return socketBytesWritten_ - std::min<uint64_t>(socketBytesWritten_, static_cast<uint64_t>(queued));
+}
+
 void Connection::armProgressTimer() {
-  uint64_t sent = bodyBytesSent_ + outSent_;
   if (!armed()) {
-    progressMark_ = sent;
+    progressMark_ = bytesTakenByPeer();
     arm(shared_.loop.nowMs() + shared_.clientTimeoutMs);
   }
 }
@@ -948,6 +1070,10 @@ bool Connection::stepLinger() {
 // ----------------------------------------------------------------- timers
 
 void Connection::onTimer() {
+  guarded([this] { timerFired(); });
+}
+
+void Connection::timerFired() {
   switch (phase_) {
     case Phase::kHeader:
       if (inBuf_.empty() && !(parser_ && parser_->got_some())) return close();  // idle
@@ -970,8 +1096,9 @@ void Connection::onTimer() {
     }
     case Phase::kRespond:
     case Phase::kSendFile: {
-      uint64_t sent = bodyBytesSent_ + outSent_;
-      if (sent == progressMark_ && !fileReading_) {
+      // Only a reader that took nothing for client_timeout is cut.
+      uint64_t taken = bytesTakenByPeer();
+      if (taken == progressMark_ && !fileReading_) {
         // A reader that takes nothing for client_timeout is cut, with a
         // reset: what the kernel still holds for it is dropped, not sent.
         struct linger abort {};
@@ -980,7 +1107,7 @@ void Connection::onTimer() {
         logRequest();
         return close();
       }
-      progressMark_ = sent;
+      progressMark_ = taken;
       return arm(shared_.loop.nowMs() + shared_.clientTimeoutMs);
     }
     case Phase::kLinger: return close();

@@ -73,6 +73,8 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void dispatch();
   void route(const std::string& path, const std::string& query);
   void putObject(const ObjectPath& path);
+  // The metadata the request's header gives an object at `path`.
+  ObjectMeta metaFromHeader(const ObjectPath& path) const;
   void getObject(const ObjectPath& path);
   void answerGet(OpenObject object);
   void deleteObject(const ObjectPath& path);
@@ -84,6 +86,13 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void finishUpload();
   void uploadFailed(int status, std::string message);
   void abandonUpload();
+  void dropUpload();
+  // Runs a step of the connection; an exception from it ends this request
+  // (500 if nothing of the answer went out yet, logged) and its connection.
+  template <typename Step>
+  void guarded(Step step) noexcept;
+  void requestFailed(const char* what) noexcept;
+  void timerFired();
   // After body bytes were fed: whether the body phase ended.
   bool bodyFed(const RequestProblem& problem);
 
@@ -93,6 +102,9 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void endHeaders(uint64_t contentLength);
   void sendText(int status, const std::string& text);
   void respondProblem(const RequestProblem& problem);
+  // A failure of the store: a 500 shows the client only its kind; the
+  // detail goes to the log.
+  void sendStoreError(int status, const std::string& detail);
   void startSending();
   void responseDone();
   void logRequest();
@@ -100,6 +112,8 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void close();
   void armHeaderOrIdleTimer();
   void armProgressTimer();
+  // Bytes of the connection's answers that the peer's side has taken.
+  uint64_t bytesTakenByPeer() const;
   // `work` on the pool; then, unless the connection closed meanwhile,
   // `done` on the loop and the connection goes on. The phase is left as it is.
   void submitDisk(std::function<void()> work, std::function<void()> done);
@@ -137,6 +151,7 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   int status_ = 0;
   uint64_t bodyBytesSent_ = 0;
   uint64_t bytesReceived_ = 0;
+  uint64_t socketBytesWritten_ = 0;  // over the connection's life
 
   // A large GET body, sent with sendfile; shared with a read-ahead on the pool.
   std::shared_ptr<reload::Fd> file_;

@@ -4,6 +4,7 @@
 
 #include <strings.h>
 
+#include <algorithm>
 #include <limits>
 
 namespace server {
@@ -79,6 +80,65 @@ RequestParser::RequestParser(Request& request, const HeaderLimits& limits, BodyS
   body_limit(std::numeric_limits<uint64_t>::max());
 }
 
+namespace {
+
+bool isTokenChar(char c) {
+  auto u = static_cast<unsigned char>(c);
+  if ((u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// What Beast takes in a request target: visible bytes, and any byte >= 0x80.
+bool isTargetChar(char c) {
+  auto u = static_cast<unsigned char>(c);
+  return u > 0x20 && u != 0x7f;
+}
+
+}  // namespace
+
+bool requestLineCanBeValid(std::string_view s) {
+  size_t i = 0;
+  for (auto part : {isTokenChar, isTargetChar}) {
+    size_t begin = i;
+    while (i < s.size() && part(s[i])) ++i;
+    if (i == s.size()) return true;
+    if (i == begin || s[i] != ' ') return false;
+    ++i;
+  }
+  constexpr std::string_view kVersion = "HTTP/#.#\r\n";
+  for (size_t k = 0; k < kVersion.size() && i < s.size(); ++k, ++i) {
+    bool fits = kVersion[k] == '#' ? (s[i] >= '0' && s[i] <= '9') : s[i] == kVersion[k];
+    if (!fits) return false;
+  }
+  return true;
+}
+
+RequestProblem RequestParser::framingProblem(std::string_view pending) const {
+  if (!is_header_done()) {
+    // The parser takes the request line once it is whole, then each field
+    // line: until then, `pending` is the request from its first byte.
+    if (!request_.method.empty()) return {};
+    if (!requestLineCanBeValid(pending)) return {400, "malformed request line"};
+    return {};
+  }
+  if (!request_.chunked || insideChunk()) return {};
+  // Between chunks the parser waits for a whole chunk line (after the CRLF
+  // that ends the chunk before it), or, after the last chunk, for the whole
+  // trailer section, taking nothing until then.
+  size_t from = pending.substr(0, 2) == "\r\n" ? 2 : 0;
+  size_t eol = pending.substr(0, from + limits_.maxChunkLineBytes + 2).find("\r\n", from);
+  if (eol == std::string_view::npos) {
+    if (pending.size() > from + limits_.maxChunkLineBytes)
+      return {400, "chunk size line is longer than " + std::to_string(limits_.maxChunkLineBytes) +
+                       " bytes"};
+    return {};
+  }
+  if (pending.size() > limits_.maxHeaderBytes)
+    return {431, "chunked trailers are larger than " + std::to_string(limits_.maxHeaderBytes) +
+                     " bytes"};
+  return {};
+}
+
 size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
   size_t used = 0;
   const bool headerWasDone = is_header_done();
@@ -86,8 +146,16 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
     boost::beast::error_code ec;
     size_t n = put(boost::asio::const_buffer(data.data() + used, data.size() - used), ec);
     used += n;
-    if (ec == http::error::need_more) break;
+    if (ec == http::error::need_more) {
+      problem = framingProblem(data.substr(used));
+      if (problem.status) {
+        failed_ = true;
+        return used;
+      }
+      break;
+    }
     if (ec) {
+      failed_ = true;
       if (fieldProblem_.status != 0) {
         problem = fieldProblem_;
       } else if (ec == http::error::header_limit) {
@@ -144,7 +212,10 @@ void RequestParser::on_request_impl(http::verb, boost::beast::string_view method
 void RequestParser::on_field_impl(http::field name, boost::beast::string_view nameText,
                                   boost::beast::string_view value, boost::beast::error_code& ec) {
   if (is_header_done()) return;  // a chunked trailer: nothing in it is used
-  if (request_.fields.size() >= limits_.maxFields) {
+  if (nameText.size() > limits_.maxFieldBytes) {
+    fieldProblem_ = {431, "a header field name is longer than " +
+                              std::to_string(limits_.maxFieldBytes) + " bytes"};
+  } else if (request_.fields.size() >= limits_.maxFields) {
     fieldProblem_ = {400, "more than " + std::to_string(limits_.maxFields) + " header fields"};
   } else if (value.size() > limits_.maxFieldBytes) {
     fieldProblem_ = {400, "header field " + std::string(view(nameText)) + " is longer than " +
@@ -161,6 +232,7 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
     ec = http::error::bad_value;
     return;
   }
+  if (name == http::field::host) ++hostFields_;
   if (name == http::field::transfer_encoding) transferEncodings_.emplace_back(view(value));
   if (name == http::field::expect && equalsNoCase(trimBlanks(view(value)), "100-continue"))
     request_.expectContinue = true;
@@ -168,6 +240,14 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
 }
 
 void RequestParser::on_header_impl(boost::beast::error_code& ec) {
+  // RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with
+  // more than one, is refused.
+  if (hostFields_ > 1 || (hostFields_ == 0 && request_.version >= 11)) {
+    fieldProblem_ = {400, hostFields_ > 1 ? "more than one Host header field"
+                                          : "an HTTP/1.1 request without a Host header field"};
+    ec = http::error::bad_value;
+    return;
+  }
   for (const auto& te : transferEncodings_) {
     if (transferEncodings_.size() > 1 || !isPlainChunked(te)) {
       fieldProblem_ = {501, "transfer coding '" + te + "' is not supported"};
@@ -189,7 +269,13 @@ size_t RequestParser::on_body_impl(boost::beast::string_view body, boost::beast:
 }
 
 void RequestParser::on_chunk_header_impl(uint64_t size, boost::beast::string_view,
-                                         boost::beast::error_code&) {
+                                         boost::beast::error_code& ec) {
+  if (maxBodyBytes_ != UINT64_MAX && size > maxBodyBytes_ - std::min(bodyBytes_, maxBodyBytes_)) {
+    fieldProblem_ = {413, "object is larger than max_object_size (" +
+                              std::to_string(maxBodyBytes_) + " bytes)"};
+    ec = http::error::body_limit;
+    return;
+  }
   chunkLeft_ = size;
 }
 

@@ -22,11 +22,13 @@ class BodySink {
   virtual size_t takeBody(std::string_view body) = 0;
 };
 
-// Limits applied while the header is parsed.
+// Limits applied while a request is framed. Every part of the framing is
+// bounded, so that no connection holds more than these plus one read.
 struct HeaderLimits {
-  uint32_t maxHeaderBytes = 64 * 1024;  // whole header block: 431 past it
-  size_t maxFieldBytes = 8 * 1024;      // one field's value: 400 past it
+  uint32_t maxHeaderBytes = 64 * 1024;  // whole header block, and a chunked body's trailers: 431
+  size_t maxFieldBytes = 8 * 1024;      // one field's value: 400 past it; its name: 431
   size_t maxFields = 100;
+  size_t maxChunkLineBytes = 4096;      // a chunk's size line with its extensions: 400
 };
 
 // What is wrong with a request's header, and the status that says so.
@@ -65,9 +67,16 @@ class RequestParser : public boost::beast::http::basic_parser<true> {
   // a truncated one.
   void feedEof(RequestProblem& problem);
   void setSink(BodySink* sink) { sink_ = sink; }
+  // A chunk that would take the body past `bytes` is refused (413) as soon
+  // as its size line is read.
+  void setMaxBodyBytes(uint64_t bytes) { maxBodyBytes_ = bytes; }
   // Whether the body, if any, is inside a chunk's data right now.
   bool insideChunk() const { return chunkLeft_ > 0; }
   uint64_t bodyBytes() const { return bodyBytes_; }
+  // Whether the connection may carry another request: only once this one
+  // was framed to its end without a fault. A body left unread, or a framing
+  // that went wrong, would have its bytes taken for the next request.
+  bool requestReadWhole() const { return is_done() && !failed_; }
 
  private:
   void on_request_impl(boost::beast::http::verb method, boost::beast::string_view methodText,
@@ -89,9 +98,15 @@ class RequestParser : public boost::beast::http::basic_parser<true> {
   Request& request_;
   const HeaderLimits& limits_;
   BodySink* sink_;
+  // Bytes the parser could not take yet: a chunk line or trailers too long.
+  RequestProblem framingProblem(std::string_view pending) const;
+
   RequestProblem fieldProblem_;
+  bool failed_ = false;
+  int hostFields_ = 0;
   std::vector<std::string> transferEncodings_;
   uint64_t chunkLeft_ = 0;
+  uint64_t maxBodyBytes_ = UINT64_MAX;
   uint64_t bodyBytes_ = 0;
 };
 
@@ -105,5 +120,10 @@ std::vector<std::string> transferEncodingValues(std::string_view headerBlock);
 // Whether a request line names an HTTP version this server does not speak
 // (HTTP/2.0, HTTP/9.9) rather than being malformed.
 bool namesOtherHttpVersion(std::string_view headerBlock);
+
+// Whether the first bytes of a request can still grow into a valid request
+// line (method SP target SP HTTP/d.d CRLF). Bytes that cannot are refused
+// at once rather than when the header timeout passes.
+bool requestLineCanBeValid(std::string_view start);
 
 }  // namespace server

@@ -30,7 +30,7 @@ namespace {
 
 constexpr char kTrailerMagic[] = "MOLTMETA";
 constexpr size_t kTrailerSize = 16;
-constexpr size_t kMaxMetaSize = 64 * 1024;
+constexpr size_t kMaxMetaSize = kMaxEncodedMetaBytes;
 
 std::atomic<uint64_t> uploadCounter{0};
 

@@ -88,6 +88,8 @@ std::vector<std::string> volumeChanges(const std::vector<Volume>& before,
 // "bucket/key" file name inside a volume.
 std::string objectRelativePath(const std::string& bucket, const std::string& key);
 
+// The most an object's encoded metadata may take; a PUT with more gets 400.
+constexpr size_t kMaxEncodedMetaBytes = 64 * 1024;
 std::string encodeMeta(const ObjectMeta& meta);
 ObjectMeta decodeMeta(const std::string& text);  // throws std::invalid_argument
 

@@ -139,6 +139,10 @@ class Worker : public ConnectionOwner {
 
   void connectionClosed(Connection* c) override { dead_.push_back(c); }
 
+  // SIGTERM was read and the drain starts after this turn of the loop:
+  // connections that come meanwhile are treated as the drain would.
+  void drainAsked() { drainAsked_ = true; }
+
   void collectDead() {
     for (auto* c : dead_) {
       if (!c->refused()) shared_.drain.connectionClosed();
@@ -223,6 +227,10 @@ class Worker : public ConnectionOwner {
   void acceptUpTo(Listener& listener, int most, bool balance = false) {
     for (int i = 0; i < most && listener.fd >= 0 && !acceptsPaused_ && !standby_; ++i) {
       if (balance && i > 0 && othersHaveRoom()) return;
+      // A draining worker at its cap cannot serve another connection, and a
+      // 503 would only turn a client away that the next generation, which
+      // accepts on the same sockets, can serve: it leaves it queued.
+      if ((shared_.drain.draining() || drainAsked_) && open() >= maxConnections_) return;
       int fd = accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         switch (errno) {
@@ -317,6 +325,7 @@ class Worker : public ConnectionOwner {
   int64_t acceptsPausedUntil_ = 0;
   static constexpr int64_t kFirstAcceptBackoffMs = 10;
   int64_t acceptBackoffMs_ = kFirstAcceptBackoffMs;
+  bool drainAsked_ = false;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::vector<Connection*> dead_;
@@ -326,8 +335,10 @@ class Worker : public ConnectionOwner {
 class SignalHandler : public reload::EventHandler {
  public:
   void onEvents(uint32_t) override {
-    while (auto info = signals.read())
+    while (auto info = signals.read()) {
       pending.push_back({static_cast<int>(info->ssi_signo), static_cast<pid_t>(info->ssi_pid)});
+      if (info->ssi_signo == SIGTERM && worker) worker->drainAsked();
+    }
   }
   reload::SignalFd signals;
   struct Received {
@@ -335,6 +346,7 @@ class SignalHandler : public reload::EventHandler {
     pid_t sender;
   };
   std::vector<Received> pending;
+  Worker* worker = nullptr;
 };
 
 }  // namespace
@@ -371,6 +383,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     DiskPool pool(loop, config.diskThreads);
     shared.pool = &pool;
     Worker worker(ctx, config, shared, loop);
+    signals.worker = &worker;
     worker.listen();
     worker.publishLoad();
 

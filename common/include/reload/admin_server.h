@@ -43,6 +43,15 @@ class AdminServer {
   void setListeners(const std::vector<int>& listeners);
   // Closes every connection (also from within a request's handler).
   void closeAll();
+  // Before the master's own exec, which would reset every connection it
+  // holds: accepts no more (what waits on the listeners is served by the
+  // new image, which inherits them) and answers the connections already
+  // accepted, waiting up to `budgetMs` in all (poll on those connections
+  // only) for their requests and for the answers to be taken. GET and HEAD
+  // go to the handler; anything else is answered 503, since the master
+  // cannot act on it now. Then every connection is closed: one whose client
+  // sent nothing by then gets a clean close (FIN), not a reset.
+  void finishBeforeExec(int64_t budgetMs);
   size_t connections() const { return conns_.size(); }
 
  private:
@@ -81,6 +90,7 @@ class AdminServer {
   std::map<int, std::unique_ptr<Conn>> conns_;
   FunctionTimer expiry_;
   uint64_t closings_ = 0;  // changes whenever closeAll() runs
+  bool finishing_ = false;  // in finishBeforeExec: read-only requests only
 };
 
 std::string httpReason(int status);

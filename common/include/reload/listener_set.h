@@ -57,6 +57,11 @@ class ListenerBinder {
 // Binds for real.
 ListenerBinder& systemBinder();
 
+// The Unix socket paths among `held` that this server bound itself: the
+// ones it removes when it stops (never a socket-activated one's, nor an
+// abstract address).
+std::vector<std::string> ownedUnixPaths(const std::vector<HeldListener>& held);
+
 class ListenerSet {
  public:
   explicit ListenerSet(ListenerBinder& binder) : binder_(binder) {}

@@ -18,7 +18,21 @@ struct Listener {
   std::string key;   // socketKey() of the bound socket
   std::string role;  // "public" (workers serve it) or "admin" (the master serves it)
   Fd fd;
+  // This server bound the socket (not socket activation): a Unix socket's
+  // path is its to remove. A path systemd created stays, or the socket unit
+  // would be broken for the next start.
+  bool ownsPath = true;
 };
+
+// The name of a listener in LISTEN_FDNAMES across the master's own exec:
+// its role, with ".activated" when it came from socket activation.
+std::string handoffFdName(const Listener& listener);
+// The role a handoff name gives: "admin" or "public".
+std::string roleOfHandoffFdName(const std::string& name);
+// Whether an inherited socket named `name` came from socket activation:
+// on a first start every inherited socket did; after the master's own exec
+// those it named so (see handoffFdName).
+bool fromSocketActivation(const std::string& name, bool afterExec);
 
 // Binds and listens. Throws std::system_error naming the address and the step.
 // A Unix socket path left by a dead server is removed first; one that still
@@ -35,6 +49,14 @@ std::string listeningSocketKey(int fd);
 // (getsockopt SO_ACCEPTCONN): a listening socket shut down by any of the
 // processes sharing it no longer does.
 bool stillListening(int fd);
+
+// Why listener_handoff = rebind can lose connections on this host, or ""
+// when it cannot: the old sockets are shut down once the new generation
+// serves, and the connections still in their accept queues are reset unless
+// the kernel moves them to the new sockets of the same SO_REUSEPORT group
+// (net.ipv4.tcp_migrate_req = 1, Linux 5.14 and later). `sysctlPath` is
+// that setting's file.
+std::string rebindQueueLoss(const std::string& sysctlPath = "/proc/sys/net/ipv4/tcp_migrate_req");
 
 // Sets or clears FD_CLOEXEC. Throws std::system_error.
 void setCloseOnExec(int fd, bool on);
