@@ -12,14 +12,15 @@
  * a handoff), synchronizer, validator, prober (volume checks), checker (the
  * new binary's --check-config before its exec), worker, any. Calls: fork, execve (and
  * execv), pipe2, socket, bind, listen, accept4, read, write, memfd_create,
- * open (and openat, fopen), rename, fsync, statvfs, getaddrinfo, setuid,
- * mdb_txn_begin (fails with MDB_READERS_FULL, or ERRNO).
+ * open (and openat, fopen), rename, fsync, statvfs, getaddrinfo, setuid, unlink,
+ * and the key index's LMDB calls mdb_txn_begin (MDB_READERS_FULL, as stale
+ * reader slots of killed workers give), mdb_txn_commit, mdb_cursor_get and
+ * mdb_put (EIO unless ERRNO says otherwise).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
-#include <lmdb.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -227,10 +228,42 @@ int setuid(uid_t uid) {
   return NEXT(setuid)(uid);
 }
 
-/* LMDB reports its errors as return codes, never through errno. */
-int mdb_txn_begin(MDB_env* env, MDB_txn* parent, unsigned int flags, MDB_txn** txn) {
-  if (should_fail("mdb_txn_begin")) return fault_errno ? fault_errno : MDB_READERS_FULL;
+int unlink(const char* path) {
+  if (should_fail("unlink")) return FAIL_WITH(EACCES, -1);
+  return NEXT(unlink)(path);
+}
+
+/* LMDB, declared here without its header: the shim builds without it. The
+ * calls return their error instead of setting errno. */
+#define MDB_READERS_FULL_CODE (-30790)
+struct MDB_env;
+struct MDB_txn;
+struct MDB_cursor;
+struct MDB_val;
+void mdb_txn_abort(struct MDB_txn* txn);
+
+int mdb_txn_begin(struct MDB_env* env, struct MDB_txn* parent, unsigned int flags, struct MDB_txn** txn) {
+  if (should_fail("mdb_txn_begin")) return fault_errno ? fault_errno : MDB_READERS_FULL_CODE;
   return NEXT(mdb_txn_begin)(env, parent, flags, txn);
+}
+
+int mdb_txn_commit(struct MDB_txn* txn) {
+  if (should_fail("mdb_txn_commit")) {
+    NEXT(mdb_txn_abort)(txn); /* a failed commit frees the transaction */
+    return fault_errno ? fault_errno : EIO;
+  }
+  return NEXT(mdb_txn_commit)(txn);
+}
+
+int mdb_cursor_get(struct MDB_cursor* cursor, struct MDB_val* key, struct MDB_val* data, int op) {
+  if (should_fail("mdb_cursor_get")) return fault_errno ? fault_errno : EIO;
+  return NEXT(mdb_cursor_get)(cursor, key, data, op);
+}
+
+int mdb_put(struct MDB_txn* txn, unsigned int dbi, struct MDB_val* key, struct MDB_val* data,
+            unsigned int flags) {
+  if (should_fail("mdb_put")) return fault_errno ? fault_errno : EIO;
+  return NEXT(mdb_put)(txn, dbi, key, data, flags);
 }
 
 #ifdef __cplusplus

@@ -3,15 +3,18 @@ safety, full disks and hostile input."""
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
 import unittest
+import urllib.parse
+import random
 
-from molt_probe import (Load, Moltd, SlowUpload, children_of, md5, object_files, temp_files,
-                        wait_for)
+from molt_probe import (Load, Moltd, SlowUpload, children_of, md5, object_files, session_processes,
+                        temp_files, wait_for)
 
 
 def raw_request(server, data, half_close=False, timeout=10):
@@ -43,6 +46,40 @@ def raw_request(server, data, half_close=False, timeout=10):
                 break
             body += chunk
         return int(lines[0].split()[1]), headers, body
+
+
+def stored_keys(volumes, bucket):
+    """The keys of the object files of `bucket` on `volumes`, read from
+    their trailers (the files are the truth)."""
+    keys = set()
+    for volume in volumes:
+        top = os.path.join(volume, "objects", bucket)
+        for root, _, files in os.walk(top):
+            for name in files:
+                if not name.endswith(".obj"):
+                    continue
+                with open(os.path.join(root, name), "rb") as f:
+                    data = f.read()
+                assert data[-16:-8] == b"MOLTMETA", name
+                meta = data[-16 - int(data[-8:], 16):-16].decode()
+                for line in meta.split("\n"):
+                    if line.startswith("key="):
+                        keys.add(urllib.parse.unquote_to_bytes(line[4:]).decode("utf-8", "surrogateescape"))
+    return keys
+
+
+def listed_keys(server, bucket, page=1000):
+    """Every key a listing of `bucket` returns, page by page."""
+    keys, marker = [], ""
+    while True:
+        status, _, body = server.request(
+            "GET", "/v1/%s?limit=%d&marker=%s" % (bucket, page, urllib.parse.quote(marker, safe="")))
+        assert status == 200, (status, body[:200])
+        names = [o["name"] for o in json.loads(body)]
+        if not names:
+            return keys
+        keys += names
+        marker = names[-1]
 
 
 class Api(unittest.TestCase):
@@ -225,6 +262,39 @@ class CrashSafety(unittest.TestCase):
         self.assertEqual(temp_files(server.volumes[0]), [])
         self.assertIn("removed 10 temp files", server.log_text())
 
+    def test_uploads_of_a_killed_worker_are_removed_while_serving(self):
+        """A worker SIGKILLed mid-upload leaves temp files; the running
+        server removes them (its periodic check) while an upload in flight
+        on the other worker, idle all that time, keeps its file and ends
+        with 201."""
+        server = Moltd(self, workers=2, graceful_timeout=2,
+                       extra_storage="read_only_check_interval = 1")
+        server.start()
+        workers = [w["pid"] for w in server.status()["workers"]]
+        uploads = {}
+        for i in range(40):  # until each worker holds one
+            up = SlowUpload(server, "/v1/crash/up-%d" % i, size=1024 * 1024)
+            wait_for(lambda: len(temp_files(server.volumes[0])) == i + 1, 10, "upload %d's temp file" % i)
+            name = [n for n in temp_files(server.volumes[0]) if n not in {u[1] for u in uploads.values()}][0]
+            uploads[i] = (up, name)
+            if {int(n.split(".")[0]) for _, n in uploads.values()} >= set(workers):
+                break
+        owner = lambda name: int(name.split(".")[0])
+        victim = workers[0]
+        doomed = [n for _, n in uploads.values() if owner(n) == victim]
+        kept = [(i, up, n) for i, (up, n) in uploads.items() if owner(n) != victim]
+        self.assertTrue(doomed and kept, uploads)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not set(doomed) & set(temp_files(server.volumes[0])), 30,
+                 "the killed worker's temp files to be removed")
+        self.assertIn("temp files left by interrupted uploads", server.log_text())
+        for i, up, name in kept:
+            self.assertIn(name, temp_files(server.volumes[0]))
+            self.assertEqual(up.finish()[0], 201)
+            self.assertEqual(md5(server.request("GET", "/v1/crash/up-%d" % i)[2]), md5(up.data))
+        for up, _ in uploads.values():
+            up.sock.close()
+
     def test_running_server_removes_an_abandoned_upload(self):
         server = Moltd(self, workers=1).start()
         up = SlowUpload(server, "/v1/crash/abandoned", size=4 * 1024 * 1024)
@@ -338,6 +408,226 @@ class BadInput(unittest.TestCase):
         self.assertEqual(sorted(w["pid"] for w in st["workers"]), workers_before)
         self.assertEqual(st["worker_restarts"], 0)
         self.assertEqual(temp_files(server.volumes[0]), [])
+
+
+class IndexCrash(unittest.TestCase):
+    ROUNDS = 20
+    OPS = 200
+    CLIENTS = 8
+
+    def test_listings_and_files_agree_after_kills_at_random_moments(self):
+        """SIGKILL of the whole process group while 200 PUTs and DELETEs of
+        the same and of different keys run through two workers onto two
+        volumes; after each restart the listing names exactly the objects
+        whose files exist, and the start-up check had nothing to repair."""
+        server = Moltd(self, workers=2, volumes=2)
+        rng = random.Random(int(os.environ.get("MOLT_CRASH_SEED", "0")) or None)
+        seed_note = []
+        started = time.monotonic()
+        for round_no in range(self.ROUNDS):
+            log_mark = len(server.log_text()) if os.path.exists(server.log) else 0
+            server.start()
+            repair_log = server.log_text()[log_mark:]
+            self.assertNotIn("disagreed with its files", repair_log, "round %d" % round_no)
+            self.assertNotIn("cannot check the key index", repair_log, "round %d" % round_no)
+            # Agreement with what the last round's kill left.
+            self.assertEqual(sorted(listed_keys(server, "crash")),
+                             sorted(stored_keys(server.volumes, "crash")), "round %d" % round_no)
+            done = [0]
+            lock = threading.Lock()
+            stop = threading.Event()
+            kill_after = rng.randint(5, self.OPS - 5)
+
+            def client(index):
+                own = random.Random(rng.random())
+                conn = None
+                for i in range(self.OPS // self.CLIENTS):
+                    if stop.is_set():
+                        return
+                    shared = own.random() < 0.7
+                    key = "same-%d" % own.randint(0, 2) if shared else "r%d-c%d-%d" % (
+                        round_no, index, own.randint(0, 6))
+                    method = "PUT" if own.random() < 0.6 else "DELETE"
+                    try:
+                        conn = conn or http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                        conn.request(method, "/v1/crash/" + key,
+                                     body=os.urandom(own.randint(0, 3000)) if method == "PUT" else None)
+                        conn.getresponse().read()
+                    except (OSError, http.client.HTTPException):
+                        conn = None
+                        if stop.is_set():
+                            return
+                    with lock:
+                        done[0] += 1
+
+            threads = [threading.Thread(target=client, args=(c,)) for c in range(self.CLIENTS)]
+            for t in threads:
+                t.start()
+            wait_for(lambda: done[0] >= kill_after, 30, "%d requests to be answered" % kill_after)
+            os.killpg(server.pid, signal.SIGKILL)
+            stop.set()
+            server.proc.wait()
+            wait_for(lambda: not session_processes(server.pid), 10, "every process to be gone")
+            for t in threads:
+                t.join(15)
+            seed_note.append(kill_after)
+        server.start()
+        self.assertNotIn("disagreed with its files", server.log_text())
+        self.assertEqual(sorted(listed_keys(server, "crash")),
+                         sorted(stored_keys(server.volumes, "crash")))
+        print("\n%d rounds in %.1fs, killed after %s requests" % (
+            self.ROUNDS, time.monotonic() - started, seed_note))
+
+
+class IndexRepair(unittest.TestCase):
+    def test_start_repairs_an_index_that_misses_an_object(self):
+        """An object file without its entry (planted: the index from before
+        its PUT put back) is indexed again at start, and the log says so."""
+        server = Moltd(self, workers=1).start()
+        for key in ("a", "b"):
+            self.assertEqual(server.request("PUT", "/v1/fix/" + key, body=b"x")[0], 201)
+        self.assertEqual(server.stop(), 0)
+        index = os.path.join(server.volumes[0], "index")
+        saved = os.path.join(server.dir, "index-before")
+        shutil.copytree(index, saved)
+        server.start()
+        self.assertEqual(server.request("PUT", "/v1/fix/planted", body=b"p")[0], 201)
+        self.assertEqual(server.request("DELETE", "/v1/fix/a")[0], 204)
+        self.assertEqual(server.stop(), 0)
+        shutil.rmtree(index)
+        shutil.copytree(saved, index)
+        server.start()
+        log = server.log_text()
+        self.assertIn("disagreed with its files: 1 objects were not indexed; repaired", log)
+        self.assertIn("dropped 1 entries whose objects are gone", log)
+        self.assertEqual(listed_keys(server, "fix"), ["b", "planted"])
+        self.assertEqual(sorted(stored_keys(server.volumes, "fix")), ["b", "planted"])
+
+    def test_damaged_index_is_rebuilt_from_the_files(self):
+        """A data.mdb overwritten with garbage: the volume's index is
+        rebuilt at start, every PUT succeeds and the listing is whole."""
+        server = Moltd(self, workers=2, volumes=2).start()
+        keys = ["k%02d" % i for i in range(20)]
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/dmg/" + key, body=key.encode())[0], 201)
+        self.assertEqual(server.stop(), 0)
+        damaged = os.path.join(server.volumes[1], "index", "data.mdb")
+        size = os.path.getsize(damaged)
+        with open(damaged, "r+b") as f:
+            f.write(os.urandom(min(size, 16384)))
+        server.start()
+        log = server.log_text()
+        self.assertIn("key index of %s was damaged" % server.volumes[1], log)
+        self.assertTrue(all(v["writable"] for v in server.status()["volumes"]), server.status()["volumes"])
+        self.assertEqual(listed_keys(server, "dmg"), keys)
+        for i in range(20):
+            self.assertEqual(server.request("PUT", "/v1/dmg/new%02d" % i, body=b"n")[0], 201)
+        self.assertEqual(listed_keys(server, "dmg"), sorted(keys + ["new%02d" % i for i in range(20)]))
+        self.assertTrue(os.path.isdir(os.path.join(server.volumes[1], "index.damaged")))
+
+
+class LongKeys(unittest.TestCase):
+    def test_keys_up_to_1024_bytes(self):
+        """1024-byte keys (README's bound) are stored, listed in order (also
+        those that share their first 400 bytes), paged and deleted; 1025
+        bytes get 400."""
+        server = Moltd(self, workers=2, volumes=2).start()
+        base = "p" * 600
+        keys = sorted([base + "%s" % c * 424 for c in "zyxa"] + ["k" * 1024, "short", base[:400]])
+        self.assertTrue(all(len(k) <= 1024 for k in keys))
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/long/" + key, body=key[-8:].encode())[0], 201, len(key))
+        self.assertEqual(server.request("GET", "/v1/long/" + keys[-1])[0], 200)
+        self.assertEqual(listed_keys(server, "long"), keys)
+        self.assertEqual(listed_keys(server, "long", page=1), keys)
+        names = lambda q: [o["name"] for o in json.loads(server.request("GET", "/v1/long?" + q)[2])]
+        self.assertEqual(names("prefix=" + base + "y"), [k for k in keys if k.startswith(base + "y")])
+        self.assertEqual(names("marker=" + keys[2] + "&limit=2"), keys[3:5])
+        self.assertEqual(server.request("PUT", "/v1/long/" + "k" * 1025, body=b"x")[0], 400)
+        self.assertEqual(server.request("DELETE", "/v1/long/" + "k" * 1024)[0], 204)
+        keys.remove("k" * 1024)
+        self.assertEqual(listed_keys(server, "long"), keys)
+
+    def test_volume_from_before_the_index_with_a_long_key(self):
+        server = Moltd(self, workers=1).start()
+        key = "q" * 1000
+        self.assertEqual(server.request("PUT", "/v1/old/" + key, body=b"v")[0], 201)
+        self.assertEqual(server.request("PUT", "/v1/old/a", body=b"v")[0], 201)
+        self.assertEqual(server.stop(), 0)
+        shutil.rmtree(os.path.join(server.volumes[0], "index"))  # as before the index came in
+        server.start()
+        self.assertEqual(listed_keys(server, "old"), ["a", key])
+        self.assertNotIn("listing scans", server.log_text())
+        # The build finished: a restart's check finds a complete index that
+        # agrees with the files, so it has nothing to say.
+        self.assertEqual(server.stop(), 0)
+        server.start()
+        self.assertNotIn("key index of", server.log_text())
+        self.assertEqual(listed_keys(server, "old", page=1), ["a", key])
+
+
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class StoreFaults(unittest.TestCase):
+    """One failing call in a worker's store work ends that request (a true
+    answer: 500, 503, or the work done another way) and nothing else: the
+    worker, its other connections and later requests are untouched."""
+
+    def run_case(self, spec, action, volumes=1):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1, volumes=volumes)
+        env, arm, fired = fault_env(server, spec)
+        server.start(env=env)
+        for key in ("a", "b", "c"):
+            self.assertEqual(server.request("PUT", "/v1/f/" + key, body=key.encode() * 10)[0], 201)
+        worker = server.status()["workers"][0]["pid"]
+        bystander = server.connection()
+        bystander.request("GET", "/v1/f/a")
+        self.assertEqual(bystander.getresponse().read(), b"a" * 10)
+        open(arm, "w").close()
+        action(server)
+        self.assertTrue(os.path.exists(fired), "the fault %s never fired" % spec)
+        os.unlink(arm)
+        bystander.request("GET", "/v1/f/b")
+        self.assertEqual(bystander.getresponse().read(), b"b" * 10)
+        bystander.close()
+        st = server.status()
+        self.assertEqual([w["pid"] for w in st["workers"]], [worker])
+        self.assertEqual(st["worker_restarts"], 0)
+        self.assertEqual(listed_keys(server, "f"), sorted(stored_keys(server.volumes, "f")))
+        return server
+
+    def test_index_read_fails_mid_listing(self):
+        def act(server):
+            self.assertEqual(listed_keys(server, "f"), ["a", "b", "c"])
+        server = self.run_case("mdb_cursor_get:worker:1", act)
+        self.assertIn("listing scans", server.log_text())
+
+    def test_reader_table_full(self):
+        def act(server):
+            self.assertEqual(server.request("PUT", "/v1/f/d", body=b"d")[0], 201)
+        self.run_case("mdb_txn_begin:worker:1", act)
+
+    def test_index_commit_fails(self):
+        def act(server):
+            status, _, body = server.request("PUT", "/v1/f/new", body=b"n")
+            self.assertEqual(status, 500, body)
+            self.assertNotIn(b"mdb", body)
+            self.assertEqual(server.request("GET", "/v1/f/new")[0], 404)
+            self.assertEqual(server.request("PUT", "/v1/f/new", body=b"n")[0], 201)
+        self.run_case("mdb_txn_commit:worker:1", act)
+
+    def test_copy_that_cannot_be_removed_fails_the_delete(self):
+        def act(server):
+            status, _, body = server.request("DELETE", "/v1/f/c")
+            self.assertEqual(status, 503, body)
+            self.assertEqual(server.request("GET", "/v1/f/c")[2], b"c" * 10)
+        server = self.run_case("unlink:worker:1", act)
+        self.assertIn("DELETE of c/", server.log_text().replace("f/c", "c/"))
+        self.assertEqual(server.request("DELETE", "/v1/f/c")[0], 204)
+        self.assertEqual(server.request("GET", "/v1/f/c")[0], 404)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,21 @@ BOOST_AUTO_TEST_CASE(every_problem_is_reported_at_once) {
   BOOST_TEST(e.find("[storage] volumes: set volumes or volume_glob") != std::string::npos, e);
 }
 
+BOOST_AUTO_TEST_CASE(volume_glob_must_start_with_a_fixed_directory) {
+  // Every way of putting a pattern in the first component is refused, and
+  // the same pattern one directory down is accepted.
+  for (std::string pattern : {"*", "?", "[a-z]", "x*", "*x", "a?b", "[v]ol", "\\*"}) {
+    BOOST_TEST(!server::volumeGlobProblem("/" + pattern).empty(), pattern);
+    BOOST_TEST(!server::volumeGlobProblem("/" + pattern + "/data").empty(), pattern);
+    BOOST_TEST(server::volumeGlobProblem("/srv/" + pattern).empty(), pattern);
+  }
+  for (std::string bad : {"/", "//*", "/./*", "/../*", "relative/*"})
+    BOOST_TEST(!server::volumeGlobProblem(bad).empty(), bad);
+  std::string e = errorsOf("[storage]\nvolume_glob = /*\n");
+  BOOST_TEST(e.find("[storage] volume_glob: '/*' matches directories at the file system root") !=
+                 std::string::npos, e);
+}
+
 BOOST_AUTO_TEST_CASE(admin_may_not_share_a_public_address) {
   std::string e = errorsOf("[server]\nbind = 127.0.0.1:9000\n[admin]\nbind = 127.0.0.1:9000\n[storage]\nvolumes = /srv\n");
   BOOST_TEST(e.find("[admin] bind: '127.0.0.1:9000' is also a [server] bind address") != std::string::npos, e);

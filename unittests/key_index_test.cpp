@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/test/unit_test.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -142,6 +143,83 @@ BOOST_AUTO_TEST_CASE(a_volume_with_objects_but_no_index_gets_one) {
     struct stat st {};
     BOOST_TEST(stat((v + "/index/data.mdb").c_str(), &st) == 0);
   }
+}
+
+
+// A damaged data.mdb met by a running store (a volume it opens): the index
+// is rebuilt from the files; the volume is unhealthy while the rebuild's
+// marker is there, and writes and listings go on.
+BOOST_AUTO_TEST_CASE(a_damaged_index_is_rebuilt_when_the_volume_opens) {
+  Volumes vols(1);
+  std::string vol = vols.settings.volumes[0];
+  {
+    server::ObjectStore store(vols.settings);
+    for (const char* key : {"a", "b", "c"}) put(store, "bucket", key);
+  }
+  {
+    FILE* f = std::fopen((vol + "/index/data.mdb").c_str(), "r+b");
+    BOOST_REQUIRE(f);
+    std::string garbage(8192, '\x5a');
+    BOOST_REQUIRE(std::fwrite(garbage.data(), 1, garbage.size(), f) == garbage.size());
+    std::fclose(f);
+  }
+  BOOST_CHECK_THROW(server::KeyIndex index(vol), server::IndexDamaged);
+  server::ObjectStore store(vols.settings);
+  put(store, "bucket", "d");
+  BOOST_TEST(names(store, "bucket", "", "", 10) == std::vector<std::string>({"a", "b", "c", "d"}));
+  struct stat st {};
+  BOOST_TEST(stat((vol + "/index.damaged/data.mdb").c_str(), &st) == 0);
+  BOOST_TEST(!server::ObjectStore::rebuildPending(vol));
+  BOOST_TEST(server::scanVolumes(vols.settings).at(0).writable);
+}
+
+BOOST_AUTO_TEST_CASE(a_rebuild_cut_short_marks_the_volume_and_is_redone) {
+  Volumes vols(1);
+  std::string vol = vols.settings.volumes[0];
+  {
+    server::ObjectStore store(vols.settings);
+    for (const char* key : {"a", "b"}) put(store, "bucket", key);
+  }
+  std::fclose(std::fopen((vol + "/index.rebuilding").c_str(), "w"));  // a crash mid-rebuild
+  auto scanned = server::scanVolumes(vols.settings).at(0);
+  BOOST_TEST(!scanned.writable);
+  BOOST_TEST(scanned.problem.find("key index") != std::string::npos, scanned.problem);
+  auto lines = server::ObjectStore::repairIndexes(server::scanVolumes(vols.settings));
+  BOOST_REQUIRE(lines.size() == 1u);
+  BOOST_TEST(lines[0].find("rebuilt from its files") != std::string::npos, lines[0]);
+  BOOST_TEST(server::scanVolumes(vols.settings).at(0).writable);
+  server::ObjectStore store(vols.settings);
+  BOOST_TEST(names(store, "bucket", "", "", 10) == std::vector<std::string>({"a", "b"}));
+}
+
+// Long keys: the bounded entries keep the order of the full keys, also
+// among keys that share the prefix the entry keeps, from any marker.
+BOOST_AUTO_TEST_CASE(long_keys_list_in_order_from_every_marker) {
+  Volumes vols(1);
+  server::KeyIndex index(vols.settings.volumes[0]);
+  std::string base(server::KeyIndex::kEntryKeyPrefix, 'p');
+  std::vector<std::string> keys = {base.substr(0, 10), base, base + "a", base + "b" + std::string(600, 'z'),
+                                   base + "b", base + "\xff", base + "c", std::string(1024, 'q'),
+                                   base.substr(0, 399) + "q" + std::string(600, 'a'), "a", "z"};
+  for (int i = 0; i < 30; ++i) keys.push_back(base + std::to_string(i * 7919 % 1000));
+  for (const auto& k : keys) index.add("bk", k);
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  BOOST_TEST(index.keysAfter("bk", "", "", 1000) == keys);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::vector<std::string> rest(keys.begin() + static_cast<long>(i) + 1, keys.end());
+    BOOST_TEST(index.keysAfter("bk", keys[i], "", 1000) == rest, i);
+    std::vector<std::string> two(rest.begin(), rest.begin() + static_cast<long>(std::min<size_t>(2, rest.size())));
+    BOOST_TEST(index.keysAfter("bk", keys[i], "", 2) == two, i);
+  }
+  for (const std::string& prefix : {base, base + "b", base + "1", std::string("q"), base.substr(0, 399) + "q"}) {
+    std::vector<std::string> want;
+    for (const auto& k : keys)
+      if (k.compare(0, prefix.size(), prefix) == 0) want.push_back(k);
+    BOOST_TEST(index.keysAfter("bk", "", prefix, 1000) == want, prefix.size());
+  }
+  index.remove("bk", base + "b" + std::string(600, 'z'));
+  BOOST_TEST(index.keysAfter("bk", base + "b", "", 1).at(0) == base + "c");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

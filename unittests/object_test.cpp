@@ -1,4 +1,6 @@
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -6,10 +8,13 @@
 #include <filesystem>
 #include <cstdlib>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "http_handlers.h"
 #include "object_key.h"
+#include "moltd_service.h"
 #include "object_store.h"
 
 BOOST_AUTO_TEST_SUITE(ObjectTest)
@@ -27,6 +32,16 @@ BOOST_AUTO_TEST_CASE(key_validation) {
   BOOST_TEST(server::bucketProblem("my-bucket_1.x") == "");
   BOOST_TEST(server::bucketProblem("..") == "bucket name may not be '.' or '..'");
   BOOST_TEST(server::bucketProblem("has/slash") == "bucket names use letters, digits, '-', '_' and '.' only");
+}
+
+BOOST_AUTO_TEST_CASE(metrics_label_values_are_escaped) {
+  // Every byte: the three the format names are escaped, the rest kept.
+  for (int c = 1; c < 256; ++c) {
+    std::string in(1, static_cast<char>(c));
+    std::string want = c == '\\' ? "\\\\" : c == '"' ? "\\\"" : c == '\n' ? "\\n" : in;
+    BOOST_TEST(server::prometheusLabelValue(in) == want, c);
+  }
+  BOOST_TEST(server::prometheusLabelValue("/srv/a\"} 1\nfake 2") == "/srv/a\\\"} 1\\nfake 2");
 }
 
 BOOST_AUTO_TEST_CASE(percent_coding) {
@@ -91,6 +106,11 @@ BOOST_AUTO_TEST_CASE(metadata_round_trip) {
   BOOST_CHECK_THROW(server::decodeMeta("key=k\nsize=-1\n"), std::invalid_argument);
   BOOST_CHECK_THROW(server::decodeMeta("key=k\ntimestamp=1e999\n"), std::invalid_argument);
   BOOST_CHECK_THROW(server::decodeMeta("key=k\ntimestamp=5x\n"), std::invalid_argument);
+  // Out of the range a time in microseconds can hold: damage, not a cast.
+  for (const char* ts : {"1e19", "1e11", "9.3e12", "-1", "-1e19", "18446744073709551616"})
+    BOOST_CHECK_THROW(server::decodeMeta(std::string("key=k\ntimestamp=") + ts + "\n"),
+                      std::invalid_argument);
+  BOOST_TEST(server::decodeMeta("key=k\ntimestamp=99999999999\n").timestamp == 99999999999.0);
 }
 
 // Adding a fifth volume moves about a fifth of the keys, and every moved key
@@ -237,6 +257,123 @@ BOOST_AUTO_TEST_CASE(overwrite_on_another_volume_removes_the_old_copy) {
   BOOST_TEST(objectFilesOn(a) == 0u);
   BOOST_TEST(objectFilesOn(b) == 1u);
   BOOST_TEST(readAll(*store.open("bucket", key)) == "second");
+}
+
+
+// An upload placed on a volume the test chooses, written at `timestamp`.
+std::unique_ptr<server::Upload> uploadOn(server::ObjectStore& store, const std::string& volume,
+                                         const std::string& key, const std::string& data) {
+  std::string tmp = volume + "/tmp";
+  mkdir(tmp.c_str(), 0755);
+  std::string path = tmp + "/test-" + key + "-" + std::to_string(rand()) + ".tmp";
+  reload::Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  BOOST_REQUIRE(fd);
+  auto up = std::make_unique<server::Upload>(store, volume, "bucket", key, path, std::move(fd));
+  up->write(data.data(), data.size());
+  return up;
+}
+
+server::ObjectMeta metaAt(const std::string& key, size_t size, double timestamp) {
+  server::ObjectMeta meta;
+  meta.key = key;
+  meta.size = size;
+  meta.etag = "e";
+  meta.timestamp = timestamp;
+  return meta;
+}
+
+// The preferred volume holds a copy older than the one on the other volume
+// (one that could not be removed when the newer one was placed): reads
+// take the newer.
+BOOST_AUTO_TEST_CASE(reads_take_the_newest_copy_not_the_preferred_one) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  std::string key = "k";
+  auto order = vols.settings.volumes;
+  if (server::rendezvousScore(order[1], "bucket", key) > server::rendezvousScore(order[0], "bucket", key))
+    std::swap(order[0], order[1]);
+  // The stale copy a failed unlink leaves: an older write on the preferred
+  // volume, kept aside while the newer one is placed, then put back.
+  std::string rel = server::objectRelativePath("bucket", key);
+  uploadOn(store, order[0], key, "old")->commit(metaAt(key, 3, 1000));
+  std::filesystem::rename(order[0] + "/" + rel, order[0] + "/aside");
+  uploadOn(store, order[1], key, "new")->commit(metaAt(key, 3, 2000));
+  std::filesystem::rename(order[0] + "/aside", order[0] + "/" + rel);
+  BOOST_TEST(objectFilesOn(order[0]) + objectFilesOn(order[1]) == 2u);
+  auto obj = store.open("bucket", key);
+  BOOST_REQUIRE(obj);
+  BOOST_TEST(readAll(*obj) == "new");
+  BOOST_TEST(obj->volume == order[1]);
+  std::optional<server::OpenObject> cached;
+  auto attempt = store.tryOpenCached("bucket", key, cached, true);
+  if (attempt == server::ObjectStore::Attempt::kFound) BOOST_TEST(cached->data == "new");
+}
+
+// Two PUTs of one key placed on different volumes (workers that see the
+// volumes differently): the one committed last but written first must not
+// remove the newer copy, or both clients get 201 for an object read back
+// old, or not at all.
+BOOST_AUTO_TEST_CASE(a_commit_never_removes_a_newer_copy) {
+  TempVolumes vols;
+  const std::string& a = vols.settings.volumes[0];
+  const std::string& b = vols.settings.volumes[1];
+  server::ObjectStore first(vols.settings), second(vols.settings);
+  auto older = uploadOn(first, a, "k", "older");
+  auto newer = uploadOn(second, b, "k", "newer");
+  newer->commit(metaAt("k", 5, 2000));
+  older->commit(metaAt("k", 5, 1000));
+  BOOST_TEST(objectFilesOn(b) == 1u);
+  auto obj = first.open("bucket", "k");
+  BOOST_REQUIRE(obj);
+  BOOST_TEST(readAll(*obj) == "newer");
+  // And the other way round the older copy goes.
+  auto newest = uploadOn(first, a, "k", "newest");
+  newest->commit(metaAt("k", 6, 3000));
+  BOOST_TEST(objectFilesOn(b) == 0u);
+  BOOST_TEST(readAll(*second.open("bucket", "k")) == "newest");
+}
+
+
+// A process with the PID of a dead one that left uploads behind: its own
+// temp files never collide with theirs.
+BOOST_AUTO_TEST_CASE(uploads_do_not_collide_with_leftovers_of_a_reused_pid) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  for (const auto& v : vols.settings.volumes) {
+    std::filesystem::create_directories(v + "/tmp");
+    for (int i = 0; i < 64; ++i) {
+      std::string name = v + "/tmp/" + std::to_string(getpid()) + "." + std::to_string(i) + ".tmp";
+      std::fclose(std::fopen(name.c_str(), "w"));
+    }
+  }
+  for (int i = 0; i < 64; ++i) put(store, "k" + std::to_string(i), "data");
+  for (int i = 0; i < 64; ++i) BOOST_TEST(readAll(*store.open("bucket", "k" + std::to_string(i))) == "data");
+}
+
+// While workers serve, only temp files nobody holds and older than the
+// grace period go: a live upload's file stays, however idle.
+BOOST_AUTO_TEST_CASE(cleaning_while_serving_spares_live_uploads) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  auto live = store.beginUpload("bucket", "live");
+  live->write("partial", 7);
+  std::string tmp = live->volume() + "/tmp";
+  std::string dead = tmp + "/1.dead.0.tmp", young = tmp + "/1.young.0.tmp";
+  std::fclose(std::fopen(dead.c_str(), "w"));
+  std::fclose(std::fopen(young.c_str(), "w"));
+  // Everything but the young file is made older than the grace period.
+  struct timeval old[2] = {{time(nullptr) - 60, 0}, {time(nullptr) - 60, 0}};
+  for (const auto& entry : std::filesystem::directory_iterator(tmp))
+    if (entry.path() != young) BOOST_REQUIRE(utimes(entry.path().c_str(), old) == 0);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes(), true) == 1u);
+  BOOST_TEST(access(dead.c_str(), F_OK) != 0);
+  BOOST_TEST(access(young.c_str(), F_OK) == 0);
+  server::ObjectMeta meta;
+  meta.key = "live";
+  meta.size = 7;
+  meta.etag = "e";
+  live->commit(meta);
+  BOOST_TEST(readAll(*store.open("bucket", "live")) == "partial");
 }
 
 BOOST_AUTO_TEST_CASE(an_abandoned_upload_leaves_nothing) {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "object_store.h"
 #include "reload/log.h"
 #include "reload/sys_error.h"
 
@@ -32,10 +33,10 @@ DiskPool::~DiskPool() {
   for (auto& t : threads_) t.join();
 }
 
-void DiskPool::submit(std::function<void()> work, std::function<void()> done) {
+void DiskPool::submit(std::function<void()> work, std::function<void()> done, Failed failed) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    tasks_.push_back(Task{std::move(work), std::move(done)});
+    tasks_.push_back(Task{std::move(work), std::move(done), std::move(failed)});
   }
   ready_.notify_one();
 }
@@ -55,12 +56,32 @@ void DiskPool::run() {
       task = std::move(tasks_.front());
       tasks_.pop_front();
     }
-    task.work();
+    std::function<void()> next = std::move(task.done);
+    int status = 0;
+    std::string text;
+    try {
+      task.work();
+    } catch (const StoreError& e) {
+      status = e.status();
+      text = e.what();
+    } catch (const std::exception& e) {
+      status = 500;
+      text = e.what();
+    } catch (...) {
+      status = 500;
+      text = "an exception of unknown type";
+    }
+    if (status != 0) {
+      MOLT_LOG(kError) << "a disk task failed (answered " << status << "): " << text;
+      if (status == 500) text = "internal error; the server log has the details";
+      if (task.failed)
+        next = [failed = std::move(task.failed), status, text] { failed(status, text); };
+    }
     bool first;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       first = finished_.empty();
-      finished_.push_back(std::move(task.done));
+      finished_.push_back(std::move(next));
     }
     if (first) {
       uint64_t one = 1;

@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -24,8 +25,13 @@ class DiskPool : public reload::EventHandler {
  public:
   DiskPool(reload::EventLoop& loop, int threads);
   ~DiskPool() override;
-  // `work` runs on a pool thread; `done` then runs on the loop.
-  void submit(std::function<void()> work, std::function<void()> done);
+  // What a failed task's request is answered with.
+  using Failed = std::function<void(int status, const std::string& text)>;
+  // `work` runs on a pool thread; `done` then runs on the loop. A `work`
+  // that throws is logged and ends there: `failed` runs instead of `done`
+  // (with the StoreError's status and text, or 500), or `done` when no
+  // `failed` is given. Nothing else is touched: the pool and the loop go on.
+  void submit(std::function<void()> work, std::function<void()> done, Failed failed = {});
   size_t queued() const;
   void onEvents(uint32_t events) override;
 
@@ -33,6 +39,7 @@ class DiskPool : public reload::EventHandler {
   struct Task {
     std::function<void()> work;
     std::function<void()> done;
+    Failed failed;
   };
   void run();
 

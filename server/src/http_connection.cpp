@@ -339,27 +339,31 @@ bool Connection::refuseIfReadOnly() {
 
 void Connection::submitDisk(std::function<void()> work, std::function<void()> done) {
   ++pendingDisk_;
-  auto failure = std::make_shared<std::string>();
   shared_.pool->submit(
-      [work = std::move(work), failure] {
-        try {
-          work();
-        } catch (const std::exception& e) {
-          *failure = e.what();
-          if (failure->empty()) *failure = "an exception without a message";
-        } catch (...) {
-          *failure = "an exception that is not a std::exception";
-        }
-      },
-      [this, next = std::move(done), failure] {
+      std::move(work),
+      [this, next = std::move(done)] {
         --pendingDisk_;
         if (phase_ == Phase::kClosed) {
           if (pendingDisk_ == 0) owner_.connectionClosed(this);
           return;
         }
         guarded([&] {
-          if (!failure->empty()) throw std::runtime_error("disk work: " + *failure);
           next();
+          advance();
+        });
+      },
+      // A store step that threw (the pool logged it): this request ends
+      // with that answer, or, mid-answer, with the connection.
+      [this](int status, const std::string& text) {
+        --pendingDisk_;
+        if (phase_ == Phase::kClosed) {
+          if (pendingDisk_ == 0) owner_.connectionClosed(this);
+          return;
+        }
+        guarded([&] {
+          if (phase_ != Phase::kWaitDisk) return cut();
+          closeAfter_ = true;
+          sendText(status, text);
           advance();
         });
       });

@@ -3,17 +3,29 @@
 #include <lmdb.h>
 #include <sys/stat.h>
 
-#include <system_error>
+#include <Poco/MD5Engine.h>
+
+#include <algorithm>
+#include <string_view>
 
 namespace server {
 namespace {
 
 constexpr char kCompleteMarker[] = "\x01index-complete";  // no bucket name starts with \x01
 constexpr size_t kMapSize = size_t{64} << 30;           // address space only; the file grows as used
+constexpr size_t kHashBytes = 16;                       // MD5 of a long key
+constexpr size_t kLongEntryKey = KeyIndex::kEntryKeyPrefix + kHashBytes;
+
+bool damage(int rc) {
+  return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
+         rc == MDB_VERSION_MISMATCH;
+}
 
 [[noreturn]] void fail(int rc, const std::string& what) {
   // LMDB returns errno values for system errors and its own codes otherwise.
   if (rc > 0) throw std::system_error(rc, std::generic_category(), what);
+  if (damage(rc))
+    throw IndexDamaged(EIO, std::generic_category(), what + ": " + mdb_strerror(rc));
   throw std::system_error(EIO, std::generic_category(), what + ": " + mdb_strerror(rc));
 }
 
@@ -21,25 +33,61 @@ void check(int rc, const std::string& what) {
   if (rc != MDB_SUCCESS) fail(rc, what);
 }
 
-std::string entry(const std::string& bucket, const std::string& key) {
+std::string head(const std::string& bucket) {
   std::string e = bucket;
   e += '\0';
-  e += key;
   return e;
 }
+
+// The LMDB key of an entry: the key itself, or for a long key its first
+// kEntryKeyPrefix bytes and its hash. Only a long key gives an entry of
+// kLongEntryKey bytes after the bucket: short keys have at most
+// kEntryKeyPrefix.
+std::string entry(const std::string& bucket, const std::string& key) {
+  std::string e = head(bucket);
+  if (key.size() <= KeyIndex::kEntryKeyPrefix) return e + key;
+  Poco::MD5Engine md5;
+  md5.update(key);
+  const auto& digest = md5.digest();
+  e.append(key, 0, KeyIndex::kEntryKeyPrefix);
+  e.append(digest.begin(), digest.end());
+  return e;
+}
+
+bool isLong(std::string_view rest) { return rest.size() == kLongEntryKey; }
 
 MDB_val value(const std::string& s) {
   return MDB_val{s.size(), const_cast<char*>(s.data())};
 }
 
+std::string_view view(const MDB_val& v) {
+  return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+// The value stored with an entry: nothing, or the whole of a long key.
+std::string entryValue(const std::string& key) {
+  return key.size() <= KeyIndex::kEntryKeyPrefix ? std::string() : key;
+}
+
 class Txn {
  public:
   Txn(MDB_env* env, bool write) {
-    check(mdb_txn_begin(env, nullptr, write ? 0 : MDB_RDONLY, &txn_), "mdb_txn_begin");
+    unsigned flags = write ? 0 : MDB_RDONLY;
+    int rc = mdb_txn_begin(env, nullptr, flags, &txn_);
+    if (rc == MDB_READERS_FULL) {
+      // Slots of readers that died (a SIGKILLed worker) are held until
+      // someone clears them.
+      int dead = 0;
+      check(mdb_reader_check(env, &dead), "clear stale readers of the key index");
+      rc = mdb_txn_begin(env, nullptr, flags, &txn_);
+    }
+    check(rc, "mdb_txn_begin");
   }
   ~Txn() {
     if (txn_) mdb_txn_abort(txn_);
   }
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
   void commit() {
     int rc = mdb_txn_commit(txn_);
     txn_ = nullptr;
@@ -50,6 +98,32 @@ class Txn {
  private:
   MDB_txn* txn_ = nullptr;
 };
+
+class Cursor {
+ public:
+  Cursor(MDB_txn* txn, MDB_dbi dbi) { check(mdb_cursor_open(txn, dbi, &cursor_), "mdb_cursor_open"); }
+  ~Cursor() { mdb_cursor_close(cursor_); }
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  MDB_cursor* get() const { return cursor_; }
+
+ private:
+  MDB_cursor* cursor_ = nullptr;
+};
+
+bool present(MDB_txn* txn, MDB_dbi dbi, const std::string& k) {
+  MDB_val kv = value(k), found{};
+  int rc = mdb_get(txn, dbi, &kv, &found);
+  if (rc == MDB_NOTFOUND) return false;
+  check(rc, "read key index");
+  return true;
+}
+
+void put(MDB_txn* txn, MDB_dbi dbi, const std::string& bucket, const std::string& key) {
+  std::string k = entry(bucket, key), v = entryValue(key);
+  MDB_val kv = value(k), vv = value(v);
+  check(mdb_put(txn, dbi, &kv, &vv, 0), "index " + bucket + "/" + key);
+}
 
 }  // namespace
 
@@ -63,11 +137,16 @@ KeyIndex::KeyIndex(const std::string& volume) {
     check(mdb_env_set_maxreaders(env_, 1024), "mdb_env_set_maxreaders");
     // NOTLS: read transactions run on whichever disk-pool thread takes the work.
     check(mdb_env_open(env_, dir.c_str(), MDB_NOTLS, 0644), "open key index " + dir);
+    int dead = 0;
+    check(mdb_reader_check(env_, &dead), "clear stale readers of " + dir);
     Txn txn(env_, true);
     MDB_dbi dbi;
     check(mdb_dbi_open(txn.get(), nullptr, 0, &dbi), "mdb_dbi_open");
     txn.commit();
     dbi_ = dbi;
+    struct stat st {};
+    if (stat(dir.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat " + dir);
+    directoryInode_ = st.st_ino;
   } catch (...) {
     mdb_env_close(env_);
     throw;
@@ -78,37 +157,61 @@ KeyIndex::~KeyIndex() { mdb_env_close(env_); }
 
 void KeyIndex::add(const std::string& bucket, const std::string& key) {
   Txn txn(env_, true);
-  std::string k = entry(bucket, key);
-  MDB_val kv = value(k), empty{0, nullptr}, found{};
   // A key already indexed (an object written again) needs no commit, and so
   // no sync of the index while every writer waits for its lock.
-  if (mdb_get(txn.get(), dbi_, &kv, &found) == MDB_SUCCESS) return;
-  check(mdb_put(txn.get(), dbi_, &kv, &empty, 0), "index " + bucket + "/" + key);
+  if (present(txn.get(), dbi_, entry(bucket, key))) return;
+  put(txn.get(), dbi_, bucket, key);
   txn.commit();
+}
+
+void KeyIndex::placeIndexed(const std::string& bucket, const std::string& key,
+                            const std::function<void()>& place) {
+  std::string k = entry(bucket, key);
+  // Each round that finds the entry gone follows a DELETE that saw no file;
+  // every such DELETE needs a file to unlink first, so a few rounds end it.
+  for (int round = 0; round < 64; ++round) {
+    Txn txn(env_, true);
+    if (present(txn.get(), dbi_, k)) {
+      place();  // the entry is durable and no writer can drop it meanwhile
+      return;   // nothing changed: the abort releases the lock without a sync
+    }
+    put(txn.get(), dbi_, bucket, key);
+    txn.commit();
+  }
+  throw std::system_error(EBUSY, std::generic_category(),
+                          "index " + bucket + "/" + key + ": its entry kept being dropped");
+}
+
+void KeyIndex::whileLocked(const std::function<void()>& fn) {
+  Txn txn(env_, true);
+  fn();
+}
+
+bool KeyIndex::dropIfGone(const std::string& bucket, const std::string& key,
+                          const std::function<bool()>& gone) {
+  Txn txn(env_, true);
+  std::string k = entry(bucket, key);
+  if (!present(txn.get(), dbi_, k) || !gone()) return false;
+  MDB_val kv = value(k);
+  int rc = mdb_del(txn.get(), dbi_, &kv, nullptr);
+  if (rc == MDB_NOTFOUND) return false;
+  check(rc, "unindex " + bucket + "/" + key);
+  txn.commit();
+  return true;
 }
 
 void KeyIndex::addAll(const std::vector<std::pair<std::string, std::string>>& entries) {
   Txn txn(env_, true);
-  for (const auto& [bucket, key] : entries) {
-    std::string k = entry(bucket, key);
-    MDB_val kv = value(k), empty{0, nullptr};
-    check(mdb_put(txn.get(), dbi_, &kv, &empty, 0), "index " + bucket + "/" + key);
-  }
+  for (const auto& [bucket, key] : entries) put(txn.get(), dbi_, bucket, key);
   txn.commit();
 }
 
 void KeyIndex::remove(const std::string& bucket, const std::string& key) {
-  removeAll(bucket, {key});
-}
-
-void KeyIndex::removeAll(const std::string& bucket, const std::vector<std::string>& keys) {
   Txn txn(env_, true);
-  for (const auto& key : keys) {
-    std::string k = entry(bucket, key);
-    MDB_val kv = value(k);
-    int rc = mdb_del(txn.get(), dbi_, &kv, nullptr);
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "unindex " + bucket + "/" + key);
-  }
+  std::string k = entry(bucket, key);
+  MDB_val kv = value(k);
+  int rc = mdb_del(txn.get(), dbi_, &kv, nullptr);
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "unindex " + bucket + "/" + key);
   txn.commit();
 }
 
@@ -117,30 +220,72 @@ std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const st
   std::vector<std::string> keys;
   if (limit == 0) return keys;
   Txn txn(env_, false);
-  MDB_cursor* cursor = nullptr;
-  check(mdb_cursor_open(txn.get(), dbi_, &cursor), "mdb_cursor_open");
-  std::string start = entry(bucket, marker > prefix ? marker : prefix);
+  Cursor cursor(txn.get(), dbi_);
+  const std::string bucketHead = head(bucket);
+  // A long start key is sought by its prefix: the start of its group.
+  std::string from = marker > prefix ? marker : prefix;
+  std::string start = bucketHead + from.substr(0, std::min(from.size(), kEntryKeyPrefix));
   MDB_val k = value(start), v{};
-  std::string head = entry(bucket, "");
-  int rc = mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE);
-  while (rc == MDB_SUCCESS && keys.size() < limit) {
-    std::string found(static_cast<const char*>(k.mv_data), k.mv_size);
-    if (found.compare(0, head.size(), head) != 0) break;  // past the bucket
-    std::string key = found.substr(head.size());
-    if (key.compare(0, prefix.size(), prefix) != 0) break;  // past the prefix
-    if (key > marker) keys.push_back(std::move(key));
-    rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT);
+  // Takes a key, in order; false once nothing after it can be wanted.
+  auto take = [&](const std::string& key) {
+    if (key.compare(0, prefix.size(), prefix) != 0) return key < prefix;
+    if (key > marker) keys.push_back(key);
+    return keys.size() < limit;
+  };
+  auto inBucket = [&](std::string_view found) {
+    return found.size() >= bucketHead.size() && found.compare(0, bucketHead.size(), bucketHead) == 0;
+  };
+  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_SET_RANGE);
+  bool more = true;
+  while (more && rc == MDB_SUCCESS) {
+    std::string_view found = view(k);
+    if (!inBucket(found)) break;
+    std::string_view rest = found.substr(bucketHead.size());
+    if (!isLong(rest)) {
+      more = take(std::string(rest));
+      rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+      continue;
+    }
+    // Long keys that share a prefix: ordered by hash here, so read whole.
+    std::string group(rest.substr(0, kEntryKeyPrefix));
+    std::vector<std::string> members;
+    while (rc == MDB_SUCCESS) {
+      found = view(k);
+      if (!inBucket(found)) break;
+      rest = found.substr(bucketHead.size());
+      if (!isLong(rest) || rest.compare(0, kEntryKeyPrefix, group) != 0) break;
+      members.emplace_back(view(v));
+      rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+    }
+    std::sort(members.begin(), members.end());
+    for (const auto& key : members)
+      if (!(more = take(key))) break;
   }
-  mdb_cursor_close(cursor);
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "read key index");
   return keys;
 }
 
+std::vector<std::pair<std::string, std::string>> KeyIndex::allEntries() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  Txn txn(env_, false);
+  Cursor cursor(txn.get(), dbi_);
+  MDB_val k{}, v{};
+  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
+  for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT)) {
+    std::string_view found = view(k);
+    auto nul = found.find('\0');
+    if (nul == std::string_view::npos) continue;  // the completeness marker
+    std::string_view rest = found.substr(nul + 1);
+    out.emplace_back(std::string(found.substr(0, nul)),
+                     isLong(rest) ? std::string(view(v)) : std::string(rest));
+  }
+  if (rc != MDB_NOTFOUND) fail(rc, "read key index");
+  return out;
+}
+
 bool KeyIndex::complete() const {
   Txn txn(env_, false);
-  std::string marker = kCompleteMarker;
-  MDB_val k = value(marker), v{};
-  return mdb_get(txn.get(), dbi_, &k, &v) == MDB_SUCCESS;
+  return present(txn.get(), dbi_, kCompleteMarker);
 }
 
 void KeyIndex::markComplete() {

@@ -1,27 +1,53 @@
 // An ordered index of the keys stored on one volume, so that a listing
 // reads only the keys it returns. It lives in VOLUME/index as an LMDB
-// environment (multi-process, crash-safe). The object files stay the truth:
-// a key is added before its object is renamed into place and removed after
-// the object is deleted, so the index may name an object that is gone (the
-// listing skips and removes it) but never misses one that is there. A
-// volume that holds objects from before the index gets it built by a scan,
-// once, on its first listing.
+// environment (multi-process, crash-safe). The object files stay the truth.
+//
+// The rule that keeps the two in step, across crashes and across workers:
+// every object file on the volume has its entry, durably, at every moment.
+// An entry may outlive its file (the listing skips it), never the reverse.
+// - A PUT commits the entry, then renames the object into place while it
+//   holds the index's write lock and sees the entry there (placeIndexed).
+// - A DELETE unlinks the file and syncs its directory, then drops the entry
+//   only if, under the write lock, the file is still absent (dropIfGone).
+// Both steps hold the one LMDB writer lock, which every process of the
+// volume shares, so no interleaving of PUTs, DELETEs and listings in any
+// number of workers can leave a file without its entry.
+//
+// LMDB keys hold at most 511 bytes and object keys 1024: an entry whose
+// key is longer than kEntryKeyPrefix bytes is stored as that prefix plus a
+// hash, with the full key as its value. Such entries sort among the short
+// ones exactly as their keys do; those sharing one prefix sort among
+// themselves by hash, and keysAfter reads each such group whole and orders
+// it by the full keys.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <vector>
 
 struct MDB_env;
 
 namespace server {
 
+// The index's files are damaged (LMDB reports corruption or an invalid
+// file): the index must be rebuilt from the object files.
+class IndexDamaged : public std::system_error {
+ public:
+  using std::system_error::system_error;
+};
+
 class KeyIndex {
  public:
-  // Opens (creating if needed) the index of `volume`. Throws
-  // std::system_error when it cannot.
+  static constexpr size_t kEntryKeyPrefix = 400;
+
+  // Opens (creating if needed) the index of `volume`. Throws IndexDamaged
+  // when its files are not a sound index, std::system_error otherwise.
   explicit KeyIndex(const std::string& volume);
   ~KeyIndex();
   KeyIndex(const KeyIndex&) = delete;
@@ -29,8 +55,19 @@ class KeyIndex {
 
   // Durable when they return (LMDB commits with fsync). Throw std::system_error.
   void add(const std::string& bucket, const std::string& key);
+  // Makes the entry durable, then runs `place` (the rename that makes the
+  // object visible) under the write lock while the entry is there, so that
+  // no dropIfGone can take the entry away between the two.
+  void placeIndexed(const std::string& bucket, const std::string& key,
+                    const std::function<void()>& place);
+  // Drops the entry if `gone()`, asked under the write lock, says that the
+  // key's file is absent. Returns whether it dropped it.
+  bool dropIfGone(const std::string& bucket, const std::string& key,
+                  const std::function<bool()>& gone);
+  // Runs `fn` under the write lock (with no change to the index).
+  void whileLocked(const std::function<void()>& fn);
+  // Unconditional; only where no other process writes (tests, start-up repair).
   void remove(const std::string& bucket, const std::string& key);
-  void removeAll(const std::string& bucket, const std::vector<std::string>& keys);
   // Many (bucket, key) entries in one transaction (building the index).
   void addAll(const std::vector<std::pair<std::string, std::string>>& entries);
 
@@ -39,12 +76,20 @@ class KeyIndex {
   std::vector<std::string> keysAfter(const std::string& bucket, const std::string& marker,
                                      const std::string& prefix, size_t limit) const;
 
+  // Every (bucket, key) entry, reading every page of the index: throws
+  // IndexDamaged when a page is damaged.
+  std::vector<std::pair<std::string, std::string>> allEntries() const;
+
   // Whether every object the volume held before the index existed is in it.
   bool complete() const;
   void markComplete();
 
+  // The inode of the index's directory: a rebuilt index has another.
+  ino_t directoryInode() const { return directoryInode_; }
+
  private:
   MDB_env* env_ = nullptr;
+  ino_t directoryInode_ = 0;
   unsigned dbi_ = 0;
 };
 

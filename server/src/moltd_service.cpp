@@ -104,6 +104,15 @@ std::string MoltdService::runCheck(const reload::LoadedConfig& config, const std
   if (trigger == "start") {  // no worker runs yet, so no upload is in flight
     size_t removed = ObjectStore::removeTempFiles(volumes);
     out += "removed\t" + std::to_string(removed) + "\n";
+    for (auto line : ObjectStore::repairIndexes(volumes)) {
+      for (char& c : line)
+        if (c == '\t' || c == '\n') c = ' ';
+      out += "repaired\t" + line + "\n";
+    }
+    volumes = scanVolumes(storage);  // a repair may have made a volume healthy
+  } else {  // workers run: only the uploads of dead ones (a crash, a respawn)
+    size_t removed = ObjectStore::removeTempFiles(volumes, true);
+    out += "removed\t" + std::to_string(removed) + "\n";
   }
   struct stat st {};
   bool readOnly = !storage.readOnlyFile.empty() && stat(storage.readOnlyFile.c_str(), &st) == 0;
@@ -130,6 +139,8 @@ void MoltdService::applyCheck(const reload::LoadedConfig& config, const std::str
     for (std::string field; std::getline(fields, field, '\t');) f.push_back(field);
     if (f.size() == 2 && f[0] == "removed" && f[1] != "0") {
       MOLT_LOG(kInfo) << "removed " << f[1] << " temp files left by interrupted uploads";
+    } else if (f.size() == 2 && f[0] == "repaired") {
+      MOLT_LOG(kWarning) << f[1];
     } else if (f.size() == 2 && f[0] == "read_only") {
       readOnly = f[1] == "1";
     } else if (f.size() >= 5 && f[0] == "volume") {
@@ -230,7 +241,8 @@ std::string MoltdService::metrics(const reload::LoadedConfig& /*config*/,
                     "# HELP moltd_volume_free_bytes Free bytes on each volume.\n"
                     "# TYPE moltd_volume_free_bytes gauge\n";
   for (const auto& v : volumes_)
-    out += "moltd_volume_free_bytes{volume=\"" + v.path + "\"} " + std::to_string(v.freeBytes) + "\n";
+    out += "moltd_volume_free_bytes{volume=\"" + prometheusLabelValue(v.path) + "\"} " +
+           std::to_string(v.freeBytes) + "\n";
   return out;
 }
 

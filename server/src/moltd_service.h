@@ -8,6 +8,19 @@
 
 namespace server {
 
+// `text` as a label value of the Prometheus text format (\\, \" and \n escaped).
+inline std::string prometheusLabelValue(const std::string& text) {
+  // The text format escapes exactly these three in a label value.
+  std::string out;
+  for (char c : text) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
 class MoltdService : public reload::Service {
  public:
   std::string version() const override;

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <linux/openat2.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -16,6 +18,8 @@
 #include <algorithm>
 #include <cmath>
 #include <atomic>
+#include <chrono>
+#include <mutex>
 #include <cstring>
 #include <functional>
 #include <set>
@@ -23,6 +27,7 @@
 #include <sstream>
 
 #include "object_key.h"
+#include "reload/log.h"
 #include "reload/sys_error.h"
 
 namespace server {
@@ -33,6 +38,27 @@ constexpr size_t kTrailerSize = 16;
 constexpr size_t kMaxMetaSize = kMaxEncodedMetaBytes;
 
 std::atomic<uint64_t> uploadCounter{0};
+
+// "PID.TOKEN": TOKEN is random and drawn again in each process, so that a
+// process that gets the PID of a dead one never meets its leftover files.
+std::string tempFileStem() {
+  static std::mutex mutex;
+  static pid_t owner = 0;
+  static std::string stem;
+  std::lock_guard<std::mutex> lock(mutex);
+  pid_t pid = getpid();
+  if (pid != owner) {
+    uint64_t token = 0;
+    if (getrandom(&token, sizeof token, 0) != static_cast<ssize_t>(sizeof token))
+      token = static_cast<uint64_t>(pid) * 0x9e3779b97f4a7c15ULL ^
+              static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(token));
+    stem = std::to_string(pid) + "." + hex;
+    owner = pid;
+  }
+  return stem;
+}
 
 std::string md5Hex(const std::string& text) {
   Poco::MD5Engine md5;
@@ -47,18 +73,25 @@ uint64_t mix(uint64_t x) {  // splitmix64 finaliser
   return x ^ (x >> 31);
 }
 
+void fsyncDir(const std::string& dir) {
+  reload::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd || fsync(fd.get()) != 0) reload::throwSysError("fsync directory " + dir);
+}
+
+std::string parentOf(const std::string& path) { return path.substr(0, path.rfind('/')); }
+
+// Creates `path` and any missing parents. Each directory it creates is made
+// durable in its parent: an object's 201 must not depend on a directory
+// entry that a crash could still take back.
 void mkdirs(const std::string& path) {
-  if (mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return;
+  if (mkdir(path.c_str(), 0755) == 0) return fsyncDir(parentOf(path));
+  if (errno == EEXIST) return;
   if (errno != ENOENT) reload::throwSysError("mkdir " + path);
   auto slash = path.rfind('/');
   if (slash == std::string::npos || slash == 0) reload::throwSysError("mkdir " + path, ENOENT);
   mkdirs(path.substr(0, slash));
-  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) reload::throwSysError("mkdir " + path);
-}
-
-void fsyncDir(const std::string& dir) {
-  reload::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd || fsync(fd.get()) != 0) reload::throwSysError("fsync directory " + dir);
+  if (mkdir(path.c_str(), 0755) == 0) return fsyncDir(parentOf(path));
+  if (errno != EEXIST) reload::throwSysError("mkdir " + path);
 }
 
 // Whether a non-blocking attempt (RESOLVE_CACHED, RWF_NOWAIT) must be
@@ -167,6 +200,7 @@ std::vector<Volume> scanVolumes(const StorageSettings& settings) {
       if (vfs.f_flag & ST_RDONLY) v.problem = "mounted read-only";
       else if (access(path.c_str(), W_OK) != 0) v.problem = "not writable";
       else if (v.freeBytes < settings.minFreeBytes) v.problem = "below min_free_bytes";
+      else if (ObjectStore::rebuildPending(path)) v.problem = "key index damaged; being rebuilt from the files";
       else v.writable = true;
     }
     out.push_back(v);
@@ -206,6 +240,8 @@ uint64_t metaSize(const std::string& text) {
   return value;
 }
 
+constexpr double kMaxTimestamp = 1e11;
+
 double metaTimestamp(const std::string& text) {
   size_t used = 0;
   double value = 0;
@@ -214,7 +250,8 @@ double metaTimestamp(const std::string& text) {
   } catch (const std::exception&) {
     throw std::invalid_argument("bad timestamp in metadata");
   }
-  if (used != text.size() || !std::isfinite(value))
+  // Bounded so that every use (microseconds in 64 bits) is defined: year 5138.
+  if (used != text.size() || !std::isfinite(value) || value < 0 || value >= kMaxTimestamp)
     throw std::invalid_argument("bad timestamp in metadata");
   return value;
 }
@@ -300,22 +337,28 @@ void Upload::commit(const ObjectMeta& meta) {
   }
   std::string rel = objectRelativePath(bucket_, key_);
   std::string finalPath = volume_ + "/" + rel;
-  std::string dir = finalPath.substr(0, finalPath.rfind('/'));
+  std::string dir = parentOf(finalPath);
   try {
-    auto index = store_.indexFor(volume_);  // before the first object directory exists
+    store_.indexFor(volume_);  // opened before the first object directory exists
     mkdirs(dir);
-    // Indexed before it is visible: a listing may name an object that a
-    // crash kept from appearing (it is skipped), never miss one.
-    index->add(bucket_, key_);
-    if (rename(tmpPath_.c_str(), finalPath.c_str()) != 0)
-      reload::throwSysError("rename into " + finalPath);
-    committed_ = true;
+    // The entry is durable before the object appears, and no DELETE or
+    // listing can drop it while the rename runs (see key_index.h).
+    store_.withIndex(volume_, [&](KeyIndex& index) {
+      index.placeIndexed(bucket_, key_, [&] {
+        if (rename(tmpPath_.c_str(), finalPath.c_str()) != 0)
+          reload::throwSysError("rename into " + finalPath);
+        committed_ = true;
+      });
+    });
     fsyncDir(dir);
   } catch (const std::system_error& e) {
+    // Paths and LMDB's words are for the log, not for the client.
+    MOLT_LOG(kError) << "storing " << bucket_ << "/" << key_ << " on " << volume_ << ": " << e.what();
     int code = e.code().value();
-    throw StoreError(code == ENOSPC || code == EDQUOT ? 507 : 500, e.what());
+    if (code == ENOSPC || code == EDQUOT) throw StoreError(507, "the volume is full");
+    throw StoreError(500, "the object could not be stored; the server log has the details");
   }
-  store_.removeOtherCopies(volume_, bucket_, key_);
+  store_.removeOtherCopies(volume_, bucket_, key_, meta.timestamp);
 }
 
 // ------------------------------------------------------------- ObjectStore
@@ -394,41 +437,58 @@ std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
     }
   }
   std::string tmpDir = best->path + "/tmp";
-  std::string tmpPath = tmpDir + "/" + std::to_string(getpid()) + "." +
-                        std::to_string(uploadCounter.fetch_add(1)) + ".tmp";
-  reload::Fd fd(::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (!fd && errno == ENOENT) {
-    if (mkdir(tmpDir.c_str(), 0755) != 0 && errno != EEXIST)
-      throw StoreError(500, "mkdir " + tmpDir + ": " + std::strerror(errno));
+  std::string tmpPath;
+  reload::Fd fd;
+  for (int attempt = 0; attempt < 8 && !fd; ++attempt) {
+    tmpPath = tmpDir + "/" + tempFileStem() + "." + std::to_string(uploadCounter.fetch_add(1)) + ".tmp";
     fd.reset(::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    if (!fd && errno == ENOENT) {
+      if (mkdir(tmpDir.c_str(), 0755) != 0 && errno != EEXIST)
+        throw StoreError(500, "mkdir " + tmpDir + ": " + std::strerror(errno));
+      fd.reset(::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    }
+    if (!fd && errno != EEXIST) break;
   }
   if (!fd) {
     int err = errno;
     throw StoreError(err == ENOSPC || err == EDQUOT ? 507 : 500,
                      "create " + tmpPath + ": " + std::strerror(err));
   }
+  // Held while the upload lives: the lock is what tells a cleaner that the
+  // file is in use (a dead process holds none).
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    unlink(tmpPath.c_str());
+    throw StoreError(500, "flock " + tmpPath + ": " + std::strerror(err));
+  }
   return std::make_unique<Upload>(*this, best->path, bucket, key, tmpPath, std::move(fd));
 }
 
+// Every volume is looked at: a copy that could not be removed (a volume
+// that went read-only or unwritable) may be older than the one placed
+// since, and the newest copy is the object.
 std::optional<OpenObject> ObjectStore::open(const std::string& bucket,
                                             const std::string& key) const {
   std::string rel = objectRelativePath(bucket, key);
+  std::optional<OpenObject> best;
   for (const auto& volume : readOrder(bucket, key)) {
     reload::Fd fd(::open((volume + "/" + rel).c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) continue;
     OpenObject obj;
     if (!readTrailer(fd.get(), obj.meta) || obj.meta.key != key) continue;
+    if (best && best->meta.timestamp >= obj.meta.timestamp) continue;
     obj.fd = std::move(fd);
     obj.volume = volume;
-    return obj;
+    best = std::move(obj);
   }
-  return std::nullopt;
+  return best;
 }
 
 ObjectStore::Attempt ObjectStore::tryOpenCached(const std::string& bucket, const std::string& key,
                                                 std::optional<OpenObject>& found,
                                                 bool loadSmallData) const {
   std::string rel = objectRelativePath(bucket, key);
+  std::optional<OpenObject> best;
   for (const auto& volume : readOrder(bucket, key)) {
     std::string path = volume + "/" + rel;
     open_how how{};
@@ -446,47 +506,146 @@ ObjectStore::Attempt ObjectStore::tryOpenCached(const std::string& bucket, const
       if (wouldBlock) return Attempt::kWouldBlock;
       continue;
     }
+    if (best && best->meta.timestamp >= obj.meta.timestamp) continue;
     obj.fd = std::move(fd);
     obj.volume = volume;
     obj.dataLoaded = loadSmallData && obj.data.size() == obj.meta.size;
-    found = std::move(obj);
-    return Attempt::kFound;
+    best = std::move(obj);
   }
-  return Attempt::kMissing;
+  if (!best) return Attempt::kMissing;
+  found = std::move(best);
+  return Attempt::kFound;
+}
+
+namespace {
+
+// Whether a file is absent: true only for a definite ENOENT (or ENOTDIR),
+// so that an error never counts as "gone".
+bool fileAbsent(const std::string& path) {
+  struct stat st {};
+  return lstat(path.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
+}
+
+// Unlinks a copy. Returns whether there was one to unlink; throws
+// std::system_error when a copy is there and cannot be removed (EROFS,
+// EACCES: unlink answers those even for a missing file, so they are
+// checked against the file's existence).
+bool unlinkCopy(const std::string& path) {
+  if (unlink(path.c_str()) == 0) return true;
+  int err = errno;
+  if (err == ENOENT || err == ENOTDIR || fileAbsent(path)) return false;
+  reload::throwSysError("unlink " + path, err);
+}
+
+}  // namespace
+
+void ObjectStore::withIndex(const std::string& volume,
+                            const std::function<void(KeyIndex&)>& fn) const {
+  auto index = indexFor(volume);
+  try {
+    fn(*index);
+  } catch (const IndexDamaged& e) {
+    // Found damaged in use: rebuilt (or reopened, when another process
+    // rebuilt it first), then tried once more.
+    MOLT_LOG(kError) << "key index of " << volume << " is damaged: " << e.what();
+    forgetIndex(volume);
+    auto fresh = rebuildIndex(volume, e.what(), index->directoryInode());
+    {
+      std::lock_guard<std::mutex> lock(indexMutex_);
+      indexes_[volume] = fresh;
+    }
+    fn(*fresh);
+  }
+}
+
+void ObjectStore::forgetIndex(const std::string& volume) const {
+  std::lock_guard<std::mutex> lock(indexMutex_);
+  indexes_.erase(volume);
+}
+
+void ObjectStore::dropEntryIfGone(const std::string& volume, const std::string& bucket,
+                                  const std::string& key) const {
+  std::string path = volume + "/" + objectRelativePath(bucket, key);
+  try {
+    withIndex(volume, [&](KeyIndex& index) {
+      index.dropIfGone(bucket, key, [&] { return fileAbsent(path); });
+    });
+  } catch (const std::system_error& e) {
+    // A stale entry is harmless: listings skip it, and drop it later.
+    MOLT_LOG(kWarning) << "cannot drop the index entry of " << bucket << "/" << key << " on "
+                       << volume << ": " << e.what();
+  }
 }
 
 bool ObjectStore::remove(const std::string& bucket, const std::string& key) {
   std::string rel = objectRelativePath(bucket, key);
   bool removed = false;
+  bool stuck = false;
   for (const auto& volume : readOrder(bucket, key)) {
     std::string path = volume + "/" + rel;
-    if (unlink(path.c_str()) == 0) {
+    try {
+      if (!unlinkCopy(path)) continue;
       removed = true;
-      dropFromIndex(volume, bucket, key);
-      std::string dir = path.substr(0, path.rfind('/'));
-      try {
-        fsyncDir(dir);
-      } catch (const std::system_error&) {
-        // The unlink happened; a failed directory fsync only weakens durability.
-      }
+      // The unlink is durable before the entry goes: a crash in between
+      // leaves an entry without its file, which listings skip, never a
+      // file that comes back without its entry.
+      fsyncDir(parentOf(path));
+    } catch (const std::system_error& e) {
+      MOLT_LOG(kError) << "DELETE of " << bucket << "/" << key << ": " << e.what();
+      stuck = true;
+      continue;
     }
+    dropEntryIfGone(volume, bucket, key);
   }
+  if (stuck)
+    throw StoreError(503, "a copy of the object could not be removed (logged); it may still be served");
   return removed;
 }
 
 void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::string& bucket,
-                                    const std::string& key) {
+                                    const std::string& key, double writtenAt) {
   std::string rel = objectRelativePath(bucket, key);
-  for (const auto& volume : readOrder(bucket, key))
-    if (volume != keepVolume && unlink((volume + "/" + rel).c_str()) == 0)
-      dropFromIndex(volume, bucket, key);
+  for (const auto& volume : readOrder(bucket, key)) {
+    if (volume == keepVolume) continue;
+    std::string path = volume + "/" + rel;
+    bool unlinked = false;
+    try {
+      // Under that volume's write lock, which every rename into it holds:
+      // the copy checked is the copy unlinked. One written after ours (a
+      // PUT of the same key through another worker that placed it on this
+      // volume) is newer and stays.
+      withIndex(volume, [&](KeyIndex& index) {
+        index.whileLocked([&] {
+          reload::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+          if (!fd) return;
+          ObjectMeta other;
+          if (readTrailer(fd.get(), other) && other.key == key && other.timestamp > writtenAt) return;
+          unlinked = unlinkCopy(path);
+        });
+      });
+      if (!unlinked) continue;
+      fsyncDir(parentOf(path));
+    } catch (const std::system_error& e) {
+      // Reads take the newest copy, so the stale one is not served.
+      MOLT_LOG(kError) << "an older copy of " << bucket << "/" << key << " stays on " << volume
+                       << ": " << e.what();
+      continue;
+    }
+    dropEntryIfGone(volume, bucket, key);
+  }
 }
 
 std::shared_ptr<KeyIndex> ObjectStore::indexFor(const std::string& volume) const {
   std::lock_guard<std::mutex> lock(indexMutex_);
   auto& slot = indexes_[volume];
   if (!slot) {
-    auto index = std::make_shared<KeyIndex>(volume);
+    std::shared_ptr<KeyIndex> index;
+    try {
+      if (rebuildPending(volume)) throw IndexDamaged(EIO, std::generic_category(), "a rebuild was cut short");
+      index = std::make_shared<KeyIndex>(volume);
+    } catch (const IndexDamaged& e) {
+      index = rebuildIndex(volume, e.what(), 0);
+    }
     // A volume that never held an object has nothing to scan: every object
     // it will hold is indexed before it appears.
     struct stat st {};
@@ -497,16 +656,7 @@ std::shared_ptr<KeyIndex> ObjectStore::indexFor(const std::string& volume) const
   return slot;
 }
 
-void ObjectStore::dropFromIndex(const std::string& volume, const std::string& bucket,
-                                const std::string& key) {
-  try {
-    indexFor(volume)->remove(bucket, key);
-  } catch (const std::system_error&) {
-    // A stale entry is harmless: listings skip and remove it.
-  }
-}
-
-void ObjectStore::completeIndex(const std::string& volume, KeyIndex& index) const {
+void ObjectStore::completeIndex(const std::string& volume, KeyIndex& index) {
   std::vector<std::pair<std::string, std::string>> entries;
   forEachObject(volume, "", [&](const std::string& bucket, const ObjectMeta& meta) {
     entries.emplace_back(bucket, meta.key);
@@ -515,36 +665,190 @@ void ObjectStore::completeIndex(const std::string& volume, KeyIndex& index) cons
   index.markComplete();
 }
 
+namespace {
+
+constexpr char kRebuildMarker[] = "/index.rebuilding";
+
+// Gives the index's files to the volume's owner: a master running as root
+// repairs indexes that workers running as another user must write.
+void giveIndexToVolumeOwner(const std::string& volume) {
+  if (geteuid() != 0) return;
+  struct stat st {};
+  if (stat(volume.c_str(), &st) != 0) reload::throwSysError("stat " + volume);
+  for (const char* name : {"/index", "/index/data.mdb", "/index/lock.mdb"}) {
+    std::string path = volume + name;
+    if (lchown(path.c_str(), st.st_uid, st.st_gid) != 0 && errno != ENOENT)
+      reload::throwSysError("chown " + path);
+  }
+}
+
+void removeIndexDirectory(const std::string& dir) {
+  for (const char* name : {"/data.mdb", "/lock.mdb"})
+    if (unlink((dir + name).c_str()) != 0 && errno != ENOENT) reload::throwSysError("unlink " + dir + name);
+  if (rmdir(dir.c_str()) != 0 && errno != ENOENT) reload::throwSysError("rmdir " + dir);
+}
+
+}  // namespace
+
+bool ObjectStore::rebuildPending(const std::string& volume) {
+  return !fileAbsent(volume + kRebuildMarker);
+}
+
+std::shared_ptr<KeyIndex> ObjectStore::rebuildIndex(const std::string& volume,
+                                                    const std::string& why, ino_t damagedInode) {
+  // One process rebuilds; the others wait for it, then open what it built.
+  std::string lockPath = volume + "/index.lock";
+  reload::Fd lock(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock) reload::throwSysError("open " + lockPath);
+  while (flock(lock.get(), LOCK_EX) != 0)
+    if (errno != EINTR) reload::throwSysError("flock " + lockPath);
+  std::string dir = volume + "/index";
+  if (!rebuildPending(volume)) {
+    struct stat st {};
+    bool replaced = stat(dir.c_str(), &st) == 0 && st.st_ino != damagedInode;
+    if (damagedInode == 0 || replaced) {
+      try {
+        return std::make_shared<KeyIndex>(volume);
+      } catch (const IndexDamaged&) {
+        // still damaged: rebuilt below
+      }
+    }
+  }
+  std::string marker = volume + kRebuildMarker;
+  {
+    reload::Fd fd(::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd) reload::throwSysError("create " + marker);
+  }
+  fsyncDir(volume);
+  // The damaged files stay beside the new index (the last one only), for
+  // whoever wants to look at them.
+  std::string aside = volume + "/index.damaged";
+  removeIndexDirectory(aside);
+  if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
+    reload::throwSysError("rename " + dir + " to " + aside);
+  auto index = std::make_shared<KeyIndex>(volume);
+  completeIndex(volume, *index);
+  giveIndexToVolumeOwner(volume);
+  fsyncDir(volume);
+  if (unlink(marker.c_str()) != 0) reload::throwSysError("unlink " + marker);
+  fsyncDir(volume);
+  MOLT_LOG(kWarning) << "key index of " << volume << " was damaged (" << why
+                     << "); rebuilt from the object files, the old one is in " << aside;
+  return index;
+}
+
+std::vector<std::string> ObjectStore::repairIndexes(const std::vector<Volume>& volumes) {
+  std::vector<std::string> lines;
+  for (const auto& v : volumes) {
+    if (v.problem == "not a directory") continue;
+    struct stat st {};
+    if (stat((v.path + "/index").c_str(), &st) != 0 && !rebuildPending(v.path))
+      continue;  // no index yet: built on the first listing
+    try {
+      std::shared_ptr<KeyIndex> index;
+      std::vector<std::pair<std::string, std::string>> entries;
+      try {
+        if (rebuildPending(v.path)) throw IndexDamaged(EIO, std::generic_category(), "a rebuild was cut short");
+        index = std::make_shared<KeyIndex>(v.path);
+        entries = index->allEntries();
+      } catch (const IndexDamaged& e) {
+        ino_t damaged = index ? index->directoryInode() : 0;
+        index.reset();
+        index = rebuildIndex(v.path, e.what(), damaged);
+        lines.push_back("key index of " + v.path + " was damaged (" + e.what() + "); rebuilt from its files");
+        giveIndexToVolumeOwner(v.path);
+        continue;
+      }
+      if (!index->complete()) continue;  // completed by a scan on the first listing
+      // Files are named by the hash of their key: only files that no entry
+      // names need to be opened.
+      std::set<std::string> indexed;
+      std::map<std::string, std::pair<std::string, std::string>> byPath;
+      for (const auto& [bucket, key] : entries) byPath[objectRelativePath(bucket, key)] = {bucket, key};
+      std::vector<std::pair<std::string, std::string>> missing;
+      forEachObjectFile(v.path, [&](const std::string& rel) {
+        auto it = byPath.find(rel);
+        if (it != byPath.end()) {
+          indexed.insert(rel);
+          return;
+        }
+        reload::Fd fd(::open((v.path + "/" + rel).c_str(), O_RDONLY | O_CLOEXEC));
+        ObjectMeta meta;
+        std::string bucket = rel.substr(8, rel.find('/', 8) - 8);  // "objects/BUCKET/..."
+        if (fd && readTrailer(fd.get(), meta) && objectRelativePath(bucket, meta.key) == rel)
+          missing.emplace_back(bucket, meta.key);
+      });
+      size_t stale = 0;
+      for (const auto& [rel, entry] : byPath) {
+        if (indexed.count(rel) || !fileAbsent(v.path + "/" + rel)) continue;
+        index->remove(entry.first, entry.second);
+        ++stale;
+      }
+      if (!missing.empty()) index->addAll(missing);
+      giveIndexToVolumeOwner(v.path);
+      if (!missing.empty())
+        lines.push_back("key index of " + v.path + " disagreed with its files: " +
+                        std::to_string(missing.size()) + " objects were not indexed; repaired");
+      // Left by a crash between an entry and its rename, or an unlink and
+      // its entry's removal: expected, and harmless until dropped.
+      if (stale > 0)
+        lines.push_back("key index of " + v.path + ": dropped " + std::to_string(stale) +
+                        " entries whose objects are gone");
+    } catch (const std::system_error& e) {
+      lines.push_back("cannot check the key index of " + v.path + ": " + e.what());
+    }
+  }
+  return lines;
+}
+
 std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::string& prefix,
                                           const std::string& marker, size_t limit) const {
   // Each volume's index gives its next keys in order; the merge takes them
   // in order across volumes and opens each object to read its metadata.
   // Volumes whose index cannot be used are scanned (the old, O(n) way).
-  struct Source {
-    std::string volume;
-    std::shared_ptr<KeyIndex> index;
-  };
   std::vector<Source> sources;
   std::map<std::string, ObjectMeta> scanned;
-  for (const auto& v : volumes()) {
-    if (v.problem == "not a directory") continue;
-    std::shared_ptr<KeyIndex> index;
-    try {
-      index = indexFor(v.path);
-      if (!index->complete()) completeIndex(v.path, *index);
-    } catch (const std::system_error&) {
-      index.reset();
-    }
-    if (index) {
-      sources.push_back({v.path, index});
-      continue;
-    }
-    forEachObject(v.path, bucket, [&](const std::string&, const ObjectMeta& meta) {
+  auto scan = [&](const std::string& volume) {
+    forEachObject(volume, bucket, [&](const std::string&, const ObjectMeta& meta) {
       if (meta.key <= marker || meta.key.compare(0, prefix.size(), prefix) != 0) return;
       auto it = scanned.find(meta.key);
       if (it == scanned.end() || it->second.timestamp < meta.timestamp) scanned[meta.key] = meta;
     });
+  };
+  for (const auto& v : volumes()) {
+    if (v.problem == "not a directory") continue;
+    std::shared_ptr<KeyIndex> index;
+    try {
+      withIndex(v.path, [&](KeyIndex& found) {
+        if (!found.complete()) completeIndex(v.path, found);
+      });
+      index = indexFor(v.path);
+    } catch (const std::system_error& e) {
+      MOLT_LOG(kWarning) << "listing scans " << v.path << ": its key index cannot be used: " << e.what();
+      index.reset();
+    }
+    if (index) sources.push_back({v.path, index});
+    else scan(v.path);
   }
+  // An index that fails mid-listing: that volume is scanned instead and
+  // the merge starts again, so one bad index costs speed, never the answer.
+  for (;;) {
+    std::string failedVolume;
+    auto out = merge(bucket, prefix, marker, limit, sources, scanned, failedVolume);
+    if (failedVolume.empty()) return out;
+    sources.erase(std::remove_if(sources.begin(), sources.end(),
+                                 [&](const Source& s) { return s.volume == failedVolume; }),
+                  sources.end());
+    forgetIndex(failedVolume);
+    scan(failedVolume);
+  }
+}
+
+std::vector<ObjectMeta> ObjectStore::merge(const std::string& bucket, const std::string& prefix,
+                                           const std::string& marker, size_t limit,
+                                           const std::vector<Source>& sources,
+                                           const std::map<std::string, ObjectMeta>& scanned,
+                                           std::string& failedVolume) const {
   std::vector<ObjectMeta> out;
   std::string after = marker;
   while (out.size() < limit) {
@@ -558,7 +862,15 @@ std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::
       if (!certainUpTo || last < *certainUpTo) certainUpTo = last;
     };
     for (const auto& source : sources) {
-      auto keys = source.index->keysAfter(bucket, after, prefix, want);
+      std::vector<std::string> keys;
+      try {
+        keys = source.index->keysAfter(bucket, after, prefix, want);
+      } catch (const std::system_error& e) {
+        MOLT_LOG(kWarning) << "listing scans " << source.volume
+                           << ": reading its key index failed: " << e.what();
+        failedVolume = source.volume;
+        return {};
+      }
       if (keys.size() == want) bound(keys.back());
       for (auto& key : keys) batch[std::move(key)].push_back(&source);
     }
@@ -580,13 +892,10 @@ std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::
       }
       auto it = scanned.find(key);
       if (it != scanned.end()) out.push_back(it->second);
-      for (const auto* holder : holders) {
-        try {
-          holder->index->remove(bucket, key);  // its object is gone
-        } catch (const std::system_error&) {
-          // Left for the next listing to drop.
-        }
-      }
+      // Its object is gone from the holder, or was when open() looked: the
+      // entry goes only if the file is still absent under the write lock
+      // (a PUT renaming it into place holds that lock).
+      for (const auto* holder : holders) dropEntryIfGone(holder->volume, bucket, key);
     }
     if (!certainUpTo) break;  // every source gave all it had
   }
@@ -595,8 +904,12 @@ std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::
   return out;
 }
 
-void ObjectStore::forEachObject(const std::string& volume, const std::string& onlyBucket,
-                                const std::function<void(const std::string&, const ObjectMeta&)>& fn) const {
+namespace {
+
+// Calls `fn` with the relative path (objects/BUCKET/HH/NAME.obj) of every
+// object file on `volume` (of one bucket, unless `onlyBucket` is empty).
+void forEachObjectPath(const std::string& volume, const std::string& onlyBucket,
+                       const std::function<void(const std::string&, const std::string&)>& fn) {
   std::string objects = volume + "/objects";
   DIR* buckets = opendir(objects.c_str());
   if (!buckets) return;
@@ -614,10 +927,7 @@ void ObjectStore::forEachObject(const std::string& volume, const std::string& on
       while (dirent* entry = readdir(inner)) {
         std::string name = entry->d_name;
         if (name.size() < 4 || name.compare(name.size() - 4, 4, ".obj") != 0) continue;
-        reload::Fd fd(::open((subDir + "/" + name).c_str(), O_RDONLY | O_CLOEXEC));
-        ObjectMeta meta;
-        if (!fd || !readTrailer(fd.get(), meta)) continue;
-        fn(bucket, meta);
+        fn(bucket, "objects/" + bucket + "/" + sub->d_name + "/" + name);
       }
       closedir(inner);
     }
@@ -626,17 +936,46 @@ void ObjectStore::forEachObject(const std::string& volume, const std::string& on
   closedir(buckets);
 }
 
-size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes) {
+}  // namespace
+
+void ObjectStore::forEachObjectFile(const std::string& volume,
+                                    const std::function<void(const std::string&)>& fn) {
+  forEachObjectPath(volume, "", [&](const std::string&, const std::string& rel) { fn(rel); });
+}
+
+void ObjectStore::forEachObject(const std::string& volume, const std::string& onlyBucket,
+                                const std::function<void(const std::string&, const ObjectMeta&)>& fn) {
+  forEachObjectPath(volume, onlyBucket, [&](const std::string& bucket, const std::string& rel) {
+    reload::Fd fd(::open((volume + "/" + rel).c_str(), O_RDONLY | O_CLOEXEC));
+    ObjectMeta meta;
+    if (!fd || !readTrailer(fd.get(), meta)) return;
+    fn(bucket, meta);
+  });
+}
+
+size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes, bool whileServing) {
   size_t removed = 0;
+  const time_t now = time(nullptr);
   for (const auto& v : volumes) {
     std::string dir = v.path + "/tmp";
     DIR* d = opendir(dir.c_str());
     if (!d) continue;
     while (dirent* e = readdir(d)) {
       std::string name = e->d_name;
-      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0 &&
-          unlink((dir + "/" + name).c_str()) == 0)
-        ++removed;
+      if (name.size() <= 4 || name.compare(name.size() - 4, 4, ".tmp") != 0) continue;
+      std::string path = dir + "/" + name;
+      if (whileServing) {
+        // In use while its writer holds its lock; a file younger than
+        // kTempGraceSeconds may be between its creation and that lock.
+        reload::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+        struct stat st {};
+        if (!fd || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (now - st.st_mtime < kTempGraceSeconds) continue;
+        if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+        if (unlink(path.c_str()) == 0) ++removed;
+        continue;
+      }
+      if (unlink(path.c_str()) == 0) ++removed;
     }
     closedir(d);
   }

@@ -148,25 +148,62 @@ class ObjectStore {
   std::vector<ObjectMeta> list(const std::string& bucket, const std::string& prefix,
                                const std::string& marker, size_t limit) const;
 
-  // Removes leftovers of uploads cut short by a crash. Only safe while no
-  // worker is writing (at start).
-  static size_t removeTempFiles(const std::vector<Volume>& volumes);
+  // Removes leftovers of uploads cut short by a crash. At start (no worker
+  // writes) every temp file; `whileServing`, only those whose writer is
+  // gone: no process holds their lock, and they are older than
+  // kTempGraceSeconds.
+  static size_t removeTempFiles(const std::vector<Volume>& volumes, bool whileServing = false);
+  static constexpr int kTempGraceSeconds = 5;
+
+  // Checks each volume's key index against its files and repairs what
+  // disagrees: a damaged index is rebuilt, a file without its entry gets
+  // it, an entry without its file is dropped. Only safe while no worker
+  // runs (at start). Returns one line per repair, for the log.
+  static std::vector<std::string> repairIndexes(const std::vector<Volume>& volumes);
+  // Whether a rebuild of the volume's index is under way (or was cut short).
+  static bool rebuildPending(const std::string& volume);
 
  private:
   friend class Upload;
+  struct Source {  // a volume whose key index a listing reads
+    std::string volume;
+    std::shared_ptr<KeyIndex> index;
+  };
+  // One merge of the sources' keys and the scanned objects; names the
+  // first source whose index fails in `failedVolume` and returns nothing.
+  std::vector<ObjectMeta> merge(const std::string& bucket, const std::string& prefix,
+                                const std::string& marker, size_t limit,
+                                const std::vector<Source>& sources,
+                                const std::map<std::string, ObjectMeta>& scanned,
+                                std::string& failedVolume) const;
   std::vector<std::string> readOrder(const std::string& bucket, const std::string& key) const;
+  // Removes the copies on other volumes that are older than `writtenAt`.
   void removeOtherCopies(const std::string& keepVolume, const std::string& bucket,
-                         const std::string& key);
-
-  void dropFromIndex(const std::string& volume, const std::string& bucket, const std::string& key);
+                         const std::string& key, double writtenAt);
+  // Drops the entry of a key whose file is absent from `volume` (checked
+  // under the index's write lock). Failures are logged: a stale entry is harmless.
+  void dropEntryIfGone(const std::string& volume, const std::string& bucket,
+                       const std::string& key) const;
+  // Runs `fn` on the volume's index; an index found damaged is rebuilt
+  // (or reopened) and `fn` tried once more.
+  void withIndex(const std::string& volume, const std::function<void(KeyIndex&)>& fn) const;
+  void forgetIndex(const std::string& volume) const;
   // Calls `fn` for every readable object on `volume` (of one bucket, unless
   // `onlyBucket` is empty).
-  void forEachObject(const std::string& volume, const std::string& onlyBucket,
-                     const std::function<void(const std::string&, const ObjectMeta&)>& fn) const;
+  // Calls `fn` with the relative path of every object file on `volume`.
+  static void forEachObjectFile(const std::string& volume,
+                                const std::function<void(const std::string&)>& fn);
+  static void forEachObject(const std::string& volume, const std::string& onlyBucket,
+                            const std::function<void(const std::string&, const ObjectMeta&)>& fn);
   // The key index of a volume, opened on first use. Throws std::system_error.
   std::shared_ptr<KeyIndex> indexFor(const std::string& volume) const;
   // Builds the index of a volume that holds objects from before it.
-  void completeIndex(const std::string& volume, KeyIndex& index) const;
+  static void completeIndex(const std::string& volume, KeyIndex& index);
+  // Replaces a damaged index with one built from the files, unless another
+  // process did so already. Leaves VOLUME/index.rebuilding while it runs,
+  // which marks the volume unhealthy (scanVolumes).
+  static std::shared_ptr<KeyIndex> rebuildIndex(const std::string& volume, const std::string& why,
+                                                ino_t damagedInode);
 
   StorageSettings settings_;
   mutable std::mutex mutex_;

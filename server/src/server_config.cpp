@@ -28,6 +28,18 @@ void parseConnectionLimits(reload::IniConfig& ini, ObjectServerConfig& c) {
 
 }  // namespace
 
+std::string volumeGlobProblem(const std::string& glob) {
+  if (glob.empty()) return "";
+  if (glob[0] != '/') return "'" + glob + "' is not an absolute path";
+  // The first component must be a fixed name: a pattern there takes the
+  // top-level directories of the system (/*, /?a, /[a-z]*) as volumes.
+  size_t end = glob.find('/', 1);
+  std::string first = glob.substr(1, end == std::string::npos ? std::string::npos : end - 1);
+  if (first.empty() || first.find_first_of("*?[\\") != std::string::npos || first == "." || first == "..")
+    return "'" + glob + "' matches directories at the file system root; start it with a fixed directory";
+  return "";
+}
+
 std::shared_ptr<const ObjectServerConfig> parseObjectServerConfig(reload::IniConfig& ini) {
   auto c = std::make_shared<ObjectServerConfig>();
   auto& s = c->storage;
@@ -35,6 +47,8 @@ std::shared_ptr<const ObjectServerConfig> parseObjectServerConfig(reload::IniCon
   s.volumeGlob = ini.getString("storage", "volume_glob", "");
   if (s.volumes.empty() && s.volumeGlob.empty())
     ini.fail("storage", "volumes", "set volumes or volume_glob (at least one data directory)");
+  if (auto problem = volumeGlobProblem(s.volumeGlob); !problem.empty())
+    ini.fail("storage", "volume_glob", problem);
   for (const auto& v : s.volumes)
     if (v.empty() || v[0] != '/')
       ini.fail("storage", "volumes", "'" + v + "' is not an absolute path");

@@ -24,4 +24,7 @@ struct ObjectServerConfig : reload::ServiceConfig {
 
 std::shared_ptr<const ObjectServerConfig> parseObjectServerConfig(reload::IniConfig& ini);
 
+// "" when `glob` may be [storage] volume_glob, otherwise why not.
+std::string volumeGlobProblem(const std::string& glob);
+
 }  // namespace server
