@@ -66,6 +66,10 @@ struct Options {
   double timeoutSeconds = 10;
   bool awaitEach = false;  // send the next signal only once the last reload is done
   std::string masterNice;  // master_nice for the server; empty: its default
+  // reload_probation for the server. 0 by default: the figures are those of
+  // the reload itself (to serving), and with a probation every signal that
+  // arrives before it ends waits for its end.
+  std::string probation = "0";
 };
 
 struct Sample {
@@ -195,7 +199,7 @@ void usage() {
                "  [--object-size BYTES] [--put-ratio R] [--config-hook SCRIPT]\n"
                "  [--await-each] [--expect-zero-failures] [--max-failures N]\n"
                "  [--max-reload-p99-ms MS] [--keep-dir DIR] [--master-nice N]\n"
-               "  [--settle-seconds S]\n"
+               "  [--settle-seconds S] [--probation S]\n"
                "Client latency is printed for three windows: steady (--steady-seconds\n"
                "before the first signal), during reloads, and after them (the\n"
                "--settle-seconds once the last reload is done), and for GET and PUT\n"
@@ -234,6 +238,7 @@ int main(int argc, char** argv) {
     else if (a == "--expect-zero-failures") opt.expectZero = true;
     else if (a == "--await-each") opt.awaitEach = true;
     else if (a == "--master-nice") opt.masterNice = next();
+    else if (a == "--probation") opt.probation = next();
     else if (a == "--settle-seconds") opt.settleSeconds = std::stod(next());
     else if (a == "--max-failures") opt.maxFailures = std::stol(next());
     else if (a == "--max-reload-p99-ms") opt.maxReloadP99Ms = std::stod(next());
@@ -264,6 +269,7 @@ int main(int argc, char** argv) {
         << "\ngraceful_timeout = 10\nkeepalive_timeout = 5\nlistener_handoff = " << opt.handoff
         << "\nmax_draining_generations = 16\npid_file = " << dir << "/moltd.pid\n"
         << (opt.masterNice.empty() ? "" : "master_nice = " + opt.masterNice + "\n")
+        << "reload_probation = " << opt.probation << "\n"
         << "[admin]\nbind = " << admin << "\n[storage]\nvolumes = " << dir << "/data\n"
         << "[log]\nfile = " << dir << "/moltd.log\naccess_log = off\n";
   }

@@ -19,6 +19,8 @@ import unittest
 
 MOLTD = os.path.abspath(os.environ.get("MOLTD_BIN", "moltd"))
 MOLTD_ALT = os.path.abspath(os.environ.get("MOLTD_ALT_BIN", "moltd-alt"))
+# A test build with a fault switch (server/src/test_faults.h): bad deploys.
+MOLTD_FAULTY = os.path.abspath(os.environ.get("MOLTD_FAULTY_BIN", "moltd-faulty"))
 RELOAD_BENCH = os.path.abspath(os.environ.get("RELOAD_BENCH_BIN", "reload_bench"))
 
 
@@ -129,7 +131,7 @@ class Moltd:
 
     def __init__(self, test, workers=2, graceful_timeout=10, keepalive_timeout=5,
                  handoff="inherit", extra_server="", extra_storage="", binary=None,
-                 volumes=1):
+                 volumes=1, probation=0):
         self.test = test
         self.dir = tempfile.mkdtemp(prefix="molt-probe-")
         self.port = free_port()
@@ -143,6 +145,7 @@ class Moltd:
         self.settings = dict(workers=workers, graceful_timeout=graceful_timeout,
                              keepalive_timeout=keepalive_timeout, handoff=handoff,
                              extra_server=extra_server, extra_storage=extra_storage,
+                             probation=probation,
                              bind="127.0.0.1:%d" % self.port)
         self.config = os.path.join(self.dir, "moltd.conf")
         self.log = os.path.join(self.dir, "moltd.log")
@@ -157,7 +160,8 @@ class Moltd:
         text = (
             "[server]\nbind = {bind}\nworkers = {workers}\ngraceful_timeout = {graceful_timeout}\n"
             "keepalive_timeout = {keepalive_timeout}\nlistener_handoff = {handoff}\n"
-            "pid_file = {pid}\nreload_timeout = 10\n{extra_server}\n"
+            "pid_file = {pid}\nreload_timeout = 10\nreload_probation = {probation}\n"
+            "{extra_server}\n"
             "[admin]\nbind = 127.0.0.1:{admin}\n"
             "[storage]\nvolumes = {vols}\n{extra_storage}\n"
             "[log]\nlevel = debug\nfile = {log}\naccess_log = {access}\n"
@@ -207,6 +211,14 @@ class Moltd:
             conn.request("GET", "/status")
             resp = conn.getresponse()
             return json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def admin_get(self, path):
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().read().decode()
         finally:
             conn.close()
 
@@ -356,6 +368,7 @@ class Load:
         self.requests = 0
         self.latencies = []  # seconds, of requests that succeeded
         self.failures = {}
+        self.failure_times = []  # time.monotonic() of each failure
         self.notes = []
         self.threads = []
         status, _, _ = server.request("PUT", "/v1/load/object", body=self.payload)
@@ -363,6 +376,7 @@ class Load:
 
     def _fail(self, kind, note):
         with self.lock:
+            self.failure_times.append(time.monotonic())
             self.failures[kind] = self.failures.get(kind, 0) + 1
             if len(self.notes) < 10:
                 self.notes.append("%s: %s" % (kind, note))

@@ -11,9 +11,11 @@ import http.client
 import os
 import signal
 import socket
+import time
 import unittest
 
-from molt_probe import Load, Moltd, children_of, free_port, proc_state, steady_open_fds, wait_for
+from molt_probe import (MOLTD_FAULTY, Load, Moltd, children_of, free_port, proc_state,
+                        steady_open_fds, wait_for)
 from test_robustness import FAULT_SHIM, cpu_share, fault_env
 
 # (call, role, nth): the nth use after arming fails.
@@ -62,6 +64,8 @@ class FaultMatrix(unittest.TestCase):
             server.send_signal(signal.SIGHUP)
         elif kind == "SIGUSR1":
             server.send_signal(signal.SIGUSR1)
+        elif kind == "POST /reload":
+            self.assertEqual(post(server, "/reload"), 202)
         else:
             self.assertEqual(post(server, "/reload-seamless"), 202)
 
@@ -142,6 +146,66 @@ class FaultMatrix(unittest.TestCase):
 
     def test_post_reload_seamless(self):
         self.column("POST /reload-seamless")
+
+
+# Faults after ready, which only probation catches (see test_faults.h).
+AFTER_READY = [("crash after ready", "worker-crash 1.5"), ("500 after ready", "worker-500")]
+
+
+class AfterReady(unittest.TestCase):
+    """Each reload kind against a new generation that goes wrong once it is
+    ready: in every cell the reload is rolled back, the PID survives, only
+    requests in flight on a crashed worker fail (or get the bad
+    generation's 500s) and none after the rollback, the next clean reload
+    passes its probation, and processes, descriptors and idleness are back."""
+
+    def run_cell(self, kind, fault):
+        server = Moltd(self, workers=2, graceful_timeout=5, probation=4, binary=MOLTD_FAULTY)
+        fault_file = os.path.join(server.dir, "fault")
+        server.start(env=dict(os.environ, MOLT_TEST_FAULT_FILE=fault_file))
+        base = FaultMatrix.baseline(self, server, 2)
+        fds = steady_open_fds(server.pid)
+        with Load(server, connections=4) as load:
+            with open(fault_file, "w") as f:
+                f.write(fault + "\n")
+            FaultMatrix.trigger(self, server, kind)
+            st = server.wait_status(lambda s: s["rollbacks"] == 1 and s["state"] == "running",
+                                    "the rollback", 40)
+            rolled_back_at = time.monotonic()
+            os.unlink(fault_file)
+            self.assertEqual(st["pid"], server.pid)
+            self.assertEqual(st["generation"], base["generation"])
+            self.assertEqual(st["last_reload"]["result"], "rolled_back")
+            outcome = "rolled back: " + st["last_reload"]["reason"].split(" (pid")[0]
+            before = server.reload_count()
+            FaultMatrix.trigger(self, server, kind)
+            st = server.wait_reload_result(before, timeout=40)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        late = [t for t in load.failure_times if t > rolled_back_at + 0.5]
+        self.assertEqual(late, [], load.notes)
+        allowed = {"reset", "short_read"} if fault.startswith("worker-crash") else {"non_2xx"}
+        self.assertTrue(set(load.failures) <= allowed, load.notes)
+        if fault.startswith("worker-crash"):
+            self.assertLessEqual(sum(load.failures.values()), load.connections * 2, load.notes)
+        self.assertEqual(st["pid"], server.pid)
+        server.wait_no_draining()
+        FaultMatrix.baseline(self, server, 2)
+        wait_for(lambda: steady_open_fds(server.pid) <= fds, 10,
+                 "the master's descriptors to return to their baseline (%d)" % fds)
+        self.assertLess(cpu_share(server.pid, 1.5), 0.01)
+        self.assertEqual(server.stop(), 0)
+        return outcome
+
+    def test_every_reload_kind(self):
+        kinds = ["SIGHUP", "SIGUSR1", "POST /reload-seamless", "POST /reload"]
+        for name, fault in AFTER_READY:
+            for kind in kinds:
+                with self.subTest(fault=name, reload=kind):
+                    MATRIX[(name, kind)] = "FAILED"
+                    MATRIX[(name, kind)] = self.run_cell(kind, fault)
+        print("\n%-20s %s" % ("fault", " | ".join(kinds)))
+        for name, _ in AFTER_READY:
+            print("%-20s %s" % (name, " | ".join(MATRIX.get((name, k), "?") for k in kinds)))
 
 
 if __name__ == "__main__":

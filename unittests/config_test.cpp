@@ -64,6 +64,43 @@ BOOST_AUTO_TEST_CASE(defaults_and_values) {
   BOOST_TEST(ini.digest().size() == 64u);
 }
 
+BOOST_AUTO_TEST_CASE(probation_keys_have_defaults_and_ranges) {
+  {
+    TempConfig file("[server]\nbind = 127.0.0.1:9000\n");
+    reload::IniConfig ini(file.path);
+    auto master = reload::parseMasterConfig(ini);
+    BOOST_TEST(master.reloadProbation == 10);
+    BOOST_TEST(master.probationMax5xxRatio == 0.5);
+    BOOST_TEST(master.probationMinRequests == 20);
+  }
+  {
+    TempConfig file("[server]\nreload_probation = 0\nprobation_max_5xx_ratio = 0.25\n"
+                    "probation_min_requests = 5\n");
+    reload::IniConfig ini(file.path);
+    auto master = reload::parseMasterConfig(ini);
+    ini.finish();
+    BOOST_TEST(master.reloadProbation == 0);
+    BOOST_TEST(master.probationMax5xxRatio == 0.25);
+    BOOST_TEST(master.probationMinRequests == 5);
+  }
+  for (const char* ratio : {"0", "1", "0.5", "1.0", ".5", "0.999"})
+    BOOST_TEST(errorsOf(std::string("[server]\nprobation_max_5xx_ratio = ") + ratio + "\n")
+                       .find("probation") == std::string::npos,
+               ratio);
+  for (const char* ratio : {"1.5", "-0.1", "50%", "0.5s", "1e-2", ".", "0..5", "x", "2"}) {
+    auto errors = errorsOf(std::string("[server]\nprobation_max_5xx_ratio = ") + ratio + "\n");
+    BOOST_TEST(errors.find("probation_max_5xx_ratio: must be a number between 0 and 1") !=
+                   std::string::npos,
+               ratio << ": " << errors);
+  }
+  BOOST_TEST(errorsOf("[server]\nreload_probation = -1\n").find("reload_probation") !=
+             std::string::npos);
+  BOOST_TEST(errorsOf("[server]\nreload_probation = 3601\n").find("reload_probation") !=
+             std::string::npos);
+  BOOST_TEST(errorsOf("[server]\nprobation_min_requests = 0\n").find("probation_min_requests") !=
+             std::string::npos);
+}
+
 BOOST_AUTO_TEST_CASE(errors_name_file_section_key_and_reason) {
   std::string e = errorsOf("[server]\nworkers = many\ngraceful_timeout = -1\n[storage]\nvolumes = relative\n");
   BOOST_TEST(e.find("F: [server] workers: 'many' is not a whole number") != std::string::npos, e);

@@ -31,6 +31,14 @@ BOOST_AUTO_TEST_CASE(a_reload_waits_for_the_synchronizers_report) {
   BOOST_TEST(reload::pendingMayStart(Phase::kRunning, false, ReloadKind::kSeamless));
 }
 
+BOOST_AUTO_TEST_CASE(a_reload_waits_below_the_draining_bound) {
+  for (int limit = 1; limit <= 8; ++limit)
+    for (size_t draining = 0; draining <= 10; ++draining)
+      BOOST_TEST(reload::drainingAllowsReload(draining, limit) ==
+                     (draining < static_cast<size_t>(limit)),
+                 draining << " draining, limit " << limit);
+}
+
 BOOST_AUTO_TEST_CASE(queued_reloads_coalesce_to_the_strongest) {
   auto d = reload::decideReload(Phase::kReloading, false, ReloadKind::kSeamless, ReloadKind::kHup);
   BOOST_TEST((d.pending == ReloadKind::kSeamless));

@@ -30,12 +30,15 @@ ExecLayout::ExecLayout(HandoffEnv env, int notifyFd, int stateFd, int countersFd
                        std::vector<int> listeners, std::vector<std::string> names)
     : env_(std::move(env)), listeners_(std::move(listeners)), names_(std::move(names)) {
   const int above = 3 + static_cast<int>(listeners_.size());
-  notify_ = copyAbove(notifyFd, above, "notify pipe");
-  state_ = copyAbove(stateFd, above, "state pipe");
+  // A rollback's image has no synchronizer to talk to: no pipes then.
+  if (notifyFd >= 0) notify_ = copyAbove(notifyFd, above, "notify pipe");
+  if (stateFd >= 0) state_ = copyAbove(stateFd, above, "state pipe");
   counters_ = copyAbove(countersFd, above, "counters");
-  env_.notifyFd = notify_.get();
-  env_.stateFd = state_.get();
+  if (env_.binaryFd >= 0) binary_ = copyAbove(env_.binaryFd, above, "binary");
+  env_.notifyFd = notify_ ? notify_.get() : -1;
+  env_.stateFd = state_ ? state_.get() : -1;
   env_.countersFd = counters_.get();
+  env_.binaryFd = binary_ ? binary_.get() : -1;
   Fd memfd(writeHandoffMemfd(encodeHandoffText(env_)));
   memfd_ = copyAbove(memfd.get(), above, "handoff memfd");
 }
@@ -56,7 +59,9 @@ void ExecLayout::apply(pid_t pid) {
 }
 
 std::vector<int> ExecLayout::passedFds() const {
-  std::vector<int> fds{notify_.get(), state_.get(), counters_.get(), memfd_.get()};
+  std::vector<int> fds;
+  for (const Fd* fd : {&notify_, &state_, &counters_, &memfd_, &binary_})
+    if (*fd) fds.push_back(fd->get());
   for (size_t i = 0; layout_ && i < listeners_.size(); ++i) fds.push_back(3 + static_cast<int>(i));
   return fds;
 }
@@ -72,6 +77,7 @@ void ExecLayout::undo() noexcept {
   state_.reset();
   counters_.reset();
   memfd_.reset();
+  binary_.reset();
 }
 
 std::string resolveExecutable(const std::string& executable) {
@@ -106,9 +112,14 @@ std::string checkHandoffFds(const HandoffEnv& env) {
     int flags = fcntl(fd, F_GETFL);
     return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == mode;
   };
-  if (!pipeEnd(env.notifyFd, O_WRONLY))
+  if (env.binaryFd != -1) {
+    struct stat st {};
+    if (fstat(env.binaryFd, &st) != 0 || !S_ISREG(st.st_mode))
+      return "binary fd " + std::to_string(env.binaryFd) + " is not a regular file";
+  }
+  if (!(env.rollback && env.notifyFd == -1) && !pipeEnd(env.notifyFd, O_WRONLY))
     return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
-  if (!pipeEnd(env.stateFd, O_RDONLY))
+  if (!(env.rollback && env.stateFd == -1) && !pipeEnd(env.stateFd, O_RDONLY))
     return "state fd " + std::to_string(env.stateFd) + " is not the read end of a pipe";
   return "";
 }

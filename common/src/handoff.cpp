@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -171,13 +172,20 @@ void validateHandoff(const HandoffEnv& env) {
     if (value < 3 || value > 1 << 20)
       throw std::invalid_argument(std::string(what) + " " + std::to_string(value) + " is not a passed descriptor");
   };
-  fd(env.notifyFd, "notify fd", false);
-  fd(env.stateFd, "state fd", false);
+  fd(env.notifyFd, "notify fd", env.rollback);
+  fd(env.stateFd, "state fd", env.rollback);
   fd(env.countersFd, "counters fd", true);
-  if (env.notifyFd == env.stateFd || (env.countersFd != -1 && (env.countersFd == env.notifyFd ||
-                                                              env.countersFd == env.stateFd)))
+  fd(env.binaryFd, "binary fd", true);
+  std::vector<int> fds;
+  for (int f : {env.notifyFd, env.stateFd, env.countersFd, env.binaryFd})
+    if (f != -1) fds.push_back(f);
+  std::sort(fds.begin(), fds.end());
+  if (std::adjacent_find(fds.begin(), fds.end()) != fds.end())
     throw std::invalid_argument("handoff descriptors are not distinct");
-  if (env.syncPid <= 1) throw std::invalid_argument("sync pid " + std::to_string(env.syncPid) + " is not a child");
+  if (!env.rollback && (env.notifyFd == -1 || env.stateFd == -1))
+    throw std::invalid_argument("a handoff without its notify and state fds");
+  if (env.syncPid <= 1 && !(env.rollback && env.syncPid == 0))
+    throw std::invalid_argument("sync pid " + std::to_string(env.syncPid) + " is not a child");
   constexpr uint64_t kMaxGeneration = 1ULL << 53;
   if (env.lastGeneration > kMaxGeneration || env.servingGeneration > env.lastGeneration)
     throw std::invalid_argument("generations out of range");
@@ -231,6 +239,18 @@ std::string encodeHandoffText(const HandoffEnv& env) {
   put("counters", encodeCounters(env.counters));
   for (const auto& c : env.children) put("child", encodeChild(c));
   if (!env.previousConfig.empty()) put("previous_config", hexOf(env.previousConfig));
+  if (env.binaryFd != -1) put("binary_fd", std::to_string(env.binaryFd));
+  if (env.probation) put("probation", "1");
+  if (!env.config.empty()) put("config", hexOf(env.config));
+  if (env.rollback) put("rollback", "1");
+  if (env.counters.rollbacks) put("rollbacks", std::to_string(env.counters.rollbacks));
+  if (env.lastReload) {
+    const auto& r = *env.lastReload;
+    // Each text as "x" and its hex, so that an empty one is still a field.
+    put("last_reload", "x" + hexOf(r.kind) + ":x" + hexOf(r.result) + ":x" + hexOf(r.reason) + ":" +
+                           std::to_string(static_cast<int64_t>(r.durationMs * 1000)) + ":" +
+                           std::to_string(r.finishedEpoch) + ":" + std::to_string(r.generation));
+  }
   return out;
 }
 
@@ -242,6 +262,8 @@ HandoffEnv decodeHandoffText(const std::string& text) {
                                 std::to_string(kHandoffMemfdVersion));
   HandoffEnv env;
   env.countersFd = -1;
+  env.notifyFd = -1;
+  env.stateFd = -1;
   bool notify = false, state = false, sync = false, generation = false, serving = false;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
@@ -277,10 +299,43 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       } catch (const std::invalid_argument&) {
         throw std::invalid_argument("bad previous_config");
       }
+    } else if (key == "binary_fd") {
+      env.binaryFd = toSmallInt(value, "binary_fd");
+    } else if (key == "probation") {
+      env.probation = value == "1";
+    } else if (key == "config") {
+      try {
+        env.config = bytesOfHex(value);
+      } catch (const std::invalid_argument&) {
+        throw std::invalid_argument("bad config");
+      }
+    } else if (key == "rollback") {
+      env.rollback = value == "1";
+    } else if (key == "rollbacks") {
+      env.counters.rollbacks = toUnsigned(value, "rollbacks");
+    } else if (key == "last_reload") {
+      auto f = split(value, ':');
+      if (f.size() != 6) throw std::invalid_argument("bad last_reload");
+      HandoffReload r;
+      auto textOf = [](const std::string& field) {
+        if (field.empty() || field[0] != 'x') throw std::invalid_argument("bad last_reload");
+        return bytesOfHex(field.substr(1));
+      };
+      r.kind = textOf(f[0]);
+      r.result = textOf(f[1]);
+      r.reason = textOf(f[2]);
+      r.durationMs = static_cast<double>(toInt(f[3], "last_reload")) / 1000.0;
+      r.finishedEpoch = toInt(f[4], "last_reload");
+      r.generation = toUnsigned(f[5], "last_reload");
+      if (r.kind.size() > 64 || r.result.size() > 64 || r.reason.size() > 4096)
+        throw std::invalid_argument("last_reload too long");
+      env.lastReload = r;
     }
     // Any other key comes from a newer image and is optional by contract.
   }
-  if (!notify || !state || !sync || !generation || !serving)
+  // A rollback's image may have no synchronizer, or only its notify pipe.
+  if (env.rollback && !sync) env.syncPid = 0;
+  if ((!env.rollback && (!notify || !state || !sync)) || !generation || !serving)
     throw std::invalid_argument("handoff lacks a required field");
   validateHandoff(env);
   return env;
@@ -378,7 +433,9 @@ std::optional<SyncReport> decodeSyncReport(const std::string& bytes) {
 
 std::string encodeNotify(const NotifyMessage& msg) {
   if (msg.kind == NotifyMessage::Kind::kReady)
-    return "READY " + std::to_string(msg.pid) + " " + std::to_string(msg.generation) + "\n";
+    return "READY " + std::to_string(msg.pid) + " " + std::to_string(msg.generation) +
+           (msg.probation ? " probation" : "") + "\n";
+  if (msg.kind == NotifyMessage::Kind::kPass) return "PASS " + std::to_string(msg.generation) + "\n";
   std::string reason = msg.reason;
   for (char& c : reason)
     if (c == '\n') c = ' ';
@@ -397,6 +454,16 @@ std::optional<NotifyMessage> decodeNotify(const std::string& bytes) {
     if (in >> pid >> gen) {
       msg.kind = NotifyMessage::Kind::kReady;
       msg.pid = static_cast<pid_t>(pid);
+      msg.generation = gen;
+      std::string word;
+      msg.probation = static_cast<bool>(in >> word) && word == "probation";
+      return msg;
+    }
+  } else if (line.rfind("PASS ", 0) == 0) {
+    std::istringstream in(line.substr(5));
+    unsigned long long gen = 0;
+    if (in >> gen) {
+      msg.kind = NotifyMessage::Kind::kPass;
       msg.generation = gen;
       return msg;
     }

@@ -8,7 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -205,6 +207,21 @@ double IniConfig::getSeconds(const std::string& section, const std::string& key,
     fail(section, key, e.what());
     return fallback;
   }
+}
+
+double IniConfig::getRatio(const std::string& section, const std::string& key,
+                           double fallback) {
+  std::string value = raw(section, key);
+  if (!has(section, key)) return fallback;
+  bool plain = !value.empty() && value.size() <= 32 &&
+               value.find_first_not_of("0123456789.") == std::string::npos &&
+               std::count(value.begin(), value.end(), '.') <= 1 && value != ".";
+  double ratio = plain ? std::strtod(value.c_str(), nullptr) : -1;
+  if (!plain || ratio < 0 || ratio > 1) {
+    fail(section, key, "must be a number between 0 and 1, got '" + value + "'");
+    return fallback;
+  }
+  return ratio;
 }
 
 int64_t IniConfig::getInt(const std::string& section, const std::string& key, int64_t fallback,

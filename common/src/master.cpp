@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -32,6 +33,7 @@
 #include "reload/master_report.h"
 #include "reload/notify.h"
 #include "reload/pid_file.h"
+#include "reload/probation.h"
 #include "reload/process.h"
 #include "reload/reload_state.h"
 #include "reload/signals.h"
@@ -151,6 +153,7 @@ class MasterImpl {
   // Reloads
   void requestReload(ReloadKind kind, const std::string& source);
   void processPending();
+  bool reloadMustWait() const;
   void startValidation(ReloadKind kind);
   void onValidationExit(int status);
   void startHupReload(std::shared_ptr<const LoadedConfig> next);
@@ -158,7 +161,19 @@ class MasterImpl {
   void onCheckerExit(int status);
   void performExec(std::shared_ptr<const LoadedConfig> config, const std::string& executable);
   void finishReload(ReloadKind kind, const std::string& result, const std::string& reason,
-                    uint64_t generation);
+                    uint64_t generation, double durationMs = -1);
+
+  // Probation (see probation.h)
+  bool beginProbation(uint64_t previous, ReloadKind kind,
+                      const std::shared_ptr<const LoadedConfig>& config);
+  void checkProbationAnswers();
+  void passProbation();
+  void failProbation(const std::string& reason);
+  void execLastGoodBinary();
+  void rescueInSynchronizer(const std::string& why, const std::vector<int>& listeners,
+                            const std::vector<std::string>& roles);
+  void startRollbackImage(const HandoffEnv& env);
+  void openOwnBinary();
   void readSyncReport();
   void closeHandoffState(const std::string& why);
 
@@ -173,6 +188,7 @@ class MasterImpl {
   void onUnexpected(const char* what, const std::string& error);
   void closeAdmin();
   void serveAdmin();
+  void releaseOldGenerationSockets();
   std::function<void()> guarded(const char* what, std::function<void()> handler);
   void beginStop(bool graceful);
   void killEverything();
@@ -246,6 +262,25 @@ class MasterImpl {
   AdminServer admin_{loop_, [this](const AdminRequest& r) { return handleAdmin(r); }};
   FunctionTimer stopTimer_{loop_, guarded("shutdown deadline", [this] { onStopDeadline(); })};
   FunctionTimer startTimer_{loop_, guarded("start deadline", [this] { onStartDeadline(); })};
+  // Probation: the last good configuration, when the serving generation
+  // became ready, the serving duration of the reload on probation.
+  std::shared_ptr<const LoadedConfig> lastGoodConfig_;
+  double probationReadyAt_ = 0;
+  double probationServingMs_ = 0;
+  ProbationLimits probationLimits_;
+  FunctionTimer probationTimer_{loop_, guarded("probation", [this] {
+                                  if (state_.probation()) passProbation();
+                                })};
+  FunctionTimer probationCheckTimer_{loop_, guarded("probation answers", [this] {
+                                       checkProbationAnswers();
+                                     })};
+  // This image's binary, open: the last good one once its generation passed
+  // probation. A new image also holds the binary of the image before until
+  // its own generation passes (lastGoodBinary_), to run it again on a
+  // rollback even if its file was replaced or deleted.
+  Fd ownBinary_;
+  Fd lastGoodBinary_;
+  bool syncWaitsForProbation_ = false;  // the old image's synchronizer does
   bool finished_ = false;
   int exitCode_ = 0;
   int workerNice_ = 0;
@@ -269,6 +304,18 @@ Boot readBoot() {
   } catch (const std::runtime_error& e) {
     if (!boot.handoff) throw;  // refused at start, clearly
     boot.inheritedProblem = e.what();
+  }
+  if (boot.afterExec && !boot.handoff) {
+    // A handoff this image refused still left its descriptors open: the
+    // notify pipe among them, on which the synchronizer would wait out its
+    // timeout. Nothing else is open yet but the listeners.
+    std::vector<int> keep;
+    for (int i = 0; i < boot.inherited.count; ++i) keep.push_back(systemd::kListenFdsStart + i);
+    try {
+      closeAllFdsExcept(keep);
+    } catch (const std::exception& e) {
+      MOLT_LOG(kError) << "closing the refused handoff's descriptors: " << e.what();
+    }
   }
   return boot;
 }
@@ -316,6 +363,7 @@ void MasterImpl::onUnexpected(const char* what, const std::string& error) {
       if (validation_) validation_->task.kill();
       finishReload(state_.active(), "failed", std::string(what) + ": " + error,
                    state_.servingGeneration());
+      processPending();
     }
   } catch (const std::exception& e) {
     MOLT_LOG(kError) << "while recovering: " << e.what();
@@ -330,9 +378,26 @@ void MasterImpl::closeAdmin() { admin_.closeAll(); }
 
 // The admin endpoint serves the admin listeners the next generation will
 // have; called whenever that set changes, and before one of them closes.
+// Rebind mode, once this image serves for good: the old image's sockets
+// close, after the admin endpoint stopped watching them.
+void MasterImpl::releaseOldGenerationSockets() {
+  std::vector<Listener> old = std::move(oldGenerationSockets_);
+  oldGenerationSockets_.clear();
+  serveAdmin();
+}
+
 void MasterImpl::serveAdmin() {
-  admin_.setListeners(state_.phase() == Phase::kStopping ? std::vector<int>{}
-                                                 : listenerFds("admin", true));
+  if (state_.phase() == Phase::kStopping) {
+    admin_.setListeners({});
+    return;
+  }
+  std::vector<int> fds = listenerFds("admin", true);
+  // Rebind mode: the old image's admin sockets share the address's
+  // SO_REUSEPORT group until this image serves for good (through
+  // probation); connections the kernel queues there are answered too.
+  for (const auto& old : oldGenerationSockets_)
+    if (old.role == "admin") fds.push_back(old.fd.get());
+  admin_.setListeners(fds);
 }
 
 void MasterImpl::startFresh(bool afterExec) {
@@ -357,12 +422,17 @@ void MasterImpl::startFresh(bool afterExec) {
                                  " (pid file " + config_->master.pidFile + ")");
     }
   }
+  openOwnBinary();
   if (afterExec) adoptOrphans();
   adoptInheritedListeners(true);
   listeners_.bindMissing(wantedListeners(*config_), true);
   serveAdmin();
   writePidFile();
-  service_.applyCheck(*config_, "start", service_.runCheck(*config_, "start"));
+  // The start check removes the temp files of interrupted uploads; with
+  // the previous image's workers still serving (an exec whose handoff was
+  // refused), some of them are uploads in flight: then it is a reload's.
+  const char* trigger = orphans_.empty() ? "start" : "reload";
+  service_.applyCheck(*config_, trigger, service_.runCheck(*config_, trigger));
   armPeriodicProbe();
   MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
                   << " starting with " << config_->path;
@@ -386,11 +456,39 @@ void MasterImpl::adoptOrphans() {
                        << " children of the previous image keep serving until this one is ready";
 }
 
+void MasterImpl::openOwnBinary() {
+  // /proc/self/exe names the file this image runs even once it is replaced
+  // or deleted; a rollback runs it from this descriptor.
+  ownBinary_.reset(open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (!ownBinary_)
+    MOLT_LOG(kWarning) << "cannot open this image's binary (/proc/self/exe): "
+                       << std::strerror(errno)
+                       << "; a seamless reload that fails its probation keeps this binary";
+}
+
 void MasterImpl::startFromHandoff(const HandoffEnv& env) {
+  if (env.rollback) {
+    startRollbackImage(env);
+    return;
+  }
+  openOwnBinary();
+  if (env.binaryFd >= 0) {
+    lastGoodBinary_.reset(env.binaryFd);
+    try {
+      setCloseOnExec(env.binaryFd, true);
+    } catch (const std::exception&) {
+      lastGoodBinary_.reset();
+    }
+  }
+  syncWaitsForProbation_ = env.probation;
   startedEpoch_ = env.startedEpoch;
   workerNice_ = env.workerNice;
   counters_ = env.counters;
   reloadStartedUs_ = env.reloadStartedUs;
+  if (env.lastReload)
+    lastReload_ = ReloadRecord{env.lastReload->kind, env.lastReload->result,
+                               env.lastReload->reason, env.lastReload->durationMs,
+                               env.lastReload->finishedEpoch, env.lastReload->generation};
   notifyFd_.reset(env.notifyFd);
   stateFd_.watch(Fd(env.stateFd), EPOLLIN);
   std::vector<std::string> notes;
@@ -436,7 +534,13 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   }
   if (failure.empty()) {
     try {
-      config_ = loadConfig(options_.configPath, service_);
+      // The configuration the old image validated comes with the handoff:
+      // no disk, no name lookup on this loop, and no file that nothing
+      // validated. Only an old image that does not carry it makes this one
+      // load the file.
+      config_ = env.config.empty()
+                    ? loadConfig(options_.configPath, service_)
+                    : loadValidatedConfig(options_.configPath, decodeValidated(env.config), service_);
     } catch (const std::exception& e) {
       failure = std::string("cannot load the configuration: ") + e.what();
     }
@@ -489,6 +593,180 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   serveAdmin();
   armDrainKills();
   startGeneration(config_, ReloadKind::kSeamless);
+}
+
+// A seamless reload failed its probation: the old workers already accept
+// again under this process. The last good binary takes this PID back, from
+// the descriptor kept across the exec (its file may be gone), with the last
+// good configuration in the handoff; it adopts the workers and starts
+// nothing. If the exec fails, this image goes on supervising them with the
+// last good configuration.
+void MasterImpl::execLastGoodBinary() {
+  HandoffEnv env;
+  env.rollback = true;
+  env.syncPid = 0;
+  env.lastGeneration = state_.lastGeneration();
+  env.servingGeneration = state_.servingGeneration();
+  env.startedEpoch = startedEpoch_;
+  env.reloadStartedUs = reloadStartedUs_;
+  env.workerNice = workerNice_;
+  env.counters = counters_;
+  for (const auto& w : registry_.all()) {
+    HandoffChild c;
+    c.pid = w.pid;
+    c.generation = w.generation;
+    c.slot = w.slot;
+    c.draining = w.state == WorkerState::kDraining;
+    c.killAtUs = static_cast<int64_t>(w.killAt * 1e6);
+    env.children.push_back(c);
+  }
+  env.config = encodeValidated(describeValidated(*config_));
+  if (lastReload_)
+    env.lastReload = HandoffReload{lastReload_->kind, lastReload_->result, lastReload_->reason,
+                                   lastReload_->durationMs, lastReload_->finishedEpoch,
+                                   lastReload_->generation};
+  std::vector<int> fds;
+  std::vector<std::string> roles;
+  for (const auto& h : listeners_.held()) {
+    fds.push_back(h.listener.fd.get());
+    roles.push_back(handoffFdName(h.listener));
+  }
+  std::string failure;
+  try {
+    env.syncPid = syncPid_;
+    ExecLayout layout(std::move(env), notifyFd_ ? notifyFd_.get() : -1, -1,
+                      counters_shared_->fd(), fds, roles);
+    admin_.finishBeforeExec(kAdminFinishBeforeExecMs);  // answered, not reset
+    layout.apply(pid_);
+    MOLT_LOG(kInfo) << "running the last good binary again in pid " << pid_;
+    log::flush();
+    std::vector<char*> args;
+    for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execveat(lastGoodBinary_.get(), "", args.data(), environ, AT_EMPTY_PATH);
+    failure = std::string("execveat: ") + std::strerror(errno);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  serveAdmin();
+  MOLT_LOG(kError) << "cannot run the last good binary again (" << failure
+                   << "); this image supervises generation " << state_.servingGeneration()
+                   << " with the last good configuration";
+}
+
+// In the synchronizer (a fork of this image, the last good one) when the
+// new image died or hung: runs this image's binary in the synchronizer's
+// process, with the listeners it holds and this image's validated
+// configuration. It becomes the master under a new PID, starts a
+// generation, and rewrites the pid file; the old workers drain once their
+// parent is gone. Returns only if the exec failed.
+void MasterImpl::rescueInSynchronizer(const std::string& why, const std::vector<int>& listeners,
+                                      const std::vector<std::string>& roles) {
+  try {
+    HandoffEnv env;
+    env.rollback = true;
+    env.syncPid = 0;
+    // The new image may have used the next number.
+    env.lastGeneration = state_.lastGeneration() + 2;
+    env.servingGeneration = env.lastGeneration;
+    env.startedEpoch = startedEpoch_;
+    env.reloadStartedUs = reloadStartedUs_;
+    env.workerNice = workerNice_;
+    env.counters = counters_;
+    ++env.counters.reloadsFailed;
+    ++env.counters.rollbacks;
+    env.config = encodeValidated(describeValidated(*config_));
+    env.lastReload = HandoffReload{"seamless", "rolled_back",
+                                   why + "; the last good binary runs again as pid " +
+                                       std::to_string(getpid()),
+                                   0, time(nullptr), env.servingGeneration};
+    ExecLayout layout(std::move(env), -1, -1, counters_shared_->fd(), listeners, roles);
+    layout.apply(getpid());
+    log::flush();
+    std::vector<char*> args;
+    for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execveat(ownBinary_.get(), "", args.data(), environ, AT_EMPTY_PATH);
+    MOLT_LOG(kCritical) << "synchronizer: execveat the last good binary: " << std::strerror(errno);
+  } catch (const std::exception& e) {
+    MOLT_LOG(kCritical) << "synchronizer: cannot run the last good binary: " << e.what();
+  }
+}
+
+// The image a rollback ran: the last good binary with the last good
+// configuration, both from the handoff. Its generation's workers already
+// accept again; it adopts them and every other child, and starts nothing
+// unless a slot is empty.
+void MasterImpl::startRollbackImage(const HandoffEnv& env) {
+  openOwnBinary();
+  startedEpoch_ = env.startedEpoch;
+  workerNice_ = env.workerNice;
+  counters_ = env.counters;
+  reloadStartedUs_ = env.reloadStartedUs;
+  if (env.lastReload)
+    lastReload_ = ReloadRecord{env.lastReload->kind, env.lastReload->result,
+                               env.lastReload->reason, env.lastReload->durationMs,
+                               env.lastReload->finishedEpoch, env.lastReload->generation};
+  std::vector<std::string> notes;
+  try {
+    counters_shared_ = std::make_unique<SharedCounters>(env.countersFd);
+  } catch (const std::exception& e) {
+    notes.push_back(std::string("fresh request counters: ") + e.what());
+    counters_shared_ = std::make_unique<SharedCounters>();
+  }
+  config_ = loadValidatedConfig(options_.configPath, decodeValidated(env.config), service_);
+  log::configure(config_->master.log);
+  log::setIdentity("master", env.servingGeneration);
+  applyMasterNice();
+  size_t serving = 0;
+  for (const auto& child : env.children) {
+    if (parentOf(child.pid) != pid_) {
+      notes.push_back("pid " + std::to_string(child.pid) + " is not a child; ignored");
+      continue;
+    }
+    WorkerInfo info;
+    info.pid = child.pid;
+    info.generation = child.generation;
+    info.slot = child.slot;
+    bool current = child.generation == env.servingGeneration && !child.draining;
+    info.state = current ? WorkerState::kReady : WorkerState::kDraining;
+    info.killAt = static_cast<double>(child.killAtUs) / 1e6;
+    registry_.add(info);
+    serving += current;
+  }
+  for (const auto& n : notes) MOLT_LOG(kWarning) << "handoff: " << n;
+  if (env.syncPid > 1 && parentOf(env.syncPid) == pid_) syncPid_ = env.syncPid;
+  state_.adoptRollback(env.lastGeneration, env.servingGeneration);
+  adoptInheritedListeners(true);
+  listeners_.commit();  // inherited sockets this configuration does not have
+  listeners_.bindMissing(wantedListeners(*config_), false);
+  serveAdmin();
+  armDrainKills();
+  armPeriodicProbe();
+  MOLT_LOG(kInfo) << "rolled back: master pid " << pid_ << " version " << service_.version()
+                  << " runs again with generation " << env.servingGeneration << " (" << serving
+                  << " workers)";
+  for (int slot : registry_.missingSlots(env.servingGeneration, config_->master.workers))
+    scheduleRespawn(slot, 0);
+  // A rescue runs in the synchronizer's process: a new PID for the pid
+  // file and for systemd (which takes MAINPID= only with NotifyAccess=all).
+  try {
+    writePidFile();
+  } catch (const std::exception& e) {
+    MOLT_LOG(kError) << "rolled back: " << e.what();
+  }
+  systemd::notify("MAINPID=" + std::to_string(pid_));
+  if (env.notifyFd >= 0) {
+    // The failed reload's synchronizer guarded this start: it may go now.
+    Fd guard(env.notifyFd);
+    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "rolled back"});
+    if (write(guard.get(), msg.data(), msg.size()) < 0) {
+      // It is gone already.
+    }
+  }
+  notify::ready("rolled back: generation " + std::to_string(env.servingGeneration) +
+                " serves with version " + service_.version() +
+                (lastReload_ ? " (" + lastReload_->reason + ")" : ""));
 }
 
 // Every failure of a new image before it is ready ends here: the old
@@ -649,6 +927,8 @@ std::vector<int> MasterImpl::listenerFds(const std::string& role, bool newSet) c
 void MasterImpl::startGeneration(std::shared_ptr<const LoadedConfig> config, ReloadKind kind) {
   uint64_t generation = state_.beginGeneration(kind);
   startingConfig_ = config;
+  (*counters_shared_)[generationAnswersSlot(generation)].store(0, std::memory_order_relaxed);
+  (*counters_shared_)[generationServerErrorsSlot(generation)].store(0, std::memory_order_relaxed);
   startTimer_.arm(msAt(monotonicSeconds() + config->master.reloadTimeout));
   try {
     for (int slot = 0; slot < config->master.workers; ++slot)
@@ -815,9 +1095,14 @@ void MasterImpl::completeStarting() {
       notify::ready("serving generation " + std::to_string(gen.generation));
       break;
     case ReloadKind::kHup: {
+      auto lastGood = config_;
       config_ = config;
       log::configure(config_->master.log);
       applyMasterNice();
+      if (beginProbation(previous, ReloadKind::kHup, lastGood)) {
+        serveAdmin();
+        break;  // the listener transaction ends with the probation
+      }
       listeners_.commit();  // what it dropped is no longer served since the reload began
       serveAdmin();
       drainGeneration(previous, true);
@@ -825,13 +1110,34 @@ void MasterImpl::completeStarting() {
       break;
     }
     case ReloadKind::kSeamless: {
+      if (syncWaitsForProbation_ && notifyFd_ &&
+          beginProbation(previous, ReloadKind::kSeamless, previousConfig_)) {
+        // The old workers stand by (told by this image, their parent); the
+        // synchronizer keeps its sockets until the verdict.
+        handoffOldWorkers_.clear();
+        NotifyMessage ready{NotifyMessage::Kind::kReady, pid_, gen.generation, ""};
+        ready.probation = true;
+        std::string msg = encodeNotify(ready);
+        if (write(notifyFd_.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) {
+          MOLT_LOG(kWarning) << "synchronizer pid " << syncPid_ << " is gone";
+          notifyFd_.reset();
+          closeHandoffState("synchronizer gone");
+        } else {
+          stateTimer_.arm(msAt(monotonicSeconds() + 10));
+        }
+        break;
+      }
       drainGeneration(previous, false);
       listeners_.commit();  // closes the inherited sockets this configuration dropped
-      oldGenerationSockets_.clear();
+      releaseOldGenerationSockets();
+      lastGoodBinary_.reset();  // no probation: this image's binary is the last good one
       std::string msg = encodeNotify({NotifyMessage::Kind::kReady, pid_, gen.generation, ""});
       bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
                                    static_cast<ssize_t>(msg.size());
       notifyFd_.reset();
+      // The reload's record first: closing the handoff state may start a
+      // queued reload, whose record this must not end.
+      finishReload(ReloadKind::kSeamless, "ok", "", gen.generation);
       if (!told) {
         MOLT_LOG(kWarning) << "synchronizer pid " << syncPid_
                            << " is gone; draining the old generation from the master";
@@ -839,7 +1145,6 @@ void MasterImpl::completeStarting() {
       } else {
         stateTimer_.arm(msAt(monotonicSeconds() + 10));
       }
-      finishReload(ReloadKind::kSeamless, "ok", "", gen.generation);
       break;
     }
   }
@@ -894,6 +1199,142 @@ void MasterImpl::failStarting(const std::string& reason) {
   processPending();
 }
 
+// ---------------------------------------------------------------- probation
+
+// The generation that just became ready serves on probation while
+// `previous`, the last good one, stands by. Returns false (nothing
+// changed) when there is no probation: turned off, or no last good
+// generation alive to go back to, or no configuration to go back to.
+bool MasterImpl::beginProbation(uint64_t previous, ReloadKind kind,
+                                const std::shared_ptr<const LoadedConfig>& lastGood) {
+  double seconds = probationSeconds(kind, config_->master.reloadProbation);
+  if (seconds <= 0 || previous == 0 || !lastGood) return false;
+  auto standing = registry_.standBy(previous);
+  if (standing.empty()) return false;
+  state_.beginProbation(previous);
+  // In rebind mode the last good workers accept on sockets of their own,
+  // which the new generation does not: paused, the connections the kernel
+  // queues there would wait for the verdict. They go on serving instead.
+  bool pause = kind != ReloadKind::kSeamless ||
+               config_->master.listenerHandoff == ListenerHandoff::kInherit;
+  if (pause)
+    for (pid_t pid : standing) signalChild(pid, SIGUSR1);
+  lastGoodConfig_ = lastGood;
+  probationLimits_ = ProbationLimits{seconds, config_->master.probationMax5xxRatio,
+                                     static_cast<uint64_t>(config_->master.probationMinRequests)};
+  probationReadyAt_ = monotonicSeconds();
+  probationServingMs_ = static_cast<double>(monotonicMicros() - reloadStartedUs_) / 1000.0;
+  probationTimer_.arm(msAt(probationReadyAt_ + seconds));
+  probationCheckTimer_.arm(loop_.nowMs() + 100);
+  uint64_t generation = state_.servingGeneration();
+  MOLT_LOG(kInfo) << reloadKindName(kind) << ": generation " << generation << " serving after "
+                  << probationServingMs_ << " ms, on probation for " << seconds
+                  << "s; generation " << previous << " stands by (" << standing.size()
+                  << " workers)";
+  notify::status("generation " + std::to_string(generation) + " on probation for " +
+                 std::to_string(static_cast<int>(std::ceil(seconds))) + "s; generation " +
+                 std::to_string(previous) + " stands by");
+  return true;
+}
+
+void MasterImpl::checkProbationAnswers() {
+  const auto& probation = state_.probation();
+  if (!probation) return;
+  AnswerCounts answers;
+  answers.total = counters_shared_->load(generationAnswersSlot(probation->generation));
+  answers.serverErrors = counters_shared_->load(generationServerErrorsSlot(probation->generation));
+  if (auto why = answersFailProbation(answers, probationLimits_)) {
+    failProbation("generation " + std::to_string(probation->generation) + ": " + *why);
+    return;
+  }
+  probationCheckTimer_.arm(loop_.nowMs() + 100);
+}
+
+void MasterImpl::passProbation() {
+  probationTimer_.cancel();
+  probationCheckTimer_.cancel();
+  auto passed = state_.passProbation();
+  MOLT_LOG(kInfo) << "generation " << passed.generation << " passed probation; generation "
+                  << passed.lastGood << " drains";
+  listeners_.commit();  // what the new configuration dropped is served no more
+  drainGeneration(passed.lastGood, true);
+  if (passed.kind == ReloadKind::kSeamless) {
+    releaseOldGenerationSockets();
+    if (notifyFd_) {
+      std::string msg = encodeNotify({NotifyMessage::Kind::kPass, pid_, passed.generation, ""});
+      if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
+        // The synchronizer is gone: it had nothing left to do.
+      }
+      notifyFd_.reset();
+    }
+    lastGoodBinary_.reset();  // this image's own binary is the last good one now
+  }
+  lastGoodConfig_.reset();
+  serveAdmin();
+  finishReload(passed.kind, "ok", "", passed.generation, probationServingMs_);
+  enforceDrainingLimit();
+  armDrainKills();
+  respawnWaiting();
+  processPending();
+}
+
+// The last good generation takes over again at once (one signal to each of
+// its workers), the failed one drains, and the last good configuration
+// (and, after a seamless reload, binary) is back.
+void MasterImpl::failProbation(const std::string& reason) {
+  probationTimer_.cancel();
+  probationCheckTimer_.cancel();
+  auto failed = state_.failProbation();
+  MOLT_LOG(kError) << "generation " << failed.generation << " failed probation: " << reason;
+  auto resumed = registry_.resume(failed.lastGood);
+  for (pid_t pid : resumed) signalChild(pid, SIGHUP);
+  double now = monotonicSeconds();
+  for (const auto& w : registry_.ofGeneration(failed.generation))
+    if (w.state != WorkerState::kDraining) signalChild(w.pid, SIGTERM);
+  registry_.startDraining(failed.generation, now,
+                          now + lastGoodConfig_->master.gracefulTimeout + 2);
+  MOLT_LOG(kWarning) << "generation " << failed.lastGood << " (" << resumed.size()
+                     << " workers) accepts again";
+  auto plan = planRollback(failed.kind, resumed.size(), static_cast<bool>(lastGoodBinary_));
+  ReloadKind dropped = state_.pending();
+  if (pendingAfterProbation(ProbationVerdict::kFail, dropped) == ReloadKind::kNone &&
+      dropped != ReloadKind::kNone) {
+    state_.dropPending();
+    MOLT_LOG(kWarning) << "dropping the " << reloadKindName(dropped)
+                       << " queued during the failed probation; ask again";
+  }
+  if (failed.kind == ReloadKind::kHup) {
+    config_ = lastGoodConfig_;
+    log::configure(config_->master.log);
+    applyMasterNice();
+    listeners_.rollback();
+  } else {
+    // The synchronizer stays until the last good image runs (it is told so
+    // by that image, or below if the exec fails): should this process die
+    // before, it still runs the last good binary itself.
+    previousConfig_ = lastGoodConfig_;
+    revertToPreviousConfig();
+  }
+  lastGoodConfig_.reset();
+  serveAdmin();
+  std::string binaryNote = plan.execLastGoodBinary ? "; running the last good binary again" : "";
+  finishReload(failed.kind, "rolled_back", reason, failed.lastGood, probationServingMs_);
+  armDrainKills();
+  if (plan.startLastGood)
+    for (int slot : registry_.missingSlots(failed.lastGood, config_->master.workers))
+      respawnsWaiting_.insert(slot);
+  respawnWaiting();
+  if (plan.execLastGoodBinary) execLastGoodBinary();  // returns only if the exec failed
+  if (notifyFd_) {
+    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "rolled back: " + reason});
+    if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
+      // The synchronizer is gone; nothing of it is needed.
+    }
+    notifyFd_.reset();
+  }
+  processPending();
+}
+
 void MasterImpl::drainGeneration(uint64_t generation, bool signal) {
   if (generation == 0) return;
   double now = monotonicSeconds();
@@ -907,16 +1348,15 @@ void MasterImpl::drainGeneration(uint64_t generation, bool signal) {
                     << " workers, graceful_timeout " << config_->master.gracefulTimeout << "s)";
 }
 
+// Reloads start only below the bound (reloadMustWait), so it is passed only
+// when a new image adopted more than its configuration allows. Draining
+// workers are never cut for it: graceful_timeout bounds their drain.
 void MasterImpl::enforceDrainingLimit() {
   auto gens = registry_.drainingGenerations();
   size_t limit = static_cast<size_t>(config_->master.maxDrainingGenerations);
-  for (size_t i = 0; gens.size() - i > limit; ++i) {
-    auto workers = registry_.ofGeneration(gens[i]);
-    for (const auto& w : workers) signalChild(w.pid, SIGKILL);
-    counters_.drainKills += workers.size();
-    MOLT_LOG(kWarning) << "max_draining_generations " << limit << " exceeded: stopped generation "
-                       << gens[i] << " hard (" << workers.size() << " workers)";
-  }
+  if (gens.size() > limit)
+    MOLT_LOG(kWarning) << gens.size() << " generations drain, over max_draining_generations "
+                       << limit << "; no reload starts until they are fewer";
 }
 
 bool MasterImpl::maintainsWorkers() const { return state_.maintainsWorkers(); }
@@ -974,8 +1414,14 @@ void MasterImpl::killOverdueDrains() {
 
 // ------------------------------------------------------------------ reloads
 
+bool MasterImpl::reloadMustWait() const {
+  return static_cast<bool>(stateFd_) ||
+         !drainingAllowsReload(registry_.drainingGenerations().size(),
+                               config_->master.maxDrainingGenerations);
+}
+
 void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
-  auto decision = state_.request(kind, static_cast<bool>(stateFd_));
+  auto decision = state_.request(kind, reloadMustWait());
   switch (decision.action) {
     case ReloadDecision::Action::kIgnore:
       MOLT_LOG(kInfo) << "ignoring " << reloadKindName(kind) << " from " << source
@@ -983,7 +1429,11 @@ void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
       return;
     case ReloadDecision::Action::kQueue:
       MOLT_LOG(kInfo) << reloadKindName(kind) << " requested by " << source << " while "
-                      << phaseName(state_.phase()) << "; queued";
+                      << (state_.phase() == Phase::kRunning && !stateFd_
+                              ? std::to_string(registry_.drainingGenerations().size()) +
+                                    " generations drain (max_draining_generations)"
+                              : std::string(phaseName(state_.phase())))
+                      << "; queued";
       return;
     case ReloadDecision::Action::kStart:
       break;
@@ -997,7 +1447,7 @@ void MasterImpl::requestReload(ReloadKind kind, const std::string& source) {
 }
 
 void MasterImpl::processPending() {
-  ReloadKind kind = state_.takePending(static_cast<bool>(stateFd_));
+  ReloadKind kind = state_.takePending(reloadMustWait());
   if (kind != ReloadKind::kNone) requestReload(kind, "queue");
 }
 
@@ -1025,6 +1475,7 @@ void MasterImpl::startValidation(ReloadKind kind) {
   } catch (const std::exception& e) {
     validation_.reset();
     finishReload(kind, "failed", e.what(), state_.servingGeneration());
+    processPending();
     return;
   }
   validation_->kind = kind;
@@ -1168,12 +1619,14 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   if (pipe2(notifyPipe, O_CLOEXEC) != 0) {
     finishReload(ReloadKind::kSeamless, "failed", std::string("pipe: ") + std::strerror(errno),
                  state_.servingGeneration());
+    processPending();
     return;
   }
   Fd notifyRead(notifyPipe[0]), notifyWrite(notifyPipe[1]);
   if (pipe2(statePipe, O_CLOEXEC) != 0) {
     finishReload(ReloadKind::kSeamless, "failed", std::string("pipe: ") + std::strerror(errno),
                  state_.servingGeneration());
+    processPending();
     return;
   }
   Fd stateRead(statePipe[0]), stateWrite(statePipe[1]);
@@ -1203,6 +1656,9 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
       std::vector<int> keep = allListeners;
       keep.push_back(notifyRead.get());
       keep.push_back(stateWrite.get());
+      // For a rescue: the last good binary (this image's) and the counters.
+      if (ownBinary_) keep.push_back(ownBinary_.get());
+      keep.push_back(counters_shared_->fd());
       log::removeSinks();
       closeAllFdsExcept(keep);
       log::configure(config_->master.log);
@@ -1215,6 +1671,11 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
       params.masterPid = pid_;
       params.shutdownFds = rebound;
       params.timeoutSeconds = next->master.reloadTimeout + 10;
+      params.probationSeconds = next->master.reloadProbation;
+      if (ownBinary_)
+        params.rescue = [this, &allListeners, &roles](const std::string& why) {
+          rescueInSynchronizer(why, allListeners, roles);
+        };
       int code = runSynchronizer(params);
       log::flush();
       return code;
@@ -1249,6 +1710,10 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     env.children.push_back(c);
   }
   env.previousConfig = encodeValidated(describeValidated(*config_));
+  // The new image runs what was validated, never the file again.
+  env.config = encodeValidated(describeValidated(*next));
+  env.binaryFd = ownBinary_ ? ownBinary_.get() : -1;
+  env.probation = true;
   std::optional<ExecLayout> layout;
   try {
     layout.emplace(std::move(env), notifyWrite.get(), stateRead.get(), counters_shared_->fd(),
@@ -1282,16 +1747,20 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   // Still the old image: put everything back and go on serving.
   layout.reset();
   syncPid_ = sync;
+  serveAdmin();
   finishReload(ReloadKind::kSeamless, "failed", failure, state_.servingGeneration());
+  processPending();
 }
 
 void MasterImpl::finishReload(ReloadKind kind, const std::string& result,
-                              const std::string& reason, uint64_t generation) {
+                              const std::string& reason, uint64_t generation, double durationMs) {
   ReloadRecord record;
   record.kind = reloadKindName(kind);
   record.result = result;
   record.reason = reason;
-  record.durationMs = static_cast<double>(monotonicMicros() - reloadStartedUs_) / 1000.0;
+  record.durationMs = durationMs >= 0
+                          ? durationMs
+                          : static_cast<double>(monotonicMicros() - reloadStartedUs_) / 1000.0;
   record.finishedEpoch = time(nullptr);
   record.generation = generation;
   lastReload_ = record;
@@ -1302,6 +1771,13 @@ void MasterImpl::finishReload(ReloadKind kind, const std::string& result,
                     << record.durationMs << " ms";
     notify::ready("serving generation " + std::to_string(generation) + "; " + record.kind +
                   " ok");
+  } else if (result == "rolled_back") {
+    ++counters_.reloadsFailed;
+    ++counters_.rollbacks;
+    MOLT_LOG(kError) << record.kind << " rolled back: " << reason << "; generation "
+                     << generation << " serves again";
+    notify::ready(record.kind + " rolled back: " + reason + "; generation " +
+                  std::to_string(generation) + " serves again");
   } else {
     ++counters_.reloadsFailed;
     MOLT_LOG(kError) << record.kind << " " << result << ": " << reason
@@ -1419,9 +1895,35 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
     return;
   }
   auto action = state_.workerExit(info->state == WorkerState::kDraining, info->generation);
+  if (const auto& probation = state_.probation();
+      probation && info->state != WorkerState::kDraining) {
+    if (info->generation == probation->generation) {
+      WorkerEnd end;
+      end.signaled = WIFSIGNALED(status);
+      end.signal = end.signaled ? WTERMSIG(status) : 0;
+      end.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+      if (auto why = exitFailsProbation(end)) {
+        char after[64];
+        std::snprintf(after, sizeof after, " %.1f s after ready",
+                      monotonicSeconds() - probationReadyAt_);
+        failProbation("worker " + std::to_string(info->generation) + "." +
+                      std::to_string(info->slot) + " (pid " + std::to_string(pid) + ") " + *why +
+                      after);
+        return;
+      }
+    }
+    if (info->generation == probation->lastGood) {
+      // A standby worker that ends leaves its slot to the respawn after a
+      // rollback; after a pass its generation drains anyway.
+      MOLT_LOG(kWarning) << "standby worker pid " << pid << " of generation " << info->generation
+                         << " " << describeWaitStatus(status);
+      return;
+    }
+  }
   if (info->state == WorkerState::kDraining) {
     MOLT_LOG(kInfo) << "old worker pid " << pid << " of generation " << info->generation << " "
                     << describeWaitStatus(status);
+    processPending();  // one may wait for a draining generation to end
     return;
   }
   std::string what = "worker pid " + std::to_string(pid) + " of generation " +
@@ -1443,6 +1945,9 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
 void MasterImpl::beginStop(bool graceful) {
   if (state_.phase() == Phase::kStopping && graceful) return;
   auto starting = state_.starting();
+  if (state_.probation())
+    MOLT_LOG(kInfo) << "stopping during the probation of generation "
+                    << state_.probation()->generation << ": both generations stop";
   state_.stop();
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
   // A stop does not wait for a helper more than a moment after killing it.
@@ -1460,12 +1965,17 @@ void MasterImpl::beginStop(bool graceful) {
   startTimer_.cancel();
   drainKillTimer_.cancel();
   probeTimer_.cancel();
+  probationTimer_.cancel();
+  probationCheckTimer_.cancel();
   for (auto& [slot, timer] : respawnTimers_) timer.cancel();
   respawnsWaiting_.clear();
   double now = monotonicSeconds();
   double grace = config_ ? config_->master.gracefulTimeout : 0;
   for (const auto& w : registry_.all()) signalChild(w.pid, graceful ? SIGTERM : SIGKILL);
-  registry_.startDraining(state_.servingGeneration(), now, now + grace + 2);
+  // Every generation stops, the one on probation and the last good one
+  // standing by included.
+  for (const auto& w : registry_.all())
+    if (w.state != WorkerState::kDraining) registry_.startDraining(w.generation, now, now + grace + 2);
   if (starting) registry_.startDraining(starting->generation, now, now + grace + 2);
   startingConfig_.reset();
   closeAdmin();
@@ -1571,6 +2081,17 @@ MasterSnapshot MasterImpl::snapshot() const {
   snap.activeReload = state_.active();
   snap.pendingReload = state_.pending();
   snap.lastReload = lastReload_;
+  if (const auto& p = state_.probation()) {
+    ProbationReport report;
+    report.generation = p->generation;
+    report.lastGood = p->lastGood;
+    report.kind = reloadKindName(p->kind);
+    report.secondsOn = snap.nowMonotonic - probationReadyAt_;
+    report.secondsLeft = std::max(0.0, probationReadyAt_ + probationLimits_.seconds - snap.nowMonotonic);
+    report.answers = counters_shared_->load(generationAnswersSlot(p->generation));
+    report.serverErrors = counters_shared_->load(generationServerErrorsSlot(p->generation));
+    snap.probation = report;
+  }
   return snap;
 }
 

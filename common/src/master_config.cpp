@@ -81,6 +81,12 @@ MasterConfig parseMasterConfig(IniConfig& ini, const AddressResolver& resolve) {
                           : ListenerHandoff::kInherit;
   c.maxDrainingGenerations = static_cast<int>(
       ini.getInt("server", "max_draining_generations", c.maxDrainingGenerations, 1, 64));
+  c.reloadProbation =
+      ini.getSeconds("server", "reload_probation", c.reloadProbation, 0, 3600);
+  c.probationMax5xxRatio =
+      ini.getRatio("server", "probation_max_5xx_ratio", c.probationMax5xxRatio);
+  c.probationMinRequests = ini.getInt("server", "probation_min_requests",
+                                      c.probationMinRequests, 1, 1000000000);
   c.masterNice = static_cast<int>(ini.getInt("server", "master_nice", c.masterNice, -20, 19));
   c.pidFile = ini.getString("server", "pid_file", "");
   c.user = ini.getString("server", "user", "");

@@ -45,6 +45,7 @@ JsonObject statusReport(const MasterSnapshot& snap) {
   s.add("reloads_failed", snap.counters.reloadsFailed);
   s.add("worker_restarts", snap.counters.workerRestarts);
   s.add("drain_kills", snap.counters.drainKills);
+  s.add("rollbacks", snap.counters.rollbacks);
   s.add("reload_in_progress", reloadKindName(snap.activeReload));
   s.add("pending_reload", reloadKindName(snap.pendingReload));
   if (snap.lastReload) {
@@ -60,6 +61,20 @@ JsonObject statusReport(const MasterSnapshot& snap) {
   } else {
     s.raw("last_reload", "null");
   }
+  if (snap.probation) {
+    const ProbationReport& p = *snap.probation;
+    JsonObject o;
+    o.add("generation", p.generation);
+    o.add("last_good_generation", p.lastGood);
+    o.add("kind", p.kind);
+    o.add("seconds_on", p.secondsOn);
+    o.add("seconds_left", p.secondsLeft);
+    o.add("answers", p.answers);
+    o.add("answers_5xx", p.serverErrors);
+    s.add("probation", o);
+  } else {
+    s.raw("probation", "null");
+  }
   return s;
 }
 
@@ -73,13 +88,20 @@ std::string metricsReport(const MasterSnapshot& snap) {
     m << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n"
       << name << " " << value << "\n";
   };
-  size_t draining = 0;
-  for (const auto& w : snap.workers)
+  size_t draining = 0, standby = 0;
+  for (const auto& w : snap.workers) {
     if (w.state == WorkerState::kDraining) ++draining;
+    if (w.state == WorkerState::kStandby) ++standby;
+  }
   gauge("moltd_generation", "Generation of the workers now serving.",
         static_cast<double>(snap.servingGeneration));
   gauge("moltd_workers", "Workers of the serving generation.",
-        static_cast<double>(snap.workers.size() - draining));
+        static_cast<double>(snap.workers.size() - draining - standby));
+  gauge("moltd_standby_workers",
+        "Workers of the last good generation standing by while a reload is on probation.",
+        static_cast<double>(standby));
+  gauge("moltd_probation", "1 while a reload's generation is on probation.",
+        snap.probation ? 1 : 0);
   gauge("moltd_draining_workers", "Old workers still finishing their requests.",
         static_cast<double>(draining));
   gauge("moltd_uptime_seconds", "Seconds since the master first started.",
@@ -96,6 +118,9 @@ std::string metricsReport(const MasterSnapshot& snap) {
           snap.counters.workerRestarts);
   counter("moltd_drain_kills_total", "Old workers killed at a drain deadline.",
           snap.counters.drainKills);
+  counter("moltd_reload_rollbacks_total",
+          "Reloads whose generation failed its probation and was rolled back.",
+          snap.counters.rollbacks);
   return m.str();
 }
 

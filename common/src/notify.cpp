@@ -36,4 +36,6 @@ void reloading(const std::string& status) {
 
 void stopping(const std::string& status) { send("STOPPING=1\nSTATUS=" + oneLine(status)); }
 
+void status(const std::string& text) { send("STATUS=" + oneLine(text)); }
+
 }  // namespace reload::notify

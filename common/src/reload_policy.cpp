@@ -13,6 +13,7 @@ const char* phaseName(Phase p) {
     case Phase::kReloading: return "reloading";
     case Phase::kPreflight: return "checking-new-binary";
     case Phase::kHandoff: return "handing-over";
+    case Phase::kProbation: return "probation";
     case Phase::kStopping: return "stopping";
   }
   return "?";
@@ -32,6 +33,11 @@ ReloadDecision decideReload(Phase phase, bool awaitingReport, ReloadKind pending
   if (phase != Phase::kRunning || awaitingReport)
     return {ReloadDecision::Action::kQueue, std::max(pending, requested)};
   return {ReloadDecision::Action::kStart, pending};
+}
+
+bool drainingAllowsReload(size_t drainingGenerations, int maxDrainingGenerations) {
+  return maxDrainingGenerations <= 0 ||
+         drainingGenerations < static_cast<size_t>(maxDrainingGenerations);
 }
 
 bool pendingMayStart(Phase phase, bool awaitingReport, ReloadKind pending) {

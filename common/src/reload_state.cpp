@@ -43,6 +43,7 @@ ReloadState::Ended ReloadState::completeStart() {
   if (!starting_) throw std::logic_error("no generation is starting");
   Ended ended{*starting_, serving_};
   starting_.reset();
+  lastStartedKind_ = ended.started.kind;
   serving_ = ended.started.generation;
   phase_ = Phase::kRunning;
   return ended;
@@ -56,8 +57,42 @@ ReloadState::Ended ReloadState::failStart() {
   return ended;
 }
 
+void ReloadState::beginProbation(uint64_t lastGood) {
+  if (phase_ != Phase::kRunning || serving_ == 0 || lastGood == 0 || lastGood == serving_)
+    throw std::logic_error("no generation to put on probation");
+  probation_ = Probation{serving_, lastGood, lastStartedKind_};
+  phase_ = Phase::kProbation;
+}
+
+ReloadState::Probation ReloadState::passProbation() {
+  if (!probation_) throw std::logic_error("no generation is on probation");
+  Probation passed = *probation_;
+  probation_.reset();
+  phase_ = Phase::kRunning;
+  return passed;
+}
+
+ReloadState::Probation ReloadState::failProbation() {
+  if (!probation_) throw std::logic_error("no generation is on probation");
+  Probation failed = *probation_;
+  probation_.reset();
+  serving_ = failed.lastGood;
+  phase_ = Phase::kRunning;
+  return failed;
+}
+
+void ReloadState::adoptRollback(uint64_t lastGeneration, uint64_t servingGeneration) {
+  last_ = lastGeneration;
+  serving_ = servingGeneration;
+  pending_ = ReloadKind::kNone;
+  active_ = ReloadKind::kNone;
+  probation_.reset();
+  phase_ = Phase::kRunning;
+}
+
 bool ReloadState::abandonActiveReload() {
-  if (active_ == ReloadKind::kNone || phase_ == Phase::kHandoff || phase_ == Phase::kStopping)
+  if (active_ == ReloadKind::kNone || phase_ == Phase::kHandoff ||
+      phase_ == Phase::kStopping || phase_ == Phase::kProbation)
     return false;
   phase_ = Phase::kRunning;
   return true;
@@ -66,6 +101,7 @@ bool ReloadState::abandonActiveReload() {
 void ReloadState::stop() {
   phase_ = Phase::kStopping;
   starting_.reset();
+  probation_.reset();
 }
 
 WorkerExit ReloadState::workerExit(bool draining, uint64_t generation) const {

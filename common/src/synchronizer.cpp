@@ -43,6 +43,37 @@ std::optional<NotifyMessage> awaitNotify(int fd, double deadline, bool& timedOut
 }
 
 
+// Whether the master is gone: this process was reparented. An exiting
+// process closes its descriptors before it is reaped and its children are
+// reparented, so EOF on the notify pipe comes first; this waits up to
+// `patience` seconds for the reparenting.
+bool masterGone(pid_t masterPid, double patience) {
+  double until = monotonicSeconds() + patience;
+  for (;;) {
+    if (getppid() != masterPid) return true;
+    if (monotonicSeconds() >= until) return false;
+    usleep(5000);
+  }
+}
+
+// The new image is dead or hung: run the last good one here. Returns the
+// exit code if that is impossible.
+int rescue(const SyncParams& params, const std::string& why, bool hung) {
+  if (!params.rescue) return hung ? kSyncTimedOut : kSyncMasterGone;
+  if (hung) {
+    MOLT_LOG(kCritical) << "synchronizer: " << why << "; killing pid " << params.masterPid;
+    if (getppid() == params.masterPid) kill(params.masterPid, SIGKILL);
+    if (!masterGone(params.masterPid, 5)) {
+      MOLT_LOG(kCritical) << "synchronizer: pid " << params.masterPid << " does not die";
+      return kSyncRescueFailed;
+    }
+  }
+  MOLT_LOG(kCritical) << "synchronizer: " << why << "; running the last good binary as pid "
+                      << getpid() << " with the listeners it holds";
+  params.rescue(why);
+  return kSyncRescueFailed;
+}
+
 }  // namespace
 
 const char* describeSyncExit(int code) {
@@ -51,6 +82,7 @@ const char* describeSyncExit(int code) {
     case kSyncAborted: return "new image failed; old generation left serving";
     case kSyncMasterGone: return "new image closed the notify pipe without a word";
     case kSyncTimedOut: return "new image did not report in time";
+    case kSyncRescueFailed: return "new image died and the last good one could not be run";
     default: return "internal error";
   }
 }
@@ -63,6 +95,13 @@ int runSynchronizer(const SyncParams& params) noexcept {
                     << " old workers; waiting for re-exec'ed master pid " << params.masterPid;
     bool timedOut = false;
     auto msg = awaitNotify(params.notifyFd, monotonicSeconds() + params.timeoutSeconds, timedOut);
+    if (!msg && timedOut && params.rescue && getppid() == params.masterPid)
+      return rescue(params, "new image pid " + std::to_string(params.masterPid) +
+                                " hangs: not ready nor failed within its reload_timeout",
+                    true);
+    if (!msg && !timedOut && params.rescue && masterGone(params.masterPid, 2))
+      return rescue(params, "new image pid " + std::to_string(params.masterPid) +
+                                " died before it was ready", false);
     if (!msg) {
       int code = timedOut ? kSyncTimedOut : kSyncMasterGone;
       MOLT_LOG(kError) << "synchronizer: " << describeSyncExit(code)
@@ -77,13 +116,44 @@ int runSynchronizer(const SyncParams& params) noexcept {
     SyncReport report;
     report.syncPid = getpid();
     report.drainSignalledUs = monotonicMicros();
-    for (pid_t pid : params.oldWorkers) {
-      // Only signal a process that is still the master's child: a pid that
-      // was reaped and reused belongs to someone else.
-      if (parentOf(pid) == params.masterPid && kill(pid, SIGTERM) == 0) {
-        report.signalled.push_back(pid);
-      } else {
-        report.alreadyGone.push_back(pid);
+    if (msg->probation) {
+      // The new image puts the old workers on standby itself (it is their
+      // parent) and rolls back by itself if its generation fails; this
+      // process keeps its copies of the old sockets until it passes.
+      if (!writeAll(params.stateFd, encodeSyncReport(report)))
+        MOLT_LOG(kWarning) << "synchronizer: could not pass state to pid " << params.masterPid
+                           << ": " << std::strerror(errno);
+      MOLT_LOG(kInfo) << "synchronizer: generation " << msg->generation
+                      << " serves on probation in pid " << msg->pid;
+      auto verdict = awaitNotify(params.notifyFd,
+                                 monotonicSeconds() + params.probationSeconds + 10, timedOut);
+      if (!verdict && timedOut && getppid() == params.masterPid)
+        return rescue(params, "new image pid " + std::to_string(params.masterPid) +
+                                  " hangs: no verdict on the probation of generation " +
+                                  std::to_string(msg->generation),
+                      true);
+      if (!verdict && !timedOut && masterGone(params.masterPid, 2))
+        return rescue(params, "new image pid " + std::to_string(params.masterPid) +
+                                  " died while generation " + std::to_string(msg->generation) +
+                                  " was on probation",
+                      false);
+      if (!verdict || verdict->kind != NotifyMessage::Kind::kPass) {
+        MOLT_LOG(kWarning) << "synchronizer: probation of generation " << msg->generation
+                           << " did not pass ("
+                           << (verdict ? verdict->reason
+                                       : timedOut ? "no verdict in time" : "notify pipe closed")
+                           << ")";
+        return verdict ? kSyncAborted : timedOut ? kSyncTimedOut : kSyncMasterGone;
+      }
+    } else {
+      for (pid_t pid : params.oldWorkers) {
+        // Only signal a process that is still the master's child: a pid
+        // that was reaped and reused belongs to someone else.
+        if (parentOf(pid) == params.masterPid && kill(pid, SIGTERM) == 0) {
+          report.signalled.push_back(pid);
+        } else {
+          report.alreadyGone.push_back(pid);
+        }
       }
     }
     for (int fd : params.listenerFds) {
@@ -95,7 +165,7 @@ int runSynchronizer(const SyncParams& params) noexcept {
         shutdown(fd, SHUT_RDWR);
       close(fd);
     }
-    if (!writeAll(params.stateFd, encodeSyncReport(report)))
+    if (!msg->probation && !writeAll(params.stateFd, encodeSyncReport(report)))
       MOLT_LOG(kWarning) << "synchronizer: could not pass state to pid " << params.masterPid
                          << ": " << std::strerror(errno);
     MOLT_LOG(kInfo) << "synchronizer: new generation " << msg->generation << " is serving in pid "

@@ -9,6 +9,7 @@ const char* workerStateName(WorkerState state) {
   switch (state) {
     case WorkerState::kStarting: return "starting";
     case WorkerState::kReady: return "ready";
+    case WorkerState::kStandby: return "standby";
     case WorkerState::kDraining: return "draining";
   }
   return "?";
@@ -32,6 +33,26 @@ std::optional<WorkerInfo> WorkerRegistry::remove(pid_t pid) {
 void WorkerRegistry::markReady(pid_t pid) {
   if (auto* w = find(pid); w != nullptr && w->state == WorkerState::kStarting)
     w->state = WorkerState::kReady;
+}
+
+std::vector<pid_t> WorkerRegistry::standBy(uint64_t generation) {
+  std::vector<pid_t> pids;
+  for (auto& [pid, w] : workers_) {
+    if (w.generation != generation || w.state != WorkerState::kReady) continue;
+    w.state = WorkerState::kStandby;
+    pids.push_back(pid);
+  }
+  return pids;
+}
+
+std::vector<pid_t> WorkerRegistry::resume(uint64_t generation) {
+  std::vector<pid_t> pids;
+  for (auto& [pid, w] : workers_) {
+    if (w.generation != generation || w.state != WorkerState::kStandby) continue;
+    w.state = WorkerState::kReady;
+    pids.push_back(pid);
+  }
+  return pids;
 }
 
 std::vector<pid_t> WorkerRegistry::startDraining(uint64_t generation, double now,

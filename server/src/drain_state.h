@@ -10,6 +10,8 @@ class DrainState {
  public:
   bool draining() const { return draining_; }
   void startDraining() { draining_ = true; }
+  // The master let a standing-by worker take over again (a rollback).
+  void resume() { draining_ = false; }
 
   // Counted from accept() until the connection is closed.
   void connectionOpened() { ++open_; }

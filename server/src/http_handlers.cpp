@@ -107,6 +107,14 @@ const std::string& WorkerShared::dateHeader() {
 void WorkerShared::flushCounts() {
   if (!countsPending_) return;
   countsPending_ = false;
+  if (counters) {
+    uint64_t answers = 0;
+    for (size_t c = 0; c < 5; ++c) answers += pendingCounts_[kStatus1xx + c];
+    if (answers) {
+      counters->add(reload::generationAnswersSlot(generation), answers);
+      counters->add(reload::generationServerErrorsSlot(generation), pendingCounts_[kStatus1xx + 4]);
+    }
+  }
   for (size_t slot = 0; slot < kPendingSlots; ++slot) {
     if (!pendingCounts_[slot]) continue;
     if (counters) counters->add(slot, pendingCounts_[slot]);

@@ -56,6 +56,7 @@ enum CounterSlot : size_t {
   kMethodPut,
   kMethodDelete,
   kMethodOther,
+  // 16 .. 31: reload::kGenerationAnswers, the answers of each generation.
   // Open connections of each current worker, by worker slot: the worker's
   // monotonic second in the high half, the count in the low half. Workers
   // read each other's to balance accepts.

@@ -9,6 +9,9 @@
 #include <vector>
 
 #include "moltd_service.h"
+#ifdef MOLT_TEST_FAULTS
+#include "test_faults.h"
+#endif
 #include "reload/config_check_line.h"
 #include "reload/log.h"
 #include "reload/master.h"
@@ -38,7 +41,11 @@ void usage(std::ostream& out) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
+#ifdef MOLT_TEST_FAULTS
+  server::FaultyService service;
+#else
   server::MoltdService service;
+#endif
   std::string configPath = kDefaultConfig;
   bool checkOnly = false;
   for (size_t i = 1; i < args.size(); ++i) {
@@ -105,6 +112,9 @@ int main(int argc, char** argv) {
     return code;
   };
   try {
+#ifdef MOLT_TEST_FAULTS
+    server::armMasterFault();
+#endif
     return reload::runMaster(service, options);
   } catch (const reload::ConfigError& e) {
     return fail(e.what(), kExitConfig);

@@ -50,6 +50,7 @@ enum Exit : int {
 struct Options {
   bool verbose = false;
   bool noWait = false;
+  bool noProbationWait = false;  // a reload's outcome is "serving", not "passed probation"
   bool noDaemon = false;
   bool graceful = false;
   bool strict = false;
@@ -442,9 +443,23 @@ class Commands {
       std::cout << "Signalled " << inst.name << " (pid " << pid.pid << ")\n";
       return kOk;
     }
-    double deadline = now() + std::max(opt_.waitTimeout, loaded.config->master.reloadTimeout * 2 + 10);
+    // A reload ends when its generation passed probation or was rolled
+    // back, unless asked to stop waiting once it serves.
+    double deadline = now() + std::max(opt_.waitTimeout, loaded.config->master.reloadTimeout * 2 +
+                                                             loaded.config->master.reloadProbation + 10);
+    long generationBefore = field<long>(before, "generation", 0);
     while (now() < deadline) {
       auto st = statusOf(*loaded.config, why);  // fails briefly while the image is replaced
+      if (st && opt_.noProbationWait && st->has("probation") && !st->isNull("probation")) {
+        auto probation = st->getObject("probation");
+        if (field<long>(probation, "generation", 0) > generationBefore) {
+          std::cout << inst.name << " serves generation " << field<long>(probation, "generation", 0)
+                    << " (pid " << field<int>(st, "pid", 0) << ", version "
+                    << field<std::string>(st, "version", "?") << ") on probation for "
+                    << field<double>(probation, "seconds_left", 0) << " s more; not waiting\n";
+          return kOk;
+        }
+      }
       if (st && field<long>(st, "reloads", 0) + field<long>(st, "reloads_failed", 0) > count &&
           field<std::string>(st, "reload_in_progress", "") == "none" &&
           field<std::string>(st, "state", "") == "running") {
@@ -584,6 +599,8 @@ void usage(std::ostream& out) {
          "options:\n"
          "  -v, --verbose              say more\n"
          "  -w, --no-wait              do not wait for the outcome\n"
+         "  --no-probation-wait        reloads: return once the new generation serves, without\n"
+         "                             waiting for its probation to pass or roll back\n"
          "  -n, --no-daemon            start in the foreground\n"
          "  -g, --graceful             restart with a graceful shutdown\n"
          "  -c N, --config-num=N       act on the N-th config of CONF_DIR/moltd/ only\n"
@@ -633,6 +650,7 @@ int main(int argc, char** argv) {
     };
     if (a == "-v" || a == "--verbose") opt.verbose = true;
     else if (a == "-w" || a == "--no-wait") opt.noWait = true;
+    else if (a == "--no-probation-wait") opt.noProbationWait = true;
     else if (a == "-n" || a == "--no-daemon") opt.noDaemon = true;
     else if (a == "-g" || a == "--graceful") opt.graceful = true;
     else if (a == "-c" || a == "--config-num") opt.configNum = static_cast<int>(number(need()));

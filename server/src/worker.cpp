@@ -94,6 +94,7 @@ class Worker : public ConnectionOwner {
   // queue with it), then closes this process's copies.
   void stopAccepting() {
     acceptsPaused_ = false;
+    standby_ = false;
     for (auto& l : listeners_) {
       if (l->fd < 0) continue;
       acceptUpTo(*l, kMaxQueuedAtDrain);
@@ -104,6 +105,22 @@ class Worker : public ConnectionOwner {
       l->fd = -1;
     }
   }
+
+  // Standing by during a reload's probation: no accepts, but the listener
+  // copies stay open, so that taking over again is one signal.
+  void standBy() {
+    standby_ = true;
+    for (auto& l : listeners_)
+      if (l->fd >= 0 && !acceptsPaused_) loop_.remove(l->fd);
+  }
+  void resumeFromStandby() {
+    if (!standby_) return;
+    standby_ = false;
+    if (acceptsPaused_) return;  // resumeAcceptsIfDue adds them back
+    for (auto& l : listeners_)
+      if (l->fd >= 0) loop_.add(l->fd, kListenerEvents, l.get());
+  }
+  bool standingBy() const { return standby_; }
 
   void drainStarted() {
     for (auto& [raw, conn] : connections_) conn->drainStarted();
@@ -145,6 +162,7 @@ class Worker : public ConnectionOwner {
   void resumeAcceptsIfDue() {
     if (!acceptsPaused_ || loop_.nowMs() < acceptsPausedUntil_) return;
     acceptsPaused_ = false;
+    if (standby_) return;
     for (auto& l : listeners_)
       if (l->fd >= 0) loop_.add(l->fd, kListenerEvents, l.get());
   }
@@ -207,7 +225,7 @@ class Worker : public ConnectionOwner {
 
   // With `balance`, stops once another worker holds clearly fewer.
   void acceptUpTo(Listener& listener, int most, bool balance = false) {
-    for (int i = 0; i < most && listener.fd >= 0 && !acceptsPaused_; ++i) {
+    for (int i = 0; i < most && listener.fd >= 0 && !acceptsPaused_ && !standby_; ++i) {
       if (balance && i > 0 && othersHaveRoom()) return;
       // A draining worker at its cap cannot serve another connection, and a
       // 503 would only turn a client away that the next generation, which
@@ -285,8 +303,10 @@ class Worker : public ConnectionOwner {
   }
 
   void pauseAccepts(int64_t ms) {
+    bool wasWatching = !acceptsPaused_ && !standby_;
     acceptsPaused_ = true;
     acceptsPausedUntil_ = loop_.nowMs() + ms;
+    if (!wasWatching) return;
     for (auto& l : listeners_)
       if (l->fd >= 0) loop_.remove(l->fd);
   }
@@ -301,6 +321,7 @@ class Worker : public ConnectionOwner {
   int skipped_ = 0;
   int64_t lastCapLog_ = -1000;
   bool acceptsPaused_ = false;
+  bool standby_ = false;
   int64_t acceptsPausedUntil_ = 0;
   static constexpr int64_t kFirstAcceptBackoffMs = 10;
   int64_t acceptBackoffMs_ = kFirstAcceptBackoffMs;
@@ -315,12 +336,16 @@ class SignalHandler : public reload::EventHandler {
  public:
   void onEvents(uint32_t) override {
     while (auto info = signals.read()) {
-      pending.push_back(static_cast<int>(info->ssi_signo));
+      pending.push_back({static_cast<int>(info->ssi_signo), static_cast<pid_t>(info->ssi_pid)});
       if (info->ssi_signo == SIGTERM && worker) worker->drainAsked();
     }
   }
   reload::SignalFd signals;
-  std::vector<int> pending;
+  struct Received {
+    int signal;
+    pid_t sender;
+  };
+  std::vector<Received> pending;
   Worker* worker = nullptr;
 };
 
@@ -404,8 +429,24 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
       worker.resumeAcceptsIfDue();
       int64_t now = loop.nowMs();
       bool drainNow = false;
-      for (int sig : signals.pending) {
+      for (auto [sig, sender] : signals.pending) {
         if (sig == SIGTERM) drainNow = true;
+        // Probation: the master alone puts the worker on standby (USR1) and
+        // lets it take over again (HUP); the same signals from anyone else
+        // are ignored, as before.
+        if (sig == SIGUSR1 && sender == ctx.masterPid && !draining && !worker.standingBy()) {
+          shared.drain.startDraining();
+          worker.standBy();
+          worker.drainStarted();
+          MOLT_LOG(kInfo) << "standing by: stopped accepting; " << worker.open()
+                          << " connections open";
+        }
+        if (sig == SIGHUP && sender == ctx.masterPid && !draining && worker.standingBy()) {
+          shared.drain.resume();
+          worker.resumeFromStandby();
+          worker.publishLoad();
+          MOLT_LOG(kInfo) << "taking over again: accepting";
+        }
         if (sig == SIGINT || sig == SIGQUIT) leave(0);
         // The master logs volume changes once; workers only act on them.
         if (sig == SIGUSR2) {
@@ -423,7 +464,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
         checkReadOnly();
       }
       if (!draining && getppid() != ctx.masterPid) drainNow = true;
-      if (!draining && now / 1000 != lastPublished / 1000) {
+      if (!draining && !worker.standingBy() && now / 1000 != lastPublished / 1000) {
         lastPublished = now;
         worker.publishLoad();
       }

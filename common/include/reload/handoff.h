@@ -59,6 +59,15 @@ struct HandoffCounters {
   uint64_t reloadsFailed = 0;
   uint64_t workerRestarts = 0;
   uint64_t drainKills = 0;
+  uint64_t rollbacks = 0;  // key "rollbacks" (optional)
+};
+
+// The last reload's outcome, carried so that a rolled back image reports it.
+struct HandoffReload {
+  std::string kind, result, reason;
+  double durationMs = 0;
+  int64_t finishedEpoch = 0;
+  uint64_t generation = 0;
 };
 
 struct HandoffEnv {
@@ -77,6 +86,25 @@ struct HandoffEnv {
   // The old image's validated configuration (encodeValidated), so that a new
   // image that cannot load the configuration can still hand back. Optional.
   std::string previousConfig;
+  // Optional keys of version 2 that an older image ignores:
+  //   binary_fd       the old image's own binary, open: the last good one,
+  //                   run again by a rollback (execveat) even if its file
+  //                   was replaced or deleted
+  //   probation=1     the old image's synchronizer waits through probation
+  //   config          the validated configuration this image is to run
+  //                   (encodeValidated), so it never re-reads the file
+  //   rollback=1      this image is the last good one taking over again:
+  //                   the serving generation's workers are running, and no
+  //                   generation is to be started; notify, state and sync
+  //                   pid may then be absent (-1, -1, 0): with the notify
+  //                   fd, the synchronizer of the failed reload guards
+  //                   this image's start and is told to go once it runs
+  //   last_reload     the last reload's outcome (see HandoffReload)
+  int binaryFd = -1;
+  bool probation = false;
+  std::string config;
+  bool rollback = false;
+  std::optional<HandoffReload> lastReload;
 };
 
 // Throws std::invalid_argument naming the first field out of range.
@@ -128,10 +156,14 @@ std::optional<SyncReport> decodeSyncReport(const std::string& bytes);
 
 // The notify line the new image sends the synchronizer.
 struct NotifyMessage {
-  enum class Kind { kReady, kFail } kind = Kind::kFail;
+  // kReady with `probation`: the new generation serves on probation and
+  // the synchronizer waits for kPass (drain the old workers' sockets it
+  // holds and go) or kFail (the new image rolls back; leave everything).
+  enum class Kind { kReady, kFail, kPass } kind = Kind::kFail;
   pid_t pid = 0;
   uint64_t generation = 0;
   std::string reason;
+  bool probation = false;
 };
 std::string encodeNotify(const NotifyMessage& msg);
 // Returns nothing until a full line is present; a malformed line is a kFail

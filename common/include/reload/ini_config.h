@@ -52,6 +52,8 @@ class IniConfig {
                     double min, double max);
   int64_t getInt(const std::string& section, const std::string& key, int64_t fallback,
                  int64_t min, int64_t max);
+  // A plain decimal number between 0 and 1 (a share), no suffix.
+  double getRatio(const std::string& section, const std::string& key, double fallback);
   // Bytes with an optional K, M, G or T suffix (powers of 1024).
   uint64_t getBytes(const std::string& section, const std::string& key, uint64_t fallback);
   bool getBool(const std::string& section, const std::string& key, bool fallback);

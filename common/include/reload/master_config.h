@@ -23,6 +23,13 @@ struct MasterConfig {
   double reloadTimeout = 30;
   ListenerHandoff listenerHandoff = ListenerHandoff::kInherit;
   int maxDrainingGenerations = 4;
+  // After every reload the new generation is on probation this long while
+  // the last good one stands by to take over; 0 turns probation off.
+  double reloadProbation = 10;
+  // A generation on probation fails when more than this share of its
+  // answers are 5xx, counted once it has answered probationMinRequests.
+  double probationMax5xxRatio = 0.5;
+  int64_t probationMinRequests = 20;
   // Scheduling priority of the master, and so of its config checks and
   // synchronizers: reloads and supervision stay quick while workers saturate
   // the CPU. Workers run at the priority moltd was started with.

@@ -19,7 +19,7 @@ namespace reload {
 // How the last reload ended.
 struct ReloadRecord {
   std::string kind;
-  std::string result;  // ok, failed, refused
+  std::string result;  // ok, failed, refused, rolled_back
   std::string reason;
   double durationMs = 0;
   int64_t finishedEpoch = 0;
@@ -30,6 +30,17 @@ struct ListenerReport {
   std::string address;
   std::string role;
   bool listening = true;  // false once any holder shut the socket down
+};
+
+// The generation on probation, while it is.
+struct ProbationReport {
+  uint64_t generation = 0;
+  uint64_t lastGood = 0;
+  std::string kind;
+  double secondsOn = 0;
+  double secondsLeft = 0;
+  uint64_t answers = 0;
+  uint64_t serverErrors = 0;
 };
 
 struct MasterSnapshot {
@@ -49,6 +60,7 @@ struct MasterSnapshot {
   ReloadKind activeReload = ReloadKind::kNone;
   ReloadKind pendingReload = ReloadKind::kNone;
   std::optional<ReloadRecord> lastReload;
+  std::optional<ProbationReport> probation;
 };
 
 // The /status document; the service adds its own fields to it.

@@ -9,5 +9,7 @@ namespace reload::notify {
 void ready(const std::string& status);
 void reloading(const std::string& status);
 void stopping(const std::string& status);
+// STATUS= alone: a state that is neither a reload's start nor its end.
+void status(const std::string& status);
 
 }  // namespace reload::notify

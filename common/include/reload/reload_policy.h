@@ -2,12 +2,17 @@
 // of its state: no system calls, so every decision has a unit test.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 
 namespace reload {
 
-enum class Phase { kStarting, kRunning, kValidating, kReloading, kPreflight, kHandoff, kStopping };
+// kProbation: a reload's new generation serves while the last good one
+// stands by (see probation.h); reloads are queued meanwhile.
+enum class Phase {
+  kStarting, kRunning, kValidating, kReloading, kPreflight, kHandoff, kProbation, kStopping
+};
 // Ordered: a queued reload is replaced only by a stronger one.
 enum class ReloadKind { kNone = 0, kHup = 1, kSeamless = 2 };
 
@@ -25,6 +30,13 @@ struct ReloadDecision {
 // are queued and coalesced to the strongest one; while stopping, ignored.
 ReloadDecision decideReload(Phase phase, bool awaitingReport, ReloadKind pending,
                             ReloadKind requested);
+
+// Whether a reload may start with `drainingGenerations` still draining:
+// only below max_draining_generations. At the bound a reload waits (queued,
+// coalesced) for a generation to finish draining, which graceful_timeout
+// bounds, rather than cutting one that still serves: this is also what
+// bounds the rate of reloads.
+bool drainingAllowsReload(size_t drainingGenerations, int maxDrainingGenerations);
 
 // Whether the queued reload may start now.
 bool pendingMayStart(Phase phase, bool awaitingReport, ReloadKind pending);

@@ -28,6 +28,13 @@ class ReloadState {
   ReloadKind pending() const { return pending_; }
   ReloadKind active() const { return active_; }
   const std::optional<Starting>& starting() const { return starting_; }
+  // The generation on probation and the last good one standing by.
+  struct Probation {
+    uint64_t generation = 0;
+    uint64_t lastGood = 0;
+    ReloadKind kind = ReloadKind::kNone;
+  };
+  const std::optional<Probation>& probation() const { return probation_; }
   uint64_t servingGeneration() const { return serving_; }
   uint64_t lastGeneration() const { return last_; }
 
@@ -64,6 +71,19 @@ class ReloadState {
   // ends only through its start). Returns whether one was failed.
   bool abandonActiveReload();
 
+  // The generation that just started serves on probation; `lastGood` (the
+  // one that served before) stands by. The reload stays active.
+  void beginProbation(uint64_t lastGood);
+  // Probation passed: the reload is done; returns it (lastGood drains).
+  Probation passProbation();
+  // Probation failed: the last good generation serves again; returns it.
+  Probation failProbation();
+  // A rolled back image took over: `serving` serves, nothing is under way.
+  void adoptRollback(uint64_t lastGeneration, uint64_t servingGeneration);
+
+  // Forgets the queued reload.
+  void dropPending() { pending_ = ReloadKind::kNone; }
+
   void stop();
 
   // What an exited worker means now (see decideWorkerExit).
@@ -76,6 +96,8 @@ class ReloadState {
   ReloadKind pending_ = ReloadKind::kNone;
   ReloadKind active_ = ReloadKind::kNone;
   std::optional<Starting> starting_;
+  std::optional<Probation> probation_;
+  ReloadKind lastStartedKind_ = ReloadKind::kNone;
   uint64_t serving_ = 0;
   uint64_t last_ = 0;
 };

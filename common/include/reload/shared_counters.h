@@ -37,6 +37,20 @@ class SharedCounters {
   std::atomic<uint64_t>* slots_ = nullptr;
 };
 
+// Answers of each generation, which its probation judges: a ring of
+// kGenerationRing entries of two slots (every answer, then 5xx answers)
+// from slot kGenerationAnswers. The master clears a generation's entry
+// before it starts it; a service adds to the entry of its worker's
+// generation. The service's own slots must stay out of this range.
+constexpr size_t kGenerationAnswers = 16;
+constexpr size_t kGenerationRing = 8;
+inline size_t generationAnswersSlot(uint64_t generation) {
+  return kGenerationAnswers + static_cast<size_t>(generation % kGenerationRing) * 2;
+}
+inline size_t generationServerErrorsSlot(uint64_t generation) {
+  return generationAnswersSlot(generation) + 1;
+}
+
 static_assert(std::atomic<uint64_t>::is_always_lock_free,
               "shared counters rely on lock-free atomics across processes");
 

@@ -6,6 +6,8 @@
 
 #include <sys/types.h>
 
+#include <functional>
+#include <string>
 #include <vector>
 
 namespace reload {
@@ -21,6 +23,16 @@ struct SyncParams {
   std::vector<pid_t> oldWorkers;  // workers serving when the reload began
   pid_t masterPid = 0;
   double timeoutSeconds = 30;
+  // The longest probation the new generation may be on; the synchronizer
+  // waits that long (and a margin) for its verdict.
+  double probationSeconds = 0;
+  // Runs the last good image in this process (an exec that returns only if
+  // it failed), given why. Called when the new image dies (its PID is gone)
+  // or hangs (no word by the deadline: it is killed first) before its
+  // generation passed probation, so that something serves again: the old
+  // workers drain once their parent is gone, and these listeners never
+  // closed. Empty: no rescue, the old behaviour.
+  std::function<void(const std::string&)> rescue;
 };
 
 // Exit codes of the synchronizer, for the master's log.
@@ -30,6 +42,7 @@ enum SyncExit : int {
   kSyncMasterGone = 2,   // notify pipe closed without a message
   kSyncTimedOut = 3,     // no word from the new image in time
   kSyncInternal = 4,
+  kSyncRescueFailed = 5,  // the new image died and the last good one could not be run
 };
 
 const char* describeSyncExit(int code);

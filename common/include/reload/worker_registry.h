@@ -12,7 +12,9 @@
 
 namespace reload {
 
-enum class WorkerState { kStarting, kReady, kDraining };
+// kStandby: the last good generation during a reload's probation; it does
+// not accept, finishes what it holds and keeps its listeners to take over.
+enum class WorkerState { kStarting, kReady, kStandby, kDraining };
 
 const char* workerStateName(WorkerState state);
 
@@ -35,6 +37,10 @@ class WorkerRegistry {
   std::optional<WorkerInfo> remove(pid_t pid);
 
   void markReady(pid_t pid);
+  // Marks every ready worker of `generation` as standing by, or every
+  // standing-by one as ready again. Returns their pids.
+  std::vector<pid_t> standBy(uint64_t generation);
+  std::vector<pid_t> resume(uint64_t generation);
   // Marks every worker of `generation` as draining. Returns their pids.
   std::vector<pid_t> startDraining(uint64_t generation, double now, double killAt);
 

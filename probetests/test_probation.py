@@ -1,0 +1,350 @@
+"""Probe tests for probation: a reload that goes wrong after it is ready
+rolls itself back, under the same PID, to the last good generation,
+configuration and binary."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from molt_probe import (MOLTD, MOLTD_FAULTY, Load, Moltd, children_of,
+                        session_processes, steady_open_fds, wait_for)
+
+MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
+
+
+def set_fault(server, fault):
+    path = os.path.join(server.dir, "fault")
+    with open(path + ".tmp", "w") as f:
+        f.write(fault + "\n")
+    os.rename(path + ".tmp", path)
+
+
+def fault_env(server):
+    env = dict(os.environ)
+    env["MOLT_TEST_FAULT_FILE"] = os.path.join(server.dir, "fault")
+    return env
+
+
+def serving_workers(st):
+    return {w["pid"] for w in st["workers"] if w["state"] == "ready"}
+
+
+def assert_only_crash_losses(test, load, crashed_workers, rolled_back_at):
+    """Requests may fail only when they were in flight on a crashed worker:
+    one per client connection and crashed worker at most, reset or cut, and
+    none once the last good generation took over again."""
+    allowed = load.connections * crashed_workers
+    failed = sum(load.failures.values())
+    print("failed requests: %d (%s), at most %d allowed" % (failed, load.failures, allowed))
+    test.assertLessEqual(failed, allowed, load.notes)
+    test.assertTrue(set(load.failures) <= {"reset", "short_read"}, load.notes)
+    late = [t for t in load.failure_times if t > rolled_back_at + 0.5]
+    test.assertEqual(late, [], "requests failed after the rollback: %s" % load.notes)
+
+
+class HupRollback(unittest.TestCase):
+    def test_a_sighup_whose_generation_crashes_returns_to_the_previous_configuration(self):
+        server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
+        notify_path = os.path.join(server.dir, "notify.sock")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        self.addCleanup(notify.close)
+        server.start(env=dict(fault_env(server), NOTIFY_SOCKET=notify_path))
+        st = server.status()
+        old_digest, old_workers = st["config_digest"], serving_workers(st)
+        with Load(server, connections=8) as load:
+            server.write_config(workers=3)
+            set_fault(server, "worker-crash 2.0")
+            server.send_signal(signal.SIGHUP)
+            st = server.wait_status(lambda s: s["probation"] is not None, "probation", 15)
+            self.assertEqual(st["state"], "probation")
+            self.assertEqual(st["generation"], 2)
+            self.assertEqual({w["pid"] for w in st["workers"] if w["state"] == "standby"},
+                             old_workers)
+            st = server.wait_status(lambda s: s["last_reload"] and
+                                    s["last_reload"]["result"] == "rolled_back", "rollback", 20)
+            rolled_back_at = time.monotonic()
+            time.sleep(1.5)  # load runs on against the generation back in service
+        self.assertEqual(st["state"], "running")
+        self.assertEqual(st["generation"], 1)
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(st["config_digest"], old_digest)
+        self.assertEqual(serving_workers(st), old_workers)
+        self.assertRegex(st["last_reload"]["reason"],
+                         r"worker 2\.\d \(pid \d+\) killed by SIGSEGV \d+\.\d s after ready")
+        self.assertEqual(st["rollbacks"], 1)
+        self.assertIsNone(st["probation"])
+        self.assertIn("moltd_reload_rollbacks_total 1", server.admin_get("/metrics"))
+        notify.settimeout(0.5)
+        messages = []
+        try:
+            while True:
+                messages.append(notify.recv(4096).decode())
+        except socket.timeout:
+            pass
+        self.assertTrue(any("STATUS=generation 2 on probation" in m for m in messages), messages)
+        self.assertTrue(any("READY=1" in m and "reload rolled back: worker 2." in m
+                            for m in messages), messages)
+        text = server.wait_log("failed probation")
+        self.assertIn("accepts again", text)
+        assert_only_crash_losses(self, load, 3, rolled_back_at)
+        # The failed generation is gone; the old one serves on.
+        wait_for(lambda: set(children_of(server.pid)) == old_workers, 15,
+                 "only the last good workers left")
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        server.stop()
+        server.assert_nothing_left(self)
+
+
+class SeamlessRollback(unittest.TestCase):
+    def deploy(self, fault, crashed_workers, handoff="inherit"):
+        server = Moltd(self, workers=2, probation=5, handoff=handoff)
+        # The last good binary is a copy that is deleted once the bad one is
+        # in place: a rollback must run it from the descriptor it kept.
+        old = os.path.join(server.dir, "moltd-old")
+        shutil.copy2(MOLTD, old)
+        link = os.path.join(server.dir, "moltd-current")
+        os.symlink(old, link)
+        server.start(argv=[link, "--config", server.config], env=fault_env(server))
+        st = server.status()
+        version, old_workers = st["version"], serving_workers(st)
+        set_fault(server, fault)
+        with Load(server, connections=8) as load:
+            os.unlink(link)
+            os.symlink(MOLTD_FAULTY, link)
+            os.unlink(old)
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+            self.assertTrue(st["version"].endswith("-faulty"), st["version"])
+            self.assertEqual(st["pid"], server.pid)
+            st = server.wait_status(lambda s: s["last_reload"] and
+                                    s["last_reload"]["result"] == "rolled_back" and
+                                    s["state"] == "running", "rollback", 20)
+            rolled_back_at = time.monotonic()
+            time.sleep(1.5)
+        self.assertEqual(st["version"], version)
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(st["generation"], 1)
+        self.assertEqual(serving_workers(st), old_workers)
+        self.assertEqual(st["rollbacks"], 1)
+        self.assertTrue(os.readlink("/proc/%d/exe" % server.pid).endswith("moltd-old (deleted)"),
+                        os.readlink("/proc/%d/exe" % server.pid))
+        if crashed_workers:
+            assert_only_crash_losses(self, load, crashed_workers, rolled_back_at)
+        else:
+            late = [t for t in load.failure_times if t > rolled_back_at + 0.5]
+            self.assertEqual(late, [], load.notes)
+        wait_for(lambda: set(children_of(server.pid)) == old_workers, 15,
+                 "only the last good workers left")
+        metrics = server.admin_get("/metrics")
+        self.assertIn("moltd_reload_rollbacks_total 1", metrics)
+        server.stop()
+        server.assert_nothing_left(self)
+        return st
+
+    def test_workers_that_crash_after_ready_bring_the_old_binary_back(self):
+        st = self.deploy("worker-crash 2.0", 2)
+        self.assertIn("killed by SIGSEGV", st["last_reload"]["reason"])
+
+    def test_rebind_mode_rolls_back_too(self):
+        # The last good workers go on accepting on their own sockets during
+        # probation there (the new generation has others).
+        st = self.deploy("worker-crash 2.0", 2, handoff="rebind")
+        self.assertIn("killed by SIGSEGV", st["last_reload"]["reason"])
+
+    def test_workers_that_answer_500_bring_the_old_binary_back(self):
+        st = self.deploy("worker-500", 0)
+        self.assertIn("answers were 5xx", st["last_reload"]["reason"])
+
+
+class NewMasterFails(unittest.TestCase):
+    """A new image whose master exits or hangs: the synchronizer, which still
+    holds the listeners and the last good binary and configuration, runs
+    that binary itself; it becomes the master under its own PID."""
+
+    def check(self, fault, first_master_end):
+        # The faulty build arms a master fault only in an image a seamless
+        # reload started, once: the rescued image runs clean.
+        server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
+        server.start(env=fault_env(server))
+        version = server.status()["version"]
+        set_fault(server, fault)
+        with Load(server, connections=8) as load:
+            server.send_signal(signal.SIGUSR1)
+            def rescued():
+                try:
+                    with open(server.pid_file) as f:
+                        pid = int(f.read())
+                except (OSError, ValueError):
+                    return None
+                if pid == server.pid:
+                    return None
+                try:
+                    st = server.status()
+                except OSError:
+                    return None
+                return st if st["pid"] == pid and st["state"] == "running" and \
+                    any(w["state"] == "ready" for w in st["workers"]) else None
+            st = wait_for(rescued, 60, "the last good binary to serve again")
+            rescued_at = time.monotonic()
+            time.sleep(1.5)
+        self.assertEqual(st["version"], version)
+        self.assertEqual(st["last_reload"]["result"], "rolled_back")
+        self.assertEqual(st["rollbacks"], 1)
+        print("rescue: %s" % st["last_reload"]["reason"])
+        late = [t for t in load.failure_times if t > rescued_at + 0.5]
+        self.assertEqual(late, [], load.notes)
+        self.assertTrue(set(load.failures) <= {"reset", "short_read"}, load.notes)
+        # The rescued master is the synchronizer's process, in the same
+        # session: stopping it stops everything.
+        self.assertEqual(server.proc.wait(5), first_master_end)
+        os.kill(st["pid"], signal.SIGTERM)
+        wait_for(lambda: session_processes(server.proc.pid) == [], 30,
+                 "every process of the server to stop")
+        return st
+
+    def test_a_new_master_that_exits_during_probation(self):
+        st = self.check("master-exit 3.0", 3)
+        self.assertIn("died while generation", st["last_reload"]["reason"])
+
+    def test_a_new_master_that_hangs_before_ready(self):
+        st = self.check("master-hang 0", -signal.SIGKILL)  # killed by the synchronizer
+        self.assertIn("hangs", st["last_reload"]["reason"])
+
+
+class DuringProbation(unittest.TestCase):
+    def test_a_storm_of_reloads_is_queued_and_ends_in_one_healthy_generation(self):
+        server = Moltd(self, workers=2, probation=1.5).start()
+        with Load(server, connections=16, keepalive=True) as load:
+            server.send_signal(signal.SIGHUP)
+            server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+            for i in range(60):
+                server.send_signal(signal.SIGUSR1 if i % 3 else signal.SIGHUP)
+            st = server.status()
+            self.assertEqual(st["state"], "probation")
+            self.assertEqual(st["pending_reload"], "seamless")  # coalesced to the strongest
+            # The queued reload runs once probation passed, on probation in
+            # its turn; then nothing is left to do.
+            st = server.wait_status(lambda s: s["generation"] == 3 and s["state"] == "running"
+                                    and s["pending_reload"] == "none" and s["probation"] is None,
+                                    "the queued reload to pass its probation", 40)
+            server.wait_no_draining()
+            fds_before = steady_open_fds(server.pid)
+        load.assert_no_failures(self)
+        self.assertEqual(st["reloads"], 2)
+        self.assertEqual(st["rollbacks"], 0)
+        self.assertEqual(len(children_of(server.pid)), 2)
+        server.send_signal(signal.SIGHUP)
+        server.wait_status(lambda s: s["generation"] == 4 and s["state"] == "running",
+                           "one more reload", 30)
+        server.wait_no_draining()
+        self.assertEqual(steady_open_fds(server.pid), fds_before)
+        server.stop()
+        server.assert_nothing_left(self)
+
+    def test_sigterm_stops_both_generations_gracefully(self):
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            server = Moltd(self, workers=2, probation=30).start()
+            with Load(server, connections=8) as load:
+                server.send_signal(sig)
+                st = server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+                self.assertEqual(len(st["workers"]), 4)  # serving and standing by
+                server.send_signal(signal.SIGTERM)
+                self.assertEqual(server.proc.wait(30), 0)
+            server.assert_nothing_left(self)
+            # Requests answered or refused once nothing listens; none cut.
+            self.assertTrue(set(load.failures) <= {"refused"}, load.notes)
+
+    def test_a_reload_queued_behind_a_failed_probation_is_dropped(self):
+        server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
+        server.start(env=fault_env(server))
+        set_fault(server, "worker-crash 2.0")
+        server.send_signal(signal.SIGHUP)
+        server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+        server.send_signal(signal.SIGHUP)
+        self.assertEqual(server.status()["pending_reload"], "reload")
+        st = server.wait_status(lambda s: s["rollbacks"] == 1 and s["state"] == "running",
+                                "the rollback", 20)
+        self.assertEqual(st["pending_reload"], "none")
+        self.assertEqual(st["generation"], 1)
+        server.wait_log("queued during the failed probation")
+        time.sleep(0.5)  # nothing starts afterwards
+        self.assertEqual(server.status()["generation"], 1)
+        server.stop()
+        server.assert_nothing_left(self)
+
+
+class MoltInitWaits(unittest.TestCase):
+    def test_reload_waits_through_probation_and_exits_5_on_a_rollback(self):
+        server = Moltd(self, workers=2, probation=3, binary=MOLTD_FAULTY)
+        conf_dir = os.path.join(server.dir, "etc")
+        run_dir = os.path.join(server.dir, "run")
+        os.mkdir(conf_dir)
+        os.symlink(server.config, os.path.join(conf_dir, "moltd.conf"))
+        env = fault_env(server)
+
+        def molt_init(*args):
+            out = subprocess.run([MOLT_INIT, "moltd"] + list(args) +
+                                 ["--conf-dir", conf_dir, "--run-dir", run_dir,
+                                  "--moltd", MOLTD_FAULTY],
+                                 capture_output=True, text=True, timeout=120, env=env)
+            return out.returncode, out.stdout + out.stderr
+
+        self.addCleanup(lambda: subprocess.run([MOLT_INIT, "moltd", "stop", "--conf-dir",
+                                                conf_dir, "--run-dir", run_dir],
+                                               capture_output=True, timeout=60))
+        self.assertEqual(molt_init("start")[0], 0)
+        started = time.monotonic()
+        rc, text = molt_init("reload")
+        self.assertEqual(rc, 0, text)
+        self.assertGreater(time.monotonic() - started, 3, "returned before the probation ended")
+        self.assertIn("reloaded", text)
+        set_fault(server, "worker-crash 2.0")
+        rc, text = molt_init("reload-seamless")
+        self.assertEqual(rc, 5, text)
+        self.assertIn("reload rolled_back: worker 3.", text)
+        self.assertIn("killed by SIGSEGV", text)
+        self.assertIn("keeps serving generation 2", text)
+        rc, text = molt_init("reload", "--no-probation-wait")
+        self.assertEqual(rc, 0, text)
+        self.assertIn("on probation for", text)
+        st = server.wait_status(lambda s: s["rollbacks"] == 2 and s["state"] == "running",
+                                "the second rollback", 20)
+        self.assertEqual(st["generation"], 2)
+        rc, text = molt_init("shutdown")
+        self.assertEqual(rc, 0, text)
+
+
+class GoodReload(unittest.TestCase):
+    def check(self, sig):
+        server = Moltd(self, workers=2, probation=2).start()
+        old_workers = serving_workers(server.status())
+        with Load(server, connections=16, keepalive=True) as load:
+            server.send_signal(sig)
+            st = server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+            self.assertEqual({w["pid"] for w in st["workers"] if w["state"] == "standby"},
+                             old_workers)
+            self.assertTrue(old_workers <= set(children_of(server.pid)))
+            st = server.wait_generation(2, timeout=20)
+            wait_for(lambda: not (old_workers & set(children_of(server.pid))), 20,
+                     "the last good workers to drain after the pass")
+        load.assert_no_failures(self)
+        self.assertEqual(st["last_reload"]["result"], "ok")
+        self.assertLess(st["last_reload"]["duration_ms"], 2000)  # to serving, not to the pass
+        self.assertEqual(st["rollbacks"], 0)
+        self.assertEqual(st["pid"], server.pid)
+        server.stop()
+        server.assert_nothing_left(self)
+
+    def test_sighup(self):
+        self.check(signal.SIGHUP)
+
+    def test_sigusr1(self):
+        self.check(signal.SIGUSR1)
+
+
+if __name__ == "__main__":
+    unittest.main()
