@@ -129,6 +129,32 @@ class Smuggling(unittest.TestCase):
         self.assert_single_answer(request("PUT", "/v1/h/x", [("Content-Length", str(2**64 - 1))],
                                           SMUGGLED), 413, b"max_object_size")
 
+    def test_http10_with_transfer_encoding_closes_after_it(self):
+        # RFC 9112 6.1: an HTTP/1.0 hop may not know Transfer-Encoding and
+        # frame a chunked body as requests, so the connection never carries
+        # another request, whatever the method, the coding's spelling or the
+        # keep-alive asked for, even when the body was read whole.
+        spellings = ("chunked", "CHUNKED", "Chunked", " chunked\t", "\tchunked")
+        asks = ((), (("Connection", "keep-alive"),), (("Connection", "Keep-Alive"),
+                                                      ("Keep-Alive", "timeout=5")))
+        for method, te, ask in itertools.product(METHODS, spellings, asks):
+            with self.subTest(method=method, te=te, ask=ask):
+                target = "/v1/h/http10-" + method if method != "GET" else "/v1/h/victim"
+                body = b"5\r\nhello\r\n0\r\n\r\n"
+                data = request(method, target, list(ask) + [("Transfer-Encoding", te)], body,
+                               version="HTTP/1.0") + SMUGGLED
+                got, closed = exchange(self.server, data, timeout=5, shut=True,
+                                       head=method == "HEAD")
+                self.assertEqual(len(got), 1, got)
+                self.assertEqual(got[0][1].get("connection"), "close", got)
+                self.assertTrue(closed)
+        # The rule is the version's: HTTP/1.1 keeps a chunked upload's connection.
+        data = request("PUT", "/v1/h/http11", [("Transfer-Encoding", "chunked")],
+                       b"5\r\nhello\r\n0\r\n\r\n") + request("GET", "/v1/h/http11",
+                                                            [("Connection", "close")])
+        got, _ = exchange(self.server, data, timeout=5)
+        self.assertEqual([(g[0], g[2]) for g in got], [(201, b""), (200, b"hello")])
+
     def test_body_of_a_request_answered_without_reading_it(self):
         for method, path, status in (("GET", "/healthcheck", 200), ("GET", "/v1/b%24d/k", 400),
                                      ("POST", "/v1/h/victim", 405), ("GET", "/v1/h/victim", 200)):

@@ -255,7 +255,10 @@ void RequestParser::on_header_impl(boost::beast::error_code& ec) {
       return;
     }
   }
-  request_.keepAlive = keep_alive();
+  // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is framed as
+  // if faulty, and its connection closes after it. An HTTP/1.0 hop in
+  // front may not know the coding and would frame the body as requests.
+  request_.keepAlive = keep_alive() && !(request_.version < 11 && !transferEncodings_.empty());
   request_.chunked = chunked();
   if (auto length = content_length()) request_.contentLength = *length;
 }
