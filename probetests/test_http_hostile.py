@@ -854,3 +854,57 @@ class ConnectionCap(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AccessLogWrites(unittest.TestCase):
+    """The worker's loop never waits on the access log: with a sink that
+    takes nothing (a pipe nobody reads), every request is still answered;
+    once the sink takes again, every line arrives, in the order of the
+    requests, also those still queued when the worker stops."""
+
+    def read_lines(self, reader, count, timeout=30):
+        data = b""
+        deadline = time.monotonic() + timeout
+        while data.count(b"\n") < count and time.monotonic() < deadline:
+            try:
+                chunk = os.read(reader, 1 << 20)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            if not chunk:
+                time.sleep(0.01)
+                continue
+            data += chunk
+        return data.decode().splitlines()
+
+    def test_a_sink_that_takes_nothing_never_holds_requests(self):
+        server = Moltd(self, workers=1, keepalive_timeout=30)
+        fifo = os.path.join(server.dir, "access.log")
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        capacity = __import__("fcntl").fcntl(reader, 1032)  # F_GETPIPE_SZ
+        server.start()
+        pad = "x" * 900
+
+        def answer_all(first, count):
+            # Lines past the pipe's capacity, each answered within its deadline.
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                for i in range(first, first + count):
+                    s.sendall(request("GET", "/v1/h/line-%06d-%s" % (i, pad)))
+                    self.assertEqual(read_response(s)[0], 404, i)
+
+        count = 4 * capacity // len(pad) + 1
+        answer_all(0, count)
+        lines = self.read_lines(reader, count)
+        self.assertEqual([int(line.split("/v1/h/line-")[1][:6]) for line in lines],
+                         list(range(count)))
+
+        # Stopping writes what is still queued before the worker goes.
+        answer_all(count, count)
+        server.send_signal(signal.SIGTERM)
+        lines = self.read_lines(reader, count)
+        self.assertEqual([int(line.split("/v1/h/line-")[1][:6]) for line in lines],
+                         list(range(count, 2 * count)))
+        wait_for(lambda: server.proc.poll() is not None, 20, "moltd to stop")
+        self.assertEqual(server.proc.returncode, 0)
