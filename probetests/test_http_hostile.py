@@ -3,6 +3,7 @@ smuggling, malformed framing, unsupported versions, slow clients, oversized
 headers and the connection cap. Each case sends the exact bytes and asserts
 the exact answer, then checks that nothing stored was harmed."""
 import concurrent.futures
+import fcntl
 import itertools
 import os
 import shutil
@@ -154,6 +155,46 @@ class Smuggling(unittest.TestCase):
                                                             [("Connection", "close")])
         got, _ = exchange(self.server, data, timeout=5)
         self.assertEqual([(g[0], g[2]) for g in got], [(201, b""), (200, b"hello")])
+
+    def test_no_interim_answer_to_http10(self):
+        # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request
+        # is ignored. A 1.0 client or hop knows no 1xx: it would take the
+        # 100 for the answer, and every answer after it for the one before.
+        for version, spelling, framing in itertools.product(
+                ("HTTP/1.0", "HTTP/1.1"), ("100-continue", "100-Continue", " 100-CONTINUE "),
+                ("content-length", "chunked")):
+            with self.subTest(version=version, spelling=spelling, framing=framing):
+                key = "/v1/h/expect-%s-%d" % (framing, len(spelling) + ord(spelling[1]))
+                headers = [("Expect", spelling), ("Connection", "close")]
+                body = b"hello"
+                if framing == "chunked":
+                    headers.append(("Transfer-Encoding", "chunked"))
+                    body = b"5\r\nhello\r\n0\r\n\r\n"
+                else:
+                    headers.append(("Content-Length", "5"))
+                with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+                    s.sendall(request("PUT", key, headers, version=version))
+                    if version == "HTTP/1.1":
+                        interim = b""
+                        while not interim.endswith(b"\r\n\r\n"):
+                            interim += s.recv(1)
+                        self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    else:
+                        # Time for the server to reach the body (the stream's
+                        # content below is what is asserted, not this wait).
+                        s.settimeout(1)
+                        with self.assertRaises(socket.timeout):
+                            s.recv(100)
+                        s.settimeout(10)
+                    s.sendall(body)
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                self.assertEqual([r[0] for r in responses(data)], [201], data[:200])
+                self.assertEqual(self.server.request("GET", key)[2], b"hello")
 
     def test_body_of_a_request_answered_without_reading_it(self):
         for method, path, status in (("GET", "/healthcheck", 200), ("GET", "/v1/b%24d/k", 400),
@@ -883,7 +924,7 @@ class AccessLogWrites(unittest.TestCase):
         os.mkfifo(fifo)
         reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         self.addCleanup(os.close, reader)
-        capacity = __import__("fcntl").fcntl(reader, 1032)  # F_GETPIPE_SZ
+        capacity = fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ)
         server.start()
         pad = "x" * 900
 

@@ -234,7 +234,9 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
   }
   if (name == http::field::host) ++hostFields_;
   if (name == http::field::transfer_encoding) transferEncodings_.emplace_back(view(value));
-  if (name == http::field::expect && equalsNoCase(trimBlanks(view(value)), "100-continue"))
+  // RFC 9110 10.1.1: HTTP/1.0 knows no 1xx; its expectation is ignored.
+  if (name == http::field::expect && request_.version >= 11 &&
+      equalsNoCase(trimBlanks(view(value)), "100-continue"))
     request_.expectContinue = true;
   request_.fields.emplace_back(std::string(view(nameText)), std::string(view(value)));
 }
