@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "reload/event_loop.h"
@@ -152,8 +153,13 @@ void AccessLog::write(const std::string& line) const {
     // Started with the first line, after the worker dropped its
     // privileges and set its signal mask, which the thread inherits.
     if (!state.started) {
-      state.started = true;
-      std::thread(State::run, state_).detach();
+      try {
+        std::thread(State::run, state_).detach();
+        state.started = true;
+      } catch (const std::system_error& e) {
+        // The line stays queued: the next one tries again.
+        MOLT_LOG(kError) << "cannot start the access log's writer: " << e.what();
+      }
     }
   }
   state.changed.notify_all();
