@@ -3,6 +3,7 @@ smuggling, malformed framing, unsupported versions, slow clients, oversized
 headers and the connection cap. Each case sends the exact bytes and asserts
 the exact answer, then checks that nothing stored was harmed."""
 import concurrent.futures
+import fcntl
 import itertools
 import os
 import shutil
@@ -128,6 +129,72 @@ class Smuggling(unittest.TestCase):
         # 2^64-1 parses, but no object may be that large: 413 before any body byte.
         self.assert_single_answer(request("PUT", "/v1/h/x", [("Content-Length", str(2**64 - 1))],
                                           SMUGGLED), 413, b"max_object_size")
+
+    def test_http10_with_transfer_encoding_closes_after_it(self):
+        # RFC 9112 6.1: an HTTP/1.0 hop may not know Transfer-Encoding and
+        # frame a chunked body as requests, so the connection never carries
+        # another request, whatever the method, the coding's spelling or the
+        # keep-alive asked for, even when the body was read whole.
+        spellings = ("chunked", "CHUNKED", "Chunked", " chunked\t", "\tchunked")
+        asks = ((), (("Connection", "keep-alive"),), (("Connection", "Keep-Alive"),
+                                                      ("Keep-Alive", "timeout=5")))
+        for method, te, ask in itertools.product(METHODS, spellings, asks):
+            with self.subTest(method=method, te=te, ask=ask):
+                target = "/v1/h/http10-" + method if method != "GET" else "/v1/h/victim"
+                body = b"5\r\nhello\r\n0\r\n\r\n"
+                data = request(method, target, list(ask) + [("Transfer-Encoding", te)], body,
+                               version="HTTP/1.0") + SMUGGLED
+                got, closed = exchange(self.server, data, timeout=5, shut=True,
+                                       head=method == "HEAD")
+                self.assertEqual(len(got), 1, got)
+                self.assertEqual(got[0][1].get("connection"), "close", got)
+                self.assertTrue(closed)
+        # The rule is the version's: HTTP/1.1 keeps a chunked upload's connection.
+        data = request("PUT", "/v1/h/http11", [("Transfer-Encoding", "chunked")],
+                       b"5\r\nhello\r\n0\r\n\r\n") + request("GET", "/v1/h/http11",
+                                                            [("Connection", "close")])
+        got, _ = exchange(self.server, data, timeout=5)
+        self.assertEqual([(g[0], g[2]) for g in got], [(201, b""), (200, b"hello")])
+
+    def test_no_interim_answer_to_http10(self):
+        # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request
+        # is ignored. A 1.0 client or hop knows no 1xx: it would take the
+        # 100 for the answer, and every answer after it for the one before.
+        for version, spelling, framing in itertools.product(
+                ("HTTP/1.0", "HTTP/1.1"), ("100-continue", "100-Continue", " 100-CONTINUE "),
+                ("content-length", "chunked")):
+            with self.subTest(version=version, spelling=spelling, framing=framing):
+                key = "/v1/h/expect-%s-%d" % (framing, len(spelling) + ord(spelling[1]))
+                headers = [("Expect", spelling), ("Connection", "close")]
+                body = b"hello"
+                if framing == "chunked":
+                    headers.append(("Transfer-Encoding", "chunked"))
+                    body = b"5\r\nhello\r\n0\r\n\r\n"
+                else:
+                    headers.append(("Content-Length", "5"))
+                with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+                    s.sendall(request("PUT", key, headers, version=version))
+                    if version == "HTTP/1.1":
+                        interim = b""
+                        while not interim.endswith(b"\r\n\r\n"):
+                            interim += s.recv(1)
+                        self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    else:
+                        # Time for the server to reach the body (the stream's
+                        # content below is what is asserted, not this wait).
+                        s.settimeout(1)
+                        with self.assertRaises(socket.timeout):
+                            s.recv(100)
+                        s.settimeout(10)
+                    s.sendall(body)
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                self.assertEqual([r[0] for r in responses(data)], [201], data[:200])
+                self.assertEqual(self.server.request("GET", key)[2], b"hello")
 
     def test_body_of_a_request_answered_without_reading_it(self):
         for method, path, status in (("GET", "/healthcheck", 200), ("GET", "/v1/b%24d/k", 400),
@@ -828,3 +895,57 @@ class ConnectionCap(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class AccessLogWrites(unittest.TestCase):
+    """The worker's loop never waits on the access log: with a sink that
+    takes nothing (a pipe nobody reads), every request is still answered;
+    once the sink takes again, every line arrives, in the order of the
+    requests, also those still queued when the worker stops."""
+
+    def read_lines(self, reader, count, timeout=30):
+        data = b""
+        deadline = time.monotonic() + timeout
+        while data.count(b"\n") < count and time.monotonic() < deadline:
+            try:
+                chunk = os.read(reader, 1 << 20)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            if not chunk:
+                time.sleep(0.01)
+                continue
+            data += chunk
+        return data.decode().splitlines()
+
+    def test_a_sink_that_takes_nothing_never_holds_requests(self):
+        server = Moltd(self, workers=1, keepalive_timeout=30)
+        fifo = os.path.join(server.dir, "access.log")
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, reader)
+        capacity = fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ)
+        server.start()
+        pad = "x" * 900
+
+        def answer_all(first, count):
+            # Lines past the pipe's capacity, each answered within its deadline.
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                for i in range(first, first + count):
+                    s.sendall(request("GET", "/v1/h/line-%06d-%s" % (i, pad)))
+                    self.assertEqual(read_response(s)[0], 404, i)
+
+        count = 4 * capacity // len(pad) + 1
+        answer_all(0, count)
+        lines = self.read_lines(reader, count)
+        self.assertEqual([int(line.split("/v1/h/line-")[1][:6]) for line in lines],
+                         list(range(count)))
+
+        # Stopping writes what is still queued before the worker goes.
+        answer_all(count, count)
+        server.send_signal(signal.SIGTERM)
+        lines = self.read_lines(reader, count)
+        self.assertEqual([int(line.split("/v1/h/line-")[1][:6]) for line in lines],
+                         list(range(count, 2 * count)))
+        wait_for(lambda: server.proc.poll() is not None, 20, "moltd to stop")
+        self.assertEqual(server.proc.returncode, 0)

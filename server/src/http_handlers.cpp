@@ -4,8 +4,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <system_error>
+#include <thread>
 
 #include "reload/event_loop.h"
 #include "reload/log.h"
@@ -77,17 +83,95 @@ bool etagListMatches(const std::string& header, const std::string& etag, bool st
   return false;
 }
 
+struct AccessLog::State {
+  explicit State(reload::Fd file) : fd(std::move(file)) {}
+  reload::Fd fd;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::string queued;   // whole lines, oldest first
+  size_t writing = 0;  // bytes of the batch the writer took from `queued`
+  bool started = false;
+  bool stopping = false;
+
+  void writeAll(const std::string& batch) {
+    size_t done = 0;
+    while (done < batch.size()) {
+      ssize_t n = ::write(fd.get(), batch.data() + done, batch.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        // Losing access-log lines must not fail requests; the reason is logged.
+        MOLT_LOG(kError) << "cannot write " << batch.size() - done
+                         << " bytes to the access log: " << std::strerror(errno);
+        return;
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+
+  static void run(std::shared_ptr<State> self) {
+    std::unique_lock<std::mutex> lock(self->mutex);
+    for (;;) {
+      self->changed.wait(lock, [&] { return !self->queued.empty() || self->stopping; });
+      if (self->queued.empty()) return;
+      std::string batch;
+      batch.swap(self->queued);
+      self->writing = batch.size();
+      lock.unlock();
+      self->writeAll(batch);
+      lock.lock();
+      self->writing = 0;
+      self->changed.notify_all();
+    }
+  }
+};
+
 AccessLog::AccessLog(const std::string& path) {
   if (path == "off") return;
-  fd_ = reload::Fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
-  if (!fd_) MOLT_LOG(kError) << "cannot open access log " << path << ": " << std::strerror(errno);
+  reload::Fd fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+  if (!fd) {
+    MOLT_LOG(kError) << "cannot open access log " << path << ": " << std::strerror(errno);
+    return;
+  }
+  state_ = std::make_shared<State>(std::move(fd));
+  // The last copy of this log ends the writer once what is queued is
+  // written; the thread holds the state, so it may outlive every copy.
+  owner_ = std::shared_ptr<void>(nullptr, [state = state_](void*) {
+    {
+      std::lock_guard<std::mutex> lock(state->mutex);
+      state->stopping = true;
+    }
+    state->changed.notify_all();
+  });
 }
 
 void AccessLog::write(const std::string& line) const {
-  if (!fd_) return;
-  if (::write(fd_.get(), line.data(), line.size()) < 0) {
-    // Losing an access-log line must not fail the request.
+  if (!state_) return;
+  State& state = *state_;
+  {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    state.queued += line;
+    // Started with the first line, after the worker dropped its
+    // privileges and set its signal mask, which the thread inherits.
+    if (!state.started) {
+      try {
+        std::thread(State::run, state_).detach();
+        state.started = true;
+      } catch (const std::system_error& e) {
+        // The line stays queued: the next one tries again.
+        MOLT_LOG(kError) << "cannot start the access log's writer: " << e.what();
+      }
+    }
   }
+  state.changed.notify_all();
+}
+
+size_t AccessLog::flush(int64_t timeoutMs) const {
+  if (!state_) return 0;
+  State& state = *state_;
+  std::unique_lock<std::mutex> lock(state.mutex);
+  state.changed.wait_for(lock, std::chrono::milliseconds(timeoutMs),
+                         [&] { return state.queued.empty() && state.writing == 0; });
+  return state.queued.size() + state.writing;
 }
 
 WorkerShared::WorkerShared(const ObjectServerConfig& cfg, uint64_t gen, AccessLog log,

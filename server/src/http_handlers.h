@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "drain_state.h"
@@ -33,17 +34,24 @@ RangeResult parseRange(const std::string& header, uint64_t size, ByteRange& rang
 // The strong comparison (If-Match) never matches a weak W/"..." tag.
 bool etagListMatches(const std::string& header, const std::string& etag, bool strong = false);
 
-// Appends one line per request with a single write() (O_APPEND keeps lines
-// from several workers whole). A worker opens it before it drops privileges,
-// so that the log may belong to root.
+// One line per request, appended (O_APPEND keeps lines from several
+// workers whole). A worker opens it before it drops privileges, so that the
+// log may belong to root. The loop only queues a line: a thread of the
+// log's own writes them in the order they were queued, so a slow disk or a
+// full pipe never holds the loop, and no line is dropped for it.
 class AccessLog {
  public:
   explicit AccessLog(const std::string& path);  // "off" disables
-  bool enabled() const { return static_cast<bool>(fd_); }
+  bool enabled() const { return static_cast<bool>(state_); }
   void write(const std::string& line) const;
+  // Waits until every queued line is written or `timeoutMs` passes;
+  // returns how many bytes are still queued.
+  size_t flush(int64_t timeoutMs) const;
 
  private:
-  reload::Fd fd_;
+  struct State;
+  std::shared_ptr<State> state_;
+  std::shared_ptr<void> owner_;
 };
 
 // Slots of reload::SharedCounters that moltd uses.

@@ -234,7 +234,9 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
   }
   if (name == http::field::host) ++hostFields_;
   if (name == http::field::transfer_encoding) transferEncodings_.emplace_back(view(value));
-  if (name == http::field::expect && equalsNoCase(trimBlanks(view(value)), "100-continue"))
+  // RFC 9110 10.1.1: HTTP/1.0 knows no 1xx; its expectation is ignored.
+  if (name == http::field::expect && request_.version >= 11 &&
+      equalsNoCase(trimBlanks(view(value)), "100-continue"))
     request_.expectContinue = true;
   request_.fields.emplace_back(std::string(view(nameText)), std::string(view(value)));
 }
@@ -255,7 +257,10 @@ void RequestParser::on_header_impl(boost::beast::error_code& ec) {
       return;
     }
   }
-  request_.keepAlive = keep_alive();
+  // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is framed as
+  // if faulty, and its connection closes after it. An HTTP/1.0 hop in
+  // front may not know the coding and would frame the body as requests.
+  request_.keepAlive = keep_alive() && !(request_.version < 11 && !transferEncodings_.empty());
   request_.chunked = chunked();
   if (auto length = content_length()) request_.contentLength = *length;
 }

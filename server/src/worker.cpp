@@ -41,7 +41,19 @@ void dropPrivileges(const std::string& user) {
 
 // Leaves without destructors: the disk pool's threads may be inside a
 // syscall, and nothing left would be flushed by unwinding.
+// A copy of the access log a worker writes through (it shares the queue),
+// so that leaving, from anywhere, writes what is still queued.
+AccessLog workerAccessLog("off");
+// How long leaving waits for queued access-log lines: a sink that takes
+// nothing for this long would hold the exit for ever.
+constexpr int64_t kAccessLogFlushMs = 5000;
+
 [[noreturn]] void leave(int code) {
+  if (workerAccessLog.enabled()) {
+    if (size_t left = workerAccessLog.flush(kAccessLogFlushMs))
+      MOLT_LOG(kError) << "access log took nothing for " << kAccessLogFlushMs / 1000
+                       << " s while leaving: " << left << " bytes of lines lost";
+  }
   reload::log::flush();
   _exit(code);
 }
@@ -367,6 +379,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
 
     reload::EventLoop loop;
     WorkerShared shared(config, ctx.generation, std::move(accessLog), loop);
+    workerAccessLog = shared.accessLog;
     shared.clientTimeoutMs = static_cast<int64_t>(master.clientTimeout * 1000);
     shared.keepaliveTimeoutMs = static_cast<int64_t>(master.keepaliveTimeout * 1000);
     shared.headerTimeoutMs = static_cast<int64_t>(config.clientHeaderTimeout * 1000);
