@@ -5,10 +5,10 @@ set -eu
 # file: CPack's DEB generator (dpkg-shlibdeps) needs it for the package test.
 # clang and libclang-rt-14-dev: the libFuzzer targets under fuzz/.
 # libhttp-parser-dev: bench/parser_bench; liblmdb-dev: the key index;
-# wrk and nginx: bench/http_vs_nginx.
+# wrk and nginx: bench/http_vs_nginx. iproute2: the rebind test's network namespaces.
 packages="build-essential cmake libpoco-dev libboost-log-dev libboost-test-dev
   python3 curl procps groff-base systemd file clang libclang-rt-14-dev
-  libhttp-parser-dev liblmdb-dev wrk nginx"
+  libhttp-parser-dev liblmdb-dev wrk nginx iproute2"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
