@@ -613,13 +613,15 @@ void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::st
       // Under that volume's write lock, which every rename into it holds:
       // the copy checked is the copy unlinked. One written after ours (a
       // PUT of the same key through another worker that placed it on this
-      // volume) is newer and stays.
+      // volume) is newer and stays; so does one of the same timestamp, which
+      // that PUT's own pass would otherwise remove ours for (open() serves
+      // one of the two, always the same).
       withIndex(volume, [&](KeyIndex& index) {
         index.whileLocked([&] {
           reload::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
           if (!fd) return;
           ObjectMeta other;
-          if (readTrailer(fd.get(), other) && other.key == key && other.timestamp > writtenAt) return;
+          if (readTrailer(fd.get(), other) && other.key == key && other.timestamp >= writtenAt) return;
           unlinked = unlinkCopy(path);
         });
       });

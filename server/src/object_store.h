@@ -176,7 +176,8 @@ class ObjectStore {
                                 const std::map<std::string, ObjectMeta>& scanned,
                                 std::string& failedVolume) const;
   std::vector<std::string> readOrder(const std::string& bucket, const std::string& key) const;
-  // Removes the copies on other volumes that are older than `writtenAt`.
+  // Removes the copies on other volumes that are older than `writtenAt`
+  // (one as old stays: its own commit does the same for ours).
   void removeOtherCopies(const std::string& keepVolume, const std::string& bucket,
                          const std::string& key, double writtenAt);
   // Drops the entry of a key whose file is absent from `volume` (checked
