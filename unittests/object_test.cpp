@@ -393,7 +393,7 @@ BOOST_AUTO_TEST_CASE(cleaning_while_serving_spares_live_uploads) {
   struct timeval old[2] = {{time(nullptr) - 60, 0}, {time(nullptr) - 60, 0}};
   for (const auto& entry : std::filesystem::directory_iterator(tmp))
     if (entry.path() != young) BOOST_REQUIRE(utimes(entry.path().c_str(), old) == 0);
-  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes(), true) == 1u);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 1u);
   BOOST_TEST(access(dead.c_str(), F_OK) != 0);
   BOOST_TEST(access(young.c_str(), F_OK) == 0);
   server::ObjectMeta meta;
@@ -402,6 +402,27 @@ BOOST_AUTO_TEST_CASE(cleaning_while_serving_spares_live_uploads) {
   meta.etag = "e";
   live->commit(meta);
   BOOST_TEST(readAll(*store.open("bucket", "live")) == "partial");
+}
+
+// A worker's temp file between its creation and its lock, met by the check
+// of a master that has just started (after an exec, its old workers still
+// serving): it must stay, or the upload writes to an unlinked file and
+// fails at its rename. Every cleaning spares files younger than the grace.
+BOOST_AUTO_TEST_CASE(no_cleaning_removes_a_file_not_yet_locked) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  std::string tmp = vols.settings.volumes[0] + "/tmp";
+  BOOST_REQUIRE(mkdir(tmp.c_str(), 0755) == 0);
+  std::string fresh = tmp + "/1.fresh.0.tmp";
+  reload::Fd fd(::open(fresh.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  BOOST_REQUIRE(fd);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 0u);
+  BOOST_TEST(access(fresh.c_str(), F_OK) == 0);
+  // Once past the grace and still unlocked, it is a dead upload's.
+  struct timeval old[2] = {{time(nullptr) - 60, 0}, {time(nullptr) - 60, 0}};
+  BOOST_REQUIRE(utimes(fresh.c_str(), old) == 0);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 1u);
+  BOOST_TEST(access(fresh.c_str(), F_OK) != 0);
 }
 
 BOOST_AUTO_TEST_CASE(an_abandoned_upload_leaves_nothing) {

@@ -958,10 +958,11 @@ void ObjectStore::forEachObject(const std::string& volume, const std::string& on
   });
 }
 
-size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes, bool whileServing) {
-  // At start, the lock alone decides: a worker of a previous image may
-  // still serve (a start after a failed exec), and it holds its files' locks.
-  const int grace = whileServing ? kTempGraceSeconds : 0;
+size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes) {
+  // The grace holds at start too: workers of an earlier generation may
+  // still serve (a start after an exec, failed or not), and a file they
+  // have just created is not locked yet.
+  const int grace = kTempGraceSeconds;
   size_t removed = 0;
   const time_t now = time(nullptr);
   for (const auto& v : volumes) {

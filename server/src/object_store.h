@@ -149,9 +149,9 @@ class ObjectStore {
                                const std::string& marker, size_t limit) const;
 
   // Removes leftovers of uploads cut short by a crash: temp files no
-  // process holds the lock of; `whileServing`, only those older than
-  // kTempGraceSeconds too (a new file is locked just after its creation).
-  static size_t removeTempFiles(const std::vector<Volume>& volumes, bool whileServing = false);
+  // process holds the lock of and older than kTempGraceSeconds (a new file
+  // is locked just after its creation). Younger ones wait for a later check.
+  static size_t removeTempFiles(const std::vector<Volume>& volumes);
   static constexpr int kTempGraceSeconds = 5;
 
   // Checks each volume's key index against its files and repairs what
