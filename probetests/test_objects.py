@@ -623,6 +623,23 @@ class StoreFaults(unittest.TestCase):
             self.assertEqual(server.request("PUT", "/v1/f/new", body=b"n")[0], 201)
         self.run_case("mdb_txn_commit:worker:1", act)
 
+    def test_index_meta_page_write_fails(self):
+        """A failed meta-page write makes LMDB refuse the worker's environment
+        of the index (MDB_PANIC for every later transaction): the worker opens
+        it again, and the same worker stores, deletes and lists once more."""
+        def act(server):
+            status, _, body = server.request("PUT", "/v1/f/lost", body=b"l")
+            self.assertGreaterEqual(status, 500, body)
+            self.assertEqual(server.request("GET", "/v1/f/lost")[0], 404)
+            for i in range(5):
+                key = "/v1/f/later-%d" % i
+                self.assertEqual(server.request("PUT", key, body=key.encode())[0], 201)
+                self.assertEqual(server.request("GET", key)[2], key.encode())
+            self.assertEqual(server.request("DELETE", "/v1/f/later-0")[0], 204)
+            self.assertEqual(listed_keys(server, "f"), ["a", "b", "c"] + ["later-%d" % i for i in range(1, 5)])
+        server = self.run_case("mdb_meta_write:worker:1", act)
+        self.assertIn("must be reopened", server.log_text())
+
     def test_copy_that_cannot_be_removed_fails_the_delete(self):
         def act(server):
             status, _, body = server.request("DELETE", "/v1/f/c")
