@@ -15,7 +15,8 @@
  * open (and openat, fopen), rename, fsync, statvfs, getaddrinfo, setuid, unlink,
  * and the key index's LMDB calls mdb_txn_begin (MDB_READERS_FULL, as stale
  * reader slots of killed workers give), mdb_txn_commit, mdb_cursor_get and
- * mdb_put (EIO unless ERRNO says otherwise).
+ * mdb_put (EIO unless ERRNO says otherwise), and mdb_meta_write (the pwrite
+ * of an LMDB commit's meta page, after which LMDB answers MDB_PANIC).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -264,6 +265,31 @@ int mdb_put(struct MDB_txn* txn, unsigned int dbi, struct MDB_val* key, struct M
             unsigned int flags) {
   if (should_fail("mdb_put")) return fault_errno ? fault_errno : EIO;
   return NEXT(mdb_put)(txn, dbi, key, data, flags);
+}
+
+/* LMDB's meta-page write at the end of a commit: a pwrite of less than a
+ * page to an index's data.mdb (ENOSPC unless ERRNO says otherwise). LMDB
+ * refuses the environment from then on (MDB_PANIC), as after a full disk. */
+static int is_index_meta_write(int fd, size_t n) {
+  if (strcmp(fault_call, "mdb_meta_write") != 0 || n >= 4096) return 0;
+  char link[64], target[512];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t len = readlink(link, target, sizeof target - 1);
+  if (len < 0) return 0;
+  target[len] = '\0';
+  const char suffix[] = "/index/data.mdb";
+  size_t want = sizeof suffix - 1;
+  return (size_t)len >= want && strcmp(target + len - want, suffix) == 0;
+}
+
+ssize_t pwrite(int fd, const void* buf, size_t n, off_t offset) {
+  if (is_index_meta_write(fd, n) && should_fail("mdb_meta_write")) return FAIL_WITH(ENOSPC, -1);
+  return NEXT(pwrite)(fd, buf, n, offset);
+}
+
+ssize_t pwrite64(int fd, const void* buf, size_t n, off64_t offset) {
+  if (is_index_meta_write(fd, n) && should_fail("mdb_meta_write")) return FAIL_WITH(ENOSPC, -1);
+  return NEXT(pwrite64)(fd, buf, n, offset);
 }
 
 #ifdef __cplusplus

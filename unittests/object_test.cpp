@@ -178,6 +178,9 @@ void put(server::ObjectStore& store, const std::string& key, const std::string& 
   meta.key = key;
   meta.size = data.size();
   meta.etag = "e";
+  // Later writes carry later times, as the server's clock gives them.
+  static double clock = 1000;
+  meta.timestamp = ++clock;
   up->commit(meta);
 }
 
@@ -334,6 +337,31 @@ BOOST_AUTO_TEST_CASE(a_commit_never_removes_a_newer_copy) {
 }
 
 
+// Two PUTs of one key on different volumes stamped with the same time,
+// both renamed into place before either removes the other's copy: each
+// pass sees a copy as old as its own and must keep it, or both clients get
+// 201 for an object that is gone. Here the later commit meets the earlier
+// one's copy (the earlier saw none), with the volumes both ways round.
+BOOST_AUTO_TEST_CASE(a_commit_keeps_a_copy_as_old_as_its_own) {
+  for (size_t first : {0u, 1u}) {
+    TempVolumes vols;
+    const std::string& mine = vols.settings.volumes[first];
+    const std::string& theirs = vols.settings.volumes[1 - first];
+    server::ObjectStore one(vols.settings), other(vols.settings);
+    uploadOn(other, theirs, "k", "theirs")->commit(metaAt("k", 6, 1000));
+    uploadOn(one, mine, "k", "minee!")->commit(metaAt("k", 6, 1000));
+    BOOST_TEST(objectFilesOn(mine) == 1u);
+    BOOST_TEST(objectFilesOn(theirs) == 1u);
+    auto seenByOne = one.open("bucket", "k");
+    auto seenByOther = other.open("bucket", "k");
+    BOOST_REQUIRE(seenByOne);
+    BOOST_REQUIRE(seenByOther);
+    BOOST_TEST(seenByOne->volume == seenByOther->volume);
+    BOOST_TEST(readAll(*seenByOne) == readAll(*seenByOther));
+  }
+}
+
+
 // A process with the PID of a dead one that left uploads behind: its own
 // temp files never collide with theirs.
 BOOST_AUTO_TEST_CASE(uploads_do_not_collide_with_leftovers_of_a_reused_pid) {
@@ -365,7 +393,7 @@ BOOST_AUTO_TEST_CASE(cleaning_while_serving_spares_live_uploads) {
   struct timeval old[2] = {{time(nullptr) - 60, 0}, {time(nullptr) - 60, 0}};
   for (const auto& entry : std::filesystem::directory_iterator(tmp))
     if (entry.path() != young) BOOST_REQUIRE(utimes(entry.path().c_str(), old) == 0);
-  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes(), true) == 1u);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 1u);
   BOOST_TEST(access(dead.c_str(), F_OK) != 0);
   BOOST_TEST(access(young.c_str(), F_OK) == 0);
   server::ObjectMeta meta;
@@ -374,6 +402,27 @@ BOOST_AUTO_TEST_CASE(cleaning_while_serving_spares_live_uploads) {
   meta.etag = "e";
   live->commit(meta);
   BOOST_TEST(readAll(*store.open("bucket", "live")) == "partial");
+}
+
+// A worker's temp file between its creation and its lock, met by the check
+// of a master that has just started (after an exec, its old workers still
+// serving): it must stay, or the upload writes to an unlinked file and
+// fails at its rename. Every cleaning spares files younger than the grace.
+BOOST_AUTO_TEST_CASE(no_cleaning_removes_a_file_not_yet_locked) {
+  TempVolumes vols;
+  server::ObjectStore store(vols.settings);
+  std::string tmp = vols.settings.volumes[0] + "/tmp";
+  BOOST_REQUIRE(mkdir(tmp.c_str(), 0755) == 0);
+  std::string fresh = tmp + "/1.fresh.0.tmp";
+  reload::Fd fd(::open(fresh.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  BOOST_REQUIRE(fd);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 0u);
+  BOOST_TEST(access(fresh.c_str(), F_OK) == 0);
+  // Once past the grace and still unlocked, it is a dead upload's.
+  struct timeval old[2] = {{time(nullptr) - 60, 0}, {time(nullptr) - 60, 0}};
+  BOOST_REQUIRE(utimes(fresh.c_str(), old) == 0);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 1u);
+  BOOST_TEST(access(fresh.c_str(), F_OK) != 0);
 }
 
 BOOST_AUTO_TEST_CASE(an_abandoned_upload_leaves_nothing) {

@@ -26,6 +26,8 @@ bool damage(int rc) {
   if (rc > 0) throw std::system_error(rc, std::generic_category(), what);
   if (damage(rc))
     throw IndexDamaged(EIO, std::generic_category(), what + ": " + mdb_strerror(rc));
+  if (rc == MDB_PANIC)
+    throw IndexPanicked(EIO, std::generic_category(), what + ": " + mdb_strerror(rc));
   throw std::system_error(EIO, std::generic_category(), what + ": " + mdb_strerror(rc));
 }
 
@@ -127,8 +129,17 @@ void put(MDB_txn* txn, MDB_dbi dbi, const std::string& bucket, const std::string
 
 }  // namespace
 
-KeyIndex::KeyIndex(const std::string& volume) {
-  std::string dir = volume + "/index";
+KeyIndex::KeyIndex(const std::string& volume) : volume_(volume) { openEnvironment(); }
+
+KeyIndex::~KeyIndex() { closeEnvironment(); }
+
+void KeyIndex::closeEnvironment() {
+  if (env_) mdb_env_close(env_);
+  env_ = nullptr;
+}
+
+void KeyIndex::openEnvironment() {
+  std::string dir = volume_ + "/index";
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
     throw std::system_error(errno, std::generic_category(), "mkdir " + dir);
   check(mdb_env_create(&env_), "mdb_env_create");
@@ -148,15 +159,46 @@ KeyIndex::KeyIndex(const std::string& volume) {
     if (stat(dir.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat " + dir);
     directoryInode_ = st.st_ino;
   } catch (...) {
-    mdb_env_close(env_);
+    closeEnvironment();
     throw;
   }
 }
 
-KeyIndex::~KeyIndex() { mdb_env_close(env_); }
+void KeyIndex::reopen() {
+  std::unique_lock<std::shared_mutex> lock(envMutex_);
+  if (env_) {
+    // Reopened by another thread already: its environment works.
+    MDB_txn* probe = nullptr;
+    int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &probe);
+    if (rc == MDB_SUCCESS) {
+      mdb_txn_abort(probe);
+      return;
+    }
+    if (rc != MDB_PANIC) fail(rc, "mdb_txn_begin");
+  }
+  closeEnvironment();
+  openEnvironment();
+}
+
+ino_t KeyIndex::directoryInode() const {
+  std::shared_lock<std::shared_mutex> lock(envMutex_);
+  return directoryInode_;
+}
+
+namespace {
+
+// The environment for one use; throws when a failed reopen left none.
+MDB_env* usable(MDB_env* env, const std::string& volume) {
+  if (!env)
+    throw IndexPanicked(EIO, std::generic_category(), "key index of " + volume + " is closed after a failed reopen");
+  return env;
+}
+
+}  // namespace
 
 void KeyIndex::add(const std::string& bucket, const std::string& key) {
-  Txn txn(env_, true);
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  Txn txn(usable(env_, volume_), true);
   // A key already indexed (an object written again) needs no commit, and so
   // no sync of the index while every writer waits for its lock.
   if (present(txn.get(), dbi_, entry(bucket, key))) return;
@@ -166,11 +208,12 @@ void KeyIndex::add(const std::string& bucket, const std::string& key) {
 
 void KeyIndex::placeIndexed(const std::string& bucket, const std::string& key,
                             const std::function<void()>& place) {
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
   std::string k = entry(bucket, key);
   // Each round that finds the entry gone follows a DELETE that saw no file;
   // every such DELETE needs a file to unlink first, so a few rounds end it.
   for (int round = 0; round < 64; ++round) {
-    Txn txn(env_, true);
+    Txn txn(usable(env_, volume_), true);
     if (present(txn.get(), dbi_, k)) {
       place();  // the entry is durable and no writer can drop it meanwhile
       return;   // nothing changed: the abort releases the lock without a sync
@@ -183,13 +226,15 @@ void KeyIndex::placeIndexed(const std::string& bucket, const std::string& key,
 }
 
 void KeyIndex::whileLocked(const std::function<void()>& fn) {
-  Txn txn(env_, true);
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  Txn txn(usable(env_, volume_), true);
   fn();
 }
 
 bool KeyIndex::dropIfGone(const std::string& bucket, const std::string& key,
                           const std::function<bool()>& gone) {
-  Txn txn(env_, true);
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  Txn txn(usable(env_, volume_), true);
   std::string k = entry(bucket, key);
   if (!present(txn.get(), dbi_, k) || !gone()) return false;
   MDB_val kv = value(k);
@@ -201,13 +246,15 @@ bool KeyIndex::dropIfGone(const std::string& bucket, const std::string& key,
 }
 
 void KeyIndex::addAll(const std::vector<std::pair<std::string, std::string>>& entries) {
-  Txn txn(env_, true);
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  Txn txn(usable(env_, volume_), true);
   for (const auto& [bucket, key] : entries) put(txn.get(), dbi_, bucket, key);
   txn.commit();
 }
 
 void KeyIndex::remove(const std::string& bucket, const std::string& key) {
-  Txn txn(env_, true);
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  Txn txn(usable(env_, volume_), true);
   std::string k = entry(bucket, key);
   MDB_val kv = value(k);
   int rc = mdb_del(txn.get(), dbi_, &kv, nullptr);
@@ -217,9 +264,10 @@ void KeyIndex::remove(const std::string& bucket, const std::string& key) {
 
 std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const std::string& marker,
                                              const std::string& prefix, size_t limit) const {
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
   std::vector<std::string> keys;
   if (limit == 0) return keys;
-  Txn txn(env_, false);
+  Txn txn(usable(env_, volume_), false);
   Cursor cursor(txn.get(), dbi_);
   const std::string bucketHead = head(bucket);
   // A long start key is sought by its prefix: the start of its group.
@@ -266,8 +314,9 @@ std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const st
 }
 
 std::vector<std::pair<std::string, std::string>> KeyIndex::allEntries() const {
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
   std::vector<std::pair<std::string, std::string>> out;
-  Txn txn(env_, false);
+  Txn txn(usable(env_, volume_), false);
   Cursor cursor(txn.get(), dbi_);
   MDB_val k{}, v{};
   int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
@@ -284,12 +333,14 @@ std::vector<std::pair<std::string, std::string>> KeyIndex::allEntries() const {
 }
 
 bool KeyIndex::complete() const {
-  Txn txn(env_, false);
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  Txn txn(usable(env_, volume_), false);
   return present(txn.get(), dbi_, kCompleteMarker);
 }
 
 void KeyIndex::markComplete() {
-  Txn txn(env_, true);
+  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  Txn txn(usable(env_, volume_), true);
   std::string marker = kCompleteMarker;
   MDB_val k = value(marker), empty{0, nullptr};
   check(mdb_put(txn.get(), dbi_, &k, &empty, 0), "mark key index complete");

@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -38,6 +39,14 @@ namespace server {
 // The index's files are damaged (LMDB reports corruption or an invalid
 // file): the index must be rebuilt from the object files.
 class IndexDamaged : public std::system_error {
+ public:
+  using std::system_error::system_error;
+};
+
+// LMDB stopped this process's environment of the index after a write it
+// could not finish (MDB_PANIC: a failed meta-page write, a full disk); the
+// files are sound, the environment must be closed and opened again.
+class IndexPanicked : public std::system_error {
  public:
   using std::system_error::system_error;
 };
@@ -84,10 +93,22 @@ class KeyIndex {
   bool complete() const;
   void markComplete();
 
+  // After IndexPanicked: closes the environment and opens the index's files
+  // again, unless another thread did so already. In place, never beside a
+  // second environment of the same files, which LMDB forbids in one process
+  // (closing either drops the other's locks). Throws std::system_error.
+  void reopen();
+
   // The inode of the index's directory: a rebuilt index has another.
-  ino_t directoryInode() const { return directoryInode_; }
+  ino_t directoryInode() const;
 
  private:
+  void openEnvironment();
+  void closeEnvironment();
+
+  const std::string volume_;
+  // Shared by every use of env_, exclusive while reopen() replaces it.
+  mutable std::shared_mutex envMutex_;
   MDB_env* env_ = nullptr;
   ino_t directoryInode_ = 0;
   unsigned dbi_ = 0;

@@ -101,18 +101,17 @@ std::string MoltdService::runCheck(const reload::LoadedConfig& config, const std
   const auto& storage = static_cast<const ObjectServerConfig&>(*config.service).storage;
   auto volumes = scanVolumes(storage);
   std::string out;
+  // Only the uploads of dead workers (a crash, a respawn) go, at start too:
+  // workers of an earlier generation may still serve.
+  size_t removed = ObjectStore::removeTempFiles(volumes);
+  out += "removed\t" + std::to_string(removed) + "\n";
   if (trigger == "start") {
-    size_t removed = ObjectStore::removeTempFiles(volumes);
-    out += "removed\t" + std::to_string(removed) + "\n";
     for (auto line : ObjectStore::repairIndexes(volumes)) {
       for (char& c : line)
         if (c == '\t' || c == '\n') c = ' ';
       out += "repaired\t" + line + "\n";
     }
     volumes = scanVolumes(storage);  // a repair may have made a volume healthy
-  } else {  // workers run: only the uploads of dead ones (a crash, a respawn)
-    size_t removed = ObjectStore::removeTempFiles(volumes, true);
-    out += "removed\t" + std::to_string(removed) + "\n";
   }
   struct stat st {};
   bool readOnly = !storage.readOnlyFile.empty() && stat(storage.readOnlyFile.c_str(), &st) == 0;

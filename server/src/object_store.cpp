@@ -544,6 +544,13 @@ void ObjectStore::withIndex(const std::string& volume,
   auto index = indexFor(volume);
   try {
     fn(*index);
+  } catch (const IndexPanicked& e) {
+    // LMDB gave up on this process's environment after a failed write; the
+    // files are sound (that write never happened): opened again in place,
+    // then tried once more.
+    MOLT_LOG(kError) << "key index of " << volume << " must be reopened: " << e.what();
+    index->reopen();
+    fn(*index);
   } catch (const IndexDamaged& e) {
     // Found damaged in use: rebuilt (or reopened, when another process
     // rebuilt it first), then tried once more.
@@ -555,6 +562,15 @@ void ObjectStore::withIndex(const std::string& volume,
       indexes_[volume] = fresh;
     }
     fn(*fresh);
+  }
+}
+
+void ObjectStore::reopenIndex(const std::string& volume, KeyIndex& index) const {
+  try {
+    index.reopen();
+  } catch (const std::system_error& e) {
+    // The next use of the index tries again.
+    MOLT_LOG(kError) << "cannot reopen the key index of " << volume << ": " << e.what();
   }
 }
 
@@ -613,13 +629,15 @@ void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::st
       // Under that volume's write lock, which every rename into it holds:
       // the copy checked is the copy unlinked. One written after ours (a
       // PUT of the same key through another worker that placed it on this
-      // volume) is newer and stays.
+      // volume) is newer and stays; so does one of the same timestamp, which
+      // that PUT's own pass would otherwise remove ours for (open() serves
+      // one of the two, always the same).
       withIndex(volume, [&](KeyIndex& index) {
         index.whileLocked([&] {
           reload::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
           if (!fd) return;
           ObjectMeta other;
-          if (readTrailer(fd.get(), other) && other.key == key && other.timestamp > writtenAt) return;
+          if (readTrailer(fd.get(), other) && other.key == key && other.timestamp >= writtenAt) return;
           unlinked = unlinkCopy(path);
         });
       });
@@ -837,12 +855,15 @@ std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::
   // the merge starts again, so one bad index costs speed, never the answer.
   for (;;) {
     std::string failedVolume;
-    auto out = merge(bucket, prefix, marker, limit, sources, scanned, failedVolume);
+    bool indexReopened = false;
+    auto out = merge(bucket, prefix, marker, limit, sources, scanned, failedVolume, indexReopened);
     if (failedVolume.empty()) return out;
     sources.erase(std::remove_if(sources.begin(), sources.end(),
                                  [&](const Source& s) { return s.volume == failedVolume; }),
                   sources.end());
-    forgetIndex(failedVolume);
+    // A reopened index is kept: a second environment of its files beside
+    // the one other threads may still use is what LMDB forbids.
+    if (!indexReopened) forgetIndex(failedVolume);
     scan(failedVolume);
   }
 }
@@ -851,7 +872,7 @@ std::vector<ObjectMeta> ObjectStore::merge(const std::string& bucket, const std:
                                            const std::string& marker, size_t limit,
                                            const std::vector<Source>& sources,
                                            const std::map<std::string, ObjectMeta>& scanned,
-                                           std::string& failedVolume) const {
+                                           std::string& failedVolume, bool& indexReopened) const {
   std::vector<ObjectMeta> out;
   std::string after = marker;
   while (out.size() < limit) {
@@ -868,6 +889,13 @@ std::vector<ObjectMeta> ObjectStore::merge(const std::string& bucket, const std:
       std::vector<std::string> keys;
       try {
         keys = source.index->keysAfter(bucket, after, prefix, want);
+      } catch (const IndexPanicked& e) {
+        MOLT_LOG(kWarning) << "listing scans " << source.volume
+                           << ": its key index must be reopened: " << e.what();
+        reopenIndex(source.volume, *source.index);
+        failedVolume = source.volume;
+        indexReopened = true;
+        return {};
       } catch (const std::system_error& e) {
         MOLT_LOG(kWarning) << "listing scans " << source.volume
                            << ": reading its key index failed: " << e.what();
@@ -956,10 +984,11 @@ void ObjectStore::forEachObject(const std::string& volume, const std::string& on
   });
 }
 
-size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes, bool whileServing) {
-  // At start, the lock alone decides: a worker of a previous image may
-  // still serve (a start after a failed exec), and it holds its files' locks.
-  const int grace = whileServing ? kTempGraceSeconds : 0;
+size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes) {
+  // The grace holds at start too: workers of an earlier generation may
+  // still serve (a start after an exec, failed or not), and a file they
+  // have just created is not locked yet.
+  const int grace = kTempGraceSeconds;
   size_t removed = 0;
   const time_t now = time(nullptr);
   for (const auto& v : volumes) {

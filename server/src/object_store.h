@@ -149,9 +149,9 @@ class ObjectStore {
                                const std::string& marker, size_t limit) const;
 
   // Removes leftovers of uploads cut short by a crash: temp files no
-  // process holds the lock of; `whileServing`, only those older than
-  // kTempGraceSeconds too (a new file is locked just after its creation).
-  static size_t removeTempFiles(const std::vector<Volume>& volumes, bool whileServing = false);
+  // process holds the lock of and older than kTempGraceSeconds (a new file
+  // is locked just after its creation). Younger ones wait for a later check.
+  static size_t removeTempFiles(const std::vector<Volume>& volumes);
   static constexpr int kTempGraceSeconds = 5;
 
   // Checks each volume's key index against its files and repairs what
@@ -169,14 +169,16 @@ class ObjectStore {
     std::shared_ptr<KeyIndex> index;
   };
   // One merge of the sources' keys and the scanned objects; names the
-  // first source whose index fails in `failedVolume` and returns nothing.
+  // first source whose index fails in `failedVolume` and returns nothing;
+  // `indexReopened` when that index panicked and was reopened in place.
   std::vector<ObjectMeta> merge(const std::string& bucket, const std::string& prefix,
                                 const std::string& marker, size_t limit,
                                 const std::vector<Source>& sources,
                                 const std::map<std::string, ObjectMeta>& scanned,
-                                std::string& failedVolume) const;
+                                std::string& failedVolume, bool& indexReopened) const;
   std::vector<std::string> readOrder(const std::string& bucket, const std::string& key) const;
-  // Removes the copies on other volumes that are older than `writtenAt`.
+  // Removes the copies on other volumes that are older than `writtenAt`
+  // (one as old stays: its own commit does the same for ours).
   void removeOtherCopies(const std::string& keepVolume, const std::string& bucket,
                          const std::string& key, double writtenAt);
   // Drops the entry of a key whose file is absent from `volume` (checked
@@ -184,9 +186,12 @@ class ObjectStore {
   void dropEntryIfGone(const std::string& volume, const std::string& bucket,
                        const std::string& key) const;
   // Runs `fn` on the volume's index; an index found damaged is rebuilt
-  // (or reopened) and `fn` tried once more.
+  // (or reopened), one whose environment panicked is reopened in place, and
+  // `fn` tried once more.
   void withIndex(const std::string& volume, const std::function<void(KeyIndex&)>& fn) const;
   void forgetIndex(const std::string& volume) const;
+  // KeyIndex::reopen, its failure logged (the next use tries again).
+  void reopenIndex(const std::string& volume, KeyIndex& index) const;
   // Calls `fn` for every readable object on `volume` (of one bucket, unless
   // `onlyBucket` is empty).
   // Calls `fn` with the relative path of every object file on `volume`.
