@@ -173,6 +173,7 @@ class MasterImpl {
   void rescueInSynchronizer(const std::string& why, const std::vector<int>& listeners,
                             const std::vector<std::string>& roles);
   void startRollbackImage(const HandoffEnv& env);
+  HandoffEnv runningStateForExec() const;
   void openOwnBinary();
   void readSyncReport();
   void closeHandoffState(const std::string& why);
@@ -595,16 +596,10 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   startGeneration(config_, ReloadKind::kSeamless);
 }
 
-// A seamless reload failed its probation: the old workers already accept
-// again under this process. The last good binary takes this PID back, from
-// the descriptor kept across the exec (its file may be gone), with the last
-// good configuration in the handoff; it adopts the workers and starts
-// nothing. If the exec fails, this image goes on supervising them with the
-// last good configuration.
-void MasterImpl::execLastGoodBinary() {
+// What every image this one execs takes over: generations, timings and the
+// workers it must go on supervising.
+HandoffEnv MasterImpl::runningStateForExec() const {
   HandoffEnv env;
-  env.rollback = true;
-  env.syncPid = 0;
   env.lastGeneration = state_.lastGeneration();
   env.servingGeneration = state_.servingGeneration();
   env.startedEpoch = startedEpoch_;
@@ -620,6 +615,19 @@ void MasterImpl::execLastGoodBinary() {
     c.killAtUs = static_cast<int64_t>(w.killAt * 1e6);
     env.children.push_back(c);
   }
+  return env;
+}
+
+// A seamless reload failed its probation: the old workers already accept
+// again under this process. The last good binary takes this PID back, from
+// the descriptor kept across the exec (its file may be gone), with the last
+// good configuration in the handoff; it adopts the workers and starts
+// nothing. If the exec fails, this image goes on supervising them with the
+// last good configuration.
+void MasterImpl::execLastGoodBinary() {
+  HandoffEnv env = runningStateForExec();
+  env.rollback = true;
+  env.syncPid = 0;
   env.config = encodeValidated(describeValidated(*config_));
   if (lastReload_)
     env.lastReload = HandoffReload{lastReload_->kind, lastReload_->result, lastReload_->reason,
@@ -1689,26 +1697,11 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   notifyRead.reset();
   stateWrite.reset();
 
-  HandoffEnv env;
+  HandoffEnv env = runningStateForExec();
   env.syncPid = sync;
-  env.lastGeneration = state_.lastGeneration();
-  env.servingGeneration = state_.servingGeneration();
-  env.startedEpoch = startedEpoch_;
-  env.reloadStartedUs = reloadStartedUs_;
   env.pending = state_.pending() == ReloadKind::kHup        ? "hup"
                 : state_.pending() == ReloadKind::kSeamless ? "usr1"
                                                             : "";
-  env.workerNice = workerNice_;
-  env.counters = counters_;
-  for (const auto& w : registry_.all()) {
-    HandoffChild c;
-    c.pid = w.pid;
-    c.generation = w.generation;
-    c.slot = w.slot;
-    c.draining = w.state == WorkerState::kDraining;
-    c.killAtUs = static_cast<int64_t>(w.killAt * 1e6);
-    env.children.push_back(c);
-  }
   env.previousConfig = encodeValidated(describeValidated(*config_));
   // The new image runs what was validated, never the file again.
   env.config = encodeValidated(describeValidated(*next));
