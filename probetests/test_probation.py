@@ -120,9 +120,12 @@ class SeamlessRollback(unittest.TestCase):
             st = server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
             self.assertTrue(st["version"].endswith("-faulty"), st["version"])
             self.assertEqual(st["pid"], server.pid)
+            # The faulty image records the rollback before it execs the last
+            # good binary: wait for that binary to answer.
             st = server.wait_status(lambda s: s["last_reload"] and
                                     s["last_reload"]["result"] == "rolled_back" and
-                                    s["state"] == "running", "rollback", 20)
+                                    s["state"] == "running" and s["version"] == version,
+                                    "rollback to the last good binary", 20)
             rolled_back_at = time.monotonic()
             time.sleep(1.5)
         self.assertEqual(st["version"], version)
