@@ -5,11 +5,12 @@ set -eu
 # file: CPack's DEB generator (dpkg-shlibdeps) needs it for the package test.
 # clang and libclang-rt-14-dev: the libFuzzer targets under fuzz/.
 # libhttp-parser-dev: bench/parser_bench; liblmdb-dev: the key index;
+# nettle-dev: MD5 and SHA-256, linked statically;
 # wrk, nginx and h2o: bench/http_vs_nginx. iproute2: the rebind test's network namespaces.
 # gunicorn: molt-run's tests and benchmark run it as a program written by others.
 packages="build-essential cmake libpoco-dev libboost-log-dev libboost-test-dev
   python3 curl procps groff-base systemd file clang libclang-rt-14-dev
-  libhttp-parser-dev liblmdb-dev wrk nginx h2o iproute2 gunicorn"
+  libhttp-parser-dev liblmdb-dev nettle-dev wrk nginx h2o iproute2 gunicorn"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,14 +1,12 @@
 #include "reload/ini_config.h"
 
-#include <Poco/DigestEngine.h>
-#include <Poco/SHA2Engine.h>
-#include <Poco/String.h>
-
 #include <fcntl.h>
+#include <nettle/sha2.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <climits>
 #include <cstdlib>
 #include <cmath>
@@ -20,9 +18,34 @@
 namespace reload {
 namespace {
 
-std::string trim(const std::string& s) { return Poco::trim(s); }
+bool isSpace(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
 
-std::string lower(std::string s) { return Poco::toLower(s); }
+std::string trim(const std::string& s) {
+  size_t begin = 0, end = s.size();
+  while (begin < end && isSpace(s[begin])) ++begin;
+  while (end > begin && isSpace(s[end - 1])) --end;
+  return s.substr(begin, end - begin);
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string sha256Hex(const std::string& bytes) {
+  sha256_ctx context;
+  sha256_init(&context);
+  sha256_update(&context, bytes.size(), reinterpret_cast<const uint8_t*>(bytes.data()));
+  uint8_t digest[SHA256_DIGEST_SIZE];
+  sha256_digest(&context, sizeof digest, digest);
+  static const char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (uint8_t byte : digest) {
+    hex += kHex[byte >> 4];
+    hex += kHex[byte & 0xf];
+  }
+  return hex;
+}
 
 }  // namespace
 
@@ -96,19 +119,14 @@ IniConfig::IniConfig(const std::string& path)
 
 IniConfig::IniConfig(const std::string& path, const std::string& contents)
     : path_(path), contents_(contents) {
-  Poco::SHA2Engine sha(Poco::SHA2Engine::SHA_256);
-  sha.update(contents_);
-  digest_ = Poco::DigestEngine::digestToHex(sha.digest());
+  digest_ = sha256Hex(contents_);
   parse();
 }
 
 void IniConfig::parse() {
-  // The syntax is checked here, line by line; Poco then only has to read
-  // what is known to be well-formed.
   std::vector<std::string> problems;
   std::map<std::string, int> sections;  // lower-case name -> line
   std::string section;
-  std::string normalised;
   std::istringstream lines(contents_);
   int number = 0;
   auto problem = [&](const std::string& what) {
@@ -120,11 +138,9 @@ void IniConfig::parse() {
     std::string text = trim(line);
     if (text.find('\0') != std::string::npos) {
       problem("contains a NUL byte");
-      normalised += "\n";
       continue;
     }
     if (text.empty() || text[0] == '#' || text[0] == ';') {
-      normalised += "\n";
       continue;
     }
     if (text[0] == '[') {
@@ -139,16 +155,13 @@ void IniConfig::parse() {
                   std::to_string(it->second) + ")");
         }
         section = name;
-        normalised += "[" + name + "]\n";
         continue;
       }
-      normalised += "\n";
       continue;
     }
     auto eq = text.find('=');
     if (eq == std::string::npos) {
       problem("'" + text + "' is not 'key = value' (no '=')");
-      normalised += "\n";
       continue;
     }
     std::string key = trim(text.substr(0, eq));
@@ -156,32 +169,30 @@ void IniConfig::parse() {
       problem("'" + text + "' has no key before '='");
     } else if (section.empty()) {
       problem("key '" + key + "' is outside any [section]");
-    } else if (auto [it, fresh] = lines_.emplace(lower(section + "." + key), number); !fresh) {
+    } else if (auto [it, fresh] = entries_.emplace(
+                   lower(section + "." + key),
+                   Entry{section, key, trim(text.substr(eq + 1)), number});
+               !fresh) {
       problem("[" + section + "] " + key + " is set twice (first at line " +
-              std::to_string(it->second) + ")");
+              std::to_string(it->second.line) + ")");
     }
-    normalised += text + "\n";
   }
   if (!problems.empty()) {
     std::string message;
     for (const auto& p : problems) message += (message.empty() ? "" : "\n") + p;
     throw ConfigError(message);
   }
-  std::istringstream stream(normalised);
-  try {
-    ini_ = new Poco::Util::IniFileConfiguration(stream);
-  } catch (const Poco::Exception& e) {
-    throw ConfigError(path_ + ": cannot parse: " + e.displayText());
-  }
 }
 
 bool IniConfig::has(const std::string& section, const std::string& key) const {
-  return ini_->hasProperty(section + "." + key);
+  return entries_.count(lower(section + "." + key)) != 0;
 }
 
 std::string IniConfig::raw(const std::string& section, const std::string& key) {
-  known_.insert(lower(section + "." + key));
-  return trim(ini_->getRawString(section + "." + key, ""));
+  auto name = lower(section + "." + key);
+  known_.insert(name);
+  auto entry = entries_.find(name);
+  return entry == entries_.end() ? "" : entry->second.value;
 }
 
 std::string IniConfig::getString(const std::string& section, const std::string& key,
@@ -291,22 +302,16 @@ std::string IniConfig::getChoice(const std::string& section, const std::string& 
 
 void IniConfig::fail(const std::string& section, const std::string& key,
                      const std::string& reason) {
-  auto line = lines_.find(lower(section + "." + key));
-  std::string where = line == lines_.end() ? "" : " (line " + std::to_string(line->second) + ")";
+  auto entry = entries_.find(lower(section + "." + key));
+  std::string where =
+      entry == entries_.end() ? "" : " (line " + std::to_string(entry->second.line) + ")";
   errors_.push_back(path_ + ": [" + section + "] " + key + ": " + reason + where);
 }
 
 std::vector<std::string> IniConfig::unknownKeys() const {
   std::vector<std::string> unknown;
-  Poco::Util::AbstractConfiguration::Keys sections;
-  ini_->keys("", sections);
-  for (const auto& section : sections) {
-    Poco::Util::AbstractConfiguration::Keys keys;
-    ini_->keys(section, keys);
-    for (const auto& key : keys) {
-      if (!known_.count(lower(section + "." + key)))
-        unknown.push_back("[" + section + "] " + key);
-    }
+  for (const auto& [name, entry] : entries_) {
+    if (!known_.count(name)) unknown.push_back("[" + entry.section + "] " + entry.key);
   }
   return unknown;
 }

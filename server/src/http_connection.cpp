@@ -13,18 +13,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <Poco/DateTimeFormat.h>
-#include <Poco/DateTimeFormatter.h>
-#include <Poco/DigestEngine.h>
-#include <Poco/MD5Engine.h>
-#include <Poco/String.h>
-#include <Poco/Timestamp.h>
+#include <boost/algorithm/string/predicate.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 
 #include "disk_pool.h"
+#include "md5.h"
 #include "object_key.h"
 #include "reload/json.h"
 #include "reload/log.h"
@@ -67,13 +64,36 @@ std::string peerName(int fd) {
 
 bool methodIs(const std::string& method, const char* name) { return method == name; }
 
+int64_t wallClockMicroseconds() {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);  // cannot fail with a valid clock and pointer
+  return int64_t{now.tv_sec} * 1000000 + now.tv_nsec / 1000;
+}
+
+// "2026-12-02T21:50:22.123456Z", as listings have always shown it.
+std::string iso8601Microseconds(int64_t microseconds) {
+  int64_t seconds = microseconds / 1000000;
+  int64_t fraction = microseconds % 1000000;
+  if (fraction < 0) {
+    fraction += 1000000;
+    --seconds;
+  }
+  time_t when = static_cast<time_t>(seconds);
+  tm parts{};
+  if (gmtime_r(&when, &parts) == nullptr) return "";
+  char text[64];
+  size_t used = strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &parts);
+  std::snprintf(text + used, sizeof text - used, ".%06lldZ", static_cast<long long>(fraction));
+  return text;
+}
+
 // RFC 9112 3.2.2: a server accepts a target in absolute form
 // ("http://host/v1/b/k"); what it names is the path and query after the
 // authority.
 std::string originForm(const std::string& target) {
   for (std::string_view scheme : {"http://", "https://"}) {
     if (target.size() < scheme.size() ||
-        Poco::icompare(target.substr(0, scheme.size()), std::string(scheme)) != 0)
+        !boost::iequals(std::string_view(target).substr(0, scheme.size()), scheme))
       continue;
     auto pathStart = target.find_first_of("/?", scheme.size());
     if (pathStart == std::string::npos) return "/";
@@ -100,7 +120,7 @@ std::string swiftTimestamp(double seconds) {
 
 struct Connection::UploadState {
   std::unique_ptr<Upload> upload;
-  Poco::MD5Engine md5;
+  Md5 md5;
   std::string filling;  // taken from the socket, not yet handed to the pool
   std::string flying;   // being written by the pool
   bool writing = false;
@@ -416,7 +436,7 @@ ObjectMeta Connection::metaFromHeader(const ObjectPath& path) const {
   meta.key = path.key;
   if (const auto* type = request_.find("Content-Type")) meta.contentType = *type;
   for (const auto& [name, value] : request_.fields)
-    if (name.size() > 14 && Poco::icompare(name.substr(0, 14), "X-Object-Meta-") == 0)
+    if (name.size() > 14 && boost::iequals(std::string_view(name).substr(0, 14), "X-Object-Meta-"))
       meta.userMeta.emplace_back(name.substr(14), value);
   return meta;
 }
@@ -589,16 +609,16 @@ void Connection::finishUpload() {
   up.finishing = false;
   ObjectMeta meta = metaFromHeader(up.path);
   meta.size = up.total;
-  meta.etag = Poco::DigestEngine::digestToHex(up.md5.digest());
+  meta.etag = up.md5.hexDigest();
   if (const auto* expected = request_.find("ETag")) {
     std::string tag = *expected;
     if (tag.size() >= 2 && tag.front() == '"' && tag.back() == '"') tag = tag.substr(1, tag.size() - 2);
-    if (Poco::icompare(tag, meta.etag) != 0) {
+    if (!boost::iequals(tag, meta.etag)) {
       abandonUpload();
       return sendText(422, "body MD5 " + meta.etag + " does not match ETag " + tag);
     }
   }
-  meta.timestamp = static_cast<double>(Poco::Timestamp().epochMicroseconds()) / 1e6;
+  meta.timestamp = static_cast<double>(wallClockMicroseconds()) / 1e6;
   auto* state = upload_.get();
   runOnDisk(
       [state, meta] { state->attempt([&] { state->upload->commit(meta); }); },
@@ -839,9 +859,7 @@ void Connection::listBucket(const std::string& bucket, const std::string& query)
           o.add("hash", meta.etag);
           o.add("content_type", meta.contentType);
           o.add("last_modified",
-                Poco::DateTimeFormatter::format(
-                    Poco::Timestamp(static_cast<Poco::Timestamp::TimeVal>(meta.timestamp * 1e6)),
-                    Poco::DateTimeFormat::ISO8601_FRAC_FORMAT));
+                iso8601Microseconds(static_cast<int64_t>(meta.timestamp * 1e6)));
           items.push(o);
         }
         *body = items.str() + "\n";

@@ -3,10 +3,10 @@
 #include <lmdb.h>
 #include <sys/stat.h>
 
-#include <Poco/MD5Engine.h>
-
 #include <algorithm>
 #include <string_view>
+
+#include "md5.h"
 
 namespace server {
 namespace {
@@ -48,9 +48,9 @@ std::string head(const std::string& bucket) {
 std::string entry(const std::string& bucket, const std::string& key) {
   std::string e = head(bucket);
   if (key.size() <= KeyIndex::kEntryKeyPrefix) return e + key;
-  Poco::MD5Engine md5;
+  Md5 md5;
   md5.update(key);
-  const auto& digest = md5.digest();
+  const auto digest = md5.digest();
   e.append(key, 0, KeyIndex::kEntryKeyPrefix);
   e.append(digest.begin(), digest.end());
   return e;

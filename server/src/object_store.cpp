@@ -12,8 +12,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <Poco/DigestEngine.h>
-#include <Poco/MD5Engine.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,6 +24,7 @@
 #include <string_view>
 #include <sstream>
 
+#include "md5.h"
 #include "object_key.h"
 #include "reload/log.h"
 #include "reload/sys_error.h"
@@ -58,12 +57,6 @@ std::string tempFileStem() {
     owner = pid;
   }
   return stem;
-}
-
-std::string md5Hex(const std::string& text) {
-  Poco::MD5Engine md5;
-  md5.update(text);
-  return Poco::DigestEngine::digestToHex(md5.digest());
 }
 
 uint64_t mix(uint64_t x) {  // splitmix64 finaliser

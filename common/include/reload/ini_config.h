@@ -10,9 +10,6 @@
 // ConfigError listing them, each as "file: [section] key: reason (line N)".
 #pragma once
 
-#include <Poco/AutoPtr.h>
-#include <Poco/Util/IniFileConfiguration.h>
-
 #include <cstdint>
 #include <map>
 #include <set>
@@ -79,9 +76,14 @@ class IniConfig {
 
   std::string path_;
   std::string contents_;
-  std::map<std::string, int> lines_;  // lower-case "section.key" -> line number
+  struct Entry {
+    std::string section;  // as written
+    std::string key;      // as written
+    std::string value;    // trimmed
+    int line = 0;
+  };
+  std::map<std::string, Entry> entries_;  // lower-case "section.key" -> entry
   std::string digest_;
-  Poco::AutoPtr<Poco::Util::IniFileConfiguration> ini_;
   std::set<std::string> known_;
   std::vector<std::string> errors_;
 };
