@@ -169,13 +169,13 @@ class ObjectStore {
     std::shared_ptr<KeyIndex> index;
   };
   // One merge of the sources' keys and the scanned objects; names the
-  // first source whose index fails in `failedVolume` and returns nothing;
-  // `indexReopened` when that index panicked and was reopened in place.
+  // first source whose index fails in `failedVolume` and returns nothing
+  // (an index that panicked is reopened in place first).
   std::vector<ObjectMeta> merge(const std::string& bucket, const std::string& prefix,
                                 const std::string& marker, size_t limit,
                                 const std::vector<Source>& sources,
                                 const std::map<std::string, ObjectMeta>& scanned,
-                                std::string& failedVolume, bool& indexReopened) const;
+                                std::string& failedVolume) const;
   std::vector<std::string> readOrder(const std::string& bucket, const std::string& key) const;
   // Removes the copies on other volumes that are older than `writtenAt`
   // (one as old stays: its own commit does the same for ours).
@@ -189,7 +189,6 @@ class ObjectStore {
   // (or reopened), one whose environment panicked is reopened in place, and
   // `fn` tried once more.
   void withIndex(const std::string& volume, const std::function<void(KeyIndex&)>& fn) const;
-  void forgetIndex(const std::string& volume) const;
   // KeyIndex::reopen, its failure logged (the next use tries again).
   void reopenIndex(const std::string& volume, KeyIndex& index) const;
   // Calls `fn` for every readable object on `volume` (of one bucket, unless
@@ -199,15 +198,18 @@ class ObjectStore {
                                 const std::function<void(const std::string&)>& fn);
   static void forEachObject(const std::string& volume, const std::string& onlyBucket,
                             const std::function<void(const std::string&, const ObjectMeta&)>& fn);
-  // The key index of a volume, opened on first use. Throws std::system_error.
+  // The key index of a volume, opened on first use (one KeyIndex per
+  // volume for the store's life: reopened and rebuilt in place, never
+  // beside another of the same files). Throws std::system_error.
   std::shared_ptr<KeyIndex> indexFor(const std::string& volume) const;
   // Builds the index of a volume that holds objects from before it.
   static void completeIndex(const std::string& volume, KeyIndex& index);
-  // Replaces a damaged index with one built from the files, unless another
-  // process did so already. Leaves VOLUME/index.rebuilding while it runs,
-  // which marks the volume unhealthy (scanVolumes).
-  static std::shared_ptr<KeyIndex> rebuildIndex(const std::string& volume, const std::string& why,
-                                                ino_t damagedInode);
+  // Replaces a damaged index with one built from the files, in `index`
+  // (the volume's KeyIndex of this process), unless another process did so
+  // already (then `index` opens that one). Leaves VOLUME/index.rebuilding
+  // while it runs, which marks the volume unhealthy (scanVolumes).
+  static void rebuildIndex(const std::string& volume, const std::string& why, KeyIndex& index,
+                           ino_t damagedInode);
 
   StorageSettings settings_;
   mutable std::mutex mutex_;
