@@ -316,6 +316,43 @@ void KeyIndex::placeIndexed(const std::string& bucket, const std::string& key,
                           "index " + bucket + "/" + key + ": its entry kept being dropped");
 }
 
+void KeyIndex::placeAllIndexed(const std::vector<std::pair<std::string, std::string>>& entries,
+                               const std::function<void(size_t)>& place) {
+  std::vector<std::string> keys;
+  keys.reserve(entries.size());
+  for (const auto& [bucket, key] : entries) keys.push_back(entry(bucket, key));
+  std::vector<size_t> todo(entries.size());
+  for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+  std::vector<size_t> placedWhileMoved;
+  // As placeIndexed: a round that finds an entry gone follows a DELETE of it.
+  for (int round = 0; round < 64 && !todo.empty(); ++round) {
+    inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
+      std::vector<size_t> added, placed;
+      for (size_t i : todo) {
+        if (present(txn.get(), dbi, keys[i])) {
+          place(i);  // durable, and no writer can drop it meanwhile
+          placed.push_back(i);
+        } else {
+          put(txn.get(), dbi, entries[i].first, entries[i].second);
+          added.push_back(i);
+        }
+      }
+      if (!placed.empty() && !holdsCurrentFiles())
+        placedWhileMoved.insert(placedWhileMoved.end(), placed.begin(), placed.end());
+      if (!added.empty()) txn.commit();  // one sync for all of them; placed next round
+      todo = std::move(added);
+    });
+  }
+  if (!placedWhileMoved.empty()) {
+    // Files moved aside while these were placed (see placeIndexed).
+    std::vector<std::pair<std::string, std::string>> again;
+    for (size_t i : placedWhileMoved) again.push_back(entries[i]);
+    addAll(again);
+  }
+  if (!todo.empty())
+    throw std::system_error(EBUSY, std::generic_category(), "index: entries kept being dropped");
+}
+
 void KeyIndex::whileLocked(const std::function<void()>& fn) {
   inTransaction(true, [&](Txn&, MDB_dbi) { fn(); });
 }

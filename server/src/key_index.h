@@ -83,6 +83,12 @@ class KeyIndex {
   // no dropIfGone can take the entry away between the two.
   void placeIndexed(const std::string& bucket, const std::string& key,
                     const std::function<void()>& place);
+  // placeIndexed for many entries at once (a group commit): one durable
+  // transaction adds those missing, and `place(i)` runs for entry i under
+  // the write lock while it is there. `place` must not throw (it keeps its
+  // own failure); each entry is placed once.
+  void placeAllIndexed(const std::vector<std::pair<std::string, std::string>>& entries,
+                       const std::function<void(size_t)>& place);
   // Drops the entry if `gone()`, asked under the write lock, says that the
   // key's file is absent. Returns whether it dropped it.
   bool dropIfGone(const std::string& bucket, const std::string& key,

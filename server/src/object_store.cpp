@@ -342,15 +342,21 @@ void Upload::commit(const ObjectMeta& meta) {
     store_.indexFor(volume_);  // opened before the first object directory exists
     mkdirs(dir);
     // The entry is durable before the object appears, and no DELETE or
-    // listing can drop it while the rename runs (see key_index.h).
-    store_.withIndex(volume_, [&](KeyIndex& index) {
-      index.placeIndexed(bucket_, key_, [&] {
-        if (rename(tmpPath_.c_str(), finalPath.c_str()) != 0)
-          reload::throwSysError("rename into " + finalPath);
-        committed_ = true;
-      });
-    });
-    fsyncDir(dir);
+    // listing can drop it while the rename runs (see key_index.h); the
+    // directory is synced before this returns.
+    ObjectStore::Placement placement;
+    placement.bucket = bucket_;
+    placement.key = key_;
+    placement.tmpPath = tmpPath_;
+    placement.finalPath = finalPath;
+    placement.dir = dir;
+    try {
+      store_.place(volume_, placement);
+    } catch (...) {
+      committed_ = placement.placed;
+      throw;
+    }
+    committed_ = true;
   } catch (const std::system_error& e) {
     // Paths and LMDB's words are for the log, not for the client.
     MOLT_LOG(kError) << "storing " << bucket_ << "/" << key_ << " on " << volume_ << ": " << e.what();
@@ -362,6 +368,63 @@ void Upload::commit(const ObjectMeta& meta) {
 }
 
 // ------------------------------------------------------------- ObjectStore
+
+void ObjectStore::place(const std::string& volume, Placement& placement) {
+  GroupCommit<Placement>* commit;
+  {
+    std::lock_guard<std::mutex> lock(commitMutex_);
+    auto& slot = commits_[volume];
+    if (!slot)
+      slot = std::make_unique<GroupCommit<Placement>>(
+          [this, volume](std::vector<Placement*>& batch) { placeBatch(volume, batch); });
+    commit = slot.get();  // kept for the store's life
+  }
+  commit->commit(placement);
+}
+
+void ObjectStore::placeBatch(const std::string& volume, std::vector<Placement*>& batch) const {
+  std::vector<std::pair<std::string, std::string>> entries;
+  entries.reserve(batch.size());
+  for (auto* p : batch) entries.emplace_back(p->bucket, p->key);
+  try {
+    withIndex(volume, [&](KeyIndex& index) {
+      index.placeAllIndexed(entries, [&](size_t i) {
+        Placement& p = *batch[i];
+        if (p.placed || p.error) return;  // a retry after a reopen: done once
+        if (rename(p.tmpPath.c_str(), p.finalPath.c_str()) == 0) {
+          p.placed = true;
+          return;
+        }
+        int err = errno;
+        p.error = std::make_exception_ptr(
+            std::system_error(err, std::generic_category(), "rename into " + p.finalPath));
+      });
+    });
+  } catch (...) {
+    // The index failed: what was not placed fails with it; what was placed
+    // had its entry durable before and is synced below.
+    auto failure = std::current_exception();
+    for (auto* p : batch)
+      if (!p->placed && !p->error) p->error = failure;
+  }
+  // One sync per directory: a PUT's 201 waits for the sync that follows
+  // its rename.
+  std::map<std::string, std::exception_ptr> synced;
+  for (auto* p : batch) {
+    if (!p->placed) continue;
+    auto it = synced.find(p->dir);
+    if (it == synced.end()) {
+      std::exception_ptr failure;
+      try {
+        fsyncDir(p->dir);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      it = synced.emplace(p->dir, failure).first;
+    }
+    if (it->second) p->error = it->second;
+  }
+}
 
 ObjectStore::ObjectStore(StorageSettings settings) : settings_(std::move(settings)) {
   volumes_ = scanVolumes(settings_);

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "group_commit.h"
 #include "key_index.h"
 #include "reload/fd.h"
 
@@ -107,6 +108,9 @@ class Upload {
   void write(const char* data, size_t size);
   // Writes the metadata, fsyncs, renames into place and fsyncs the directory;
   // then removes copies of the key on other volumes. Throws StoreError.
+  // Concurrent commits to one volume share the index transaction and the
+  // directory syncs (a group commit); each returns only once its own object
+  // and entry are durable.
   void commit(const ObjectMeta& meta);
   const std::string& volume() const { return volume_; }
 
@@ -211,7 +215,24 @@ class ObjectStore {
   static void rebuildIndex(const std::string& volume, const std::string& why, KeyIndex& index,
                            ino_t damagedInode);
 
+  // One upload's last step, shared with the PUTs ready at the same moment
+  // on its volume (see placeBatch).
+  struct Placement : GroupCommitItem {
+    std::string bucket, key, tmpPath, finalPath, dir;
+    bool placed = false;  // renamed into place (its entry durable before)
+  };
+  // Blocks until the upload is in place and durable: its entry committed,
+  // the rename done, its directory synced. Throws std::system_error.
+  void place(const std::string& volume, Placement& placement);
+  // One group commit of a volume: one index transaction adds every entry,
+  // the renames run under its write lock, then each directory is synced
+  // once. An item whose step failed carries its error; items placed before
+  // an index failure are still synced and succeed.
+  void placeBatch(const std::string& volume, std::vector<Placement*>& batch) const;
+
   StorageSettings settings_;
+  mutable std::mutex commitMutex_;
+  std::map<std::string, std::unique_ptr<GroupCommit<Placement>>> commits_;
   mutable std::mutex mutex_;
   std::vector<Volume> volumes_;
   mutable std::mutex indexMutex_;
