@@ -127,6 +127,76 @@ class PutStormCrash(unittest.TestCase):
             self.ROUNDS, time.monotonic() - started, figures))
 
 
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class CommitFaults(unittest.TestCase):
+    """A batch whose index commit or directory sync fails: each of its PUTs
+    gets a 5xx with no internals, none of them is left half there (a 500
+    after a failed commit is absent; nothing answered 201 is missing), and
+    the PUTs of the next batches are stored."""
+
+    def storm_with_fault(self, spec):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1)
+        env, arm, fired = fault_env(server, spec)
+        server.start(env=env)
+        self.assertEqual(server.request("PUT", "/v1/cf/warm", body=b"w")[0], 201)
+        open(arm, "w").close()
+        results, lock = {}, threading.Lock()
+
+        def client(index):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            for i in range(10):
+                key = "c%d-%d" % (index, i)
+                body = os.urandom(4096) + key.encode()
+                conn.request("PUT", "/v1/cf/" + key, body=body)
+                resp = conn.getresponse()
+                answer = resp.read()
+                with lock:
+                    results[key] = (resp.status, body, answer)
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertTrue(os.path.exists(fired), "the fault %s never fired" % spec)
+        os.unlink(arm)
+        self.assertEqual(len(results), 120)
+        failed = [k for k, (status, _, _) in results.items() if status != 201]
+        self.assertTrue(failed, "no PUT failed")
+        self.batch_sizes = len(failed)
+        for key, (status, body, answer) in results.items():
+            self.assertIn(status, (201, 500), key)
+            got = server.request("GET", "/v1/cf/" + key)
+            if status == 201:
+                self.assertEqual(got[2], body, key)
+            else:
+                self.assertNotIn(b"mdb", answer)
+                self.assertNotIn(server.dir.encode(), answer)
+            # Whole or absent, never part of it.
+            self.assertIn(got[0], (200, 404), key)
+            if got[0] == 200:
+                self.assertEqual(got[2], body, key)
+        self.assertEqual(sorted(listed_keys(server, "cf")), sorted(stored_keys(server.volumes, "cf")))
+        self.assertEqual(server.status()["worker_restarts"], 0)
+        return server, results, failed
+
+    def test_index_commit_of_a_batch_fails(self):
+        server, results, failed = self.storm_with_fault("mdb_txn_commit:worker:4")
+        # Not placed: the commit that would have made their entries durable failed.
+        for key in failed:
+            self.assertEqual(server.request("GET", "/v1/cf/" + key)[0], 404, key)
+        print("\n%d of %d PUTs in the failed batch, each answered 500" % (len(failed), len(results)))
+
+    def test_directory_sync_of_a_batch_fails(self):
+        # The second fsync of the worker after arming: the first is a file's,
+        # then the batch's directory syncs.
+        server, results, failed = self.storm_with_fault("fsync:worker:2")
+        print("\n%d of %d PUTs answered 500 after a failed directory sync" % (len(failed), len(results)))
+
+
 def describe(state):
     return "absent" if state is ABSENT else "%d bytes" % len(state)
 
