@@ -183,5 +183,65 @@ class RootRepair(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
 
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
+
+
+def volume_of(server, bucket, key):
+    """The volume whose object files hold `key` (read from their trailers)."""
+    for volume in server.volumes:
+        if key in stored_keys([volume], bucket):
+            return volume
+    return None
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class IndexIsolation(unittest.TestCase):
+    def test_a_rebuild_that_hangs_holds_up_no_other_volume(self):
+        """A worker's rebuild of one volume's index hangs (its rename of the
+        damaged files never returns); meanwhile the same worker stores on
+        and reads from the other volume."""
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1, volumes=2)
+        env, arm, fired = fault_env(server, "rename:worker:1:hang")
+        server.start(env=env)
+        for i in range(20):
+            self.assertEqual(server.request("PUT", "/v1/iso/k%d" % i, body=b"k%d" % i)[0], 201)
+        self.assertEqual(len(listed_keys(server, "iso")), 20)
+        stuck = server.volumes[1]
+        on_other = [k for k in ("k%d" % i for i in range(20)) if volume_of(server, "iso", k) == server.volumes[0]]
+        self.assertTrue(on_other)
+        # The respawned worker's first rename is its rebuild's move of VOLUME/index.
+        open(os.path.join(stuck, "index.rebuilding"), "w").close()
+        open(arm, "w").close()
+        old = worker_pids(server)[0]
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: [p for p in worker_pids(server) if p != old], 30, "the worker to be respawned")
+
+        def listing():
+            try:
+                server.connection(timeout=60).request("GET", "/v1/iso?limit=1")
+            except OSError:
+                pass
+        lister = threading.Thread(target=listing, daemon=True)
+        lister.start()
+        wait_for(lambda: os.path.exists(fired), 30, "the rebuild's rename to hang")
+        try:
+            started = time.monotonic()
+            for i in range(5):
+                key = "during%d" % i
+                conn = server.connection(timeout=15)
+                conn.request("PUT", "/v1/iso/" + key, body=key.encode())
+                self.assertEqual(conn.getresponse().status, 201, key)
+                conn.close()
+                self.assertEqual(server.request("GET", "/v1/iso/" + key)[2], key.encode())
+            self.assertEqual(server.request("GET", "/v1/iso/" + on_other[0])[2], on_other[0].encode())
+            print("\n5 PUTs and GETs on the other volume in %.2fs while the rebuild hung" % (
+                time.monotonic() - started))
+        finally:
+            os.unlink(arm)
+            os.killpg(server.pid, signal.SIGKILL)
+            server.proc.wait()
+
+
 if __name__ == "__main__":
     unittest.main()

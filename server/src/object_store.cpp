@@ -679,6 +679,11 @@ void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::st
   for (const auto& volume : readOrder(bucket, key)) {
     if (volume == keepVolume) continue;
     std::string path = volume + "/" + rel;
+    // No copy there: nothing to remove, and no lock of that volume's index
+    // to wait for (one mid-rebuild holds it). A copy renamed there after
+    // this look is another PUT's, which removes what is older than itself;
+    // reads take the newest copy either way.
+    if (fileAbsent(path)) continue;
     bool unlinked = false;
     try {
       // Under that volume's write lock, which every rename into it holds:
