@@ -222,4 +222,74 @@ BOOST_AUTO_TEST_CASE(long_keys_list_in_order_from_every_marker) {
   BOOST_TEST(index.keysAfter("bk", base + "b", "", 1).at(0) == base + "c");
 }
 
+// Another process's rebuild: the files move aside and a new index takes
+// their place while this KeyIndex still holds the old ones. Each of its
+// writes and reads then follows to the new index, in place.
+BOOST_AUTO_TEST_CASE(an_index_replaced_underneath_is_followed_by_every_use) {
+  Volumes vols(1);
+  std::string vol = vols.settings.volumes[0];
+  server::KeyIndex held(vol);
+  held.add("b", "before");
+  ino_t oldInode = held.directoryInode();
+  BOOST_REQUIRE(rename((vol + "/index").c_str(), (vol + "/index.damaged").c_str()) == 0);
+  {
+    server::KeyIndex rebuilt(vol);  // other files: the rebuilder's new index
+    rebuilt.add("b", "rebuilt");
+  }
+  held.add("b", "after");
+  BOOST_TEST(held.directoryInode() != oldInode);
+  bool placed = false;
+  held.placeIndexed("b", "placed", [&] { placed = true; });
+  BOOST_TEST(placed);
+  BOOST_TEST(held.dropIfGone("b", "rebuilt", [] { return true; }));
+  BOOST_TEST(held.keysAfter("b", "", "", 10) == std::vector<std::string>({"after", "placed"}));
+  // The old files got none of it.
+  BOOST_REQUIRE(rename((vol + "/index").c_str(), (vol + "/index.new").c_str()) == 0);
+  BOOST_REQUIRE(rename((vol + "/index.damaged").c_str(), (vol + "/index").c_str()) == 0);
+  server::KeyIndex old(vol);
+  BOOST_TEST(old.keysAfter("b", "", "", 10) == std::vector<std::string>({"before"}));
+}
+
+// A read-only use follows too: a listing never reads files a rebuild left.
+BOOST_AUTO_TEST_CASE(a_listing_follows_a_replaced_index) {
+  Volumes vols(1);
+  std::string vol = vols.settings.volumes[0];
+  server::KeyIndex held(vol);
+  held.add("b", "old");
+  BOOST_REQUIRE(rename((vol + "/index").c_str(), (vol + "/index.damaged").c_str()) == 0);
+  {
+    server::KeyIndex rebuilt(vol);
+    rebuilt.add("b", "new");
+  }
+  BOOST_TEST(held.keysAfter("b", "", "", 10) == std::vector<std::string>({"new"}));
+}
+
+// replaceFiles moves the files while it holds their write lock and leaves
+// the same KeyIndex on a new, empty index.
+BOOST_AUTO_TEST_CASE(replace_files_leaves_a_new_index_in_place) {
+  Volumes vols(1);
+  std::string vol = vols.settings.volumes[0];
+  server::KeyIndex index(vol);
+  index.add("b", "x");
+  bool moved = false;
+  index.replaceFiles([&] {
+    moved = rename((vol + "/index").c_str(), (vol + "/index.damaged").c_str()) == 0;
+  });
+  BOOST_TEST(moved);
+  BOOST_TEST(index.keysAfter("b", "", "", 10).empty());
+  index.add("b", "y");
+  BOOST_TEST(index.keysAfter("b", "", "", 10) == std::vector<std::string>({"y"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_deferred_index_opens_on_demand) {
+  Volumes vols(1);
+  server::KeyIndex index(vols.settings.volumes[0], server::KeyIndex::kDeferred);
+  BOOST_TEST(!index.isOpen());
+  BOOST_CHECK_THROW(index.add("b", "x"), server::IndexPanicked);
+  index.openCurrent();
+  BOOST_TEST(index.isOpen());
+  index.add("b", "x");
+  BOOST_TEST(index.keysAfter("b", "", "", 10) == std::vector<std::string>({"x"}));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "md5.h"
+#include "reload/log.h"
 
 namespace server {
 namespace {
@@ -131,45 +132,87 @@ void put(MDB_txn* txn, MDB_dbi dbi, const std::string& bucket, const std::string
 
 KeyIndex::KeyIndex(const std::string& volume) : volume_(volume) { openEnvironment(); }
 
+KeyIndex::KeyIndex(const std::string& volume, Deferred) : volume_(volume) {}
+
 KeyIndex::~KeyIndex() { closeEnvironment(); }
 
 void KeyIndex::closeEnvironment() {
-  if (env_) mdb_env_close(env_);
-  env_ = nullptr;
+  if (current_.env) mdb_env_close(current_.env);
+  current_ = Environment{};
 }
 
-void KeyIndex::openEnvironment() {
-  std::string dir = volume_ + "/index";
+KeyIndex::Environment KeyIndex::openFiles(const std::string& volume) {
+  std::string dir = volume + "/index";
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
     throw std::system_error(errno, std::generic_category(), "mkdir " + dir);
-  check(mdb_env_create(&env_), "mdb_env_create");
+  Environment opened;
+  check(mdb_env_create(&opened.env), "mdb_env_create");
   try {
-    check(mdb_env_set_mapsize(env_, kMapSize), "mdb_env_set_mapsize");
-    check(mdb_env_set_maxreaders(env_, 1024), "mdb_env_set_maxreaders");
+    check(mdb_env_set_mapsize(opened.env, kMapSize), "mdb_env_set_mapsize");
+    check(mdb_env_set_maxreaders(opened.env, 1024), "mdb_env_set_maxreaders");
     // NOTLS: read transactions run on whichever disk-pool thread takes the work.
-    check(mdb_env_open(env_, dir.c_str(), MDB_NOTLS, 0644), "open key index " + dir);
+    check(mdb_env_open(opened.env, dir.c_str(), MDB_NOTLS, 0644), "open key index " + dir);
     int dead = 0;
-    check(mdb_reader_check(env_, &dead), "clear stale readers of " + dir);
-    Txn txn(env_, true);
+    check(mdb_reader_check(opened.env, &dead), "clear stale readers of " + dir);
+    Txn txn(opened.env, true);
     MDB_dbi dbi;
     check(mdb_dbi_open(txn.get(), nullptr, 0, &dbi), "mdb_dbi_open");
     txn.commit();
-    dbi_ = dbi;
+    opened.dbi = dbi;
+    // The data file this environment holds: what every use compares with
+    // the file at the path, to see a rebuild by another process.
+    int dataFd = -1;
+    check(mdb_env_get_fd(opened.env, &dataFd), "mdb_env_get_fd");
+    struct stat data {};
+    if (fstat(dataFd, &data) != 0) throw std::system_error(errno, std::generic_category(), "fstat " + dir + "/data.mdb");
+    opened.dataDevice = data.st_dev;
+    opened.dataInode = data.st_ino;
     struct stat st {};
     if (stat(dir.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat " + dir);
-    directoryInode_ = st.st_ino;
+    opened.directoryInode = st.st_ino;
   } catch (...) {
-    closeEnvironment();
+    mdb_env_close(opened.env);
     throw;
   }
+  return opened;
+}
+
+void KeyIndex::openEnvironment() { current_ = openFiles(volume_); }
+
+bool KeyIndex::holdsCurrentFiles() const {
+  std::string path = volume_ + "/index/data.mdb";
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return false;  // moved aside, the new one not there yet
+    throw std::system_error(errno, std::generic_category(), "stat " + path);
+  }
+  return st.st_dev == current_.dataDevice && st.st_ino == current_.dataInode;
+}
+
+void KeyIndex::followReplaced() const {
+  std::unique_lock<std::shared_mutex> lock(envMutex_);
+  if (current_.env && holdsCurrentFiles()) return;
+  if (current_.env)
+    MOLT_LOG(kInfo) << "key index of " << volume_ << " was replaced (rebuilt by another process); opened again";
+  // Never two environments of the same files in one process: the one held
+  // names other files now (or none), and is closed before the open.
+  const_cast<KeyIndex*>(this)->closeEnvironment();
+  const_cast<KeyIndex*>(this)->openEnvironment();
+}
+
+void KeyIndex::openCurrent() { followReplaced(); }
+
+bool KeyIndex::isOpen() const {
+  std::shared_lock<std::shared_mutex> lock(envMutex_);
+  return current_.env != nullptr;
 }
 
 void KeyIndex::reopen() {
   std::unique_lock<std::shared_mutex> lock(envMutex_);
-  if (env_) {
+  if (current_.env) {
     // Reopened by another thread already: its environment works.
     MDB_txn* probe = nullptr;
-    int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &probe);
+    int rc = mdb_txn_begin(current_.env, nullptr, MDB_RDONLY, &probe);
     if (rc == MDB_SUCCESS) {
       mdb_txn_abort(probe);
       return;
@@ -180,9 +223,28 @@ void KeyIndex::reopen() {
   openEnvironment();
 }
 
+void KeyIndex::replaceFiles(const std::function<void()>& moveAside) {
+  std::unique_lock<std::shared_mutex> lock(envMutex_);
+  MDB_txn* holding = nullptr;
+  // The old environment's write lock, which every process that still holds
+  // those files waits for: once it has it again, its check sees new files.
+  if (current_.env && mdb_txn_begin(current_.env, nullptr, 0, &holding) != MDB_SUCCESS) holding = nullptr;
+  Environment fresh;
+  try {
+    moveAside();
+    fresh = openFiles(volume_);
+  } catch (...) {
+    if (holding) mdb_txn_abort(holding);
+    throw;
+  }
+  if (holding) mdb_txn_abort(holding);
+  closeEnvironment();
+  current_ = fresh;
+}
+
 ino_t KeyIndex::directoryInode() const {
   std::shared_lock<std::shared_mutex> lock(envMutex_);
-  return directoryInode_;
+  return current_.directoryInode;
 }
 
 namespace {
@@ -194,81 +256,143 @@ MDB_env* usable(MDB_env* env, const std::string& volume) {
   return env;
 }
 
+// Bounds the follows of one use: each needs another rebuild meanwhile.
+constexpr int kMaxFollows = 8;
+
 }  // namespace
 
+template <typename Body>
+auto KeyIndex::inTransaction(bool write, Body&& body) const {
+  for (int follows = 0;; ++follows) {
+    {
+      std::shared_lock<std::shared_mutex> envLock(envMutex_);
+      Txn txn(usable(current_.env, volume_), write);
+      // Checked once the transaction holds the write lock: a rebuilder moves
+      // the files while it holds that lock, so files that pass here stay the
+      // index until this transaction ends.
+      if (holdsCurrentFiles()) return body(txn, current_.dbi);
+    }
+    if (follows == kMaxFollows)
+      throw std::system_error(EAGAIN, std::generic_category(),
+                              "key index of " + volume_ + " kept being replaced");
+    followReplaced();
+  }
+}
+
 void KeyIndex::add(const std::string& bucket, const std::string& key) {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
-  Txn txn(usable(env_, volume_), true);
-  // A key already indexed (an object written again) needs no commit, and so
-  // no sync of the index while every writer waits for its lock.
-  if (present(txn.get(), dbi_, entry(bucket, key))) return;
-  put(txn.get(), dbi_, bucket, key);
-  txn.commit();
+  inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
+    // A key already indexed (an object written again) needs no commit, and so
+    // no sync of the index while every writer waits for its lock.
+    if (present(txn.get(), dbi, entry(bucket, key))) return;
+    put(txn.get(), dbi, bucket, key);
+    txn.commit();
+  });
 }
 
 void KeyIndex::placeIndexed(const std::string& bucket, const std::string& key,
                             const std::function<void()>& place) {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
   std::string k = entry(bucket, key);
   // Each round that finds the entry gone follows a DELETE that saw no file;
   // every such DELETE needs a file to unlink first, so a few rounds end it.
+  enum class Placement { kCommitted, kPlaced, kPlacedWhileMoved };
   for (int round = 0; round < 64; ++round) {
-    Txn txn(usable(env_, volume_), true);
-    if (present(txn.get(), dbi_, k)) {
-      place();  // the entry is durable and no writer can drop it meanwhile
-      return;   // nothing changed: the abort releases the lock without a sync
-    }
-    put(txn.get(), dbi_, bucket, key);
-    txn.commit();
+    Placement outcome = inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
+      if (present(txn.get(), dbi, k)) {
+        place();  // the entry is durable and no writer can drop it meanwhile
+        // Files moved aside meanwhile by a rebuilder that could not hold
+        // this lock: its scan may have missed the object, so the new index
+        // gets the entry too.
+        return holdsCurrentFiles() ? Placement::kPlaced : Placement::kPlacedWhileMoved;
+      }
+      put(txn.get(), dbi, bucket, key);
+      txn.commit();
+      return Placement::kCommitted;
+    });
+    if (outcome == Placement::kPlaced) return;  // nothing changed: the abort released the lock without a sync
+    if (outcome == Placement::kPlacedWhileMoved) return add(bucket, key);
   }
   throw std::system_error(EBUSY, std::generic_category(),
                           "index " + bucket + "/" + key + ": its entry kept being dropped");
 }
 
+void KeyIndex::placeAllIndexed(const std::vector<std::pair<std::string, std::string>>& entries,
+                               const std::function<void(size_t)>& place) {
+  std::vector<std::string> keys;
+  keys.reserve(entries.size());
+  for (const auto& [bucket, key] : entries) keys.push_back(entry(bucket, key));
+  std::vector<size_t> todo(entries.size());
+  for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+  std::vector<size_t> placedWhileMoved;
+  // As placeIndexed: a round that finds an entry gone follows a DELETE of it.
+  for (int round = 0; round < 64 && !todo.empty(); ++round) {
+    inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
+      std::vector<size_t> added, placed;
+      for (size_t i : todo) {
+        if (present(txn.get(), dbi, keys[i])) {
+          place(i);  // durable, and no writer can drop it meanwhile
+          placed.push_back(i);
+        } else {
+          put(txn.get(), dbi, entries[i].first, entries[i].second);
+          added.push_back(i);
+        }
+      }
+      if (!placed.empty() && !holdsCurrentFiles())
+        placedWhileMoved.insert(placedWhileMoved.end(), placed.begin(), placed.end());
+      if (!added.empty()) txn.commit();  // one sync for all of them; placed next round
+      todo = std::move(added);
+    });
+  }
+  if (!placedWhileMoved.empty()) {
+    // Files moved aside while these were placed (see placeIndexed).
+    std::vector<std::pair<std::string, std::string>> again;
+    for (size_t i : placedWhileMoved) again.push_back(entries[i]);
+    addAll(again);
+  }
+  if (!todo.empty())
+    throw std::system_error(EBUSY, std::generic_category(), "index: entries kept being dropped");
+}
+
 void KeyIndex::whileLocked(const std::function<void()>& fn) {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
-  Txn txn(usable(env_, volume_), true);
-  fn();
+  inTransaction(true, [&](Txn&, MDB_dbi) { fn(); });
 }
 
 bool KeyIndex::dropIfGone(const std::string& bucket, const std::string& key,
                           const std::function<bool()>& gone) {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
-  Txn txn(usable(env_, volume_), true);
-  std::string k = entry(bucket, key);
-  if (!present(txn.get(), dbi_, k) || !gone()) return false;
-  MDB_val kv = value(k);
-  int rc = mdb_del(txn.get(), dbi_, &kv, nullptr);
-  if (rc == MDB_NOTFOUND) return false;
-  check(rc, "unindex " + bucket + "/" + key);
-  txn.commit();
-  return true;
+  return inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
+    std::string k = entry(bucket, key);
+    if (!present(txn.get(), dbi, k) || !gone()) return false;
+    MDB_val kv = value(k);
+    int rc = mdb_del(txn.get(), dbi, &kv, nullptr);
+    if (rc == MDB_NOTFOUND) return false;
+    check(rc, "unindex " + bucket + "/" + key);
+    txn.commit();
+    return true;
+  });
 }
 
 void KeyIndex::addAll(const std::vector<std::pair<std::string, std::string>>& entries) {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
-  Txn txn(usable(env_, volume_), true);
-  for (const auto& [bucket, key] : entries) put(txn.get(), dbi_, bucket, key);
-  txn.commit();
+  inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
+    for (const auto& [bucket, key] : entries) put(txn.get(), dbi, bucket, key);
+    txn.commit();
+  });
 }
 
 void KeyIndex::remove(const std::string& bucket, const std::string& key) {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
-  Txn txn(usable(env_, volume_), true);
-  std::string k = entry(bucket, key);
-  MDB_val kv = value(k);
-  int rc = mdb_del(txn.get(), dbi_, &kv, nullptr);
-  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "unindex " + bucket + "/" + key);
-  txn.commit();
+  inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
+    std::string k = entry(bucket, key);
+    MDB_val kv = value(k);
+    int rc = mdb_del(txn.get(), dbi, &kv, nullptr);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "unindex " + bucket + "/" + key);
+    txn.commit();
+  });
 }
 
 std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const std::string& marker,
                                              const std::string& prefix, size_t limit) const {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  if (limit == 0) return {};
+  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) {
   std::vector<std::string> keys;
-  if (limit == 0) return keys;
-  Txn txn(usable(env_, volume_), false);
-  Cursor cursor(txn.get(), dbi_);
+  Cursor cursor(txn.get(), dbi);
   const std::string bucketHead = head(bucket);
   // A long start key is sought by its prefix: the start of its group.
   std::string from = marker > prefix ? marker : prefix;
@@ -311,13 +435,13 @@ std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const st
   }
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "read key index");
   return keys;
+  });
 }
 
 std::vector<std::pair<std::string, std::string>> KeyIndex::allEntries() const {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
+  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) {
   std::vector<std::pair<std::string, std::string>> out;
-  Txn txn(usable(env_, volume_), false);
-  Cursor cursor(txn.get(), dbi_);
+  Cursor cursor(txn.get(), dbi);
   MDB_val k{}, v{};
   int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
   for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT)) {
@@ -330,21 +454,20 @@ std::vector<std::pair<std::string, std::string>> KeyIndex::allEntries() const {
   }
   if (rc != MDB_NOTFOUND) fail(rc, "read key index");
   return out;
+  });
 }
 
 bool KeyIndex::complete() const {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
-  Txn txn(usable(env_, volume_), false);
-  return present(txn.get(), dbi_, kCompleteMarker);
+  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) { return present(txn.get(), dbi, kCompleteMarker); });
 }
 
 void KeyIndex::markComplete() {
-  std::shared_lock<std::shared_mutex> envLock(envMutex_);
-  Txn txn(usable(env_, volume_), true);
-  std::string marker = kCompleteMarker;
-  MDB_val k = value(marker), empty{0, nullptr};
-  check(mdb_put(txn.get(), dbi_, &k, &empty, 0), "mark key index complete");
-  txn.commit();
+  inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
+    std::string marker = kCompleteMarker;
+    MDB_val k = value(marker), empty{0, nullptr};
+    check(mdb_put(txn.get(), dbi, &k, &empty, 0), "mark key index complete");
+    txn.commit();
+  });
 }
 
 }  // namespace server

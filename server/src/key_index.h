@@ -13,6 +13,16 @@
 // volume shares, so no interleaving of PUTs, DELETEs and listings in any
 // number of workers can leave a file without its entry.
 //
+// An index found damaged is moved aside and rebuilt by one process while
+// the others still hold the old files open. So every use checks, the
+// writes under the write lock, that the environment it holds is the one at
+// VOLUME/index (device and inode of data.mdb); one that was replaced is
+// closed and the index opened again in place, and the use runs there. The
+// rebuilder moves the files aside while it holds the old environment's
+// write lock, and a PUT that placed its object while the files moved (a
+// rebuilder that could not take that lock) adds its entry to the new index
+// too: no entry lands only in files a rebuild has already read.
+//
 // LMDB keys hold at most 511 bytes and object keys 1024: an entry whose
 // key is longer than kEntryKeyPrefix bytes is stored as that prefix plus a
 // hash, with the full key as its value. Such entries sort among the short
@@ -58,6 +68,10 @@ class KeyIndex {
   // Opens (creating if needed) the index of `volume`. Throws IndexDamaged
   // when its files are not a sound index, std::system_error otherwise.
   explicit KeyIndex(const std::string& volume);
+  // Opens nothing yet: openCurrent() does (a holder that is cheap to make
+  // under a lock).
+  enum Deferred { kDeferred };
+  KeyIndex(const std::string& volume, Deferred);
   ~KeyIndex();
   KeyIndex(const KeyIndex&) = delete;
   KeyIndex& operator=(const KeyIndex&) = delete;
@@ -69,6 +83,12 @@ class KeyIndex {
   // no dropIfGone can take the entry away between the two.
   void placeIndexed(const std::string& bucket, const std::string& key,
                     const std::function<void()>& place);
+  // placeIndexed for many entries at once (a group commit): one durable
+  // transaction adds those missing, and `place(i)` runs for entry i under
+  // the write lock while it is there. `place` must not throw (it keeps its
+  // own failure); each entry is placed once.
+  void placeAllIndexed(const std::vector<std::pair<std::string, std::string>>& entries,
+                       const std::function<void(size_t)>& place);
   // Drops the entry if `gone()`, asked under the write lock, says that the
   // key's file is absent. Returns whether it dropped it.
   bool dropIfGone(const std::string& bucket, const std::string& key,
@@ -99,19 +119,46 @@ class KeyIndex {
   // (closing either drops the other's locks). Throws std::system_error.
   void reopen();
 
+  // Opens the index at VOLUME/index in place unless the environment held is
+  // already that one. Throws IndexDamaged or std::system_error.
+  void openCurrent();
+  bool isOpen() const;
+
+  // Moves the damaged files aside (`moveAside`, e.g. a rename of
+  // VOLUME/index) while this environment's write lock is held (when the
+  // damage allows a write transaction), then opens a new, empty index in
+  // place: no commit of any process reaches the old files after they moved.
+  void replaceFiles(const std::function<void()>& moveAside);
+
   // The inode of the index's directory: a rebuilt index has another.
   ino_t directoryInode() const;
 
  private:
+  struct Environment {
+    MDB_env* env = nullptr;
+    unsigned dbi = 0;
+    ino_t directoryInode = 0;
+    dev_t dataDevice = 0;
+    ino_t dataInode = 0;
+  };
+  static Environment openFiles(const std::string& volume);
   void openEnvironment();
   void closeEnvironment();
+  // Whether the environment held is the index at VOLUME/index. Throws
+  // std::system_error when that cannot be told.
+  bool holdsCurrentFiles() const;
+  // Runs `body(txn)` in a transaction of the current index: one that finds
+  // the files replaced opens them again in place and runs there.
+  template <typename Body>
+  auto inTransaction(bool write, Body&& body) const;
+  // Closes the environment held and opens VOLUME/index, unless the one held
+  // is that one (another thread did it). Takes envMutex_ exclusively.
+  void followReplaced() const;
 
   const std::string volume_;
   // Shared by every use of env_, exclusive while reopen() replaces it.
   mutable std::shared_mutex envMutex_;
-  MDB_env* env_ = nullptr;
-  ino_t directoryInode_ = 0;
-  unsigned dbi_ = 0;
+  mutable Environment current_;
 };
 
 }  // namespace server

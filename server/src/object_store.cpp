@@ -335,15 +335,21 @@ void Upload::commit(const ObjectMeta& meta) {
     store_.indexFor(volume_);  // opened before the first object directory exists
     mkdirs(dir);
     // The entry is durable before the object appears, and no DELETE or
-    // listing can drop it while the rename runs (see key_index.h).
-    store_.withIndex(volume_, [&](KeyIndex& index) {
-      index.placeIndexed(bucket_, key_, [&] {
-        if (rename(tmpPath_.c_str(), finalPath.c_str()) != 0)
-          reload::throwSysError("rename into " + finalPath);
-        committed_ = true;
-      });
-    });
-    fsyncDir(dir);
+    // listing can drop it while the rename runs (see key_index.h); the
+    // directory is synced before this returns.
+    ObjectStore::Placement placement;
+    placement.bucket = bucket_;
+    placement.key = key_;
+    placement.tmpPath = tmpPath_;
+    placement.finalPath = finalPath;
+    placement.dir = dir;
+    try {
+      store_.place(volume_, placement);
+    } catch (...) {
+      committed_ = placement.placed;
+      throw;
+    }
+    committed_ = true;
   } catch (const std::system_error& e) {
     // Paths and LMDB's words are for the log, not for the client.
     MOLT_LOG(kError) << "storing " << bucket_ << "/" << key_ << " on " << volume_ << ": " << e.what();
@@ -355,6 +361,63 @@ void Upload::commit(const ObjectMeta& meta) {
 }
 
 // ------------------------------------------------------------- ObjectStore
+
+void ObjectStore::place(const std::string& volume, Placement& placement) {
+  GroupCommit<Placement>* commit;
+  {
+    std::lock_guard<std::mutex> lock(commitMutex_);
+    auto& slot = commits_[volume];
+    if (!slot)
+      slot = std::make_unique<GroupCommit<Placement>>(
+          [this, volume](std::vector<Placement*>& batch) { placeBatch(volume, batch); });
+    commit = slot.get();  // kept for the store's life
+  }
+  commit->commit(placement);
+}
+
+void ObjectStore::placeBatch(const std::string& volume, std::vector<Placement*>& batch) const {
+  std::vector<std::pair<std::string, std::string>> entries;
+  entries.reserve(batch.size());
+  for (auto* p : batch) entries.emplace_back(p->bucket, p->key);
+  try {
+    withIndex(volume, [&](KeyIndex& index) {
+      index.placeAllIndexed(entries, [&](size_t i) {
+        Placement& p = *batch[i];
+        if (p.placed || p.error) return;  // a retry after a reopen: done once
+        if (rename(p.tmpPath.c_str(), p.finalPath.c_str()) == 0) {
+          p.placed = true;
+          return;
+        }
+        int err = errno;
+        p.error = std::make_exception_ptr(
+            std::system_error(err, std::generic_category(), "rename into " + p.finalPath));
+      });
+    });
+  } catch (...) {
+    // The index failed: what was not placed fails with it; what was placed
+    // had its entry durable before and is synced below.
+    auto failure = std::current_exception();
+    for (auto* p : batch)
+      if (!p->placed && !p->error) p->error = failure;
+  }
+  // One sync per directory: a PUT's 201 waits for the sync that follows
+  // its rename.
+  std::map<std::string, std::exception_ptr> synced;
+  for (auto* p : batch) {
+    if (!p->placed) continue;
+    auto it = synced.find(p->dir);
+    if (it == synced.end()) {
+      std::exception_ptr failure;
+      try {
+        fsyncDir(p->dir);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      it = synced.emplace(p->dir, failure).first;
+    }
+    if (it->second) p->error = it->second;
+  }
+}
 
 ObjectStore::ObjectStore(StorageSettings settings) : settings_(std::move(settings)) {
   volumes_ = scanVolumes(settings_);
@@ -545,16 +608,13 @@ void ObjectStore::withIndex(const std::string& volume,
     index->reopen();
     fn(*index);
   } catch (const IndexDamaged& e) {
-    // Found damaged in use: rebuilt (or reopened, when another process
-    // rebuilt it first), then tried once more.
+    // Found damaged in use: rebuilt (or followed, when another process
+    // rebuilt it first) in place, then tried once more. The same KeyIndex
+    // stays the volume's: a second one would be a second environment of
+    // the same files, which LMDB forbids in one process.
     MOLT_LOG(kError) << "key index of " << volume << " is damaged: " << e.what();
-    forgetIndex(volume);
-    auto fresh = rebuildIndex(volume, e.what(), index->directoryInode());
-    {
-      std::lock_guard<std::mutex> lock(indexMutex_);
-      indexes_[volume] = fresh;
-    }
-    fn(*fresh);
+    rebuildIndex(volume, e.what(), *index, index->directoryInode());
+    fn(*index);
   }
 }
 
@@ -565,11 +625,6 @@ void ObjectStore::reopenIndex(const std::string& volume, KeyIndex& index) const 
     // The next use of the index tries again.
     MOLT_LOG(kError) << "cannot reopen the key index of " << volume << ": " << e.what();
   }
-}
-
-void ObjectStore::forgetIndex(const std::string& volume) const {
-  std::lock_guard<std::mutex> lock(indexMutex_);
-  indexes_.erase(volume);
 }
 
 void ObjectStore::dropEntryIfGone(const std::string& volume, const std::string& bucket,
@@ -617,6 +672,11 @@ void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::st
   for (const auto& volume : readOrder(bucket, key)) {
     if (volume == keepVolume) continue;
     std::string path = volume + "/" + rel;
+    // No copy there: nothing to remove, and no lock of that volume's index
+    // to wait for (one mid-rebuild holds it). A copy renamed there after
+    // this look is another PUT's, which removes what is older than itself;
+    // reads take the newest copy either way.
+    if (fileAbsent(path)) continue;
     bool unlinked = false;
     try {
       // Under that volume's write lock, which every rename into it holds:
@@ -647,24 +707,28 @@ void ObjectStore::removeOtherCopies(const std::string& keepVolume, const std::st
 }
 
 std::shared_ptr<KeyIndex> ObjectStore::indexFor(const std::string& volume) const {
-  std::lock_guard<std::mutex> lock(indexMutex_);
-  auto& slot = indexes_[volume];
-  if (!slot) {
-    std::shared_ptr<KeyIndex> index;
-    try {
-      if (rebuildPending(volume)) throw IndexDamaged(EIO, std::generic_category(), "a rebuild was cut short");
-      index = std::make_shared<KeyIndex>(volume);
-    } catch (const IndexDamaged& e) {
-      index = rebuildIndex(volume, e.what(), 0);
-    }
-    // A volume that never held an object has nothing to scan: every object
-    // it will hold is indexed before it appears.
-    struct stat st {};
-    if (stat((volume + "/objects").c_str(), &st) != 0 && errno == ENOENT && !index->complete())
-      index->markComplete();
-    slot = std::move(index);
+  std::shared_ptr<KeyIndex> index;
+  {
+    // Held only to find the volume's holder: opening or rebuilding its
+    // index must not stop the tasks of other volumes.
+    std::lock_guard<std::mutex> lock(indexMutex_);
+    auto& slot = indexes_[volume];
+    if (!slot) slot = std::make_shared<KeyIndex>(volume, KeyIndex::kDeferred);
+    index = slot;
   }
-  return slot;
+  if (index->isOpen()) return index;
+  try {
+    if (rebuildPending(volume)) throw IndexDamaged(EIO, std::generic_category(), "a rebuild was cut short");
+    index->openCurrent();
+  } catch (const IndexDamaged& e) {
+    rebuildIndex(volume, e.what(), *index, 0);
+  }
+  // A volume that never held an object has nothing to scan: every object
+  // it will hold is indexed before it appears.
+  struct stat st {};
+  if (stat((volume + "/objects").c_str(), &st) != 0 && errno == ENOENT && !index->complete())
+    index->markComplete();
+  return index;
 }
 
 void ObjectStore::completeIndex(const std::string& volume, KeyIndex& index) {
@@ -680,15 +744,27 @@ namespace {
 
 constexpr char kRebuildMarker[] = "/index.rebuilding";
 
-// Gives a rebuilt index's files to whoever owned the index before (else
-// the volume's owner): a master running as root rebuilds indexes that
-// workers running as another user must write.
+// Gives a rebuilt index's files, and the files around it, to whoever
+// owned the index before (else the volume's owner): a master running as
+// root repairs indexes that workers running as another user must write,
+// rebuild, lock and move aside again.
 void giveIndexTo(const std::string& volume, uid_t uid, gid_t gid) {
   if (geteuid() != 0) return;
-  for (const char* name : {"/index", "/index/data.mdb", "/index/lock.mdb"}) {
+  for (const char* name : {"/index", "/index/data.mdb", "/index/lock.mdb", "/index.lock", "/index.damaged",
+                           "/index.damaged/data.mdb", "/index.damaged/lock.mdb", "/index.rebuilding"}) {
     std::string path = volume + name;
     if (lchown(path.c_str(), uid, gid) != 0 && errno != ENOENT) reload::throwSysError("chown " + path);
   }
+}
+
+// Who the index's files belong to: the index directory's owner, else (no
+// index, or one a root process created) the volume's, which is whoever
+// the workers run as when that is another user.
+struct stat indexOwner(const std::string& volume) {
+  struct stat owner {};
+  if (stat((volume + "/index").c_str(), &owner) == 0 && owner.st_uid != 0) return owner;
+  if (stat(volume.c_str(), &owner) != 0) reload::throwSysError("stat " + volume);
+  return owner;
 }
 
 void removeIndexDirectory(const std::string& dir) {
@@ -703,12 +779,16 @@ bool ObjectStore::rebuildPending(const std::string& volume) {
   return !fileAbsent(volume + kRebuildMarker);
 }
 
-std::shared_ptr<KeyIndex> ObjectStore::rebuildIndex(const std::string& volume,
-                                                    const std::string& why, ino_t damagedInode) {
+void ObjectStore::rebuildIndex(const std::string& volume, const std::string& why, KeyIndex& index,
+                               ino_t damagedInode) {
   // One process rebuilds; the others wait for it, then open what it built.
+  // A flock needs no write access: the lock file may be another user's.
   std::string lockPath = volume + "/index.lock";
-  reload::Fd lock(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  const struct stat owner = indexOwner(volume);
+  reload::Fd lock(::open(lockPath.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
   if (!lock) reload::throwSysError("open " + lockPath);
+  if (geteuid() == 0 && fchown(lock.get(), owner.st_uid, owner.st_gid) != 0)
+    reload::throwSysError("chown " + lockPath);
   while (flock(lock.get(), LOCK_EX) != 0)
     if (errno != EINTR) reload::throwSysError("flock " + lockPath);
   std::string dir = volume + "/index";
@@ -717,7 +797,8 @@ std::shared_ptr<KeyIndex> ObjectStore::rebuildIndex(const std::string& volume,
     bool replaced = stat(dir.c_str(), &st) == 0 && st.st_ino != damagedInode;
     if (damagedInode == 0 || replaced) {
       try {
-        return std::make_shared<KeyIndex>(volume);
+        index.openCurrent();
+        return;
       } catch (const IndexDamaged&) {
         // still damaged: rebuilt below
       }
@@ -725,28 +806,29 @@ std::shared_ptr<KeyIndex> ObjectStore::rebuildIndex(const std::string& volume,
   }
   std::string marker = volume + kRebuildMarker;
   {
-    reload::Fd fd(::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    // Only its presence counts: one left by a root process that was cut
+    // short opens read-only for anyone.
+    reload::Fd fd(::open(marker.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
     if (!fd) reload::throwSysError("create " + marker);
   }
   fsyncDir(volume);
   // The damaged files stay beside the new index (the last one only), for
   // whoever wants to look at them.
   std::string aside = volume + "/index.damaged";
-  struct stat owner {};
-  if (stat(dir.c_str(), &owner) != 0 && stat(volume.c_str(), &owner) != 0)
-    reload::throwSysError("stat " + volume);
-  removeIndexDirectory(aside);
-  if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
-    reload::throwSysError("rename " + dir + " to " + aside);
-  auto index = std::make_shared<KeyIndex>(volume);
-  completeIndex(volume, *index);
+  index.replaceFiles([&] {
+    removeIndexDirectory(aside);
+    if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
+      reload::throwSysError("rename " + dir + " to " + aside);
+  });
+  // Other processes write to the new index from here on; the scan adds
+  // what was placed before the move.
+  completeIndex(volume, index);
   giveIndexTo(volume, owner.st_uid, owner.st_gid);
   fsyncDir(volume);
   if (unlink(marker.c_str()) != 0) reload::throwSysError("unlink " + marker);
   fsyncDir(volume);
   MOLT_LOG(kWarning) << "key index of " << volume << " was damaged (" << why
                      << "); rebuilt from the object files, the old one is in " << aside;
-  return index;
 }
 
 std::vector<std::string> ObjectStore::repairIndexes(const std::vector<Volume>& volumes) {
@@ -757,18 +839,17 @@ std::vector<std::string> ObjectStore::repairIndexes(const std::vector<Volume>& v
     if (stat((v.path + "/index").c_str(), &st) != 0 && !rebuildPending(v.path))
       continue;  // no index yet: built on the first listing
     try {
-      std::shared_ptr<KeyIndex> index;
+      auto index = std::make_shared<KeyIndex>(v.path, KeyIndex::kDeferred);
       std::vector<std::pair<std::string, std::string>> entries;
       try {
         if (rebuildPending(v.path)) throw IndexDamaged(EIO, std::generic_category(), "a rebuild was cut short");
-        index = std::make_shared<KeyIndex>(v.path);
+        index->openCurrent();
         // Files LMDB may have created for root stay the index owner's.
-        giveIndexTo(v.path, st.st_uid, st.st_gid);
+        const struct stat owner = indexOwner(v.path);
+        giveIndexTo(v.path, owner.st_uid, owner.st_gid);
         entries = index->allEntries();
       } catch (const IndexDamaged& e) {
-        ino_t damaged = index ? index->directoryInode() : 0;
-        index.reset();
-        index = rebuildIndex(v.path, e.what(), damaged);
+        rebuildIndex(v.path, e.what(), *index, index->directoryInode());
         lines.push_back("key index of " + v.path + " was damaged (" + e.what() + "); rebuilt from its files");
         continue;
       }
@@ -848,15 +929,14 @@ std::vector<ObjectMeta> ObjectStore::list(const std::string& bucket, const std::
   // the merge starts again, so one bad index costs speed, never the answer.
   for (;;) {
     std::string failedVolume;
-    bool indexReopened = false;
-    auto out = merge(bucket, prefix, marker, limit, sources, scanned, failedVolume, indexReopened);
+    auto out = merge(bucket, prefix, marker, limit, sources, scanned, failedVolume);
     if (failedVolume.empty()) return out;
     sources.erase(std::remove_if(sources.begin(), sources.end(),
                                  [&](const Source& s) { return s.volume == failedVolume; }),
                   sources.end());
-    // A reopened index is kept: a second environment of its files beside
-    // the one other threads may still use is what LMDB forbids.
-    if (!indexReopened) forgetIndex(failedVolume);
+    // The index is kept either way (reopened in place after a panic): a
+    // second environment of its files beside the one other threads may
+    // still use is what LMDB forbids.
     scan(failedVolume);
   }
 }
@@ -865,7 +945,7 @@ std::vector<ObjectMeta> ObjectStore::merge(const std::string& bucket, const std:
                                            const std::string& marker, size_t limit,
                                            const std::vector<Source>& sources,
                                            const std::map<std::string, ObjectMeta>& scanned,
-                                           std::string& failedVolume, bool& indexReopened) const {
+                                           std::string& failedVolume) const {
   std::vector<ObjectMeta> out;
   std::string after = marker;
   while (out.size() < limit) {
@@ -887,7 +967,6 @@ std::vector<ObjectMeta> ObjectStore::merge(const std::string& bucket, const std:
                            << ": its key index must be reopened: " << e.what();
         reopenIndex(source.volume, *source.index);
         failedVolume = source.volume;
-        indexReopened = true;
         return {};
       } catch (const std::system_error& e) {
         MOLT_LOG(kWarning) << "listing scans " << source.volume

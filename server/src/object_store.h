@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "group_commit.h"
 #include "key_index.h"
 #include "reload/fd.h"
 
@@ -107,6 +108,9 @@ class Upload {
   void write(const char* data, size_t size);
   // Writes the metadata, fsyncs, renames into place and fsyncs the directory;
   // then removes copies of the key on other volumes. Throws StoreError.
+  // Concurrent commits to one volume share the index transaction and the
+  // directory syncs (a group commit); each returns only once its own object
+  // and entry are durable.
   void commit(const ObjectMeta& meta);
   const std::string& volume() const { return volume_; }
 
@@ -169,13 +173,13 @@ class ObjectStore {
     std::shared_ptr<KeyIndex> index;
   };
   // One merge of the sources' keys and the scanned objects; names the
-  // first source whose index fails in `failedVolume` and returns nothing;
-  // `indexReopened` when that index panicked and was reopened in place.
+  // first source whose index fails in `failedVolume` and returns nothing
+  // (an index that panicked is reopened in place first).
   std::vector<ObjectMeta> merge(const std::string& bucket, const std::string& prefix,
                                 const std::string& marker, size_t limit,
                                 const std::vector<Source>& sources,
                                 const std::map<std::string, ObjectMeta>& scanned,
-                                std::string& failedVolume, bool& indexReopened) const;
+                                std::string& failedVolume) const;
   std::vector<std::string> readOrder(const std::string& bucket, const std::string& key) const;
   // Removes the copies on other volumes that are older than `writtenAt`
   // (one as old stays: its own commit does the same for ours).
@@ -189,7 +193,6 @@ class ObjectStore {
   // (or reopened), one whose environment panicked is reopened in place, and
   // `fn` tried once more.
   void withIndex(const std::string& volume, const std::function<void(KeyIndex&)>& fn) const;
-  void forgetIndex(const std::string& volume) const;
   // KeyIndex::reopen, its failure logged (the next use tries again).
   void reopenIndex(const std::string& volume, KeyIndex& index) const;
   // Calls `fn` for every readable object on `volume` (of one bucket, unless
@@ -199,17 +202,37 @@ class ObjectStore {
                                 const std::function<void(const std::string&)>& fn);
   static void forEachObject(const std::string& volume, const std::string& onlyBucket,
                             const std::function<void(const std::string&, const ObjectMeta&)>& fn);
-  // The key index of a volume, opened on first use. Throws std::system_error.
+  // The key index of a volume, opened on first use (one KeyIndex per
+  // volume for the store's life: reopened and rebuilt in place, never
+  // beside another of the same files). Throws std::system_error.
   std::shared_ptr<KeyIndex> indexFor(const std::string& volume) const;
   // Builds the index of a volume that holds objects from before it.
   static void completeIndex(const std::string& volume, KeyIndex& index);
-  // Replaces a damaged index with one built from the files, unless another
-  // process did so already. Leaves VOLUME/index.rebuilding while it runs,
-  // which marks the volume unhealthy (scanVolumes).
-  static std::shared_ptr<KeyIndex> rebuildIndex(const std::string& volume, const std::string& why,
-                                                ino_t damagedInode);
+  // Replaces a damaged index with one built from the files, in `index`
+  // (the volume's KeyIndex of this process), unless another process did so
+  // already (then `index` opens that one). Leaves VOLUME/index.rebuilding
+  // while it runs, which marks the volume unhealthy (scanVolumes).
+  static void rebuildIndex(const std::string& volume, const std::string& why, KeyIndex& index,
+                           ino_t damagedInode);
+
+  // One upload's last step, shared with the PUTs ready at the same moment
+  // on its volume (see placeBatch).
+  struct Placement : GroupCommitItem {
+    std::string bucket, key, tmpPath, finalPath, dir;
+    bool placed = false;  // renamed into place (its entry durable before)
+  };
+  // Blocks until the upload is in place and durable: its entry committed,
+  // the rename done, its directory synced. Throws std::system_error.
+  void place(const std::string& volume, Placement& placement);
+  // One group commit of a volume: one index transaction adds every entry,
+  // the renames run under its write lock, then each directory is synced
+  // once. An item whose step failed carries its error; items placed before
+  // an index failure are still synced and succeed.
+  void placeBatch(const std::string& volume, std::vector<Placement*>& batch) const;
 
   StorageSettings settings_;
+  mutable std::mutex commitMutex_;
+  std::map<std::string, std::unique_ptr<GroupCommit<Placement>>> commits_;
   mutable std::mutex mutex_;
   std::vector<Volume> volumes_;
   mutable std::mutex indexMutex_;

@@ -19,7 +19,7 @@ struct ObjectServerConfig : reload::ServiceConfig {
   double clientHeaderTimeout = 60;     // for a whole request header
   uint64_t clientBodyMinRate = 500;    // bytes/s over each client_timeout window
   uint64_t maxHeaderSize = 32 * 1024;  // 431 past it
-  int diskThreads = 2;
+  int diskThreads = 16;  // a PUT waits for its group commit on one; see ObjectStore::place
 };
 
 std::shared_ptr<const ObjectServerConfig> parseObjectServerConfig(reload::IniConfig& ini);

@@ -1,0 +1,205 @@
+"""Probe tests for durable PUTs and DELETEs that share their commits: a
+storm of them killed with the whole process group, then checked against
+every answer the clients got."""
+import http.client
+import os
+import random
+import signal
+import threading
+import time
+import unittest
+
+from molt_probe import Moltd, session_processes, wait_for
+from test_objects import listed_keys, stored_keys
+
+ABSENT = None  # a key's state after an acknowledged DELETE (or before any PUT)
+
+
+class Storm:
+    """Clients on keep-alive connections, each on keys of its own so that
+    its acknowledged operations are the truth for them: per key the state
+    its last acknowledged operation left, and the operation in flight (not
+    answered) when the server died, which may or may not have happened."""
+
+    def __init__(self, server, round_no, clients, rng):
+        self.server, self.round_no = server, round_no
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.acked = {}      # key -> bytes or ABSENT
+        self.in_flight = {}  # key -> bytes or ABSENT
+        self.answers = 0
+        self.errors = []
+        self.created = 0
+        self.threads = [threading.Thread(target=self.run, args=(c, rng.random()))
+                        for c in range(clients)]
+
+    def run(self, index, seed):
+        own = random.Random(seed)
+        conn = None
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            key = "r%d-c%d-%d" % (self.round_no, index, own.randint(0, 9))
+            with self.lock:
+                known = key in self.acked
+            delete = known and own.random() < 0.25
+            body = ABSENT if delete else os.urandom(own.choice((1, 4096, 4096, 9000, 70000)))
+            with self.lock:
+                self.in_flight[key] = body
+            try:
+                conn = conn or http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+                conn.request("DELETE" if delete else "PUT", "/v1/storm/" + key, body=body)
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                return  # the kill: this operation stays in flight
+            with self.lock:
+                del self.in_flight[key]
+                self.answers += 1
+                if resp.status == 201:
+                    self.acked[key] = body
+                    self.created += 1
+                elif resp.status in (204, 404) and delete:
+                    self.acked[key] = ABSENT
+                else:
+                    self.errors.append("%s %s: %d" % ("DELETE" if delete else "PUT", key, resp.status))
+
+    def answered(self):
+        with self.lock:
+            return self.answers
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+class PutStormCrash(unittest.TestCase):
+    ROUNDS = 6
+    CLIENTS = 24
+
+    def test_every_acknowledged_put_and_delete_survives_a_kill(self):
+        """24 keep-alive clients PUT (1 B to 70 KiB) and DELETE through two
+        workers onto two volumes; the whole process group is SIGKILLed at a
+        random moment; after a restart on the same volumes every object
+        whose PUT was answered 201 reads back with its bytes, every one
+        whose DELETE was answered is gone (an operation in flight at the
+        kill may have happened or not, never half), and the listing names
+        exactly the object files."""
+        server = Moltd(self, workers=2, volumes=2)
+        rng = random.Random(int(os.environ.get("MOLT_CRASH_SEED", "0")) or None)
+        started = time.monotonic()
+        figures = []
+        for round_no in range(self.ROUNDS):
+            server.start()
+            kill_after = rng.randint(100, 600)
+            with Storm(server, round_no, self.CLIENTS, rng) as storm:
+                wait_for(lambda: storm.answered() >= kill_after, 60,
+                         "%d answers before the kill" % kill_after)
+                os.killpg(server.pid, signal.SIGKILL)
+                server.proc.wait()
+                wait_for(lambda: not session_processes(server.pid), 10, "every process to be gone")
+            self.assertEqual(storm.errors, [], "round %d" % round_no)
+            server.start()
+            checked = 0
+            for key, state in storm.acked.items():
+                status, _, body = server.request("GET", "/v1/storm/" + key)
+                got = ABSENT if status == 404 else body
+                self.assertIn(status, (200, 404), key)
+                allowed = [state]
+                if key in storm.in_flight:
+                    allowed.append(storm.in_flight[key])
+                self.assertTrue(any(got == a for a in allowed),
+                                "round %d, %s: read %s, acknowledged %s%s" % (
+                                    round_no, key, describe(got), describe(state),
+                                    ", in flight %s" % describe(storm.in_flight[key])
+                                    if key in storm.in_flight else ""))
+                checked += 1
+            self.assertEqual(sorted(listed_keys(server, "storm")),
+                             sorted(stored_keys(server.volumes, "storm")), "round %d" % round_no)
+            figures.append((kill_after, storm.created, checked))
+            self.assertEqual(server.stop(), 0)
+        print("\n%d rounds in %.1fs (kill after, PUTs acknowledged, keys checked): %s" % (
+            self.ROUNDS, time.monotonic() - started, figures))
+
+
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class CommitFaults(unittest.TestCase):
+    """A batch whose index commit or directory sync fails: each of its PUTs
+    gets a 5xx with no internals, none of them is left half there (a 500
+    after a failed commit is absent; nothing answered 201 is missing), and
+    the PUTs of the next batches are stored."""
+
+    def storm_with_fault(self, spec):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1)
+        env, arm, fired = fault_env(server, spec)
+        server.start(env=env)
+        self.assertEqual(server.request("PUT", "/v1/cf/warm", body=b"w")[0], 201)
+        open(arm, "w").close()
+        results, lock = {}, threading.Lock()
+
+        def client(index):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            for i in range(10):
+                key = "c%d-%d" % (index, i)
+                body = os.urandom(4096) + key.encode()
+                conn.request("PUT", "/v1/cf/" + key, body=body)
+                resp = conn.getresponse()
+                answer = resp.read()
+                with lock:
+                    results[key] = (resp.status, body, answer)
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertTrue(os.path.exists(fired), "the fault %s never fired" % spec)
+        os.unlink(arm)
+        self.assertEqual(len(results), 120)
+        failed = [k for k, (status, _, _) in results.items() if status != 201]
+        self.assertTrue(failed, "no PUT failed")
+        self.batch_sizes = len(failed)
+        for key, (status, body, answer) in results.items():
+            self.assertIn(status, (201, 500), key)
+            got = server.request("GET", "/v1/cf/" + key)
+            if status == 201:
+                self.assertEqual(got[2], body, key)
+            else:
+                self.assertNotIn(b"mdb", answer)
+                self.assertNotIn(server.dir.encode(), answer)
+            # Whole or absent, never part of it.
+            self.assertIn(got[0], (200, 404), key)
+            if got[0] == 200:
+                self.assertEqual(got[2], body, key)
+        self.assertEqual(sorted(listed_keys(server, "cf")), sorted(stored_keys(server.volumes, "cf")))
+        self.assertEqual(server.status()["worker_restarts"], 0)
+        return server, results, failed
+
+    def test_index_commit_of_a_batch_fails(self):
+        server, results, failed = self.storm_with_fault("mdb_txn_commit:worker:4")
+        # Not placed: the commit that would have made their entries durable failed.
+        for key in failed:
+            self.assertEqual(server.request("GET", "/v1/cf/" + key)[0], 404, key)
+        print("\n%d of %d PUTs in the failed batch, each answered 500" % (len(failed), len(results)))
+
+    def test_directory_sync_of_a_batch_fails(self):
+        # The second fsync of the worker after arming: the first is a file's,
+        # then the batch's directory syncs.
+        server, results, failed = self.storm_with_fault("fsync:worker:2")
+        print("\n%d of %d PUTs answered 500 after a failed directory sync" % (len(failed), len(results)))
+
+
+def describe(state):
+    return "absent" if state is ABSENT else "%d bytes" % len(state)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,247 @@
+"""Probe tests for the key index across workers: a rebuild by one worker
+while the others store, and a repair by a root master for workers that run
+as another user."""
+import http.client
+import os
+import pwd
+import signal
+import threading
+import time
+import unittest
+
+from molt_probe import Moltd, wait_for
+from test_objects import listed_keys, stored_keys
+
+
+def maps_file(pid, path):
+    """Whether process `pid` has `path` mapped (LMDB maps its data file)."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return any(line.rstrip("\n").endswith(" " + path) for line in f)
+    except OSError:
+        return False
+
+
+def worker_pids(server):
+    return [w["pid"] for w in server.status()["workers"]]
+
+
+def start_rebuild_in_one_worker(server):
+    """Makes the next worker to open the volume's index rebuild it (the
+    marker a rebuild cut short leaves), then kills one worker: the master
+    respawns it, and its first use of the index rebuilds it, while the
+    others still hold the old files open. Returns the killed pid."""
+    victim = worker_pids(server)[0]
+    open(os.path.join(server.volumes[0], "index.rebuilding"), "w").close()
+    os.kill(victim, signal.SIGKILL)
+    return victim
+
+
+def rebuilt(server, mark):
+    """Whether a worker rebuilt the index since log offset `mark`. Asks for
+    a listing first: the respawned worker takes the volume for unwritable
+    while the marker is there, and so opens its index only for a read."""
+    server.request("GET", "/v1/any?limit=1")
+    return ("rebuilt from the object files" in server.log_text()[mark:]
+            and not os.path.exists(os.path.join(server.volumes[0], "index.rebuilding")))
+
+
+class Storer:
+    """Clients that each PUT distinct keys, a new connection per request (so
+    every worker takes some), and keep what was acknowledged."""
+
+    def __init__(self, server, clients=6, bucket="rb"):
+        self.server, self.bucket = server, bucket
+        self.acked = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(c,)) for c in range(clients)]
+
+    def run(self, index):
+        deadline = time.monotonic() + 120
+        i = 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            key = "c%d-%05d" % (index, i)
+            i += 1
+            body = os.urandom(64) + key.encode()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+                conn.request("PUT", "/v1/%s/%s" % (self.bucket, key), body=body,
+                             headers={"Connection": "close"})
+                status = conn.getresponse().status
+                conn.close()
+            except (OSError, http.client.HTTPException):
+                continue  # a connection of the killed worker: never acknowledged
+            if status == 201:
+                with self.lock:
+                    self.acked[key] = body
+
+    def count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+class RuntimeRebuild(unittest.TestCase):
+    def test_objects_stored_while_another_worker_rebuilds_are_listed(self):
+        """Three workers store while one of them rebuilds the volume's index
+        (moves it aside, builds a new one from the files): every object
+        acknowledged before, during and after the rebuild is in every
+        worker's listing and reads back, and the workers that held the old
+        files now hold the new ones."""
+        server = Moltd(self, workers=3, volumes=1).start()
+        data_file = os.path.join(server.volumes[0], "index", "data.mdb")
+        with Storer(server) as storer:
+            # Every worker holds the index open before the rebuild.
+            wait_for(lambda: all(maps_file(p, data_file) for p in worker_pids(server)), 60,
+                     "every worker to have the key index open")
+            survivors = [p for p in worker_pids(server)]
+            victim = start_rebuild_in_one_worker(server)
+            survivors.remove(victim)
+            wait_for(lambda: rebuilt(server, 0), 60, "a worker to rebuild the key index")
+            after_rebuild = storer.count()
+            wait_for(lambda: storer.count() >= after_rebuild + 150, 90,
+                     "150 more PUTs acknowledged after the rebuild")
+        acked = storer.acked
+        self.assertGreater(len(acked), 150)
+        self.assertTrue(os.path.isdir(os.path.join(server.volumes[0], "index.damaged")))
+        # A listing through each worker: many connections spread over all three.
+        wanted = set(acked)
+        for attempt in range(30):
+            listed = set(listed_keys(server, "rb"))
+            missing = wanted - listed
+            if missing:
+                self.fail("listing %d misses %d of %d acknowledged objects, e.g. %s" % (
+                attempt, len(missing), len(wanted), sorted(missing)[:5]))
+        for key, body in acked.items():
+            self.assertEqual(server.request("GET", "/v1/rb/" + key)[2], body, key)
+        self.assertEqual(sorted(listed_keys(server, "rb")), sorted(stored_keys(server.volumes, "rb")))
+        # The old workers followed the rebuild: the new data file is theirs.
+        for pid in survivors:
+            self.assertTrue(maps_file(pid, data_file), "worker %d still holds the old index" % pid)
+        print("\n%d objects acknowledged, every one listed and read back" % len(acked))
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (a master that drops to another user)")
+class RootRepair(unittest.TestCase):
+    def test_workers_as_nobody_rebuild_after_a_root_masters_repair(self):
+        """A root master's start check rebuilds a damaged index for workers
+        that run as nobody: the files it creates (the new index, index.lock,
+        index.damaged) are nobody's, so a worker's later rebuild works, and
+        every PUT and listing goes on."""
+        nobody = pwd.getpwnam("nobody")
+        server = Moltd(self, workers=2, volumes=1, extra_server="user = nobody")
+        os.chmod(server.dir, 0o755)
+        volume = server.volumes[0]
+        os.chown(volume, nobody.pw_uid, nobody.pw_gid)
+        server.start()
+        keys = ["k%02d" % i for i in range(10)]
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/own/" + key, body=key.encode())[0], 201)
+        self.assertEqual(server.stop(), 0)
+        damaged = os.path.join(volume, "index", "data.mdb")
+        with open(damaged, "r+b") as f:
+            f.write(os.urandom(min(os.path.getsize(damaged), 16384)))
+        server.start()
+        self.assertIn("key index of %s was damaged" % volume, server.log_text())
+        for name in ("index", "index/data.mdb", "index/lock.mdb", "index.lock", "index.damaged"):
+            path = os.path.join(volume, name)
+            self.assertTrue(os.path.exists(path), path)
+            self.assertEqual(os.stat(path).st_uid, nobody.pw_uid, path)
+        # A worker (nobody) rebuilds at runtime: it opens and locks
+        # index.lock and replaces index.damaged, both from the root repair.
+        mark = len(server.log_text())
+        start_rebuild_in_one_worker(server)
+        tried = []
+
+        def rebuilt_or_failed():
+            # The respawned worker rebuilds on its first use of the index.
+            key = "during%03d" % len(tried)
+            status = server.request("PUT", "/v1/own/" + key, body=b"d")[0]
+            tried.append(key)
+            if status == 201:
+                keys.append(key)
+            return rebuilt(server, mark) or "cannot" in server.log_text()[mark:]
+        wait_for(rebuilt_or_failed, 60, "a worker's rebuild")
+        self.assertNotIn("Permission denied", server.log_text()[mark:])
+        self.assertIn("rebuilt from the object files", server.log_text()[mark:])
+        self.assertFalse(os.path.exists(os.path.join(volume, "index.rebuilding")))
+        for i in range(10):
+            key = "after%02d" % i
+            self.assertEqual(server.request("PUT", "/v1/own/" + key, body=b"a")[0], 201)
+            keys.append(key)
+        self.assertEqual(listed_keys(server, "own"), sorted(keys))
+        self.assertEqual(server.stop(), 0)
+
+
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
+
+
+def volume_of(server, bucket, key):
+    """The volume whose object files hold `key` (read from their trailers)."""
+    for volume in server.volumes:
+        if key in stored_keys([volume], bucket):
+            return volume
+    return None
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class IndexIsolation(unittest.TestCase):
+    def test_a_rebuild_that_hangs_holds_up_no_other_volume(self):
+        """A worker's rebuild of one volume's index hangs (its rename of the
+        damaged files never returns); meanwhile the same worker stores on
+        and reads from the other volume."""
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1, volumes=2)
+        env, arm, fired = fault_env(server, "rename:worker:1:hang")
+        server.start(env=env)
+        for i in range(20):
+            self.assertEqual(server.request("PUT", "/v1/iso/k%d" % i, body=b"k%d" % i)[0], 201)
+        self.assertEqual(len(listed_keys(server, "iso")), 20)
+        stuck = server.volumes[1]
+        on_other = [k for k in ("k%d" % i for i in range(20)) if volume_of(server, "iso", k) == server.volumes[0]]
+        self.assertTrue(on_other)
+        # The respawned worker's first rename is its rebuild's move of VOLUME/index.
+        open(os.path.join(stuck, "index.rebuilding"), "w").close()
+        open(arm, "w").close()
+        old = worker_pids(server)[0]
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: [p for p in worker_pids(server) if p != old], 30, "the worker to be respawned")
+
+        def listing():
+            try:
+                server.connection(timeout=60).request("GET", "/v1/iso?limit=1")
+            except OSError:
+                pass
+        lister = threading.Thread(target=listing, daemon=True)
+        lister.start()
+        wait_for(lambda: os.path.exists(fired), 30, "the rebuild's rename to hang")
+        try:
+            started = time.monotonic()
+            for i in range(5):
+                key = "during%d" % i
+                conn = server.connection(timeout=15)
+                conn.request("PUT", "/v1/iso/" + key, body=key.encode())
+                self.assertEqual(conn.getresponse().status, 201, key)
+                conn.close()
+                self.assertEqual(server.request("GET", "/v1/iso/" + key)[2], key.encode())
+            self.assertEqual(server.request("GET", "/v1/iso/" + on_other[0])[2], on_other[0].encode())
+            print("\n5 PUTs and GETs on the other volume in %.2fs while the rebuild hung" % (
+                time.monotonic() - started))
+        finally:
+            os.unlink(arm)
+            os.killpg(server.pid, signal.SIGKILL)
+            server.proc.wait()
+
+
+if __name__ == "__main__":
+    unittest.main()
