@@ -17,7 +17,7 @@ import threading
 import time
 import unittest
 
-from molt_probe import Moltd, children_of, wait_for
+from molt_probe import MOLTD_FAULTY, Moltd, children_of, wait_for
 
 KEY = "/v1/cache/hot"
 
@@ -160,9 +160,12 @@ def wait_cache_serving(server, pids):
 
 
 class CacheTestBase(unittest.TestCase):
-    def start(self, graceful_timeout=2, **kw):
+    def start(self, graceful_timeout=2, env=None, **kw):
         server = Moltd(self, workers=2, graceful_timeout=graceful_timeout, keepalive_timeout=60,
-                       volumes=2, **kw).start()
+                       volumes=2, **kw)
+        if env == "faults":
+            env = dict(os.environ, MOLT_TEST_FAULT_FILE=os.path.join(server.dir, "fault"))
+        server.start(env=env)
         pids = current_workers(server)
         self.assertEqual(len(pids), 2)
         wait_cache_serving(server, pids)
@@ -437,6 +440,45 @@ class ReloadAcrossCache(CacheTestBase):
         self.across(server, signal.SIGHUP, 2)
         wait_cache_serving(server, current_workers(server, 2))
         self.across(server, signal.SIGUSR1, 3)
+        server.stop()
+
+
+class RollbackAcrossCache(CacheTestBase):
+    """Writes answered by a generation that fails its probation are seen by
+    the last good one when it takes over again with its warm caches."""
+
+    def test_rollback(self):
+        server, old_pids = self.start(env="faults", binary=MOLTD_FAULTY, probation=5)
+        server.request("PUT", KEY, body_of(1, 4096))
+        server.request("PUT", KEY + "-gone", body_of(2, 4096))
+        for pid, clients in clients_on(server, old_pids).items():
+            for c in clients:
+                self.check_get(c, 1, 4096, "warm worker %d" % pid)
+                status, _, _ = c.request("GET", KEY + "-gone")
+                self.assertEqual(status, 200)
+                c.close()
+        with open(os.path.join(server.dir, "fault.tmp"), "w") as f:
+            f.write("worker-crash 3.0\n")
+        os.rename(os.path.join(server.dir, "fault.tmp"), os.path.join(server.dir, "fault"))
+        server.send_signal(signal.SIGHUP)
+        server.wait_status(lambda s: s["probation"] is not None and s["generation"] == 2,
+                           "generation 2 on probation", 15)
+        # Answered by generation 2 (the last good one stands by and accepts nothing).
+        status, headers, _ = server.request("PUT", KEY, body_of(3, 4096))
+        self.assertEqual((status, headers.get("x-molt-generation")), (201, "2"))
+        status, headers, _ = server.request("DELETE", KEY + "-gone")
+        self.assertEqual((status, headers.get("x-molt-generation")), (204, "2"))
+        server.wait_status(lambda s: s["last_reload"] and
+                           s["last_reload"]["result"] == "rolled_back", "the rollback", 30)
+        wait_for(lambda: set(current_workers(server)) == set(old_pids) and
+                 set(children_of(server.pid)) == set(old_pids), 20, "only the last good workers")
+        for pid, clients in clients_on(server, old_pids).items():
+            for c in clients:
+                headers = self.check_get(c, 3, 4096, "worker %d after the rollback" % pid)
+                self.assertEqual(headers.get("x-molt-generation"), "1")
+                status, _, _ = c.request("GET", KEY + "-gone")
+                self.assertEqual(status, 404, "worker %d served a key deleted during probation" % pid)
+                c.close()
         server.stop()
 
 
