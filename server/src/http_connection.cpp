@@ -22,6 +22,8 @@
 
 #include "disk_pool.h"
 #include "md5.h"
+#include "object_versions.h"
+#include "open_file_cache.h"
 #include "object_key.h"
 #include "reload/json.h"
 #include "reload/log.h"
@@ -101,19 +103,6 @@ std::string originForm(const std::string& target) {
     return rest.front() == '?' ? "/" + rest : rest;
   }
   return target;
-}
-
-// "1732950000.12345", as printf("%.5f") would write it for the times moltd
-// stores, without printf's floating-point formatting on every GET.
-std::string swiftTimestamp(double seconds) {
-  if (!(seconds >= 0 && seconds < 1e13)) {
-    char text[64];
-    std::snprintf(text, sizeof text, "%.5f", seconds);
-    return text;
-  }
-  auto units = static_cast<uint64_t>(std::llround(seconds * 1e5));
-  std::string fraction = std::to_string(units % 100000);
-  return std::to_string(units / 100000) + "." + std::string(5 - fraction.size(), '0') + fraction;
 }
 
 }  // namespace
@@ -417,6 +406,9 @@ void Connection::requestFailed(const char* what) noexcept {
     responseStarted_ = false;
     outBuf_.clear();
     outSent_ = 0;
+    body_.reset();
+    bodyData_ = nullptr;
+    bodyLeft_ = 0;
     sendText(500, "internal error; see the server log");
     advance();
   } catch (...) {
@@ -620,8 +612,16 @@ void Connection::finishUpload() {
   }
   meta.timestamp = static_cast<double>(wallClockMicroseconds()) / 1e6;
   auto* state = upload_.get();
+  // Marked before any file is touched and bumped as soon as the store
+  // returns, on the pool, whatever the outcome and whether or not the
+  // client is still there: a reader's cached copy is never used past it.
+  std::shared_ptr<VersionWrite> mark =
+      shared_.versions.beginWrite(versionSlot(up.path.bucket, up.path.key));
   runOnDisk(
-      [state, meta] { state->attempt([&] { state->upload->commit(meta); }); },
+      [state, meta, mark] {
+        state->attempt([&] { state->upload->commit(meta); });
+        mark->end();
+      },
       [this, meta] {
         if (upload_->errorStatus) {
           int status = upload_->errorStatus;
@@ -642,27 +642,44 @@ void Connection::finishUpload() {
 // -------------------------------------------------------------------- GET
 
 void Connection::getObject(const ObjectPath& path) {
+  const size_t slot = versionSlot(path.bucket, path.key);
+  if (shared_.cacheUsable()) {
+    if (auto hit = shared_.cache.find(path.bucket, path.key, slot)) return answerGet(hit);
+  }
+  // Taken before the object is opened: a write answered after this shows
+  // as another stamp, and what is opened now is then never used again.
+  const VersionStamp before = shared_.versions.stamp(slot);
+  const uint64_t listVersion = shared_.store.volumeListVersion();
   std::optional<OpenObject> found;
   auto attempt = shared_.store.tryOpenCached(path.bucket, path.key, found, !headOnly_);
-  if (attempt == ObjectStore::Attempt::kFound) return answerGet(std::move(*found));
+  if (attempt == ObjectStore::Attempt::kFound) {
+    auto object = describeObject(std::move(*found));
+    object->slot = slot;
+    // Read whole unless a HEAD or too large for that: a descriptor is kept
+    // only for the large.
+    if (shared_.mayKeep(listVersion))
+      shared_.cache.keep(path.bucket, path.key, object, before, !headOnly_);
+    return answerGet(object);
+  }
   if (attempt == ObjectStore::Attempt::kMissing) return sendText(404, "no such object");
   auto result = std::make_shared<std::optional<OpenObject>>();
   runOnDisk([this, result, path] { *result = shared_.store.open(path.bucket, path.key); },
-            [this, result] {
+            [this, result, path, slot, before, listVersion] {
               if (!*result) return sendText(404, "no such object");
-              answerGet(std::move(**result));
+              auto object = describeObject(std::move(**result));
+              object->slot = slot;
+              if (shared_.mayKeep(listVersion))
+                shared_.cache.keep(path.bucket, path.key, object, before,
+                                   object->meta.size > ObjectStore::kWholeReadLimit);
+              answerGet(object);
             });
 }
 
-void Connection::answerGet(OpenObject obj) {
-  const ObjectMeta& meta = obj.meta;
+void Connection::answerGet(std::shared_ptr<const CachedObject> object) {
+  const ObjectMeta& meta = object->meta;
   auto common = [&](int status) {
     beginResponse(status);
-    addHeader("ETag", quoteEtag(meta.etag));
-    addHeader("Last-Modified", httpDate(meta.timestamp));
-    addHeader("X-Timestamp", swiftTimestamp(meta.timestamp));
-    addHeader("Accept-Ranges", "bytes");
-    for (const auto& [name, value] : meta.userMeta) addHeader("X-Object-Meta-" + name, value);
+    outBuf_ += object->headers;
   };
   const std::string* ifMatch = request_.find("If-Match");
   if (ifMatch && !etagListMatches(*ifMatch, meta.etag, true)) {
@@ -697,20 +714,24 @@ void Connection::answerGet(OpenObject obj) {
   }
   common(status);
   if (!contentRange.empty()) addHeader("Content-Range", contentRange);
-  addHeader("Content-Type", meta.contentType);
+  outBuf_ += object->contentTypeHeader;
   endHeaders(length);
   if (headOnly_ || length == 0) return startSending();
-  if (obj.dataLoaded) {  // read with the metadata: goes out with the headers in one write
-    outBuf_.append(obj.data, static_cast<size_t>(offset), static_cast<size_t>(length));
+  if (object->body) {
+    // Kept in memory: goes out with the headers in one sendmsg, uncopied.
+    body_ = object->body;
+    bodyData_ = body_->data() + offset;
+    bodyLeft_ = static_cast<size_t>(length);
     bodyBytesSent_ = length;
     return startSending();
   }
+  const int fd = object->file->get();
   if (length <= kSmallObject) {
     // Small bodies go out with the headers in one write.
     size_t head = outBuf_.size();
     outBuf_.resize(head + length);
     iovec iov{outBuf_.data() + head, length};
-    ssize_t n = preadv2(obj.fd.get(), &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+    ssize_t n = preadv2(fd, &iov, 1, static_cast<off_t>(offset), RWF_NOWAIT);
     if (n == static_cast<ssize_t>(length)) {
       bodyBytesSent_ = length;
       return startSending();
@@ -720,13 +741,12 @@ void Connection::answerGet(OpenObject obj) {
     if (n < 0 && errno != EAGAIN && errno != EOPNOTSUPP) {
       closeAfter_ = true;
       outBuf_.clear();
-      return sendStoreError(500, "cannot read an object on " + obj.volume + ": " + std::strerror(errno));
+      return sendStoreError(500, "cannot read an object on " + object->volume + ": " + std::strerror(errno));
     }
-    auto file = std::make_shared<OpenObject>(std::move(obj));
     auto got = std::make_shared<ssize_t>(0);
     runOnDisk(
-        [this, file, got, head, length, offset] {
-          *got = pread(file->fd.get(), outBuf_.data() + head, length, static_cast<off_t>(offset));
+        [this, object, got, head, length, offset] {
+          *got = pread(object->file->get(), outBuf_.data() + head, length, static_cast<off_t>(offset));
         },
         [this, got, length] {
           if (*got != static_cast<ssize_t>(length)) {
@@ -739,13 +759,7 @@ void Connection::answerGet(OpenObject obj) {
         });
     return;
   }
-  // No read-ahead through this descriptor: pages the kernel only began to
-  // read would pass for cached ones, and sendfile() would wait for them.
-  // The pool reads whole windows in itself.
-  if (int err = posix_fadvise(obj.fd.get(), 0, 0, POSIX_FADV_RANDOM); err != 0)
-    MOLT_LOG(kDebug) << "posix_fadvise(RANDOM) on an object: " << std::strerror(err)
-                     << "; a cold body may hold the loop";
-  file_ = std::make_shared<reload::Fd>(std::move(obj.fd));
+  file_ = object->file;
   fileOffset_ = static_cast<off_t>(offset);
   fileReadyTo_ = fileOffset_;
   fileLeft_ = length;
@@ -813,7 +827,16 @@ bool Connection::stepSendFile() {
 void Connection::deleteObject(const ObjectPath& path) {
   if (refuseIfReadOnly()) return;
   auto removed = std::make_shared<bool>(false);
-  runOnDisk([this, removed, path] { *removed = shared_.store.remove(path.bucket, path.key); },
+  std::shared_ptr<VersionWrite> mark = shared_.versions.beginWrite(versionSlot(path.bucket, path.key));
+  runOnDisk([this, removed, path, mark] {
+              try {
+                *removed = shared_.store.remove(path.bucket, path.key);
+              } catch (...) {
+                mark->end();  // before the 500: some copies may be gone
+                throw;
+              }
+              mark->end();
+            },
             [this, removed] {
               if (!*removed) return sendText(404, "no such object");
               beginResponse(204);
@@ -977,12 +1000,20 @@ void Connection::startSending() {
 }
 
 bool Connection::stepRespond() {
-  while (outSent_ < outBuf_.size()) {
+  while (outSent_ < outBuf_.size() || bodyLeft_ > 0) {
     if (!writeReady_) {
       armProgressTimer();
       return false;
     }
-    ssize_t n = send(fd_, outBuf_.data() + outSent_, outBuf_.size() - outSent_, MSG_NOSIGNAL);
+    // The headers and a body kept in memory in one call, neither copied.
+    iovec iov[2];
+    int count = 0;
+    if (outSent_ < outBuf_.size()) iov[count++] = {outBuf_.data() + outSent_, outBuf_.size() - outSent_};
+    if (bodyLeft_ > 0) iov[count++] = {const_cast<char*>(bodyData_), bodyLeft_};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(count);
+    ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
       writeReady_ = false;
@@ -994,11 +1025,17 @@ bool Connection::stepRespond() {
       close();
       return false;
     }
-    outSent_ += static_cast<size_t>(n);
-    socketBytesWritten_ += static_cast<uint64_t>(n);
+    auto sent = static_cast<size_t>(n);
+    socketBytesWritten_ += sent;
+    size_t fromHead = std::min(sent, outBuf_.size() - outSent_);
+    outSent_ += fromHead;
+    bodyData_ += sent - fromHead;
+    bodyLeft_ -= sent - fromHead;
   }
   outBuf_.clear();
   outSent_ = 0;
+  body_.reset();
+  bodyData_ = nullptr;
   if (file_) {
     phase_ = Phase::kSendFile;
     return true;
@@ -1154,6 +1191,8 @@ void Connection::close() {
   ::close(fd_);  // leaves the epoll set too: no other descriptor shares the socket
   fd_ = -1;
   file_.reset();
+  body_.reset();
+  bodyLeft_ = 0;
   abandonUpload();
   if (pendingDisk_ == 0) owner_.connectionClosed(this);
 }

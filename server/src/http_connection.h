@@ -76,7 +76,7 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   // The metadata the request's header gives an object at `path`.
   ObjectMeta metaFromHeader(const ObjectPath& path) const;
   void getObject(const ObjectPath& path);
-  void answerGet(OpenObject object);
+  void answerGet(std::shared_ptr<const CachedObject> object);
   void deleteObject(const ObjectPath& path);
   void listBucket(const std::string& bucket, const std::string& query);
   bool refuseIfReadOnly();
@@ -143,6 +143,10 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
 
   std::string outBuf_;
   size_t outSent_ = 0;
+  // A body kept in memory (open_file_cache.h), sent after outBuf_.
+  std::shared_ptr<const std::string> body_;
+  const char* bodyData_ = nullptr;
+  size_t bodyLeft_ = 0;
   bool responseStarted_ = false;
   bool counted_ = false;
   bool closeAfter_ = false;

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
+#include <cstdio>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -13,6 +15,7 @@
 #include <system_error>
 #include <thread>
 
+#include "disk_pool.h"
 #include "reload/event_loop.h"
 #include "reload/log.h"
 
@@ -176,7 +179,27 @@ size_t AccessLog::flush(int64_t timeoutMs) const {
 
 WorkerShared::WorkerShared(const ObjectServerConfig& cfg, uint64_t gen, AccessLog log,
                            reload::EventLoop& eventLoop)
-    : config(cfg), store(cfg.storage), generation(gen), accessLog(std::move(log)), loop(eventLoop) {}
+    : config(cfg), store(cfg.storage), generation(gen), accessLog(std::move(log)), loop(eventLoop) {
+  // The worker has not begun to serve: the tables it knows of now are
+  // mapped here; a volume added later has its table mapped on the pool.
+  // Workers start together: one creates a table while another may find it
+  // half made (no size or magic yet) for a few microseconds.
+  for (const auto& volume : store.volumes()) {
+    if (volume.problem == "not a directory") continue;
+    std::string error;
+    std::unique_ptr<VersionTable> table;
+    for (int attempt = 0; attempt < 100 && !table; ++attempt) {
+      if (attempt > 0) {
+        // Only a table that exists can be half made; otherwise the error stands.
+        if (access((volume.path + "/versions").c_str(), F_OK) != 0) break;
+        usleep(1000);
+      }
+      table = VersionTable::open(volume.path, error);
+    }
+    if (table) versions.add(std::move(table));
+    else MOLT_LOG(kInfo) << "open-file cache off for now: " << error;
+  }
+}
 
 const std::string& WorkerShared::dateHeader() {
   timespec now{};
@@ -184,8 +207,58 @@ const std::string& WorkerShared::dateHeader() {
   if (now.tv_sec != dateSecond_) {
     dateSecond_ = now.tv_sec;
     date_ = "Date: " + httpDate(static_cast<double>(now.tv_sec)) + "\r\n";
+    checkCacheIfDue();
   }
   return date_;
+}
+
+void WorkerShared::checkCacheIfDue() {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME_COARSE, &now);
+  if (now.tv_sec == cacheCheckSecond_) return;
+  cacheCheckSecond_ = now.tv_sec;
+  checkCache();
+}
+
+void WorkerShared::checkCache() {
+  // The list's version is read before the list: a rescan in between shows
+  // as a newer version at the next GET, which checks again.
+  const uint64_t listVersion = store.volumeListVersion();
+  std::vector<std::string> uncovered;
+  for (const auto& volume : store.volumes())
+    if (volume.problem != "not a directory" && !versions.covers(volume.path))
+      uncovered.push_back(volume.path);
+  cache.sweep();
+  const bool wasUsable = cache.usable();
+  const bool usable = uncovered.empty() &&
+                      versions.trusted(static_cast<uint64_t>(std::max<int64_t>(0, cacheCheckSecond_)));
+  if (usable) coveredListVersion_ = listVersion;
+  cache.setUsable(usable);
+  if (usable && !cacheAnnounced_) {
+    cacheAnnounced_ = true;
+    MOLT_LOG(kInfo) << "open-file cache serving (" << versions.tables() << " version tables)";
+  } else if (wasUsable && !usable) {
+    MOLT_LOG(kInfo) << "open-file cache off: " << uncovered.size()
+                    << " volumes have no version table mapped yet";
+  }
+  if (uncovered.empty() || mappingTables_ || !pool) return;
+  // Opening a table touches the volume: the pool does it.
+  mappingTables_ = true;
+  auto mapped = std::make_shared<std::vector<std::unique_ptr<VersionTable>>>();
+  auto errors = std::make_shared<std::vector<std::string>>();
+  pool->submit(
+      [uncovered, mapped, errors] {
+        for (const auto& path : uncovered) {
+          std::string error;
+          if (auto table = VersionTable::open(path, error)) mapped->push_back(std::move(table));
+          else errors->push_back(error);
+        }
+      },
+      [this, mapped, errors] {
+        mappingTables_ = false;
+        for (auto& table : *mapped) versions.add(std::move(table));
+        for (const auto& error : *errors) MOLT_LOG(kInfo) << "open-file cache off for now: " << error;
+      });
 }
 
 void WorkerShared::flushCounts() {
@@ -223,6 +296,18 @@ std::string httpDate(double epochSeconds) {
 }
 
 std::string quoteEtag(const std::string& etag) { return "\"" + etag + "\""; }
+
+std::string swiftTimestamp(double seconds) {
+  if (!(seconds >= 0 && seconds < 1e13)) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.5f", seconds);
+    return text;
+  }
+  auto units = static_cast<uint64_t>(std::llround(seconds * 1e5));
+  std::string fraction = std::to_string(units % 100000);
+  return std::to_string(units / 100000) + "." + std::string(5 - fraction.size(), '0') + fraction;
+}
+
 
 const char* reasonPhrase(int status) {
   switch (status) {

@@ -10,6 +10,8 @@
 #include "drain_state.h"
 #include "http_request.h"
 #include "object_store.h"
+#include "object_versions.h"
+#include "open_file_cache.h"
 #include "reload/event_loop.h"
 #include "reload/fd.h"
 #include "reload/shared_counters.h"
@@ -94,6 +96,30 @@ struct WorkerShared {
   // "Date: ...\r\n", formatted at most once a second.
   const std::string& dateHeader();
 
+  // The version tables of the volumes and what the worker keeps of the
+  // objects it served (open_file_cache.h).
+  ObjectVersions versions;
+  OpenFileCache cache{versions, OpenFileCache::Limits{}};
+  // Whether the cache may be used now: every volume the store reads has its
+  // table, checked at the store's current volume list. One atomic load.
+  bool cacheUsable() {
+    if (!cache.usable()) return false;
+    if (store.volumeListVersion() == coveredListVersion_) return true;
+    cache.setUsable(false);  // the volumes moved: checked again within a second
+    return false;
+  }
+  // Whether an object opened while the store's volume list was at
+  // `listVersion` may be kept.
+  bool mayKeep(uint64_t listVersion) {
+    return cacheUsable() && listVersion == coveredListVersion_;
+  }
+  // Once a second (and at the start): maps the tables of volumes that have
+  // none yet (on the pool), drops stale entries, decides whether the cache
+  // serves.
+  void checkCache();
+  // checkCache() when a second passed since the last one.
+  void checkCacheIfDue();
+
   // Request counters are summed here and added to the shared ones once per
   // turn of the loop: the shared slots are written by every worker, and an
   // atomic add per request and counter would bounce their cache lines.
@@ -105,6 +131,10 @@ struct WorkerShared {
 
  private:
   int64_t dateSecond_ = -1;
+  int64_t cacheCheckSecond_ = -1;
+  uint64_t coveredListVersion_ = UINT64_MAX;
+  bool mappingTables_ = false;
+  bool cacheAnnounced_ = false;
   std::string date_;
   static constexpr size_t kPendingSlots = 16;
   uint64_t pendingCounts_[kPendingSlots] = {};
@@ -114,6 +144,9 @@ struct WorkerShared {
 // Helpers the connection uses to answer.
 std::string httpDate(double epochSeconds);
 std::string quoteEtag(const std::string& etag);
+// "1732950000.12345", as printf("%.5f") would write it for the times moltd
+// stores (X-Timestamp, as Swift).
+std::string swiftTimestamp(double seconds);
 const char* reasonPhrase(int status);
 
 }  // namespace server

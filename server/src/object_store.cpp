@@ -445,6 +445,7 @@ std::vector<std::string> ObjectStore::rescan() {
   std::lock_guard<std::mutex> lock(mutex_);
   auto changes = volumeChanges(volumes_, fresh);
   volumes_ = std::move(fresh);
+  if (!changes.empty()) volumeListVersion_.fetch_add(1, std::memory_order_acq_rel);
   return changes;
 }
 

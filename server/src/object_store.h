@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -129,6 +130,9 @@ class ObjectStore {
   // Re-reads the volume list; returns one line per change, for the log.
   std::vector<std::string> rescan();
   std::vector<Volume> volumes() const;
+  // Counts the rescans that changed the volume list (one atomic load): a
+  // reader that keeps what it read knows when the volumes it read moved.
+  uint64_t volumeListVersion() const { return volumeListVersion_.load(std::memory_order_acquire); }
 
   // Throws StoreError (507 when no volume can take writes, or when the
   // announced size, if not 0, cannot fit on the chosen volume).
@@ -235,6 +239,7 @@ class ObjectStore {
   std::map<std::string, std::unique_ptr<GroupCommit<Placement>>> commits_;
   mutable std::mutex mutex_;
   std::vector<Volume> volumes_;
+  std::atomic<uint64_t> volumeListVersion_{0};
   mutable std::mutex indexMutex_;
   mutable std::map<std::string, std::shared_ptr<KeyIndex>> indexes_;
 };

@@ -384,6 +384,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     shared.keepaliveTimeoutMs = static_cast<int64_t>(master.keepaliveTimeout * 1000);
     shared.headerTimeoutMs = static_cast<int64_t>(config.clientHeaderTimeout * 1000);
     shared.minBodyRate = config.clientBodyMinRate;
+    shared.versions.setTrustAfter(master.gracefulTimeout);
     shared.headerLimits.maxHeaderBytes = static_cast<uint32_t>(config.maxHeaderSize);
     shared.counters = ctx.counters;
     shared.serverHeader = "Server: moltd/" + version + "\r\n";
@@ -438,6 +439,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     for (;;) {
       loop.runOnce(worker.acceptWaitMs(250));
       shared.flushCounts();
+      shared.checkCacheIfDue();
       worker.collectDead();
       worker.resumeAcceptsIfDue();
       int64_t now = loop.nowMs();
