@@ -82,6 +82,16 @@ class UdpAcrossReloads(unittest.TestCase):
     def test(self):
         svc = TestSvc(self, test_section="readiness = notify\n", workers=2).start()
         self.assertIn(" web", svc.get())
+        # The service's own name, nothing of moltd's.
+        self.assertEqual(svc.status()["service"], "molt-testsvc")
+        with open("/proc/%d/comm" % svc.pid) as f:
+            self.assertEqual(f.read().strip(), "molt-testsvc-ma")  # comm keeps 15 bytes
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", svc.admin_port, timeout=5)
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+        self.assertIn("molt_testsvc_reloads_total 0\n", metrics)
+        self.assertNotIn("moltd", metrics)
         inodes = udp_inodes(svc.udp_port)
         self.assertEqual(len(inodes), 1, "one UDP socket for every generation")
         prefix = "molt-testsvc-notify-%d-" % svc.pid

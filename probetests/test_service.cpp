@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
   try {
     if (check) {
       auto config = reload::loadConfig(configPath, service);
-      std::cout << reload::formatConfigCheckLine(service.version(), config->digest) << std::endl;
+      std::cout << reload::formatConfigCheckLine(service.name(), service.version(), config->digest) << std::endl;
       return 0;
     }
     reload::MasterOptions options;

@@ -346,7 +346,7 @@ HandoffEnv decodeHandoffText(const std::string& text) {
 }
 
 int writeHandoffMemfd(const std::string& text) {
-  Fd fd(memfd_create("moltd-handoff", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  Fd fd(memfd_create((serviceName() + "-handoff").c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) throwSysError("memfd_create for the handoff");
   if (!writeAll(fd.get(), text)) throwSysError("write the handoff memfd");
   if (fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
@@ -361,7 +361,7 @@ std::string readHandoffMemfd(int raw) {
   ssize_t n = readlink(proc.c_str(), link, sizeof link - 1);
   if (n < 0) throw std::invalid_argument("handoff fd " + std::to_string(raw) + " is not open");
   Fd fd(raw);
-  if (std::string(link, static_cast<size_t>(n)).rfind("/memfd:moltd-handoff", 0) != 0)
+  if (std::string(link, static_cast<size_t>(n)).rfind("/memfd:" + serviceName() + "-handoff", 0) != 0)
     throw std::invalid_argument("handoff fd " + std::to_string(raw) + " is not a handoff memfd");
   int seals = fcntl(fd.get(), F_GET_SEALS);
   constexpr int kWanted = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;

@@ -459,7 +459,8 @@ void MasterImpl::startFresh(bool afterExec) {
       std::ifstream comm("/proc/" + std::to_string(other) + "/comm");
       std::string name;
       std::getline(comm, name);
-      if (name.rfind("moltd", 0) == 0)
+      // comm is the first 15 bytes of the process's name.
+      if (name.rfind(serviceName().substr(0, 15), 0) == 0)
         throw std::runtime_error("already running as pid " + std::to_string(other) +
                                  " (pid file " + config_->master.pidFile + ")");
     }
@@ -1090,7 +1091,7 @@ void MasterImpl::startProbe(const std::string& trigger) {
                      // ends) so nothing waits for it.
                      if (probe_) onProbeExit(0);
                    }));
-    probe_->task.start("moltd-probe", "the " + trigger + " check", kMaxProbeOutput,
+    probe_->task.start(serviceName() + "-probe", "the " + trigger + " check", kMaxProbeOutput,
                        static_cast<int64_t>((now + kProbeTimeout) * 1000), [&](int out) -> int {
                          closeAllFdsExcept({out});
                          return writeAll(out, service_.runCheck(*config, trigger)) ? 0 : 1;
@@ -1827,7 +1828,7 @@ void MasterImpl::startValidation(ReloadKind kind) {
                           if (validation_) onValidationExit(0);
                         }));
     validation_->task.start(
-        "moltd-validate", "validation", kMaxValidationOutput,
+        serviceName() + "-validate", "validation", kMaxValidationOutput,
         static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
           closeAllFdsExcept({out});
           std::string result;
@@ -1913,12 +1914,13 @@ void MasterImpl::startHupReload(std::shared_ptr<const LoadedConfig> next) {
 void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
                                      const std::string& executable) {
   double limit = std::min(30.0, next->master.reloadTimeout);
+  std::vector<std::string> checkArgs = service_.validationArguments(options_.configPath);
   try {
     checker_.emplace(loop_, guarded("new binary check deadline", [this] {
                        if (checker_) onCheckerExit(0);  // killed; reaped whenever it ends
                      }));
     checker_->task.start(
-        "moltd-check", "the config check", kMaxCheckerOutput,
+        serviceName() + "-check", "the config check", kMaxCheckerOutput,
         static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
           if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0) return 126;
           closeAllFdsExcept({});
@@ -1931,9 +1933,7 @@ void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
           unsetenv("LISTEN_FDNAMES");
           std::vector<char*> args;
           args.push_back(const_cast<char*>(executable.c_str()));
-          args.push_back(const_cast<char*>("--check-config"));
-          args.push_back(const_cast<char*>("--config"));
-          args.push_back(const_cast<char*>(options_.configPath.c_str()));
+          for (auto& a : checkArgs) args.push_back(a.data());
           args.push_back(nullptr);
           execv(executable.c_str(), args.data());
           dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
@@ -1961,7 +1961,7 @@ void MasterImpl::onCheckerExit(int status) {
   if (outcome.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string output = outcome.output;
     while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
-    std::string reason = executable + " --check-config " +
+    std::string reason = executable + " " + service_.validationArguments(options_.configPath).front() + " " +
                          (outcome.timedOut ? "timed out" : describeWaitStatus(status)) +
                          (output.empty() ? "" : ": " + output);
     finishReload(ReloadKind::kSeamless, "refused", reason, state_.servingGeneration());
@@ -1969,14 +1969,15 @@ void MasterImpl::onCheckerExit(int status) {
     return;
   }
   std::string checkedVersion;
-  std::string notChecked = configCheckLineProblem(outcome.output, config->digest, checkedVersion);
+  std::string notChecked = configCheckLineProblem(service_.name(), outcome.output, config->digest, checkedVersion);
   if (!notChecked.empty()) {
-    finishReload(ReloadKind::kSeamless, "refused", executable + " --check-config: " + notChecked,
+    finishReload(ReloadKind::kSeamless, "refused", executable + " " + service_.validationArguments(options_.configPath).front() + ": " + notChecked,
                  state_.servingGeneration());
     processPending();
     return;
   }
-  MOLT_LOG(kInfo) << executable << " is moltd " << checkedVersion << " and accepts the configuration";
+  MOLT_LOG(kInfo) << executable << " is " << service_.name() << " " << checkedVersion
+                  << " and accepts the configuration";
   performExec(config, executable);
 }
 
@@ -2421,6 +2422,7 @@ AdminResponse MasterImpl::handleAdmin(const AdminRequest& request) {
 
 MasterSnapshot MasterImpl::snapshot() const {
   MasterSnapshot snap;
+  snap.service = service_.name();
   snap.version = service_.version();
   snap.pid = pid_;
   snap.phase = state_.phase();
@@ -2467,7 +2469,8 @@ std::string MasterImpl::metricsText() {
 
 int runMaster(Service& service, const MasterOptions& options) {
   blockHandledSignals();
-  setProcessName("moltd-master");
+  setServiceName(service.name());
+  setProcessName(serviceName() + "-master");
   MasterImpl master(service, options, readBoot());
   return master.run();
 }

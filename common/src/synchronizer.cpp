@@ -89,7 +89,7 @@ const char* describeSyncExit(int code) {
 
 int runSynchronizer(const SyncParams& params) noexcept {
   try {
-    setProcessName("moltd-sync");
+    setProcessName(serviceName() + "-sync");
     MOLT_LOG(kInfo) << "synchronizer pid " << getpid() << " holds " << params.listenerFds.size()
                     << " listeners and " << params.oldWorkers.size()
                     << " old workers; waiting for re-exec'ed master pid " << params.masterPid;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stddef.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -58,6 +59,9 @@ std::string notAListener(int fd) {
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addrLen) != 0 ||
         (addr.ss_family != AF_INET && addr.ss_family != AF_INET6))
       return "a datagram socket that is not IPv4 or IPv6";
+    in_port_t port = addr.ss_family == AF_INET ? reinterpret_cast<const sockaddr_in&>(addr).sin_port
+                                               : reinterpret_cast<const sockaddr_in6&>(addr).sin6_port;
+    if (port == 0) return "a datagram socket that is not bound";
     return "";
   }
   len = sizeof value;

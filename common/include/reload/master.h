@@ -125,6 +125,13 @@ class Service {
   // The service's name ("moltd"): the "service" of /status, the prefix of
   // its metrics, of its processes' titles and of its memfds.
   virtual std::string name() const = 0;
+  // The arguments (after the executable) of the validation run a seamless
+  // reload makes of the binary on disk before it execs it. The run must
+  // exit 0 and print formatConfigCheckLine(name(), version, digest).
+  // Never empty: its first argument names the run in messages.
+  virtual std::vector<std::string> validationArguments(const std::string& configPath) const {
+    return {"--check-config", "--config", configPath};
+  }
   // The listener kinds its workers serve (default: TCP and Unix stream).
   virtual ListenerKinds listenerKinds() const { return ListenerKinds{}; }
   // Readiness, drain signal and probation style of the generations started
