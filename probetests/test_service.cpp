@@ -61,7 +61,7 @@ void answerConnection(int fd, const std::string& body) {
   close(fd);
 }
 
-class TestService : public reload::Service {
+class TestService : public reload::TypedService<TestConfig> {
  public:
   std::string version() const override { return "0.0-test"; }
   std::string name() const override { return "molt-testsvc"; }
@@ -70,11 +70,8 @@ class TestService : public reload::Service {
     kinds.udp = true;
     return kinds;
   }
-  reload::GenerationPolicy generationPolicy(const reload::LoadedConfig& config) const override {
-    return static_cast<const TestConfig&>(*config.service).policy;
-  }
-  std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
-                                                           const reload::MasterConfig&) override {
+  reload::GenerationPolicy policy(const TestConfig& config) const override { return config.policy; }
+  std::shared_ptr<const TestConfig> parse(reload::IniConfig& ini, const reload::MasterConfig&) override {
     auto c = std::make_shared<TestConfig>();
     auto& r = c->policy.readiness;
     std::string mode = ini.getChoice("test", "readiness", "pipe", {"pipe", "notify", "delay", "connect", "http"});
@@ -102,9 +99,8 @@ class TestService : public reload::Service {
     return c;
   }
 
-  int runWorker(const reload::WorkerContext& ctx) noexcept override {
+  int serve(const reload::WorkerContext& ctx, const TestConfig& config) noexcept override {
     try {
-      const auto& config = static_cast<const TestConfig&>(*ctx.config->service);
       prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (getppid() != ctx.masterPid) return 0;
       reload::SignalFd signals;

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "reload/admin_server.h"
@@ -171,6 +172,44 @@ class Service {
   // Extra Prometheus lines for /metrics; `counters` are those the workers add to.
   virtual std::string metrics(const LoadedConfig& /*config*/, const SharedCounters& /*counters*/) {
     return "";
+  }
+};
+
+// A Service whose configuration is `Config` (a ServiceConfig): the library
+// does the one cast from the opaque configuration, so a service handles only
+// its own type.
+//
+//   struct EchoConfig : reload::ServiceConfig { std::string greeting; };
+//   class Echo : public reload::TypedService<EchoConfig> {
+//     std::shared_ptr<const EchoConfig> parse(reload::IniConfig&, const reload::MasterConfig&) override;
+//     int serve(const reload::WorkerContext&, const EchoConfig&) noexcept override;
+//     ...
+//   };
+template <class Config>
+class TypedService : public Service {
+  static_assert(std::is_base_of_v<ServiceConfig, Config>, "Config must derive from ServiceConfig");
+
+ public:
+  // The service's part of a validated configuration.
+  static const Config& configOf(const LoadedConfig& config) {
+    return static_cast<const Config&>(*config.service);
+  }
+  // Reads the service's sections (see Service::parseConfig).
+  virtual std::shared_ptr<const Config> parse(IniConfig& ini, const MasterConfig& master) = 0;
+  // Runs a worker (see Service::runWorker).
+  virtual int serve(const WorkerContext& context, const Config& config) noexcept = 0;
+  // The generations' policy for `config` (see Service::generationPolicy).
+  virtual GenerationPolicy policy(const Config& /*config*/) const { return GenerationPolicy{}; }
+
+  std::shared_ptr<const ServiceConfig> parseConfig(IniConfig& ini,
+                                                   const MasterConfig& master) final {
+    return parse(ini, master);
+  }
+  int runWorker(const WorkerContext& context) noexcept final {
+    return serve(context, configOf(*context.config));
+  }
+  GenerationPolicy generationPolicy(const LoadedConfig& config) const final {
+    return policy(configOf(config));
   }
 };
 
