@@ -90,6 +90,11 @@ BOOST_AUTO_TEST_CASE(udp_and_named_entries) {
   auto namedPath = ListenAddress::parse("app=unix:/run/a=b.sock");
   BOOST_TEST(namedPath.name == "app");
   BOOST_TEST(namedPath.path == "/run/a=b.sock");
+  // A host with '=' (or anything but a name's characters) is refused: its
+  // address would read back as a named entry.
+  BOOST_CHECK_THROW(ListenAddress::parse("r=u\x01v=dp:8"), std::invalid_argument);
+  BOOST_CHECK_THROW(ListenAddress::parse("a b:8"), std::invalid_argument);
+  BOOST_TEST(ListenAddress::parse("my-host_1.example:8").host == "my-host_1.example");
   for (const char* bad : {"udp:8125", "udp:unix:/x", "udp:a=127.0.0.1:1", "=127.0.0.1:1",
                           "udp:127.0.0.1:0", "udp:::1:53"}) {
     BOOST_CHECK_THROW(ListenAddress::parse(bad), std::invalid_argument);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/un.h>
 
+#include <cctype>
 #include <cstring>
 #include <stdexcept>
 
@@ -95,6 +96,11 @@ ListenAddress ListenAddress::parse(const std::string& raw) {
     if (address.host.find(':') != std::string::npos)
       throw std::invalid_argument("IPv6 addresses need brackets: '" + text + "'");
     if (address.host == "*") address.host.clear();
+    // A host name is letters, digits, '-', '.' and '_': nothing that could
+    // read back as a listener name ('='), a byte that is not text, a space.
+    for (unsigned char c : address.host)
+      if (!std::isalnum(c) && c != '-' && c != '.' && c != '_')
+        throw std::invalid_argument("'" + address.host + "' is not a host name or address");
     portText = text.substr(colon + 1);
   }
   address.port = parsePort(portText);
