@@ -467,7 +467,10 @@ class ForgedEnvironment(unittest.TestCase):
         with open(os.devnull) as f:
             self.assertIn("fd 3 is not a socket", self.listen_fds(1, f.fileno()))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            self.assertIn("fd 3 is not a stream socket", self.listen_fds(1, udp.fileno()))
+            self.assertIn("fd 3 is a datagram socket that is not bound", self.listen_fds(1, udp.fileno()))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as seqpacket:
+            self.assertIn("fd 3 is neither a stream nor a datagram socket",
+                          self.listen_fds(1, seqpacket.fileno()))
         with socket.socket() as unbound:
             self.assertIn("fd 3 is not listening", self.listen_fds(1, unbound.fileno()))
 

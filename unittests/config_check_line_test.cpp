@@ -12,7 +12,7 @@ const std::string kDigest(64, 'a');
 
 std::string problemOf(const std::string& output, std::string* version = nullptr) {
   std::string named;
-  std::string problem = configCheckLineProblem(output, kDigest, named);
+  std::string problem = configCheckLineProblem("moltd", output, kDigest, named);
   if (version) *version = named;
   return problem;
 }
@@ -23,13 +23,13 @@ BOOST_AUTO_TEST_SUITE(ConfigCheckLineTest)
 
 BOOST_AUTO_TEST_CASE(TheLineItselfProvesTheCheck) {
   std::string version;
-  BOOST_TEST(problemOf(formatConfigCheckLine("1.4.0", kDigest) + "\n", &version) == "");
+  BOOST_TEST(problemOf(formatConfigCheckLine("moltd", "1.4.0", kDigest) + "\n", &version) == "");
   BOOST_TEST(version == "1.4.0");
   // Warnings before or after it, with or without a final newline.
-  BOOST_TEST(problemOf("warning: x: unknown key\n" + formatConfigCheckLine("2.0-rc1+g1", kDigest) +
+  BOOST_TEST(problemOf("warning: x: unknown key\n" + formatConfigCheckLine("moltd", "2.0-rc1+g1", kDigest) +
                        "\nwarning: y\n", &version) == "");
   BOOST_TEST(version == "2.0-rc1+g1");
-  BOOST_TEST(problemOf(formatConfigCheckLine("1", kDigest)) == "");
+  BOOST_TEST(problemOf(formatConfigCheckLine("moltd", "1", kDigest)) == "");
 }
 
 BOOST_AUTO_TEST_CASE(AnythingElseIsRefusedWithTheReason) {
@@ -50,13 +50,13 @@ BOOST_AUTO_TEST_CASE(AnythingElseIsRefusedWithTheReason) {
 BOOST_AUTO_TEST_CASE(AnotherDigestIsAnotherConfiguration) {
   for (const std::string& other : {std::string(64, 'b'), kDigest + "a", kDigest.substr(1),
                                   std::string(""), kDigest + " "}) {
-    std::string problem = problemOf(formatConfigCheckLine("1.0", other) + "\n");
+    std::string problem = problemOf(formatConfigCheckLine("moltd", "1.0", other) + "\n");
     BOOST_TEST(problem.find("checked another configuration") != std::string::npos, problem);
   }
   // One line for the right digest among wrong ones is enough: the file was
   // checked as it is.
-  BOOST_TEST(problemOf(formatConfigCheckLine("1.0", std::string(64, 'b')) + "\n" +
-                       formatConfigCheckLine("1.0", kDigest) + "\n") == "");
+  BOOST_TEST(problemOf(formatConfigCheckLine("moltd", "1.0", std::string(64, 'b')) + "\n" +
+                       formatConfigCheckLine("moltd", "1.0", kDigest) + "\n") == "");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -171,6 +171,16 @@ BOOST_AUTO_TEST_CASE(descriptors_that_are_not_the_claimed_pipe_ends_are_not_trus
   env.notifyFd = notify.write.get();
   env.stateFd = state.write.get();
   BOOST_TEST(reload::checkHandoffFds(env).find("state fd") != std::string::npos);
+  env.stateFd = state.read.get();
+  // The workers' notify socket must be a Unix datagram socket.
+  env.workerNotifyFd = notify.read.get();
+  BOOST_TEST(reload::checkHandoffFds(env).find("worker notify fd") != std::string::npos);
+  reload::Fd datagram(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  env.workerNotifyFd = datagram.get();
+  BOOST_TEST(reload::checkHandoffFds(env) == "");
+  reload::Fd stream(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  env.workerNotifyFd = stream.get();
+  BOOST_TEST(reload::checkHandoffFds(env).find("worker notify fd") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(an_environment_without_a_handoff_is_a_fresh_start) {

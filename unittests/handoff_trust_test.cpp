@@ -42,6 +42,20 @@ BOOST_AUTO_TEST_CASE(text_round_trip) {
   BOOST_TEST(back.previousConfig == sample().previousConfig);
 }
 
+// The workers' notify socket rides along as an optional key: absent it is
+// -1 (an older image), present it is a passed descriptor distinct from the
+// others.
+BOOST_AUTO_TEST_CASE(worker_notify_fd_round_trip_and_bounds) {
+  BOOST_TEST(reload::decodeHandoffText(reload::encodeHandoffText(sample())).workerNotifyFd == -1);
+  HandoffEnv env = sample();
+  env.workerNotifyFd = 11;
+  BOOST_TEST(reload::decodeHandoffText(reload::encodeHandoffText(env)).workerNotifyFd == 11);
+  env.workerNotifyFd = 9;  // the counters' descriptor
+  BOOST_CHECK_THROW(reload::validateHandoff(env), std::invalid_argument);
+  env.workerNotifyFd = 2;
+  BOOST_CHECK_THROW(reload::validateHandoff(env), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(unknown_optional_keys_are_ignored_missing_required_ones_are_not) {
   std::string text = reload::encodeHandoffText(sample()) + "from_a_newer_image=42\n";
   BOOST_TEST(reload::decodeHandoffText(text).lastGeneration == 17u);

@@ -1,14 +1,19 @@
 #include <boost/test/unit_test.hpp>
+#include <cctype>
 #include <string>
 
+#include "reload/config_check_line.h"
 #include "reload/master_report.h"
 
 using reload::MasterSnapshot;
+using reload::metricsReport;
+using reload::statusReport;
 
 namespace {
 
 MasterSnapshot sample() {
   MasterSnapshot snap;
+  snap.service = "moltd";
   snap.version = "1.2.3";
   snap.pid = 4242;
   snap.phase = reload::Phase::kRunning;
@@ -74,6 +79,40 @@ BOOST_AUTO_TEST_CASE(metrics_count_workers_and_reloads) {
   BOOST_TEST(contains(metrics, "# TYPE moltd_reloads_total counter\n"));
   std::string status = reload::statusReport(snap).str();
   BOOST_TEST(contains(status, "\"last_reload\":{\"kind\":\"seamless\",\"result\":\"failed\",\"reason\":\"bind: in use\""));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(ServiceNameTest)
+
+// The library names nothing of its own: "service" in /status and every
+// metric's prefix are the service's name, made a valid Prometheus name.
+BOOST_AUTO_TEST_CASE(status_and_metrics_carry_the_services_name) {
+  for (const std::string name : {"moltd", "molt-run", "app.v2", "9lives"}) {
+    MasterSnapshot snap;
+    snap.service = name;
+    snap.version = "1";
+    BOOST_TEST(statusReport(snap).str().find("\"service\":\"" + name + "\"") != std::string::npos);
+    std::string prefix = reload::metricPrefix(name);
+    std::string metrics = metricsReport(snap);
+    BOOST_TEST(metrics.find(prefix + "reloads_total 0\n") != std::string::npos, metrics);
+    for (size_t at = metrics.find("# TYPE "); at != std::string::npos; at = metrics.find("# TYPE ", at + 1))
+      BOOST_TEST(metrics.compare(at + 7, prefix.size(), prefix) == 0, metrics.substr(at, 60));
+    for (char c : prefix) BOOST_TEST((std::isalnum(static_cast<unsigned char>(c)) || c == '_'));
+    BOOST_TEST(!std::isdigit(static_cast<unsigned char>(prefix[0])));
+    if (name != "moltd") BOOST_TEST(metrics.find("moltd") == std::string::npos);
+  }
+  BOOST_TEST(reload::metricPrefix("molt-run") == "molt_run_");
+  BOOST_TEST(reload::metricPrefix("moltd") == "moltd_");
+}
+
+BOOST_AUTO_TEST_CASE(check_line_names_the_service) {
+  std::string version;
+  std::string line = reload::formatConfigCheckLine("molt-run", "1.0", std::string(64, 'a'));
+  BOOST_TEST(line == "molt-run 1.0 configuration ok: sha256:" + std::string(64, 'a'));
+  BOOST_TEST(reload::configCheckLineProblem("molt-run", line, std::string(64, 'a'), version).empty());
+  // Another service's line proves nothing for this one.
+  BOOST_TEST(!reload::configCheckLineProblem("moltd", line, std::string(64, 'a'), version).empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -6,7 +6,6 @@ namespace reload {
 
 namespace {
 
-constexpr const char* kProgram = "moltd ";
 constexpr const char* kOk = " configuration ok: sha256:";
 constexpr size_t kMaxVersion = 64;
 
@@ -19,13 +18,14 @@ bool isVersion(const std::string& text) {
 
 }  // namespace
 
-std::string formatConfigCheckLine(const std::string& version, const std::string& digest) {
-  return kProgram + version + kOk + digest;
+std::string formatConfigCheckLine(const std::string& service, const std::string& version,
+                                  const std::string& digest) {
+  return service + " " + version + kOk + digest;
 }
 
-std::string configCheckLineProblem(const std::string& output, const std::string& digest,
-                                   std::string& version) {
-  const std::string program = kProgram;
+std::string configCheckLineProblem(const std::string& service, const std::string& output,
+                                   const std::string& digest, std::string& version) {
+  const std::string program = service + " ";
   const std::string ok = kOk;
   bool sawLine = false;
   std::string otherDigest;
@@ -52,7 +52,7 @@ std::string configCheckLineProblem(const std::string& output, const std::string&
     return "it checked another configuration (sha256:" + otherDigest.substr(0, 64) +
            ", not sha256:" + digest + "); the file changed during the check";
   return "it exited 0 without the line \"" + program + "<version>" + ok +
-         "<digest>\": not a moltd that checked the configuration";
+         "<digest>\": not a " + service + " that checked the configuration";
 }
 
 }  // namespace reload

@@ -176,8 +176,9 @@ void validateHandoff(const HandoffEnv& env) {
   fd(env.stateFd, "state fd", env.rollback);
   fd(env.countersFd, "counters fd", true);
   fd(env.binaryFd, "binary fd", true);
+  fd(env.workerNotifyFd, "worker notify fd", true);
   std::vector<int> fds;
-  for (int f : {env.notifyFd, env.stateFd, env.countersFd, env.binaryFd})
+  for (int f : {env.notifyFd, env.stateFd, env.countersFd, env.binaryFd, env.workerNotifyFd})
     if (f != -1) fds.push_back(f);
   std::sort(fds.begin(), fds.end());
   if (std::adjacent_find(fds.begin(), fds.end()) != fds.end())
@@ -240,6 +241,7 @@ std::string encodeHandoffText(const HandoffEnv& env) {
   for (const auto& c : env.children) put("child", encodeChild(c));
   if (!env.previousConfig.empty()) put("previous_config", hexOf(env.previousConfig));
   if (env.binaryFd != -1) put("binary_fd", std::to_string(env.binaryFd));
+  if (env.workerNotifyFd != -1) put("worker_notify_fd", std::to_string(env.workerNotifyFd));
   if (env.probation) put("probation", "1");
   if (!env.config.empty()) put("config", hexOf(env.config));
   if (env.rollback) put("rollback", "1");
@@ -301,6 +303,8 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       }
     } else if (key == "binary_fd") {
       env.binaryFd = toSmallInt(value, "binary_fd");
+    } else if (key == "worker_notify_fd") {
+      env.workerNotifyFd = toSmallInt(value, "worker_notify_fd");
     } else if (key == "probation") {
       env.probation = value == "1";
     } else if (key == "config") {
@@ -342,7 +346,7 @@ HandoffEnv decodeHandoffText(const std::string& text) {
 }
 
 int writeHandoffMemfd(const std::string& text) {
-  Fd fd(memfd_create("moltd-handoff", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  Fd fd(memfd_create((serviceName() + "-handoff").c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) throwSysError("memfd_create for the handoff");
   if (!writeAll(fd.get(), text)) throwSysError("write the handoff memfd");
   if (fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
@@ -357,7 +361,7 @@ std::string readHandoffMemfd(int raw) {
   ssize_t n = readlink(proc.c_str(), link, sizeof link - 1);
   if (n < 0) throw std::invalid_argument("handoff fd " + std::to_string(raw) + " is not open");
   Fd fd(raw);
-  if (std::string(link, static_cast<size_t>(n)).rfind("/memfd:moltd-handoff", 0) != 0)
+  if (std::string(link, static_cast<size_t>(n)).rfind("/memfd:" + serviceName() + "-handoff", 0) != 0)
     throw std::invalid_argument("handoff fd " + std::to_string(raw) + " is not a handoff memfd");
   int seals = fcntl(fd.get(), F_GET_SEALS);
   constexpr int kWanted = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;

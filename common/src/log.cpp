@@ -1,5 +1,6 @@
 #include "reload/log.h"
 
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include <system_error>
 
 #include "reload/fd.h"
+#include "reload/process.h"
 #include "reload/sys_error.h"
 
 namespace reload::log {
@@ -84,7 +86,7 @@ void formatRecord(const boost::log::record_view& rec, boost::log::formatting_ost
   auto pid = boost::log::extract<int>("Pid", rec);
   auto role = boost::log::extract<std::string>("Role", rec);
   auto gen = boost::log::extract<uint64_t>("Generation", rec);
-  out << utcTimestamp(3) << " moltd[" << (pid ? *pid : 0) << "] " << (role ? *role : "?")
+  out << utcTimestamp(3) << " " << serviceName() << "[" << (pid ? *pid : 0) << "] " << (role ? *role : "?")
       << " gen=" << (gen ? *gen : 0) << " " << (sev ? severityName(*sev) : "?") << ": "
       << rec[boost::log::expressions::smessage];
 }

@@ -1,12 +1,21 @@
 #include "reload/master_report.h"
 
+#include <cctype>
 #include <sstream>
 
 namespace reload {
 
+std::string metricPrefix(const std::string& service) {
+  // Prometheus names are [a-zA-Z_:][a-zA-Z0-9_:]*: "molt-run" is "molt_run_".
+  std::string prefix;
+  for (char c : service) prefix += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  if (prefix.empty() || std::isdigit(static_cast<unsigned char>(prefix[0]))) prefix = "_" + prefix;
+  return prefix + "_";
+}
+
 JsonObject statusReport(const MasterSnapshot& snap) {
   JsonObject s;
-  s.add("service", "moltd");
+  s.add("service", snap.service);
   s.add("version", snap.version);
   s.add("pid", static_cast<int64_t>(snap.pid));
   s.add("state", phaseName(snap.phase));
@@ -80,11 +89,12 @@ JsonObject statusReport(const MasterSnapshot& snap) {
 
 std::string metricsReport(const MasterSnapshot& snap) {
   std::ostringstream m;
-  auto gauge = [&](const char* name, const char* help, double value) {
+  const std::string prefix = metricPrefix(snap.service);
+  auto gauge = [&](const std::string& name, const char* help, double value) {
     m << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n"
       << name << " " << value << "\n";
   };
-  auto counter = [&](const char* name, const char* help, uint64_t value) {
+  auto counter = [&](const std::string& name, const char* help, uint64_t value) {
     m << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n"
       << name << " " << value << "\n";
   };
@@ -93,32 +103,32 @@ std::string metricsReport(const MasterSnapshot& snap) {
     if (w.state == WorkerState::kDraining) ++draining;
     if (w.state == WorkerState::kStandby) ++standby;
   }
-  gauge("moltd_generation", "Generation of the workers now serving.",
+  gauge(prefix + "generation", "Generation of the workers now serving.",
         static_cast<double>(snap.servingGeneration));
-  gauge("moltd_workers", "Workers of the serving generation.",
+  gauge(prefix + "workers", "Workers of the serving generation.",
         static_cast<double>(snap.workers.size() - draining - standby));
-  gauge("moltd_standby_workers",
+  gauge(prefix + "standby_workers",
         "Workers of the last good generation standing by while a reload is on probation.",
         static_cast<double>(standby));
-  gauge("moltd_probation", "1 while a reload's generation is on probation.",
+  gauge(prefix + "probation", "1 while a reload's generation is on probation.",
         snap.probation ? 1 : 0);
-  gauge("moltd_draining_workers", "Old workers still finishing their requests.",
+  gauge(prefix + "draining_workers", "Old workers still finishing their requests.",
         static_cast<double>(draining));
-  gauge("moltd_uptime_seconds", "Seconds since the master first started.",
+  gauge(prefix + "uptime_seconds", "Seconds since the master first started.",
         static_cast<double>(snap.nowEpoch - snap.startedEpoch));
-  m << "# HELP moltd_listener_listening Whether a listening socket the master holds still "
+  m << "# HELP " << prefix << "listener_listening Whether a listening socket the master holds still "
        "listens (1) or was shut down by one of its holders (0).\n"
-       "# TYPE moltd_listener_listening gauge\n";
+       "# TYPE " << prefix << "listener_listening gauge\n";
   for (const auto& l : snap.listeners)
-    m << "moltd_listener_listening{address=\"" << prometheusLabel(l.address) << "\",role=\""
+    m << prefix << "listener_listening{address=\"" << prometheusLabel(l.address) << "\",role=\""
       << prometheusLabel(l.role) << "\"} " << (l.listening ? 1 : 0) << "\n";
-  counter("moltd_reloads_total", "Reloads that completed.", snap.counters.reloadsOk);
-  counter("moltd_reloads_failed_total", "Reloads refused or failed.", snap.counters.reloadsFailed);
-  counter("moltd_worker_restarts_total", "Workers respawned after an unexpected exit.",
+  counter(prefix + "reloads_total", "Reloads that completed.", snap.counters.reloadsOk);
+  counter(prefix + "reloads_failed_total", "Reloads refused or failed.", snap.counters.reloadsFailed);
+  counter(prefix + "worker_restarts_total", "Workers respawned after an unexpected exit.",
           snap.counters.workerRestarts);
-  counter("moltd_drain_kills_total", "Old workers killed at a drain deadline.",
+  counter(prefix + "drain_kills_total", "Old workers killed at a drain deadline.",
           snap.counters.drainKills);
-  counter("moltd_reload_rollbacks_total",
+  counter(prefix + "reload_rollbacks_total",
           "Reloads whose generation failed its probation and was rolled back.",
           snap.counters.rollbacks);
   return m.str();

@@ -1,6 +1,7 @@
 #include "reload/process.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -39,6 +40,16 @@ std::string describeWaitStatus(int status) {
   }
   return "changed state (" + std::to_string(status) + ")";
 }
+
+namespace {
+std::string& serviceNameStorage() {
+  static std::string name = program_invocation_short_name;
+  return name;
+}
+}  // namespace
+
+void setServiceName(const std::string& name) { serviceNameStorage() = name; }
+const std::string& serviceName() { return serviceNameStorage(); }
 
 void setProcessName(const std::string& name) {
   prctl(PR_SET_NAME, name.substr(0, 15).c_str(), 0, 0, 0);

@@ -7,6 +7,7 @@
 #include <string>
 #include <unistd.h>
 
+#include "reload/process.h"
 #include "reload/sys_error.h"
 
 namespace reload {
@@ -15,7 +16,7 @@ SharedCounters::SharedCounters(int inheritedFd) {
   constexpr size_t kBytes = kSlots * sizeof(std::atomic<uint64_t>);
   fd_ = inheritedFd;
   if (fd_ < 0) {
-    fd_ = memfd_create("moltd-counters", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    fd_ = memfd_create((serviceName() + "-counters").c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd_ < 0) throwSysError("memfd_create for counters");
     // Sealed at its size, so that no holder of the descriptor can shrink it
     // under the mappings (every worker would then die of SIGBUS).

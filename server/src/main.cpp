@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
       auto config = reload::loadConfig(configPath, service);
       // The versioned line first, so that no amount of warnings pushes it
       // past what a running image reads of the output.
-      std::cout << reload::formatConfigCheckLine(server::moltVersion(), config->digest) << "\n"
+      std::cout << reload::formatConfigCheckLine(service.name(), server::moltVersion(), config->digest) << "\n"
                 << std::flush;
       for (const auto& w : config->warnings) std::cerr << "warning: " << w << "\n";
       return 0;

@@ -29,13 +29,13 @@ namespace server {
 
 std::string MoltdService::version() const { return moltVersion(); }
 
-std::shared_ptr<const reload::ServiceConfig> MoltdService::parseConfig(
+std::shared_ptr<const ObjectServerConfig> MoltdService::parse(
     reload::IniConfig& ini, const reload::MasterConfig& /*master*/) {
   return parseObjectServerConfig(ini);
 }
 
-int MoltdService::runWorker(const reload::WorkerContext& context) noexcept {
-  const auto& config = static_cast<const ObjectServerConfig&>(*context.config->service);
+int MoltdService::serve(const reload::WorkerContext& context,
+                        const ObjectServerConfig& config) noexcept {
   return runObjectWorker(context, config, version());
 }
 
@@ -71,7 +71,7 @@ int firstUnwritableAs(const std::string& user, const std::vector<std::string>& p
 }  // namespace
 
 void MoltdService::checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) {
-  const auto& cfg = static_cast<const ObjectServerConfig&>(*config.service);
+  const auto& cfg = configOf(config);
   if (cfg.accessLog != "off") {
     reload::Fd fd(open(cfg.accessLog.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
     if (!fd)
@@ -98,7 +98,7 @@ void MoltdService::checkEnvironment(const reload::LoadedConfig& config, reload::
 }
 
 std::string MoltdService::runCheck(const reload::LoadedConfig& config, const std::string& trigger) {
-  const auto& storage = static_cast<const ObjectServerConfig&>(*config.service).storage;
+  const auto& storage = configOf(config).storage;
   auto volumes = scanVolumes(storage);
   std::string out;
   // Only the uploads of dead workers (a crash, a respawn) go, at start too:
@@ -128,7 +128,7 @@ std::string MoltdService::runCheck(const reload::LoadedConfig& config, const std
 
 void MoltdService::applyCheck(const reload::LoadedConfig& config, const std::string& trigger,
                               const std::string& result) {
-  const auto& storage = static_cast<const ObjectServerConfig&>(*config.service).storage;
+  const auto& storage = configOf(config).storage;
   std::vector<Volume> fresh;
   bool readOnly = readOnly_;
   std::istringstream lines(result);
@@ -184,7 +184,7 @@ void MoltdService::checkFailed(const std::string& what) {
 }
 
 double MoltdService::checkInterval(const reload::LoadedConfig& config) const {
-  const auto& storage = static_cast<const ObjectServerConfig&>(*config.service).storage;
+  const auto& storage = configOf(config).storage;
   double a = storage.volumeScanInterval;
   double b = storage.readOnlyCheckInterval;
   if (a <= 0) return b;

@@ -5,6 +5,7 @@
 
 #include "object_store.h"
 #include "reload/master.h"
+#include "server_config.h"
 
 namespace server {
 
@@ -21,12 +22,20 @@ inline std::string prometheusLabelValue(const std::string& text) {
   return out;
 }
 
-class MoltdService : public reload::Service {
+class MoltdService : public reload::TypedService<ObjectServerConfig> {
  public:
   std::string version() const override;
-  std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
-                                                           const reload::MasterConfig& master) override;
-  int runWorker(const reload::WorkerContext& context) noexcept override;
+  std::string name() const override { return "moltd"; }
+  // The ready pipe, SIGTERM to drain, standby probation, and SIGUSR2
+  // forwarded (workers re-check the read-only flag and the volumes).
+  reload::GenerationPolicy policy(const ObjectServerConfig& /*config*/) const override {
+    reload::GenerationPolicy policy;
+    policy.recheckSignal = SIGUSR2;
+    return policy;
+  }
+  std::shared_ptr<const ObjectServerConfig> parse(reload::IniConfig& ini,
+                                                  const reload::MasterConfig& master) override;
+  int serve(const reload::WorkerContext& context, const ObjectServerConfig& config) noexcept override;
   // Every configured volume must be a directory that `user` (or moltd's own
   // user) can write; the access log must open for append.
   void checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) override;

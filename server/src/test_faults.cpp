@@ -79,7 +79,8 @@ int answer500(const reload::WorkerContext& ctx) {
 
 }  // namespace
 
-int FaultyService::runWorker(const reload::WorkerContext& context) noexcept {
+int FaultyService::serve(const reload::WorkerContext& context,
+                         const ObjectServerConfig& config) noexcept {
   Fault fault = readFault();
   if (fault.kind == "worker-500") return answer500(context);
   if (fault.kind == "worker-crash") {
@@ -90,7 +91,7 @@ int FaultyService::runWorker(const reload::WorkerContext& context) noexcept {
     if (when.it_value.tv_sec == 0 && when.it_value.tv_usec == 0) when.it_value.tv_usec = 1;
     setitimer(ITIMER_REAL, &when, nullptr);
   }
-  return MoltdService::runWorker(context);
+  return MoltdService::serve(context, config);
 }
 
 void armMasterFault() {

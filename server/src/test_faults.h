@@ -15,7 +15,7 @@ namespace server {
 
 class FaultyService : public MoltdService {
  public:
-  int runWorker(const reload::WorkerContext& context) noexcept override;
+  int serve(const reload::WorkerContext& context, const ObjectServerConfig& config) noexcept override;
 };
 
 // Arms a master fault, if one is set and this image was started by a

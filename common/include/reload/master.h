@@ -5,10 +5,12 @@
 // A server plugs in through Service; nothing here knows what workers serve.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "reload/admin_server.h"
@@ -34,12 +36,84 @@ struct LoadedConfig {
   std::vector<std::string> warnings;  // unknown keys
 };
 
+// One listener a worker gets, in the order of the configuration's `bind`.
+struct WorkerListener {
+  int fd = -1;
+  std::string name;  // the entry's NAME=, "" when it has none
+  ListenAddress::Kind kind = ListenAddress::Kind::kTcp;
+  std::string address;  // ListenAddress::toString()
+};
+
+// The listener kinds a service serves; a `bind` entry of another kind is
+// refused by validation (file, key and reason).
+struct ListenerKinds {
+  bool tcp = true;
+  bool unixStream = true;
+  bool udp = false;
+  bool accepts(ListenAddress::Kind kind) const {
+    return kind == ListenAddress::Kind::kTcp    ? tcp
+           : kind == ListenAddress::Kind::kUnix ? unixStream
+                                                : udp;
+  }
+};
+
+// How the master learns that a worker of a new generation serves.
+enum class Readiness {
+  kReadyPipe,     // the worker calls signalWorkerReady() (a byte on a pipe)
+  kNotify,        // READY=1 on WorkerContext::notifySocket (systemd's sd_notify)
+  kDelay,         // delaySeconds after the worker started
+  kConnectProbe,  // a TCP (or Unix) connection to probeAddress succeeds
+  kHttpProbe,     // GET probePath on probeAddress answers 2xx or 3xx
+};
+
+struct ReadinessCheck {
+  Readiness mode = Readiness::kReadyPipe;
+  double delaySeconds = 0;  // kDelay
+  // The probes' address, resolved by validation (resolveListenAddress). A
+  // probe answered by another generation's worker counts too: point it at
+  // an address only the new worker serves (its port + slot with
+  // probePortPerSlot), not at a listener every generation shares.
+  ListenAddress probeAddress;
+  bool probePortPerSlot = false;
+  std::string probePath = "/";      // kHttpProbe
+  double probeIntervalSeconds = 0.1;  // between attempts, until reload_timeout
+};
+
+// What the last good generation does while a new one is on probation.
+enum class ProbationStyle {
+  // It stops accepting but stands by, listeners open (SIGUSR1 from the
+  // master; SIGHUP takes over again): a service written for the library.
+  kStandby,
+  // It goes on serving untouched and gets the drain signal only once the
+  // new generation passed; a new one that fails is stopped and the old one
+  // never noticed: for programs that know nothing of the library.
+  kCanary,
+};
+
+// A service's choices for the generations of one configuration
+// (Service::generationPolicy).
+struct GenerationPolicy {
+  ReadinessCheck readiness;
+  // Tells a worker to stop accepting and finish (SIGKILL follows after
+  // graceful_timeout).
+  int drainSignal = SIGTERM;
+  ProbationStyle probation = ProbationStyle::kStandby;
+  // Forwarded to the serving workers when the master gets SIGUSR2 (moltd's
+  // re-check); 0 forwards nothing.
+  int recheckSignal = 0;
+};
+
 struct WorkerContext {
   uint64_t generation = 0;
   int slot = 0;
   pid_t masterPid = 0;
   std::vector<int> listenerFds;  // public listeners, non-blocking
-  int readyFd = -1;  // see signalWorkerReady()
+  std::vector<WorkerListener> listeners;  // the same, with names and kinds
+  int readyFd = -1;  // see signalWorkerReady(); -1 unless Readiness::kReadyPipe
+  // Readiness::kNotify: the NOTIFY_SOCKET value for this worker ("@name" of
+  // an abstract socket the master reads); "" otherwise. NOTIFY_SOCKET itself
+  // is unset in the worker: the service sets it for what it execs.
+  std::string notifySocket;
   int nice = 0;      // the priority to serve at, once ready
   std::shared_ptr<const LoadedConfig> config;
   SharedCounters* counters = nullptr;  // shared with every process of the server
@@ -49,6 +123,24 @@ class Service {
  public:
   virtual ~Service() = default;
   virtual std::string version() const = 0;
+  // The service's name ("moltd"): the "service" of /status, the prefix of
+  // its metrics, of its processes' titles and of its memfds.
+  virtual std::string name() const = 0;
+  // The arguments (after the executable) of the validation run a seamless
+  // reload makes of the binary on disk before it execs it. The run must
+  // exit 0 and print formatConfigCheckLine(name(), version, digest).
+  // Never empty: its first argument names the run in messages.
+  virtual std::vector<std::string> validationArguments(const std::string& configPath) const {
+    return {"--check-config", "--config", configPath};
+  }
+  // The listener kinds its workers serve (default: TCP and Unix stream).
+  virtual ListenerKinds listenerKinds() const { return ListenerKinds{}; }
+  // Readiness, drain signal and probation style of the generations started
+  // with `config` (default: the ready pipe, SIGTERM, standby). Pure: called
+  // on the master's loop.
+  virtual GenerationPolicy generationPolicy(const LoadedConfig& /*config*/) const {
+    return GenerationPolicy{};
+  }
   // Reads the service's sections; records problems in `ini`. Pure: no disk
   // access and no name lookups (the master calls it on its loop).
   virtual std::shared_ptr<const ServiceConfig> parseConfig(IniConfig& ini,
@@ -80,6 +172,44 @@ class Service {
   // Extra Prometheus lines for /metrics; `counters` are those the workers add to.
   virtual std::string metrics(const LoadedConfig& /*config*/, const SharedCounters& /*counters*/) {
     return "";
+  }
+};
+
+// A Service whose configuration is `Config` (a ServiceConfig): the library
+// does the one cast from the opaque configuration, so a service handles only
+// its own type.
+//
+//   struct EchoConfig : reload::ServiceConfig { std::string greeting; };
+//   class Echo : public reload::TypedService<EchoConfig> {
+//     std::shared_ptr<const EchoConfig> parse(reload::IniConfig&, const reload::MasterConfig&) override;
+//     int serve(const reload::WorkerContext&, const EchoConfig&) noexcept override;
+//     ...
+//   };
+template <class Config>
+class TypedService : public Service {
+  static_assert(std::is_base_of_v<ServiceConfig, Config>, "Config must derive from ServiceConfig");
+
+ public:
+  // The service's part of a validated configuration.
+  static const Config& configOf(const LoadedConfig& config) {
+    return static_cast<const Config&>(*config.service);
+  }
+  // Reads the service's sections (see Service::parseConfig).
+  virtual std::shared_ptr<const Config> parse(IniConfig& ini, const MasterConfig& master) = 0;
+  // Runs a worker (see Service::runWorker).
+  virtual int serve(const WorkerContext& context, const Config& config) noexcept = 0;
+  // The generations' policy for `config` (see Service::generationPolicy).
+  virtual GenerationPolicy policy(const Config& /*config*/) const { return GenerationPolicy{}; }
+
+  std::shared_ptr<const ServiceConfig> parseConfig(IniConfig& ini,
+                                                   const MasterConfig& master) final {
+    return parse(ini, master);
+  }
+  int runWorker(const WorkerContext& context) noexcept final {
+    return serve(context, configOf(*context.config));
+  }
+  GenerationPolicy generationPolicy(const LoadedConfig& config) const final {
+    return policy(configOf(config));
   }
 };
 

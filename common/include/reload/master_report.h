@@ -44,6 +44,7 @@ struct ProbationReport {
 };
 
 struct MasterSnapshot {
+  std::string service;  // Service::name(): "service" in /status, the metrics' prefix
   std::string version;
   pid_t pid = 0;
   Phase phase = Phase::kRunning;
@@ -67,6 +68,9 @@ struct MasterSnapshot {
 JsonObject statusReport(const MasterSnapshot& snapshot);
 // The master's part of /metrics, in the Prometheus text format.
 std::string metricsReport(const MasterSnapshot& snapshot);
+// The prefix of the service's metrics: its name with every character that
+// cannot be in a Prometheus name made '_', then '_' ("moltd_").
+std::string metricPrefix(const std::string& service);
 // A label value as the Prometheus text format wants it.
 std::string prometheusLabel(const std::string& value);
 

@@ -20,6 +20,11 @@ std::string describeWaitStatus(int status);
 
 // Sets the name ps, top and /proc/PID/comm show (15 characters at most).
 void setProcessName(const std::string& name);
+// The service's name for the names the library gives its processes, memfds
+// and log lines ("moltd-master", "moltd-handoff", "moltd[pid]"). runMaster
+// sets it from Service::name(); until then, the program's short name.
+void setServiceName(const std::string& name);
+const std::string& serviceName();
 
 // Closes every descriptor >= 3 that is not in `keep`. For a freshly forked
 // child, so that it holds only what it needs. Throws std::system_error.
