@@ -1,5 +1,6 @@
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,8 @@
 #include <cstdlib>
 #include <string>
 #include <vector>
+
+#include <lmdb.h>
 
 #include "key_index.h"
 #include "object_store.h"
@@ -62,6 +65,54 @@ size_t objectFiles(const std::string& volume) {
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(KeyIndexTest)
+
+// How many entries another process finds committed in the index: a child
+// reads the files on its own, read-only, as another worker would.
+long committedEntries(const std::string& volume) {
+  pid_t child = fork();
+  if (child == 0) {
+    alarm(20);
+    MDB_env* env = nullptr;
+    MDB_txn* txn = nullptr;
+    MDB_dbi dbi = 0;
+    MDB_stat stat{};
+    if (mdb_env_create(&env) != 0 ||
+        mdb_env_open(env, (volume + "/index").c_str(), MDB_RDONLY | MDB_NOTLS, 0644) != 0 ||
+        mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) != 0 || mdb_dbi_open(txn, nullptr, 0, &dbi) != 0 ||
+        mdb_stat(txn, dbi, &stat) != 0)
+      _exit(255);
+    _exit(static_cast<int>(std::min<size_t>(stat.ms_entries, 200)));
+  }
+  int status = 0;
+  if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status) == 255 ? -1 : WEXITSTATUS(status);
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_places_no_new_key_before_its_entry_is_committed) {
+  Volumes vols(1);
+  const std::string vol = vols.settings.volumes[0];
+  server::KeyIndex index(vol);
+  index.add("bk", "old");
+  // Two uploads of one new key in one batch (a client's retry), beside a
+  // key already indexed and another new one.
+  std::vector<std::pair<std::string, std::string>> batch{
+      {"bk", "new"}, {"bk", "new"}, {"bk", "old"}, {"bk", "other"}};
+  std::vector<int> placedCount(batch.size());
+  std::vector<long> committedWhenPlaced(batch.size(), -1);
+  index.placeAllIndexed(batch, [&](size_t i) {
+    ++placedCount[i];
+    committedWhenPlaced[i] = committedEntries(vol);
+  });
+  long committed = committedEntries(vol);
+  BOOST_TEST(committed >= 3);  // old, new, other (and any marker)
+  for (size_t i = 0; i < batch.size(); ++i) {
+    BOOST_TEST(placedCount[i] == 1);
+    bool isNew = batch[i].second != "old";  // an indexed key may be placed at once
+    BOOST_TEST((isNew ? committedWhenPlaced[i] == committed : committedWhenPlaced[i] >= 1),
+               "item " << i << " (" << batch[i].second << ") placed when " << committedWhenPlaced[i]
+                       << " of " << committed << " entries were committed");
+  }
+}
 
 BOOST_AUTO_TEST_CASE(index_orders_keys_per_bucket_from_a_marker) {
   Volumes vols(1);

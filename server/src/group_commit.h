@@ -78,14 +78,15 @@ class GroupCommit {
     ++runs_;
     if (batch.size() > largest_) largest_ = batch.size();
     lock.unlock();
-    std::vector<Item*> items;
-    items.reserve(batch.size());
-    for (auto* w : batch) items.push_back(w->item);
     try {
+      std::vector<Item*> items;
+      items.reserve(batch.size());
+      for (auto* w : batch) items.push_back(w->item);
       run_(items);
     } catch (...) {
+      // Also when the list itself could not be built: running_ must end.
       auto failure = std::current_exception();
-      for (auto* item : items) item->error = failure;
+      for (auto* w : batch) w->item->error = failure;
     }
     lock.lock();
     for (auto* w : batch) w->done = true;

@@ -327,8 +327,14 @@ void KeyIndex::placeAllIndexed(const std::vector<std::pair<std::string, std::str
   for (int round = 0; round < 64 && !todo.empty(); ++round) {
     inTransaction(true, [&](Txn& txn, MDB_dbi dbi) {
       std::vector<size_t> added, placed;
-      for (size_t i : todo) {
-        if (present(txn.get(), dbi, keys[i])) {
+      // Every entry is looked up before any is put: two uploads of one new
+      // key in one batch must both wait for the commit, and a lookup after
+      // the first one's put would see an entry not yet durable.
+      std::vector<char> found(todo.size());
+      for (size_t n = 0; n < todo.size(); ++n) found[n] = present(txn.get(), dbi, keys[todo[n]]);
+      for (size_t n = 0; n < todo.size(); ++n) {
+        size_t i = todo[n];
+        if (found[n]) {
           place(i);  // durable, and no writer can drop it meanwhile
           placed.push_back(i);
         } else {
