@@ -1,0 +1,26 @@
+// molt-run as a reload::Service: any program that takes its sockets by
+// systemd's convention, supervised and upgraded by the reload library.
+#pragma once
+
+#include <string>
+
+#include "program_config.h"
+#include "reload/master.h"
+
+namespace run {
+
+std::string runVersion();
+
+class RunService : public reload::Service {
+ public:
+  std::string version() const override;
+  std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
+                                                           const reload::MasterConfig& master) override;
+  // The command must resolve to an executable file and the working
+  // directory must exist, as the program's user will see them.
+  void checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) override;
+  int runWorker(const reload::WorkerContext& context) noexcept override;
+  void addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) override;
+};
+
+}  // namespace run
