@@ -511,5 +511,102 @@ class Environment(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
 
+GUNICORN_APP = """import os
+VERSION = %r
+def app(environ, start_response):
+    body = ("%%s %%d\\n" %% (VERSION, os.getpid())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def write_app(directory, text):
+    path = os.path.join(directory, "app.py")
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+
+
+def gunicorn_program(directory):
+    return ("command = %s --workers 2 --worker-class sync --graceful-timeout 10 "
+            "--log-level warning app:app\n"
+            "environment = PYTHONDONTWRITEBYTECODE=1\n"
+            "working_directory = %s\nready = notify\n") % (GUNICORN, directory)
+
+
+@unittest.skipUnless(os.access(GUNICORN, os.X_OK), "gunicorn is not installed")
+class Gunicorn(unittest.TestCase):
+    """Debian's gunicorn behind molt-run: application upgrades by SIGHUP, molt-run
+    upgrades by SIGUSR1, and a broken deploy, all under load."""
+
+    def upgrades(self, transport):
+        d = tempfile.mkdtemp(prefix="molt-run-gunicorn-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d])
+        unix_path = os.path.join(d, "app.sock")
+        write_app(d, GUNICORN_APP % "v1")
+        port = free_port()
+        bind = "127.0.0.1:%d" % port if transport == "tcp" else "unix:" + unix_path
+        # gunicorn says READY=1 before its workers import the application:
+        # probation is what catches an import that fails.
+        server = MoltRun(self, gunicorn_program(d), workers=1, bind=bind, probation=3)
+        server.start()
+        target = dict(port=port) if transport == "tcp" else dict(unix_path=unix_path)
+
+        def answers(version):
+            status, body = http_get(**target)
+            return status == 200 and body.startswith(version + " ")
+
+        wait_for(lambda: answers("v1"), 30, "v1 to answer")
+        master = server.pid
+        with GetLoad(connections=4, keepalive=True, **target) as keepalive, \
+                GetLoad(connections=4, keepalive=False, **target) as close:
+            version = 1
+            for _ in range(3):
+                version += 1
+                write_app(d, GUNICORN_APP % ("v%d" % version))
+                st = server.reload(signal.SIGHUP)
+                self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+                # Once the old generation is gone only the new application
+                # answers (gunicorn's old workers accept until they stop).
+                wait_for(lambda: answers("v%d" % version), 20, "v%d to answer" % version)
+                wait_for(lambda: not server.status()["draining_workers"], 30, "the old generation to end")
+                for _ in range(10):
+                    self.assertTrue(answers("v%d" % version))
+            for _ in range(2):
+                generation = server.status()["generation"]
+                st = server.reload(signal.SIGUSR1)
+                self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+                self.assertEqual(st["pid"], master)
+                self.assertGreater(st["generation"], generation)
+                self.assertTrue(answers("v%d" % version), http_get(**target))
+            # A deploy whose application cannot be imported: rolled back by
+            # probation, the running application never noticed.
+            write_app(d, "raise ImportError('a broken deploy')\n")
+            st = server.reload(signal.SIGHUP)
+            self.assertIn(st["last_reload"]["result"], ("failed", "rolled_back"), st["last_reload"])
+            self.assertIn("exited with status", st["last_reload"]["reason"])
+            for _ in range(10):
+                self.assertTrue(answers("v%d" % version))
+            # A corrected deploy goes through.
+            version += 1
+            write_app(d, GUNICORN_APP % ("v%d" % version))
+            st = server.reload(signal.SIGHUP)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            wait_for(lambda: answers("v%d" % version), 20, "v%d to answer" % version)
+        keepalive.assert_no_failures(self)
+        close.assert_no_failures(self)
+        self.assertEqual(server.pid, master)
+        self.assertEqual(server.stop(), 0)
+        self.assertEqual(session_processes(server.pid), [])
+        if transport == "unix":
+            self.assertFalse(os.path.exists(unix_path))
+
+    def test_tcp(self):
+        self.upgrades("tcp")
+
+    def test_unix(self):
+        self.upgrades("unix")
+
+
 if __name__ == "__main__":
     unittest.main()
