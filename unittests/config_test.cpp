@@ -7,6 +7,8 @@
 
 #include "reload/ini_config.h"
 #include "reload/master_config.h"
+#include "moltd_service.h"
+#include "reload/master.h"
 #include "server_config.h"
 
 namespace {
@@ -161,6 +163,50 @@ BOOST_AUTO_TEST_CASE(sizes_and_durations) {
   BOOST_CHECK_THROW(reload::parseBytes("M"), std::invalid_argument);
   BOOST_TEST(reload::parseSeconds("0.25") == 0.25);
   BOOST_CHECK_THROW(reload::parseSeconds("5s"), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(ServiceListenerKindsTest)
+
+// moltd serves HTTP on stream sockets: a UDP entry is refused by the one
+// validation (moltd -t and every reload), with file, key and reason; a
+// named entry is accepted and keeps its name.
+BOOST_AUTO_TEST_CASE(moltd_refuses_udp_and_takes_names) {
+  char dir[] = "/tmp/molt-kinds-XXXXXX";
+  BOOST_REQUIRE(mkdtemp(dir));
+  std::string volume = std::string(dir);
+  server::MoltdService service;
+  {
+    TempConfig file("[server]\nbind = web=127.0.0.1:9000, stats=udp:127.0.0.1:8125\n[storage]\nvolumes = " +
+                    volume + "\n[log]\nlevel = info\n");
+    try {
+      reload::loadConfig(file.path, service);
+      BOOST_ERROR("a udp: bind entry was accepted by moltd");
+    } catch (const reload::ConfigError& e) {
+      std::string msg = e.what();
+      BOOST_TEST(msg.find(file.path + ": [server] bind: 'udp:127.0.0.1:8125': moltd does not serve UDP listeners") !=
+                     std::string::npos, msg);
+    }
+  }
+  {
+    TempConfig file("[server]\nbind = web=127.0.0.1:9000\n[storage]\nvolumes = " + volume + "\n");
+    auto config = reload::loadConfig(file.path, service);
+    BOOST_REQUIRE(config->master.bind.size() == 1u);
+    BOOST_TEST(config->master.bind[0].name == "web");
+  }
+  {
+    TempConfig file("[server]\nbind = 127.0.0.1:9000\n[admin]\nbind = udp:127.0.0.1:9001\n[storage]\nvolumes = " +
+                    volume + "\n");
+    try {
+      reload::loadConfig(file.path, service);
+      BOOST_ERROR("a udp: admin address was accepted");
+    } catch (const reload::ConfigError& e) {
+      BOOST_TEST(std::string(e.what()).find("[admin] bind: 'udp:127.0.0.1:9001': the admin endpoint needs a stream socket") !=
+                     std::string::npos, e.what());
+    }
+  }
+  rmdir(dir);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,6 +1,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -65,7 +67,62 @@ BOOST_AUTO_TEST_CASE(port_zero_is_refused_in_every_spelling) {
     BOOST_REQUIRE(ListenAddress::parse("127.0.0.1:" + std::to_string(port)).port == port);
 }
 
+BOOST_AUTO_TEST_CASE(udp_and_named_entries) {
+  auto udp = ListenAddress::parse("udp:127.0.0.1:8125");
+  BOOST_TEST((udp.kind == ListenAddress::Kind::kUdp));
+  BOOST_TEST(udp.host == "127.0.0.1");
+  BOOST_TEST(udp.port == 8125);
+  BOOST_TEST(udp.toString() == "udp:127.0.0.1:8125");
+  auto udp6 = ListenAddress::parse("udp:[::1]:53");
+  BOOST_TEST((udp6.kind == ListenAddress::Kind::kUdp));
+  BOOST_TEST(udp6.toString() == "udp:[::1]:53");
+  BOOST_TEST(ListenAddress::parse("udp:*:9").toString() == "udp:*:9");
+  auto web = ListenAddress::parse("web=127.0.0.1:8000");
+  BOOST_TEST(web.name == "web");
+  BOOST_TEST(web.toString() == "127.0.0.1:8000");  // the name is not the address
+  auto stats = ListenAddress::parse("stats=udp:[::1]:8125");
+  BOOST_TEST(stats.name == "stats");
+  BOOST_TEST((stats.kind == ListenAddress::Kind::kUdp));
+  // An '=' after the scheme's ':' belongs to the path.
+  auto path = ListenAddress::parse("unix:/run/a=b.sock");
+  BOOST_TEST(path.name.empty());
+  BOOST_TEST(path.path == "/run/a=b.sock");
+  auto namedPath = ListenAddress::parse("app=unix:/run/a=b.sock");
+  BOOST_TEST(namedPath.name == "app");
+  BOOST_TEST(namedPath.path == "/run/a=b.sock");
+  for (const char* bad : {"udp:8125", "udp:unix:/x", "udp:a=127.0.0.1:1", "=127.0.0.1:1",
+                          "udp:127.0.0.1:0", "udp:::1:53"}) {
+    BOOST_CHECK_THROW(ListenAddress::parse(bad), std::invalid_argument);
+  }
+}
+
+// systemd's rule for a descriptor name, over every byte and both length
+// bounds: printable ASCII but ':', 1 to 255 characters.
+BOOST_AUTO_TEST_CASE(listener_names_follow_systemds_rule) {
+  for (int c = 0; c < 256; ++c) {
+    std::string name = "a" + std::string(1, static_cast<char>(c)) + "b";
+    bool allowed = c >= 0x20 && c <= 0x7e && c != ':';
+    BOOST_TEST(reload::listenerNameProblem(name).empty() == allowed, "byte " << c);
+    // In a bind entry too, when the byte can be written there at all ('='
+    // ends the name, ',' the entry, and the entry is trimmed).
+    if (c == '=' || c == ',' || c == ':') continue;
+    std::string entry = name + "=127.0.0.1:80";
+    if (allowed) {
+      BOOST_TEST(ListenAddress::parse(entry).name == name, "byte " << c);
+    } else {
+      BOOST_CHECK_THROW(ListenAddress::parse(entry), std::invalid_argument);
+    }
+  }
+  BOOST_TEST(reload::listenerNameProblem(std::string(255, 'n')).empty());
+  BOOST_TEST(!reload::listenerNameProblem(std::string(256, 'n')).empty());
+  BOOST_TEST(!reload::listenerNameProblem("").empty());
+  BOOST_TEST(ListenAddress::parse(std::string(255, 'n') + "=udp:127.0.0.1:1").name.size() == 255u);
+  BOOST_CHECK_THROW(ListenAddress::parse(std::string(256, 'n') + "=127.0.0.1:1"), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(keys_of_configured_addresses) {
+  BOOST_TEST(reload::resolvedKey(ListenAddress::parse("udp:127.0.0.1:80")) == "udp:127.0.0.1:80");
+  BOOST_TEST(reload::resolvedKey(ListenAddress::parse("udp:[::1]:80")) == "udp:[::1]:80");
   BOOST_TEST(reload::resolvedKey(ListenAddress::parse("127.0.0.1:80")) == "tcp:127.0.0.1:80");
   BOOST_TEST(reload::resolvedKey(ListenAddress::parse("*:80")) == "tcp:0.0.0.0:80");
   BOOST_TEST(reload::resolvedKey(ListenAddress::parse("[::1]:80")) == "tcp:[::1]:80");
@@ -103,6 +160,7 @@ BOOST_AUTO_TEST_CASE(configured_key_equals_the_bound_sockets_key) {
   int v4 = freePort(AF_INET);
   BOOST_REQUIRE(v4 > 0);
   check("127.0.0.1:" + std::to_string(v4));
+  check("udp:127.0.0.1:" + std::to_string(v4));  // UDP and TCP of one port are two sockets
   check("*:" + std::to_string(freePort(AF_INET)));
   char dir[] = "/tmp/molt-key-XXXXXX";
   BOOST_REQUIRE(mkdtemp(dir));
@@ -116,6 +174,45 @@ BOOST_AUTO_TEST_CASE(configured_key_equals_the_bound_sockets_key) {
   }
   check("[::1]:" + std::to_string(v6));
   check("[::]:" + std::to_string(freePort(AF_INET6)));
+  check("udp:[::1]:" + std::to_string(v6));
+}
+
+// A UDP socket is bound once: a second bind of the address (another
+// server, or this one by mistake) is refused rather than silently sharing
+// its datagrams through SO_REUSEPORT; the socket is bound, not connected,
+// non-blocking and close-on-exec like every listener.
+BOOST_AUTO_TEST_CASE(udp_listener_is_bound_once) {
+  auto address = ListenAddress::parse("udp:127.0.0.1:1");
+  reload::Fd first;
+  for (int port = 20000 + getpid() % 20000, tries = 0; tries < 200 && !first; ++port, ++tries) {
+    address.port = port;
+    try {
+      first = reload::bindListener(address);
+    } catch (const std::system_error&) {
+    }
+  }
+  BOOST_REQUIRE(first);
+  BOOST_TEST(reload::stillServes(first.get()));
+  BOOST_TEST(!reload::stillListening(first.get()));
+  BOOST_TEST((fcntl(first.get(), F_GETFL) & O_NONBLOCK) != 0);
+  BOOST_TEST((fcntl(first.get(), F_GETFD) & FD_CLOEXEC) != 0);
+  int reuse = 0;
+  socklen_t len = sizeof reuse;
+  BOOST_TEST(getsockopt(first.get(), SOL_SOCKET, SO_REUSEPORT, &reuse, &len) == 0);
+  BOOST_TEST(reuse == 1);
+  try {
+    reload::bindListener(address);
+    BOOST_ERROR("a second UDP socket was bound on " << address.toString());
+  } catch (const std::system_error& e) {
+    BOOST_TEST(e.code().value() == EADDRINUSE, e.what());
+  }
+  // A datagram sent to the address is in the one socket's queue.
+  reload::Fd sender(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage to{};
+  socklen_t toLen = reload::resolveSockaddr(address, to);
+  BOOST_REQUIRE(sendto(sender.get(), "x", 1, 0, reinterpret_cast<sockaddr*>(&to), toLen) == 1);
+  pollfd p{first.get(), POLLIN, 0};
+  BOOST_TEST(poll(&p, 1, 5000) == 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -26,9 +26,48 @@ int parsePort(const std::string& text) {
 
 }  // namespace
 
+const char* listenKindName(ListenAddress::Kind kind) {
+  switch (kind) {
+    case ListenAddress::Kind::kTcp: return "tcp";
+    case ListenAddress::Kind::kUnix: return "unix";
+    case ListenAddress::Kind::kUdp: return "udp";
+  }
+  return "?";
+}
+
+std::string listenerNameProblem(const std::string& name) {
+  if (name.empty()) return "a listener name cannot be empty";
+  if (name.size() > 255)
+    return "listener name of " + std::to_string(name.size()) + " characters: at most 255";
+  for (unsigned char c : name) {
+    if (c == ':') return "listener name '" + name + "' has a ':' (LISTEN_FDNAMES separates names with it)";
+    if (c < 0x20 || c > 0x7e)
+      return "listener name has a character that is not printable ASCII (code " +
+             std::to_string(static_cast<int>(c)) + ")";
+  }
+  return "";
+}
+
 ListenAddress ListenAddress::parse(const std::string& raw) {
   std::string text = raw;
   ListenAddress address;
+  // "NAME=ADDRESS": every address has a ':' and a name has none, so an '='
+  // before the first ':' ends a name (a Unix path may hold '=' itself).
+  auto equals = text.find('=');
+  if (equals != std::string::npos && text.find(':') > equals) {
+    address.name = text.substr(0, equals);
+    if (auto problem = listenerNameProblem(address.name); !problem.empty())
+      throw std::invalid_argument(problem + ": '" + text + "'");
+    text = text.substr(equals + 1);
+  }
+  if (text.rfind("udp:", 0) == 0) {
+    ListenAddress inet = parse(text.substr(4));
+    if (inet.kind != Kind::kTcp || !inet.name.empty())
+      throw std::invalid_argument("expected udp:host:port or udp:[v6-address]:port, got '" + text + "'");
+    inet.kind = Kind::kUdp;
+    inet.name = address.name;
+    return inet;
+  }
   if (text.rfind("unix:", 0) == 0) {
     address.kind = Kind::kUnix;
     address.path = text.substr(5);
@@ -66,21 +105,22 @@ std::string ListenAddress::toString() const {
   if (kind == Kind::kUnix) return "unix:" + path;
   std::string shown = host.empty() ? "*" : host;
   if (shown.find(':') != std::string::npos) shown = "[" + shown + "]";
-  return shown + ":" + std::to_string(port);
+  return (kind == Kind::kUdp ? "udp:" : "") + shown + ":" + std::to_string(port);
 }
 
-std::string socketKey(const sockaddr_storage& addr, socklen_t len) {
+std::string socketKey(const sockaddr_storage& addr, socklen_t len, bool datagram) {
+  const std::string scheme = datagram ? "udp:" : "tcp:";
   char buf[INET6_ADDRSTRLEN] = {};
   switch (addr.ss_family) {
     case AF_INET: {
       const auto& in = reinterpret_cast<const sockaddr_in&>(addr);
       inet_ntop(AF_INET, &in.sin_addr, buf, sizeof buf);
-      return std::string("tcp:") + buf + ":" + std::to_string(ntohs(in.sin_port));
+      return scheme + buf + ":" + std::to_string(ntohs(in.sin_port));
     }
     case AF_INET6: {
       const auto& in6 = reinterpret_cast<const sockaddr_in6&>(addr);
       inet_ntop(AF_INET6, &in6.sin6_addr, buf, sizeof buf);
-      return std::string("tcp:[") + buf + "]:" + std::to_string(ntohs(in6.sin6_port));
+      return scheme + "[" + buf + "]:" + std::to_string(ntohs(in6.sin6_port));
     }
     case AF_UNIX: {
       const auto& un = reinterpret_cast<const sockaddr_un&>(addr);
@@ -143,7 +183,7 @@ socklen_t resolveSockaddr(const ListenAddress& address, sockaddr_storage& out) {
 }
 
 void resolveListenAddress(ListenAddress& address) {
-  if (address.kind != ListenAddress::Kind::kTcp || address.resolvedLength > 0) return;
+  if (!address.isInet() || address.resolvedLength > 0) return;
   sockaddr_storage storage{};
   socklen_t len = resolveSockaddr(address, storage);
   address.resolved = storage;
@@ -154,7 +194,7 @@ std::string resolvedKey(const ListenAddress& address) {
   if (address.kind == ListenAddress::Kind::kUnix) return "unix:" + address.path;
   sockaddr_storage storage{};
   socklen_t len = resolveSockaddr(address, storage);
-  return socketKey(storage, len);
+  return socketKey(storage, len, address.kind == ListenAddress::Kind::kUdp);
 }
 
 }  // namespace reload

@@ -175,14 +175,20 @@ void ListenerSet::replace(Listener listener) {
   held_.push_back(std::move(h));
 }
 
-std::vector<int> ListenerSet::fds(const std::string& role, bool newSet) const {
-  std::vector<int> out;
+std::vector<const Listener*> ListenerSet::listeners(const std::string& role, bool newSet) const {
+  std::vector<const Listener*> out;
   for (const auto& h : held_) {
     if (h.listener.role != role) continue;
     if (newSet && h.state == HeldListener::State::kRemoving) continue;
     if (!newSet && h.state == HeldListener::State::kAdding) continue;
-    out.push_back(h.listener.fd.get());
+    out.push_back(&h.listener);
   }
+  return out;
+}
+
+std::vector<int> ListenerSet::fds(const std::string& role, bool newSet) const {
+  std::vector<int> out;
+  for (const Listener* l : listeners(role, newSet)) out.push_back(l->fd.get());
   return out;
 }
 

@@ -62,6 +62,36 @@ Fd bindTcp(const ListenAddress& address, const sockaddr* addr, socklen_t len, in
   return fd;
 }
 
+// A datagram socket bound for every generation. Not SO_REUSEPORT-shared
+// with anyone: the one socket is what every worker reads, so that its
+// receive queue outlives them (closing one socket of a SO_REUSEPORT group
+// drops the datagrams queued on it). SO_REUSEPORT is still set, as on every
+// listener. With `refuseShared`, an address another socket holds is
+// EADDRINUSE: a probe bound without SO_REUSEPORT fails there.
+Fd bindUdp(const ListenAddress& address, const sockaddr* addr, socklen_t len, bool refuseShared) {
+  std::string what = address.toString();
+  auto make = [&](bool reusePort) {
+    Fd fd(socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) throwSysError("socket for " + what);
+    if (reusePort) setIntOption(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT on " + what);
+    if (addr->sa_family == AF_INET6)
+      setIntOption(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY on " + what);
+    return fd;
+  };
+  if (refuseShared) {
+    Fd probe = make(false);
+    if (bind(probe.get(), addr, len) != 0) {
+      if (errno == EADDRINUSE)
+        throw std::system_error(EADDRINUSE, std::generic_category(),
+                                "bind " + what + ": another socket is bound there");
+      throwSysError("bind " + what);
+    }
+  }
+  Fd fd = make(true);
+  if (bind(fd.get(), addr, len) != 0) throwSysError("bind " + what);
+  return fd;
+}
+
 }  // namespace
 
 // Whether something accepts connections at `addr` (the wildcard is probed
@@ -94,6 +124,8 @@ Fd bindListener(const ListenAddress& address, bool refuseShared, int backlog) {
   } catch (const std::invalid_argument& e) {
     throw std::system_error(EINVAL, std::generic_category(), e.what());
   }
+  if (address.kind == ListenAddress::Kind::kUdp)
+    return bindUdp(address, reinterpret_cast<const sockaddr*>(&addr), len, refuseShared);
   if (refuseShared && address.port != 0 && somethingAccepts(addr, len))
     throw std::system_error(EADDRINUSE, std::generic_category(),
                             "bind " + address.toString() + ": another process accepts there");
@@ -106,13 +138,42 @@ bool stillListening(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && accepting != 0;
 }
 
-std::string listeningSocketKey(int fd) {
+namespace {
+
+// The address a datagram socket is bound to, when it is an IPv4 or IPv6
+// one with a port.
+bool boundDatagram(int fd, sockaddr_storage& addr, socklen_t& addrLen) {
+  addrLen = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addrLen) != 0) return false;
+  if (addr.ss_family == AF_INET) return reinterpret_cast<const sockaddr_in&>(addr).sin_port != 0;
+  if (addr.ss_family == AF_INET6) return reinterpret_cast<const sockaddr_in6&>(addr).sin6_port != 0;
+  return false;
+}
+
+int socketType(int fd) {
   int type = 0;
   socklen_t len = sizeof type;
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) return "";
-  if (!stillListening(fd)) return "";
+  return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 ? type : -1;
+}
+
+}  // namespace
+
+bool stillServes(int fd) {
+  int type = socketType(fd);
+  if (type == SOCK_STREAM) return stillListening(fd);
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  return type == SOCK_DGRAM && boundDatagram(fd, addr, len);
+}
+
+std::string listeningSocketKey(int fd) {
+  int type = socketType(fd);
   sockaddr_storage addr{};
   socklen_t addrLen = sizeof addr;
+  if (type == SOCK_DGRAM)
+    return boundDatagram(fd, addr, addrLen) ? socketKey(addr, addrLen, true) : "";
+  if (type != SOCK_STREAM) return "";
+  if (!stillListening(fd)) return "";
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addrLen) != 0) return "";
   return socketKey(addr, addrLen);
 }

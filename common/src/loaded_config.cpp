@@ -18,6 +18,15 @@ std::shared_ptr<LoadedConfig> parseLoaded(IniConfig& ini, Service& service,
   config->digest = ini.digest();
   config->contents = ini.contents();
   config->master = parseMasterConfig(ini, resolve);
+  const ListenerKinds kinds = service.listenerKinds();
+  for (const auto& address : config->master.bind)
+    if (!kinds.accepts(address.kind))
+      ini.fail("server", "bind",
+               "'" + address.toString() + "': " + service.name() + " does not serve " +
+                   (address.kind == ListenAddress::Kind::kUdp ? std::string("UDP")
+                    : address.kind == ListenAddress::Kind::kUnix ? std::string("Unix stream")
+                                                                 : std::string("TCP")) +
+                   " listeners");
   config->service = service.parseConfig(ini, config->master);
   return config;
 }
@@ -49,7 +58,7 @@ ValidatedConfig describeValidated(const LoadedConfig& config) {
   v.adminToken = config.master.adminToken;
   for (const auto* list : {&config.master.bind, &config.master.adminBind})
     for (const auto& a : *list)
-      if (a.kind == ListenAddress::Kind::kTcp && a.resolvedLength > 0)
+      if (a.isInet() && a.resolvedLength > 0)
         v.resolved.emplace_back(a.toString(),
                                 std::string(reinterpret_cast<const char*>(&a.resolved),
                                             a.resolvedLength));
@@ -108,7 +117,7 @@ std::shared_ptr<const LoadedConfig> loadValidatedConfig(const std::string& path,
                                                         Service& service) {
   IniConfig ini(path, validated.contents);
   auto fromValidation = [&](ListenAddress& address) {
-    if (address.kind != ListenAddress::Kind::kTcp) return;
+    if (!address.isInet()) return;
     std::string name = address.toString();
     for (const auto& [known, bytes] : validated.resolved) {
       if (known != name) continue;

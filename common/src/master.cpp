@@ -48,7 +48,7 @@ namespace {
 // The address a socket key ("tcp:HOST:PORT", "unix:PATH") names.
 ListenAddress addressOfKey(const std::string& key) {
   try {
-    if (key.rfind("unix:", 0) == 0) return ListenAddress::parse(key);
+    if (key.rfind("unix:", 0) == 0 || key.rfind("udp:", 0) == 0) return ListenAddress::parse(key);
     if (key.rfind("tcp:", 0) == 0) return ListenAddress::parse(key.substr(4));
   } catch (const std::invalid_argument&) {
   }
@@ -848,9 +848,12 @@ void MasterImpl::adoptInheritedListeners(bool keep) {
                               [&](const WantedListener& w) { return w.key == key; });
     bool taken = listeners_.holds(key);
     bool unixSocket = key.rfind("unix:", 0) == 0;
-    // A Unix socket's path cannot be bound twice, so rebind mode hands
-    // those over too; only TCP listeners are bound afresh.
-    bool adopt = keep || unixSocket;
+    bool udpSocket = key.rfind("udp:", 0) == 0;
+    // A Unix socket's path cannot be bound twice, and a UDP socket's
+    // receive queue must outlive every worker (closing it drops what is
+    // queued), so rebind mode hands those over too; only TCP listeners are
+    // bound afresh.
+    bool adopt = keep || unixSocket || udpSocket;
     if (!key.empty()) inheritedKeys_.push_back(key);
     if (!adopt && !key.empty() && !taken) {
       MOLT_LOG(kInfo) << "holding inherited socket fd " << fd << " (" << key
@@ -954,6 +957,10 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
   Fd writeEnd(pipeFds[1]);
   if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) throwSysError("O_NONBLOCK on a ready pipe");
   std::vector<int> publicFds = listenerFds("public", newSet);
+  std::vector<WorkerListener> publicListeners;
+  for (const Listener* l : listeners_.listeners("public", newSet))
+    publicListeners.push_back(WorkerListener{l->fd.get(), l->address.name, l->address.kind,
+                                             l->address.toString()});
   const uint64_t token = nextToken_++;
   auto& ready = readyPipes_
                     .try_emplace(token, 0, loop_,
@@ -983,6 +990,7 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     context.slot = slot;
     context.masterPid = pid_;
     context.listenerFds = publicFds;
+    context.listeners = publicListeners;
     context.readyFd = writeEnd.release();
     context.nice = workerNice_;
     context.config = config;
@@ -1653,8 +1661,8 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
     allListeners.push_back(h.listener.fd.get());
     passedListeners.push_back(h.listener.fd.get());
     roles.push_back(handoffFdName(h.listener));
-    bool unixSocket = h.listener.address.kind == ListenAddress::Kind::kUnix;
-    if (!inherit && !unixSocket) rebound.push_back(h.listener.fd.get());
+    if (!inherit && h.listener.address.kind == ListenAddress::Kind::kTcp)
+      rebound.push_back(h.listener.fd.get());
   }
 
   log::flush();
@@ -2068,7 +2076,7 @@ MasterSnapshot MasterImpl::snapshot() const {
   snap.workers = registry_.all();
   for (const auto& h : listeners_.held())
     snap.listeners.push_back(ListenerReport{h.listener.address.toString(), h.listener.role,
-                                            stillListening(h.listener.fd.get())});
+                                            stillServes(h.listener.fd.get())});
   snap.inheritListeners = config_->master.listenerHandoff == ListenerHandoff::kInherit;
   snap.counters = counters_;
   snap.activeReload = state_.active();

@@ -43,6 +43,11 @@ std::vector<ListenAddress> parseBindList(IniConfig& ini, const std::string& sect
   for (const auto& item : items) {
     try {
       ListenAddress address = ListenAddress::parse(item);
+      // The admin endpoint is HTTP, served by the master itself.
+      if (section == "admin" && address.kind == ListenAddress::Kind::kUdp) {
+        ini.fail(section, "bind", "'" + item + "': the admin endpoint needs a stream socket (TCP or Unix)");
+        continue;
+      }
       if (!seen.insert(address.toString()).second) {
         ini.fail(section, "bind", "'" + item + "' is listed twice");
         continue;

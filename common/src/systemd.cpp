@@ -49,8 +49,17 @@ std::string notAListener(int fd) {
   if (!S_ISSOCK(st.st_mode)) return "not a socket";
   int value = 0;
   socklen_t len = sizeof value;
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &len) != 0 || value != SOCK_STREAM)
-    return "not a stream socket";
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &len) != 0 ||
+      (value != SOCK_STREAM && value != SOCK_DGRAM))
+    return "neither a stream nor a datagram socket";
+  if (value == SOCK_DGRAM) {
+    sockaddr_storage addr{};
+    socklen_t addrLen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addrLen) != 0 ||
+        (addr.ss_family != AF_INET && addr.ss_family != AF_INET6))
+      return "a datagram socket that is not IPv4 or IPv6";
+    return "";
+  }
   len = sizeof value;
   if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &len) != 0 ||
       (value != AF_INET && value != AF_INET6 && value != AF_UNIX))
@@ -83,7 +92,8 @@ InheritedFds takeListenFds() {
     if (!why.empty())
       throw std::runtime_error("LISTEN_FDS=" + std::to_string(count) + " but fd " +
                                std::to_string(fd) + " is " + why +
-                               "; only listening stream sockets (IPv4, IPv6, Unix) are accepted");
+                               "; only listening stream sockets (IPv4, IPv6, Unix) and IPv4/IPv6 "
+                               "datagram sockets are accepted");
   }
   for (int fd = kListenFdsStart; fd < kListenFdsStart + count; ++fd) {
     int flags = fcntl(fd, F_GETFD);

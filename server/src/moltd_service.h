@@ -24,6 +24,7 @@ inline std::string prometheusLabelValue(const std::string& text) {
 class MoltdService : public reload::Service {
  public:
   std::string version() const override;
+  std::string name() const override { return "moltd"; }
   std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
                                                            const reload::MasterConfig& master) override;
   int runWorker(const reload::WorkerContext& context) noexcept override;

@@ -101,6 +101,8 @@ class ListenerSet {
   // The descriptors of `role` that the next generation (`newSet`) or the
   // serving one gets.
   std::vector<int> fds(const std::string& role, bool newSet) const;
+  // The same listeners, whole (their addresses and names too).
+  std::vector<const Listener*> listeners(const std::string& role, bool newSet) const;
   const std::vector<HeldListener>& held() const { return held_; }
   size_t spares() const { return spares_.size(); }
   // Closes everything (shutdown); workers keep their own copies.

@@ -34,21 +34,24 @@ std::string roleOfHandoffFdName(const std::string& name);
 // those it named so (see handoffFdName).
 bool fromSocketActivation(const std::string& name, bool afterExec);
 
-// Binds and listens. Throws std::system_error naming the address and the step.
+// Binds and listens (a UDP address is bound only). Throws std::system_error naming the address and the step.
 // A Unix socket path left by a dead server is removed first; one that still
 // accepts connections is reported as EADDRINUSE. With `refuseShared`, a TCP
 // address where something already accepts is EADDRINUSE too: SO_REUSEPORT
 // would otherwise let a second server of the same user share its traffic.
 Fd bindListener(const ListenAddress& address, bool refuseShared = true, int backlog = 4096);
 
-// The key of the address a socket is bound to, or "" if it is not a bound
-// listening stream socket.
+// The key of the address a socket is bound to, or "" if it is neither a
+// bound listening stream socket nor a bound IPv4/IPv6 datagram socket.
 std::string listeningSocketKey(int fd);
 
 // Whether `fd` is a socket that still listens. Cheap and non-blocking
 // (getsockopt SO_ACCEPTCONN): a listening socket shut down by any of the
 // processes sharing it no longer does.
 bool stillListening(int fd);
+// stillListening for a stream socket; for a datagram socket, whether it is
+// still bound to an IPv4 or IPv6 port.
+bool stillServes(int fd);
 
 // Why listener_handoff = rebind can lose connections on this host, or ""
 // when it cannot: the old sockets are shut down once the new generation

@@ -34,11 +34,33 @@ struct LoadedConfig {
   std::vector<std::string> warnings;  // unknown keys
 };
 
+// One listener a worker gets, in the order of the configuration's `bind`.
+struct WorkerListener {
+  int fd = -1;
+  std::string name;  // the entry's NAME=, "" when it has none
+  ListenAddress::Kind kind = ListenAddress::Kind::kTcp;
+  std::string address;  // ListenAddress::toString()
+};
+
+// The listener kinds a service serves; a `bind` entry of another kind is
+// refused by validation (file, key and reason).
+struct ListenerKinds {
+  bool tcp = true;
+  bool unixStream = true;
+  bool udp = false;
+  bool accepts(ListenAddress::Kind kind) const {
+    return kind == ListenAddress::Kind::kTcp    ? tcp
+           : kind == ListenAddress::Kind::kUnix ? unixStream
+                                                : udp;
+  }
+};
+
 struct WorkerContext {
   uint64_t generation = 0;
   int slot = 0;
   pid_t masterPid = 0;
   std::vector<int> listenerFds;  // public listeners, non-blocking
+  std::vector<WorkerListener> listeners;  // the same, with names and kinds
   int readyFd = -1;  // see signalWorkerReady()
   int nice = 0;      // the priority to serve at, once ready
   std::shared_ptr<const LoadedConfig> config;
@@ -49,6 +71,11 @@ class Service {
  public:
   virtual ~Service() = default;
   virtual std::string version() const = 0;
+  // The service's name ("moltd"): the "service" of /status, the prefix of
+  // its metrics, of its processes' titles and of its memfds.
+  virtual std::string name() const = 0;
+  // The listener kinds its workers serve (default: TCP and Unix stream).
+  virtual ListenerKinds listenerKinds() const { return ListenerKinds{}; }
   // Reads the service's sections; records problems in `ini`. Pure: no disk
   // access and no name lookups (the master calls it on its loop).
   virtual std::shared_ptr<const ServiceConfig> parseConfig(IniConfig& ini,

@@ -27,7 +27,8 @@ constexpr int kMaxListenFds = 1024;
 // unsets the variables. Nothing is inherited unless LISTEN_PID is our pid.
 // Throws std::runtime_error, touching no descriptor, unless LISTEN_FDS is a
 // number up to kMaxListenFds and every fd it names is a listening stream
-// socket of a supported family (IPv4, IPv6, Unix).
+// socket of a supported family (IPv4, IPv6, Unix) or a bound IPv4/IPv6
+// datagram socket.
 InheritedFds takeListenFds();
 
 }  // namespace reload::systemd
