@@ -410,8 +410,10 @@ class Environment(unittest.TestCase):
                    "inherit_environment = PATH\n"
                    "working_directory = %s\nready = %s\nstop_signal = %s\n") % (
             worker, self.reports, extra_env, d, ready, stop_signal)
+        self.udp_port = free_port()
         server = MoltRun(self, program, workers=workers,
-                         bind="127.0.0.1:%d, unix:%s" % (port, self.unix_path))
+                         bind="web=127.0.0.1:%d, unix:%s, dns=udp:127.0.0.1:%d" % (
+                             port, self.unix_path, self.udp_port))
         server.port = port
         server.workdir = d
         return server
@@ -434,8 +436,8 @@ class Environment(unittest.TestCase):
         for r in reports:
             env = r["env"]
             self.assertEqual(int(env["LISTEN_PID"]), r["pid"])
-            self.assertEqual(env["LISTEN_FDS"], "2")
-            self.assertEqual(env["LISTEN_FDNAMES"], "unknown:unknown")
+            self.assertEqual(env["LISTEN_FDS"], "3")
+            self.assertEqual(env["LISTEN_FDNAMES"], "web:unknown:dns")
             self.assertTrue(env["NOTIFY_SOCKET"].startswith("@molt-run/"))
             self.assertEqual(env["MOLT_RUN_GENERATION"], "1")
             slots.add(env["MOLT_RUN_SLOT"])
@@ -447,18 +449,20 @@ class Environment(unittest.TestCase):
                                          "MOLT_RUN_GENERATION", "MOLT_RUN_SLOT", "LC_CTYPE"},
                              set(), env)
             self.assertEqual(r["cwd"], server.workdir)
-            # 0, 1, 2, the two listeners, and the directory listing itself.
-            self.assertEqual([fd for fd in r["fds"] if fd > 2], [3, 4, 5], r["fds"])
+            # 0, 1, 2, the three listeners, and the directory listing itself.
+            self.assertEqual([fd for fd in r["fds"] if fd > 2], [3, 4, 5, 6], r["fds"])
             self.assertEqual(r["status"]["SigBlk"], "0" * 16)
             # Python itself ignores SIGPIPE and SIGXFSZ as it starts; nothing else.
             python_own = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))
             self.assertEqual(int(r["status"]["SigIgn"], 16) & ~python_own, 0, r["status"]["SigIgn"])
-            tcp, unix = r["listeners"]
+            tcp, unix, udp = r["listeners"]
+            self.assertEqual((udp["family"], udp["type"]), (socket.AF_INET, socket.SOCK_DGRAM))
+            self.assertIn(str(self.udp_port), udp["name"])
             self.assertEqual((tcp["family"], tcp["type"]), (socket.AF_INET, socket.SOCK_STREAM))
             self.assertIn(str(server.port), tcp["name"])
             self.assertEqual((unix["family"], unix["type"]), (socket.AF_UNIX, socket.SOCK_STREAM))
             self.assertEqual(unix["name"], self.unix_path)
-            for listener in (tcp, unix):
+            for listener in (tcp, unix, udp):
                 self.assertTrue(listener["blocking"], listener)
                 self.assertTrue(listener["inheritable"], listener)
             # The program's parent is the master's worker.

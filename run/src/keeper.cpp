@@ -35,11 +35,18 @@ bool waitFor(int fd, short events, int timeoutMs) {
   return n == 1 && (p.revents & events) != 0;
 }
 
-// The listeners' LISTEN_FDNAMES entries. The library hands descriptors
-// without names for now: each one is "unknown", as systemd names an
-// unnamed socket.
+// The listeners' LISTEN_FDNAMES entries: a bind entry's NAME=, else
+// "unknown", as systemd names an unnamed socket.
 std::vector<std::string> listenerNames(const reload::WorkerContext& context) {
-  return std::vector<std::string>(context.listenerFds.size(), "unknown");
+  std::vector<std::string> names;
+  for (const auto& listener : context.listeners) names.push_back(listener.name);
+  return names;
+}
+
+std::vector<int> listenerFds(const reload::WorkerContext& context) {
+  std::vector<int> fds;
+  for (const auto& listener : context.listeners) fds.push_back(listener.fd);
+  return fds;
 }
 
 [[noreturn]] void endLike(int status) {
@@ -127,7 +134,7 @@ int runKeeper(const reload::WorkerContext& context, const ProgramConfig& config)
     plan.environment = programEnvironment(
         config, [](const char* name) { return getenv(name); }, listenerNames(context),
         notify ? notify->address() : "", context.generation, context.slot);
-    plan.listenerFds = context.listenerFds;
+    plan.listenerFds = listenerFds(context);
     plan.workingDirectory = config.workingDirectory;
     plan.user = context.config->master.user;
     plan.nice = context.nice;
@@ -138,7 +145,7 @@ int runKeeper(const reload::WorkerContext& context, const ProgramConfig& config)
     pid_t mainPid = program;
     // This process only watches: its copies of the listeners go, so that a
     // socket's life is the program's business alone.
-    for (int fd : context.listenerFds) close(fd);
+    for (int fd : plan.listenerFds) close(fd);
     MOLT_LOG(kInfo) << "worker " << id << ": started " << executable << " as pid " << program
                     << " (ready: " << config.ready.toString() << ")";
 

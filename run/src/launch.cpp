@@ -61,6 +61,8 @@ void prepareDescriptors(const std::vector<int>& listenerFds) {
   reload::Fd devNull(open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devNull) reload::throwSysError("open /dev/null");
   if (dup2(devNull.get(), STDIN_FILENO) < 0) reload::throwSysError("dup2 /dev/null to stdin");
+  // Closed now: it may sit in the target range, where a listener goes next.
+  devNull.reset();
   // FdLayout moves whatever sits at 3.. out of the way first, so a source
   // that is itself in the target range is never overwritten.
   reload::FdLayout layout(listenerFds);

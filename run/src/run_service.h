@@ -14,6 +14,13 @@ std::string runVersion();
 class RunService : public reload::Service {
  public:
   std::string version() const override;
+  std::string name() const override { return "molt-run"; }
+  // Any program: TCP, Unix stream and UDP sockets.
+  reload::ListenerKinds listenerKinds() const override {
+    reload::ListenerKinds kinds;
+    kinds.udp = true;
+    return kinds;
+  }
   std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
                                                            const reload::MasterConfig& master) override;
   // The command must resolve to an executable file and the working

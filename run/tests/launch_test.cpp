@@ -97,6 +97,7 @@ BOOST_AUTO_TEST_CASE(EveryByteInAFdName) {
 // itself: each lands at 3 + its index, blocking, inheritable; nothing else
 // stays open; stdin reads /dev/null.
 BOOST_AUTO_TEST_CASE(DescriptorsLandAtThreeOnwardsInEveryOrder) {
+  for (bool sparse : {false, true})
   for (int count = 0; count <= 4; ++count) {
     std::vector<int> order(static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) order[static_cast<size_t>(i)] = i;
@@ -108,6 +109,18 @@ BOOST_AUTO_TEST_CASE(DescriptorsLandAtThreeOnwardsInEveryOrder) {
           sockets.push_back(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
           if (sockets.back() < 0) return 90;
           if (open("/dev/zero", O_RDONLY | (i % 2 ? O_CLOEXEC : 0)) < 0) return 91;
+        }
+        if (sparse) {
+          // Every socket moved high, the target range left empty: whatever
+          // the layout opens on its way lands there.
+          for (int i = 0; i < count; ++i) {
+            int& fd = sockets[static_cast<size_t>(i)];
+            int moved = fcntl(fd, F_DUPFD_CLOEXEC, 40 + i);
+            if (moved < 0) return 94;
+            close(fd);
+            fd = moved;
+          }
+          for (int fd = 3; fd < 40; ++fd) close(fd);
         }
         std::vector<int> sources;
         std::vector<ino_t> inodes;
@@ -136,7 +149,7 @@ BOOST_AUTO_TEST_CASE(DescriptorsLandAtThreeOnwardsInEveryOrder) {
         if (read(STDIN_FILENO, &byte, 1) != 0) return 41;
         return 0;
       });
-      BOOST_TEST_CONTEXT("count " << count) { BOOST_TEST(code == 0); }
+      BOOST_TEST_CONTEXT("count " << count << (sparse ? ", sparse" : ", packed")) { BOOST_TEST(code == 0); }
     } while (std::next_permutation(order.begin(), order.end()));
   }
 }
