@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -610,6 +611,105 @@ class Gunicorn(unittest.TestCase):
 
     def test_unix(self):
         self.upgrades("unix")
+
+
+BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
+
+
+class Udp(unittest.TestCase):
+    """A python3 worker reading fd 3 under a steady datagram load: none lost or
+    duplicated through HUP and USR1 upgrades (bench/udp_upgrades, small)."""
+
+    def test_no_datagram_lost(self):
+        out = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "udp_upgrades"),
+                              "--molt-run", MOLT_RUN, "--rate", "5000", "--hups", "8",
+                              "--usr1s", "3", "--workers", "2", "--json"],
+                             capture_output=True, text=True, timeout=300)
+        print(out.stdout)
+        results = json.loads(out.stdout.strip().splitlines()[-1])
+        molt = [r for r in results if r["mode"] == "molt-run"][0]
+        self.assertGreater(molt["sent"], 1000)
+        self.assertEqual(molt["upgrades"], 11)
+        self.assertEqual(molt["failed_upgrades"], 0)
+        self.assertEqual((molt["lost"], molt["duplicated"]), (0, 0), molt)
+        self.assertEqual(molt["received"], molt["sent"])
+        self.assertEqual(out.returncode, 0, out.stderr)
+
+
+MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
+
+
+class MoltInit(unittest.TestCase):
+    """molt-init molt-run@NAME: its configuration and pid file by convention,
+    reloads that wait for the outcome and exit 5 with molt-run's reason."""
+
+    def test_molt_init(self):
+        d = tempfile.mkdtemp(prefix="molt-run-init-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d])
+        conf_dir, run_dir = os.path.join(d, "etc"), os.path.join(d, "run")
+        os.makedirs(os.path.join(conf_dir, "molt-run"))
+        worker = os.path.join(d, "worker.py")
+        with open(worker, "w") as f:
+            f.write(ENV_WORKER)
+        reports = os.path.join(d, "reports")
+        os.mkdir(reports)
+        port, admin = free_port(), free_port()
+        pid_file = os.path.join(run_dir, "molt-run@web.pid")
+        config = os.path.join(conf_dir, "molt-run", "web.conf")
+
+        def write(command):
+            with open(config, "w") as f:
+                f.write("[server]\nbind = 127.0.0.1:%d\nworkers = 1\nreload_probation = 1\n"
+                        "pid_file = %s\n[admin]\nbind = 127.0.0.1:%d\n[log]\nfile = %s\n"
+                        "[program]\ncommand = %s\nenvironment = REPORT_DIR=%s\nready = notify\n"
+                        "stop_signal = SIGTERM\n" % (port, pid_file, admin,
+                                                     os.path.join(d, "molt-run.log"), command, reports))
+
+        def molt_init(*args):
+            return subprocess.run([MOLT_INIT, "molt-run@web"] + list(args) +
+                                  ["--conf-dir", conf_dir, "--run-dir", run_dir,
+                                   "--molt-run", MOLT_RUN], capture_output=True, text=True,
+                                  timeout=120)
+
+        write("/usr/bin/python3 %s" % worker)
+        out = molt_init("start")
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        with open(pid_file) as f:
+            pid = int(f.read())
+        self.addCleanup(lambda: os.path.exists("/proc/%d" % pid) and os.killpg(pid, signal.SIGKILL))
+        self.assertEqual(http_get(port), (200, "app gen 1 slot 0\n"))
+        out = molt_init("status")
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertIn(str(pid), out.stdout)
+        out = molt_init("reload")
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertEqual(http_get(port), (200, "app gen 2 slot 0\n"))
+        out = molt_init("reload-seamless")
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        with open(pid_file) as f:
+            self.assertEqual(int(f.read()), pid)
+        wait_for(lambda: http_get(port) == (200, "app gen 3 slot 0\n"), 20, "generation 3")
+        # A deploy that cannot start: refused with molt-run's reason, exit 5.
+        write(os.path.join(d, "missing-program"))
+        out = molt_init("reload")
+        self.assertEqual(out.returncode, 5, out.stdout + out.stderr)
+        self.assertIn("missing-program", out.stdout + out.stderr)
+        self.assertEqual(http_get(port), (200, "app gen 3 slot 0\n"))
+        # Names that are not instance names are refused before anything runs.
+        for bad in ("molt-run@", "molt-run@../x", "molt-run@.hidden", "molt-run@a/b"):
+            out = subprocess.run([MOLT_INIT, bad, "status", "--conf-dir", conf_dir],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertEqual(out.returncode, 2, bad)
+        out = subprocess.run([MOLT_INIT, "molt-run@other", "status", "--conf-dir", conf_dir],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("no configuration", out.stderr)
+        out = molt_init("read-only")
+        self.assertEqual(out.returncode, 2)
+        out = molt_init("shutdown")
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertFalse(os.path.exists("/proc/%d" % pid) and
+                         open("/proc/%d/stat" % pid).read().split()[2] != "Z")
 
 
 if __name__ == "__main__":
