@@ -712,5 +712,70 @@ class MoltInit(unittest.TestCase):
                          open("/proc/%d/stat" % pid).read().split()[2] != "Z")
 
 
+SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MOLT_RUN_FILES = ["usr/sbin/molt-run", "usr/share/man/man8/molt-run.8",
+                  "usr/lib/systemd/system/molt-run@.service",
+                  "usr/share/doc/molt/examples/molt-run.conf"]
+
+
+class Install(unittest.TestCase):
+    """molt-run installed with the rest: binary, man page, unit, example; the
+    unit verifies; the .deb holds them; the docs name every key."""
+
+    def test_installed_and_packaged(self):
+        build = os.environ.get("MOLT_BUILD_DIR", "")
+        if not build:
+            self.skipTest("MOLT_BUILD_DIR is not set")
+        d = tempfile.mkdtemp(prefix="molt-run-install-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d])
+        root = os.path.join(d, "root")
+        out = subprocess.run(["cmake", "--install", build, "--prefix", "/usr"], capture_output=True,
+                             text=True, env=dict(os.environ, DESTDIR=root), timeout=300)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        for path in MOLT_RUN_FILES:
+            self.assertTrue(os.path.isfile(os.path.join(root, path)), path)
+        units = os.path.join(root, "usr/lib/systemd/system")
+        for name in os.listdir("/usr/lib/systemd/system"):
+            if name.endswith((".target", ".slice")):
+                subprocess.run(["cp", os.path.join("/usr/lib/systemd/system", name), units])
+        out = subprocess.run(["systemd-analyze", "verify", "--man=no", "--root=" + root,
+                              "molt-run@app.service"], capture_output=True, text=True, timeout=120)
+        self.assertEqual((out.returncode, (out.stdout + out.stderr).strip()), (0, ""))
+        # The example validates once its program and directory exist here.
+        example = open(os.path.join(root, "usr/share/doc/molt/examples/molt-run.conf")).read()
+        example = example.replace("/srv/app", d).replace("file = syslog", "file = stderr")
+        example = example.replace("/run/molt/", d + "/")
+        conf = os.path.join(d, "app.conf")
+        with open(conf, "w") as f:
+            f.write(example)
+        out = subprocess.run([os.path.join(root, "usr/sbin/molt-run"), "-t", "--config", conf],
+                             capture_output=True, text=True, timeout=60)
+        if os.access(GUNICORN, os.X_OK):
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+
+        out = subprocess.run(["cpack", "-G", "DEB", "-B", d, "--config",
+                              os.path.join(build, "CPackConfig.cmake")],
+                             capture_output=True, text=True, timeout=600)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        deb = [f for f in os.listdir(d) if f.endswith(".deb")][0]
+        listing = subprocess.run(["dpkg-deb", "-c", os.path.join(d, deb)], capture_output=True,
+                                 text=True).stdout
+        for path in MOLT_RUN_FILES:
+            self.assertIn("./" + path, listing)
+
+    def test_every_key_is_documented(self):
+        keys = subprocess.run([MOLT_RUN, "--config-keys"], capture_output=True, text=True,
+                              timeout=30).stdout.split()
+        program_keys = [k.split(".", 1)[1] for k in keys if k.startswith("program.")]
+        self.assertEqual(sorted(program_keys), sorted([
+            "command", "environment", "inherit_environment", "working_directory", "ready",
+            "stop_signal"]))
+        page = open(os.path.join(SOURCE_DIR, "manpages/molt-run.8")).read()
+        example = open(os.path.join(SOURCE_DIR, "etc/molt-run.conf")).read()
+        for key in program_keys:
+            self.assertIn(".B %s\n" % key.replace("_", "_"), page, key)
+            self.assertRegex(example, r"(?m)^#?%s = " % key, key)
+
+
 if __name__ == "__main__":
     unittest.main()
