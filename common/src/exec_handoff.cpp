@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,10 +36,13 @@ ExecLayout::ExecLayout(HandoffEnv env, int notifyFd, int stateFd, int countersFd
   if (stateFd >= 0) state_ = copyAbove(stateFd, above, "state pipe");
   counters_ = copyAbove(countersFd, above, "counters");
   if (env_.binaryFd >= 0) binary_ = copyAbove(env_.binaryFd, above, "binary");
+  if (env_.workerNotifyFd >= 0)
+    workerNotify_ = copyAbove(env_.workerNotifyFd, above, "worker notify socket");
   env_.notifyFd = notify_ ? notify_.get() : -1;
   env_.stateFd = state_ ? state_.get() : -1;
   env_.countersFd = counters_.get();
   env_.binaryFd = binary_ ? binary_.get() : -1;
+  env_.workerNotifyFd = workerNotify_ ? workerNotify_.get() : -1;
   Fd memfd(writeHandoffMemfd(encodeHandoffText(env_)));
   memfd_ = copyAbove(memfd.get(), above, "handoff memfd");
 }
@@ -60,7 +64,7 @@ void ExecLayout::apply(pid_t pid) {
 
 std::vector<int> ExecLayout::passedFds() const {
   std::vector<int> fds;
-  for (const Fd* fd : {&notify_, &state_, &counters_, &memfd_, &binary_})
+  for (const Fd* fd : {&notify_, &state_, &counters_, &memfd_, &binary_, &workerNotify_})
     if (*fd) fds.push_back(fd->get());
   for (size_t i = 0; layout_ && i < listeners_.size(); ++i) fds.push_back(3 + static_cast<int>(i));
   return fds;
@@ -78,6 +82,7 @@ void ExecLayout::undo() noexcept {
   counters_.reset();
   memfd_.reset();
   binary_.reset();
+  workerNotify_.reset();
 }
 
 std::string resolveExecutable(const std::string& executable) {
@@ -116,6 +121,17 @@ std::string checkHandoffFds(const HandoffEnv& env) {
     struct stat st {};
     if (fstat(env.binaryFd, &st) != 0 || !S_ISREG(st.st_mode))
       return "binary fd " + std::to_string(env.binaryFd) + " is not a regular file";
+  }
+  if (env.workerNotifyFd != -1) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    sockaddr_storage addr{};
+    socklen_t addrLen = sizeof addr;
+    if (getsockopt(env.workerNotifyFd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_DGRAM ||
+        getsockname(env.workerNotifyFd, reinterpret_cast<sockaddr*>(&addr), &addrLen) != 0 ||
+        addr.ss_family != AF_UNIX)
+      return "worker notify fd " + std::to_string(env.workerNotifyFd) +
+             " is not a Unix datagram socket";
   }
   if (!(env.rollback && env.notifyFd == -1) && !pipeEnd(env.notifyFd, O_WRONLY))
     return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";

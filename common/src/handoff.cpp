@@ -176,8 +176,9 @@ void validateHandoff(const HandoffEnv& env) {
   fd(env.stateFd, "state fd", env.rollback);
   fd(env.countersFd, "counters fd", true);
   fd(env.binaryFd, "binary fd", true);
+  fd(env.workerNotifyFd, "worker notify fd", true);
   std::vector<int> fds;
-  for (int f : {env.notifyFd, env.stateFd, env.countersFd, env.binaryFd})
+  for (int f : {env.notifyFd, env.stateFd, env.countersFd, env.binaryFd, env.workerNotifyFd})
     if (f != -1) fds.push_back(f);
   std::sort(fds.begin(), fds.end());
   if (std::adjacent_find(fds.begin(), fds.end()) != fds.end())
@@ -240,6 +241,7 @@ std::string encodeHandoffText(const HandoffEnv& env) {
   for (const auto& c : env.children) put("child", encodeChild(c));
   if (!env.previousConfig.empty()) put("previous_config", hexOf(env.previousConfig));
   if (env.binaryFd != -1) put("binary_fd", std::to_string(env.binaryFd));
+  if (env.workerNotifyFd != -1) put("worker_notify_fd", std::to_string(env.workerNotifyFd));
   if (env.probation) put("probation", "1");
   if (!env.config.empty()) put("config", hexOf(env.config));
   if (env.rollback) put("rollback", "1");
@@ -301,6 +303,8 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       }
     } else if (key == "binary_fd") {
       env.binaryFd = toSmallInt(value, "binary_fd");
+    } else if (key == "worker_notify_fd") {
+      env.workerNotifyFd = toSmallInt(value, "worker_notify_fd");
     } else if (key == "probation") {
       env.probation = value == "1";
     } else if (key == "config") {

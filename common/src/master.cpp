@@ -5,7 +5,10 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/resource.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -183,6 +186,18 @@ class MasterImpl {
   void reapChildren();
   void onChildExit(pid_t pid, int status);
   void onReadyPipe(uint64_t token);
+  // Readiness other than the ready pipe (see GenerationPolicy).
+  void watchReadiness(pid_t pid, int slot, const GenerationPolicy& policy);
+  void workerReady(pid_t pid, const char* how);
+  void forgetReadiness(pid_t pid);
+  std::string ensureWorkerNotifySocket();
+  void adoptWorkerNotifySocket(int fd);
+  void readWorkerNotify();
+  void onWorkerNotify(pid_t sender, const std::string& message);
+  void startReadyProbe(pid_t pid);
+  void onReadyProbeEvent(pid_t pid, uint32_t events);
+  void retryReadyProbe(pid_t pid);
+  int drainSignalOf(uint64_t generation) const;
   void startProbe(const std::string& trigger);
   void onProbeExit(int status);
   void guard(const char* what, const std::function<void()>& handler);
@@ -217,6 +232,31 @@ class MasterImpl {
   ListenerSet listeners_{systemBinder()};
   WorkerRegistry registry_;
   std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
+  // Workers started and not yet ready, whatever tells the master so.
+  std::set<pid_t> awaitingReady_;
+  // Readiness::kNotify: the datagram socket every worker sends to, kept
+  // across the exec; "@name" for NOTIFY_SOCKET.
+  WatchedFd workerNotify_{loop_, [this](uint32_t) {
+                            guard("worker notification", [this] { readWorkerNotify(); });
+                          }};
+  std::string workerNotifyName_;
+  std::map<pid_t, pid_t> mainPids_;  // MAINPID= announced -> the worker that announced it
+  // Readiness::kDelay timers and the probes of kConnectProbe/kHttpProbe, by
+  // worker pid; dropped when the worker exits (never from their own
+  // callbacks, which they would destroy).
+  std::map<pid_t, FunctionTimer> readyTimers_;
+  struct ReadyProbe {
+    ReadyProbe(EventLoop& loop, WatchedFd::Callback onEvents, std::function<void()> onRetry)
+        : fd(loop, std::move(onEvents)), retry(loop, std::move(onRetry)) {}
+    WatchedFd fd;
+    FunctionTimer retry;
+    ReadinessCheck check;
+    int slot = 0;
+    bool sent = false;
+    std::string received;
+  };
+  std::map<pid_t, ReadyProbe> readyProbes_;
+  std::map<uint64_t, int> drainSignals_;  // by generation: its configuration's drain signal
   std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
   std::optional<Checker> checker_;
   std::vector<std::string> unixPathsToRemove_;  // at the end of a stop: ours, not systemd's
@@ -269,6 +309,7 @@ class MasterImpl {
   double probationReadyAt_ = 0;
   double probationServingMs_ = 0;
   ProbationLimits probationLimits_;
+  ProbationStyle probationStyle_ = ProbationStyle::kStandby;
   FunctionTimer probationTimer_{loop_, guarded("probation", [this] {
                                   if (state_.probation()) passProbation();
                                 })};
@@ -482,6 +523,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     }
   }
   syncWaitsForProbation_ = env.probation;
+  if (env.workerNotifyFd >= 0) adoptWorkerNotifySocket(env.workerNotifyFd);
   startedEpoch_ = env.startedEpoch;
   workerNice_ = env.workerNice;
   counters_ = env.counters;
@@ -606,6 +648,7 @@ HandoffEnv MasterImpl::runningStateForExec() const {
   env.reloadStartedUs = reloadStartedUs_;
   env.workerNice = workerNice_;
   env.counters = counters_;
+  env.workerNotifyFd = workerNotify_ ? workerNotify_.get() : -1;
   for (const auto& w : registry_.all()) {
     HandoffChild c;
     c.pid = w.pid;
@@ -707,6 +750,7 @@ void MasterImpl::rescueInSynchronizer(const std::string& why, const std::vector<
 // unless a slot is empty.
 void MasterImpl::startRollbackImage(const HandoffEnv& env) {
   openOwnBinary();
+  if (env.workerNotifyFd >= 0) adoptWorkerNotifySocket(env.workerNotifyFd);
   startedEpoch_ = env.startedEpoch;
   workerNice_ = env.workerNice;
   counters_ = env.counters;
@@ -951,35 +995,45 @@ void MasterImpl::startGeneration(std::shared_ptr<const LoadedConfig> config, Rel
 
 pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
                               std::shared_ptr<const LoadedConfig> config, bool newSet) {
-  int pipeFds[2];
-  if (pipe2(pipeFds, O_CLOEXEC) != 0) throwSysError("pipe for worker readiness");
-  Fd readEnd(pipeFds[0]);
-  Fd writeEnd(pipeFds[1]);
-  if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) throwSysError("O_NONBLOCK on a ready pipe");
+  const GenerationPolicy policy = service_.generationPolicy(*config);
+  drainSignals_[generation] = policy.drainSignal;
+  const bool usePipe = policy.readiness.mode == Readiness::kReadyPipe;
+  const std::string notifySocket =
+      policy.readiness.mode == Readiness::kNotify ? ensureWorkerNotifySocket() : std::string();
+  Fd readEnd, writeEnd;
+  if (usePipe) {
+    int pipeFds[2];
+    if (pipe2(pipeFds, O_CLOEXEC) != 0) throwSysError("pipe for worker readiness");
+    readEnd.reset(pipeFds[0]);
+    writeEnd.reset(pipeFds[1]);
+    if (fcntl(readEnd.get(), F_SETFL, O_NONBLOCK) != 0) throwSysError("O_NONBLOCK on a ready pipe");
+  }
   std::vector<int> publicFds = listenerFds("public", newSet);
   std::vector<WorkerListener> publicListeners;
   for (const Listener* l : listeners_.listeners("public", newSet))
     publicListeners.push_back(WorkerListener{l->fd.get(), l->address.name, l->address.kind,
                                              l->address.toString()});
   const uint64_t token = nextToken_++;
-  auto& ready = readyPipes_
-                    .try_emplace(token, 0, loop_,
-                                 [this, token](uint32_t) {
-                                   guard("worker readiness", [this, token] { onReadyPipe(token); });
-                                 })
-                    .first->second;
-  try {
-    ready.fd.watch(std::move(readEnd), EPOLLIN);
-  } catch (...) {
-    readyPipes_.erase(token);
-    throw;
+  if (usePipe) {
+    auto& ready = readyPipes_
+                      .try_emplace(token, 0, loop_,
+                                   [this, token](uint32_t) {
+                                     guard("worker readiness", [this, token] { onReadyPipe(token); });
+                                   })
+                      .first->second;
+    try {
+      ready.fd.watch(std::move(readEnd), EPOLLIN);
+    } catch (...) {
+      readyPipes_.erase(token);
+      throw;
+    }
   }
   log::flush();
   pid_t pid = 0;
   try {
     pid = spawnChild("", [&]() -> int {
     std::vector<int> keep = publicFds;
-    keep.push_back(writeEnd.get());
+    if (writeEnd) keep.push_back(writeEnd.get());
     log::removeSinks();
     closeAllFdsExcept(keep);  // the ready pipe's read end too
     log::configure(config->master.log);
@@ -991,7 +1045,8 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     context.masterPid = pid_;
     context.listenerFds = publicFds;
     context.listeners = publicListeners;
-    context.readyFd = writeEnd.release();
+    context.readyFd = writeEnd ? writeEnd.release() : -1;
+    context.notifySocket = notifySocket;
     context.nice = workerNice_;
     context.config = config;
     context.counters = counters_shared_.get();
@@ -1003,13 +1058,15 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     readyPipes_.erase(token);
     throw;
   }
-  ready.pid = pid;
+  if (usePipe) readyPipes_.at(token).pid = pid;
   WorkerInfo info;
   info.pid = pid;
   info.generation = generation;
   info.slot = slot;
   info.startedAt = monotonicSeconds();
   registry_.add(info);
+  awaitingReady_.insert(pid);
+  watchReadiness(pid, slot, policy);
   MOLT_LOG(kDebug) << "started worker pid " << pid << " generation " << generation << " slot "
                    << slot;
   return pid;
@@ -1075,18 +1132,299 @@ void MasterImpl::onReadyPipe(uint64_t token) {
   if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
   pid_t pid = it->second.pid;
   readyPipes_.erase(it);
-  if (n == 1 && byte == 'R') {
-    if (auto* w = registry_.find(pid); w && w->state == WorkerState::kDraining) {
-      signalChild(pid, SIGTERM);  // its generation failed while it started
-      return;
-    }
-    registry_.markReady(pid);
-    if (state_.starting() && registry_.readyCount(state_.starting()->generation) >=
-                                 static_cast<size_t>(startingConfig_->master.workers))
-      completeStarting();
-  }
+  if (n == 1 && byte == 'R') workerReady(pid, "ready pipe");
   // EOF without the byte: the worker died; its exit status says why.
 }
+
+int MasterImpl::drainSignalOf(uint64_t generation) const {
+  auto it = drainSignals_.find(generation);
+  if (it != drainSignals_.end()) return it->second;
+  // Workers an earlier image started: the signal of the configuration in force.
+  return config_ ? service_.generationPolicy(*config_).drainSignal : SIGTERM;
+}
+
+void MasterImpl::workerReady(pid_t pid, const char* how) {
+  if (awaitingReady_.erase(pid) == 0) return;  // ready already (READY=1 again)
+  auto* w = registry_.find(pid);
+  if (!w) return;
+  if (w->state == WorkerState::kDraining) {
+    signalChild(pid, drainSignalOf(w->generation));  // its generation failed while it started
+    return;
+  }
+  MOLT_LOG(kDebug) << "worker pid " << pid << " is ready (" << how << ")";
+  registry_.markReady(pid);
+  if (state_.starting() && registry_.readyCount(state_.starting()->generation) >=
+                               static_cast<size_t>(startingConfig_->master.workers))
+    completeStarting();
+}
+
+void MasterImpl::forgetReadiness(pid_t pid) {
+  awaitingReady_.erase(pid);
+  readyTimers_.erase(pid);
+  readyProbes_.erase(pid);
+  for (auto it = mainPids_.begin(); it != mainPids_.end();)
+    it = it->second == pid ? mainPids_.erase(it) : std::next(it);
+}
+
+void MasterImpl::watchReadiness(pid_t pid, int slot, const GenerationPolicy& policy) {
+  const ReadinessCheck& check = policy.readiness;
+  switch (check.mode) {
+    case Readiness::kReadyPipe:
+    case Readiness::kNotify:
+      return;  // the worker says so
+    case Readiness::kDelay: {
+      auto& timer = readyTimers_
+                        .try_emplace(pid, loop_, guarded("ready delay", [this, pid] {
+                                       workerReady(pid, "ready delay");
+                                     }))
+                        .first->second;
+      timer.arm(msAt(monotonicSeconds() + check.delaySeconds));
+      return;
+    }
+    case Readiness::kConnectProbe:
+    case Readiness::kHttpProbe: {
+      auto& probe =
+          readyProbes_
+              .try_emplace(
+                  pid, loop_,
+                  [this, pid](uint32_t events) {
+                    guard("ready probe", [this, pid, events] { onReadyProbeEvent(pid, events); });
+                  },
+                  guarded("ready probe retry", [this, pid] { startReadyProbe(pid); }))
+              .first->second;
+      probe.check = check;
+      probe.slot = slot;
+      // The worker has just been forked: its program needs a moment.
+      probe.retry.arm(loop_.nowMs() + std::max<int64_t>(10, static_cast<int64_t>(check.probeIntervalSeconds * 1000)));
+      return;
+    }
+  }
+}
+
+// One attempt of a worker's probe: a non-blocking connect on the loop; the
+// reload's deadline (reload_timeout) bounds the attempts.
+void MasterImpl::startReadyProbe(pid_t pid) {
+  auto it = readyProbes_.find(pid);
+  if (it == readyProbes_.end() || !awaitingReady_.count(pid)) return;
+  ReadyProbe& probe = it->second;
+  probe.fd.reset();
+  probe.sent = false;
+  probe.received.clear();
+  const ListenAddress& target = probe.check.probeAddress;
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  if (target.kind == ListenAddress::Kind::kUnix) {
+    auto& un = reinterpret_cast<sockaddr_un&>(addr);
+    un.sun_family = AF_UNIX;
+    std::strncpy(un.sun_path, target.path.c_str(), sizeof un.sun_path - 1);
+    len = sizeof un;
+  } else {
+    if (target.resolvedLength == 0) {
+      MOLT_LOG(kError) << "ready probe " << target.toString() << " was not resolved by validation";
+      return;
+    }
+    len = resolveSockaddr(target, addr);
+    if (probe.check.probePortPerSlot) {
+      auto port = htons(static_cast<uint16_t>(target.port + probe.slot));
+      if (addr.ss_family == AF_INET) reinterpret_cast<sockaddr_in&>(addr).sin_port = port;
+      if (addr.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6&>(addr).sin6_port = port;
+    }
+  }
+  Fd fd(socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    MOLT_LOG(kWarning) << "ready probe socket: " << std::strerror(errno);
+    retryReadyProbe(pid);
+    return;
+  }
+  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0 && errno != EINPROGRESS) {
+    retryReadyProbe(pid);
+    return;
+  }
+  probe.fd.watch(std::move(fd), EPOLLOUT);
+}
+
+void MasterImpl::retryReadyProbe(pid_t pid) {
+  auto it = readyProbes_.find(pid);
+  if (it == readyProbes_.end() || !awaitingReady_.count(pid)) return;
+  it->second.fd.reset();
+  it->second.retry.arm(loop_.nowMs() + std::max<int64_t>(10, static_cast<int64_t>(
+                                                                 it->second.check.probeIntervalSeconds * 1000)));
+}
+
+void MasterImpl::onReadyProbeEvent(pid_t pid, uint32_t events) {
+  auto it = readyProbes_.find(pid);
+  if (it == readyProbes_.end() || !it->second.fd) return;
+  ReadyProbe& probe = it->second;
+  if (!probe.sent) {
+    int err = 0;
+    socklen_t errLen = sizeof err;
+    if (getsockopt(probe.fd.get(), SOL_SOCKET, SO_ERROR, &err, &errLen) != 0 || err != 0 ||
+        (events & (EPOLLERR | EPOLLHUP))) {
+      retryReadyProbe(pid);
+      return;
+    }
+    if (probe.check.mode == Readiness::kConnectProbe) {
+      probe.fd.reset();
+      workerReady(pid, "connect probe");
+      return;
+    }
+    std::string request = "GET " + probe.check.probePath + " HTTP/1.0\r\nHost: " +
+                          probe.check.probeAddress.toString() + "\r\nConnection: close\r\n\r\n";
+    // A request this small goes in one write on a fresh connection.
+    if (send(probe.fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size())) {
+      retryReadyProbe(pid);
+      return;
+    }
+    probe.sent = true;
+    loop_.modify(probe.fd.get(), EPOLLIN);
+    return;
+  }
+  char buf[512];
+  ssize_t n = recv(probe.fd.get(), buf, sizeof buf, 0);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n > 0) probe.received.append(buf, static_cast<size_t>(n));
+  auto eol = probe.received.find("\r\n");
+  if (eol == std::string::npos && n > 0 && probe.received.size() < 4096) return;
+  // "HTTP/1.x NNN ...": 2xx and 3xx mean the worker serves.
+  std::string line = probe.received.substr(0, eol);
+  bool ok = line.size() >= 12 && line.rfind("HTTP/1.", 0) == 0 && line[8] == ' ' &&
+            (line[9] == '2' || line[9] == '3');
+  probe.fd.reset();
+  if (ok) workerReady(pid, "HTTP probe");
+  else retryReadyProbe(pid);
+}
+
+std::string MasterImpl::ensureWorkerNotifySocket() {
+  if (workerNotify_) return workerNotifyName_;
+  Fd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) throwSysError("socket for the workers' notifications");
+  int one = 1;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0)
+    throwSysError("SO_PASSCRED on the workers' notify socket");
+  // An abstract address: nothing on disk, gone with the last descriptor,
+  // which the master keeps across its exec.
+  for (unsigned attempt = 0;; ++attempt) {
+    char name[96];
+    std::snprintf(name, sizeof name, "%s-notify-%d-%llx", service_.name().c_str(), pid_,
+                  static_cast<unsigned long long>(monotonicMicros()) + attempt);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    size_t nameLen = std::min(std::strlen(name), sizeof addr.sun_path - 2);
+    std::memcpy(addr.sun_path + 1, name, nameLen);
+    auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + nameLen);
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) == 0) {
+      workerNotifyName_ = "@" + std::string(name, nameLen);
+      break;
+    }
+    if (errno != EADDRINUSE || attempt >= 8) throwSysError("bind the workers' notify socket");
+  }
+  workerNotify_.watch(std::move(fd), EPOLLIN);
+  MOLT_LOG(kDebug) << "workers notify the master on " << workerNotifyName_;
+  return workerNotifyName_;
+}
+
+void MasterImpl::adoptWorkerNotifySocket(int fd) {
+  Fd owned(fd);
+  sockaddr_un addr{};
+  socklen_t len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0 || addr.sun_family != AF_UNIX ||
+      len <= offsetof(sockaddr_un, sun_path) + 1 || addr.sun_path[0] != '\0') {
+    MOLT_LOG(kWarning) << "handoff: worker notify fd " << fd << " is not an abstract socket; ignored";
+    return;
+  }
+  setCloseOnExec(fd, true);
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+    throwSysError("O_NONBLOCK on the workers' notify socket");
+  workerNotifyName_ = "@" + std::string(addr.sun_path + 1, len - offsetof(sockaddr_un, sun_path) - 1);
+  workerNotify_.watch(std::move(owned), EPOLLIN);
+}
+
+void MasterImpl::readWorkerNotify() {
+  // A bounded batch per wake-up: a worker that floods the socket cannot
+  // keep the loop from everything else (the socket is level-triggered).
+  for (int i = 0; i < 64; ++i) {
+    char buf[4096];
+    iovec iov{buf, sizeof buf};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int) * 16)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(workerNotify_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) MOLT_LOG(kWarning) << "worker notify socket: " << std::strerror(errno);
+      return;
+    }
+    pid_t sender = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET) continue;
+      if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+        ucred cred{};
+        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+        sender = cred.pid;
+      } else if (c->cmsg_type == SCM_RIGHTS) {
+        // Descriptors (FDSTORE=1) are not kept: closed at once.
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t k = 0; k < count; ++k) {
+          int passed = -1;
+          std::memcpy(&passed, CMSG_DATA(c) + k * sizeof(int), sizeof passed);
+          if (passed >= 0) close(passed);
+        }
+      }
+    }
+    if ((msg.msg_flags & MSG_TRUNC) || sender <= 0) continue;
+    onWorkerNotify(sender, std::string(buf, static_cast<size_t>(n)));
+  }
+}
+
+// Attributes a notification to a worker: its own pid, a MAINPID it
+// announced, or a child of a worker (a program that forks before it
+// notifies). Anything else is ignored.
+void MasterImpl::onWorkerNotify(pid_t sender, const std::string& message) {
+  pid_t worker = 0;
+  if (registry_.find(sender)) {
+    worker = sender;
+  } else if (auto it = mainPids_.find(sender); it != mainPids_.end()) {
+    worker = it->second;
+  } else if (pid_t parent = parentOf(sender); parent > 1 && registry_.find(parent)) {
+    worker = parent;
+  }
+  if (worker == 0) {
+    MOLT_LOG(kDebug) << "notification from pid " << sender << ", not a worker: ignored";
+    return;
+  }
+  std::istringstream lines(message);
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "READY=1") {
+      workerReady(worker, "READY=1");
+    } else if (line.rfind("MAINPID=", 0) == 0) {
+      std::string digits = line.substr(8);
+      if (!digits.empty() && digits.size() < 10 &&
+          digits.find_first_not_of("0123456789") == std::string::npos) {
+        auto mainPid = static_cast<pid_t>(std::stol(digits));
+        if (mainPid > 1) mainPids_[mainPid] = worker;
+      }
+    } else if (line.rfind("STATUS=", 0) == 0) {
+      MOLT_LOG(kDebug) << "worker pid " << worker << " status: " << line.substr(7);
+    } else if (line == "STOPPING=1") {
+      auto* w = registry_.find(worker);
+      if (!w) continue;
+      MOLT_LOG(kInfo) << "worker pid " << worker << " of generation " << w->generation
+                      << " is stopping (STOPPING=1)";
+      const auto& probation = state_.probation();
+      if (probation && w->generation == probation->generation && w->state != WorkerState::kDraining) {
+        failProbation("worker " + std::to_string(w->generation) + "." + std::to_string(w->slot) +
+                      " (pid " + std::to_string(worker) + ") stopped being ready (STOPPING=1)");
+        return;
+      }
+    }
+  }
+}
+
 
 void MasterImpl::completeStarting() {
   auto ended = state_.completeStart();
@@ -1100,7 +1438,7 @@ void MasterImpl::completeStarting() {
       MOLT_LOG(kInfo) << "serving generation " << gen.generation << " with "
                       << config->master.workers << " workers";
       for (pid_t pid : std::exchange(orphans_, {})) {
-        if (!signalChild(pid, SIGTERM)) continue;
+        if (!signalChild(pid, drainSignalOf(0))) continue;
         WorkerInfo info;
         info.pid = pid;
         info.state = WorkerState::kDraining;
@@ -1181,8 +1519,17 @@ void MasterImpl::failStarting(const std::string& reason) {
   // they drain like any old generation rather than being killed mid-request.
   // One still starting is told once it reports ready (onReadyPipe), so that
   // it is never stopped half-way through its start.
-  for (const auto& w : registry_.ofGeneration(gen.generation))
-    if (w.state == WorkerState::kReady) signalChild(w.pid, SIGTERM);
+  for (const auto& w : registry_.ofGeneration(gen.generation)) {
+    // A worker whose readiness is not the ready pipe (a notification, a
+    // delay, a probe) serves whatever it said: one that missed the
+    // deadline is told at once, not left serving until graceful_timeout.
+    bool pipeWorker = std::any_of(readyPipes_.begin(), readyPipes_.end(),
+                                  [&](const auto& entry) { return entry.second.pid == w.pid; });
+    if (w.state == WorkerState::kReady || !pipeWorker) {
+      awaitingReady_.erase(w.pid);
+      signalChild(w.pid, drainSignalOf(gen.generation));
+    }
+  }
   double grace = (config_ ? config_ : config)->master.gracefulTimeout;
   registry_.startDraining(gen.generation, now, now + grace + 2);
   armDrainKills();
@@ -1231,8 +1578,11 @@ bool MasterImpl::beginProbation(uint64_t previous, ReloadKind kind,
   // In rebind mode the last good workers accept on sockets of their own,
   // which the new generation does not: paused, the connections the kernel
   // queues there would wait for the verdict. They go on serving instead.
-  bool pause = kind != ReloadKind::kSeamless ||
-               config_->master.listenerHandoff == ListenerHandoff::kInherit;
+  // Canary: they go on serving, untouched, until the verdict.
+  probationStyle_ = service_.generationPolicy(*config_).probation;
+  bool pause = probationStyle_ == ProbationStyle::kStandby &&
+               (kind != ReloadKind::kSeamless ||
+                config_->master.listenerHandoff == ListenerHandoff::kInherit);
   if (pause)
     for (pid_t pid : standing) signalChild(pid, SIGUSR1);
   lastGoodConfig_ = lastGood;
@@ -1245,7 +1595,8 @@ bool MasterImpl::beginProbation(uint64_t previous, ReloadKind kind,
   uint64_t generation = state_.servingGeneration();
   MOLT_LOG(kInfo) << reloadKindName(kind) << ": generation " << generation << " serving after "
                   << probationServingMs_ << " ms, on probation for " << seconds
-                  << "s; generation " << previous << " stands by (" << standing.size()
+                  << "s; generation " << previous
+                  << (pause ? " stands by (" : probationStyle_ == ProbationStyle::kCanary ? " serves on, a canary probation (" : " serves on (") << standing.size()
                   << " workers)";
   notify::status("generation " + std::to_string(generation) + " on probation for " +
                  std::to_string(static_cast<int>(std::ceil(seconds))) + "s; generation " +
@@ -1303,10 +1654,12 @@ void MasterImpl::failProbation(const std::string& reason) {
   auto failed = state_.failProbation();
   MOLT_LOG(kError) << "generation " << failed.generation << " failed probation: " << reason;
   auto resumed = registry_.resume(failed.lastGood);
-  for (pid_t pid : resumed) signalChild(pid, SIGHUP);
+  // Canary: the last good workers never stopped serving; nothing to tell.
+  if (probationStyle_ == ProbationStyle::kStandby)
+    for (pid_t pid : resumed) signalChild(pid, SIGHUP);
   double now = monotonicSeconds();
   for (const auto& w : registry_.ofGeneration(failed.generation))
-    if (w.state != WorkerState::kDraining) signalChild(w.pid, SIGTERM);
+    if (w.state != WorkerState::kDraining) signalChild(w.pid, drainSignalOf(failed.generation));
   registry_.startDraining(failed.generation, now,
                           now + lastGoodConfig_->master.gracefulTimeout + 2);
   MOLT_LOG(kWarning) << "generation " << failed.lastGood << " (" << resumed.size()
@@ -1358,7 +1711,7 @@ void MasterImpl::drainGeneration(uint64_t generation, bool signal) {
   auto pids = registry_.startDraining(generation, now, killAt);
   armDrainKills();
   if (signal)
-    for (pid_t pid : pids) signalChild(pid, SIGTERM);
+    for (pid_t pid : pids) signalChild(pid, drainSignalOf(generation));
   if (!pids.empty())
     MOLT_LOG(kInfo) << "draining generation " << generation << " (" << pids.size()
                     << " workers, graceful_timeout " << config_->master.gracefulTimeout << "s)";
@@ -1685,6 +2038,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
       params.listenerFds = allListeners;
       params.oldWorkers = oldWorkers;
       params.masterPid = pid_;
+      params.drainSignal = drainSignalOf(state_.servingGeneration());
       params.shutdownFds = rebound;
       params.timeoutSeconds = next->master.reloadTimeout + 10;
       params.probationSeconds = next->master.reloadProbation;
@@ -1824,7 +2178,7 @@ void MasterImpl::closeHandoffState(const std::string& why) {
     MOLT_LOG(kWarning) << why << "; telling " << handoffOldWorkers_.size()
                        << " old workers to drain from the master";
   for (pid_t pid : handoffOldWorkers_)
-    if (registry_.find(pid)) signalChild(pid, SIGTERM);
+    if (auto* w = registry_.find(pid)) signalChild(pid, drainSignalOf(w->generation));
   handoffOldWorkers_.clear();
   // A synchronizer we could not talk to has nothing left to do: it would
   // only wait out its timeout.
@@ -1842,7 +2196,8 @@ void MasterImpl::onSignal(const signalfd_siginfo& info) {
     case SIGUSR1: requestReload(ReloadKind::kSeamless, "SIGUSR1 (" + source + ")"); break;
     case SIGUSR2:
       startProbe("signal");
-      for (const auto& w : registry_.ofGeneration(state_.servingGeneration())) signalChild(w.pid, SIGUSR2);
+      if (int recheck = config_ ? service_.generationPolicy(*config_).recheckSignal : 0)
+        for (const auto& w : registry_.ofGeneration(state_.servingGeneration())) signalChild(w.pid, recheck);
       break;
     case SIGTERM:
       MOLT_LOG(kInfo) << "SIGTERM (" << source << "): graceful shutdown";
@@ -1890,6 +2245,7 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
   }
   for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
     it = it->second.pid == pid ? readyPipes_.erase(it) : std::next(it);
+  forgetReadiness(pid);
   auto info = registry_.remove(pid);
   if (!info) {
     MOLT_LOG(kDebug) << "reaped unknown child pid " << pid << ": " << describeWaitStatus(status);
@@ -1972,7 +2328,8 @@ void MasterImpl::beginStop(bool graceful) {
   respawnsWaiting_.clear();
   double now = monotonicSeconds();
   double grace = config_ ? config_->master.gracefulTimeout : 0;
-  for (const auto& w : registry_.all()) signalChild(w.pid, graceful ? SIGTERM : SIGKILL);
+  for (const auto& w : registry_.all())
+    signalChild(w.pid, graceful ? drainSignalOf(w.generation) : SIGKILL);
   // Every generation stops, the one on probation and the last good one
   // standing by included.
   for (const auto& w : registry_.all())

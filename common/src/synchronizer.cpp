@@ -149,7 +149,7 @@ int runSynchronizer(const SyncParams& params) noexcept {
       for (pid_t pid : params.oldWorkers) {
         // Only signal a process that is still the master's child: a pid
         // that was reaped and reused belongs to someone else.
-        if (parentOf(pid) == params.masterPid && kill(pid, SIGTERM) == 0) {
+        if (parentOf(pid) == params.masterPid && kill(pid, params.drainSignal) == 0) {
           report.signalled.push_back(pid);
         } else {
           report.alreadyGone.push_back(pid);

@@ -25,6 +25,13 @@ class MoltdService : public reload::Service {
  public:
   std::string version() const override;
   std::string name() const override { return "moltd"; }
+  // The ready pipe, SIGTERM to drain, standby probation, and SIGUSR2
+  // forwarded (workers re-check the read-only flag and the volumes).
+  reload::GenerationPolicy generationPolicy(const reload::LoadedConfig& /*config*/) const override {
+    reload::GenerationPolicy policy;
+    policy.recheckSignal = SIGUSR2;
+    return policy;
+  }
   std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
                                                            const reload::MasterConfig& master) override;
   int runWorker(const reload::WorkerContext& context) noexcept override;

@@ -100,7 +100,11 @@ struct HandoffEnv {
   //                   fd, the synchronizer of the failed reload guards
   //                   this image's start and is told to go once it runs
   //   last_reload     the last reload's outcome (see HandoffReload)
+  //   worker_notify_fd the datagram socket workers send READY=1 to
+  //                   (Readiness::kNotify), so that workers started by
+  //                   the image before are still heard after the exec
   int binaryFd = -1;
+  int workerNotifyFd = -1;
   bool probation = false;
   std::string config;
   bool rollback = false;

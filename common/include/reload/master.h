@@ -5,6 +5,7 @@
 // A server plugs in through Service; nothing here knows what workers serve.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -55,13 +56,63 @@ struct ListenerKinds {
   }
 };
 
+// How the master learns that a worker of a new generation serves.
+enum class Readiness {
+  kReadyPipe,     // the worker calls signalWorkerReady() (a byte on a pipe)
+  kNotify,        // READY=1 on WorkerContext::notifySocket (systemd's sd_notify)
+  kDelay,         // delaySeconds after the worker started
+  kConnectProbe,  // a TCP (or Unix) connection to probeAddress succeeds
+  kHttpProbe,     // GET probePath on probeAddress answers 2xx or 3xx
+};
+
+struct ReadinessCheck {
+  Readiness mode = Readiness::kReadyPipe;
+  double delaySeconds = 0;  // kDelay
+  // The probes' address, resolved by validation (resolveListenAddress). A
+  // probe answered by another generation's worker counts too: point it at
+  // an address only the new worker serves (its port + slot with
+  // probePortPerSlot), not at a listener every generation shares.
+  ListenAddress probeAddress;
+  bool probePortPerSlot = false;
+  std::string probePath = "/";      // kHttpProbe
+  double probeIntervalSeconds = 0.1;  // between attempts, until reload_timeout
+};
+
+// What the last good generation does while a new one is on probation.
+enum class ProbationStyle {
+  // It stops accepting but stands by, listeners open (SIGUSR1 from the
+  // master; SIGHUP takes over again): a service written for the library.
+  kStandby,
+  // It goes on serving untouched and gets the drain signal only once the
+  // new generation passed; a new one that fails is stopped and the old one
+  // never noticed: for programs that know nothing of the library.
+  kCanary,
+};
+
+// A service's choices for the generations of one configuration
+// (Service::generationPolicy).
+struct GenerationPolicy {
+  ReadinessCheck readiness;
+  // Tells a worker to stop accepting and finish (SIGKILL follows after
+  // graceful_timeout).
+  int drainSignal = SIGTERM;
+  ProbationStyle probation = ProbationStyle::kStandby;
+  // Forwarded to the serving workers when the master gets SIGUSR2 (moltd's
+  // re-check); 0 forwards nothing.
+  int recheckSignal = 0;
+};
+
 struct WorkerContext {
   uint64_t generation = 0;
   int slot = 0;
   pid_t masterPid = 0;
   std::vector<int> listenerFds;  // public listeners, non-blocking
   std::vector<WorkerListener> listeners;  // the same, with names and kinds
-  int readyFd = -1;  // see signalWorkerReady()
+  int readyFd = -1;  // see signalWorkerReady(); -1 unless Readiness::kReadyPipe
+  // Readiness::kNotify: the NOTIFY_SOCKET value for this worker ("@name" of
+  // an abstract socket the master reads); "" otherwise. NOTIFY_SOCKET itself
+  // is unset in the worker: the service sets it for what it execs.
+  std::string notifySocket;
   int nice = 0;      // the priority to serve at, once ready
   std::shared_ptr<const LoadedConfig> config;
   SharedCounters* counters = nullptr;  // shared with every process of the server
@@ -76,6 +127,12 @@ class Service {
   virtual std::string name() const = 0;
   // The listener kinds its workers serve (default: TCP and Unix stream).
   virtual ListenerKinds listenerKinds() const { return ListenerKinds{}; }
+  // Readiness, drain signal and probation style of the generations started
+  // with `config` (default: the ready pipe, SIGTERM, standby). Pure: called
+  // on the master's loop.
+  virtual GenerationPolicy generationPolicy(const LoadedConfig& /*config*/) const {
+    return GenerationPolicy{};
+  }
   // Reads the service's sections; records problems in `ini`. Pure: no disk
   // access and no name lookups (the master calls it on its loop).
   virtual std::shared_ptr<const ServiceConfig> parseConfig(IniConfig& ini,

@@ -4,6 +4,7 @@
 // and lets go of the sockets.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <functional>
@@ -22,6 +23,7 @@ struct SyncParams {
   std::vector<int> shutdownFds;
   std::vector<pid_t> oldWorkers;  // workers serving when the reload began
   pid_t masterPid = 0;
+  int drainSignal = SIGTERM;      // tells the old workers to drain
   double timeoutSeconds = 30;
   // The longest probation the new generation may be on; the synchronizer
   // waits that long (and a margin) for its verdict.
