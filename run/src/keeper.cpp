@@ -27,14 +27,6 @@ extern char** environ;
 namespace run {
 namespace {
 
-constexpr double kProbeIntervalSeconds = 0.05;
-
-bool waitFor(int fd, short events, int timeoutMs) {
-  pollfd p{fd, events, 0};
-  int n = reload::retryEintr([&] { return poll(&p, 1, timeoutMs); });
-  return n == 1 && (p.revents & events) != 0;
-}
-
 // The listeners' LISTEN_FDNAMES entries: a bind entry's NAME=, else
 // "unknown", as systemd names an unnamed socket.
 std::vector<std::string> listenerNames(const reload::WorkerContext& context) {
@@ -69,35 +61,6 @@ std::vector<int> listenerFds(const reload::WorkerContext& context) {
 }
 
 }  // namespace
-
-bool probeReady(const Readiness& ready) {
-  reload::Fd fd(socket(ready.address.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) return false;
-  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&ready.address), ready.addressLength) != 0) {
-    if (errno != EINPROGRESS || !waitFor(fd.get(), POLLOUT, 1000)) return false;
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) return false;
-  }
-  if (ready.kind != Readiness::Kind::kHttp) return true;
-  std::string host = ready.host.find(':') != std::string::npos ? "[" + ready.host + "]" : ready.host;
-  std::string request = "GET " + ready.path + " HTTP/1.0\r\nHost: " + host + ":" +
-                        std::to_string(ready.port) + "\r\nUser-Agent: molt-run\r\n\r\n";
-  if (send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(request.size()))
-    return false;
-  std::string head;
-  while (head.find('\n') == std::string::npos && head.size() < 1024) {
-    if (!waitFor(fd.get(), POLLIN, 1000)) return false;
-    char buffer[512];
-    ssize_t n = recv(fd.get(), buffer, sizeof buffer, 0);
-    if (n <= 0) return false;
-    head.append(buffer, static_cast<size_t>(n));
-  }
-  // "HTTP/1.1 200 OK"
-  if (head.rfind("HTTP/1.", 0) != 0 || head.size() < 12 || head[8] != ' ') return false;
-  return head[9] == '2' || head[9] == '3';
-}
 
 int runKeeper(const reload::WorkerContext& context, const ProgramConfig& config) noexcept {
   try {
@@ -150,40 +113,24 @@ int runKeeper(const reload::WorkerContext& context, const ProgramConfig& config)
                     << " (ready: " << config.ready.toString() << ")";
 
     const double started = reload::monotonicSeconds();
-    double nextProbe = started;
     bool ready = false;
     bool stopping = false;
-    auto becomeReady = [&](const std::string& how) {
-      if (ready) return;
-      ready = true;
-      MOLT_LOG(kInfo) << "worker " << id << ": program pid " << mainPid << " is ready (" << how
-                      << ") after " << static_cast<int>((reload::monotonicSeconds() - started) * 1000)
-                      << " ms";
-      if (!reload::signalWorkerReady(context))
+    // The program's word goes to the master: the master reads READY=1 from
+    // this worker on its own socket (or, with the library's ready pipe, from
+    // the pipe). MAINPID= stays here: this worker is what the master watches.
+    auto tellMaster = [&](const std::string& message) {
+      if (!context.notifySocket.empty()) {
+        if (!sendNotify(context.notifySocket, message))
+          MOLT_LOG(kWarning) << "worker " << id << ": cannot tell the master '" << message
+                             << "': " << std::strerror(errno);
+      } else if (message == "READY=1" && context.readyFd >= 0 && !reload::signalWorkerReady(context)) {
         MOLT_LOG(kWarning) << "worker " << id << ": the master did not take the ready word";
+      }
     };
 
     for (;;) {
-      int timeoutMs = -1;
-      if (!ready && config.ready.kind != Readiness::Kind::kNotify) {
-        double now = reload::monotonicSeconds();
-        double at = config.ready.kind == Readiness::Kind::kDelay ? started + config.ready.delaySeconds
-                                                                 : nextProbe;
-        if (now >= at) {
-          if (config.ready.kind == Readiness::Kind::kDelay) {
-            becomeReady("after the configured delay");
-          } else if (!stopping && probeReady(config.ready)) {
-            becomeReady(config.ready.toString() + " answered");
-          } else {
-            nextProbe = reload::monotonicSeconds() + kProbeIntervalSeconds;
-          }
-          if (!ready) timeoutMs = static_cast<int>(kProbeIntervalSeconds * 1000);
-        } else {
-          timeoutMs = static_cast<int>((at - now) * 1000) + 1;
-        }
-      }
       pollfd fds[2] = {{signals.get(), POLLIN, 0}, {notify ? notify->fd() : -1, POLLIN, 0}};
-      int n = poll(fds, notify ? 2 : 1, timeoutMs);
+      int n = poll(fds, notify ? 2 : 1, -1);
       if (n < 0 && errno != EINTR) reload::throwSysError("poll");
 
       if (notify && (fds[1].revents & POLLIN)) {
@@ -206,11 +153,20 @@ int runKeeper(const reload::WorkerContext& context, const ProgramConfig& config)
                                  << " ignored: not a process of the program";
             }
           }
-          if (auto it = f.find("STATUS"); it != f.end())
+          if (auto it = f.find("STATUS"); it != f.end()) {
             MOLT_LOG(kDebug) << "worker " << id << ": status: " << it->second;
-          if (f.count("STOPPING") && f["STOPPING"] == "1")
+            tellMaster("STATUS=" + it->second);
+          }
+          if (f.count("STOPPING") && f["STOPPING"] == "1") {
             MOLT_LOG(kInfo) << "worker " << id << ": the program is stopping";
-          if (f.count("READY") && f["READY"] == "1") becomeReady("READY=1");
+            tellMaster("STOPPING=1");
+          }
+          if (f.count("READY") && f["READY"] == "1" && !ready) {
+            ready = true;
+            MOLT_LOG(kInfo) << "worker " << id << ": program pid " << mainPid << " says READY=1 after "
+                            << static_cast<int>((reload::monotonicSeconds() - started) * 1000) << " ms";
+            tellMaster("READY=1");
+          }
         }
       }
 
@@ -240,7 +196,8 @@ int runKeeper(const reload::WorkerContext& context, const ProgramConfig& config)
               BOOST_LOG_SEV(reload::log::logger::get(),
                             stopping ? reload::log::Severity::kInfo : reload::log::Severity::kError)
                   << "worker " << id << ": program pid " << ended << " "
-                  << reload::describeWaitStatus(status) << (ready ? "" : " before it was ready");
+                  << reload::describeWaitStatus(status)
+                  << (notify && !ready ? " before it said READY=1" : "");
               // What it leaves behind goes with it.
               if (kill(-program, SIGKILL) != 0 && errno != ESRCH)
                 MOLT_LOG(kWarning) << "worker " << id << ": kill -" << program << ": " << std::strerror(errno);

@@ -26,6 +26,22 @@ std::map<std::string, std::string> parseNotifyMessage(const std::string& datagra
   return fields;
 }
 
+bool sendNotify(const std::string& address, const std::string& message) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (address.size() < 2 || address.size() >= sizeof addr.sun_path) {
+    errno = EINVAL;
+    return false;
+  }
+  std::memcpy(addr.sun_path, address.data(), address.size());
+  if (address[0] == '@') addr.sun_path[0] = 0;
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.size());
+  reload::Fd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return false;
+  return sendto(fd.get(), message.data(), message.size(), MSG_NOSIGNAL,
+                reinterpret_cast<const sockaddr*>(&addr), len) == static_cast<ssize_t>(message.size());
+}
+
 NotifySocket::NotifySocket(const std::string& tag) {
   fd_.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd_) reload::throwSysError("notify socket");

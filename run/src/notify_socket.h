@@ -15,6 +15,10 @@ namespace run {
 // newline-separated NAME=VALUE lines; lines without '=' are skipped.
 std::map<std::string, std::string> parseNotifyMessage(const std::string& datagram);
 
+// Sends `message` to a NOTIFY_SOCKET address ("@abstract" or a path), as
+// sd_notify() does. False (errno set) when it cannot be sent.
+bool sendNotify(const std::string& address, const std::string& message);
+
 class NotifySocket {
  public:
   // Binds a datagram socket in the abstract namespace under a name derived

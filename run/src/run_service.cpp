@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +39,37 @@ void RunService::checkEnvironment(const reload::LoadedConfig& config, reload::In
                      program.workingDirectory, why)
           .empty())
     ini.fail("program", "command", why);
+}
+
+reload::GenerationPolicy RunService::generationPolicy(const reload::LoadedConfig& config) const {
+  const auto& ready = static_cast<const ProgramConfig&>(*config.service).ready;
+  reload::GenerationPolicy policy;
+  policy.drainSignal = SIGTERM;
+  policy.probation = reload::ProbationStyle::kCanary;
+  auto& check = policy.readiness;
+  switch (ready.kind) {
+    case Readiness::Kind::kNotify:
+      check.mode = reload::Readiness::kNotify;
+      break;
+    case Readiness::Kind::kDelay:
+      check.mode = reload::Readiness::kDelay;
+      check.delaySeconds = ready.delaySeconds;
+      break;
+    case Readiness::Kind::kTcp:
+    case Readiness::Kind::kHttp:
+      check.mode = ready.kind == Readiness::Kind::kTcp ? reload::Readiness::kConnectProbe
+                                                       : reload::Readiness::kHttpProbe;
+      check.probeAddress.kind = reload::ListenAddress::Kind::kTcp;
+      check.probeAddress.host = ready.host;
+      check.probeAddress.port = ready.port;
+      // Numeric, parsed by validation: nothing is looked up.
+      check.probeAddress.resolved = ready.address;
+      check.probeAddress.resolvedLength = ready.addressLength;
+      check.probePath = ready.path;
+      check.probeIntervalSeconds = 0.05;
+      break;
+  }
+  return policy;
 }
 
 int RunService::runWorker(const reload::WorkerContext& context) noexcept {

@@ -27,6 +27,10 @@ class RunService : public reload::Service {
   // directory must exist, as the program's user will see them.
   void checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) override;
   int runWorker(const reload::WorkerContext& context) noexcept override;
+  // The master watches [program] ready (READY=1 comes through the worker),
+  // tells a worker to stop with SIGTERM (the worker passes stop_signal on),
+  // and runs probation as a canary: the old generation is never paused.
+  reload::GenerationPolicy generationPolicy(const reload::LoadedConfig& config) const override;
   void addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) override;
 };
 

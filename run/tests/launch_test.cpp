@@ -184,4 +184,15 @@ BOOST_AUTO_TEST_CASE(DatagramsCarryTheSendersPid) {
   BOOST_TEST(received->fields["STATUS"] == "up");
 }
 
+BOOST_AUTO_TEST_CASE(WhatAWorkerPassesOnArrivesFromTheWorker) {
+  run::NotifySocket master("unit-test-relay/" + std::to_string(getpid()));
+  BOOST_REQUIRE(run::sendNotify(master.address(), "READY=1"));
+  auto received = master.receive();
+  BOOST_REQUIRE(received.has_value());
+  BOOST_TEST(received->sender == getpid());
+  BOOST_TEST(received->fields["READY"] == "1");
+  BOOST_TEST(!run::sendNotify("@molt-run/nobody-listens-here", "READY=1"));
+  BOOST_TEST(!run::sendNotify("", "READY=1"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
