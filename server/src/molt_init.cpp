@@ -3,7 +3,9 @@
 //   molt-init [moltd|all ...] COMMAND [options]
 //
 // Instances are found like swift-init finds its servers: CONF_DIR/moltd.conf,
-// and one instance per CONF_DIR/moltd/*.conf. Pid files live in the run dir.
+// and one instance per CONF_DIR/moltd/*.conf. molt-run instances are named:
+// molt-run@NAME is CONF_DIR/molt-run/NAME.conf with RUN_DIR/molt-run@NAME.pid.
+// Pid files live in the run dir.
 // Every waiting command waits on what the server reports on its admin
 // endpoint, never on a fixed delay.
 #include <dirent.h>
@@ -19,6 +21,7 @@
 #include <Poco/JSON/Parser.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <climits>
 #include <cstring>
@@ -61,6 +64,7 @@ struct Options {
   std::string runDir = "/run/molt";
   std::string confDir = "/etc/molt";
   std::string moltd;
+  std::string moltRun;
 };
 
 struct Instance {
@@ -68,6 +72,7 @@ struct Instance {
   std::string config;
   std::string pidFile;
   std::string stdioLog;
+  std::string program = "moltd";  // or "molt-run"
 };
 
 double now() {
@@ -90,6 +95,36 @@ std::string moltdBinary(const Options& opt) {
   std::string sibling = selfDir() + "/moltd";
   if (access(sibling.c_str(), X_OK) == 0) return sibling;
   return "moltd";
+}
+
+std::string moltRunBinary(const Options& opt) {
+  if (!opt.moltRun.empty()) return opt.moltRun;
+  if (const char* env = getenv("MOLT_RUN")) return env;
+  std::string sibling = selfDir() + "/molt-run";
+  if (access(sibling.c_str(), X_OK) == 0) return sibling;
+  return "molt-run";
+}
+
+std::string binaryOf(const Options& opt, const Instance& inst) {
+  return inst.program == "molt-run" ? moltRunBinary(opt) : moltdBinary(opt);
+}
+
+// "" when NAME may follow molt-run@ (it names a file: letters, digits, '.',
+// '_' and '-', not starting with '.'), else why not.
+std::string moltRunNameProblem(const std::string& name) {
+  if (name.empty()) return "molt-run@ needs an instance name (molt-run@NAME)";
+  if (name[0] == '.' || name.size() > 200) return "'" + name + "' is not an instance name";
+  for (unsigned char c : name)
+    if (!std::isalnum(c) && c != '.' && c != '_' && c != '-')
+      return "'" + name + "' is not an instance name (letters, digits, '.', '_', '-')";
+  return "";
+}
+
+Instance moltRunInstance(const Options& opt, const std::string& name) {
+  Instance inst{"molt-run@" + name, opt.confDir + "/molt-run/" + name + ".conf",
+                opt.runDir + "/molt-run@" + name + ".pid", opt.runDir + "/molt-run@" + name + ".log"};
+  inst.program = "molt-run";
+  return inst;
 }
 
 std::vector<Instance> findInstances(const Options& opt) {
@@ -156,10 +191,14 @@ PidInfo readPid(const Instance& inst) {
     return info;
   }
   std::string comm = commOf(info.pid);
-  if (comm.rfind("moltd", 0) != 0) {
+  // The library names the master's process after the service; molt-run's
+  // may still carry the library's older "moltd-master".
+  bool ours = comm.rfind("moltd", 0) == 0 ||
+              (inst.program == "molt-run" && comm.rfind("molt-run", 0) == 0);
+  if (!ours) {
     info.state = PidState::kReused;
     info.note = "stale pid file " + inst.pidFile + ": pid " + std::to_string(pid) +
-                " now belongs to '" + comm + "', not moltd; not signalling it";
+                " now belongs to '" + comm + "', not " + inst.program + "; not signalling it";
     return info;
   }
   info.state = PidState::kRunning;
@@ -272,7 +311,8 @@ Loaded loadInstanceConfig(const Instance& inst) {
     reload::IniConfig ini(inst.config);
     auto settings = std::make_shared<Settings>();
     settings->master = reload::parseMasterConfig(ini);
-    settings->readOnlyFile = server::parseObjectServerConfig(ini)->storage.readOnlyFile;
+    if (inst.program == "moltd")
+      settings->readOnlyFile = server::parseObjectServerConfig(ini)->storage.readOnlyFile;
     return {settings, ""};
   } catch (const std::exception& e) {
     return {nullptr, e.what()};
@@ -334,7 +374,7 @@ class Commands {
       std::cout << pid.note << "; removing it\n";
       unlink(inst.pidFile.c_str());
     }
-    std::string binary = moltdBinary(opt_);
+    std::string binary = binaryOf(opt_, inst);
     if (foreground) {
       execlp(binary.c_str(), binary.c_str(), "--config", inst.config.c_str(), nullptr);
       std::cerr << "molt-init: exec " << binary << ": " << std::strerror(errno) << "\n";
@@ -517,6 +557,10 @@ class Commands {
   }
 
   int setMode(const Instance& inst, bool readOnly) {
+    if (inst.program != "moltd") {
+      std::cerr << "molt-init: " << inst.name << " has no read-only mode\n";
+      return kUsage;
+    }
     Loaded loaded = loadInstanceConfig(inst);
     if (!loaded.config) {
       std::cerr << loaded.error << "\n";
@@ -581,7 +625,9 @@ class Commands {
 };
 
 void usage(std::ostream& out) {
-  out << "usage: molt-init [moltd|all ...] COMMAND [options]\n\n"
+  out << "usage: molt-init [moltd|all|molt-run@NAME ...] COMMAND [options]\n\n"
+         "  moltd, all       the moltd instances of CONF_DIR/moltd.conf and CONF_DIR/moltd/*.conf\n"
+         "  molt-run@NAME    molt-run with CONF_DIR/molt-run/NAME.conf, RUN_DIR/molt-run@NAME.pid\n\n"
          "commands:\n"
          "  start            start moltd and wait until it serves\n"
          "  stop             stop at once (SIGINT)\n"
@@ -608,6 +654,7 @@ void usage(std::ostream& out) {
          "  -r DIR, --run-dir=DIR      pid files and start-up output (default /run/molt)\n"
          "  --conf-dir=DIR             configuration directory (default /etc/molt)\n"
          "  --moltd=PATH               the moltd binary (default: next to molt-init, else PATH)\n"
+         "  --molt-run=PATH            the molt-run binary (default: next to molt-init, else PATH)\n"
          "  --strict                   fail when no configuration is found\n"
          "  --non-strict               succeed when no configuration is found (default)\n"
          "  --kill-after-timeout       SIGKILL the process group when a stop times out\n"
@@ -658,6 +705,7 @@ int main(int argc, char** argv) {
     else if (a == "-r" || a == "--run-dir") opt.runDir = need();
     else if (a == "--conf-dir") opt.confDir = need();
     else if (a == "--moltd") opt.moltd = need();
+    else if (a == "--molt-run") opt.moltRun = need();
     else if (a == "--wait-timeout") opt.waitTimeout = number(need());
     else if (a == "--strict") opt.strict = true;
     else if (a == "--non-strict") opt.strict = false;
@@ -679,9 +727,20 @@ int main(int argc, char** argv) {
   }
   std::string command = words.back();
   words.pop_back();
+  bool wantMoltd = words.empty();
+  std::vector<Instance> named;
   for (const auto& server : words) {
-    if (server != "moltd" && server != "all") {
-      std::cerr << "molt-init: unknown server '" << server << "' (moltd or all)\n";
+    if (server == "moltd" || server == "all") {
+      wantMoltd = true;
+    } else if (server.rfind("molt-run@", 0) == 0) {
+      std::string name = server.substr(9);
+      if (auto problem = moltRunNameProblem(name); !problem.empty()) {
+        std::cerr << "molt-init: " << problem << "\n";
+        return kUsage;
+      }
+      named.push_back(moltRunInstance(opt, name));
+    } else {
+      std::cerr << "molt-init: unknown server '" << server << "' (moltd, all or molt-run@NAME)\n";
       return kUsage;
     }
   }
@@ -693,7 +752,18 @@ int main(int argc, char** argv) {
     usage(std::cerr);
     return kUsage;
   }
-  auto instances = findInstances(opt);
+  std::vector<Instance> instances;
+  for (const auto& inst : named) {
+    if (access(inst.config.c_str(), F_OK) != 0) {
+      std::cerr << "molt-init: " << inst.name << ": no configuration " << inst.config << "\n";
+      return kFailed;
+    }
+    instances.push_back(inst);
+  }
+  if (wantMoltd) {
+    auto found = findInstances(opt);
+    instances.insert(instances.end(), found.begin(), found.end());
+  }
   if (instances.empty()) {
     std::cerr << "molt-init: no moltd configuration in " << opt.confDir
               << (opt.configNum ? " with number " + std::to_string(opt.configNum) : "") << "\n";
