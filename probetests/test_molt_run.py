@@ -682,16 +682,25 @@ class MoltInit(unittest.TestCase):
         out = molt_init("status")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn(str(pid), out.stdout)
+        # molt-init returns once the new generation passed its probation;
+        # the old one is then told to stop (a canary) and may answer until
+        # it has gone.
+        def alive(p):
+            try:
+                with open("/proc/%d/stat" % p) as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+        before = set(_children(pid))
         out = molt_init("reload")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        wait_for(lambda: not any(alive(p) for p in before), 30, "the old generation gone")
         self.assertEqual(http_get(port), (200, "app gen 2 slot 0\n"))
         out = molt_init("reload-seamless")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         with open(pid_file) as f:
             self.assertEqual(int(f.read()), pid)
         wait_for(lambda: http_get(port) == (200, "app gen 3 slot 0\n"), 20, "generation 3")
-        # The old program stops once told (canary): wait until it is gone.
-        wait_for(lambda: not _children(_status_pid_workers(admin)[0]) if False else True, 1, "")
         # A deploy that cannot start: refused with molt-run's reason, exit 5.
         write(os.path.join(d, "missing-program"))
         out = molt_init("reload")

@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
       auto config = reload::loadConfig(configPath, service);
       // The line a running image requires of the binary it is about to
       // exec, first, before any warning.
-      std::cout << reload::formatConfigCheckLine(service.version(), config->digest) << "\n"
+      std::cout << reload::formatConfigCheckLine(service.name(), service.version(), config->digest) << "\n"
                 << std::flush;
       for (const auto& w : config->warnings) std::cerr << "warning: " << w << "\n";
       return 0;
