@@ -496,6 +496,11 @@ class Environment(unittest.TestCase):
                                                 stop_signal="SIGTERM")
                 server.start()
                 self.assertEqual(http_get(server.port), (200, "env gen 1 slot 0\n"))
+                if extra:
+                    # The old generation keeps its probe port until the new
+                    # one is ready: the new one is probed on a port of its own.
+                    server.write_config(program=server.settings["program"].replace(
+                        str(probe_port), str(free_port())))
                 st = server.reload(signal.SIGHUP)
                 self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
                 wait_for(lambda: http_get(server.port) == (200, "env gen 2 slot 0\n"), 20,
