@@ -129,6 +129,9 @@ def steady_open_fds(pid, window=0.3):
 class Moltd:
     """One moltd instance in its own temporary directory."""
 
+    name = "moltd"
+    running_timeout = 20
+
     def __init__(self, test, workers=2, graceful_timeout=10, keepalive_timeout=5,
                  handoff="inherit", extra_server="", extra_storage="", binary=None,
                  volumes=1, probation=0):
@@ -186,16 +189,18 @@ class Moltd:
             self.wait_running()
         return self
 
-    def wait_running(self, timeout=20):
+    def wait_running(self, timeout=None):
+        timeout = timeout or self.running_timeout
+
         def running():
             if self.proc.poll() is not None:
                 return "exited"
             st = self.status()
             return st if st["state"] == "running" else None
-        result = wait_for(running, timeout, "moltd to be running")
+        result = wait_for(running, timeout, "%s to be running" % self.name)
         if result == "exited":
-            raise AssertionError("moltd exited with %s; its output:\n%s\nits log:\n%s" % (
-                self.proc.returncode, self.output(), self.tail()))
+            raise AssertionError("%s exited with %s; its output:\n%s\nits log:\n%s" % (
+                self.name, self.proc.returncode, self.output(), self.tail()))
         return result
 
     def output(self):
@@ -302,7 +307,7 @@ class Moltd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError("moltd did not stop within %ss" % timeout)
+                raise AssertionError("%s did not stop within %ss" % (self.name, timeout))
         return self.proc.returncode
 
     def tail(self, n=60):
@@ -350,7 +355,8 @@ class Moltd:
                     pass
         if hasattr(self.test, "_outcome") and not all(
                 e is None for _, e in getattr(self.test._outcome, "errors", [])):
-            print("---- moltd log (%s) ----\n%s" % (self.dir, self.tail(120)))
+            print("---- %s log (%s) ----\n%s\n---- output ----\n%s" % (
+                self.name, self.dir, self.tail(120), self.output()))
         subprocess.run(["rm", "-rf", self.dir])
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from molt_probe import free_port, session_processes, comm, wait_for
+from molt_probe import Moltd, free_port, session_processes, comm, wait_for
 
 MOLT_RUN = os.path.abspath(os.environ.get("MOLT_RUN_BIN", "molt-run"))
 GUNICORN = "/usr/bin/gunicorn"
@@ -89,12 +89,18 @@ with open(report + ".stopped", "w") as f:
 '''
 
 
-class MoltRun:
-    """One molt-run instance in its own temporary directory."""
+class MoltRun(Moltd):
+    """One molt-run instance in its own temporary directory: moltd's fixture
+    with molt-run's configuration and admin answers."""
+
+    name = "molt-run"
+    running_timeout = 30
 
     def __init__(self, test, program, workers=1, bind=None, probation=0, graceful_timeout=10,
                  extra_server=""):
+        # Not Moltd.__init__: no volumes, another configuration.
         self.test = test
+        self.binary = MOLT_RUN
         self.dir = tempfile.mkdtemp(prefix="molt-run-probe-")
         self.port = free_port()
         self.admin_port = free_port()
@@ -125,34 +131,6 @@ class MoltRun:
     def check(self):
         return subprocess.run([MOLT_RUN, "-t", "--config", self.config], capture_output=True,
                               text=True, timeout=30)
-
-    def start(self, wait=True):
-        self.proc = subprocess.Popen([MOLT_RUN, "--config", self.config], stdin=subprocess.DEVNULL,
-                                     stdout=open(os.path.join(self.dir, "stdout"), "w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid = self.proc.pid
-        if wait:
-            self.wait_running()
-        return self
-
-    def wait_running(self, timeout=30):
-        def running():
-            if self.proc.poll() is not None:
-                return "exited"
-            st = self.status()
-            return st if st["state"] == "running" else None
-        result = wait_for(running, timeout, "molt-run to be running")
-        if result == "exited":
-            raise AssertionError("molt-run exited with %s; output:\n%s\nlog:\n%s" % (
-                self.proc.returncode, self.output(), self.tail()))
-        return result
-
-    def output(self):
-        try:
-            with open(os.path.join(self.dir, "stdout")) as f:
-                return f.read()[-4000:]
-        except OSError:
-            return "(none)"
 
     def admin_get(self, path):
         conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
@@ -192,43 +170,6 @@ class MoltRun:
         for w in st["workers"]:
             pids.extend(p for p in _children(w["pid"]))
         return pids
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("molt-run did not stop within %ss" % timeout)
-        return self.proc.returncode
-
-    def tail(self, n=80):
-        try:
-            with open(self.log) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return "(no log)"
-
-    def cleanup(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            self.proc.wait()
-        if self.proc:
-            for pid in session_processes(self.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        if hasattr(self.test, "_outcome") and not all(
-                e is None for _, e in getattr(self.test._outcome, "errors", [])):
-            print("---- molt-run log (%s) ----\n%s\n---- output ----\n%s" % (
-                self.dir, self.tail(120), self.output()))
-        subprocess.run(["rm", "-rf", self.dir])
 
 
 def _children(pid):
