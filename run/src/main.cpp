@@ -2,13 +2,10 @@
 // systemd's convention (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES).
 #include <unistd.h>
 
-#include <climits>
 #include <iostream>
 #include <string>
 #include <vector>
 
-#include "reload/config_check_line.h"
-#include "reload/log.h"
 #include "reload/master.h"
 #include "reload/master_config.h"
 #include "run_service.h"
@@ -71,40 +68,10 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (checkOnly) {
-    try {
-      auto config = reload::loadConfig(configPath, service);
-      // The line a running image requires of the binary it is about to
-      // exec, first, before any warning.
-      std::cout << reload::formatConfigCheckLine(service.name(), service.version(), config->digest) << "\n"
-                << std::flush;
-      for (const auto& w : config->warnings) std::cerr << "warning: " << w << "\n";
-      return 0;
-    } catch (const std::exception& e) {
-      std::cerr << e.what() << "\n";
-      return kExitConfig;
-    }
-  }
-
-  reload::MasterOptions options;
-  options.configPath = configPath;
-  options.argv = args;
-  options.executable = args[0];
-  if (options.executable.find('/') != std::string::npos && options.executable[0] != '/') {
-    char cwd[PATH_MAX];
-    if (getcwd(cwd, sizeof cwd)) options.executable = std::string(cwd) + "/" + options.executable;
-  }
-  reload::log::configure(reload::log::Settings{});
-  auto fail = [](const std::string& message, int code) {
-    std::cerr << message << "\n";
-    if (reload::log::currentTarget() != "stderr") MOLT_LOG(kCritical) << message;
-    return code;
-  };
-  try {
-    return reload::runMaster(service, options);
-  } catch (const reload::ConfigError& e) {
-    return fail(e.what(), kExitConfig);
-  } catch (const std::exception& e) {
-    return fail(std::string("molt-run: ") + e.what(), 1);
-  }
+  reload::ServiceMainOptions serviceMain;
+  serviceMain.configPath = configPath;
+  serviceMain.args = args;
+  serviceMain.checkOnly = checkOnly;
+  serviceMain.exitConfig = kExitConfig;
+  return reload::runServiceMain(service, serviceMain);
 }

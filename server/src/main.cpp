@@ -1,7 +1,6 @@
 // moltd: the molt object server.
 #include <unistd.h>
 
-#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -12,8 +11,6 @@
 #ifdef MOLT_TEST_FAULTS
 #include "test_faults.h"
 #endif
-#include "reload/config_check_line.h"
-#include "reload/log.h"
 #include "reload/master.h"
 #include "reload/master_config.h"
 #include "version.h"
@@ -80,45 +77,13 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (checkOnly) {
-    try {
-      auto config = reload::loadConfig(configPath, service);
-      // The versioned line first, so that no amount of warnings pushes it
-      // past what a running image reads of the output.
-      std::cout << reload::formatConfigCheckLine(service.name(), server::moltVersion(), config->digest) << "\n"
-                << std::flush;
-      for (const auto& w : config->warnings) std::cerr << "warning: " << w << "\n";
-      return 0;
-    } catch (const std::exception& e) {
-      std::cerr << e.what() << "\n";
-      return kExitConfig;
-    }
-  }
-
-  reload::MasterOptions options;
-  options.configPath = configPath;
-  options.argv = args;
-  options.executable = args[0];
-  if (options.executable.find('/') != std::string::npos && options.executable[0] != '/') {
-    char cwd[PATH_MAX];
-    if (getcwd(cwd, sizeof cwd)) options.executable = std::string(cwd) + "/" + options.executable;
-  }
-  // Until the configuration names the log, records go to standard error in
-  // the server's own format (Boost.Log's default sink has another).
-  reload::log::configure(reload::log::Settings{});
-  auto fail = [](const std::string& message, int code) {
-    std::cerr << message << "\n";
-    if (reload::log::currentTarget() != "stderr") MOLT_LOG(kCritical) << message;
-    return code;
-  };
-  try {
+  reload::ServiceMainOptions serviceMain;
+  serviceMain.configPath = configPath;
+  serviceMain.args = args;
+  serviceMain.checkOnly = checkOnly;
+  serviceMain.exitConfig = kExitConfig;
 #ifdef MOLT_TEST_FAULTS
-    server::armMasterFault();
+  serviceMain.beforeMaster = [] { server::armMasterFault(); };
 #endif
-    return reload::runMaster(service, options);
-  } catch (const reload::ConfigError& e) {
-    return fail(e.what(), kExitConfig);
-  } catch (const std::exception& e) {
-    return fail(std::string("moltd: ") + e.what(), 1);
-  }
+  return reload::runServiceMain(service, serviceMain);
 }

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -255,5 +256,19 @@ std::string resolveExecutable(const std::string& executable);
 
 // Runs the master until it stops. Returns the process exit code.
 int runMaster(Service& service, const MasterOptions& options);
+
+// What a service binary's main does once it has read its own arguments:
+// with checkOnly, validates the configuration and prints the versioned
+// check line first, then any warning (0, or exitConfig); otherwise runs the
+// master as the process was started (exitConfig for a bad configuration, 1
+// for any other failure, on standard error and in the log).
+struct ServiceMainOptions {
+  std::string configPath;
+  std::vector<std::string> args;  // the process's argv
+  bool checkOnly = false;
+  int exitConfig = 78;  // EX_CONFIG
+  std::function<void()> beforeMaster;  // a test build's fault switch, say
+};
+int runServiceMain(Service& service, const ServiceMainOptions& run);
 
 }  // namespace reload
