@@ -76,9 +76,6 @@ MasterConfig parseMasterConfig(IniConfig& ini, const AddressResolver& resolve) {
                           "from an event loop; max_connections bounds them per worker";
   }
   c.gracefulTimeout = ini.getSeconds("server", "graceful_timeout", c.gracefulTimeout, 0, 86400);
-  c.clientTimeout = ini.getSeconds("server", "client_timeout", c.clientTimeout, 0.1, 3600);
-  c.keepaliveTimeout =
-      ini.getSeconds("server", "keepalive_timeout", c.keepaliveTimeout, 0.1, 3600);
   c.reloadTimeout = ini.getSeconds("server", "reload_timeout", c.reloadTimeout, 0.5, 3600);
   c.listenerHandoff = ini.getChoice("server", "listener_handoff", "inherit",
                                     {"inherit", "rebind"}) == "rebind"

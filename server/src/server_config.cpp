@@ -17,8 +17,9 @@ void parseConnectionLimits(reload::IniConfig& ini, ObjectServerConfig& c) {
     ini.fail("server", "max_connections",
              std::to_string(c.maxConnections) + " connections need " + std::to_string(needed) +
                  " descriptors; the RLIMIT_NOFILE hard limit is " + std::to_string(files.rlim_max));
-  double clientTimeout = ini.getSeconds("server", "client_timeout", 60, 0.1, 3600);
-  c.clientHeaderTimeout = ini.getSeconds("server", "client_header_timeout", clientTimeout, 0.1, 3600);
+  c.clientTimeout = ini.getSeconds("server", "client_timeout", c.clientTimeout, 0.1, 3600);
+  c.keepaliveTimeout = ini.getSeconds("server", "keepalive_timeout", c.keepaliveTimeout, 0.1, 3600);
+  c.clientHeaderTimeout = ini.getSeconds("server", "client_header_timeout", c.clientTimeout, 0.1, 3600);
   c.clientBodyMinRate = ini.getBytes("server", "client_body_min_rate", c.clientBodyMinRate);
   c.maxHeaderSize = ini.getBytes("server", "max_header_size", c.maxHeaderSize);
   if (c.maxHeaderSize < 1024 || c.maxHeaderSize > 1024 * 1024)

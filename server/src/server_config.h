@@ -16,6 +16,8 @@ struct ObjectServerConfig : reload::ServiceConfig {
   size_t listingLimit = 10000;
   // [server] keys of the event-loop worker.
   int maxConnections = 4096;           // per worker
+  double clientTimeout = 60;           // a stalled client is cut after it
+  double keepaliveTimeout = 5;         // an idle keep-alive connection is closed after it
   double clientHeaderTimeout = 60;     // for a whole request header
   uint64_t clientBodyMinRate = 500;    // bytes/s over each client_timeout window
   uint64_t maxHeaderSize = 32 * 1024;  // 431 past it

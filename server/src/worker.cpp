@@ -380,8 +380,8 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     reload::EventLoop loop;
     WorkerShared shared(config, ctx.generation, std::move(accessLog), loop);
     workerAccessLog = shared.accessLog;
-    shared.clientTimeoutMs = static_cast<int64_t>(master.clientTimeout * 1000);
-    shared.keepaliveTimeoutMs = static_cast<int64_t>(master.keepaliveTimeout * 1000);
+    shared.clientTimeoutMs = static_cast<int64_t>(config.clientTimeout * 1000);
+    shared.keepaliveTimeoutMs = static_cast<int64_t>(config.keepaliveTimeout * 1000);
     shared.headerTimeoutMs = static_cast<int64_t>(config.clientHeaderTimeout * 1000);
     shared.minBodyRate = config.clientBodyMinRate;
     shared.versions.setTrustAfter(master.gracefulTimeout);

@@ -18,8 +18,6 @@ struct MasterConfig {
   std::vector<ListenAddress> bind;
   int workers = 2;
   double gracefulTimeout = 60;
-  double clientTimeout = 60;
-  double keepaliveTimeout = 5;
   double reloadTimeout = 30;
   ListenerHandoff listenerHandoff = ListenerHandoff::kInherit;
   int maxDrainingGenerations = 4;
