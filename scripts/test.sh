@@ -1,9 +1,9 @@
 #!/bin/sh
 # Installs what is missing, builds with AddressSanitizer and
 # UndefinedBehaviorSanitizer (warnings are errors) and runs every unit and
-# probe test through ctest; then builds the libFuzzer targets with clang and
-# runs each for a few seconds over its seed corpus. Arguments go to ctest
-# (e.g. -R test_seamless).
+# probe test through ctest, one test per core at a time; then builds the
+# libFuzzer targets with clang and runs each for a few seconds over its seed
+# corpus. Arguments go to ctest (e.g. -R test_seamless).
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -16,5 +16,5 @@ CC=clang CXX=clang++ cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug \
 cmake --build build/fuzz -j"$(nproc)" --target fuzzers
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-(cd build/asan && ctest --output-on-failure --timeout 600 "$@")
-(cd build/fuzz && ctest --output-on-failure --timeout 300 "$@")
+(cd build/asan && ctest --output-on-failure --timeout 600 -j"$(nproc)" "$@")
+(cd build/fuzz && ctest --output-on-failure --timeout 300 -j"$(nproc)" "$@")
