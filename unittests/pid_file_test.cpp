@@ -143,6 +143,53 @@ BOOST_AUTO_TEST_CASE(UnsafeDirectoryIsRefusedWithTheReason) {
   BOOST_TEST(entries(open).empty());
 }
 
+// Above the directory the rule is the same, except that a sticky directory
+// others may write is fine when root or we own it.
+BOOST_AUTO_TEST_CASE(AncestorRuleForEveryModeAndOwner) {
+  const uid_t self = 1000;
+  for (uid_t owner : {uid_t{0}, self, uid_t{1001}}) {
+    for (mode_t perms = 0; perms <= 07777; ++perms) {
+      for (mode_t type : {mode_t{S_IFDIR}, mode_t{S_IFREG}}) {
+        std::string problem = PidFile::ancestorProblem(type | perms, owner, self);
+        bool trusted = type == S_IFDIR && (owner == 0 || owner == self) &&
+                       ((perms & (S_IWGRP | S_IWOTH)) == 0 || (perms & S_ISVTX) != 0);
+        BOOST_TEST(problem.empty() == trusted,
+                   "mode " << std::oct << (type | perms) << std::dec << " owner " << owner << ": '"
+                           << problem << "'");
+      }
+    }
+  }
+}
+
+// A directory of our own, mode 0755, below one that anyone may write: anyone
+// could rename ours away and put another (or a symlink to one) in its place.
+BOOST_AUTO_TEST_CASE(UnsafeAncestorIsRefusedWithTheReason) {
+  TempDir dir;
+  std::string open = dir.path + "/open";
+  BOOST_REQUIRE(mkdir(open.c_str(), 0700) == 0);
+  BOOST_REQUIRE(chmod(open.c_str(), 0777) == 0);
+  BOOST_REQUIRE(mkdir((open + "/run").c_str(), 0755) == 0);
+  PidFile file(open + "/run/moltd.pid");
+  try {
+    file.write(1);
+    BOOST_FAIL("a directory below a world-writable one was accepted");
+  } catch (const std::runtime_error& e) {
+    BOOST_TEST(std::string(e.what()).find(open + " above it is writable by anyone (mode 0777)") !=
+                   std::string::npos,
+               e.what());
+  }
+  BOOST_CHECK_THROW(file.checkWritable(), std::runtime_error);
+  BOOST_TEST(entries(open + "/run").empty());
+  // Reached through a symlink, the directory's own ancestors are checked.
+  std::string link = dir.path + "/link";
+  BOOST_REQUIRE(symlink((open + "/run").c_str(), link.c_str()) == 0);
+  BOOST_CHECK_THROW(PidFile(link + "/moltd.pid").write(1), std::runtime_error);
+  // The same below a sticky one (as /tmp is): accepted.
+  BOOST_REQUIRE(chmod(open.c_str(), 01777) == 0);
+  file.write(7);
+  BOOST_TEST(contentsOf(open + "/run/moltd.pid") == "7\n");
+}
+
 BOOST_AUTO_TEST_CASE(CheckWritableLeavesNothingBehind) {
   TempDir dir;
   PidFile existing(dir.path + "/moltd.pid");

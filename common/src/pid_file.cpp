@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "reload/fd.h"
@@ -56,11 +58,37 @@ Fd openDirectory(const std::string& dir, bool create, bool* created) {
   return Fd(fd);
 }
 
+// The path of the directory that `dirFd` is, with every symlink resolved:
+// the ancestors to check are those of the directory opened, not of the
+// name it was opened by.
+std::string resolvedPath(int dirFd, const std::string& dir) {
+  char buf[PATH_MAX];
+  std::string link = "/proc/self/fd/" + std::to_string(dirFd);
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  if (n > 0 && buf[0] == '/') return std::string(buf, static_cast<size_t>(n));
+  // Without /proc: the name resolved now.
+  char* real = realpath(dir.c_str(), nullptr);
+  if (real == nullptr) throwSysError("resolve " + dir);
+  std::string out(real);
+  free(real);
+  return out;
+}
+
 void checkDirectory(int dirFd, const std::string& dir) {
   struct stat st {};
   if (fstat(dirFd, &st) != 0) throwSysError("fstat " + dir);
   std::string problem = PidFile::directoryProblem(st.st_mode, st.st_uid, geteuid());
   if (!problem.empty()) throw std::runtime_error("directory " + dir + ": " + problem);
+  std::string ancestor = resolvedPath(dirFd, dir);
+  while (ancestor != "/") {
+    auto slash = ancestor.rfind('/');
+    ancestor = slash == 0 ? "/" : ancestor.substr(0, slash);
+    struct stat up {};
+    if (stat(ancestor.c_str(), &up) != 0) throwSysError("stat " + ancestor + ", above " + dir);
+    problem = PidFile::ancestorProblem(up.st_mode, up.st_uid, geteuid());
+    if (!problem.empty())
+      throw std::runtime_error("directory " + dir + ": " + ancestor + " above it is " + problem);
+  }
 }
 
 // Creates a fresh file of a random name in the directory; never opens an
@@ -111,6 +139,11 @@ std::string PidFile::directoryProblem(mode_t mode, uid_t owner, uid_t self) {
     return "writable by " + std::string((mode & S_IWOTH) ? "anyone" : "its group") + " (mode " +
            octal(mode) + "): another user could replace or remove the pid file";
   return "";
+}
+
+std::string PidFile::ancestorProblem(mode_t mode, uid_t owner, uid_t self) {
+  if (S_ISDIR(mode) && (mode & S_ISVTX) != 0 && (owner == 0 || owner == self)) return "";
+  return directoryProblem(mode, owner, self);
 }
 
 PidFile::PidFile(std::string path) : path_(std::move(path)) {

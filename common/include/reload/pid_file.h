@@ -23,6 +23,14 @@ class PidFile {
   // in its place, or remove ours).
   static std::string directoryProblem(mode_t mode, uid_t owner, uid_t self);
 
+  // Why an ancestor of the pid file's directory, with `mode` and `owner`,
+  // lets someone other than root or `self` swap that directory (or a
+  // directory above it) for another one; empty when it does not. The rule
+  // is directoryProblem's, except that a sticky directory that others may
+  // write (such as /tmp) is fine: there only an entry's owner can rename or
+  // remove it, and the entry below is checked in its turn.
+  static std::string ancestorProblem(mode_t mode, uid_t owner, uid_t self);
+
   // `path` is absolute; throws std::invalid_argument otherwise.
   explicit PidFile(std::string path);
 
@@ -30,7 +38,7 @@ class PidFile {
   const std::string& directory() const { return dir_; }
 
   // Creates the directory (its last component only, mode 0755) if it is
-  // missing, checks it, writes `pid` to a new file of a random name created
+  // missing, checks it and every directory above it, writes `pid` to a new file of a random name created
   // with O_EXCL|O_NOFOLLOW, syncs it and renames it over the pid file. A
   // symlink at either name is never followed: the temporary name is fresh,
   // and rename replaces a symlink at the pid file's name. Throws
