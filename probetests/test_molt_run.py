@@ -627,7 +627,8 @@ class MoltInit(unittest.TestCase):
         self.assertEqual(http_get(port), (200, "app gen 1 slot 0\n"))
         out = molt_init("status")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
-        self.assertIn(str(pid), out.stdout)
+        self.assertRegex(out.stdout, r"^molt-run@\w+ running \(pid %d\) version [^ ]+, generation 1, "
+                                     r"1 workers, up \d+s\n" % pid)
         # molt-init returns once the new generation passed its probation;
         # the old one is then told to stop (a canary) and may answer until
         # it has gone.

@@ -542,7 +542,9 @@ class Commands {
     auto draining = st->getArray("draining_workers");
     std::cout << inst.name << " running (pid " << pid.pid << ") version "
               << field<std::string>(st, "version", "?") << ", generation "
-              << field<int>(st, "generation", 0) << ", " << field<std::string>(st, "mode", "?") << ", "
+              << field<int>(st, "generation", 0) << ", "
+              // Only moltd has a read-only mode; molt-run's status has no "mode".
+              << (st->has("mode") ? field<std::string>(st, "mode", "") + ", " : "")
               << (workers ? workers->size() : 0) << " workers"
               << (draining && draining->size() ? ", " + std::to_string(draining->size()) + " draining" : "")
               << ", up " << field<long>(st, "uptime_seconds", 0) << "s\n";
