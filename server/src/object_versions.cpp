@@ -18,13 +18,19 @@ namespace {
 
 // The table's first 64 bytes; the slots follow.
 struct Header {
-  char magic[8];       // written last by the creator: a table without it is not ready
+  uint64_t magic;      // the bytes of kMagic, stored last by the creator: a table without it is not ready
   uint64_t slots;
   uint64_t createdAt;  // epoch seconds
   char reserved[40];
 };
 static_assert(sizeof(Header) == 64, "the header is part of the format");
 constexpr char kMagic[8] = {'M', 'O', 'L', 'T', 'V', 'E', 'R', '1'};
+
+uint64_t magicWord() {
+  uint64_t word;
+  std::memcpy(&word, kMagic, sizeof word);
+  return word;
+}
 constexpr size_t kLength = sizeof(Header) + VersionTable::kSlots * sizeof(uint64_t);
 static_assert(__atomic_always_lock_free(sizeof(uint64_t), 0), "slots are shared between processes");
 
@@ -99,11 +105,10 @@ std::unique_ptr<VersionTable> VersionTable::open(const std::string& volume, std:
   if (created) {
     header->slots = kSlots;
     header->createdAt = static_cast<uint64_t>(time(nullptr));
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    std::memcpy(header->magic, kMagic, sizeof kMagic);
+    // Publishes the fields above to every process that sees the magic.
+    __atomic_store_n(&header->magic, magicWord(), __ATOMIC_RELEASE);
   }
-  __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  if (std::memcmp(header->magic, kMagic, sizeof kMagic) != 0 || header->slots != kSlots) {
+  if (__atomic_load_n(&header->magic, __ATOMIC_ACQUIRE) != magicWord() || header->slots != kSlots) {
     munmap(map, kLength);
     error = path + " is not a version table of this layout (or is being created)";
     return nullptr;
