@@ -25,6 +25,7 @@
 #include <set>
 #include <sstream>
 
+#include "reload/admin_server.h"
 #include "reload/child_task.h"
 #include "reload/config_check_line.h"
 #include "reload/event_loop.h"

@@ -14,6 +14,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "reload/fd.h"
 #include "reload/process.h"
 #include "reload/sys_error.h"
 

@@ -14,7 +14,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "reload/admin_server.h"
 #include "reload/ini_config.h"
 #include "reload/json.h"
 #include "reload/master_config.h"
