@@ -76,6 +76,44 @@ class ConfigValidation(unittest.TestCase):
         with open(server.config) as f:
             return f.read()
 
+    def test_every_service_binary_reads_one_command_line(self):
+        """moltd and the library's example read their arguments by the
+        library's one parser: each way to get an argument wrong exits 64
+        with the usage, each option is accepted in each of its spellings,
+        and -t checks the file named by whichever spelling named it."""
+        server = Moltd(self, workers=1)
+        server.write_config()
+        example = os.path.abspath(os.environ.get("MOLT_EXAMPLE_BIN", "reload-example-hello"))
+        for binary, name in ((MOLTD, "moltd"), (example, "hello")):
+            def run(*args):
+                return subprocess.run([binary] + list(args), capture_output=True, text=True, timeout=30)
+            for wrong in (["--bogus"], ["-c"], ["--config"], ["-t", "--config"], ["extra"], ["-"]):
+                out = run(*wrong)
+                self.assertEqual(out.returncode, 64, (name, wrong, out.stderr))
+                self.assertIn("usage: %s " % name, out.stderr, (name, wrong))
+                self.assertEqual(out.stdout, "", (name, wrong))
+            for spelling in (["-h"], ["--help"]):
+                out = run(*spelling)
+                self.assertEqual(out.returncode, 0, (name, spelling))
+                self.assertTrue(out.stdout.startswith("usage: %s " % name), out.stdout)
+            for spelling in (["-V"], ["--version"]):
+                out = run(*spelling)
+                self.assertEqual(out.returncode, 0, (name, spelling))
+                self.assertRegex(out.stdout, r"^%s \S+\n$" % name)
+            keys = run("--config-keys")
+            self.assertEqual(keys.returncode, 0, keys.stderr)
+            self.assertIn("server.workers", keys.stdout.split())
+            missing = os.path.join(server.dir, "absent.conf")
+            for spelling in (["-t", "-c", missing], ["--check-config", "--config", missing],
+                             ["--config=" + missing, "-t"]):
+                out = run(*spelling)
+                self.assertEqual(out.returncode, 78, (name, spelling, out.stdout))
+                self.assertIn(missing, out.stderr, (name, spelling))
+        out = subprocess.run([MOLTD, "--config=" + server.config, "-t"], capture_output=True, text=True,
+                             timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertRegex(out.stdout, r"^moltd \S+ configuration ok: sha256:[0-9a-f]{64}\n")
+
     def test_unresolvable_bind_host_is_refused_everywhere(self):
         server = Moltd(self, workers=1).start()
         good = self.good_text(server)

@@ -15,10 +15,8 @@
 
 #include <cstddef>
 #include <cstring>
-#include <iostream>
 #include <map>
 
-#include "reload/config_check_line.h"
 #include "reload/listeners.h"
 #include "reload/log.h"
 #include "reload/master.h"
@@ -174,27 +172,7 @@ class TestService : public reload::TypedService<TestConfig> {
 
 int main(int argc, char** argv) {
   TestService service;
-  std::vector<std::string> args(argv, argv + argc);
-  std::string configPath;
-  bool check = false;
-  for (size_t i = 1; i < args.size(); ++i) {
-    if (args[i] == "--config" && i + 1 < args.size()) configPath = args[++i];
-    else if (args[i] == "--check-config") check = true;
-  }
-  reload::log::configure(reload::log::Settings{});
-  try {
-    if (check) {
-      auto config = reload::loadConfig(configPath, service);
-      std::cout << reload::formatConfigCheckLine(service.name(), service.version(), config->digest) << std::endl;
-      return 0;
-    }
-    reload::MasterOptions options;
-    options.configPath = configPath;
-    options.argv = args;
-    options.executable = args[0];
-    return reload::runMaster(service, options);
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 78;
-  }
+  reload::CommandLine commandLine;
+  commandLine.defaultConfig = "molt-testsvc.conf";
+  return reload::serviceMain(service, argc, argv, commandLine);
 }

@@ -5,11 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <iostream>
 #include <string>
 #include <vector>
 
-#include "reload/config_check_line.h"
 #include "reload/master.h"
 #include "reload/signals.h"
 
@@ -54,17 +52,7 @@ class Hello : public reload::TypedService<HelloConfig> {
 
 int main(int argc, char** argv) {
   Hello service;
-  std::vector<std::string> args(argv, argv + argc);
-  std::string path = args.size() > 2 ? args.back() : "hello.conf";
-  try {
-    if (args.size() > 1 && args[1] == "--check-config") {  // the check before a seamless reload
-      std::cout << reload::formatConfigCheckLine(service.name(), service.version(),
-                                                 reload::loadConfig(path, service)->digest) << std::endl;
-      return 0;
-    }
-    return reload::runMaster(service, reload::MasterOptions{path, args, args[0]});
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 78;
-  }
+  reload::CommandLine commandLine;  // --config, the --check-config a seamless reload runs first, --help...
+  commandLine.defaultConfig = "hello.conf";
+  return reload::serviceMain(service, argc, argv, commandLine);
 }

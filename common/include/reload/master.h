@@ -270,4 +270,22 @@ struct ServiceMainOptions {
 };
 int runServiceMain(Service& service, const ServiceMainOptions& run);
 
+// The command line every service binary shares, read for it:
+//   -c, --config PATH | --config=PATH   (default `defaultConfig`)
+//   -t, --check-config                  the validation run (runServiceMain)
+//   --config-keys                       every key the parsers accept, as section.key
+//   -V, --version    -h, --help
+// An unknown argument, or --config without a path, prints the usage and
+// exits 64 (EX_USAGE). The help text names the service, then adds
+// `checkHelp` (what -t checks, lines indented to the option texts) and
+// `signalsHelp` (a closing paragraph on the master's signals).
+struct CommandLine {
+  std::string defaultConfig;
+  std::string checkHelp = "validate the configuration, print the check line and exit 0 if it is valid";
+  std::string signalsHelp;
+  int exitConfig = 78;                 // EX_CONFIG
+  std::function<void()> beforeMaster;  // as in ServiceMainOptions
+};
+int serviceMain(Service& service, int argc, char** argv, const CommandLine& commandLine);
+
 }  // namespace reload
