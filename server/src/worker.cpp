@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pwd.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,6 +24,7 @@
 #include "reload/log.h"
 #include "reload/process.h"
 #include "reload/signals.h"
+#include "reload/worker_signals.h"
 #include "reload/sys_error.h"
 
 namespace server {
@@ -343,24 +343,6 @@ class Worker : public ConnectionOwner {
   std::vector<Connection*> dead_;
 };
 
-// The worker's signals, read from a signalfd on the loop.
-class SignalHandler : public reload::EventHandler {
- public:
-  void onEvents(uint32_t) override {
-    while (auto info = signals.read()) {
-      pending.push_back({static_cast<int>(info->ssi_signo), static_cast<pid_t>(info->ssi_pid)});
-      if (info->ssi_signo == SIGTERM && worker) worker->drainAsked();
-    }
-  }
-  reload::SignalFd signals;
-  struct Received {
-    int signal;
-    pid_t sender;
-  };
-  std::vector<Received> pending;
-  Worker* worker = nullptr;
-};
-
 }  // namespace
 
 int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& config,
@@ -371,10 +353,8 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
                            std::to_string(ctx.slot));
     AccessLog accessLog(config.accessLog);
     dropPrivileges(master.user);
-    // setuid() clears the parent-death signal, so it is set afterwards. If
-    // the master dies, drain and go rather than serve unsupervised.
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != ctx.masterPid) leave(0);
+    // If the master dies, drain and go rather than serve unsupervised.
+    if (!reload::watchMaster(ctx)) leave(0);
     raiseDescriptorLimit(config.maxConnections);
 
     reload::EventLoop loop;
@@ -390,14 +370,13 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     shared.serverHeader = "Server: moltd/" + version + "\r\n";
     shared.readOnly = fileExists(config.storage.readOnlyFile);
 
-    SignalHandler signals;
-    loop.add(signals.signals.fd(), EPOLLIN, &signals);
+    reload::WorkerSignals signals(loop, ctx.masterPid);
     // The pool's threads inherit the worker's mask: every handled signal is
     // blocked (the master forks workers with it) and read from the signalfd.
     DiskPool pool(loop, config.diskThreads);
     shared.pool = &pool;
     Worker worker(ctx, config, shared, loop);
-    signals.worker = &worker;
+    signals.onDrainAsked = [&worker] { worker.drainAsked(); };
     worker.listen();
     worker.publishLoad();
 
@@ -444,32 +423,30 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
       worker.resumeAcceptsIfDue();
       int64_t now = loop.nowMs();
       bool drainNow = false;
-      for (auto [sig, sender] : signals.pending) {
-        if (sig == SIGTERM) drainNow = true;
-        // Probation: the master alone puts the worker on standby (USR1) and
-        // lets it take over again (HUP); the same signals from anyone else
-        // are ignored, as before.
-        if (sig == SIGUSR1 && sender == ctx.masterPid && !draining && !worker.standingBy()) {
+      for (reload::WorkerOrder order : signals.take()) {
+        if (order == reload::WorkerOrder::kDrain) drainNow = true;
+        // Probation: the master puts the worker on standby and lets it take
+        // over again.
+        if (order == reload::WorkerOrder::kStandBy && !draining && !worker.standingBy()) {
           shared.drain.startDraining();
           worker.standBy();
           worker.drainStarted();
           MOLT_LOG(kInfo) << "standing by: stopped accepting; " << worker.open()
                           << " connections open";
         }
-        if (sig == SIGHUP && sender == ctx.masterPid && !draining && worker.standingBy()) {
+        if (order == reload::WorkerOrder::kTakeOver && !draining && worker.standingBy()) {
           shared.drain.resume();
           worker.resumeFromStandby();
           worker.publishLoad();
           MOLT_LOG(kInfo) << "taking over again: accepting";
         }
-        if (sig == SIGINT || sig == SIGQUIT) leave(0);
+        if (order == reload::WorkerOrder::kQuit) leave(0);
         // The master logs volume changes once; workers only act on them.
-        if (sig == SIGUSR2) {
+        if (order == reload::WorkerOrder::kRecheck) {
           checkReadOnly();
           rescan();
         }
       }
-      signals.pending.clear();
       if (config.storage.volumeScanInterval > 0 && now >= nextVolumeScan) {
         nextVolumeScan = now + static_cast<int64_t>(config.storage.volumeScanInterval * 1000);
         rescan();
@@ -478,7 +455,6 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
         nextReadOnlyCheck = now + static_cast<int64_t>(config.storage.readOnlyCheckInterval * 1000);
         checkReadOnly();
       }
-      if (!draining && getppid() != ctx.masterPid) drainNow = true;
       if (!draining && !worker.standingBy() && now / 1000 != lastPublished / 1000) {
         lastPublished = now;
         worker.publishLoad();
