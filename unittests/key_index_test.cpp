@@ -4,10 +4,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/test/unit_test.hpp>
+#include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <lmdb.h>
@@ -330,6 +335,93 @@ BOOST_AUTO_TEST_CASE(replace_files_leaves_a_new_index_in_place) {
   BOOST_TEST(index.keysAfter("b", "", "", 10).empty());
   index.add("b", "y");
   BOOST_TEST(index.keysAfter("b", "", "", 10) == std::vector<std::string>({"y"}));
+}
+
+// The directories that hold the files named `name` this process has open
+// (their paths now, read from /proc/self/fd), one per descriptor.
+std::vector<std::string> directoriesOfOpen(const std::string& name) {
+  std::vector<std::string> dirs;
+  DIR* fds = opendir("/proc/self/fd");
+  BOOST_REQUIRE(fds != nullptr);
+  while (dirent* e = readdir(fds)) {
+    if (e->d_name[0] == '.') continue;
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(dirfd(fds), e->d_name, target, sizeof target - 1);
+    if (n <= 0) continue;  // the descriptor of the listing itself, closed by now
+    std::string path(target, static_cast<size_t>(n));
+    const std::string tail = "/" + name;
+    if (path.size() > tail.size() && path.compare(path.size() - tail.size(), tail.size(), tail) == 0)
+      dirs.push_back(path.substr(0, path.size() - tail.size()));
+  }
+  closedir(fds);
+  return dirs;
+}
+
+// A rebuild (in another process) moves VOLUME/index aside and creates a
+// new index in its place while this one opens the index: the environment
+// opened must take its lock file and its data file from one directory, or
+// two write locks guard one data file. Another thread plays the rebuilder,
+// moving the directory at a moment that sweeps across each open.
+BOOST_AUTO_TEST_CASE(an_open_racing_a_rebuild_takes_lock_and_data_from_one_directory) {
+  using Clock = std::chrono::steady_clock;
+  Volumes vols(1);
+  const std::string vol = vols.settings.volumes[0];
+  const std::string dir = vol + "/index";
+  std::mutex moving;  // held by each move, and while an open's files are read
+  std::atomic<unsigned> opensStarted{0};
+  std::atomic<unsigned> moves{0};
+  std::atomic<bool> stop{false};
+  std::thread rebuilder([&] {
+    unsigned seen = 0;
+    for (unsigned n = 0; !stop; ++n) {
+      unsigned started = opensStarted.load();
+      if (started == seen) {
+        std::this_thread::yield();
+        continue;
+      }
+      seen = started;
+      const auto at = Clock::now() + std::chrono::microseconds((n * 37) % 300);
+      while (Clock::now() < at) {
+      }
+      std::lock_guard<std::mutex> hold(moving);
+      std::string aside = vol + "/index.moved" + std::to_string(n);
+      if (rename(dir.c_str(), aside.c_str()) != 0) continue;  // none there yet
+      ++moves;
+      if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) std::perror("mkdir");
+    }
+  });
+  unsigned opens = 0, failedOpens = 0, split = 0;
+  std::string example;
+  const auto deadline = Clock::now() + std::chrono::seconds(15);
+  while (moves < 400 && Clock::now() < deadline) {
+    ++opensStarted;
+    try {
+      server::KeyIndex index(vol);
+      ++opens;
+      std::lock_guard<std::mutex> hold(moving);
+      // LMDB holds the data file twice (one descriptor for its meta-page writes).
+      auto files = directoriesOfOpen("lock.mdb");
+      const size_t locks = files.size();
+      for (auto& d : directoriesOfOpen("data.mdb")) files.push_back(d);
+      bool oneDirectory = locks == 1 && files.size() > 1 &&
+                          std::all_of(files.begin(), files.end(), [&](const std::string& d) { return d == files[0]; });
+      if (!oneDirectory && split++ == 0) {
+        example = std::to_string(locks) + " lock files, then data files:";
+        for (const auto& d : files) example += " " + d;
+      }
+    } catch (const std::system_error& e) {
+      if (failedOpens++ == 0) example += std::string(example.empty() ? "" : "; ") + "failed: " + e.what();
+    }
+  }
+  stop = true;
+  rebuilder.join();
+  BOOST_TEST_MESSAGE(opens << " opens, " << failedOpens << " failed, " << moves << " moves, " << split
+                           << " split");
+  BOOST_TEST(moves >= 300u, "the rebuilder moved the index only " << moves << " times");
+  BOOST_TEST(split == 0u, split << " of " << opens << " opens held files of two directories, e.g. " << example);
+  // The directory gone for a moment (moved, its successor not made yet) is
+  // no reason for an open to fail either.
+  BOOST_TEST(failedOpens == 0u, failedOpens << " opens failed, e.g. " << example);
 }
 
 BOOST_AUTO_TEST_CASE(a_deferred_index_opens_on_demand) {

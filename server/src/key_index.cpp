@@ -1,5 +1,6 @@
 #include "key_index.h"
 
+#include <fcntl.h>
 #include <lmdb.h>
 #include <sys/stat.h>
 
@@ -7,7 +8,9 @@
 #include <string_view>
 
 #include "md5.h"
+#include "reload/fd.h"
 #include "reload/log.h"
+#include "reload/sys_error.h"
 
 namespace server {
 namespace {
@@ -141,40 +144,98 @@ void KeyIndex::closeEnvironment() {
   current_ = Environment{};
 }
 
-KeyIndex::Environment KeyIndex::openFiles(const std::string& volume) {
-  std::string dir = volume + "/index";
-  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throw std::system_error(errno, std::generic_category(), "mkdir " + dir);
-  Environment opened;
-  check(mdb_env_create(&opened.env), "mdb_env_create");
-  try {
-    check(mdb_env_set_mapsize(opened.env, kMapSize), "mdb_env_set_mapsize");
-    check(mdb_env_set_maxreaders(opened.env, 1024), "mdb_env_set_maxreaders");
-    // NOTLS: read transactions run on whichever disk-pool thread takes the work.
-    check(mdb_env_open(opened.env, dir.c_str(), MDB_NOTLS, 0644), "open key index " + dir);
-    int dead = 0;
-    check(mdb_reader_check(opened.env, &dead), "clear stale readers of " + dir);
-    Txn txn(opened.env, true);
-    MDB_dbi dbi;
-    check(mdb_dbi_open(txn.get(), nullptr, 0, &dbi), "mdb_dbi_open");
-    txn.commit();
-    opened.dbi = dbi;
-    // The data file this environment holds: what every use compares with
-    // the file at the path, to see a rebuild by another process.
-    int dataFd = -1;
-    check(mdb_env_get_fd(opened.env, &dataFd), "mdb_env_get_fd");
-    struct stat data {};
-    if (fstat(dataFd, &data) != 0) throw std::system_error(errno, std::generic_category(), "fstat " + dir + "/data.mdb");
-    opened.dataDevice = data.st_dev;
-    opened.dataInode = data.st_ino;
-    struct stat st {};
-    if (stat(dir.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat " + dir);
-    opened.directoryInode = st.st_ino;
-  } catch (...) {
-    mdb_env_close(opened.env);
-    throw;
+namespace {
+
+bool sameFile(const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; }
+
+// Whether `dir` still names the directory `held` is open on.
+bool stillAt(int held, const std::string& dir) {
+  struct stat was {}, now {};
+  if (fstat(held, &was) != 0) reload::throwSysError("fstat " + dir);
+  if (stat(dir.c_str(), &now) != 0) {
+    if (errno == ENOENT) return false;  // moved aside, the new one not there yet
+    reload::throwSysError("stat " + dir);
   }
-  return opened;
+  return sameFile(was, now);
+}
+
+// Whether the data file LMDB opened is the one in the directory `held`.
+bool dataFileIn(MDB_env* env, int held, const std::string& dir) {
+  int dataFd = -1;
+  check(mdb_env_get_fd(env, &dataFd), "mdb_env_get_fd");
+  struct stat opened {}, there {};
+  if (fstat(dataFd, &opened) != 0) reload::throwSysError("fstat " + dir + "/data.mdb");
+  if (fstatat(held, "data.mdb", &there, 0) != 0) {
+    if (errno == ENOENT) return false;
+    reload::throwSysError("stat " + dir + "/data.mdb");
+  }
+  return sameFile(opened, there);
+}
+
+// Bounds the opens of one openFiles: each retry needs another rebuild meanwhile.
+constexpr int kMaxOpenAttempts = 16;
+
+}  // namespace
+
+KeyIndex::Environment KeyIndex::openFiles(const std::string& volume) {
+  const std::string dir = volume + "/index";
+  // mdb_env_open opens lock.mdb, then data.mdb, each by its path. A rebuild
+  // in another process that moves the directory aside and creates a new one
+  // between the two would leave this environment with the old lock file
+  // over the new data file: its write lock would not be the one the other
+  // processes take, and two writers would share one data file. So the
+  // directory is held open across the open (its inode cannot be reused
+  // meanwhile) and must still be the one at the path afterwards, with the
+  // data file opened in it; otherwise the open is done again.
+  for (int attempt = 1;; ++attempt) {
+    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) reload::throwSysError("mkdir " + dir);
+    reload::Fd held(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!held) {
+      if (errno == ENOENT && attempt < kMaxOpenAttempts) continue;  // moved aside after the mkdir
+      reload::throwSysError("open " + dir);
+    }
+    Environment opened;
+    check(mdb_env_create(&opened.env), "mdb_env_create");
+    try {
+      check(mdb_env_set_mapsize(opened.env, kMapSize), "mdb_env_set_mapsize");
+      check(mdb_env_set_maxreaders(opened.env, 1024), "mdb_env_set_maxreaders");
+      // NOTLS: read transactions run on whichever disk-pool thread takes the work.
+      int rc = mdb_env_open(opened.env, dir.c_str(), MDB_NOTLS, 0644);
+      // Checked before the first write transaction, which takes the lock
+      // file's write lock.
+      bool straddled = !stillAt(held.get(), dir) || (rc == MDB_SUCCESS && !dataFileIn(opened.env, held.get(), dir));
+      if (straddled && attempt < kMaxOpenAttempts) {
+        mdb_env_close(opened.env);
+        continue;
+      }
+      check(rc, "open key index " + dir);
+      if (straddled)
+        throw std::system_error(EAGAIN, std::generic_category(),
+                                "key index " + dir + " kept being replaced while it opened");
+      int dead = 0;
+      check(mdb_reader_check(opened.env, &dead), "clear stale readers of " + dir);
+      Txn txn(opened.env, true);
+      MDB_dbi dbi;
+      check(mdb_dbi_open(txn.get(), nullptr, 0, &dbi), "mdb_dbi_open");
+      txn.commit();
+      opened.dbi = dbi;
+      // The data file this environment holds: what every use compares with
+      // the file at the path, to see a rebuild by another process.
+      int dataFd = -1;
+      check(mdb_env_get_fd(opened.env, &dataFd), "mdb_env_get_fd");
+      struct stat data {};
+      if (fstat(dataFd, &data) != 0) reload::throwSysError("fstat " + dir + "/data.mdb");
+      opened.dataDevice = data.st_dev;
+      opened.dataInode = data.st_ino;
+      struct stat st {};
+      if (fstat(held.get(), &st) != 0) reload::throwSysError("fstat " + dir);
+      opened.directoryInode = st.st_ino;
+    } catch (...) {
+      mdb_env_close(opened.env);
+      throw;
+    }
+    return opened;
+  }
 }
 
 void KeyIndex::openEnvironment() { current_ = openFiles(volume_); }

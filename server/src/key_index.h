@@ -21,7 +21,10 @@
 // rebuilder moves the files aside while it holds the old environment's
 // write lock, and a PUT that placed its object while the files moved (a
 // rebuilder that could not take that lock) adds its entry to the new index
-// too: no entry lands only in files a rebuild has already read.
+// too: no entry lands only in files a rebuild has already read. An open
+// that straddles a rebuild's move (LMDB opens lock.mdb, then data.mdb, by
+// path) is done again: the lock file and the data file held always come
+// from one directory.
 //
 // LMDB keys hold at most 511 bytes and object keys 1024: an entry whose
 // key is longer than kEntryKeyPrefix bytes is stored as that prefix plus a
