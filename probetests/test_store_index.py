@@ -2,6 +2,7 @@
 while the others store, and a repair by a root master for workers that run
 as another user."""
 import http.client
+import json
 import os
 import pwd
 import signal
@@ -11,6 +12,8 @@ import unittest
 
 from molt_probe import Moltd, wait_for
 from test_objects import listed_keys, stored_keys
+
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
 
 
 def maps_file(pid, path):
@@ -131,6 +134,51 @@ class RuntimeRebuild(unittest.TestCase):
         print("\n%d objects acknowledged, every one listed and read back" % len(acked))
 
 
+    @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+    def test_a_listing_that_straddles_a_rebuild_lists_every_object(self):
+        """A listing finds the volume's index complete, then reads its keys;
+        between the two, another process's rebuild moves the index aside and
+        leaves a new one it has not filled yet. The listing follows to the
+        new files, but must not take their (no) keys for the volume's: it
+        answers every object."""
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1, volumes=1)
+        # The worker's first transaction of the listing is its check that the
+        # index is complete, the second its read of the keys.
+        env, arm, fired = fault_env(server, "mdb_txn_begin:worker:2:wait")
+        server.start(env=env)
+        volume = server.volumes[0]
+        keys = ["s%02d" % i for i in range(20)]
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/st/" + key, body=key.encode())[0], 201)
+        self.assertEqual(listed_keys(server, "st"), keys)  # the index is complete
+        answer = {}
+
+        def listing():
+            try:
+                answer["response"] = server.request("GET", "/v1/st?limit=1000")
+            except Exception as e:  # reported by the assertion below
+                answer["response"] = e
+        open(arm, "w").close()
+        lister = threading.Thread(target=listing, daemon=True)
+        lister.start()
+        try:
+            wait_for(lambda: os.path.exists(fired), 30, "the listing to stop between its two transactions")
+            # The rebuild's first steps: its marker, the damaged files aside,
+            # a new index directory, filled from the object files later.
+            open(os.path.join(volume, "index.rebuilding"), "w").close()
+            os.rename(os.path.join(volume, "index"), os.path.join(volume, "index.damaged"))
+            os.mkdir(os.path.join(volume, "index"))
+        finally:
+            os.unlink(arm)
+        lister.join(60)
+        self.assertFalse(lister.is_alive(), "the listing never answered")
+        status, _, body = answer["response"]
+        self.assertEqual(status, 200, body[:200])
+        self.assertEqual([o["name"] for o in json.loads(body)], keys)
+        self.assertIn("index of %s is not complete" % volume, server.log_text())
+
+
 @unittest.skipUnless(os.geteuid() == 0, "needs root (a master that drops to another user)")
 class RootRepair(unittest.TestCase):
     def test_workers_as_nobody_rebuild_after_a_root_masters_repair(self):
@@ -182,8 +230,6 @@ class RootRepair(unittest.TestCase):
         self.assertEqual(listed_keys(server, "own"), sorted(keys))
         self.assertEqual(server.stop(), 0)
 
-
-FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
 
 
 def volume_of(server, bucket, key):

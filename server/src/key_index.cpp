@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <optional>
 #include <string_view>
 
 #include "md5.h"
@@ -454,12 +455,15 @@ void KeyIndex::remove(const std::string& bucket, const std::string& key) {
   });
 }
 
-std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const std::string& marker,
-                                             const std::string& prefix, size_t limit) const {
-  if (limit == 0) return {};
-  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) {
+namespace {
+
+// keysAfter, read in the transaction `txn`.
+std::vector<std::string> readKeysAfter(MDB_txn* txn, MDB_dbi dbi, const std::string& bucket,
+                                       const std::string& marker, const std::string& prefix, size_t limit) {
   std::vector<std::string> keys;
-  Cursor cursor(txn.get(), dbi);
+  if (limit == 0) return keys;
+  constexpr size_t kEntryKeyPrefix = KeyIndex::kEntryKeyPrefix;
+  Cursor cursor(txn, dbi);
   const std::string bucketHead = head(bucket);
   // A long start key is sought by its prefix: the start of its group.
   std::string from = marker > prefix ? marker : prefix;
@@ -502,6 +506,26 @@ std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const st
   }
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "read key index");
   return keys;
+}
+
+}  // namespace
+
+std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const std::string& marker,
+                                             const std::string& prefix, size_t limit) const {
+  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) {
+    return readKeysAfter(txn.get(), dbi, bucket, marker, prefix, limit);
+  });
+}
+
+std::optional<std::vector<std::string>> KeyIndex::keysAfterIfComplete(const std::string& bucket,
+                                                                      const std::string& marker,
+                                                                      const std::string& prefix,
+                                                                      size_t limit) const {
+  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) -> std::optional<std::vector<std::string>> {
+    // In the transaction that reads the keys: the index a use follows to
+    // (another process's rebuild) may still be filling.
+    if (!present(txn.get(), dbi, kCompleteMarker)) return std::nullopt;
+    return readKeysAfter(txn.get(), dbi, bucket, marker, prefix, limit);
   });
 }
 

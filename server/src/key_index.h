@@ -40,6 +40,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <system_error>
@@ -107,6 +108,14 @@ class KeyIndex {
   // most `limit`.
   std::vector<std::string> keysAfter(const std::string& bucket, const std::string& marker,
                                      const std::string& prefix, size_t limit) const;
+  // keysAfter for a listing: nullopt unless the index read is complete in
+  // the same transaction. One that follows another process's rebuild may
+  // land in a new index whose scan of the object files is not done, and
+  // its keys are not yet the volume's.
+  std::optional<std::vector<std::string>> keysAfterIfComplete(const std::string& bucket,
+                                                              const std::string& marker,
+                                                              const std::string& prefix,
+                                                              size_t limit) const;
 
   // Every (bucket, key) entry, reading every page of the index: throws
   // IndexDamaged when a page is damaged.

@@ -962,7 +962,15 @@ std::vector<ObjectMeta> ObjectStore::merge(const std::string& bucket, const std:
     for (const auto& source : sources) {
       std::vector<std::string> keys;
       try {
-        keys = source.index->keysAfter(bucket, after, prefix, want);
+        auto complete = source.index->keysAfterIfComplete(bucket, after, prefix, want);
+        if (!complete) {
+          // Followed to another process's rebuild, whose scan still runs.
+          MOLT_LOG(kInfo) << "key index of " << source.volume
+                          << " is not complete (a rebuild is filling it); the listing scans the volume";
+          failedVolume = source.volume;
+          return {};
+        }
+        keys = std::move(*complete);
       } catch (const IndexPanicked& e) {
         MOLT_LOG(kWarning) << "listing scans " << source.volume
                            << ": its key index must be reopened: " << e.what();
