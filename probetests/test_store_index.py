@@ -178,6 +178,39 @@ class RuntimeRebuild(unittest.TestCase):
         self.assertEqual([o["name"] for o in json.loads(body)], keys)
         self.assertIn("index of %s is not complete" % volume, server.log_text())
 
+    @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+    def test_a_rebuild_whose_scan_fails_leaves_the_volume_writable(self):
+        """A worker's rebuild moves the damaged index aside, then fails to
+        fill the new one from the object files (its first index write
+        fails). The volume is not left marked as being rebuilt (unwritable,
+        and rebuilt again by every worker that opens it): PUTs go on, and
+        the next listing fills the new index."""
+        from test_robustness import fault_env
+        # The worker sees its volume writable again at its next scan of the volumes.
+        server = Moltd(self, workers=1, volumes=1, extra_storage="volume_scan_interval = 1")
+        env, arm, fired = fault_env(server, "mdb_put:worker:1")
+        server.start(env=env)
+        volume = server.volumes[0]
+        keys = ["f%02d" % i for i in range(10)]
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/sf/" + key, body=key.encode())[0], 201)
+        self.assertEqual(listed_keys(server, "sf"), keys)
+        open(arm, "w").close()
+        victim = start_rebuild_in_one_worker(server)
+        wait_for(lambda: [p for p in worker_pids(server) if p != victim], 30, "the worker to be respawned")
+        # The respawned worker rebuilds on its first use of the index: this
+        # listing, which scans the files when the index fails it.
+        self.assertEqual(listed_keys(server, "sf"), keys)
+        self.assertTrue(os.path.exists(fired), "the rebuild's index write never ran")
+        os.unlink(arm)
+        self.assertFalse(os.path.exists(os.path.join(volume, "index.rebuilding")),
+                         "the failed rebuild left its marker")
+        self.assertIn("rebuild of the key index of %s failed" % volume, server.log_text())
+        wait_for(lambda: server.request("PUT", "/v1/sf/after", body=b"after")[0] == 201, 30,
+                 "a PUT on the volume to succeed")
+        self.assertEqual(listed_keys(server, "sf"), sorted(keys + ["after"]))
+        self.assertEqual(sorted(listed_keys(server, "sf")), sorted(stored_keys(server.volumes, "sf")))
+
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root (a master that drops to another user)")
 class RootRepair(unittest.TestCase):

@@ -823,9 +823,22 @@ void ObjectStore::rebuildIndex(const std::string& volume, const std::string& why
   });
   // Other processes write to the new index from here on; the scan adds
   // what was placed before the move.
-  completeIndex(volume, index);
-  giveIndexTo(volume, owner.st_uid, owner.st_gid);
-  fsyncDir(volume);
+  try {
+    completeIndex(volume, index);
+    giveIndexTo(volume, owner.st_uid, owner.st_gid);
+    fsyncDir(volume);
+  } catch (const std::system_error& e) {
+    // The index at the path is the new one now, and it lacks its
+    // completeness marker, which is what tells every process to fill it
+    // from the files. The rebuild marker left in place would keep the
+    // volume unwritable and make every process that opens the index move
+    // it aside and start again.
+    MOLT_LOG(kError) << "rebuild of the key index of " << volume << " failed after the damaged files moved aside ("
+                     << e.what() << "); its new index is filled from the object files by the next listing";
+    if (unlink(marker.c_str()) != 0 && errno != ENOENT)
+      MOLT_LOG(kError) << "cannot remove " << marker << ": " << std::strerror(errno);
+    throw;
+  }
   if (unlink(marker.c_str()) != 0) reload::throwSysError("unlink " + marker);
   fsyncDir(volume);
   MOLT_LOG(kWarning) << "key index of " << volume << " was damaged (" << why
