@@ -213,12 +213,15 @@ class RuntimeRebuild(unittest.TestCase):
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root (a master that drops to another user)")
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
 class RootRepair(unittest.TestCase):
     def test_workers_as_nobody_rebuild_after_a_root_masters_repair(self):
         """A root master's start check rebuilds a damaged index for workers
         that run as nobody: the files it creates (the new index, index.lock,
-        index.damaged) are nobody's, so a worker's later rebuild works, and
-        every PUT and listing goes on."""
+        index.damaged) are nobody's, the new index's from the moment they
+        exist (a worker may follow to them while the scan still runs), so a
+        worker's later rebuild works, and every PUT and listing goes on."""
+        from test_robustness import fault_env
         nobody = pwd.getpwnam("nobody")
         server = Moltd(self, workers=2, volumes=1, extra_server="user = nobody")
         os.chmod(server.dir, 0o755)
@@ -232,7 +235,19 @@ class RootRepair(unittest.TestCase):
         damaged = os.path.join(volume, "index", "data.mdb")
         with open(damaged, "r+b") as f:
             f.write(os.urandom(min(os.path.getsize(damaged), 16384)))
-        server.start()
+        # The repair's first index write, once its scan of the files is done,
+        # waits: the new index's files are there, not yet complete.
+        env, arm, fired = fault_env(server, "mdb_put:master:1:wait")
+        open(arm, "w").close()
+        server.start(wait=False, env=env)
+        try:
+            wait_for(lambda: os.path.exists(fired), 60, "the repair to fill its new index")
+            for name in ("index", "index/data.mdb", "index/lock.mdb"):
+                path = os.path.join(volume, name)
+                self.assertEqual(os.stat(path).st_uid, nobody.pw_uid, path + " during the repair")
+        finally:
+            os.unlink(arm)
+        server.wait_running()
         self.assertIn("key index of %s was damaged" % volume, server.log_text())
         for name in ("index", "index/data.mdb", "index/lock.mdb", "index.lock", "index.damaged"):
             path = os.path.join(volume, name)

@@ -816,11 +816,17 @@ void ObjectStore::rebuildIndex(const std::string& volume, const std::string& why
   // The damaged files stay beside the new index (the last one only), for
   // whoever wants to look at them.
   std::string aside = volume + "/index.damaged";
-  index.replaceFiles([&] {
-    removeIndexDirectory(aside);
-    if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
-      reload::throwSysError("rename " + dir + " to " + aside);
-  });
+  // A root process makes the new files its workers' from the start: a
+  // worker follows to them while the scan below still runs.
+  std::optional<KeyIndex::FileOwner> newFilesOwner;
+  if (geteuid() == 0 && owner.st_uid != 0) newFilesOwner = KeyIndex::FileOwner{owner.st_uid, owner.st_gid};
+  index.replaceFiles(
+      [&] {
+        removeIndexDirectory(aside);
+        if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
+          reload::throwSysError("rename " + dir + " to " + aside);
+      },
+      newFilesOwner);
   // Other processes write to the new index from here on; the scan adds
   // what was placed before the move.
   try {
