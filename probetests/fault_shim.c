@@ -1,9 +1,12 @@
 /* Fault injection for the probe tests (LD_PRELOAD; never installed).
  *
- * MOLT_FAULT=call:role:nth[:hang|:ERRNO]  fail (or hang in) the nth use of
- *                                  `call` in a process of `role` after
- *                                  arming; ERRNO (a number) replaces the
- *                                  call's usual error
+ * MOLT_FAULT=call:role:nth[:hang|:wait|:ERRNO]  fail (or hang in) the nth
+ *                                  use of `call` in a process of `role`
+ *                                  after arming; ERRNO (a number) replaces
+ *                                  the call's usual error; wait holds the
+ *                                  call until the arm file is removed, then
+ *                                  lets it run unfailed (a window held open
+ *                                  for the test to act in)
  * MOLT_FAULT_ARM=path              armed only while this file exists
  * MOLT_FAULT_FIRED=path            created when the fault fires; O_EXCL makes
  *                                  it fire once across every process
@@ -34,6 +37,7 @@
 #include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef __cplusplus
@@ -44,6 +48,7 @@ static char fault_call[32];
 static char fault_role[32];
 static long fault_nth;
 static int fault_hang;
+static int fault_wait;
 static int fault_errno; /* 0: the call's usual error */
 static const char* arm_path;
 static const char* fired_path;
@@ -60,6 +65,7 @@ __attribute__((constructor)) static void fault_init(void) {
   if (sscanf(spec, "%31[^:]:%31[^:]:%ld:%15s", fault_call, fault_role, &fault_nth, mode) < 3)
     fault_call[0] = '\0';
   fault_hang = strcmp(mode, "hang") == 0;
+  fault_wait = strcmp(mode, "wait") == 0;
   if (mode[0] >= '0' && mode[0] <= '9') fault_errno = atoi(mode);
 }
 
@@ -91,6 +97,11 @@ static int should_fail(const char* call) {
   syscall(SYS_close, fd);
   if (fault_hang)
     for (;;) pause();
+  if (fault_wait) {
+    const struct timespec tick = {0, 10 * 1000 * 1000};
+    while (syscall(SYS_faccessat, AT_FDCWD, arm_path, F_OK, 0) == 0) syscall(SYS_nanosleep, &tick, NULL);
+    return 0;
+  }
   return 1;
 }
 

@@ -901,7 +901,9 @@ class AccessLogWrites(unittest.TestCase):
     """The worker's loop never waits on the access log: with a sink that
     takes nothing (a pipe nobody reads), every request is still answered;
     once the sink takes again, every line arrives, in the order of the
-    requests, also those still queued when the worker stops."""
+    requests, also those still queued when the worker stops. What waits for
+    a sink that stays stalled is bounded: the lines past the queue's bound
+    are dropped, and counted in /metrics."""
 
     def read_lines(self, reader, count, timeout=30):
         data = b""
@@ -940,6 +942,45 @@ class AccessLogWrites(unittest.TestCase):
         lines = self.read_lines(reader, count)
         self.assertEqual([int(line.split("/v1/h/line-")[1][:6]) for line in lines],
                          list(range(count)))
+
+        # Past the queue's bound (1 MiB, here with a one-page pipe): every
+        # request is still answered; the oldest lines arrive, in order, and
+        # the others are counted as dropped, none lost uncounted.
+        fcntl.fcntl(reader, fcntl.F_SETPIPE_SZ, 4096)
+        long_pad = "y" * 1000
+        first, stalled = 1 << 20, 2 * (1 << 20) // len(long_pad)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            for i in range(first, first + stalled):
+                s.sendall(request("GET", "/v1/h/line-%07d-%s" % (i, long_pad)))
+                self.assertEqual(read_response(s)[0], 404, i)
+
+        def dropped():
+            for line in server.admin_get("/metrics").splitlines():
+                if line.startswith("moltd_access_log_dropped_lines_total "):
+                    return int(line.split()[1])
+            raise AssertionError("no moltd_access_log_dropped_lines_total in /metrics")
+
+        # The worker adds its counts once per turn of its loop: the lines
+        # that arrive and the dropped ones must come to every request.
+        arrived = []
+
+        def all_accounted():
+            try:
+                while True:
+                    chunk = os.read(reader, 1 << 20)
+                    if not chunk:
+                        break
+                    arrived.append(chunk)
+            except BlockingIOError:
+                pass
+            return b"".join(arrived).count(b"\n") + dropped() == stalled
+
+        wait_for(all_accounted, 30, "every request's line to arrive or be counted as dropped")
+        lines = b"".join(arrived).decode().splitlines()
+        self.assertGreater(dropped(), 0)
+        self.assertGreater(len(lines), 0)
+        self.assertEqual([int(line.split("/v1/h/line-")[1][:7]) for line in lines],
+                         list(range(first, first + len(lines))))
 
         # Stopping writes what is still queued before the worker goes.
         answer_all(count, count)

@@ -2,6 +2,7 @@
 while the others store, and a repair by a root master for workers that run
 as another user."""
 import http.client
+import json
 import os
 import pwd
 import signal
@@ -11,6 +12,8 @@ import unittest
 
 from molt_probe import Moltd, wait_for
 from test_objects import listed_keys, stored_keys
+
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
 
 
 def maps_file(pid, path):
@@ -131,13 +134,94 @@ class RuntimeRebuild(unittest.TestCase):
         print("\n%d objects acknowledged, every one listed and read back" % len(acked))
 
 
+    @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+    def test_a_listing_that_straddles_a_rebuild_lists_every_object(self):
+        """A listing finds the volume's index complete, then reads its keys;
+        between the two, another process's rebuild moves the index aside and
+        leaves a new one it has not filled yet. The listing follows to the
+        new files, but must not take their (no) keys for the volume's: it
+        answers every object."""
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1, volumes=1)
+        # The worker's first transaction of the listing is its check that the
+        # index is complete, the second its read of the keys.
+        env, arm, fired = fault_env(server, "mdb_txn_begin:worker:2:wait")
+        server.start(env=env)
+        volume = server.volumes[0]
+        keys = ["s%02d" % i for i in range(20)]
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/st/" + key, body=key.encode())[0], 201)
+        self.assertEqual(listed_keys(server, "st"), keys)  # the index is complete
+        answer = {}
+
+        def listing():
+            try:
+                answer["response"] = server.request("GET", "/v1/st?limit=1000")
+            except Exception as e:  # reported by the assertion below
+                answer["response"] = e
+        open(arm, "w").close()
+        lister = threading.Thread(target=listing, daemon=True)
+        lister.start()
+        try:
+            wait_for(lambda: os.path.exists(fired), 30, "the listing to stop between its two transactions")
+            # The rebuild's first steps: its marker, the damaged files aside,
+            # a new index directory, filled from the object files later.
+            open(os.path.join(volume, "index.rebuilding"), "w").close()
+            os.rename(os.path.join(volume, "index"), os.path.join(volume, "index.damaged"))
+            os.mkdir(os.path.join(volume, "index"))
+        finally:
+            os.unlink(arm)
+        lister.join(60)
+        self.assertFalse(lister.is_alive(), "the listing never answered")
+        status, _, body = answer["response"]
+        self.assertEqual(status, 200, body[:200])
+        self.assertEqual([o["name"] for o in json.loads(body)], keys)
+        self.assertIn("index of %s is not complete" % volume, server.log_text())
+
+    @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+    def test_a_rebuild_whose_scan_fails_leaves_the_volume_writable(self):
+        """A worker's rebuild moves the damaged index aside, then fails to
+        fill the new one from the object files (its first index write
+        fails). The volume is not left marked as being rebuilt (unwritable,
+        and rebuilt again by every worker that opens it): PUTs go on, and
+        the next listing fills the new index."""
+        from test_robustness import fault_env
+        # The worker sees its volume writable again at its next scan of the volumes.
+        server = Moltd(self, workers=1, volumes=1, extra_storage="volume_scan_interval = 1")
+        env, arm, fired = fault_env(server, "mdb_put:worker:1")
+        server.start(env=env)
+        volume = server.volumes[0]
+        keys = ["f%02d" % i for i in range(10)]
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/sf/" + key, body=key.encode())[0], 201)
+        self.assertEqual(listed_keys(server, "sf"), keys)
+        open(arm, "w").close()
+        victim = start_rebuild_in_one_worker(server)
+        wait_for(lambda: [p for p in worker_pids(server) if p != victim], 30, "the worker to be respawned")
+        # The respawned worker rebuilds on its first use of the index: this
+        # listing, which scans the files when the index fails it.
+        self.assertEqual(listed_keys(server, "sf"), keys)
+        self.assertTrue(os.path.exists(fired), "the rebuild's index write never ran")
+        os.unlink(arm)
+        self.assertFalse(os.path.exists(os.path.join(volume, "index.rebuilding")),
+                         "the failed rebuild left its marker")
+        self.assertIn("rebuild of the key index of %s failed" % volume, server.log_text())
+        wait_for(lambda: server.request("PUT", "/v1/sf/after", body=b"after")[0] == 201, 30,
+                 "a PUT on the volume to succeed")
+        self.assertEqual(listed_keys(server, "sf"), sorted(keys + ["after"]))
+        self.assertEqual(sorted(listed_keys(server, "sf")), sorted(stored_keys(server.volumes, "sf")))
+
+
 @unittest.skipUnless(os.geteuid() == 0, "needs root (a master that drops to another user)")
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
 class RootRepair(unittest.TestCase):
     def test_workers_as_nobody_rebuild_after_a_root_masters_repair(self):
         """A root master's start check rebuilds a damaged index for workers
         that run as nobody: the files it creates (the new index, index.lock,
-        index.damaged) are nobody's, so a worker's later rebuild works, and
-        every PUT and listing goes on."""
+        index.damaged) are nobody's, the new index's from the moment they
+        exist (a worker may follow to them while the scan still runs), so a
+        worker's later rebuild works, and every PUT and listing goes on."""
+        from test_robustness import fault_env
         nobody = pwd.getpwnam("nobody")
         server = Moltd(self, workers=2, volumes=1, extra_server="user = nobody")
         os.chmod(server.dir, 0o755)
@@ -151,7 +235,19 @@ class RootRepair(unittest.TestCase):
         damaged = os.path.join(volume, "index", "data.mdb")
         with open(damaged, "r+b") as f:
             f.write(os.urandom(min(os.path.getsize(damaged), 16384)))
-        server.start()
+        # The repair's first index write, once its scan of the files is done,
+        # waits: the new index's files are there, not yet complete.
+        env, arm, fired = fault_env(server, "mdb_put:master:1:wait")
+        open(arm, "w").close()
+        server.start(wait=False, env=env)
+        try:
+            wait_for(lambda: os.path.exists(fired), 60, "the repair to fill its new index")
+            for name in ("index", "index/data.mdb", "index/lock.mdb"):
+                path = os.path.join(volume, name)
+                self.assertEqual(os.stat(path).st_uid, nobody.pw_uid, path + " during the repair")
+        finally:
+            os.unlink(arm)
+        server.wait_running()
         self.assertIn("key index of %s was damaged" % volume, server.log_text())
         for name in ("index", "index/data.mdb", "index/lock.mdb", "index.lock", "index.damaged"):
             path = os.path.join(volume, name)
@@ -182,8 +278,6 @@ class RootRepair(unittest.TestCase):
         self.assertEqual(listed_keys(server, "own"), sorted(keys))
         self.assertEqual(server.stop(), 0)
 
-
-FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
 
 
 def volume_of(server, bucket, key):

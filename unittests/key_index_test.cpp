@@ -4,10 +4,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/test/unit_test.hpp>
+#include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <lmdb.h>
@@ -330,6 +335,140 @@ BOOST_AUTO_TEST_CASE(replace_files_leaves_a_new_index_in_place) {
   BOOST_TEST(index.keysAfter("b", "", "", 10).empty());
   index.add("b", "y");
   BOOST_TEST(index.keysAfter("b", "", "", 10) == std::vector<std::string>({"y"}));
+}
+
+// A root process's rebuild for workers of another user makes the new
+// index's directory and files that user's from their first moment, and a
+// name left under the temporary file's (here a hard link to another file)
+// is only removed: that file is neither truncated, given away nor used.
+BOOST_AUTO_TEST_CASE(a_root_rebuild_makes_new_files_the_owners_and_trusts_no_left_name) {
+  if (geteuid() != 0) {
+    BOOST_TEST_MESSAGE("skipped: needs root to give files away");
+    return;
+  }
+  Volumes vols(1);
+  std::string vol = vols.settings.volumes[0];
+  const std::string victim = vols.root + "/victim";
+  {
+    FILE* f = std::fopen(victim.c_str(), "w");
+    BOOST_REQUIRE(f != nullptr);
+    std::fputs("not an index", f);
+    BOOST_REQUIRE(std::fclose(f) == 0);
+  }
+  server::KeyIndex index(vol);
+  index.add("b", "x");
+  const server::KeyIndex::FileOwner nobody{65534, 65534};
+  index.replaceFiles(
+      [&] {
+        BOOST_REQUIRE(rename((vol + "/index").c_str(), (vol + "/index.damaged").c_str()) == 0);
+        // A directory the workers' user made meanwhile, with names it chose.
+        BOOST_REQUIRE(mkdir((vol + "/index").c_str(), 0755) == 0);
+        BOOST_REQUIRE(chown((vol + "/index").c_str(), nobody.uid, nobody.gid) == 0);
+        for (const char* name : {"lock.mdb", "data.mdb"}) {
+          std::string left = vol + "/index/" + name + ".new." + std::to_string(getpid());
+          BOOST_REQUIRE(link(victim.c_str(), left.c_str()) == 0);
+        }
+      },
+      nobody);
+  index.add("b", "y");
+  BOOST_TEST(index.keysAfter("b", "", "", 10) == std::vector<std::string>({"y"}));
+  for (const char* name : {"/index", "/index/lock.mdb", "/index/data.mdb"}) {
+    struct stat st {};
+    BOOST_REQUIRE(lstat((vol + name).c_str(), &st) == 0);
+    BOOST_TEST(st.st_uid == nobody.uid, name);
+  }
+  struct stat st {};
+  BOOST_REQUIRE(stat(victim.c_str(), &st) == 0);
+  BOOST_TEST(st.st_uid == 0u);
+  BOOST_TEST(st.st_size == static_cast<off_t>(std::string("not an index").size()));
+  BOOST_TEST(st.st_nlink == 1u);
+}
+
+// The directories that hold the files named `name` this process has open
+// (their paths now, read from /proc/self/fd), one per descriptor.
+std::vector<std::string> directoriesOfOpen(const std::string& name) {
+  std::vector<std::string> dirs;
+  DIR* fds = opendir("/proc/self/fd");
+  BOOST_REQUIRE(fds != nullptr);
+  while (dirent* e = readdir(fds)) {
+    if (e->d_name[0] == '.') continue;
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(dirfd(fds), e->d_name, target, sizeof target - 1);
+    if (n <= 0) continue;  // the descriptor of the listing itself, closed by now
+    std::string path(target, static_cast<size_t>(n));
+    const std::string tail = "/" + name;
+    if (path.size() > tail.size() && path.compare(path.size() - tail.size(), tail.size(), tail) == 0)
+      dirs.push_back(path.substr(0, path.size() - tail.size()));
+  }
+  closedir(fds);
+  return dirs;
+}
+
+// A rebuild (in another process) moves VOLUME/index aside and creates a
+// new index in its place while this one opens the index: the environment
+// opened must take its lock file and its data file from one directory, or
+// two write locks guard one data file. Another thread plays the rebuilder,
+// moving the directory at a moment that sweeps across each open.
+BOOST_AUTO_TEST_CASE(an_open_racing_a_rebuild_takes_lock_and_data_from_one_directory) {
+  using Clock = std::chrono::steady_clock;
+  Volumes vols(1);
+  const std::string vol = vols.settings.volumes[0];
+  const std::string dir = vol + "/index";
+  std::mutex moving;  // held by each move, and while an open's files are read
+  std::atomic<unsigned> opensStarted{0};
+  std::atomic<unsigned> moves{0};
+  std::atomic<bool> stop{false};
+  std::thread rebuilder([&] {
+    unsigned seen = 0;
+    for (unsigned n = 0; !stop; ++n) {
+      unsigned started = opensStarted.load();
+      if (started == seen) {
+        std::this_thread::yield();
+        continue;
+      }
+      seen = started;
+      const auto at = Clock::now() + std::chrono::microseconds((n * 37) % 300);
+      while (Clock::now() < at) {
+      }
+      std::lock_guard<std::mutex> hold(moving);
+      std::string aside = vol + "/index.moved" + std::to_string(n);
+      if (rename(dir.c_str(), aside.c_str()) != 0) continue;  // none there yet
+      ++moves;
+      if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) std::perror("mkdir");
+    }
+  });
+  unsigned opens = 0, failedOpens = 0, split = 0;
+  std::string example;
+  const auto deadline = Clock::now() + std::chrono::seconds(15);
+  while (moves < 400 && Clock::now() < deadline) {
+    ++opensStarted;
+    try {
+      server::KeyIndex index(vol);
+      ++opens;
+      std::lock_guard<std::mutex> hold(moving);
+      // LMDB holds the data file twice (one descriptor for its meta-page writes).
+      auto files = directoriesOfOpen("lock.mdb");
+      const size_t locks = files.size();
+      for (auto& d : directoriesOfOpen("data.mdb")) files.push_back(d);
+      bool oneDirectory = locks == 1 && files.size() > 1 &&
+                          std::all_of(files.begin(), files.end(), [&](const std::string& d) { return d == files[0]; });
+      if (!oneDirectory && split++ == 0) {
+        example = std::to_string(locks) + " lock files, then data files:";
+        for (const auto& d : files) example += " " + d;
+      }
+    } catch (const std::system_error& e) {
+      if (failedOpens++ == 0) example += std::string(example.empty() ? "" : "; ") + "failed: " + e.what();
+    }
+  }
+  stop = true;
+  rebuilder.join();
+  BOOST_TEST_MESSAGE(opens << " opens, " << failedOpens << " failed, " << moves << " moves, " << split
+                           << " split");
+  BOOST_TEST(moves >= 300u, "the rebuilder moved the index only " << moves << " times");
+  BOOST_TEST(split == 0u, split << " of " << opens << " opens held files of two directories, e.g. " << example);
+  // The directory gone for a moment (moved, its successor not made yet) is
+  // no reason for an open to fail either.
+  BOOST_TEST(failedOpens == 0u, failedOpens << " opens failed, e.g. " << example);
 }
 
 BOOST_AUTO_TEST_CASE(a_deferred_index_opens_on_demand) {

@@ -1070,9 +1070,10 @@ void Connection::logRequest() {
   std::snprintf(line, sizeof line, " %d %llu %.3f gen=%llu\n", status_,
                 static_cast<unsigned long long>(bodyBytesSent_), ms,
                 static_cast<unsigned long long>(shared_.generation));
-  shared_.accessLog.write(peer_ + " [" + reload::log::utcTimestamp(6) + "] \"" +
-                          (request_.method.empty() ? "-" : request_.method) + " " + uri + " " +
-                          request_.versionText() + "\"" + line);
+  bool queued = shared_.accessLog.write(peer_ + " [" + reload::log::utcTimestamp(6) + "] \"" +
+                                       (request_.method.empty() ? "-" : request_.method) + " " + uri + " " +
+                                       request_.versionText() + "\"" + line);
+  if (!queued) shared_.count(kAccessLogLinesDropped, 1);
 }
 
 void Connection::responseDone() {

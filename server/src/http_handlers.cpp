@@ -87,14 +87,16 @@ bool etagListMatches(const std::string& header, const std::string& etag, bool st
 }
 
 struct AccessLog::State {
-  explicit State(reload::Fd file) : fd(std::move(file)) {}
+  State(reload::Fd file, size_t limit) : fd(std::move(file)), queueLimit(limit) {}
   reload::Fd fd;
+  const size_t queueLimit;
   std::mutex mutex;
   std::condition_variable changed;
   std::string queued;   // whole lines, oldest first
   size_t writing = 0;  // bytes of the batch the writer took from `queued`
   bool started = false;
   bool stopping = false;
+  bool dropping = false;  // the last line was dropped
 
   void writeAll(const std::string& batch) {
     size_t done = 0;
@@ -128,14 +130,14 @@ struct AccessLog::State {
   }
 };
 
-AccessLog::AccessLog(const std::string& path) {
+AccessLog::AccessLog(const std::string& path, size_t queueLimit) {
   if (path == "off") return;
   reload::Fd fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
   if (!fd) {
     MOLT_LOG(kError) << "cannot open access log " << path << ": " << std::strerror(errno);
     return;
   }
-  state_ = std::make_shared<State>(std::move(fd));
+  state_ = std::make_shared<State>(std::move(fd), queueLimit);
   // The last copy of this log ends the writer once what is queued is
   // written; the thread holds the state, so it may outlive every copy.
   owner_ = std::shared_ptr<void>(nullptr, [state = state_](void*) {
@@ -147,11 +149,23 @@ AccessLog::AccessLog(const std::string& path) {
   });
 }
 
-void AccessLog::write(const std::string& line) const {
-  if (!state_) return;
+bool AccessLog::write(const std::string& line) const {
+  if (!state_) return true;
   State& state = *state_;
   {
-    std::lock_guard<std::mutex> lock(state.mutex);
+    std::unique_lock<std::mutex> lock(state.mutex);
+    // A destination that takes nothing must not grow the worker without
+    // bound: the newest lines go, the ones queued keep their order.
+    if (state.queued.size() + line.size() > state.queueLimit) {
+      bool first = !state.dropping;
+      state.dropping = true;
+      lock.unlock();
+      if (first)  // once per stall: the count is in /metrics
+        MOLT_LOG(kWarning) << "access log takes nothing and " << state.queueLimit
+                           << " bytes wait for it: lines are dropped (moltd_access_log_dropped_lines_total)";
+      return false;
+    }
+    state.dropping = false;
     state.queued += line;
     // Started with the first line, after the worker dropped its
     // privileges and set its signal mask, which the thread inherits.
@@ -166,6 +180,7 @@ void AccessLog::write(const std::string& line) const {
     }
   }
   state.changed.notify_all();
+  return true;
 }
 
 size_t AccessLog::flush(int64_t timeoutMs) const {
@@ -260,6 +275,8 @@ void WorkerShared::checkCache() {
         for (const auto& error : *errors) MOLT_LOG(kInfo) << "open-file cache off for now: " << error;
       });
 }
+
+static_assert(kAccessLogLinesDropped < reload::kGenerationAnswers, "moltd's counters stay out of the generations' ring");
 
 void WorkerShared::flushCounts() {
   if (!countsPending_) return;

@@ -40,12 +40,16 @@ bool etagListMatches(const std::string& header, const std::string& etag, bool st
 // workers whole). A worker opens it before it drops privileges, so that the
 // log may belong to root. The loop only queues a line: a thread of the
 // log's own writes them in the order they were queued, so a slow disk or a
-// full pipe never holds the loop, and no line is dropped for it.
+// full pipe never holds the loop. What waits is bounded (kQueueLimit bytes
+// queued besides the batch being written): a line past it is dropped, and
+// the caller counts it.
 class AccessLog {
  public:
-  explicit AccessLog(const std::string& path);  // "off" disables
+  static constexpr size_t kQueueLimit = 1 << 20;
+  explicit AccessLog(const std::string& path, size_t queueLimit = kQueueLimit);  // "off" disables
   bool enabled() const { return static_cast<bool>(state_); }
-  void write(const std::string& line) const;
+  // Queues `line`; false when it was dropped (the queue is full).
+  bool write(const std::string& line) const;
   // Waits until every queued line is written or `timeoutMs` passes;
   // returns how many bytes are still queued.
   size_t flush(int64_t timeoutMs) const;
@@ -66,6 +70,7 @@ enum CounterSlot : size_t {
   kMethodPut,
   kMethodDelete,
   kMethodOther,
+  kAccessLogLinesDropped,  // lines dropped because the access log's queue was full
   // 16 .. 31: reload::kGenerationAnswers, the answers of each generation.
   // Open connections of each current worker, by worker slot: the worker's
   // monotonic second in the high half, the count in the low half. Workers

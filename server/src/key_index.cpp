@@ -1,13 +1,20 @@
 #include "key_index.h"
 
+#include <fcntl.h>
 #include <lmdb.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <optional>
 #include <string_view>
 
 #include "md5.h"
+#include "reload/fd.h"
 #include "reload/log.h"
+#include "reload/sys_error.h"
 
 namespace server {
 namespace {
@@ -141,40 +148,161 @@ void KeyIndex::closeEnvironment() {
   current_ = Environment{};
 }
 
-KeyIndex::Environment KeyIndex::openFiles(const std::string& volume) {
-  std::string dir = volume + "/index";
-  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throw std::system_error(errno, std::generic_category(), "mkdir " + dir);
-  Environment opened;
-  check(mdb_env_create(&opened.env), "mdb_env_create");
-  try {
-    check(mdb_env_set_mapsize(opened.env, kMapSize), "mdb_env_set_mapsize");
-    check(mdb_env_set_maxreaders(opened.env, 1024), "mdb_env_set_maxreaders");
-    // NOTLS: read transactions run on whichever disk-pool thread takes the work.
-    check(mdb_env_open(opened.env, dir.c_str(), MDB_NOTLS, 0644), "open key index " + dir);
-    int dead = 0;
-    check(mdb_reader_check(opened.env, &dead), "clear stale readers of " + dir);
-    Txn txn(opened.env, true);
-    MDB_dbi dbi;
-    check(mdb_dbi_open(txn.get(), nullptr, 0, &dbi), "mdb_dbi_open");
-    txn.commit();
-    opened.dbi = dbi;
-    // The data file this environment holds: what every use compares with
-    // the file at the path, to see a rebuild by another process.
-    int dataFd = -1;
-    check(mdb_env_get_fd(opened.env, &dataFd), "mdb_env_get_fd");
-    struct stat data {};
-    if (fstat(dataFd, &data) != 0) throw std::system_error(errno, std::generic_category(), "fstat " + dir + "/data.mdb");
-    opened.dataDevice = data.st_dev;
-    opened.dataInode = data.st_ino;
-    struct stat st {};
-    if (stat(dir.c_str(), &st) != 0) throw std::system_error(errno, std::generic_category(), "stat " + dir);
-    opened.directoryInode = st.st_ino;
-  } catch (...) {
-    mdb_env_close(opened.env);
-    throw;
+namespace {
+
+bool sameFile(const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; }
+
+// Whether `dir` still names the directory `held` is open on.
+bool stillAt(int held, const std::string& dir) {
+  struct stat was {}, now {};
+  if (fstat(held, &was) != 0) reload::throwSysError("fstat " + dir);
+  if (stat(dir.c_str(), &now) != 0) {
+    if (errno == ENOENT) return false;  // moved aside, the new one not there yet
+    reload::throwSysError("stat " + dir);
   }
-  return opened;
+  return sameFile(was, now);
+}
+
+// Whether the data file LMDB opened is the one in the directory `held`.
+bool dataFileIn(MDB_env* env, int held, const std::string& dir) {
+  int dataFd = -1;
+  check(mdb_env_get_fd(env, &dataFd), "mdb_env_get_fd");
+  struct stat opened {}, there {};
+  if (fstat(dataFd, &opened) != 0) reload::throwSysError("fstat " + dir + "/data.mdb");
+  if (fstatat(held, "data.mdb", &there, 0) != 0) {
+    if (errno == ENOENT) return false;
+    reload::throwSysError("stat " + dir + "/data.mdb");
+  }
+  return sameFile(opened, there);
+}
+
+// VOLUME/index, made when absent with `owner` as its owner from its first
+// moment: a temporary directory, given to the owner, then renamed into
+// place unless one is there by then (made by a process of that owner, or
+// by another rebuild). The temporary name is a fresh one (mkdtemp), never
+// one that may exist already: whoever can write to the volume could have
+// put a symbolic link there, which the rename would put in place.
+void makeOwnedDirectory(const std::string& volume, const KeyIndex::FileOwner& owner) {
+  const std::string dir = volume + "/index";
+  struct stat st {};
+  if (lstat(dir.c_str(), &st) == 0) return;
+  if (errno != ENOENT) reload::throwSysError("stat " + dir);
+  std::string temp = volume + "/index.new.XXXXXX";
+  if (mkdtemp(temp.data()) == nullptr) reload::throwSysError("create " + temp);
+  int rc = -1;
+  {
+    reload::Fd made(::open(temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (made) {
+      rc = fchown(made.get(), owner.uid, owner.gid);
+      if (rc == 0) rc = fchmod(made.get(), 0755);  // mkdtemp makes it 0700
+    }
+  }
+  if (rc == 0) rc = renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, dir.c_str(), RENAME_NOREPLACE);
+  const int err = errno;
+  if (rc == 0) return;
+  if (rmdir(temp.c_str()) != 0 && errno != ENOENT)
+    MOLT_LOG(kWarning) << "cannot remove " << temp << ": " << std::strerror(errno);
+  if (err != EEXIST) reload::throwSysError("give " + temp + " to its owner and rename it to " + dir, err);
+}
+
+// DIR/name (`dirFd` open on DIR), made when absent with `owner` as its
+// owner from its first moment: created under a temporary name, given to
+// the owner, then linked into place unless one is there by then. The
+// temporary file is always a new one (O_EXCL): a link left under its name
+// could name any file, which the open would truncate and give away.
+void makeOwnedFile(int dirFd, const std::string& dir, const std::string& name, const KeyIndex::FileOwner& owner) {
+  struct stat st {};
+  if (fstatat(dirFd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return;
+  if (errno != ENOENT) reload::throwSysError("stat " + dir + "/" + name);
+  const std::string temp = name + ".new." + std::to_string(getpid());
+  constexpr int kCreate = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  reload::Fd fd(::openat(dirFd, temp.c_str(), kCreate, 0644));
+  if (!fd && errno == EEXIST) {
+    // Left by a process of this pid that died here: only its name is removed.
+    if (unlinkat(dirFd, temp.c_str(), 0) != 0 && errno != ENOENT)
+      reload::throwSysError("remove " + dir + "/" + temp);
+    fd = reload::Fd(::openat(dirFd, temp.c_str(), kCreate, 0644));
+  }
+  if (!fd) reload::throwSysError("create " + dir + "/" + temp);
+  int rc = fchown(fd.get(), owner.uid, owner.gid);
+  if (rc == 0) rc = linkat(dirFd, temp.c_str(), dirFd, name.c_str(), 0);
+  const int err = errno;
+  if (unlinkat(dirFd, temp.c_str(), 0) != 0)
+    MOLT_LOG(kWarning) << "cannot remove " << dir << "/" << temp << ": " << std::strerror(errno);
+  if (rc != 0 && err != EEXIST)
+    reload::throwSysError("give " + dir + "/" + temp + " to its owner and link it to " + name, err);
+}
+
+// Bounds the opens of one openFiles: each retry needs another rebuild meanwhile.
+constexpr int kMaxOpenAttempts = 16;
+
+}  // namespace
+
+KeyIndex::Environment KeyIndex::openFiles(const std::string& volume, const std::optional<FileOwner>& owner) {
+  const std::string dir = volume + "/index";
+  // mdb_env_open opens lock.mdb, then data.mdb, each by its path. A rebuild
+  // in another process that moves the directory aside and creates a new one
+  // between the two would leave this environment with the old lock file
+  // over the new data file: its write lock would not be the one the other
+  // processes take, and two writers would share one data file. So the
+  // directory is held open across the open (its inode cannot be reused
+  // meanwhile) and must still be the one at the path afterwards, with the
+  // data file opened in it; otherwise the open is done again.
+  for (int attempt = 1;; ++attempt) {
+    if (owner) makeOwnedDirectory(volume, *owner);
+    else if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) reload::throwSysError("mkdir " + dir);
+    reload::Fd held(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!held) {
+      if (errno == ENOENT && attempt < kMaxOpenAttempts) continue;  // moved aside after the mkdir
+      reload::throwSysError("open " + dir);
+    }
+    if (owner) {
+      // LMDB takes empty files for a new environment's.
+      makeOwnedFile(held.get(), dir, "lock.mdb", *owner);
+      makeOwnedFile(held.get(), dir, "data.mdb", *owner);
+    }
+    Environment opened;
+    check(mdb_env_create(&opened.env), "mdb_env_create");
+    try {
+      check(mdb_env_set_mapsize(opened.env, kMapSize), "mdb_env_set_mapsize");
+      check(mdb_env_set_maxreaders(opened.env, 1024), "mdb_env_set_maxreaders");
+      // NOTLS: read transactions run on whichever disk-pool thread takes the work.
+      int rc = mdb_env_open(opened.env, dir.c_str(), MDB_NOTLS, 0644);
+      // Checked before the first write transaction, which takes the lock
+      // file's write lock.
+      bool straddled = !stillAt(held.get(), dir) || (rc == MDB_SUCCESS && !dataFileIn(opened.env, held.get(), dir));
+      if (straddled && attempt < kMaxOpenAttempts) {
+        mdb_env_close(opened.env);
+        continue;
+      }
+      check(rc, "open key index " + dir);
+      if (straddled)
+        throw std::system_error(EAGAIN, std::generic_category(),
+                                "key index " + dir + " kept being replaced while it opened");
+      int dead = 0;
+      check(mdb_reader_check(opened.env, &dead), "clear stale readers of " + dir);
+      Txn txn(opened.env, true);
+      MDB_dbi dbi;
+      check(mdb_dbi_open(txn.get(), nullptr, 0, &dbi), "mdb_dbi_open");
+      txn.commit();
+      opened.dbi = dbi;
+      // The data file this environment holds: what every use compares with
+      // the file at the path, to see a rebuild by another process.
+      int dataFd = -1;
+      check(mdb_env_get_fd(opened.env, &dataFd), "mdb_env_get_fd");
+      struct stat data {};
+      if (fstat(dataFd, &data) != 0) reload::throwSysError("fstat " + dir + "/data.mdb");
+      opened.dataDevice = data.st_dev;
+      opened.dataInode = data.st_ino;
+      struct stat st {};
+      if (fstat(held.get(), &st) != 0) reload::throwSysError("fstat " + dir);
+      opened.directoryInode = st.st_ino;
+    } catch (...) {
+      mdb_env_close(opened.env);
+      throw;
+    }
+    return opened;
+  }
 }
 
 void KeyIndex::openEnvironment() { current_ = openFiles(volume_); }
@@ -223,7 +351,7 @@ void KeyIndex::reopen() {
   openEnvironment();
 }
 
-void KeyIndex::replaceFiles(const std::function<void()>& moveAside) {
+void KeyIndex::replaceFiles(const std::function<void()>& moveAside, const std::optional<FileOwner>& owner) {
   std::unique_lock<std::shared_mutex> lock(envMutex_);
   MDB_txn* holding = nullptr;
   // The old environment's write lock, which every process that still holds
@@ -232,7 +360,7 @@ void KeyIndex::replaceFiles(const std::function<void()>& moveAside) {
   Environment fresh;
   try {
     moveAside();
-    fresh = openFiles(volume_);
+    fresh = openFiles(volume_, owner);
   } catch (...) {
     if (holding) mdb_txn_abort(holding);
     throw;
@@ -393,12 +521,15 @@ void KeyIndex::remove(const std::string& bucket, const std::string& key) {
   });
 }
 
-std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const std::string& marker,
-                                             const std::string& prefix, size_t limit) const {
-  if (limit == 0) return {};
-  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) {
+namespace {
+
+// keysAfter, read in the transaction `txn`.
+std::vector<std::string> readKeysAfter(MDB_txn* txn, MDB_dbi dbi, const std::string& bucket,
+                                       const std::string& marker, const std::string& prefix, size_t limit) {
   std::vector<std::string> keys;
-  Cursor cursor(txn.get(), dbi);
+  if (limit == 0) return keys;
+  constexpr size_t kEntryKeyPrefix = KeyIndex::kEntryKeyPrefix;
+  Cursor cursor(txn, dbi);
   const std::string bucketHead = head(bucket);
   // A long start key is sought by its prefix: the start of its group.
   std::string from = marker > prefix ? marker : prefix;
@@ -441,6 +572,26 @@ std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const st
   }
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) fail(rc, "read key index");
   return keys;
+}
+
+}  // namespace
+
+std::vector<std::string> KeyIndex::keysAfter(const std::string& bucket, const std::string& marker,
+                                             const std::string& prefix, size_t limit) const {
+  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) {
+    return readKeysAfter(txn.get(), dbi, bucket, marker, prefix, limit);
+  });
+}
+
+std::optional<std::vector<std::string>> KeyIndex::keysAfterIfComplete(const std::string& bucket,
+                                                                      const std::string& marker,
+                                                                      const std::string& prefix,
+                                                                      size_t limit) const {
+  return inTransaction(false, [&](Txn& txn, MDB_dbi dbi) -> std::optional<std::vector<std::string>> {
+    // In the transaction that reads the keys: the index a use follows to
+    // (another process's rebuild) may still be filling.
+    if (!present(txn.get(), dbi, kCompleteMarker)) return std::nullopt;
+    return readKeysAfter(txn.get(), dbi, bucket, marker, prefix, limit);
   });
 }
 

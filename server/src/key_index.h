@@ -21,7 +21,10 @@
 // rebuilder moves the files aside while it holds the old environment's
 // write lock, and a PUT that placed its object while the files moved (a
 // rebuilder that could not take that lock) adds its entry to the new index
-// too: no entry lands only in files a rebuild has already read.
+// too: no entry lands only in files a rebuild has already read. An open
+// that straddles a rebuild's move (LMDB opens lock.mdb, then data.mdb, by
+// path) is done again: the lock file and the data file held always come
+// from one directory.
 //
 // LMDB keys hold at most 511 bytes and object keys 1024: an entry whose
 // key is longer than kEntryKeyPrefix bytes is stored as that prefix plus a
@@ -37,6 +40,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <system_error>
@@ -104,6 +108,14 @@ class KeyIndex {
   // most `limit`.
   std::vector<std::string> keysAfter(const std::string& bucket, const std::string& marker,
                                      const std::string& prefix, size_t limit) const;
+  // keysAfter for a listing: nullopt unless the index read is complete in
+  // the same transaction. One that follows another process's rebuild may
+  // land in a new index whose scan of the object files is not done, and
+  // its keys are not yet the volume's.
+  std::optional<std::vector<std::string>> keysAfterIfComplete(const std::string& bucket,
+                                                              const std::string& marker,
+                                                              const std::string& prefix,
+                                                              size_t limit) const;
 
   // Every (bucket, key) entry, reading every page of the index: throws
   // IndexDamaged when a page is damaged.
@@ -124,11 +136,22 @@ class KeyIndex {
   void openCurrent();
   bool isOpen() const;
 
+  // Who the files of a new index belong to, when a root process makes them
+  // for workers that run as another user.
+  struct FileOwner {
+    uid_t uid = 0;
+    gid_t gid = 0;
+  };
+
   // Moves the damaged files aside (`moveAside`, e.g. a rename of
   // VOLUME/index) while this environment's write lock is held (when the
   // damage allows a write transaction), then opens a new, empty index in
   // place: no commit of any process reaches the old files after they moved.
-  void replaceFiles(const std::function<void()>& moveAside);
+  // With `owner`, the new directory and files it creates are that owner's
+  // from their first moment (made under a temporary name, then put in
+  // place), so that a process running as the owner never meets them owned
+  // by root.
+  void replaceFiles(const std::function<void()>& moveAside, const std::optional<FileOwner>& owner = std::nullopt);
 
   // The inode of the index's directory: a rebuilt index has another.
   ino_t directoryInode() const;
@@ -141,7 +164,7 @@ class KeyIndex {
     dev_t dataDevice = 0;
     ino_t dataInode = 0;
   };
-  static Environment openFiles(const std::string& volume);
+  static Environment openFiles(const std::string& volume, const std::optional<FileOwner>& owner = std::nullopt);
   void openEnvironment();
   void closeEnvironment();
   // Whether the environment held is the index at VOLUME/index. Throws

@@ -233,7 +233,11 @@ std::string MoltdService::metrics(const reload::LoadedConfig& /*config*/,
          std::to_string(counters.load(kBytesReceived)) + "\n" +
          "# HELP moltd_http_sent_bytes_total Body bytes sent.\n"
          "# TYPE moltd_http_sent_bytes_total counter\nmoltd_http_sent_bytes_total " +
-         std::to_string(counters.load(kBytesSent)) + "\n";
+         std::to_string(counters.load(kBytesSent)) + "\n" +
+         "# HELP moltd_access_log_dropped_lines_total Access-log lines dropped because the log took nothing "
+         "while its queue filled.\n"
+         "# TYPE moltd_access_log_dropped_lines_total counter\nmoltd_access_log_dropped_lines_total " +
+         std::to_string(counters.load(kAccessLogLinesDropped)) + "\n";
   out += "# HELP moltd_read_only 1 while the server refuses writes.\n"
                     "# TYPE moltd_read_only gauge\nmoltd_read_only " +
                     std::string(readOnly_ ? "1" : "0") + "\n" +

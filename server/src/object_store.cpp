@@ -816,16 +816,35 @@ void ObjectStore::rebuildIndex(const std::string& volume, const std::string& why
   // The damaged files stay beside the new index (the last one only), for
   // whoever wants to look at them.
   std::string aside = volume + "/index.damaged";
-  index.replaceFiles([&] {
-    removeIndexDirectory(aside);
-    if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
-      reload::throwSysError("rename " + dir + " to " + aside);
-  });
+  // A root process makes the new files its workers' from the start: a
+  // worker follows to them while the scan below still runs.
+  std::optional<KeyIndex::FileOwner> newFilesOwner;
+  if (geteuid() == 0 && owner.st_uid != 0) newFilesOwner = KeyIndex::FileOwner{owner.st_uid, owner.st_gid};
+  index.replaceFiles(
+      [&] {
+        removeIndexDirectory(aside);
+        if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
+          reload::throwSysError("rename " + dir + " to " + aside);
+      },
+      newFilesOwner);
   // Other processes write to the new index from here on; the scan adds
   // what was placed before the move.
-  completeIndex(volume, index);
-  giveIndexTo(volume, owner.st_uid, owner.st_gid);
-  fsyncDir(volume);
+  try {
+    completeIndex(volume, index);
+    giveIndexTo(volume, owner.st_uid, owner.st_gid);
+    fsyncDir(volume);
+  } catch (const std::system_error& e) {
+    // The index at the path is the new one now, and it lacks its
+    // completeness marker, which is what tells every process to fill it
+    // from the files. The rebuild marker left in place would keep the
+    // volume unwritable and make every process that opens the index move
+    // it aside and start again.
+    MOLT_LOG(kError) << "rebuild of the key index of " << volume << " failed after the damaged files moved aside ("
+                     << e.what() << "); its new index is filled from the object files by the next listing";
+    if (unlink(marker.c_str()) != 0 && errno != ENOENT)
+      MOLT_LOG(kError) << "cannot remove " << marker << ": " << std::strerror(errno);
+    throw;
+  }
   if (unlink(marker.c_str()) != 0) reload::throwSysError("unlink " + marker);
   fsyncDir(volume);
   MOLT_LOG(kWarning) << "key index of " << volume << " was damaged (" << why
@@ -962,7 +981,15 @@ std::vector<ObjectMeta> ObjectStore::merge(const std::string& bucket, const std:
     for (const auto& source : sources) {
       std::vector<std::string> keys;
       try {
-        keys = source.index->keysAfter(bucket, after, prefix, want);
+        auto complete = source.index->keysAfterIfComplete(bucket, after, prefix, want);
+        if (!complete) {
+          // Followed to another process's rebuild, whose scan still runs.
+          MOLT_LOG(kInfo) << "key index of " << source.volume
+                          << " is not complete (a rebuild is filling it); the listing scans the volume";
+          failedVolume = source.volume;
+          return {};
+        }
+        keys = std::move(*complete);
       } catch (const IndexPanicked& e) {
         MOLT_LOG(kWarning) << "listing scans " << source.volume
                            << ": its key index must be reopened: " << e.what();
