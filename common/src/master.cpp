@@ -43,6 +43,7 @@
 #include "reload/synchronizer.h"
 #include "reload/systemd.h"
 #include "reload/sys_error.h"
+#include "master_impl.h"
 
 namespace reload {
 
@@ -57,277 +58,6 @@ ListenAddress addressOfKey(const std::string& key) {
   }
   return ListenAddress{};
 }
-
-
-}  // namespace
-
-namespace {
-
-// What the process found when it started, read before it opens a
-// descriptor of its own (so that nothing it opens is taken for an
-// inherited socket).
-struct Boot {
-  bool afterExec = false;
-  std::optional<HandoffEnv> handoff;
-  std::string startNote;  // logged again once the log is configured
-  systemd::InheritedFds inherited;
-  std::string inheritedProblem;
-};
-
-// A child that validates the configuration off the master's loop (name
-// lookups and disk checks may hang) and passes the result back.
-struct Validation {
-  Validation(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
-  ChildTask task;
-  ReloadKind kind = ReloadKind::kNone;
-};
-
-// A child running the service's disk checks (see Service::runCheck).
-struct Probe {
-  Probe(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
-  ChildTask task;
-  std::string trigger;
-  std::shared_ptr<const LoadedConfig> config;
-};
-
-constexpr double kProbeTimeout = 10;
-constexpr int64_t kHelperStopGraceMs = 1000;
-// How long the master answers admin connections it accepted before it
-// re-executes (it blocks for that long at most, on those sockets only).
-constexpr int64_t kAdminFinishBeforeExecMs = 200;
-
-// A deadline in monotonic seconds as the loop's milliseconds, rounded up so
-// that whatever is due at it is due when its timer fires.
-int64_t msAt(double seconds) { return static_cast<int64_t>(std::ceil(seconds * 1000)); }
-constexpr size_t kMaxProbeOutput = 1 << 20;
-constexpr size_t kMaxValidationOutput = 2 * IniConfig::kMaxConfigBytes + 65536;
-constexpr size_t kMaxCheckerOutput = 8192;
-
-struct ReadyPipe {
-  ReadyPipe(pid_t worker, EventLoop& loop, WatchedFd::Callback onReadable)
-      : pid(worker), fd(loop, std::move(onReadable)) {}
-  pid_t pid = 0;
-  WatchedFd fd;
-};
-
-// The new binary's --check-config, run before a seamless reload execs it.
-struct Checker {
-  Checker(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
-  ChildTask task;
-  std::shared_ptr<const LoadedConfig> config;
-  std::string executable;
-};
-
-class MasterImpl {
- public:
-  MasterImpl(Service& service, MasterOptions options, Boot boot)
-      : service_(service), options_(std::move(options)), boot_(std::move(boot)) {}
-  int run();
-
- private:
-  // Start-up
-  void startFresh(bool afterExec);
-  void startFromHandoff(const HandoffEnv& env);
-  void adoptOrphans();
-  void handBack(const std::string& reason);
-  void revertToPreviousConfig();
-  bool signalChild(pid_t pid, int sig);
-  void adoptInheritedListeners(bool keep);
-  std::vector<WantedListener> wantedListeners(const LoadedConfig& config) const;
-  void writePidFile();
-  void applyMasterNice();
-  void removePidFile();
-
-  // Generations
-  void startGeneration(std::shared_ptr<const LoadedConfig> config, ReloadKind kind);
-  pid_t spawnWorker(uint64_t generation, int slot, std::shared_ptr<const LoadedConfig> config,
-                    bool newSet);
-  void completeStarting();
-  void failStarting(const std::string& reason);
-  void drainGeneration(uint64_t generation, bool signal);
-  void enforceDrainingLimit();
-  void scheduleRespawn(int slot, double delaySeconds);
-  void respawnSlot(int slot);
-  void respawnWaiting();
-  void armDrainKills();
-  void killOverdueDrains();
-  bool maintainsWorkers() const;
-
-  // Reloads
-  void requestReload(ReloadKind kind, const std::string& source);
-  void processPending();
-  bool reloadMustWait() const;
-  void startValidation(ReloadKind kind);
-  void onValidationExit(int status);
-  void startHupReload(std::shared_ptr<const LoadedConfig> next);
-  void startSeamlessReload(std::shared_ptr<const LoadedConfig> next, const std::string& executable);
-  void onCheckerExit(int status);
-  void performExec(std::shared_ptr<const LoadedConfig> config, const std::string& executable);
-  void finishReload(ReloadKind kind, const std::string& result, const std::string& reason,
-                    uint64_t generation, double durationMs = -1);
-
-  // Probation (see probation.h)
-  bool beginProbation(uint64_t previous, ReloadKind kind,
-                      const std::shared_ptr<const LoadedConfig>& config);
-  void checkProbationAnswers();
-  void passProbation();
-  void failProbation(const std::string& reason);
-  void execLastGoodBinary();
-  void rescueInSynchronizer(const std::string& why, const std::vector<int>& listeners,
-                            const std::vector<std::string>& roles);
-  void startRollbackImage(const HandoffEnv& env);
-  HandoffEnv runningStateForExec() const;
-  void openOwnBinary();
-  void readSyncReport();
-  void closeHandoffState(const std::string& why);
-
-  // Events
-  void onSignal(const signalfd_siginfo& info);
-  void reapChildren();
-  void onChildExit(pid_t pid, int status);
-  void onReadyPipe(uint64_t token);
-  // Readiness other than the ready pipe (see GenerationPolicy).
-  void watchReadiness(pid_t pid, int slot, const GenerationPolicy& policy);
-  void workerReady(pid_t pid, const char* how);
-  void forgetReadiness(pid_t pid);
-  std::string ensureWorkerNotifySocket();
-  void adoptWorkerNotifySocket(int fd);
-  void readWorkerNotify();
-  void onWorkerNotify(pid_t sender, const std::string& message);
-  void startReadyProbe(pid_t pid);
-  void onReadyProbeEvent(pid_t pid, uint32_t events);
-  void retryReadyProbe(pid_t pid);
-  int drainSignalOf(uint64_t generation) const;
-  void startProbe(const std::string& trigger);
-  void onProbeExit(int status);
-  void guard(const char* what, const std::function<void()>& handler);
-  void onUnexpected(const char* what, const std::string& error);
-  void closeAdmin();
-  void serveAdmin();
-  void releaseOldGenerationSockets();
-  std::function<void()> guarded(const char* what, std::function<void()> handler);
-  void beginStop(bool graceful);
-  void killEverything();
-  void checkStopped();
-  void onStopDeadline();
-  void onStartDeadline();
-  void armPeriodicProbe();
-
-  // Admin
-  AdminResponse handleAdmin(const AdminRequest& request);
-  MasterSnapshot snapshot() const;
-  std::string statusJson();
-  std::string metricsText();
-  std::vector<int> listenerFds(const std::string& role, bool newSet) const;
-
-  Service& service_;
-  MasterOptions options_;
-  Boot boot_;
-  // Everything below that watches a descriptor or a deadline does it on
-  // this loop, so it is declared first and destroyed last.
-  EventLoop loop_;
-  pid_t pid_ = getpid();
-  ReloadState state_;
-  std::shared_ptr<const LoadedConfig> config_;
-  ListenerSet listeners_{systemBinder()};
-  WorkerRegistry registry_;
-  std::map<uint64_t, ReadyPipe> readyPipes_;  // by token
-  // Workers started and not yet ready, whatever tells the master so.
-  std::set<pid_t> awaitingReady_;
-  // Readiness::kNotify: the datagram socket every worker sends to, kept
-  // across the exec; "@name" for NOTIFY_SOCKET.
-  WatchedFd workerNotify_{loop_, [this](uint32_t) {
-                            guard("worker notification", [this] { readWorkerNotify(); });
-                          }};
-  std::string workerNotifyName_;
-  std::map<pid_t, pid_t> mainPids_;  // MAINPID= announced -> the worker that announced it
-  // Readiness::kDelay timers and the probes of kConnectProbe/kHttpProbe, by
-  // worker pid; dropped when the worker exits (never from their own
-  // callbacks, which they would destroy).
-  std::map<pid_t, FunctionTimer> readyTimers_;
-  struct ReadyProbe {
-    ReadyProbe(EventLoop& loop, WatchedFd::Callback onEvents, std::function<void()> onRetry)
-        : fd(loop, std::move(onEvents)), retry(loop, std::move(onRetry)) {}
-    WatchedFd fd;
-    FunctionTimer retry;
-    ReadinessCheck check;
-    int slot = 0;
-    bool sent = false;
-    std::string received;
-  };
-  std::map<pid_t, ReadyProbe> readyProbes_;
-  std::map<uint64_t, int> drainSignals_;  // by generation: its configuration's drain signal
-  std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
-  std::optional<Checker> checker_;
-  std::vector<std::string> unixPathsToRemove_;  // at the end of a stop: ours, not systemd's
-  std::optional<Validation> validation_;
-  std::optional<Probe> probe_;
-  std::string probePending_;  // a trigger that came while a probe ran
-  FunctionTimer probeTimer_{loop_, guarded("periodic check", [this] {
-                              if (config_ && service_.checkInterval(*config_) > 0) startProbe("poll");
-                            })};
-  uint64_t nextToken_ = 1;
-  int64_t reloadStartedUs_ = 0;
-  std::optional<ReloadRecord> lastReload_;
-  HandoffCounters counters_;
-  int64_t startedEpoch_ = time(nullptr);
-  std::map<int, FunctionTimer> respawnTimers_;  // by slot
-  std::set<int> respawnsWaiting_;  // due while the phase keeps no workers
-  FunctionTimer drainKillTimer_{loop_, guarded("drain deadline", [this] { killOverdueDrains(); })};
-  std::map<int, int> quickFailures_;
-  pid_t syncPid_ = 0;
-  Fd notifyFd_;  // new image -> synchronizer
-  WatchedFd stateFd_{loop_, [this](uint32_t) { guard("synchronizer report", [this] { readSyncReport(); }); }};  // synchronizer -> new image
-  std::string stateBuffer_;
-  FunctionTimer stateTimer_{loop_, guarded("synchronizer report deadline", [this] {
-                              if (stateFd_) closeHandoffState("no report from the synchronizer in time");
-                            })};
-  std::vector<pid_t> handoffOldWorkers_;
-  // Rebind mode: the old image's TCP sockets, on which the old generation's
-  // workers accept. This image binds its own; these are kept only to hand
-  // back if its start fails, and closed once it serves.
-  std::vector<Listener> oldGenerationSockets_;
-  // Keys of every socket this image inherited: the old generation's.
-  std::vector<std::string> inheritedKeys_;
-  SignalFd signals_;
-  FunctionHandler signalHandler_{[this](uint32_t) {
-    guard("signal", [this] {
-      while (auto info = signals_.read()) onSignal(*info);
-    });
-  }};
-  std::vector<pid_t> orphans_;  // children of an image whose handoff was ignored
-  // In an image started from a handoff: the configuration the old
-  // generation serves with, to go back to if this image's start fails.
-  std::shared_ptr<const LoadedConfig> previousConfig_;
-  std::unique_ptr<SharedCounters> counters_shared_;
-  AdminServer admin_{loop_, [this](const AdminRequest& r) { return handleAdmin(r); }};
-  FunctionTimer stopTimer_{loop_, guarded("shutdown deadline", [this] { onStopDeadline(); })};
-  FunctionTimer startTimer_{loop_, guarded("start deadline", [this] { onStartDeadline(); })};
-  // Probation: the last good configuration, when the serving generation
-  // became ready, the serving duration of the reload on probation.
-  std::shared_ptr<const LoadedConfig> lastGoodConfig_;
-  double probationReadyAt_ = 0;
-  double probationServingMs_ = 0;
-  ProbationLimits probationLimits_;
-  ProbationStyle probationStyle_ = ProbationStyle::kStandby;
-  FunctionTimer probationTimer_{loop_, guarded("probation", [this] {
-                                  if (state_.probation()) passProbation();
-                                })};
-  FunctionTimer probationCheckTimer_{loop_, guarded("probation answers", [this] {
-                                       checkProbationAnswers();
-                                     })};
-  // This image's binary, open: the last good one once its generation passed
-  // probation. A new image also holds the binary of the image before until
-  // its own generation passes (lastGoodBinary_), to run it again on a
-  // rollback even if its file was replaced or deleted.
-  Fd ownBinary_;
-  Fd lastGoodBinary_;
-  bool syncWaitsForProbation_ = false;  // the old image's synchronizer does
-  bool finished_ = false;
-  int exitCode_ = 0;
-  int workerNice_ = 0;
-  int appliedNice_ = 1000;  // none applied yet
-};
 
 // ---------------------------------------------------------------- start-up
 
@@ -361,6 +91,8 @@ Boot readBoot() {
   }
   return boot;
 }
+
+}  // namespace
 
 int MasterImpl::run() {
   loop_.add(signals_.fd(), EPOLLIN, &signalHandler_);
@@ -416,30 +148,12 @@ std::function<void()> MasterImpl::guarded(const char* what, std::function<void()
   return [this, what, handler = std::move(handler)] { guard(what, handler); };
 }
 
-void MasterImpl::closeAdmin() { admin_.closeAll(); }
-
-// The admin endpoint serves the admin listeners the next generation will
-// have; called whenever that set changes, and before one of them closes.
 // Rebind mode, once this image serves for good: the old image's sockets
 // close, after the admin endpoint stopped watching them.
 void MasterImpl::releaseOldGenerationSockets() {
   std::vector<Listener> old = std::move(oldGenerationSockets_);
   oldGenerationSockets_.clear();
   serveAdmin();
-}
-
-void MasterImpl::serveAdmin() {
-  if (state_.phase() == Phase::kStopping) {
-    admin_.setListeners({});
-    return;
-  }
-  std::vector<int> fds = listenerFds("admin", true);
-  // Rebind mode: the old image's admin sockets share the address's
-  // SO_REUSEPORT group until this image serves for good (through
-  // probation); connections the kernel queues there are answered too.
-  for (const auto& old : oldGenerationSockets_)
-    if (old.role == "admin") fds.push_back(old.fd.get());
-  admin_.setListeners(fds);
 }
 
 void MasterImpl::startFresh(bool afterExec) {
@@ -2388,84 +2102,6 @@ void MasterImpl::armPeriodicProbe() {
   if (interval <= 0) probeTimer_.cancel();
   else if (!probeTimer_.armed() && !probe_) probeTimer_.arm(msAt(monotonicSeconds() + interval));
 }
-
-// -------------------------------------------------------------------- admin
-
-AdminResponse MasterImpl::handleAdmin(const AdminRequest& request) {
-  auto text = [](int status, const std::string& body) {
-    return AdminResponse{status, "text/plain; charset=utf-8", body + "\n"};
-  };
-  if (request.path == "/status" || request.path == "/metrics" || request.path == "/healthcheck") {
-    if (request.method != "GET" && request.method != "HEAD")
-      return text(405, "use GET for " + request.path);
-    if (request.path == "/status") return AdminResponse{200, "application/json", statusJson() + "\n"};
-    if (request.path == "/healthcheck") return text(200, "OK");
-    return AdminResponse{200, "text/plain; version=0.0.4", metricsText()};
-  }
-  if (request.path == "/reload" || request.path == "/reload-seamless") {
-    if (request.method != "POST") return text(405, "use POST for " + request.path);
-    if (!config_->master.adminTokenFile.empty()) {
-      auto it = request.headers.find("authorization");
-      if (it == request.headers.end() || !bearerTokenMatches(it->second, config_->master.adminToken))
-        return text(401, "missing or wrong bearer token");
-    }
-    ReloadKind kind = request.path == "/reload" ? ReloadKind::kHup : ReloadKind::kSeamless;
-    uint64_t before = counters_.reloadsOk + counters_.reloadsFailed;
-    requestReload(kind, "admin POST " + request.path);
-    JsonObject body;
-    body.add("accepted", reloadKindName(kind));
-    body.add("reloads_before", before);
-    return AdminResponse{202, "application/json", body.str() + "\n"};
-  }
-  return text(404, "no such admin resource; try /status, /metrics, POST /reload, POST /reload-seamless");
-}
-
-MasterSnapshot MasterImpl::snapshot() const {
-  MasterSnapshot snap;
-  snap.service = service_.name();
-  snap.version = service_.version();
-  snap.pid = pid_;
-  snap.phase = state_.phase();
-  snap.servingGeneration = state_.servingGeneration();
-  snap.configPath = config_->path;
-  snap.configDigest = config_->digest;
-  snap.startedEpoch = startedEpoch_;
-  snap.nowEpoch = time(nullptr);
-  snap.nowMonotonic = monotonicSeconds();
-  snap.workers = registry_.all();
-  for (const auto& h : listeners_.held())
-    snap.listeners.push_back(ListenerReport{h.listener.address.toString(), h.listener.role,
-                                            stillServes(h.listener.fd.get())});
-  snap.inheritListeners = config_->master.listenerHandoff == ListenerHandoff::kInherit;
-  snap.counters = counters_;
-  snap.activeReload = state_.active();
-  snap.pendingReload = state_.pending();
-  snap.lastReload = lastReload_;
-  if (const auto& p = state_.probation()) {
-    ProbationReport report;
-    report.generation = p->generation;
-    report.lastGood = p->lastGood;
-    report.kind = reloadKindName(p->kind);
-    report.secondsOn = snap.nowMonotonic - probationReadyAt_;
-    report.secondsLeft = std::max(0.0, probationReadyAt_ + probationLimits_.seconds - snap.nowMonotonic);
-    report.answers = counters_shared_->load(generationAnswersSlot(p->generation));
-    report.serverErrors = counters_shared_->load(generationServerErrorsSlot(p->generation));
-    snap.probation = report;
-  }
-  return snap;
-}
-
-std::string MasterImpl::statusJson() {
-  JsonObject status = statusReport(snapshot());
-  service_.addStatus(*config_, status);
-  return status.str();
-}
-
-std::string MasterImpl::metricsText() {
-  return metricsReport(snapshot()) + service_.metrics(*config_, *counters_shared_);
-}
-
-}  // namespace
 
 int runMaster(Service& service, const MasterOptions& options) {
   blockHandledSignals();
