@@ -3,6 +3,9 @@
 // thread; its member functions live in a file per concern:
 //   master.cpp          start, stop, the event routing, the reload queue and
 //                       the error policy
+//   helper_tasks.cpp    the child processes run off the loop: validation of
+//                       a reload's configuration, the new binary's check and
+//                       the service's disk checks
 //   admin_routes.cpp    the admin endpoint: /status, /metrics, /healthcheck
 //                       and POST /reload, /reload-seamless
 #pragma once
@@ -24,7 +27,6 @@
 #include <vector>
 
 #include "reload/admin_server.h"
-#include "reload/child_task.h"
 #include "reload/event_loop.h"
 #include "reload/fd.h"
 #include "reload/handoff.h"
@@ -39,6 +41,7 @@
 #include "reload/signals.h"
 #include "reload/systemd.h"
 #include "reload/worker_registry.h"
+#include "helper_tasks.h"
 
 namespace reload {
 
@@ -53,24 +56,6 @@ struct Boot {
   std::string inheritedProblem;
 };
 
-// A child that validates the configuration off the master's loop (name
-// lookups and disk checks may hang) and passes the result back.
-struct Validation {
-  Validation(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
-  ChildTask task;
-  ReloadKind kind = ReloadKind::kNone;
-};
-
-// A child running the service's disk checks (see Service::runCheck).
-struct Probe {
-  Probe(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
-  ChildTask task;
-  std::string trigger;
-  std::shared_ptr<const LoadedConfig> config;
-};
-
-constexpr double kProbeTimeout = 10;
-constexpr int64_t kHelperStopGraceMs = 1000;
 // How long the master answers admin connections it accepted before it
 // re-executes (it blocks for that long at most, on those sockets only).
 constexpr int64_t kAdminFinishBeforeExecMs = 200;
@@ -78,23 +63,12 @@ constexpr int64_t kAdminFinishBeforeExecMs = 200;
 // A deadline in monotonic seconds as the loop's milliseconds, rounded up so
 // that whatever is due at it is due when its timer fires.
 inline int64_t msAt(double seconds) { return static_cast<int64_t>(std::ceil(seconds * 1000)); }
-constexpr size_t kMaxProbeOutput = 1 << 20;
-constexpr size_t kMaxValidationOutput = 2 * IniConfig::kMaxConfigBytes + 65536;
-constexpr size_t kMaxCheckerOutput = 8192;
 
 struct ReadyPipe {
   ReadyPipe(pid_t worker, EventLoop& loop, WatchedFd::Callback onReadable)
       : pid(worker), fd(loop, std::move(onReadable)) {}
   pid_t pid = 0;
   WatchedFd fd;
-};
-
-// The new binary's --check-config, run before a seamless reload execs it.
-struct Checker {
-  Checker(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
-  ChildTask task;
-  std::shared_ptr<const LoadedConfig> config;
-  std::string executable;
 };
 
 class MasterImpl {
