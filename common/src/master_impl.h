@@ -3,6 +3,8 @@
 // thread; its member functions live in a file per concern:
 //   master.cpp          start, stop, the event routing, the reload queue and
 //                       the error policy
+//   worker_readiness.cpp  when a new worker serves: its ready pipe, READY=1
+//                       on the notify socket, a delay or a probe
 //   helper_tasks.cpp    the child processes run off the loop: validation of
 //                       a reload's configuration, the new binary's check and
 //                       the service's disk checks
@@ -42,6 +44,7 @@
 #include "reload/systemd.h"
 #include "reload/worker_registry.h"
 #include "helper_tasks.h"
+#include "worker_readiness.h"
 
 namespace reload {
 
@@ -63,13 +66,6 @@ constexpr int64_t kAdminFinishBeforeExecMs = 200;
 // A deadline in monotonic seconds as the loop's milliseconds, rounded up so
 // that whatever is due at it is due when its timer fires.
 inline int64_t msAt(double seconds) { return static_cast<int64_t>(std::ceil(seconds * 1000)); }
-
-struct ReadyPipe {
-  ReadyPipe(pid_t worker, EventLoop& loop, WatchedFd::Callback onReadable)
-      : pid(worker), fd(loop, std::move(onReadable)) {}
-  pid_t pid = 0;
-  WatchedFd fd;
-};
 
 class MasterImpl {
  public:
@@ -198,16 +194,6 @@ class MasterImpl {
   // worker pid; dropped when the worker exits (never from their own
   // callbacks, which they would destroy).
   std::map<pid_t, FunctionTimer> readyTimers_;
-  struct ReadyProbe {
-    ReadyProbe(EventLoop& loop, WatchedFd::Callback onEvents, std::function<void()> onRetry)
-        : fd(loop, std::move(onEvents)), retry(loop, std::move(onRetry)) {}
-    WatchedFd fd;
-    FunctionTimer retry;
-    ReadinessCheck check;
-    int slot = 0;
-    bool sent = false;
-    std::string received;
-  };
   std::map<pid_t, ReadyProbe> readyProbes_;
   std::map<uint64_t, int> drainSignals_;  // by generation: its configuration's drain signal
   std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
