@@ -3,6 +3,8 @@
 // thread; its member functions live in a file per concern:
 //   master.cpp          start, stop, the event routing, the reload queue and
 //                       the error policy
+//   generation_supervisor.cpp  a generation's start, serving or failure,
+//                       its slots, drains and probation with its verdict
 //   worker_readiness.cpp  when a new worker serves: its ready pipe, READY=1
 //                       on the notify socket, a delay or a probe
 //   helper_tasks.cpp    the child processes run off the loop: validation of
