@@ -1,17 +1,20 @@
 // The master's state and its parts: private to the reload library (the
 // public face is runMaster in reload/master.h). One class, one loop, one
 // thread; its member functions live in a file per concern:
-//   master.cpp          start, stop, the event routing, the reload queue and
-//                       the error policy
-//   generation_supervisor.cpp  a generation's start, serving or failure,
-//                       its slots, drains and probation with its verdict
-//   worker_readiness.cpp  when a new worker serves: its ready pipe, READY=1
-//                       on the notify socket, a delay or a probe
-//   helper_tasks.cpp    the child processes run off the loop: validation of
-//                       a reload's configuration, the new binary's check and
-//                       the service's disk checks
-//   admin_routes.cpp    the admin endpoint: /status, /metrics, /healthcheck
-//                       and POST /reload, /reload-seamless
+//   master.cpp: start, stop, the event routing (signals, child exits), the
+//     reload queue and the error policy;
+//   generation_supervisor.cpp: a generation's start and its end, its slots
+//     and respawns, drains and their deadlines, probation and its verdict;
+//   worker_readiness.cpp: when a new worker serves (its ready pipe, READY=1
+//     on the workers' notify socket, a delay or a probe);
+//   helper_tasks.cpp: the child processes run off the loop (validation of a
+//     reload's configuration, the new binary's check, the disk checks);
+//   seamless_exec.cpp: the image that is replaced (the synchronizer, the
+//     exec, the last good binary run again on a rollback);
+//   seamless_takeover.cpp: the image that takes over (the handoff, the hand
+//     back of a failed start, inherited listeners, the synchronizer's report);
+//   admin_routes.cpp: the admin endpoint (/status, /metrics, /healthcheck,
+//     POST /reload and /reload-seamless).
 #pragma once
 
 #include <signal.h>
@@ -61,10 +64,6 @@ struct Boot {
   std::string inheritedProblem;
 };
 
-// How long the master answers admin connections it accepted before it
-// re-executes (it blocks for that long at most, on those sockets only).
-constexpr int64_t kAdminFinishBeforeExecMs = 200;
-
 // A deadline in monotonic seconds as the loop's milliseconds, rounded up so
 // that whatever is due at it is due when its timer fires.
 inline int64_t msAt(double seconds) { return static_cast<int64_t>(std::ceil(seconds * 1000)); }
@@ -76,25 +75,46 @@ class MasterImpl {
   int run();
 
  private:
-  // Start-up
+  // master.cpp
   void startFresh(bool afterExec);
-  void startFromHandoff(const HandoffEnv& env);
   void adoptOrphans();
-  void handBack(const std::string& reason);
-  void revertToPreviousConfig();
   bool signalChild(pid_t pid, int sig);
-  void adoptInheritedListeners(bool keep);
   std::vector<WantedListener> wantedListeners(const LoadedConfig& config) const;
+  std::vector<int> listenerFds(const std::string& role, bool newSet) const;
   void writePidFile();
   void applyMasterNice();
   void removePidFile();
+  void requestReload(ReloadKind kind, const std::string& source);
+  void processPending();
+  bool reloadMustWait() const;
+  void startHupReload(std::shared_ptr<const LoadedConfig> next);
+  void finishReload(ReloadKind kind, const std::string& result, const std::string& reason,
+                    uint64_t generation, double durationMs = -1);
+  void onSignal(const signalfd_siginfo& info);
+  void reapChildren();
+  void onChildExit(pid_t pid, int status);
+  void guard(const char* what, const std::function<void()>& handler);
+  std::function<void()> guarded(const char* what, std::function<void()> handler);
+  void onUnexpected(const char* what, const std::string& error);
+  void beginStop(bool graceful);
+  void killEverything();
+  void checkStopped();
+  void onStopDeadline();
+  void onStartDeadline();
 
-  // Generations
+  // generation_supervisor.cpp
   void startGeneration(std::shared_ptr<const LoadedConfig> config, ReloadKind kind);
   pid_t spawnWorker(uint64_t generation, int slot, std::shared_ptr<const LoadedConfig> config,
                     bool newSet);
+  int drainSignalOf(uint64_t generation) const;
   void completeStarting();
   void failStarting(const std::string& reason);
+  // Probation (see probation.h)
+  bool beginProbation(uint64_t previous, ReloadKind kind,
+                      const std::shared_ptr<const LoadedConfig>& config);
+  void checkProbationAnswers();
+  void passProbation();
+  void failProbation(const std::string& reason);
   void drainGeneration(uint64_t generation, bool signal);
   void enforceDrainingLimit();
   void scheduleRespawn(int slot, double delaySeconds);
@@ -104,38 +124,7 @@ class MasterImpl {
   void killOverdueDrains();
   bool maintainsWorkers() const;
 
-  // Reloads
-  void requestReload(ReloadKind kind, const std::string& source);
-  void processPending();
-  bool reloadMustWait() const;
-  void startValidation(ReloadKind kind);
-  void onValidationExit(int status);
-  void startHupReload(std::shared_ptr<const LoadedConfig> next);
-  void startSeamlessReload(std::shared_ptr<const LoadedConfig> next, const std::string& executable);
-  void onCheckerExit(int status);
-  void performExec(std::shared_ptr<const LoadedConfig> config, const std::string& executable);
-  void finishReload(ReloadKind kind, const std::string& result, const std::string& reason,
-                    uint64_t generation, double durationMs = -1);
-
-  // Probation (see probation.h)
-  bool beginProbation(uint64_t previous, ReloadKind kind,
-                      const std::shared_ptr<const LoadedConfig>& config);
-  void checkProbationAnswers();
-  void passProbation();
-  void failProbation(const std::string& reason);
-  void execLastGoodBinary();
-  void rescueInSynchronizer(const std::string& why, const std::vector<int>& listeners,
-                            const std::vector<std::string>& roles);
-  void startRollbackImage(const HandoffEnv& env);
-  HandoffEnv runningStateForExec() const;
-  void openOwnBinary();
-  void readSyncReport();
-  void closeHandoffState(const std::string& why);
-
-  // Events
-  void onSignal(const signalfd_siginfo& info);
-  void reapChildren();
-  void onChildExit(pid_t pid, int status);
+  // worker_readiness.cpp
   void onReadyPipe(uint64_t token);
   // Readiness other than the ready pipe (see GenerationPolicy).
   void watchReadiness(pid_t pid, int slot, const GenerationPolicy& policy);
@@ -148,28 +137,41 @@ class MasterImpl {
   void startReadyProbe(pid_t pid);
   void onReadyProbeEvent(pid_t pid, uint32_t events);
   void retryReadyProbe(pid_t pid);
-  int drainSignalOf(uint64_t generation) const;
+
+  // helper_tasks.cpp
   void startProbe(const std::string& trigger);
   void onProbeExit(int status);
-  void guard(const char* what, const std::function<void()>& handler);
-  void onUnexpected(const char* what, const std::string& error);
+  void armPeriodicProbe();
+  void startValidation(ReloadKind kind);
+  void onValidationExit(int status);
+  void startSeamlessReload(std::shared_ptr<const LoadedConfig> next, const std::string& executable);
+  void onCheckerExit(int status);
+
+  // seamless_exec.cpp
+  void openOwnBinary();
+  HandoffEnv runningStateForExec() const;
+  void performExec(std::shared_ptr<const LoadedConfig> config, const std::string& executable);
+  void execLastGoodBinary();
+  void rescueInSynchronizer(const std::string& why, const std::vector<int>& listeners,
+                            const std::vector<std::string>& roles);
+
+  // seamless_takeover.cpp
+  void startFromHandoff(const HandoffEnv& env);
+  void startRollbackImage(const HandoffEnv& env);
+  void handBack(const std::string& reason);
+  void revertToPreviousConfig();
+  void adoptInheritedListeners(bool keep);
+  void releaseOldGenerationSockets();
+  void readSyncReport();
+  void closeHandoffState(const std::string& why);
+
+  // admin_routes.cpp
   void closeAdmin();
   void serveAdmin();
-  void releaseOldGenerationSockets();
-  std::function<void()> guarded(const char* what, std::function<void()> handler);
-  void beginStop(bool graceful);
-  void killEverything();
-  void checkStopped();
-  void onStopDeadline();
-  void onStartDeadline();
-  void armPeriodicProbe();
-
-  // Admin
   AdminResponse handleAdmin(const AdminRequest& request);
   MasterSnapshot snapshot() const;
   std::string statusJson();
   std::string metricsText();
-  std::vector<int> listenerFds(const std::string& role, bool newSet) const;
 
   Service& service_;
   MasterOptions options_;
