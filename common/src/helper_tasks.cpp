@@ -1,0 +1,228 @@
+// The master's helper tasks (see helper_tasks.h): the service's disk checks
+// at start, on reloads, on SIGUSR2 and periodically; the validation of a
+// reload's configuration; and the new binary's check before a seamless
+// reload execs it.
+#include "helper_tasks.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "reload/config_check_line.h"
+#include "reload/log.h"
+#include "reload/process.h"
+#include "master_impl.h"
+
+namespace reload {
+
+void MasterImpl::startProbe(const std::string& trigger) {
+  if (probe_) {
+    probePending_ = trigger;
+    return;
+  }
+  if (state_.phase() == Phase::kStopping || !config_) return;
+  double now = monotonicSeconds();
+  double interval = service_.checkInterval(*config_);
+  if (interval > 0) probeTimer_.arm(msAt(now + interval));
+  else probeTimer_.cancel();
+  auto config = config_;
+  try {
+    probe_.emplace(loop_, guarded("check deadline", [this] {
+                     // A process stuck on a hung mount may not die even of
+                     // SIGKILL: it is given up on at once (reaped whenever it
+                     // ends) so nothing waits for it.
+                     if (probe_) onProbeExit(0);
+                   }));
+    probe_->task.start(serviceName() + "-probe", "the " + trigger + " check", kMaxProbeOutput,
+                       static_cast<int64_t>((now + kProbeTimeout) * 1000), [&](int out) -> int {
+                         closeAllFdsExcept({out});
+                         return writeAll(out, service_.runCheck(*config, trigger)) ? 0 : 1;
+                       });
+    probe_->trigger = trigger;
+    probe_->config = config;
+  } catch (const std::exception& e) {
+    probe_.reset();
+    MOLT_LOG(kError) << "cannot start the " << trigger << " check: " << e.what();
+  }
+}
+
+void MasterImpl::onProbeExit(int status) {
+  auto outcome = probe_->task.timedOut() ? probe_->task.giveUp() : probe_->task.finish(status);
+  std::string trigger = probe_->trigger;
+  auto config = probe_->config;
+  probe_.reset();
+  if (state_.phase() == Phase::kStopping) return;
+  if (outcome.timedOut) {
+    std::string what = "volume and flag checks (" + trigger + ") did not finish within " +
+                       std::to_string(static_cast<int>(kProbeTimeout)) + "s; a mount may hang";
+    MOLT_LOG(kWarning) << what;
+    service_.checkFailed(what);
+  } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string what = "volume and flag checks (" + trigger + ") " + describeWaitStatus(status);
+    MOLT_LOG(kWarning) << what;
+    service_.checkFailed(what);
+  } else {
+    service_.applyCheck(*config, trigger, outcome.output);
+  }
+  if (!probePending_.empty()) startProbe(std::exchange(probePending_, ""));
+}
+
+// Periodic checks run every checkInterval seconds of the configuration in
+// force; started by the first, and moved by every check that starts.
+void MasterImpl::armPeriodicProbe() {
+  double interval = config_ ? service_.checkInterval(*config_) : 0;
+  if (interval <= 0) probeTimer_.cancel();
+  else if (!probeTimer_.armed() && !probe_) probeTimer_.arm(msAt(monotonicSeconds() + interval));
+}
+
+void MasterImpl::startValidation(ReloadKind kind) {
+  double limit = std::min(30.0, config_->master.reloadTimeout);
+  try {
+    validation_.emplace(loop_, guarded("configuration check deadline", [this] {
+                          if (validation_) onValidationExit(0);
+                        }));
+    validation_->task.start(
+        serviceName() + "-validate", "validation", kMaxValidationOutput,
+        static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
+          closeAllFdsExcept({out});
+          std::string result;
+          try {
+            auto config = loadConfig(options_.configPath, service_);
+            result = "OK";
+            if (kind == ReloadKind::kSeamless) result += " " + resolveExecutable(options_.executable);
+            result += "\n" + encodeValidated(describeValidated(*config));
+          } catch (const std::exception& e) {
+            result = std::string("ERR\n") + e.what();
+          }
+          return writeAll(out, result) ? 0 : 1;
+        });
+  } catch (const std::exception& e) {
+    validation_.reset();
+    finishReload(kind, "failed", e.what(), state_.servingGeneration());
+    processPending();
+    return;
+  }
+  validation_->kind = kind;
+  state_.beginValidation();
+}
+
+void MasterImpl::onValidationExit(int status) {
+  ReloadKind kind = validation_->kind;
+  auto outcome =
+      validation_->task.timedOut() ? validation_->task.giveUp() : validation_->task.finish(status);
+  validation_.reset();
+  if (state_.phase() == Phase::kStopping) return;
+  state_.endCheck();
+  auto refuse = [&](const std::string& reason) {
+    finishReload(kind, "refused", reason, state_.servingGeneration());
+    processPending();
+  };
+  if (outcome.timedOut) {
+    refuse("configuration check did not finish within " +
+           std::to_string(static_cast<int>(std::min(30.0, config_->master.reloadTimeout))) +
+           "s (a name lookup or a disk check hangs)");
+    return;
+  }
+  const std::string& text = outcome.output;
+  auto nl = text.find('\n');
+  std::string head = text.substr(0, nl);
+  if (nl == std::string::npos || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+      (head != "ERR" && head.rfind("OK", 0) != 0)) {
+    refuse("configuration check " + describeWaitStatus(status) + " without a result");
+    return;
+  }
+  std::string body = text.substr(nl + 1);
+  if (head == "ERR") {
+    refuse(body);
+    return;
+  }
+  std::shared_ptr<const LoadedConfig> next;
+  try {
+    next = loadValidatedConfig(options_.configPath, decodeValidated(body), service_);
+  } catch (const std::exception& e) {
+    refuse(std::string("validated configuration: ") + e.what());
+    return;
+  }
+  for (const auto& w : next->warnings) MOLT_LOG(kWarning) << w;
+  if (kind == ReloadKind::kHup) startHupReload(next);
+  else startSeamlessReload(next, head.size() > 3 ? head.substr(3) : options_.executable);
+}
+
+void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
+                                     const std::string& executable) {
+  double limit = std::min(30.0, next->master.reloadTimeout);
+  std::vector<std::string> checkArgs = service_.validationArguments(options_.configPath);
+  try {
+    checker_.emplace(loop_, guarded("new binary check deadline", [this] {
+                       if (checker_) onCheckerExit(0);  // killed; reaped whenever it ends
+                     }));
+    checker_->task.start(
+        serviceName() + "-check", "the config check", kMaxCheckerOutput,
+        static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
+          if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0) return 126;
+          closeAllFdsExcept({});
+          sigset_t none;
+          sigemptyset(&none);
+          sigprocmask(SIG_SETMASK, &none, nullptr);
+          unsetenv("NOTIFY_SOCKET");
+          unsetenv("LISTEN_FDS");
+          unsetenv("LISTEN_PID");
+          unsetenv("LISTEN_FDNAMES");
+          std::vector<char*> args;
+          args.push_back(const_cast<char*>(executable.c_str()));
+          for (auto& a : checkArgs) args.push_back(a.data());
+          args.push_back(nullptr);
+          execv(executable.c_str(), args.data());
+          dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
+          return 127;
+        });
+  } catch (const std::exception& e) {
+    checker_.reset();
+    finishReload(ReloadKind::kSeamless, "refused", std::string("config check: ") + e.what(),
+                 state_.servingGeneration());
+    processPending();
+    return;
+  }
+  checker_->config = next;
+  checker_->executable = executable;
+  state_.beginPreflight();
+}
+
+void MasterImpl::onCheckerExit(int status) {
+  auto outcome = checker_->task.timedOut() ? checker_->task.giveUp() : checker_->task.finish(status);
+  auto config = checker_->config;
+  std::string executable = checker_->executable;
+  checker_.reset();
+  if (state_.phase() == Phase::kStopping) return;
+  state_.endCheck();
+  if (outcome.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string output = outcome.output;
+    while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
+    std::string reason = executable + " " + service_.validationArguments(options_.configPath).front() + " " +
+                         (outcome.timedOut ? "timed out" : describeWaitStatus(status)) +
+                         (output.empty() ? "" : ": " + output);
+    finishReload(ReloadKind::kSeamless, "refused", reason, state_.servingGeneration());
+    processPending();
+    return;
+  }
+  std::string checkedVersion;
+  std::string notChecked = configCheckLineProblem(service_.name(), outcome.output, config->digest, checkedVersion);
+  if (!notChecked.empty()) {
+    finishReload(ReloadKind::kSeamless, "refused", executable + " " + service_.validationArguments(options_.configPath).front() + ": " + notChecked,
+                 state_.servingGeneration());
+    processPending();
+    return;
+  }
+  MOLT_LOG(kInfo) << executable << " is " << service_.name() << " " << checkedVersion
+                  << " and accepts the configuration";
+  performExec(config, executable);
+}
+
+}  // namespace reload
