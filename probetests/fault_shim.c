@@ -15,7 +15,7 @@
  * a handoff), synchronizer, validator, prober (volume checks), checker (the
  * new binary's --check-config before its exec), worker, any. Calls: fork, execve (and
  * execv), pipe2, socket, bind, listen, accept4, read, write, memfd_create,
- * open (and openat, fopen), rename, fsync, statvfs, getaddrinfo, setuid, unlink,
+ * open (and openat, fopen), rename, fsync, syncfs, statvfs, getaddrinfo, setuid, unlink,
  * and the key index's LMDB calls mdb_txn_begin (MDB_READERS_FULL, as stale
  * reader slots of killed workers give), mdb_txn_commit, mdb_cursor_get and
  * mdb_put (EIO unless ERRNO says otherwise), and mdb_meta_write (the pwrite
@@ -217,6 +217,11 @@ int rename(const char* from, const char* to) {
 int fsync(int fd) {
   if (should_fail("fsync")) return FAIL_WITH(EIO, -1);
   return NEXT(fsync)(fd);
+}
+
+int syncfs(int fd) {
+  if (should_fail("syncfs")) return FAIL_WITH(EIO, -1);
+  return NEXT(syncfs)(fd);
 }
 
 int statvfs(const char* path, struct statvfs* buf) {

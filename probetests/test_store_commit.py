@@ -196,6 +196,80 @@ class CommitFaults(unittest.TestCase):
         server, results, failed = self.storm_with_fault("fsync:worker:2")
         print("\n%d of %d PUTs answered 500 after a failed directory sync" % (len(failed), len(results)))
 
+    def test_filesystem_sync_of_a_batch_fails(self):
+        # A batch over three directories or more is synced by one syncfs();
+        # 12 clients' new keys spread over 256 directories make most
+        # batches such.
+        server, results, failed = self.storm_with_fault("syncfs:worker:1")
+        print("\n%d of %d PUTs answered 500 after a failed filesystem sync" % (len(failed), len(results)))
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class HungBatch(unittest.TestCase):
+    """A volume whose batch hangs (its index commit never returns): the PUTs
+    queued behind it hold no disk thread, so PUTs and GETs on the other
+    volume go on. With the waiters on the pool, four disk threads were all
+    taken by the hung volume's PUTs and the other volume's stalled."""
+
+    def test_a_hung_batch_holds_up_no_put_or_get_on_another_volume(self):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1, volumes=2, extra_server="disk_threads = 4")
+        env, arm, fired = fault_env(server, "mdb_txn_commit:worker:1:hang")
+        server.start(env=env)
+        # Where each key lands (rendezvous placement, fixed per key): put
+        # once, looked up, deleted, so that its next PUT adds an entry again.
+        keys = ["k%d" % i for i in range(40)]
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/hv/" + key, body=b"probe")[0], 201)
+        placed = {v: stored_keys([v], "hv") for v in server.volumes}
+        for key in keys:
+            self.assertEqual(server.request("DELETE", "/v1/hv/" + key)[0], 204)
+        hung_volume, other_volume = server.volumes
+        on_hung, on_other = sorted(placed[hung_volume]), sorted(placed[other_volume])
+        self.assertGreater(len(on_hung), 6)
+        self.assertGreater(len(on_other), 6)
+        kept = {v: (sorted(placed[v])[0], os.urandom(3000)) for v in server.volumes}
+        for key, body in kept.values():
+            self.assertEqual(server.request("PUT", "/v1/hv/" + key, body=body)[0], 201)
+        open(arm, "w").close()
+        answers, lock = {}, threading.Lock()
+
+        def put(key):
+            try:
+                status = server.request("PUT", "/v1/hv/" + key, body=b"h" * 4096)[0]
+            except OSError:
+                status = None  # the kill at the end
+            with lock:
+                answers[key] = status
+        # The first PUT's batch hangs in its commit; six more queue behind it.
+        hung = [threading.Thread(target=put, args=(key,), daemon=True) for key in on_hung[1:8]]
+        hung[0].start()
+        wait_for(lambda: os.path.exists(fired), 20, "the index commit to hang")
+        for t in hung[1:]:
+            t.start()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+            for key in on_other[1:9]:
+                body = os.urandom(4096)
+                conn.request("PUT", "/v1/hv/" + key, body=body)
+                resp = conn.getresponse()
+                resp.read()
+                self.assertEqual(resp.status, 201, key)
+                conn.request("GET", "/v1/hv/" + key)
+                resp = conn.getresponse()
+                self.assertEqual((resp.status, resp.read()), (200, body), key)
+            for key, body in kept.values():
+                conn.request("GET", "/v1/hv/" + key)
+                resp = conn.getresponse()
+                self.assertEqual((resp.status, resp.read()), (200, body), key)
+            conn.close()
+            with lock:
+                self.assertEqual(answers, {}, "a PUT behind the hung commit was answered")
+        finally:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.proc.wait()
+            wait_for(lambda: not session_processes(server.pid), 10, "every process to be gone")
+
 
 def describe(state):
     return "absent" if state is ABSENT else "%d bytes" % len(state)

@@ -156,4 +156,48 @@ BOOST_AUTO_TEST_CASE(an_item_failure_is_thrown_to_that_caller_only) {
   for (size_t i = 0; i < items.size(); ++i) BOOST_TEST(outcome[i] == (i % 2 ? 0 : 1), "item " << i);
 }
 
+// A caller that finds a run under way hands its item in and returns at
+// once, however long that run takes: only the leader's thread waits in the
+// commit. Each item's end comes after the run that took it, from the
+// leader, which goes on until nothing waits.
+BOOST_AUTO_TEST_CASE(a_submit_behind_a_hung_run_returns_at_once_and_ends_after_its_run) {
+  Gate gate;
+  server::GroupCommit<Item> commit([&](std::vector<Item*>& batch) {
+    std::unique_lock<std::mutex> lock(gate.mutex);
+    size_t run = ++gate.started;
+    for (auto* item : batch) item->run = run;
+    gate.changed.notify_all();
+    gate.changed.wait(lock, [&] { return gate.open >= run; });
+    ++gate.ended;
+    gate.changed.notify_all();
+  });
+  constexpr size_t kLater = 10;
+  std::vector<Item> items(kLater + 1);
+  std::atomic<size_t> endedEarly{0};
+  std::atomic<size_t> endedCount{0};
+  auto ended = [&](Item& item) {
+    return [&] {
+      std::lock_guard<std::mutex> lock(gate.mutex);
+      if (gate.ended < item.run) ++endedEarly;
+      ++endedCount;
+      gate.changed.notify_all();
+    };
+  };
+  std::thread leader([&] { commit.submit(items[0], ended(items[0])); });
+  BOOST_REQUIRE(gate.waitFor([&] { return gate.started == 1; }));
+  // The first run hangs; every later submit returns on its own thread.
+  for (size_t i = 1; i <= kLater; ++i) {
+    std::thread caller([&, i] { commit.submit(items[i], ended(items[i])); });
+    caller.join();
+  }
+  BOOST_TEST(commit.queued() == kLater);
+  BOOST_TEST(endedCount == 0u);
+  gate.allow(2);
+  leader.join();  // the leader ran the second batch too
+  BOOST_TEST(endedCount == kLater + 1);
+  BOOST_TEST(endedEarly == 0u);
+  BOOST_TEST(commit.runs() == 2u);
+  for (size_t i = 1; i <= kLater; ++i) BOOST_TEST(items[i].run == 2u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

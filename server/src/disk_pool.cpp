@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -36,7 +37,7 @@ DiskPool::~DiskPool() {
 void DiskPool::submit(std::function<void()> work, std::function<void()> done, Failed failed) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    tasks_.push_back(Task{std::move(work), std::move(done), std::move(failed)});
+    tasks_.push_back(Task{std::move(work), {}, std::move(done), std::move(failed)});
   }
   ready_.notify_one();
 }
@@ -44,6 +45,15 @@ void DiskPool::submit(std::function<void()> work, std::function<void()> done, Fa
 size_t DiskPool::queued() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return tasks_.size();
+}
+
+void DiskPool::submitDeferred(std::function<void(Finish)> work, std::function<void()> done,
+                              Failed failed) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    tasks_.push_back(Task{{}, std::move(work), std::move(done), std::move(failed)});
+  }
+  ready_.notify_one();
 }
 
 void DiskPool::run() {
@@ -56,38 +66,68 @@ void DiskPool::run() {
       task = std::move(tasks_.front());
       tasks_.pop_front();
     }
-    std::function<void()> next = std::move(task.done);
-    int status = 0;
-    std::string text;
+    if (task.deferredWork) {
+      // Shared by the finish handed out and a throw here: whichever comes
+      // first ends the task, once.
+      struct End {
+        std::function<void()> done;
+        Failed failed;
+        std::atomic<bool> taken{false};
+      };
+      auto end = std::make_shared<End>();
+      end->done = std::move(task.done);
+      end->failed = std::move(task.failed);
+      auto finish = [this, end](std::exception_ptr failure) {
+        if (end->taken.exchange(true)) return;
+        finished(std::move(end->done), std::move(end->failed), failure);
+      };
+      try {
+        task.deferredWork(finish);
+      } catch (...) {
+        finish(std::current_exception());
+      }
+      continue;
+    }
+    std::exception_ptr failure;
     try {
       task.work();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    finished(std::move(task.done), std::move(task.failed), failure);
+  }
+}
+
+void DiskPool::finished(std::function<void()> done, Failed failed, std::exception_ptr failure) {
+  std::function<void()> next = std::move(done);
+  if (failure) {
+    int status = 500;
+    std::string text;
+    try {
+      std::rethrow_exception(failure);
     } catch (const StoreError& e) {
       status = e.status();
       text = e.what();
     } catch (const std::exception& e) {
-      status = 500;
       text = e.what();
     } catch (...) {
-      status = 500;
       text = "an exception of unknown type";
     }
-    if (status != 0) {
-      MOLT_LOG(kError) << "a disk task failed (answered " << status << "): " << text;
-      if (status == 500) text = "internal error; the server log has the details";
-      if (task.failed)
-        next = [failed = std::move(task.failed), status, text] { failed(status, text); };
-    }
-    bool first;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      first = finished_.empty();
-      finished_.push_back(std::move(next));
-    }
-    if (first) {
-      uint64_t one = 1;
-      // EAGAIN means the counter is already non-zero: the loop will look.
-      if (write(wake_.get(), &one, sizeof one) < 0) {
-      }
+    MOLT_LOG(kError) << "a disk task failed (answered " << status << "): " << text;
+    if (status == 500) text = "internal error; the server log has the details";
+    if (failed) next = [failed = std::move(failed), status, text] { failed(status, text); };
+  }
+  if (!next) return;  // nothing for the loop to do
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    first = finished_.empty();
+    finished_.push_back(std::move(next));
+  }
+  if (first) {
+    uint64_t one = 1;
+    // EAGAIN means the counter is already non-zero: the loop will look.
+    if (write(wake_.get(), &one, sizeof one) < 0) {
     }
   }
 }

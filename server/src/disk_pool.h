@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -27,21 +28,34 @@ class DiskPool : public reload::EventHandler {
   ~DiskPool() override;
   // What a failed task's request is answered with.
   using Failed = std::function<void(int status, const std::string& text)>;
-  // `work` runs on a pool thread; `done` then runs on the loop. A `work`
+  // `work` runs on a pool thread; `done` then runs on the loop (if given). A `work`
   // that throws is logged and ends there: `failed` runs instead of `done`
   // (with the StoreError's status and text, or 500), or `done` when no
   // `failed` is given. Nothing else is touched: the pool and the loop go on.
   void submit(std::function<void()> work, std::function<void()> done, Failed failed = {});
+  // A task that ends later, maybe on another thread: `work` runs on a pool
+  // thread and hands its end on by calling `finish` once, from any thread,
+  // with nothing (then `done` runs on the loop) or the failure (then
+  // `failed`, as for a throw). A `work` that throws must not have called
+  // `finish`: the throw is its end. The thread is free as soon as `work`
+  // returns, so what waits on a slow disk holds no pool thread.
+  using Finish = std::function<void(std::exception_ptr failure)>;
+  void submitDeferred(std::function<void(Finish finish)> work, std::function<void()> done,
+                      Failed failed = {});
   size_t queued() const;
   void onEvents(uint32_t events) override;
 
  private:
   struct Task {
     std::function<void()> work;
+    std::function<void(Finish)> deferredWork;
     std::function<void()> done;
     Failed failed;
   };
   void run();
+  // Hands what follows a task's end (done, or failed with the failure's
+  // answer) to the loop. Any thread.
+  void finished(std::function<void()> done, Failed failed, std::exception_ptr failure);
 
   reload::Fd wake_;
   mutable std::mutex mutex_;

@@ -2,15 +2,18 @@
 // transaction, a directory fsync) at about the same moment share one run
 // of it.
 //
-// A caller hands in its item and blocks. If no run is under way it leads:
-// it takes every item waiting at that moment (its own included) and runs
-// the batch; items that arrive meanwhile wait for the next run, which one
-// of their callers leads once this one ended. No caller returns before the
-// run that took its item has ended, so whatever the run makes durable is
-// durable when commit() returns; a caller whose item failed gets its own
-// error thrown, and a run that throws fails every item of its batch with
-// that exception. Thread-safe; header-only so that the rule is unit-tested
-// with runs of the test's making.
+// A caller hands in its item with what to do once the item is durable. If
+// no run is under way it leads: it takes every item waiting at that moment
+// (its own included) and runs the batch, then the batches of the items that
+// arrived meanwhile, until none is waiting. A caller that finds a run under
+// way returns at once: its item waits for the next run, and its `ended` is
+// called by the leader's thread. So one thread per group is ever inside the
+// commit, however long a run hangs (a disk that stops answering): the others
+// go on to other work. `ended` runs once the run that took the item has
+// ended, so whatever the run makes durable is durable then; an item that
+// failed carries its error, and a run that throws fails every item of its
+// batch with that exception. Thread-safe; header-only so that the rule is
+// unit-tested with runs of the test's making.
 #pragma once
 
 #include <condition_variable>
@@ -35,18 +38,32 @@ class GroupCommit {
   // failure of that item alone, or throws to fail the whole batch.
   explicit GroupCommit(std::function<void(std::vector<Item*>&)> run) : run_(std::move(run)) {}
 
-  // Returns once the run that took `item` has ended; throws the item's error.
-  void commit(Item& item) {
-    Waiter me{&item};
+  // Hands `item` in; `ended` runs (on the leader's thread, maybe this one)
+  // once the run that took it has ended, and must not throw. Returns once
+  // the item is queued, or, for the leader, once no item is left waiting.
+  void submit(Item& item, std::function<void()> ended) {
     std::unique_lock<std::mutex> lock(mutex_);
-    waiting_.push_back(&me);
-    while (!me.done) {
-      if (running_) {
-        changed_.wait(lock);
-        continue;
-      }
-      lead(lock);
-    }
+    waiting_.push_back(Waiter{&item, std::move(ended)});
+    if (running_) return;
+    running_ = true;
+    while (!waiting_.empty()) lead(lock);
+    running_ = false;
+  }
+
+  // Blocks until the run that took `item` has ended; throws the item's error.
+  void commit(Item& item) {
+    std::mutex mutex;
+    std::condition_variable changed;
+    bool done = false;
+    submit(item, [&] {
+      // Notified under the lock: the waiter may return, and these go, as
+      // soon as it sees `done`.
+      std::lock_guard<std::mutex> lock(mutex);
+      done = true;
+      changed.notify_one();
+    });
+    std::unique_lock<std::mutex> lock(mutex);
+    changed.wait(lock, [&] { return done; });
     if (item.error) std::rethrow_exception(item.error);
   }
 
@@ -68,12 +85,12 @@ class GroupCommit {
  private:
   struct Waiter {
     Item* item;
-    bool done = false;
+    std::function<void()> ended;
   };
 
+  // Runs one batch of what waits now; called and returns with the lock held.
   void lead(std::unique_lock<std::mutex>& lock) {
-    running_ = true;
-    std::vector<Waiter*> batch;
+    std::vector<Waiter> batch;
     batch.swap(waiting_);
     ++runs_;
     if (batch.size() > largest_) largest_ = batch.size();
@@ -81,24 +98,20 @@ class GroupCommit {
     try {
       std::vector<Item*> items;
       items.reserve(batch.size());
-      for (auto* w : batch) items.push_back(w->item);
+      for (auto& w : batch) items.push_back(w.item);
       run_(items);
     } catch (...) {
-      // Also when the list itself could not be built: running_ must end.
+      // Also when the list itself could not be built: every item must end.
       auto failure = std::current_exception();
-      for (auto* w : batch) w->item->error = failure;
+      for (auto& w : batch) w.item->error = failure;
     }
+    for (auto& w : batch) w.ended();
     lock.lock();
-    for (auto* w : batch) w->done = true;
-    running_ = false;
-    // Wakes this batch's callers and the next batch's, one of which leads.
-    changed_.notify_all();
   }
 
   std::function<void(std::vector<Item*>&)> run_;
   mutable std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<Waiter*> waiting_;
+  std::vector<Waiter> waiting_;
   bool running_ = false;
   size_t runs_ = 0;
   size_t largest_ = 0;

@@ -348,34 +348,45 @@ bool Connection::refuseIfReadOnly() {
 
 void Connection::submitDisk(std::function<void()> work, std::function<void()> done) {
   ++pendingDisk_;
-  shared_.pool->submit(
-      std::move(work),
-      [this, next = std::move(done)] {
-        --pendingDisk_;
-        if (phase_ == Phase::kClosed) {
-          if (pendingDisk_ == 0) owner_.connectionClosed(this);
-          return;
-        }
-        guarded([&] {
-          next();
-          advance();
-        });
-      },
-      // A store step that threw (the pool logged it): this request ends
-      // with that answer, or, mid-answer, with the connection.
-      [this](int status, const std::string& text) {
-        --pendingDisk_;
-        if (phase_ == Phase::kClosed) {
-          if (pendingDisk_ == 0) owner_.connectionClosed(this);
-          return;
-        }
-        guarded([&] {
-          if (phase_ != Phase::kWaitDisk) return cut();
-          closeAfter_ = true;
-          sendText(status, text);
-          advance();
-        });
-      });
+  shared_.pool->submit(std::move(work), diskDone(std::move(done)), diskFailed());
+}
+
+void Connection::submitDiskDeferred(std::function<void(DiskPool::Finish)> work,
+                                    std::function<void()> done) {
+  ++pendingDisk_;
+  shared_.pool->submitDeferred(std::move(work), diskDone(std::move(done)), diskFailed());
+}
+
+std::function<void()> Connection::diskDone(std::function<void()> done) {
+  return [this, next = std::move(done)] {
+    --pendingDisk_;
+    if (phase_ == Phase::kClosed) {
+      if (pendingDisk_ == 0) owner_.connectionClosed(this);
+      return;
+    }
+    guarded([&] {
+      next();
+      advance();
+    });
+  };
+}
+
+DiskPool::Failed Connection::diskFailed() {
+  // A store step that threw (the pool logged it): this request ends with
+  // that answer, or, mid-answer, with the connection.
+  return [this](int status, const std::string& text) {
+    --pendingDisk_;
+    if (phase_ == Phase::kClosed) {
+      if (pendingDisk_ == 0) owner_.connectionClosed(this);
+      return;
+    }
+    guarded([&] {
+      if (phase_ != Phase::kWaitDisk) return cut();
+      closeAfter_ = true;
+      sendText(status, text);
+      advance();
+    });
+  };
 }
 
 template <typename Step>
@@ -617,10 +628,37 @@ void Connection::finishUpload() {
   // client is still there: a reader's cached copy is never used past it.
   std::shared_ptr<VersionWrite> mark =
       shared_.versions.beginWrite(versionSlot(up.path.bucket, up.path.key));
-  runOnDisk(
-      [state, meta, mark] {
-        state->attempt([&] { state->upload->commit(meta); });
-        mark->end();
+  phase_ = Phase::kWaitDisk;
+  DiskPool* pool = shared_.pool;
+  // The wait for the group commit holds no pool thread: the commit's end
+  // comes from the thread that leads the volume's batch, and what follows it
+  // (older copies on other volumes, which may be slow or hung) goes back to
+  // the pool, off that leader.
+  submitDiskDeferred(
+      [state, meta, mark, pool](DiskPool::Finish finish) {
+        auto afterPlaced = [state, meta, mark, pool, finish](std::exception_ptr failure) {
+          auto rest = [state, meta, mark, finish, failure] {
+            if (failure) state->attempt([&] { std::rethrow_exception(failure); });
+            else state->attempt([&] { state->upload->removeOlderCopies(meta); });
+            mark->end();
+            finish(nullptr);
+          };
+          if (failure || !state->upload->othersMayHoldCopies()) return rest();
+          try {
+            pool->submit(rest, {});
+          } catch (...) {
+            rest();
+          }
+        };
+        bool handedIn = false;
+        state->attempt([&] {
+          state->upload->commitAsync(meta, afterPlaced);
+          handedIn = true;
+        });
+        if (!handedIn) {
+          mark->end();
+          finish(nullptr);
+        }
       },
       [this, meta] {
         if (upload_->errorStatus) {

@@ -12,8 +12,9 @@
 #include <optional>
 #include <string>
 
-#include "reload/event_loop.h"
+#include "disk_pool.h"
 #include "http_handlers.h"
+#include "reload/event_loop.h"
 #include "http_request.h"
 #include "object_key.h"
 
@@ -117,6 +118,10 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   // `work` on the pool; then, unless the connection closed meanwhile,
   // `done` on the loop and the connection goes on. The phase is left as it is.
   void submitDisk(std::function<void()> work, std::function<void()> done);
+  // submitDisk() for work that hands its end on later (DiskPool::submitDeferred).
+  void submitDiskDeferred(std::function<void(DiskPool::Finish)> work, std::function<void()> done);
+  std::function<void()> diskDone(std::function<void()> done);  // the loop's part of a task's end
+  DiskPool::Failed diskFailed();
   // submitDisk() for a request that waits for the result.
   void runOnDisk(std::function<void()> work, std::function<void()> done);
   // Moves fileReadyTo_ over what the page cache holds, and has the pool read

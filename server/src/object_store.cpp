@@ -14,6 +14,7 @@
 
 
 #include <algorithm>
+#include <future>
 #include <cmath>
 #include <atomic>
 #include <chrono>
@@ -69,6 +70,14 @@ uint64_t mix(uint64_t x) {  // splitmix64 finaliser
 void fsyncDir(const std::string& dir) {
   reload::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd || fsync(fd.get()) != 0) reload::throwSysError("fsync directory " + dir);
+}
+
+// Makes everything written to the filesystem that holds `dir` durable: its
+// directory entries and file data alike. syncfs() reports a writeback error
+// of that filesystem met since the descriptor was opened (Linux 5.8).
+void syncFilesystem(const std::string& dir) {
+  reload::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd || syncfs(fd.get()) != 0) reload::throwSysError("syncfs of the filesystem of " + dir);
 }
 
 std::string parentOf(const std::string& path) { return path.substr(0, path.rfind('/')); }
@@ -316,7 +325,15 @@ void Upload::write(const char* data, size_t size) {
   }
 }
 
-void Upload::commit(const ObjectMeta& meta) {
+StoreError Upload::storeFailure(const std::system_error& e) const {
+  // Paths and LMDB's words are for the log, not for the client.
+  MOLT_LOG(kError) << "storing " << bucket_ << "/" << key_ << " on " << volume_ << ": " << e.what();
+  int code = e.code().value();
+  if (code == ENOSPC || code == EDQUOT) return StoreError(507, "the volume is full");
+  return StoreError(500, "the object could not be stored; the server log has the details");
+}
+
+void Upload::commitAsync(const ObjectMeta& meta, std::function<void(std::exception_ptr)> placed) {
   std::string text = encodeMeta(meta);
   if (text.size() > kMaxMetaSize) throw StoreError(400, "object metadata is too large");
   char trailer[kTrailerSize + 1];
@@ -328,41 +345,57 @@ void Upload::commit(const ObjectMeta& meta) {
     throw StoreError(err == ENOSPC || err == EDQUOT ? 507 : 500,
                      "fsync on " + volume_ + ": " + std::strerror(err));
   }
-  std::string rel = objectRelativePath(bucket_, key_);
-  std::string finalPath = volume_ + "/" + rel;
-  std::string dir = parentOf(finalPath);
+  auto placement = std::make_shared<ObjectStore::Placement>();
+  placement->bucket = bucket_;
+  placement->key = key_;
+  placement->tmpPath = tmpPath_;
+  placement->finalPath = volume_ + "/" + objectRelativePath(bucket_, key_);
+  placement->dir = parentOf(placement->finalPath);
   try {
     store_.indexFor(volume_);  // opened before the first object directory exists
-    mkdirs(dir);
-    // The entry is durable before the object appears, and no DELETE or
-    // listing can drop it while the rename runs (see key_index.h); the
-    // directory is synced before this returns.
-    ObjectStore::Placement placement;
-    placement.bucket = bucket_;
-    placement.key = key_;
-    placement.tmpPath = tmpPath_;
-    placement.finalPath = finalPath;
-    placement.dir = dir;
-    try {
-      store_.place(volume_, placement);
-    } catch (...) {
-      committed_ = placement.placed;
-      throw;
-    }
-    committed_ = true;
+    mkdirs(placement->dir);
   } catch (const std::system_error& e) {
-    // Paths and LMDB's words are for the log, not for the client.
-    MOLT_LOG(kError) << "storing " << bucket_ << "/" << key_ << " on " << volume_ << ": " << e.what();
-    int code = e.code().value();
-    if (code == ENOSPC || code == EDQUOT) throw StoreError(507, "the volume is full");
-    throw StoreError(500, "the object could not be stored; the server log has the details");
+    throw storeFailure(e);
   }
+  // The entry is durable before the object appears, and no DELETE or
+  // listing can drop it while the rename runs (see key_index.h); the
+  // directory is synced before `placed` runs.
+  store_.placeAsync(volume_, *placement, [this, placement, placed = std::move(placed)]() {
+    committed_ = placement->placed;
+    std::exception_ptr failure = placement->error;
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const std::system_error& e) {
+        failure = std::make_exception_ptr(storeFailure(e));
+      } catch (...) {
+      }
+    }
+    placed(failure);
+  });
+}
+
+bool Upload::othersMayHoldCopies() const {
+  auto order = store_.readOrder(bucket_, key_);
+  return order.size() > 1 || (order.size() == 1 && order.front() != volume_);
+}
+
+void Upload::removeOlderCopies(const ObjectMeta& meta) {
   store_.removeOtherCopies(volume_, bucket_, key_, meta.timestamp);
+}
+
+void Upload::commit(const ObjectMeta& meta) {
+  std::promise<std::exception_ptr> outcome;
+  auto placed = outcome.get_future();
+  commitAsync(meta, [&outcome](std::exception_ptr failure) { outcome.set_value(failure); });
+  if (auto failure = placed.get()) std::rethrow_exception(failure);
+  removeOlderCopies(meta);
 }
 
 // ------------------------------------------------------------- ObjectStore
 
-void ObjectStore::place(const std::string& volume, Placement& placement) {
+void ObjectStore::placeAsync(const std::string& volume, Placement& placement,
+                             std::function<void()> ended) {
   GroupCommit<Placement>* commit;
   {
     std::lock_guard<std::mutex> lock(commitMutex_);
@@ -372,7 +405,7 @@ void ObjectStore::place(const std::string& volume, Placement& placement) {
           [this, volume](std::vector<Placement*>& batch) { placeBatch(volume, batch); });
     commit = slot.get();  // kept for the store's life
   }
-  commit->commit(placement);
+  commit->submit(placement, std::move(ended));
 }
 
 void ObjectStore::placeBatch(const std::string& volume, std::vector<Placement*>& batch) const {
@@ -400,23 +433,38 @@ void ObjectStore::placeBatch(const std::string& volume, std::vector<Placement*>&
     for (auto* p : batch)
       if (!p->placed && !p->error) p->error = failure;
   }
-  // One sync per directory: a PUT's 201 waits for the sync that follows
-  // its rename.
-  std::map<std::string, std::exception_ptr> synced;
-  for (auto* p : batch) {
-    if (!p->placed) continue;
-    auto it = synced.find(p->dir);
-    if (it == synced.end()) {
-      std::exception_ptr failure;
-      try {
-        fsyncDir(p->dir);
-      } catch (...) {
-        failure = std::current_exception();
-      }
-      it = synced.emplace(p->dir, failure).first;
+  // A PUT's 201 waits for the sync that follows its rename. Each fsync of a
+  // directory is a journal commit and a cache flush of the disk, run one
+  // after the other; a batch that spans several directories (its keys fall
+  // in many HH directories) takes one syncfs() of the volume's filesystem
+  // instead: one commit and one flush for every rename, whatever else the
+  // filesystem had dirty with them.
+  std::vector<std::string> dirs;
+  for (auto* p : batch)
+    if (p->placed && std::find(dirs.begin(), dirs.end(), p->dir) == dirs.end()) dirs.push_back(p->dir);
+  if (dirs.size() >= kSyncfsFromDirs) {
+    std::exception_ptr failure;
+    try {
+      syncFilesystem(volume);
+    } catch (...) {
+      failure = std::current_exception();
     }
-    if (it->second) p->error = it->second;
+    for (auto* p : batch)
+      if (p->placed && failure) p->error = failure;
+    return;
   }
+  std::map<std::string, std::exception_ptr> synced;
+  for (const auto& dir : dirs) {
+    std::exception_ptr failure;
+    try {
+      fsyncDir(dir);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    synced.emplace(dir, failure);
+  }
+  for (auto* p : batch)
+    if (p->placed && synced[p->dir]) p->error = synced[p->dir];
 }
 
 ObjectStore::ObjectStore(StorageSettings settings) : settings_(std::move(settings)) {

@@ -15,12 +15,14 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <system_error>
 #include <string>
 #include <utility>
 #include <vector>
@@ -113,9 +115,24 @@ class Upload {
   // directory syncs (a group commit); each returns only once its own object
   // and entry are durable.
   void commit(const ObjectMeta& meta);
+  // commit() without the wait: writes the metadata and fsyncs here (throws
+  // StoreError), then hands the placement to the volume's group commit and
+  // returns. `placed` runs once, on the thread that leads the batch (maybe
+  // this one), when the object and its entry are durable, or with the
+  // failure (a StoreError); it must not throw nor wait on a disk. The
+  // Upload outlives that call. removeOlderCopies() is left to the caller.
+  void commitAsync(const ObjectMeta& meta, std::function<void(std::exception_ptr)> placed);
+  // Removes copies of the key on other volumes older than `meta`'s; after a
+  // commitAsync that succeeded. Blocks on those volumes.
+  void removeOlderCopies(const ObjectMeta& meta);
+  // Whether another volume is known where such copies could be (no disk
+  // access): without one, removeOlderCopies() has nothing to do.
+  bool othersMayHoldCopies() const;
   const std::string& volume() const { return volume_; }
 
  private:
+  StoreError storeFailure(const std::system_error& e) const;  // logged; the client's words
+
   ObjectStore& store_;
   std::string volume_, bucket_, key_, tmpPath_;
   reload::Fd fd_;
@@ -225,14 +242,18 @@ class ObjectStore {
     std::string bucket, key, tmpPath, finalPath, dir;
     bool placed = false;  // renamed into place (its entry durable before)
   };
-  // Blocks until the upload is in place and durable: its entry committed,
-  // the rename done, its directory synced. Throws std::system_error.
-  void place(const std::string& volume, Placement& placement);
+  // Hands the upload to the volume's group commit; `ended` runs when it is
+  // in place and durable (its entry committed, the rename done, its
+  // directory synced) or carries its error (a std::system_error).
+  void placeAsync(const std::string& volume, Placement& placement, std::function<void()> ended);
   // One group commit of a volume: one index transaction adds every entry,
   // the renames run under its write lock, then each directory is synced
-  // once. An item whose step failed carries its error; items placed before
+  // once (or the filesystem, see kSyncfsFromDirs). An item whose step failed carries its error; items placed before
   // an index failure are still synced and succeed.
   void placeBatch(const std::string& volume, std::vector<Placement*>& batch) const;
+  // A batch whose renames span this many directories or more is synced by
+  // one syncfs() of the volume's filesystem instead of a fsync per directory.
+  static constexpr size_t kSyncfsFromDirs = 3;
 
   StorageSettings settings_;
   mutable std::mutex commitMutex_;
