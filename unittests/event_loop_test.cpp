@@ -2,9 +2,15 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/test/unit_test.hpp>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <set>
 #include <system_error>
+#include <tuple>
 #include <vector>
 
 #include "reload/event_loop.h"
@@ -53,6 +59,157 @@ BOOST_AUTO_TEST_CASE(TimersFireInDeadlineOrderAndLeaveTheQueue) {
   BOOST_TEST(!late.armed());
   BOOST_TEST(future.armed());
   BOOST_TEST(loop.pendingTimers() == 1u);
+}
+
+// The rule for any sequence of arms, re-arms and cancels over many timers:
+// what fires is every timer left armed with a deadline due, each once, in
+// (deadline, order of its last arm) order; the rest stay queued. Checked
+// against that model over random sequences, with many equal deadlines.
+BOOST_AUTO_TEST_CASE(AnyArmAndCancelSequenceFiresByDeadlineThenArmOrder) {
+  std::mt19937 random(20261203);
+  for (int trial = 0; trial < 200; ++trial) {
+    EventLoop loop;
+    const int64_t now = loop.nowMs();
+    const int count = 1 + static_cast<int>(random() % 40);
+    std::vector<int> fired;
+    std::vector<std::unique_ptr<RecordingTimer>> timers;
+    for (int i = 0; i < count; ++i) timers.push_back(std::make_unique<RecordingTimer>(loop, i, fired));
+    struct Model {
+      bool armed = false;
+      int64_t deadline = 0;
+      uint64_t armedAs = 0;
+    };
+    std::vector<Model> model(count);
+    uint64_t arms = 0;
+    for (int step = 0; step < 300; ++step) {
+      int i = static_cast<int>(random() % count);
+      if (random() % 4 == 0) {
+        timers[i]->cancel();
+        model[i].armed = false;
+        continue;
+      }
+      // Past, due now or in the future; a few distinct values so that ties are common.
+      int64_t deadline = now - 3 + static_cast<int64_t>(random() % 7) * (random() % 2 ? 1 : 20000);
+      timers[i]->arm(deadline);
+      if (!model[i].armed || model[i].deadline != deadline) model[i].armedAs = ++arms;
+      model[i].armed = true;
+      model[i].deadline = deadline;
+    }
+    size_t armedCount = 0;
+    for (const auto& m : model) armedCount += m.armed;
+    BOOST_TEST(loop.pendingTimers() == armedCount);
+    loop.runOnce(0);
+    const int64_t after = loop.nowMs();
+    std::vector<std::tuple<int64_t, uint64_t, int>> due;
+    for (int i = 0; i < count; ++i)
+      if (model[i].armed && model[i].deadline <= after) due.emplace_back(model[i].deadline, model[i].armedAs, i);
+    std::sort(due.begin(), due.end());
+    std::vector<int> expected;
+    for (const auto& d : due) expected.push_back(std::get<2>(d));
+    BOOST_TEST(fired == expected, "trial " << trial);
+    BOOST_TEST(loop.pendingTimers() == armedCount - due.size());
+    for (int i = 0; i < count; ++i)
+      BOOST_TEST(timers[i]->armed() == (model[i].armed && model[i].deadline > after));
+  }
+}
+
+namespace {
+
+// A timer that, when it fires, hands its id to a callback (which may arm,
+// move or cancel any timer, itself included).
+class CallbackTimer : public reload::Timer {
+ public:
+  CallbackTimer(EventLoop& loop, int id, std::function<void(int)>& fire) : Timer(loop), id_(id), fire_(fire) {}
+  void onTimer() override { fire_(id_); }
+
+ private:
+  int id_;
+  std::function<void(int)>& fire_;
+};
+
+}  // namespace
+
+// Thousands of timers armed, moved and cancelled at random, also from
+// inside a firing timer, against an ordered set of (deadline, arm order,
+// id): every timer fires exactly when it is the model's first due entry,
+// and the queue's size and each timer's state match the model throughout.
+// Deadlines are far in the past (due) or far in the future (never due in
+// the test), so what is due does not depend on the clock.
+BOOST_AUTO_TEST_CASE(ThousandsOfRandomArmsMovesAndCancelsMatchAnOrderedModel) {
+  std::mt19937 random(1203);
+  EventLoop loop;
+  const int64_t base = loop.nowMs();
+  const int count = 3000;
+  using Entry = std::tuple<int64_t, uint64_t, int>;
+  std::set<Entry> model;
+  std::vector<bool> armed(count, false);
+  std::vector<int64_t> deadline(count, 0);
+  std::vector<uint64_t> armedAs(count, 0);
+  uint64_t arms = 0;
+  std::function<void(int)> fire;
+  std::vector<std::unique_ptr<CallbackTimer>> timers;
+  for (int i = 0; i < count; ++i) timers.push_back(std::make_unique<CallbackTimer>(loop, i, fire));
+
+  auto pickDeadline = [&] {
+    // Few distinct values, so ties (ordered by arm) are frequent.
+    int64_t offset = static_cast<int64_t>(random() % 16);
+    return random() % 2 ? base - 1000 - offset : base + 1000000000 + offset;
+  };
+  auto armBoth = [&](int i, int64_t when) {
+    timers[i]->arm(when);
+    if (armed[i] && deadline[i] == when) return;  // arming the same deadline again changes nothing
+    if (armed[i]) model.erase(Entry(deadline[i], armedAs[i], i));
+    armed[i] = true;
+    deadline[i] = when;
+    armedAs[i] = ++arms;
+    model.emplace(when, armedAs[i], i);
+  };
+  auto cancelBoth = [&](int i) {
+    timers[i]->cancel();
+    if (!armed[i]) return;
+    model.erase(Entry(deadline[i], armedAs[i], i));
+    armed[i] = false;
+  };
+  auto mutate = [&] {
+    int i = static_cast<int>(random() % count);
+    if (random() % 3 == 0) cancelBoth(i);
+    else armBoth(i, pickDeadline());
+  };
+  size_t firedCount = 0;
+  fire = [&](int id) {
+    BOOST_REQUIRE(!model.empty());
+    const Entry first = *model.begin();
+    BOOST_REQUIRE(std::get<0>(first) < base);
+    BOOST_REQUIRE_EQUAL(std::get<2>(first), id);
+    model.erase(model.begin());
+    armed[id] = false;
+    BOOST_REQUIRE(!timers[id]->armed());
+    ++firedCount;
+    // Now and then a firing timer changes the queue it is being run from.
+    if (random() % 4 == 0) mutate();
+    if (random() % 8 == 0) armBoth(id, pickDeadline());
+  };
+
+  for (int round = 0; round < 40; ++round) {
+    for (int step = 0; step < 2000; ++step) mutate();
+    BOOST_REQUIRE_EQUAL(loop.pendingTimers(), model.size());
+    loop.runOnce(0);
+    // Everything due has fired, including what firing timers armed in the past.
+    BOOST_REQUIRE(model.empty() || std::get<0>(*model.begin()) > base);
+    BOOST_REQUIRE_EQUAL(loop.pendingTimers(), model.size());
+    for (int i = 0; i < count; ++i) BOOST_REQUIRE_EQUAL(timers[i]->armed(), static_cast<bool>(armed[i]));
+  }
+  BOOST_TEST(firedCount > 10000u);
+  // Destroying armed timers takes them out of the heap in any order.
+  std::shuffle(timers.begin(), timers.end(), random);
+  timers.resize(count / 2);
+  size_t stillArmed = 0;
+  for (const auto& timer : timers) stillArmed += timer->armed();
+  BOOST_TEST(loop.pendingTimers() == stillArmed);
+  fire = [](int) { BOOST_FAIL("no timer left is due"); };
+  loop.runOnce(0);
+  timers.clear();
+  BOOST_TEST(loop.pendingTimers() == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(RearmingMovesTheOneEntryAndCancelRemovesIt) {

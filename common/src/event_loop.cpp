@@ -20,17 +20,68 @@ Timer::~Timer() { cancel(); }
 void Timer::arm(int64_t deadlineMs) {
   if (armed_) {
     if (deadline_ == deadlineMs) return;
-    loop_.timers_.erase(entry_);
+    loop_.removeTimer(this);
   }
   deadline_ = deadlineMs;
-  entry_ = loop_.timers_.emplace(deadlineMs, this);
+  armedAs_ = ++loop_.arms_;
+  loop_.insertTimer(this);
   armed_ = true;
 }
 
 void Timer::cancel() {
   if (!armed_) return;
-  loop_.timers_.erase(entry_);
+  loop_.removeTimer(this);
   armed_ = false;
+}
+
+bool EventLoop::earlier(const Timer* a, const Timer* b) {
+  return a->deadline_ != b->deadline_ ? a->deadline_ < b->deadline_ : a->armedAs_ < b->armedAs_;
+}
+
+void EventLoop::place(size_t slot, Timer* timer) {
+  timers_[slot] = timer;
+  timer->slot_ = slot;
+}
+
+void EventLoop::siftUp(size_t slot) {
+  Timer* timer = timers_[slot];
+  while (slot > 0) {
+    size_t parent = (slot - 1) / 2;
+    if (!earlier(timer, timers_[parent])) break;
+    place(slot, timers_[parent]);
+    slot = parent;
+  }
+  place(slot, timer);
+}
+
+void EventLoop::siftDown(size_t slot) {
+  Timer* timer = timers_[slot];
+  const size_t count = timers_.size();
+  for (;;) {
+    size_t child = 2 * slot + 1;
+    if (child >= count) break;
+    if (child + 1 < count && earlier(timers_[child + 1], timers_[child])) ++child;
+    if (!earlier(timers_[child], timer)) break;
+    place(slot, timers_[child]);
+    slot = child;
+  }
+  place(slot, timer);
+}
+
+void EventLoop::insertTimer(Timer* timer) {
+  timers_.push_back(timer);
+  siftUp(timers_.size() - 1);
+}
+
+void EventLoop::removeTimer(Timer* timer) {
+  size_t slot = timer->slot_;
+  Timer* last = timers_.back();
+  timers_.pop_back();
+  if (last == timer) return;
+  place(slot, last);
+  // The one moved in may belong above or below the slot.
+  if (slot > 0 && earlier(last, timers_[(slot - 1) / 2])) siftUp(slot);
+  else siftDown(slot);
 }
 
 EventLoop::EventLoop() : epoll_(epoll_create1(EPOLL_CLOEXEC)) {
@@ -80,7 +131,7 @@ void EventLoop::updateClock() { nowMs_ = monotonicMs(); }
 void EventLoop::runOnce(int maxWaitMs) {
   int wait = maxWaitMs;
   if (!timers_.empty()) {
-    int64_t untilNext = timers_.begin()->first - nowMs_;
+    int64_t untilNext = timers_.front()->deadline_ - nowMs_;
     if (untilNext < 0) untilNext = 0;
     if (wait < 0 || untilNext < wait) wait = static_cast<int>(std::min<int64_t>(untilNext, 1 << 30));
   }
@@ -96,9 +147,9 @@ void EventLoop::runOnce(int maxWaitMs) {
   }
   // A timer that fires may arm itself or others again; those wait for the
   // next turn unless already due.
-  while (!timers_.empty() && timers_.begin()->first <= nowMs_) {
-    Timer* timer = timers_.begin()->second;
-    timers_.erase(timers_.begin());
+  while (!timers_.empty() && timers_.front()->deadline_ <= nowMs_) {
+    Timer* timer = timers_.front();
+    removeTimer(timer);
     timer->armed_ = false;
     timer->onTimer();
   }

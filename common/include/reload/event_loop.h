@@ -1,13 +1,16 @@
 // One epoll loop per process: descriptors with a handler each, a
 // timer queue ordered by deadline and a millisecond clock read once per turn.
+// Arming, moving and cancelling a timer allocate nothing (the queue is a
+// heap of the timers themselves), so a connection may re-arm its deadline
+// on every request.
 #pragma once
 
 #include <sys/epoll.h>
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <unordered_map>
+#include <vector>
 
 #include "reload/fd.h"
 
@@ -23,7 +26,8 @@ class EventLoop;
 
 // A deadline a handler waits on. At most one pending deadline per timer;
 // setting it again moves it. Entries leave the queue when they fire or are
-// cancelled, so the queue holds only live deadlines.
+// cancelled, so the queue holds only live deadlines. Timers due at the same
+// millisecond fire in the order they were armed.
 class Timer {
  public:
   explicit Timer(EventLoop& loop) : loop_(loop) {}
@@ -44,7 +48,8 @@ class Timer {
   EventLoop& loop_;
   bool armed_ = false;
   int64_t deadline_ = 0;
-  std::multimap<int64_t, Timer*>::iterator entry_;
+  uint64_t armedAs_ = 0;  // the loop's count of arms when this one was armed: ties
+  size_t slot_ = 0;       // its place in the loop's heap, while armed
 };
 
 // Descriptors are dispatched by a token that add() hands out, never by
@@ -79,9 +84,19 @@ class EventLoop {
 
  private:
   friend class Timer;
+  // The timer heap: earliest (deadline, armedAs) first; each timer knows
+  // its slot. The vector keeps its capacity, so no arm allocates once it
+  // has held as many timers.
+  static bool earlier(const Timer* a, const Timer* b);
+  void place(size_t slot, Timer* timer);
+  void siftUp(size_t slot);
+  void siftDown(size_t slot);
+  void insertTimer(Timer* timer);
+  void removeTimer(Timer* timer);
   reload::Fd epoll_;
   int64_t nowMs_ = 0;
-  std::multimap<int64_t, Timer*> timers_;
+  std::vector<Timer*> timers_;
+  uint64_t arms_ = 0;
   uint64_t nextToken_ = 1;
   std::unordered_map<int, uint64_t> tokens_;              // fd -> its token
   std::unordered_map<uint64_t, EventHandler*> handlers_;  // token -> handler
