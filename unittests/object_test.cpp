@@ -11,8 +11,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "http_handlers.h"
+#include "http_request.h"
 #include "object_key.h"
 #include "moltd_service.h"
 #include "object_store.h"
@@ -54,6 +56,71 @@ BOOST_AUTO_TEST_CASE(percent_coding) {
   BOOST_TEST(path->key == "dir/key");
   BOOST_TEST(server::parseObjectPath("/v1/bucket")->key == "");
   BOOST_TEST(!server::parseObjectPath("/v2/bucket/key"));
+}
+
+// Every byte, escaped in either case, decodes to itself; the decoding into a
+// string reused from a longer earlier value leaves nothing of that value.
+BOOST_AUTO_TEST_CASE(percent_decoding_into_a_reused_string) {
+  std::string out = std::string(300, 'z');
+  const char* digits[] = {"0123456789ABCDEF", "0123456789abcdef"};
+  for (int byte = 0; byte < 256; ++byte) {
+    for (const char* hex : digits) {
+      std::string escaped = std::string("a%") + hex[byte >> 4] + hex[byte & 15] + "b";
+      BOOST_REQUIRE(server::percentDecodeInto(escaped, out));
+      BOOST_TEST(out == std::string("a") + static_cast<char>(byte) + "b", byte);
+      BOOST_TEST(*server::percentDecode(escaped) == out);
+    }
+    std::string plain(1, static_cast<char>(byte));
+    BOOST_REQUIRE(server::percentDecodeInto(server::percentEncode(plain), out));
+    BOOST_TEST(out == plain, byte);
+  }
+  for (std::string bad : {"%", "%2", "a%zz", "%g0", "%0g", "x%2"}) {
+    BOOST_TEST(!server::percentDecodeInto(bad, out), bad);
+    BOOST_TEST(!server::percentDecode(bad), bad);
+  }
+}
+
+// Parsing into an ObjectPath that held another request's path gives what
+// parseObjectPath gives, whatever was there before.
+BOOST_AUTO_TEST_CASE(object_path_parsed_into_a_reused_one) {
+  const std::vector<std::string> paths = {"/v1/b/k", "/v1/bucket", "/v1/bucket/", "/v1/b/dir/key/x",
+                                          "/v1//k", "/v1/", "/v2/b/k", "/v1", "",
+                                          "/v1/a-long-bucket-name/a/key/that/is/longer/than/sso"};
+  for (const auto& before : paths) {
+    for (const auto& path : paths) {
+      server::ObjectPath reused;
+      server::parseObjectPathInto(before, reused);
+      auto fresh = server::parseObjectPath(path);
+      BOOST_TEST(server::parseObjectPathInto(path, reused) == fresh.has_value(), before << " then " << path);
+      if (!fresh) continue;
+      BOOST_TEST(reused.bucket == fresh->bucket, before << " then " << path);
+      BOOST_TEST(reused.key == fresh->key, before << " then " << path);
+    }
+  }
+}
+
+// A request cleared and filled again holds exactly its own fields, in
+// order, whether their storage is new or kept from the last request.
+BOOST_AUTO_TEST_CASE(request_fields_after_clear_are_the_new_ones) {
+  server::Request request;
+  const std::string big(4000, 'v');
+  for (size_t first = 0; first <= 20; first += 5) {
+    for (size_t second = 0; second <= 20; second += 5) {
+      request.clear();
+      for (size_t i = 0; i < first; ++i)
+        request.addField("Old-" + std::to_string(i), i % 3 ? "an older value, longer than sso" : big);
+      request.clear();
+      BOOST_TEST(request.fields.empty());
+      BOOST_TEST(!request.find("Old-0"));
+      for (size_t i = 0; i < second; ++i) request.addField("F" + std::to_string(i), std::to_string(i));
+      BOOST_REQUIRE_EQUAL(request.fields.size(), second);
+      for (size_t i = 0; i < second; ++i) {
+        BOOST_TEST(request.fields[i].first == "F" + std::to_string(i));
+        BOOST_TEST(request.fields[i].second == std::to_string(i));
+      }
+      BOOST_TEST(!request.find("Old-1"));
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(range_parsing) {

@@ -92,17 +92,30 @@ std::string iso8601Microseconds(int64_t microseconds) {
 // RFC 9112 3.2.2: a server accepts a target in absolute form
 // ("http://host/v1/b/k"); what it names is the path and query after the
 // authority.
-std::string originForm(const std::string& target) {
+// A view into `target`, or into `joined` for a query without a path.
+std::string_view originForm(const std::string& target, std::string& joined) {
   for (std::string_view scheme : {"http://", "https://"}) {
     if (target.size() < scheme.size() ||
         !boost::iequals(std::string_view(target).substr(0, scheme.size()), scheme))
       continue;
     auto pathStart = target.find_first_of("/?", scheme.size());
     if (pathStart == std::string::npos) return "/";
-    std::string rest = target.substr(pathStart);
-    return rest.front() == '?' ? "/" + rest : rest;
+    std::string_view rest = std::string_view(target).substr(pathStart);
+    if (rest.front() != '?') return rest;
+    joined.assign("/");
+    joined.append(rest);
+    return joined;
   }
   return target;
+}
+
+// Scratch strings a connection keeps between requests so that the next one
+// of the same shape allocates nothing; past this they are given back, so an
+// idle connection stays small.
+constexpr size_t kKeptScratchBytes = 256;
+
+void releaseIfLarge(std::string& kept) {
+  if (kept.capacity() > kKeptScratchBytes) std::string().swap(kept);
 }
 
 }  // namespace
@@ -292,18 +305,21 @@ void Connection::dispatch() {
   if (shared_.accessLog.enabled()) startedSeconds_ = reload::monotonicSeconds();
   closeAfter_ = !request_.keepAlive;
   headOnly_ = methodIs(request_.method, "HEAD");
-  std::string target = originForm(request_.target);
+  std::string_view target = originForm(request_.target, targetScratch_);
   auto q = target.find('?');
-  std::string rawPath = target.substr(0, q);
-  std::string query = q == std::string::npos ? "" : target.substr(q + 1);
+  std::string_view rawPath = target.substr(0, q);
+  std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
   route(rawPath, query);
 }
 
-void Connection::route(const std::string& rawPath, const std::string& query) {
+void Connection::route(std::string_view rawPath, std::string_view query) {
   const std::string& method = request_.method;
-  auto decoded = percentDecode(rawPath);
-  if (!decoded) return sendText(400, "malformed %-escape in path");
-  if (*decoded == "/healthcheck") {
+  std::string_view decoded = rawPath;
+  if (rawPath.find('%') != std::string_view::npos) {
+    if (!percentDecodeInto(rawPath, decodedPath_)) return sendText(400, "malformed %-escape in path");
+    decoded = decodedPath_;
+  }
+  if (decoded == "/healthcheck") {
     if (!methodIs(method, "GET") && !methodIs(method, "HEAD")) {
       beginResponse(405);
       addHeader("Allow", "GET, HEAD");
@@ -320,19 +336,20 @@ void Connection::route(const std::string& rawPath, const std::string& query) {
         },
         [this, disabled] { *disabled ? sendText(503, "DISABLED BY FILE") : sendText(200, "OK"); });
   }
-  auto path = parseObjectPath(*decoded);
-  if (!path) return sendText(404, "no such resource; objects live under /v1/{bucket}/{key}");
-  if (auto problem = bucketProblem(path->bucket); !problem.empty()) return sendText(400, problem);
-  if (path->key.empty()) {
-    if (methodIs(method, "GET") || methodIs(method, "HEAD")) return listBucket(path->bucket, query);
+  if (!parseObjectPathInto(decoded, objectPath_))
+    return sendText(404, "no such resource; objects live under /v1/{bucket}/{key}");
+  const ObjectPath& path = objectPath_;
+  if (auto problem = bucketProblem(path.bucket); !problem.empty()) return sendText(400, problem);
+  if (path.key.empty()) {
+    if (methodIs(method, "GET") || methodIs(method, "HEAD")) return listBucket(path.bucket, std::string(query));
     beginResponse(405);
     addHeader("Allow", "GET, HEAD");
     return sendText(405, "a bucket supports GET and HEAD");
   }
-  if (auto problem = keyProblem(path->key); !problem.empty()) return sendText(400, problem);
-  if (methodIs(method, "PUT")) return putObject(*path);
-  if (methodIs(method, "GET") || methodIs(method, "HEAD")) return getObject(*path);
-  if (methodIs(method, "DELETE")) return deleteObject(*path);
+  if (auto problem = keyProblem(path.key); !problem.empty()) return sendText(400, problem);
+  if (methodIs(method, "PUT")) return putObject(path);
+  if (methodIs(method, "GET") || methodIs(method, "HEAD")) return getObject(path);
+  if (methodIs(method, "DELETE")) return deleteObject(path);
   beginResponse(405);
   addHeader("Allow", "GET, HEAD, PUT, DELETE");
   sendText(405, "method " + method + " is not supported on objects");
@@ -1135,6 +1152,10 @@ void Connection::responseDone() {
   startedSeconds_ = 0;
   phase_ = Phase::kHeader;
   if (inBuf_.empty() && inBuf_.capacity() > 0) std::string().swap(inBuf_);
+  releaseIfLarge(targetScratch_);
+  releaseIfLarge(decodedPath_);
+  releaseIfLarge(objectPath_.bucket);
+  releaseIfLarge(objectPath_.key);
   armHeaderOrIdleTimer();
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "disk_pool.h"
 #include "http_handlers.h"
@@ -72,7 +73,7 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   Fed feedSome(RequestProblem& problem, bool mayRead);
 
   void dispatch();
-  void route(const std::string& path, const std::string& query);
+  void route(std::string_view rawPath, std::string_view query);
   void putObject(const ObjectPath& path);
   // The metadata the request's header gives an object at `path`.
   ObjectMeta metaFromHeader(const ObjectPath& path) const;
@@ -142,6 +143,11 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
 
   std::string inBuf_;
   Request request_;
+  // The request's path as route() took it apart; kept between requests
+  // (when small) so that the next one allocates nothing.
+  std::string targetScratch_;
+  std::string decodedPath_;
+  ObjectPath objectPath_;
   std::optional<RequestParser> parser_;
   bool headerTimerArmed_ = false;
   double startedSeconds_ = 0;

@@ -33,10 +33,30 @@ const std::string* Request::find(std::string_view name) const {
   return nullptr;
 }
 
+void Request::addField(std::string_view name, std::string_view value) {
+  if (spareFields_.empty()) {
+    fields.emplace_back(std::string(name), std::string(value));
+    return;
+  }
+  auto field = std::move(spareFields_.back());
+  spareFields_.pop_back();
+  field.first.assign(name.data(), name.size());
+  field.second.assign(value.data(), value.size());
+  fields.push_back(std::move(field));
+}
+
 void Request::clear() {
   method.clear();
   target.clear();
   version = 11;
+  // Only a few small fields are kept, so that what an idle connection holds
+  // stays small whatever its last request carried.
+  constexpr size_t kSpareFields = 16;
+  constexpr size_t kSpareCapacity = 256;
+  for (auto& field : fields)
+    if (spareFields_.size() < kSpareFields && field.first.capacity() <= kSpareCapacity &&
+        field.second.capacity() <= kSpareCapacity)
+      spareFields_.push_back(std::move(field));
   fields.clear();
   keepAlive = true;
   contentLength.reset();
@@ -238,7 +258,7 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
   if (name == http::field::expect && request_.version >= 11 &&
       equalsNoCase(trimBlanks(view(value)), "100-continue"))
     request_.expectContinue = true;
-  request_.fields.emplace_back(std::string(view(nameText)), std::string(view(value)));
+  request_.addField(view(nameText), view(value));
 }
 
 void RequestParser::on_header_impl(boost::beast::error_code& ec) {

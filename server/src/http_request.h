@@ -51,7 +51,14 @@ struct Request {
   const std::string* find(std::string_view name) const;
   bool hasBody() const { return chunked || (contentLength && *contentLength > 0); }
   const char* versionText() const { return version == 10 ? "HTTP/1.0" : "HTTP/1.1"; }
+  // Appends a field, in the storage of one that clear() set aside when there
+  // is one: a connection's next request of the same shape allocates nothing.
+  void addField(std::string_view name, std::string_view value);
+  // Empties the request; a few small fields' strings are kept for addField().
   void clear();
+
+ private:
+  std::vector<std::pair<std::string, std::string>> spareFields_;
 };
 
 class RequestParser : public boost::beast::http::basic_parser<true> {

@@ -5,7 +5,7 @@
 
 namespace server {
 
-std::string bucketProblem(const std::string& bucket) {
+std::string bucketProblem(std::string_view bucket) {
   if (bucket.empty()) return "bucket name is empty";
   if (bucket.size() > kMaxBucketBytes)
     return "bucket name is longer than " + std::to_string(kMaxBucketBytes) + " bytes";
@@ -20,7 +20,7 @@ namespace {
 
 // Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
 // U+10FFFF. Listings are JSON, which must be valid Unicode.
-bool validUtf8(const std::string& text) {
+bool validUtf8(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {
     auto c = static_cast<unsigned char>(text[i]);
@@ -52,17 +52,18 @@ bool validUtf8(const std::string& text) {
 
 }  // namespace
 
-std::string keyProblem(const std::string& key) {
+std::string keyProblem(std::string_view key) {
   if (key.empty()) return "object key is empty";
   if (key.size() > kMaxKeyBytes)
     return "object key is longer than " + std::to_string(kMaxKeyBytes) + " bytes";
-  if (key.find('\0') != std::string::npos) return "object key contains a NUL byte";
+  if (key.find('\0') != std::string_view::npos) return "object key contains a NUL byte";
   size_t start = 0;
   for (;;) {
     size_t slash = key.find('/', start);
-    std::string segment = key.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    std::string_view segment =
+        key.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
     if (segment == "." || segment == "..") return "object key may not contain '.' or '..' segments";
-    if (slash == std::string::npos) break;
+    if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
   for (unsigned char c : key)
@@ -71,10 +72,18 @@ std::string keyProblem(const std::string& key) {
   return "";
 }
 
-std::optional<std::string> percentDecode(const std::string& text) {
-  if (text.find('%') == std::string::npos) return text;
-  std::string out;
-  out.reserve(text.size());
+namespace {
+
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return c - 'A' + 10;
+}
+
+}  // namespace
+
+bool percentDecodeInto(std::string_view text, std::string& out) {
+  out.clear();
   for (size_t i = 0; i < text.size(); ++i) {
     if (text[i] != '%') {
       out += text[i];
@@ -82,10 +91,18 @@ std::optional<std::string> percentDecode(const std::string& text) {
     }
     if (i + 2 >= text.size() || !std::isxdigit(static_cast<unsigned char>(text[i + 1])) ||
         !std::isxdigit(static_cast<unsigned char>(text[i + 2])))
-      return std::nullopt;
-    out += static_cast<char>(std::stoi(text.substr(i + 1, 2), nullptr, 16));
+      return false;
+    out += static_cast<char>(hexValue(text[i + 1]) * 16 + hexValue(text[i + 2]));
     i += 2;
   }
+  return true;
+}
+
+std::optional<std::string> percentDecode(const std::string& text) {
+  if (text.find('%') == std::string::npos) return text;
+  std::string out;
+  out.reserve(text.size());
+  if (!percentDecodeInto(text, out)) return std::nullopt;
   return out;
 }
 
@@ -104,13 +121,20 @@ std::string percentEncode(const std::string& text) {
   return out;
 }
 
-std::optional<ObjectPath> parseObjectPath(const std::string& path) {
-  if (path.rfind("/v1/", 0) != 0) return std::nullopt;
-  std::string rest = path.substr(4);
-  ObjectPath out;
+bool parseObjectPathInto(std::string_view path, ObjectPath& out) {
+  if (path.substr(0, 4) != "/v1/") return false;
+  std::string_view rest = path.substr(4);
   auto slash = rest.find('/');
-  out.bucket = rest.substr(0, slash);
-  if (slash != std::string::npos) out.key = rest.substr(slash + 1);  // "/v1/b/" is the bucket
+  std::string_view bucket = rest.substr(0, slash);
+  out.bucket.assign(bucket.data(), bucket.size());
+  out.key.clear();
+  if (slash != std::string_view::npos) out.key.append(rest.substr(slash + 1));  // "/v1/b/" is the bucket
+  return true;
+}
+
+std::optional<ObjectPath> parseObjectPath(const std::string& path) {
+  ObjectPath out;
+  if (!parseObjectPathInto(path, out)) return std::nullopt;
   return out;
 }
 
