@@ -46,9 +46,15 @@ void WorkerSignals::onEvents(uint32_t /*events*/) {
 }
 
 std::vector<WorkerOrder> WorkerSignals::take() {
-  if (!orphanReported_ && getppid() != masterPid_) {
-    orphanReported_ = true;
-    orders_.push_back(WorkerOrder::kDrain);
+  // The master's death comes at once as the parent-death SIGTERM; this
+  // fallback runs a few times a second, not at every turn of a busy loop.
+  if (!orphanReported_ && (!parentChecked_ || loop_.nowMs() - lastParentCheckMs_ >= kParentCheckMs)) {
+    parentChecked_ = true;
+    lastParentCheckMs_ = loop_.nowMs();
+    if (getppid() != masterPid_) {
+      orphanReported_ = true;
+      orders_.push_back(WorkerOrder::kDrain);
+    }
   }
   std::vector<WorkerOrder> taken;
   taken.swap(orders_);

@@ -46,7 +46,9 @@ class WorkerSignals : public EventHandler {
   std::function<void()> onDrainAsked;
 
   // The orders since the last call, in the order they came; a drain is
-  // also ordered, once, when the master is no longer this process's parent.
+  // also ordered, once, when the master is no longer this process's parent
+  // (looked at on the first call, then at most every kParentCheckMs).
+  static constexpr int64_t kParentCheckMs = 100;
   std::vector<WorkerOrder> take();
 
   void onEvents(uint32_t events) override;
@@ -57,6 +59,8 @@ class WorkerSignals : public EventHandler {
   SignalFd signals_;
   std::vector<WorkerOrder> orders_;
   bool orphanReported_ = false;
+  bool parentChecked_ = false;
+  int64_t lastParentCheckMs_ = 0;
 };
 
 // Makes the kernel send SIGTERM (drain) to this worker when its master
