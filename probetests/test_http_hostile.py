@@ -979,8 +979,13 @@ class AccessLogWrites(unittest.TestCase):
         lines = b"".join(arrived).decode().splitlines()
         self.assertGreater(dropped(), 0)
         self.assertGreater(len(lines), 0)
-        self.assertEqual([int(line.split("/v1/h/line-")[1][:7]) for line in lines],
-                         list(range(first, first + len(lines))))
+        # In the order of the requests, from the first; the queue takes
+        # lines again whenever its writer has freed room, so the dropped
+        # ones may fall between arrived ones.
+        numbers = [int(line.split("/v1/h/line-")[1][:7]) for line in lines]
+        self.assertEqual(numbers[0], first)
+        self.assertEqual(numbers, sorted(set(numbers)))
+        self.assertLess(numbers[-1], first + stalled)
 
         # Stopping writes what is still queued before the worker goes.
         answer_all(count, count)
