@@ -2,6 +2,7 @@
 #include <boost/test/unit_test.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -35,6 +36,20 @@ struct Gate {
   }
 };
 
+// A run that marks its items with its number and ends only once the gate
+// allows that many runs.
+std::function<void(std::vector<Item*>&)> gatedRuns(Gate& gate) {
+  return [&gate](std::vector<Item*>& batch) {
+    std::unique_lock<std::mutex> lock(gate.mutex);
+    size_t run = ++gate.started;
+    for (auto* item : batch) item->run = run;
+    gate.changed.notify_all();
+    gate.changed.wait(lock, [&] { return gate.open >= run; });
+    ++gate.ended;
+    gate.changed.notify_all();
+  };
+}
+
 // Waits (with a deadline) until `n` callers queue behind the run under way.
 bool queuedBehind(const server::GroupCommit<Item>& commit, size_t n) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -66,15 +81,7 @@ BOOST_AUTO_TEST_CASE(a_lone_commit_runs_its_own_batch) {
 // caller returns before the run that took its item has ended.
 BOOST_AUTO_TEST_CASE(commits_that_arrive_during_a_run_share_the_next_and_wait_for_it) {
   Gate gate;
-  server::GroupCommit<Item> commit([&](std::vector<Item*>& batch) {
-    std::unique_lock<std::mutex> lock(gate.mutex);
-    size_t run = ++gate.started;
-    for (auto* item : batch) item->run = run;
-    gate.changed.notify_all();
-    gate.changed.wait(lock, [&] { return gate.open >= run; });
-    ++gate.ended;
-    gate.changed.notify_all();
-  });
+  server::GroupCommit<Item> commit(gatedRuns(gate));
   constexpr int kLater = 12;
   std::vector<Item> items(kLater + 1);
   std::atomic<int> returnedEarly{0};
@@ -162,15 +169,7 @@ BOOST_AUTO_TEST_CASE(an_item_failure_is_thrown_to_that_caller_only) {
 // leader, which goes on until nothing waits.
 BOOST_AUTO_TEST_CASE(a_submit_behind_a_hung_run_returns_at_once_and_ends_after_its_run) {
   Gate gate;
-  server::GroupCommit<Item> commit([&](std::vector<Item*>& batch) {
-    std::unique_lock<std::mutex> lock(gate.mutex);
-    size_t run = ++gate.started;
-    for (auto* item : batch) item->run = run;
-    gate.changed.notify_all();
-    gate.changed.wait(lock, [&] { return gate.open >= run; });
-    ++gate.ended;
-    gate.changed.notify_all();
-  });
+  server::GroupCommit<Item> commit(gatedRuns(gate));
   constexpr size_t kLater = 10;
   std::vector<Item> items(kLater + 1);
   std::atomic<size_t> endedEarly{0};
