@@ -69,6 +69,27 @@ class ExampleReloads(unittest.TestCase):
         self.assertIn(b"hello3 from generation 5", seen)
         svc.stop()
 
+    def test_the_last_good_generation_stands_by_during_probation(self):
+        svc = Hello(self, binary=HELLO)
+        svc.start()
+        svc.write_config(greeting="probation")
+        with open(svc.config) as f:
+            text = f.read().replace("reload_probation = 0.5", "reload_probation = 30")
+        with open(svc.config, "w") as f:
+            f.write(text)
+        os.kill(svc.pid, signal.SIGHUP)
+        st = svc.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+        self.assertEqual(st["probation"]["last_good_generation"], 1, st)
+        answers = set()
+        for _ in range(60):  # the kernel spreads them over every worker that accepts
+            with socket.create_connection(("127.0.0.1", svc.port), timeout=5) as c:
+                data = b""
+                while chunk := c.recv(4096):
+                    data += chunk
+            answers.add(data.split(b"\r\n\r\n", 1)[1].strip())
+        self.assertEqual(answers, {b"probation from generation 2"}, "the generation standing by answered")
+        svc.stop()
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,15 +1,17 @@
 // The reload library's example: a service that answers every connection with
 // "hello from generation N". Run it with --config FILE; SIGHUP and SIGUSR1
 // reload it without refusing a connection.
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <exception>
 #include <string>
 #include <vector>
 
+#include "reload/event_loop.h"
 #include "reload/master.h"
-#include "reload/signals.h"
+#include "reload/worker_signals.h"
 
 struct HelloConfig : reload::ServiceConfig {
   std::string greeting;
@@ -24,28 +26,64 @@ class Hello : public reload::TypedService<HelloConfig> {
     config->greeting = ini.getString("hello", "greeting", "hello");
     return config;
   }
+
   int serve(const reload::WorkerContext& ctx, const HelloConfig& config) noexcept override {
-    reload::SignalFd signals;  // the master forks workers with its signals blocked
-    std::vector<pollfd> fds{{signals.fd(), POLLIN, 0}};
-    for (int fd : ctx.listenerFds) fds.push_back({fd, POLLIN, 0});
-    reload::signalWorkerReady(ctx);
-    std::string answer = "HTTP/1.0 200 OK\r\n\r\n" + config.greeting + " from generation " +
-                         std::to_string(ctx.generation) + "\n";
+    try {
+      return serveLoop(ctx, config);
+    } catch (const std::exception&) {
+      return 1;  // the master logs the exit and starts the slot again
+    }
+  }
+
+ private:
+  static int serveLoop(const reload::WorkerContext& ctx, const HelloConfig& config) {
+    if (!reload::watchMaster(ctx)) return 0;  // the master died before we started
+    reload::EventLoop loop;
+    reload::WorkerSignals signals(loop, ctx.masterPid);  // the master forks us with them blocked
+    const std::string answer = "HTTP/1.0 200 OK\r\n\r\n" + config.greeting + " from generation " +
+                               std::to_string(ctx.generation) + "\n";
+    // The listeners are non-blocking and shared with every worker of every
+    // generation: take what is queued, never shutdown() one.
+    auto answerQueued = [&answer](int listener) {
+      for (int c; (c = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; close(c))
+        (void)!write(c, answer.data(), answer.size());
+    };
+    std::vector<reload::FunctionHandler> acceptors;
+    acceptors.reserve(ctx.listenerFds.size());
+    for (int fd : ctx.listenerFds) acceptors.emplace_back([fd, &answerQueued](uint32_t) { answerQueued(fd); });
+    auto accept = [&](bool on) {
+      for (size_t i = 0; i < ctx.listenerFds.size(); ++i) {
+        int fd = ctx.listenerFds[i];
+        if (on && !loop.watching(fd)) loop.add(fd, EPOLLIN, &acceptors[i]);
+        if (!on && loop.watching(fd)) loop.remove(fd);
+      }
+    };
+
+    accept(true);
+    if (!reload::signalWorkerReady(ctx)) return 0;  // the master is gone
     for (;;) {
-      if (poll(fds.data(), fds.size(), 1000) < 0) continue;
-      if (getppid() != ctx.masterPid) return 0;  // the master is gone
-      while (auto info = signals.read())
-        if (info->ssi_signo == SIGTERM || info->ssi_signo == SIGINT) {
-          for (size_t i = 1; i < fds.size(); ++i) {  // take what is queued, then close our copy
-            for (int c; (c = accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; close(c))
-              (void)!write(c, answer.data(), answer.size());
-            close(fds[i].fd);  // never shutdown(): the next generation accepts on it
-          }
-          return 0;
+      loop.runOnce(static_cast<int>(reload::WorkerSignals::kParentCheckMs));
+      for (reload::WorkerOrder order : signals.take()) {
+        switch (order) {
+          case reload::WorkerOrder::kDrain:  // a new generation serves: answer what is queued, go
+            accept(false);
+            for (int fd : ctx.listenerFds) {
+              answerQueued(fd);
+              close(fd);
+            }
+            return 0;
+          case reload::WorkerOrder::kStandBy:  // a new generation is on probation; we stay ready
+            accept(false);
+            break;
+          case reload::WorkerOrder::kTakeOver:  // it failed: serve again
+            accept(true);
+            break;
+          case reload::WorkerOrder::kQuit:
+            return 0;
+          case reload::WorkerOrder::kRecheck:
+            break;
         }
-      for (size_t i = 1; i < fds.size(); ++i)
-        for (int c; (c = accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; close(c))
-          (void)!write(c, answer.data(), answer.size());
+      }
     }
   }
 };
