@@ -345,7 +345,9 @@ class RootPlantedLinks(unittest.TestCase):
         of root's outside the volume, and damages the indexes; the start
         check, a SIGHUP's check and a SIGUSR2's check leave root's files
         exactly as they were, and every volume ends up writable and
-        serving, or reported with a reason."""
+        serving, or reported with a reason. The leftovers of a rebuild cut
+        short (empty or not, and links named like them) are removed by the
+        start check and by a reload's."""
         nobody = pwd.getpwnam("nobody")
         server = Moltd(self, workers=1, volumes=4, extra_server="user = nobody")
         os.chmod(server.dir, 0o755)
@@ -397,9 +399,33 @@ class RootPlantedLinks(unittest.TestCase):
                 os.symlink(decoy_dir if was_dir else decoy_file, path)
                 os.lchown(path, nobody.pw_uid, nobody.pw_gid)
                 os.utime(path, (old, old), follow_symlinks=False)
+        # What a rebuild cut short between its mkdtemp and its rename leaves:
+        # a directory, empty or (the user's doing) not.
+        def plant_stale_directory(name, files):
+            path = os.path.join(server.volumes[-1], name)
+            os.mkdir(path)
+            for f in files:
+                os.makedirs(os.path.dirname(os.path.join(path, f)), exist_ok=True)
+                with open(os.path.join(path, f), "w") as out:
+                    out.write("left")
+            for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+                for n in dirnames + filenames:
+                    os.lchown(os.path.join(dirpath, n), nobody.pw_uid, nobody.pw_gid)
+                    os.utime(os.path.join(dirpath, n), (old, old), follow_symlinks=False)
+            os.lchown(path, nobody.pw_uid, nobody.pw_gid)
+            os.utime(path, (old, old))
+            return path
+        stale = [plant_stale_directory("index.new.Empty1", []),
+                 plant_stale_directory("index.new.Full22", ["data.mdb", "inner/file"])]
+        planted_temps = [os.path.join(v, n) for v, group in zip(server.volumes, groups) for n in group
+                         if n.startswith("index.new.") or ".mdb.new." in n]
+        self.assertTrue(planted_temps)
         before = snapshot(decoys)
         server.start()
         self.assertEqual(snapshot(decoys), before, "after the start check")
+        for path in stale + planted_temps:
+            self.assertFalse(os.path.lexists(path), path + " after the start check")
+        later = plant_stale_directory("index.new.Later3", ["lock.mdb"])
         checks = server.status()["volume_checks"]
         reloads = server.reload_count()
         server.send_signal(signal.SIGHUP)
@@ -407,6 +433,7 @@ class RootPlantedLinks(unittest.TestCase):
         server.send_signal(signal.SIGUSR2)
         server.wait_status(lambda st: st["volume_checks"] >= checks + 2, "the reload's and SIGUSR2's checks")
         self.assertEqual(snapshot(decoys), before, "after the later checks")
+        self.assertFalse(os.path.lexists(later), later + " after a reload's check")
         volumes = server.status()["volumes"]
         self.assertEqual(sorted(v["path"] for v in volumes), sorted(server.volumes))
         for v in volumes:
