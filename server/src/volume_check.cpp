@@ -234,7 +234,8 @@ std::string checkVolumes(const StorageSettings& storage, const std::string& user
       }
     }
     try {
-      out += runWithCredentials(credentials, [&] { return checkAsSelf(storage, group, trigger); });
+      const std::vector<std::string>& groupPaths = group;  // a structured binding is not captured in C++17
+      out += runWithCredentials(credentials, [&] { return checkAsSelf(storage, groupPaths, trigger); });
     } catch (const std::system_error& e) {
       for (const auto& path : group) {
         Volume v;
