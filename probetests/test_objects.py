@@ -17,6 +17,8 @@ import re
 from molt_probe import (Load, Moltd, SlowUpload, children_of, md5, object_files, session_processes,
                         temp_files, wait_for)
 
+MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
+
 
 def raw_request(server, data, half_close=False, timeout=10):
     """Sends raw bytes and returns (status, headers, body), or None when the
@@ -233,6 +235,47 @@ class ReadOnly(unittest.TestCase):
             self.assertIn("mode switch: read-only -> read-write (trigger: poll", server.log_text())
         load.assert_no_failures(self)
         self.assertEqual(server.log_text().count("mode switch:"), 2)
+
+    def test_molt_init_creates_no_file_through_a_link_at_the_flag(self):
+        """molt-init read-only creates the flag file: a symbolic link
+        planted at its name (dangling, or at a file of someone else's) is
+        refused, and neither what it names nor a file at its target path is
+        created or changed; read-write removes only the link."""
+        server = Moltd(self)
+        flag = os.path.join(server.dir, "read-only")
+        server.write_config(extra_storage="read_only_file = " + flag)
+        conf_dir = os.path.join(server.dir, "etc")
+        os.mkdir(conf_dir)
+        os.symlink(server.config, os.path.join(conf_dir, "moltd.conf"))
+        decoys = os.path.join(server.dir, "decoys")
+        os.mkdir(decoys)
+        existing = os.path.join(decoys, "existing")
+        with open(existing, "w") as f:
+            f.write("someone's")
+        os.chmod(existing, 0o600)
+
+        def molt_init(command):
+            return subprocess.run([MOLT_INIT, "moltd", command, "--conf-dir", conf_dir,
+                                   "--run-dir", os.path.join(server.dir, "run")],
+                                  capture_output=True, text=True, timeout=60)
+        for target in (os.path.join(decoys, "absent"), existing):
+            os.symlink(target, flag)
+            before = os.stat(existing)
+            out = molt_init("read-only")
+            self.assertNotEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.assertIn("symbolic link", out.stderr)
+            self.assertFalse(os.path.exists(os.path.join(decoys, "absent")))
+            after = os.stat(existing)
+            self.assertEqual((after.st_mode, after.st_uid, after.st_size, after.st_mtime_ns),
+                             (before.st_mode, before.st_uid, before.st_size, before.st_mtime_ns))
+            self.assertEqual(open(existing).read(), "someone's")
+            out = molt_init("read-write")
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.assertFalse(os.path.lexists(flag))
+            self.assertTrue(os.path.exists(existing))
+        # A plain flag works as before.
+        self.assertEqual(molt_init("read-only").returncode, 0)
+        self.assertTrue(os.path.isfile(flag) and not os.path.islink(flag))
 
 
 class CrashSafety(unittest.TestCase):

@@ -5,7 +5,9 @@ import http.client
 import json
 import os
 import pwd
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import unittest
@@ -238,6 +240,13 @@ class RootRepair(unittest.TestCase):
         # The repair's first index write, once its scan of the files is done,
         # waits: the new index's files are there, not yet complete.
         env, arm, fired = fault_env(server, "mdb_put:master:1:wait")
+        # The repair runs as nobody (the master's volume work drops to the
+        # workers' user), which must be able to create the fired file.
+        faults = os.path.join(server.dir, "faults")
+        os.mkdir(faults)
+        os.chown(faults, nobody.pw_uid, nobody.pw_gid)
+        arm, fired = os.path.join(faults, "fault.arm"), os.path.join(faults, "fault.fired")
+        env.update(MOLT_FAULT_ARM=arm, MOLT_FAULT_FIRED=fired)
         open(arm, "w").close()
         server.start(wait=False, env=env)
         try:
@@ -278,6 +287,172 @@ class RootRepair(unittest.TestCase):
         self.assertEqual(listed_keys(server, "own"), sorted(keys))
         self.assertEqual(server.stop(), 0)
 
+
+
+# Names a root master's check or rebuild makes, opens or removes in a volume
+# only for a moment, and those an earlier version's rebuild cut short can
+# leave there; a walk of a volume after a repair finds every other one.
+TRANSIENT_NAMES = {"index.rebuilding", "index.new.Xy12Zw", "index/lock.mdb.new.4242",
+                   "index/data.mdb.new.4343", "tmp/4242.0011223344556677.0.tmp"}
+
+
+def names_in(volume):
+    """Every path in `volume`, relative to it, not following links."""
+    names = []
+    for dirpath, dirnames, filenames in os.walk(volume):
+        rel = os.path.relpath(dirpath, volume)
+        names.extend(n if rel == "." else os.path.join(rel, n) for n in dirnames + filenames)
+    return names
+
+
+def spread(names):
+    """The names in groups, none holding a name and one of its ancestors
+    (each group is planted in a volume of its own)."""
+    groups = []
+    for name in sorted(names):
+        for group in groups:
+            if not any(name.startswith(o + "/") or o.startswith(name + "/") for o in group):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
+
+
+def snapshot(path):
+    """A file's or directory's inode state and bytes, not following links."""
+    st = os.lstat(path)
+    state = (st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns)
+    if os.path.isdir(path) and not os.path.islink(path):
+        return state, {n: snapshot(os.path.join(path, n)) for n in sorted(os.listdir(path))}
+    with open(path, "rb") as f:
+        return state, f.read()
+
+
+def damage_index(volume):
+    data = os.path.join(volume, "index", "data.mdb")
+    if os.path.isfile(data) and not os.path.islink(data):
+        with open(data, "r+b") as f:
+            f.write(b"\xa5" * min(os.path.getsize(data), 16384))
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (a master that drops to another user)")
+class RootPlantedLinks(unittest.TestCase):
+    def test_no_link_planted_at_a_name_the_root_side_touches_is_followed(self):
+        """Workers run as nobody, who owns the volumes. At every name a root
+        master touches in a volume (those a repaired volume holds, and the
+        transient ones) nobody plants a symbolic link to a file or directory
+        of root's outside the volume, and damages the indexes; the start
+        check, a SIGHUP's check and a SIGUSR2's check leave root's files
+        exactly as they were, and every volume ends up writable and
+        serving, or reported with a reason. The leftovers of a rebuild cut
+        short (empty or not, and links named like them) are removed by the
+        start check and by a reload's."""
+        nobody = pwd.getpwnam("nobody")
+        server = Moltd(self, workers=1, volumes=4, extra_server="user = nobody")
+        os.chmod(server.dir, 0o755)
+        for volume in server.volumes:
+            os.chown(volume, nobody.pw_uid, nobody.pw_gid)
+        server.start()
+        for i in range(12):
+            self.assertEqual(server.request("PUT", "/v1/own/k%02d" % i, body=b"k%02d" % i)[0], 201)
+        self.assertEqual(len(listed_keys(server, "own")), 12)
+        self.assertEqual(server.stop(), 0)
+        # The names a repair leaves: the first volume's index is damaged and
+        # repaired at a start.
+        damage_index(server.volumes[0])
+        server.start()
+        self.assertIn("key index of %s was damaged" % server.volumes[0], server.log_text())
+        self.assertEqual(server.stop(), 0)
+        names = set(names_in(server.volumes[0])) | TRANSIENT_NAMES
+        for name in ("index", "index/data.mdb", "index/lock.mdb", "index.lock", "index.damaged",
+                     "index.damaged/data.mdb", "tmp"):
+            self.assertIn(name, names)
+        groups = spread(names)
+        self.assertLessEqual(len(groups), len(server.volumes), groups)
+
+        decoys = tempfile.mkdtemp(prefix="molt-decoy-")
+        self.addCleanup(shutil.rmtree, decoys, True)
+        os.chmod(decoys, 0o755)
+        decoy_file = os.path.join(decoys, "file")
+        decoy_dir = os.path.join(decoys, "dir")
+        with open(decoy_file, "wb") as f:
+            f.write(b"root's own bytes")
+        os.chmod(decoy_file, 0o644)
+        os.mkdir(decoy_dir, 0o755)
+        for name in ("data.mdb", "lock.mdb", "file"):
+            with open(os.path.join(decoy_dir, name), "wb") as f:
+                f.write(b"root's too")
+        old = time.time() - 600
+        for volume, group in zip(server.volumes, groups):
+            damage_index(volume)
+            for name in group:
+                path = os.path.join(volume, name)
+                was_dir = os.path.isdir(path) and not os.path.islink(path)
+                if was_dir:
+                    shutil.rmtree(path)
+                elif os.path.lexists(path):
+                    os.unlink(path)
+                parent = os.path.dirname(path)
+                os.makedirs(parent, exist_ok=True)
+                os.chown(parent, nobody.pw_uid, nobody.pw_gid)
+                os.symlink(decoy_dir if was_dir else decoy_file, path)
+                os.lchown(path, nobody.pw_uid, nobody.pw_gid)
+                os.utime(path, (old, old), follow_symlinks=False)
+        # What a rebuild cut short between its mkdtemp and its rename leaves:
+        # a directory, empty or (the user's doing) not.
+        def plant_stale_directory(name, files):
+            path = os.path.join(server.volumes[-1], name)
+            os.mkdir(path)
+            for f in files:
+                os.makedirs(os.path.dirname(os.path.join(path, f)), exist_ok=True)
+                with open(os.path.join(path, f), "w") as out:
+                    out.write("left")
+            for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+                for n in dirnames + filenames:
+                    os.lchown(os.path.join(dirpath, n), nobody.pw_uid, nobody.pw_gid)
+                    os.utime(os.path.join(dirpath, n), (old, old), follow_symlinks=False)
+            os.lchown(path, nobody.pw_uid, nobody.pw_gid)
+            os.utime(path, (old, old))
+            return path
+        stale = [plant_stale_directory("index.new.Empty1", []),
+                 plant_stale_directory("index.new.Full22", ["data.mdb", "inner/file"])]
+        planted_temps = [os.path.join(v, n) for v, group in zip(server.volumes, groups) for n in group
+                         if n.startswith("index.new.") or ".mdb.new." in n]
+        self.assertTrue(planted_temps)
+        before = snapshot(decoys)
+        server.start()
+        self.assertEqual(snapshot(decoys), before, "after the start check")
+        for path in stale + planted_temps:
+            self.assertFalse(os.path.lexists(path), path + " after the start check")
+        later = plant_stale_directory("index.new.Later3", ["lock.mdb"])
+        checks = server.status()["volume_checks"]
+        reloads = server.reload_count()
+        server.send_signal(signal.SIGHUP)
+        server.wait_reload_result(reloads)
+        server.send_signal(signal.SIGUSR2)
+        server.wait_status(lambda st: st["volume_checks"] >= checks + 2, "the reload's and SIGUSR2's checks")
+        self.assertEqual(snapshot(decoys), before, "after the later checks")
+        self.assertFalse(os.path.lexists(later), later + " after a reload's check")
+        volumes = server.status()["volumes"]
+        self.assertEqual(sorted(v["path"] for v in volumes), sorted(server.volumes))
+        for v in volumes:
+            self.assertTrue(v["writable"] or v.get("problem"), v)
+        self.assertTrue(any(v["writable"] for v in volumes), volumes)
+        keys = ["after%02d" % i for i in range(16)]
+        for key in keys:
+            self.assertEqual(server.request("PUT", "/v1/after/" + key, body=key.encode())[0], 201, key)
+        for key in keys:
+            self.assertEqual(server.request("GET", "/v1/after/" + key)[2], key.encode(), key)
+        self.assertEqual(listed_keys(server, "after"), keys)
+        self.assertEqual(snapshot(decoys), before, "after storing")
+        # Nothing in a volume is root's: what the checks made is nobody's.
+        for volume in server.volumes:
+            for name in names_in(volume):
+                st = os.lstat(os.path.join(volume, name))
+                if (st.st_dev, st.st_ino) != (os.lstat(decoy_file).st_dev, os.lstat(decoy_file).st_ino):
+                    self.assertEqual(st.st_uid, nobody.pw_uid, os.path.join(volume, name))
+        self.assertEqual(server.stop(), 0)
 
 
 def volume_of(server, bucket, key):

@@ -337,53 +337,6 @@ BOOST_AUTO_TEST_CASE(replace_files_leaves_a_new_index_in_place) {
   BOOST_TEST(index.keysAfter("b", "", "", 10) == std::vector<std::string>({"y"}));
 }
 
-// A root process's rebuild for workers of another user makes the new
-// index's directory and files that user's from their first moment, and a
-// name left under the temporary file's (here a hard link to another file)
-// is only removed: that file is neither truncated, given away nor used.
-BOOST_AUTO_TEST_CASE(a_root_rebuild_makes_new_files_the_owners_and_trusts_no_left_name) {
-  if (geteuid() != 0) {
-    BOOST_TEST_MESSAGE("skipped: needs root to give files away");
-    return;
-  }
-  Volumes vols(1);
-  std::string vol = vols.settings.volumes[0];
-  const std::string victim = vols.root + "/victim";
-  {
-    FILE* f = std::fopen(victim.c_str(), "w");
-    BOOST_REQUIRE(f != nullptr);
-    std::fputs("not an index", f);
-    BOOST_REQUIRE(std::fclose(f) == 0);
-  }
-  server::KeyIndex index(vol);
-  index.add("b", "x");
-  const server::KeyIndex::FileOwner nobody{65534, 65534};
-  index.replaceFiles(
-      [&] {
-        BOOST_REQUIRE(rename((vol + "/index").c_str(), (vol + "/index.damaged").c_str()) == 0);
-        // A directory the workers' user made meanwhile, with names it chose.
-        BOOST_REQUIRE(mkdir((vol + "/index").c_str(), 0755) == 0);
-        BOOST_REQUIRE(chown((vol + "/index").c_str(), nobody.uid, nobody.gid) == 0);
-        for (const char* name : {"lock.mdb", "data.mdb"}) {
-          std::string left = vol + "/index/" + name + ".new." + std::to_string(getpid());
-          BOOST_REQUIRE(link(victim.c_str(), left.c_str()) == 0);
-        }
-      },
-      nobody);
-  index.add("b", "y");
-  BOOST_TEST(index.keysAfter("b", "", "", 10) == std::vector<std::string>({"y"}));
-  for (const char* name : {"/index", "/index/lock.mdb", "/index/data.mdb"}) {
-    struct stat st {};
-    BOOST_REQUIRE(lstat((vol + name).c_str(), &st) == 0);
-    BOOST_TEST(st.st_uid == nobody.uid, name);
-  }
-  struct stat st {};
-  BOOST_REQUIRE(stat(victim.c_str(), &st) == 0);
-  BOOST_TEST(st.st_uid == 0u);
-  BOOST_TEST(st.st_size == static_cast<off_t>(std::string("not an index").size()));
-  BOOST_TEST(st.st_nlink == 1u);
-}
-
 // The directories that hold the files named `name` this process has open
 // (their paths now, read from /proc/self/fd), one per descriptor.
 std::vector<std::string> directoriesOfOpen(const std::string& name) {

@@ -492,6 +492,33 @@ BOOST_AUTO_TEST_CASE(no_cleaning_removes_a_file_not_yet_locked) {
   BOOST_TEST(access(fresh.c_str(), F_OK) != 0);
 }
 
+// VOLUME/tmp made a link to another directory: the cleaner removes nothing
+// there (it reads VOLUME/tmp relative to the volume, following no link),
+// and a link named like a temp file is not followed either.
+BOOST_AUTO_TEST_CASE(cleaning_follows_no_link_at_tmp) {
+  TempVolumes vols;
+  const std::string elsewhere = vols.root + "/elsewhere";
+  BOOST_REQUIRE(mkdir(elsewhere.c_str(), 0755) == 0);
+  const std::string victim = elsewhere + "/1.victim.0.tmp";
+  { reload::Fd fd(::open(victim.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)); BOOST_REQUIRE(fd); }
+  struct timeval old[2] = {{time(nullptr) - 60, 0}, {time(nullptr) - 60, 0}};
+  BOOST_REQUIRE(utimes(victim.c_str(), old) == 0);
+  const std::string& a = vols.settings.volumes[0];
+  const std::string& b = vols.settings.volumes[1];
+  BOOST_REQUIRE(symlink(elsewhere.c_str(), (a + "/tmp").c_str()) == 0);
+  BOOST_REQUIRE(mkdir((b + "/tmp").c_str(), 0755) == 0);
+  BOOST_REQUIRE(symlink(victim.c_str(), (b + "/tmp/2.link.0.tmp").c_str()) == 0);
+  server::ObjectStore store(vols.settings);
+  BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 0u);
+  BOOST_TEST(access(victim.c_str(), F_OK) == 0);
+  // Uploads do not go where such a tmp leads: the volume is not writable.
+  auto volumes = store.volumes();
+  BOOST_REQUIRE(volumes.size() == 2u);
+  BOOST_TEST(!volumes[0].writable);
+  BOOST_TEST(volumes[0].problem == "tmp is not a directory");
+  BOOST_TEST(volumes[1].writable);
+}
+
 BOOST_AUTO_TEST_CASE(an_abandoned_upload_leaves_nothing) {
   TempVolumes vols;
   server::ObjectStore store(vols.settings);

@@ -176,69 +176,12 @@ bool dataFileIn(MDB_env* env, int held, const std::string& dir) {
   return sameFile(opened, there);
 }
 
-// VOLUME/index, made when absent with `owner` as its owner from its first
-// moment: a temporary directory, given to the owner, then renamed into
-// place unless one is there by then (made by a process of that owner, or
-// by another rebuild). The temporary name is a fresh one (mkdtemp), never
-// one that may exist already: whoever can write to the volume could have
-// put a symbolic link there, which the rename would put in place.
-void makeOwnedDirectory(const std::string& volume, const KeyIndex::FileOwner& owner) {
-  const std::string dir = volume + "/index";
-  struct stat st {};
-  if (lstat(dir.c_str(), &st) == 0) return;
-  if (errno != ENOENT) reload::throwSysError("stat " + dir);
-  std::string temp = volume + "/index.new.XXXXXX";
-  if (mkdtemp(temp.data()) == nullptr) reload::throwSysError("create " + temp);
-  int rc = -1;
-  {
-    reload::Fd made(::open(temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (made) {
-      rc = fchown(made.get(), owner.uid, owner.gid);
-      if (rc == 0) rc = fchmod(made.get(), 0755);  // mkdtemp makes it 0700
-    }
-  }
-  if (rc == 0) rc = renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, dir.c_str(), RENAME_NOREPLACE);
-  const int err = errno;
-  if (rc == 0) return;
-  if (rmdir(temp.c_str()) != 0 && errno != ENOENT)
-    MOLT_LOG(kWarning) << "cannot remove " << temp << ": " << std::strerror(errno);
-  if (err != EEXIST) reload::throwSysError("give " + temp + " to its owner and rename it to " + dir, err);
-}
-
-// DIR/name (`dirFd` open on DIR), made when absent with `owner` as its
-// owner from its first moment: created under a temporary name, given to
-// the owner, then linked into place unless one is there by then. The
-// temporary file is always a new one (O_EXCL): a link left under its name
-// could name any file, which the open would truncate and give away.
-void makeOwnedFile(int dirFd, const std::string& dir, const std::string& name, const KeyIndex::FileOwner& owner) {
-  struct stat st {};
-  if (fstatat(dirFd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return;
-  if (errno != ENOENT) reload::throwSysError("stat " + dir + "/" + name);
-  const std::string temp = name + ".new." + std::to_string(getpid());
-  constexpr int kCreate = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  reload::Fd fd(::openat(dirFd, temp.c_str(), kCreate, 0644));
-  if (!fd && errno == EEXIST) {
-    // Left by a process of this pid that died here: only its name is removed.
-    if (unlinkat(dirFd, temp.c_str(), 0) != 0 && errno != ENOENT)
-      reload::throwSysError("remove " + dir + "/" + temp);
-    fd = reload::Fd(::openat(dirFd, temp.c_str(), kCreate, 0644));
-  }
-  if (!fd) reload::throwSysError("create " + dir + "/" + temp);
-  int rc = fchown(fd.get(), owner.uid, owner.gid);
-  if (rc == 0) rc = linkat(dirFd, temp.c_str(), dirFd, name.c_str(), 0);
-  const int err = errno;
-  if (unlinkat(dirFd, temp.c_str(), 0) != 0)
-    MOLT_LOG(kWarning) << "cannot remove " << dir << "/" << temp << ": " << std::strerror(errno);
-  if (rc != 0 && err != EEXIST)
-    reload::throwSysError("give " + dir + "/" + temp + " to its owner and link it to " + name, err);
-}
-
 // Bounds the opens of one openFiles: each retry needs another rebuild meanwhile.
 constexpr int kMaxOpenAttempts = 16;
 
 }  // namespace
 
-KeyIndex::Environment KeyIndex::openFiles(const std::string& volume, const std::optional<FileOwner>& owner) {
+KeyIndex::Environment KeyIndex::openFiles(const std::string& volume) {
   const std::string dir = volume + "/index";
   // mdb_env_open opens lock.mdb, then data.mdb, each by its path. A rebuild
   // in another process that moves the directory aside and creates a new one
@@ -249,17 +192,11 @@ KeyIndex::Environment KeyIndex::openFiles(const std::string& volume, const std::
   // meanwhile) and must still be the one at the path afterwards, with the
   // data file opened in it; otherwise the open is done again.
   for (int attempt = 1;; ++attempt) {
-    if (owner) makeOwnedDirectory(volume, *owner);
-    else if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) reload::throwSysError("mkdir " + dir);
+    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) reload::throwSysError("mkdir " + dir);
     reload::Fd held(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!held) {
       if (errno == ENOENT && attempt < kMaxOpenAttempts) continue;  // moved aside after the mkdir
       reload::throwSysError("open " + dir);
-    }
-    if (owner) {
-      // LMDB takes empty files for a new environment's.
-      makeOwnedFile(held.get(), dir, "lock.mdb", *owner);
-      makeOwnedFile(held.get(), dir, "data.mdb", *owner);
     }
     Environment opened;
     check(mdb_env_create(&opened.env), "mdb_env_create");
@@ -351,7 +288,7 @@ void KeyIndex::reopen() {
   openEnvironment();
 }
 
-void KeyIndex::replaceFiles(const std::function<void()>& moveAside, const std::optional<FileOwner>& owner) {
+void KeyIndex::replaceFiles(const std::function<void()>& moveAside) {
   std::unique_lock<std::shared_mutex> lock(envMutex_);
   MDB_txn* holding = nullptr;
   // The old environment's write lock, which every process that still holds
@@ -360,7 +297,7 @@ void KeyIndex::replaceFiles(const std::function<void()>& moveAside, const std::o
   Environment fresh;
   try {
     moveAside();
-    fresh = openFiles(volume_, owner);
+    fresh = openFiles(volume_);
   } catch (...) {
     if (holding) mdb_txn_abort(holding);
     throw;

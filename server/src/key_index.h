@@ -136,22 +136,14 @@ class KeyIndex {
   void openCurrent();
   bool isOpen() const;
 
-  // Who the files of a new index belong to, when a root process makes them
-  // for workers that run as another user.
-  struct FileOwner {
-    uid_t uid = 0;
-    gid_t gid = 0;
-  };
-
   // Moves the damaged files aside (`moveAside`, e.g. a rename of
   // VOLUME/index) while this environment's write lock is held (when the
   // damage allows a write transaction), then opens a new, empty index in
   // place: no commit of any process reaches the old files after they moved.
-  // With `owner`, the new directory and files it creates are that owner's
-  // from their first moment (made under a temporary name, then put in
-  // place), so that a process running as the owner never meets them owned
-  // by root.
-  void replaceFiles(const std::function<void()>& moveAside, const std::optional<FileOwner>& owner = std::nullopt);
+  // The files are opened by path, as LMDB does, following links: run it
+  // only with the credentials of whoever may write to the volume (see
+  // volume_check.h), never as root for a volume another user can write.
+  void replaceFiles(const std::function<void()>& moveAside);
 
   // The inode of the index's directory: a rebuilt index has another.
   ino_t directoryInode() const;
@@ -164,7 +156,7 @@ class KeyIndex {
     dev_t dataDevice = 0;
     ino_t dataInode = 0;
   };
-  static Environment openFiles(const std::string& volume, const std::optional<FileOwner>& owner = std::nullopt);
+  static Environment openFiles(const std::string& volume);
   void openEnvironment();
   void closeEnvironment();
   // Whether the environment held is the index at VOLUME/index. Throws

@@ -574,9 +574,15 @@ class Commands {
       return kUsage;
     }
     if (readOnly) {
-      reload::Fd fd(open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+      // Only its presence counts. Never through a link: whoever can write
+      // its directory (the workers' user, when it is in a volume) could
+      // point one at any path, which a root molt-init would create.
+      reload::Fd fd(open(file.c_str(), O_RDONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644));
       if (!fd) {
-        std::cerr << "molt-init: create " << file << ": " << std::strerror(errno) << "\n";
+        const int err = errno;
+        std::cerr << "molt-init: create " << file << ": "
+                  << (err == ELOOP ? "it is a symbolic link, which is not followed" : std::strerror(err)) << "\n";
+        errno = err;
         return errno == EACCES ? kPermission : kFailed;
       }
     } else if (unlink(file.c_str()) != 0 && errno != ENOENT) {

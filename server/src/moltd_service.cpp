@@ -22,6 +22,7 @@
 #include "reload/process.h"
 #include "server_config.h"
 #include "version.h"
+#include "volume_check.h"
 #include "worker.h"
 
 
@@ -99,30 +100,11 @@ void MoltdService::checkEnvironment(const reload::LoadedConfig& config, reload::
 
 std::string MoltdService::runCheck(const reload::LoadedConfig& config, const std::string& trigger) {
   const auto& storage = configOf(config).storage;
-  auto volumes = scanVolumes(storage);
-  std::string out;
-  // Only the uploads of dead workers (a crash, a respawn) go, at start too:
-  // workers of an earlier generation may still serve.
-  size_t removed = ObjectStore::removeTempFiles(volumes);
-  out += "removed\t" + std::to_string(removed) + "\n";
-  if (trigger == "start") {
-    for (auto line : ObjectStore::repairIndexes(volumes)) {
-      for (char& c : line)
-        if (c == '\t' || c == '\n') c = ' ';
-      out += "repaired\t" + line + "\n";
-    }
-    volumes = scanVolumes(storage);  // a repair may have made a volume healthy
-  }
+  // A root master works in the volumes as the workers' user (see volume_check.h).
+  std::string out = checkVolumes(storage, config.master.user, trigger);
   struct stat st {};
   bool readOnly = !storage.readOnlyFile.empty() && stat(storage.readOnlyFile.c_str(), &st) == 0;
   out += std::string("read_only\t") + (readOnly ? "1" : "0") + "\n";
-  for (const auto& v : volumes) {
-    std::string problem = v.problem;
-    for (char& c : problem)
-      if (c == '\t' || c == '\n') c = ' ';
-    out += "volume\t" + v.path + "\t" + (v.writable ? "1" : "0") + "\t" +
-           std::to_string(v.freeBytes) + "\t" + std::to_string(v.totalBytes) + "\t" + problem + "\n";
-  }
   return out;
 }
 

@@ -175,7 +175,7 @@ uint64_t rendezvousScore(const std::string& volume, const std::string& bucket,
   return mix(h);
 }
 
-std::vector<Volume> scanVolumes(const StorageSettings& settings) {
+std::vector<std::string> volumePaths(const StorageSettings& settings) {
   std::vector<std::string> paths = settings.volumes;
   if (!settings.volumeGlob.empty()) {
     glob_t g{};
@@ -184,29 +184,52 @@ std::vector<Volume> scanVolumes(const StorageSettings& settings) {
     globfree(&g);
   }
   std::set<std::string> seen;
-  std::vector<Volume> out;
+  std::vector<std::string> out;
   for (auto path : paths) {
     while (path.size() > 1 && path.back() == '/') path.pop_back();
-    if (!seen.insert(path).second) continue;
-    Volume v;
-    v.path = path;
-    struct stat st {};
-    struct statvfs vfs {};
-    if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      v.problem = "not a directory";
-    } else if (statvfs(path.c_str(), &vfs) != 0) {
-      v.problem = std::string("statvfs: ") + std::strerror(errno);
-    } else {
-      v.freeBytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
-      v.totalBytes = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
-      if (vfs.f_flag & ST_RDONLY) v.problem = "mounted read-only";
-      else if (access(path.c_str(), W_OK) != 0) v.problem = "not writable";
-      else if (v.freeBytes < settings.minFreeBytes) v.problem = "below min_free_bytes";
-      else if (ObjectStore::rebuildPending(path)) v.problem = "key index damaged; being rebuilt from the files";
-      else v.writable = true;
-    }
-    out.push_back(v);
+    if (seen.insert(path).second) out.push_back(path);
   }
+  return out;
+}
+
+namespace {
+
+// Whether `path` is a directory (not a link to one) or absent: uploads and
+// objects go where VOLUME/tmp and VOLUME/objects lead.
+bool directoryOrAbsent(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) return errno == ENOENT;
+  return S_ISDIR(st.st_mode);
+}
+
+}  // namespace
+
+Volume scanVolume(const std::string& path, const StorageSettings& settings) {
+  Volume v;
+  v.path = path;
+  struct stat st {};
+  struct statvfs vfs {};
+  if (stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    v.problem = "not a directory";
+  } else if (statvfs(path.c_str(), &vfs) != 0) {
+    v.problem = std::string("statvfs: ") + std::strerror(errno);
+  } else {
+    v.freeBytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    v.totalBytes = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+    if (vfs.f_flag & ST_RDONLY) v.problem = "mounted read-only";
+    else if (access(path.c_str(), W_OK) != 0) v.problem = "not writable";
+    else if (v.freeBytes < settings.minFreeBytes) v.problem = "below min_free_bytes";
+    else if (!directoryOrAbsent(path + "/tmp")) v.problem = "tmp is not a directory";
+    else if (!directoryOrAbsent(path + "/objects")) v.problem = "objects is not a directory";
+    else if (ObjectStore::rebuildPending(path)) v.problem = "key index damaged; being rebuilt from the files";
+    else v.writable = true;
+  }
+  return v;
+}
+
+std::vector<Volume> scanVolumes(const StorageSettings& settings) {
+  std::vector<Volume> out;
+  for (const auto& path : volumePaths(settings)) out.push_back(scanVolume(path, settings));
   return out;
 }
 
@@ -793,33 +816,27 @@ namespace {
 
 constexpr char kRebuildMarker[] = "/index.rebuilding";
 
-// Gives a rebuilt index's files, and the files around it, to whoever
-// owned the index before (else the volume's owner): a master running as
-// root repairs indexes that workers running as another user must write,
-// rebuild, lock and move aside again.
-void giveIndexTo(const std::string& volume, uid_t uid, gid_t gid) {
-  if (geteuid() != 0) return;
-  for (const char* name : {"/index", "/index/data.mdb", "/index/lock.mdb", "/index.lock", "/index.damaged",
-                           "/index.damaged/data.mdb", "/index.damaged/lock.mdb", "/index.rebuilding"}) {
-    std::string path = volume + name;
-    if (lchown(path.c_str(), uid, gid) != 0 && errno != ENOENT) reload::throwSysError("chown " + path);
+bool removeTreeAt(int parentFd, const std::string& name, int depth);
+
+// Removes VOLUME/NAME (the damaged files of the last rebuild), following no
+// link: one planted there is removed, never what it names.
+void removeIndexDirectory(const std::string& volume, const std::string& name) {
+  reload::Fd top(::open(volume.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!top) reload::throwSysError("open " + volume);
+  if (!removeTreeAt(top.get(), name, 1)) reload::throwSysError("remove " + volume + "/" + name);
+}
+
+// Opens (creating) the file `path`, read-only, never through a link: one
+// planted at the name is removed and the file made in its place.
+reload::Fd openOwnFile(const std::string& path) {
+  constexpr int kFlags = O_RDONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+  reload::Fd fd(::open(path.c_str(), kFlags, 0644));
+  if (!fd && errno == ELOOP) {
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) reload::throwSysError("remove the link " + path);
+    fd.reset(::open(path.c_str(), kFlags, 0644));
   }
-}
-
-// Who the index's files belong to: the index directory's owner, else (no
-// index, or one a root process created) the volume's, which is whoever
-// the workers run as when that is another user.
-struct stat indexOwner(const std::string& volume) {
-  struct stat owner {};
-  if (stat((volume + "/index").c_str(), &owner) == 0 && owner.st_uid != 0) return owner;
-  if (stat(volume.c_str(), &owner) != 0) reload::throwSysError("stat " + volume);
-  return owner;
-}
-
-void removeIndexDirectory(const std::string& dir) {
-  for (const char* name : {"/data.mdb", "/lock.mdb"})
-    if (unlink((dir + name).c_str()) != 0 && errno != ENOENT) reload::throwSysError("unlink " + dir + name);
-  if (rmdir(dir.c_str()) != 0 && errno != ENOENT) reload::throwSysError("rmdir " + dir);
+  if (!fd) reload::throwSysError("open " + path);
+  return fd;
 }
 
 }  // namespace
@@ -833,11 +850,7 @@ void ObjectStore::rebuildIndex(const std::string& volume, const std::string& why
   // One process rebuilds; the others wait for it, then open what it built.
   // A flock needs no write access: the lock file may be another user's.
   std::string lockPath = volume + "/index.lock";
-  const struct stat owner = indexOwner(volume);
-  reload::Fd lock(::open(lockPath.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
-  if (!lock) reload::throwSysError("open " + lockPath);
-  if (geteuid() == 0 && fchown(lock.get(), owner.st_uid, owner.st_gid) != 0)
-    reload::throwSysError("chown " + lockPath);
+  reload::Fd lock = openOwnFile(lockPath);
   while (flock(lock.get(), LOCK_EX) != 0)
     if (errno != EINTR) reload::throwSysError("flock " + lockPath);
   std::string dir = volume + "/index";
@@ -857,29 +870,23 @@ void ObjectStore::rebuildIndex(const std::string& volume, const std::string& why
   {
     // Only its presence counts: one left by a root process that was cut
     // short opens read-only for anyone.
-    reload::Fd fd(::open(marker.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd) reload::throwSysError("create " + marker);
+    reload::Fd fd = openOwnFile(marker);
   }
   fsyncDir(volume);
   // The damaged files stay beside the new index (the last one only), for
   // whoever wants to look at them.
   std::string aside = volume + "/index.damaged";
-  // A root process makes the new files its workers' from the start: a
-  // worker follows to them while the scan below still runs.
-  std::optional<KeyIndex::FileOwner> newFilesOwner;
-  if (geteuid() == 0 && owner.st_uid != 0) newFilesOwner = KeyIndex::FileOwner{owner.st_uid, owner.st_gid};
-  index.replaceFiles(
-      [&] {
-        removeIndexDirectory(aside);
-        if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
-          reload::throwSysError("rename " + dir + " to " + aside);
-      },
-      newFilesOwner);
+  // Names an older version's rebuild, cut short, may have left.
+  removeStaleIndexTemps(volume);
+  index.replaceFiles([&] {
+    removeIndexDirectory(volume, "index.damaged");
+    if (rename(dir.c_str(), aside.c_str()) != 0 && errno != ENOENT)
+      reload::throwSysError("rename " + dir + " to " + aside);
+  });
   // Other processes write to the new index from here on; the scan adds
   // what was placed before the move.
   try {
     completeIndex(volume, index);
-    giveIndexTo(volume, owner.st_uid, owner.st_gid);
     fsyncDir(volume);
   } catch (const std::system_error& e) {
     // The index at the path is the new one now, and it lacks its
@@ -912,9 +919,6 @@ std::vector<std::string> ObjectStore::repairIndexes(const std::vector<Volume>& v
       try {
         if (rebuildPending(v.path)) throw IndexDamaged(EIO, std::generic_category(), "a rebuild was cut short");
         index->openCurrent();
-        // Files LMDB may have created for root stay the index owner's.
-        const struct stat owner = indexOwner(v.path);
-        giveIndexTo(v.path, owner.st_uid, owner.st_gid);
         entries = index->allEntries();
       } catch (const IndexDamaged& e) {
         rebuildIndex(v.path, e.what(), *index, index->directoryInode());
@@ -1140,25 +1144,167 @@ size_t ObjectStore::removeTempFiles(const std::vector<Volume>& volumes) {
   size_t removed = 0;
   const time_t now = time(nullptr);
   for (const auto& v : volumes) {
-    std::string dir = v.path + "/tmp";
-    DIR* d = opendir(dir.c_str());
-    if (!d) continue;
+    if (v.problem == "not a directory") continue;
+    // Relative to descriptors, following no link: VOLUME/tmp made a link
+    // would otherwise have the cleaner unlink files of another directory.
+    reload::Fd volume(::open(v.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!volume) continue;
+    int tmp = ::openat(volume.get(), "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (tmp < 0) continue;
+    DIR* d = fdopendir(tmp);
+    if (!d) {
+      ::close(tmp);
+      continue;
+    }
     while (dirent* e = readdir(d)) {
       std::string name = e->d_name;
       if (name.size() <= 4 || name.compare(name.size() - 4, 4, ".tmp") != 0) continue;
-      std::string path = dir + "/" + name;
       // In use while its writer holds its lock; a file younger than the
       // grace may be between its creation and that lock.
-      reload::Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+      reload::Fd fd(::openat(dirfd(d), name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
       struct stat st {};
       if (!fd || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
       if (now - st.st_mtime < grace) continue;
       if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
-      if (unlink(path.c_str()) == 0) ++removed;
+      if (unlinkat(dirfd(d), name.c_str(), 0) == 0) ++removed;
     }
     closedir(d);
   }
   return removed;
+}
+
+namespace {
+
+// Removes `name` in the directory `parentFd`, a directory with all it holds
+// (at most `depth` levels), following no link: a link is removed, never
+// what it names. Returns whether the name is gone.
+bool removeTreeAt(int parentFd, const std::string& name, int depth) {
+  struct stat st {};
+  if (fstatat(parentFd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT;
+  if (!S_ISDIR(st.st_mode)) return unlinkat(parentFd, name.c_str(), 0) == 0 || errno == ENOENT;
+  if (depth == 0) return false;
+  // A directory swapped for a link since the look above fails to open here.
+  int fd = ::openat(parentFd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;
+  DIR* d = fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return false;
+  }
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d))
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) names.emplace_back(e->d_name);
+  bool emptied = true;
+  for (const auto& inner : names) emptied = removeTreeAt(dirfd(d), inner, depth - 1) && emptied;
+  closedir(d);
+  return emptied && (unlinkat(parentFd, name.c_str(), AT_REMOVEDIR) == 0 || errno == ENOENT);
+}
+
+// Whether `name` is `prefix` followed by `tailSize` characters of `alphabet`
+// (any number of them when `tailSize` is 0).
+bool namedLike(const std::string& name, const std::string& prefix, size_t tailSize, const char* alphabet) {
+  if (name.compare(0, prefix.size(), prefix) != 0 || name.size() == prefix.size()) return false;
+  std::string tail = name.substr(prefix.size());
+  if (tailSize != 0 && tail.size() != tailSize) return false;
+  return tail.find_first_not_of(alphabet) == std::string::npos;
+}
+
+constexpr char kMkdtempAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+// The names old enough to go of `dirFd` that `isTemp` takes.
+std::vector<std::string> staleNames(int dirFd, const std::function<bool(const std::string&)>& isTemp) {
+  std::vector<std::string> out;
+  int fd = ::openat(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return out;
+  DIR* d = fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return out;
+  }
+  const time_t now = time(nullptr);
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    struct stat st {};
+    if (!isTemp(name) || fstatat(dirFd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (now - st.st_mtime >= ObjectStore::kTempGraceSeconds) out.push_back(name);
+  }
+  closedir(d);
+  return out;
+}
+
+}  // namespace
+
+size_t ObjectStore::removeStaleIndexTemps(const std::string& volume) {
+  size_t removed = 0;
+  reload::Fd top(::open(volume.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!top) return 0;
+  // VOLUME/index.new.XXXXXX: a directory made by mkdtemp, to be renamed
+  // to VOLUME/index.
+  auto newIndex = [](const std::string& name) { return namedLike(name, "index.new.", 6, kMkdtempAlphabet); };
+  for (const auto& name : staleNames(top.get(), newIndex))
+    if (removeTreeAt(top.get(), name, 4)) ++removed;
+  // VOLUME/index/{lock,data}.mdb.new.PID: a file made to be linked into place.
+  reload::Fd index(::openat(top.get(), "index", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!index) return removed;
+  auto newFile = [](const std::string& name) {
+    return namedLike(name, "lock.mdb.new.", 0, "0123456789") || namedLike(name, "data.mdb.new.", 0, "0123456789");
+  };
+  for (const auto& name : staleNames(index.get(), newFile))
+    if (removeTreeAt(index.get(), name, 4)) ++removed;
+  return removed;
+}
+
+std::vector<std::string> ObjectStore::removePlantedLinks(const std::string& volume) {
+  std::vector<std::string> lines;
+  reload::Fd top(::open(volume.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!top) return lines;
+  auto removeLink = [&](int dirFd, const std::string& shown, const char* name) {
+    struct stat st {};
+    if (fstatat(dirFd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISLNK(st.st_mode)) return;
+    if (unlinkat(dirFd, name, 0) == 0)
+      lines.push_back("removed the symbolic link " + shown + name + " (the key index's own name)");
+    else
+      lines.push_back("cannot remove the symbolic link " + shown + name + ": " + std::strerror(errno));
+  };
+  for (const char* name : {"index", "index.damaged", "index.lock", "index.rebuilding"})
+    removeLink(top.get(), volume + "/", name);
+  for (const char* dir : {"index", "index.damaged"}) {
+    reload::Fd inner(::openat(top.get(), dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!inner) continue;
+    for (const char* name : {"data.mdb", "lock.mdb"}) removeLink(inner.get(), volume + "/" + dir + "/", name);
+  }
+  return lines;
+}
+
+std::vector<std::string> ObjectStore::adoptRootIndex(const std::string& volume, uid_t uid, gid_t gid) {
+  std::vector<std::string> lines;
+  reload::Fd top(::open(volume.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!top) return lines;
+  for (const char* name : {"index", "index.damaged"}) {
+    reload::Fd dir(::openat(top.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (!dir || fstat(dir.get(), &st) != 0) continue;
+    // Only root can have put a name in a directory of root's that no group
+    // or other may write: what is found there is root's own index, not a
+    // link or a file someone else planted.
+    if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) continue;
+    for (const char* file : {"data.mdb", "lock.mdb"}) {
+      // O_PATH: nothing is opened for reading or writing; a link is taken
+      // as the link.
+      reload::Fd found(::openat(dir.get(), file, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      struct stat fst {};
+      if (!found || fstat(found.get(), &fst) != 0) continue;
+      if (!S_ISREG(fst.st_mode) || fst.st_uid != 0 || fst.st_nlink != 1) continue;
+      if (fchownat(found.get(), "", uid, gid, AT_EMPTY_PATH) != 0)
+        reload::throwSysError("chown " + volume + "/" + name + "/" + file);
+    }
+    // Last: once the directory is the workers' user's, they may change
+    // what it holds.
+    if (fchown(dir.get(), uid, gid) != 0) reload::throwSysError("chown " + volume + "/" + name);
+    lines.push_back("key index files of " + volume + "/" + name + " were root's; given to uid " +
+                    std::to_string(uid));
+  }
+  return lines;
 }
 
 }  // namespace server

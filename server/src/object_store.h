@@ -84,6 +84,10 @@ uint64_t rendezvousScore(const std::string& volume, const std::string& bucket,
 // Volumes from a fixed list plus a glob, each checked for existence,
 // writability, a read-only mount and min_free_bytes.
 std::vector<Volume> scanVolumes(const StorageSettings& settings);
+// The paths scanVolumes checks (the list, then the glob's matches, once each).
+std::vector<std::string> volumePaths(const StorageSettings& settings);
+// One volume of scanVolumes.
+Volume scanVolume(const std::string& path, const StorageSettings& settings);
 
 // One line per volume added, removed, or newly (un)writable, for the log.
 std::vector<std::string> volumeChanges(const std::vector<Volume>& before,
@@ -178,11 +182,35 @@ class ObjectStore {
   // is locked just after its creation). Younger ones wait for a later check.
   static size_t removeTempFiles(const std::vector<Volume>& volumes);
   static constexpr int kTempGraceSeconds = 5;
+  // Removes what a rebuild of an earlier version, cut short, may leave for
+  // ever: VOLUME/index.new.XXXXXX directories and
+  // VOLUME/index/{lock,data}.mdb.new.PID files older than
+  // kTempGraceSeconds, relative to directory descriptors and following no
+  // link (one planted under such a name is removed, never what it names).
+  // Returns how many names it removed.
+  static size_t removeStaleIndexTemps(const std::string& volume);
+  // Removes a symbolic link found at one of the key index's names
+  // (VOLUME/index, index.damaged, index.lock, index.rebuilding, and
+  // data.mdb and lock.mdb in both directories), relative to directory
+  // descriptors: the index is the volume's own files, and LMDB would follow
+  // such a link. Returns one line per link, for the log.
+  static std::vector<std::string> removePlantedLinks(const std::string& volume);
+  // For a root process, before the volume work it does as the workers'
+  // user: gives VOLUME/index and VOLUME/index.damaged, and their data.mdb and
+  // lock.mdb, to `uid`:`gid` when they are root's own (a directory of
+  // root's that no group or other may write, regular files of root's with
+  // one link), as a root worker of an earlier setup left them. Everything
+  // is looked up relative to descriptors, no link followed, and changed
+  // through descriptors. Returns one line per directory given, for the log.
+  static std::vector<std::string> adoptRootIndex(const std::string& volume, uid_t uid, gid_t gid);
 
   // Checks each volume's key index against its files and repairs what
   // disagrees: a damaged index is rebuilt, a file without its entry gets
   // it, an entry without its file is dropped (under the write lock, as a
   // DELETE does). Meant for the start; returns one line per repair, for the log.
+  // Like every use of a volume here, it opens files by path and follows
+  // links (LMDB does): a root process runs it only with the credentials of
+  // the workers' user (see volume_check.h).
   static std::vector<std::string> repairIndexes(const std::vector<Volume>& volumes);
   // Whether a rebuild of the volume's index is under way (or was cut short).
   static bool rebuildPending(const std::string& volume);
