@@ -202,7 +202,6 @@ class MasterImpl {
   std::map<uint64_t, int> drainSignals_;  // by generation: its configuration's drain signal
   std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
   std::optional<Checker> checker_;
-  std::vector<std::string> unixPathsToRemove_;  // at the end of a stop: ours, not systemd's
   std::optional<Validation> validation_;
   std::optional<Probe> probe_;
   std::string probePending_;  // a trigger that came while a probe ran
