@@ -7,7 +7,9 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 import unittest
 
@@ -410,6 +412,94 @@ class GoodReload(unittest.TestCase):
 
     def test_sigusr1(self):
         self.check(signal.SIGUSR1)
+
+
+class NotifyReader:
+    """A stand-in for systemd's notify socket: records every datagram with
+    its arrival time and its sender's PID (SCM_CREDENTIALS)."""
+
+    def __init__(self, test, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(0.05)
+        self.messages = []  # (monotonic time, sender pid, text)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        test.addCleanup(self.close)
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            pid = None
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", cdata[:12])[0]
+            with self.lock:
+                self.messages.append((time.monotonic(), pid, data.decode()))
+
+    def pings(self):
+        with self.lock:
+            return [(t, pid) for t, pid, text in self.messages if "WATCHDOG=1" in text.split("\n")]
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class Watchdog(unittest.TestCase):
+    """With WATCHDOG_USEC set (systemd's WatchdogSec=), the master's loop
+    sends WATCHDOG=1 at half the interval: through a SIGHUP, a SIGUSR1 (the
+    same PID, a new image) and their probations, and never from another
+    process. A loop that hangs sends none: systemd then acts."""
+
+    INTERVAL = 1.5  # seconds: the longest gap systemd would allow
+
+    def test_pings_go_on_across_reloads_and_stop_when_the_loop_hangs(self):
+        server = Moltd(self, workers=2, probation=1)
+        reader = NotifyReader(self, os.path.join(server.dir, "notify.sock"))
+        # The shim hangs the re-executed master in its next accept of an
+        # admin connection once armed: the loop stops, the process lives.
+        env, arm, fired = shim_env(server, "accept4:new-image:1:hang")
+        env.update(NOTIFY_SOCKET=os.path.join(server.dir, "notify.sock"),
+                   WATCHDOG_USEC=str(int(self.INTERVAL * 1e6)))
+        server.start(env=env)
+        started = time.monotonic()
+        for sig, generation in ((signal.SIGHUP, 2), (signal.SIGUSR1, 3)):
+            server.send_signal(sig)
+            server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+            server.wait_status(lambda s: s["generation"] == generation and s["probation"] is None
+                               and s["state"] == "running", "the reload to pass probation", 30)
+        wait_for(lambda: reader.pings() and reader.pings()[-1][0] > time.monotonic() - 0.1,
+                 10, "a ping after the reloads")
+        pings = reader.pings()
+        times = [started] + [t for t, _ in pings]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        print("watchdog: %d pings over %.1f s, longest gap %.2f s (interval %.1f s)"
+              % (len(pings), times[-1] - started, max(gaps), self.INTERVAL))
+        self.assertEqual({pid for _, pid in pings}, {server.pid})
+        self.assertLess(max(gaps), self.INTERVAL)
+        self.assertGreaterEqual(len(pings), (times[-1] - started) / self.INTERVAL)
+        # The loop hangs: no ping comes after it, while the process lives.
+        open(arm, "w").close()
+        poke = socket.create_connection(("127.0.0.1", server.admin_port), timeout=5)
+        self.addCleanup(poke.close)
+        wait_for(lambda: os.path.exists(fired), 10, "the master's loop to hang")
+        hung_at = time.monotonic()
+        wait_for(lambda: time.monotonic() > hung_at + 2 * self.INTERVAL, 10,
+                 "two watchdog intervals")  # the time in which pings would come
+        late = [t - hung_at for t, _ in reader.pings() if t > hung_at + 0.05]
+        self.assertEqual(late, [], "pings from a hung loop")
+        self.assertIsNone(server.proc.poll())
 
 
 if __name__ == "__main__":

@@ -104,11 +104,17 @@ void admitNoNewTcpConnections(const Listener& listener) {
 
 int MasterImpl::run() {
   loop_.add(signals_.fd(), EPOLLIN, &signalHandler_);
+  // Same PID across a seamless reload: every image reads the same values
+  // and pings from its first moment, before its start's work.
+  watchdogUs_ = systemd::watchdogUsec();
+  if (watchdogUs_ > 0) pingWatchdog();
   if (boot_.handoff) {
     startFromHandoff(*boot_.handoff);
   } else {
     startFresh(boot_.afterExec);
   }
+  if (watchdogUs_ > 0)
+    MOLT_LOG(kDebug) << "systemd watchdog: WATCHDOG=1 every " << watchdogUs_ / 2000 << " ms";
   reapChildren();  // exits that happened while the image was being replaced
   for (;;) {
     if (state_.phase() == Phase::kStopping) guard("shutdown", [this] { checkStopped(); });
@@ -535,6 +541,11 @@ void MasterImpl::onStopDeadline() {
   }
   if (syncPid_) signalChild(syncPid_, SIGKILL);
   stopTimer_.arm(loop_.nowMs() + 1000);
+}
+
+void MasterImpl::pingWatchdog() {
+  systemd::notify("WATCHDOG=1");
+  watchdogTimer_.arm(msAt(monotonicSeconds() + static_cast<double>(watchdogUs_) / 2e6));
 }
 
 void MasterImpl::onStartDeadline() {
