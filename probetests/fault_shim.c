@@ -14,7 +14,9 @@
  * Roles: master (an image started fresh), new-image (an image started from
  * a handoff), synchronizer, validator, prober (volume checks), checker (the
  * new binary's --check-config before its exec), worker, any. Calls: fork, execve (and
- * execv), pipe2, socket, bind, listen, accept4, read, write, memfd_create,
+ * execv), pipe2, socket, bind, listen, accept4, close_listener (a close() of
+ * a listening socket; with wait, the window in which that copy is the last
+ * one), read, write, memfd_create,
  * open (and openat, fopen), rename, fsync, syncfs, statvfs, getaddrinfo, setuid, unlink,
  * and the key index's LMDB calls mdb_txn_begin (MDB_READERS_FULL, as stale
  * reader slots of killed workers give), mdb_txn_commit, mdb_cursor_get and
@@ -146,6 +148,17 @@ int listen(int fd, int backlog) {
 int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
   if (should_fail("accept4")) return FAIL_WITH(ECONNABORTED, -1);
   return NEXT(accept4)(fd, addr, len, flags);
+}
+
+int close(int fd) {
+  if (strcmp(fault_call, "close_listener") == 0) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening &&
+        should_fail("close_listener"))
+      return FAIL_WITH(EIO, -1);
+  }
+  return NEXT(close)(fd);
 }
 
 ssize_t read(int fd, void* buf, size_t n) {

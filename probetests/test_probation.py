@@ -1,16 +1,22 @@
 """Probe tests for probation: a reload that goes wrong after it is ready
 rolls itself back, under the same PID, to the last good generation,
 configuration and binary."""
+import errno
 import os
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 import unittest
 
-from molt_probe import (MOLTD, MOLTD_FAULTY, Load, Moltd, children_of,
+from molt_probe import (MOLTD, MOLTD_FAULTY, Load, Moltd, children_of, read_response,
                         session_processes, steady_open_fds, wait_for)
+from test_robustness import FAULT_SHIM
+from test_robustness import fault_env as shim_env
 
 MOLT_INIT = os.path.abspath(os.environ.get("MOLT_INIT_BIN", "molt-init"))
 
@@ -26,6 +32,32 @@ def fault_env(server):
     env = dict(os.environ)
     env["MOLT_TEST_FAULT_FILE"] = os.path.join(server.dir, "fault")
     return env
+
+
+def late_outcome(sock):
+    """What became of a connection begun while the server stops: "refused"
+    (connect failed), "answered" (a whole 200), or what went wrong."""
+    try:
+        sock.setblocking(True)
+        sock.settimeout(15)
+        _, writable, _ = select.select([], [sock], [], 15)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not writable:
+            return "timeout"
+        if err == errno.ECONNREFUSED:
+            return "refused"
+        if err == errno.ECONNRESET:
+            return "reset"
+        if err:
+            return os.strerror(err)
+        status, _, body = read_response(sock)
+        return "answered" if status == 200 and body else "status %d" % status
+    except ConnectionResetError:
+        return "reset"
+    except OSError as e:
+        return repr(e)
+    finally:
+        sock.close()
 
 
 def serving_workers(st):
@@ -248,18 +280,51 @@ class DuringProbation(unittest.TestCase):
         server.stop()
         server.assert_nothing_left(self)
 
+    @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
     def test_sigterm_stops_both_generations_gracefully(self):
+        """Every request started before or during the SIGTERM is answered, or
+        its new connection is refused; none the kernel accepted is reset. The
+        shim holds the first close of a worker's listener copy until the other
+        processes have let go of theirs: the last copy closes while clients
+        connect, the moment a free run meets only now and then."""
         for sig in (signal.SIGHUP, signal.SIGUSR1):
-            server = Moltd(self, workers=2, probation=30).start()
-            with Load(server, connections=8) as load:
+            server = Moltd(self, workers=2, probation=30)
+            env, arm, fired = shim_env(server, "close_listener:worker:1:wait")
+            server.start(env=env)
+            kept = Load(server, connections=4, keepalive=True)
+            load = Load(server, connections=8)
+            kept.payload = load.payload  # the object both read
+            with load, kept:
                 server.send_signal(sig)
                 st = server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
                 self.assertEqual(len(st["workers"]), 4)  # serving and standing by
+                open(arm, "w").close()
                 server.send_signal(signal.SIGTERM)
+                held = wait_for(lambda: int(open(fired).read().split()[2]), 20,
+                                "a worker to close its listener copy")
+                wait_for(lambda: children_of(server.pid) == [held], 30,
+                         "every other process to let go of the listener")
+                # Only the held copy listens now: connections made here are
+                # queued (and would be reset by its close) unless the stop
+                # already turns new ones away.
+                late = [socket.socket() for _ in range(8)]
+                for s in late:
+                    s.setblocking(False)
+                    s.connect_ex(("127.0.0.1", server.port))
+                _, writable, _ = select.select([], late, [], 0.2)
+                for s in writable:
+                    if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                        s.send(b"GET /v1/load/object HTTP/1.1\r\nHost: x\r\n\r\n")
+                os.unlink(arm)
                 self.assertEqual(server.proc.wait(30), 0)
+                outcomes = [late_outcome(s) for s in late]
             server.assert_nothing_left(self)
-            # Requests answered or refused once nothing listens; none cut.
+            print("%s: late connections %s; load %d requests, failures %s, keep-alive %d, %s"
+                  % (sig.name, outcomes, load.requests, load.failures, kept.requests,
+                     kept.failures))
+            self.assertTrue(set(outcomes) <= {"refused", "answered"}, outcomes)
             self.assertTrue(set(load.failures) <= {"refused"}, load.notes)
+            self.assertTrue(set(kept.failures) <= {"refused"}, kept.notes)
 
     def test_a_reload_queued_behind_a_failed_probation_is_dropped(self):
         server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
@@ -347,6 +412,94 @@ class GoodReload(unittest.TestCase):
 
     def test_sigusr1(self):
         self.check(signal.SIGUSR1)
+
+
+class NotifyReader:
+    """A stand-in for systemd's notify socket: records every datagram with
+    its arrival time and its sender's PID (SCM_CREDENTIALS)."""
+
+    def __init__(self, test, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(0.05)
+        self.messages = []  # (monotonic time, sender pid, text)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        test.addCleanup(self.close)
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            pid = None
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", cdata[:12])[0]
+            with self.lock:
+                self.messages.append((time.monotonic(), pid, data.decode()))
+
+    def pings(self):
+        with self.lock:
+            return [(t, pid) for t, pid, text in self.messages if "WATCHDOG=1" in text.split("\n")]
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class Watchdog(unittest.TestCase):
+    """With WATCHDOG_USEC set (systemd's WatchdogSec=), the master's loop
+    sends WATCHDOG=1 at half the interval: through a SIGHUP, a SIGUSR1 (the
+    same PID, a new image) and their probations, and never from another
+    process. A loop that hangs sends none: systemd then acts."""
+
+    INTERVAL = 1.5  # seconds: the longest gap systemd would allow
+
+    def test_pings_go_on_across_reloads_and_stop_when_the_loop_hangs(self):
+        server = Moltd(self, workers=2, probation=1)
+        reader = NotifyReader(self, os.path.join(server.dir, "notify.sock"))
+        # The shim hangs the re-executed master in its next accept of an
+        # admin connection once armed: the loop stops, the process lives.
+        env, arm, fired = shim_env(server, "accept4:new-image:1:hang")
+        env.update(NOTIFY_SOCKET=os.path.join(server.dir, "notify.sock"),
+                   WATCHDOG_USEC=str(int(self.INTERVAL * 1e6)))
+        server.start(env=env)
+        started = time.monotonic()
+        for sig, generation in ((signal.SIGHUP, 2), (signal.SIGUSR1, 3)):
+            server.send_signal(sig)
+            server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
+            server.wait_status(lambda s: s["generation"] == generation and s["probation"] is None
+                               and s["state"] == "running", "the reload to pass probation", 30)
+        wait_for(lambda: reader.pings() and reader.pings()[-1][0] > time.monotonic() - 0.1,
+                 10, "a ping after the reloads")
+        pings = reader.pings()
+        times = [started] + [t for t, _ in pings]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        print("watchdog: %d pings over %.1f s, longest gap %.2f s (interval %.1f s)"
+              % (len(pings), times[-1] - started, max(gaps), self.INTERVAL))
+        self.assertEqual({pid for _, pid in pings}, {server.pid})
+        self.assertLess(max(gaps), self.INTERVAL)
+        self.assertGreaterEqual(len(pings), (times[-1] - started) / self.INTERVAL)
+        # The loop hangs: no ping comes after it, while the process lives.
+        open(arm, "w").close()
+        poke = socket.create_connection(("127.0.0.1", server.admin_port), timeout=5)
+        self.addCleanup(poke.close)
+        wait_for(lambda: os.path.exists(fired), 10, "the master's loop to hang")
+        hung_at = time.monotonic()
+        wait_for(lambda: time.monotonic() > hung_at + 2 * self.INTERVAL, 10,
+                 "two watchdog intervals")  # the time in which pings would come
+        late = [t - hung_at for t, _ in reader.pings() if t > hung_at + 0.05]
+        self.assertEqual(late, [], "pings from a hung loop")
+        self.assertIsNone(server.proc.poll())
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     log::configure(config->master.log);
     log::setIdentity("worker", generation);
     unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");  // the master's alone
+    unsetenv("WATCHDOG_PID");
     WorkerContext context;
     context.generation = generation;
     context.slot = slot;

@@ -4,7 +4,9 @@
 #include "reload/master.h"
 
 #include <dirent.h>
+#include <linux/filter.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,15 +71,50 @@ Boot readBoot() {
   return boot;
 }
 
+// A graceful stop closes every copy of the listeners, and the last close
+// resets what waits in the accept queue: a connection whose handshake ends
+// between a worker's last accept and its close would be reset. So before
+// the workers are told, no new connection may join the queue. A TCP
+// listener gets a socket filter that drops a bare SYN (the filter sees the
+// TCP header: byte 13 holds the flags); the client sends it again a second
+// later and is then refused by the closed socket. Segments with ACK pass,
+// so handshakes under way still end in the queue, which the workers empty
+// before they close their copies. (A Unix socket's path is removed
+// instead: connect then fails with ENOENT.) Sockets systemd holds (socket
+// activation) are left alone: they stay open, queue and all, for the next
+// start.
+void admitNoNewTcpConnections(const Listener& listener) {
+  if (!listener.ownsPath || !listener.fd || listener.role != "public") return;
+  if (listener.address.kind != ListenAddress::Kind::kTcp) return;
+  static sock_filter dropBareSyn[] = {
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x10, 2, 0),  // ACK: accept
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x02, 0, 1),  // SYN: drop
+      BPF_STMT(BPF_RET | BPF_K, 0),
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+  };
+  sock_fprog program{static_cast<unsigned short>(std::size(dropBareSyn)), dropBareSyn};
+  if (setsockopt(listener.fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program) != 0)
+    MOLT_LOG(kWarning) << "cannot stop new connections on " << listener.address.toString()
+                       << " before the drain (SO_ATTACH_FILTER: " << std::strerror(errno)
+                       << "); one that arrives as the last copy closes may be reset";
+}
+
 }  // namespace
 
 int MasterImpl::run() {
   loop_.add(signals_.fd(), EPOLLIN, &signalHandler_);
+  // Same PID across a seamless reload: every image reads the same values
+  // and pings from its first moment, before its start's work.
+  watchdogUs_ = systemd::watchdogUsec();
+  if (watchdogUs_ > 0) pingWatchdog();
   if (boot_.handoff) {
     startFromHandoff(*boot_.handoff);
   } else {
     startFresh(boot_.afterExec);
   }
+  if (watchdogUs_ > 0)
+    MOLT_LOG(kDebug) << "systemd watchdog: WATCHDOG=1 every " << watchdogUs_ / 2000 << " ms";
   reapChildren();  // exits that happened while the image was being replaced
   for (;;) {
     if (state_.phase() == Phase::kStopping) guard("shutdown", [this] { checkStopped(); });
@@ -457,6 +494,12 @@ void MasterImpl::beginStop(bool graceful) {
   respawnsWaiting_.clear();
   double now = monotonicSeconds();
   double grace = config_ ? config_->master.gracefulTimeout : 0;
+  // Before any worker closes its copies (see admitNoNewTcpConnections).
+  for (const auto& held : listeners_.held()) admitNoNewTcpConnections(held.listener);
+  for (const auto& old : oldGenerationSockets_) admitNoNewTcpConnections(old);
+  for (const auto& path : ownedUnixPaths(listeners_.held()))
+    if (unlink(path.c_str()) != 0 && errno != ENOENT)
+      MOLT_LOG(kWarning) << "removing " << path << ": " << std::strerror(errno);
   for (const auto& w : registry_.all())
     signalChild(w.pid, graceful ? drainSignalOf(w.generation) : SIGKILL);
   // Every generation stops, the one on probation and the last good one
@@ -467,7 +510,6 @@ void MasterImpl::beginStop(bool graceful) {
   startingConfig_.reset();
   closeAdmin();
   serveAdmin();        // no listener: stopping
-  for (auto& path : ownedUnixPaths(listeners_.held())) unixPathsToRemove_.push_back(path);
   listeners_.clear();  // workers hold their own copies until they have stopped accepting
   oldGenerationSockets_.clear();
   readyPipes_.clear();
@@ -484,7 +526,6 @@ void MasterImpl::killEverything() {
 
 void MasterImpl::checkStopped() {
   if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_) return;
-  for (const auto& path : unixPathsToRemove_) unlink(path.c_str());
   removePidFile();
   MOLT_LOG(kInfo) << "master pid " << pid_ << " stopped";
   log::flush();
@@ -500,6 +541,11 @@ void MasterImpl::onStopDeadline() {
   }
   if (syncPid_) signalChild(syncPid_, SIGKILL);
   stopTimer_.arm(loop_.nowMs() + 1000);
+}
+
+void MasterImpl::pingWatchdog() {
+  systemd::notify("WATCHDOG=1");
+  watchdogTimer_.arm(msAt(monotonicSeconds() + static_cast<double>(watchdogUs_) / 2e6));
 }
 
 void MasterImpl::onStartDeadline() {

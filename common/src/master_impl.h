@@ -101,6 +101,7 @@ class MasterImpl {
   void checkStopped();
   void onStopDeadline();
   void onStartDeadline();
+  void pingWatchdog();
 
   // generation_supervisor.cpp
   void startGeneration(std::shared_ptr<const LoadedConfig> config, ReloadKind kind);
@@ -180,6 +181,10 @@ class MasterImpl {
   // this loop, so it is declared first and destroyed last.
   EventLoop loop_;
   pid_t pid_ = getpid();
+  // systemd's watchdog (WatchdogSec=): WATCHDOG=1 from this loop at half
+  // the interval, so a loop that hangs stops them and systemd acts.
+  uint64_t watchdogUs_ = 0;
+  FunctionTimer watchdogTimer_{loop_, [this] { guard("watchdog", [this] { pingWatchdog(); }); }};
   ReloadState state_;
   std::shared_ptr<const LoadedConfig> config_;
   ListenerSet listeners_{systemBinder()};
@@ -202,7 +207,6 @@ class MasterImpl {
   std::map<uint64_t, int> drainSignals_;  // by generation: its configuration's drain signal
   std::shared_ptr<const LoadedConfig> startingConfig_;  // of state_.starting()
   std::optional<Checker> checker_;
-  std::vector<std::string> unixPathsToRemove_;  // at the end of a stop: ours, not systemd's
   std::optional<Validation> validation_;
   std::optional<Probe> probe_;
   std::string probePending_;  // a trigger that came while a probe ran

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "reload/handoff.h"
@@ -70,6 +72,11 @@ int rescue(const SyncParams& params, const std::string& why, bool hung) {
   }
   MOLT_LOG(kCritical) << "synchronizer: " << why << "; running the last good binary as pid "
                       << getpid() << " with the listeners it holds";
+  // The master it becomes pings systemd's watchdog from this PID. It never
+  // did so while it waited: it cannot tell that the new image's loop turns.
+  const char* watchdogPid = getenv("WATCHDOG_PID");
+  if (watchdogPid && std::strtoll(watchdogPid, nullptr, 10) == params.masterPid)
+    setenv("WATCHDOG_PID", std::to_string(getpid()).c_str(), 1);
   params.rescue(why);
   return kSyncRescueFailed;
 }

@@ -43,6 +43,22 @@ bool isNumber(const char* text, size_t maxDigits) {
   return n > 0 && n <= maxDigits && std::strspn(text, "0123456789") == n;
 }
 
+}  // namespace
+
+uint64_t watchdogUsec(const char* usec, const char* pid, pid_t self) {
+  if (usec == nullptr || !isNumber(usec, 19)) return 0;
+  if (pid != nullptr && pid[0] != '\0' &&
+      (!isNumber(pid, 10) || std::strtoll(pid, nullptr, 10) != self))
+    return 0;  // meant for another process
+  return std::strtoull(usec, nullptr, 10);
+}
+
+uint64_t watchdogUsec() {
+  return watchdogUsec(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"), getpid());
+}
+
+namespace {
+
 // Why `fd` cannot be adopted as a listener, or "" if it can.
 std::string notAListener(int fd) {
   struct stat st {};

@@ -4,6 +4,9 @@
 // reload: the config check and the new image).
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -15,6 +18,14 @@ constexpr int kListenFdsStart = 3;
 // under systemd), 1 when sent, or -errno. Never unsets the variable: the
 // re-exec'ed image needs it.
 int notify(const std::string& state);
+
+// The watchdog interval systemd asks of `self` (WatchdogSec=, passed as
+// WATCHDOG_USEC, for the process WATCHDOG_PID names when it is set), in
+// microseconds; 0 when there is none or the values are not numbers. Pure.
+uint64_t watchdogUsec(const char* usec, const char* pid, pid_t self);
+// The same from the environment, which it leaves as it is: a seamless
+// reload's image runs under the same PID and needs it too.
+uint64_t watchdogUsec();
 
 struct InheritedFds {
   int count = 0;                   // fds kListenFdsStart .. +count-1
