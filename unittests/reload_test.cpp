@@ -68,7 +68,7 @@ BOOST_AUTO_TEST_CASE(env_round_trip) {
   env.pending = "hup";
   env.workerNice = 5;
   env.counters = {5, 2, 1, 3};
-  env.children = {{100, 16, 0, false, 0}, {101, 15, 1, true, 99000000}};
+  env.children = {{100, 16, 0, false, 0, std::nullopt, 0, 0}, {101, 15, 1, true, 99000000, std::nullopt, 0, 0}};
   std::map<std::string, std::string> vars;
   for (const auto& [k, v] : encodeHandoffEnv(env)) vars[k] = v;
   auto get = [&](const char* name) -> const char* {
