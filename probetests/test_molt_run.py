@@ -473,7 +473,9 @@ def alive(pid):
 
 # A "new molt-run binary" for the fault cases: it answers --check-config as
 # FAULT says (the real one, or a failure), and after the exec it exits, hangs,
-# or kills one worker (whose pid is in KILL_FILE) and becomes the real
+# exits once the real molt-run it became adopted the workers (within
+# probation), or
+# kills one worker (whose pid is in KILL_FILE) and becomes the real
 # molt-run once that worker is a zombie of this very PID: a worker that ends
 # in the instant of the exec.
 FAULTY_BINARY = r"""#!/usr/bin/python3
@@ -490,6 +492,15 @@ if fault == "exit":
 if fault == "hang":
     while True:
         time.sleep(1)
+if fault == "exit-later":
+    master = os.getpid()
+    if os.fork() == 0:
+        os.closerange(3, 65536)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and " adopted: " not in open(os.environ["LOG_FILE"]).read():
+            time.sleep(0.05)
+        os.kill(master, signal.SIGKILL)
+        os._exit(0)
 if fault == "kill-worker":
     victim = int(open(os.environ["KILL_FILE"]).read())
     os.kill(victim, signal.SIGKILL)
@@ -527,7 +538,7 @@ class SelfUpgrade(unittest.TestCase):
         os.chmod(server.faulty, 0o755)
         server.kill_file = os.path.join(d, "kill")
         server.start(env=dict(os.environ, REAL_MOLT_RUN=MOLT_RUN, FAULT=fault,
-                              KILL_FILE=server.kill_file))
+                              KILL_FILE=server.kill_file, LOG_FILE=server.log))
         return server
 
     def use_binary(self, server, path):
@@ -636,6 +647,9 @@ class SelfUpgrade(unittest.TestCase):
 
     def test_a_new_binary_that_exits_after_the_exec(self):
         self.rescued("exit", "died before it was ready")
+
+    def test_a_new_binary_that_exits_within_probation(self):
+        self.rescued("exit-later", "was on probation", probation=10)
 
     def test_a_new_binary_that_hangs_after_the_exec(self):
         self.rescued("hang", "hangs", reload_timeout=3)
