@@ -97,7 +97,7 @@ class MoltRun(Moltd):
     running_timeout = 30
 
     def __init__(self, test, program, workers=1, bind=None, probation=0, graceful_timeout=10,
-                 extra_server=""):
+                 extra_server="", reload_timeout=20):
         # Not Moltd.__init__: no volumes, another configuration.
         self.test = test
         self.binary = MOLT_RUN
@@ -109,6 +109,7 @@ class MoltRun(Moltd):
         self.pid_file = os.path.join(self.dir, "molt-run.pid")
         self.settings = dict(workers=workers, probation=probation, program=program,
                              graceful_timeout=graceful_timeout, extra_server=extra_server,
+                             reload_timeout=reload_timeout,
                              bind=bind or "127.0.0.1:%d" % self.port)
         self.write_config()
         self.proc = None
@@ -119,7 +120,7 @@ class MoltRun(Moltd):
         s = self.settings
         text = (
             "[server]\nbind = {bind}\nworkers = {workers}\ngraceful_timeout = {graceful_timeout}\n"
-            "pid_file = {pid}\nreload_timeout = 20\nreload_probation = {probation}\n{extra_server}\n"
+            "pid_file = {pid}\nreload_timeout = {reload_timeout}\nreload_probation = {probation}\n{extra_server}\n"
             "[admin]\nbind = 127.0.0.1:{admin}\n"
             "[log]\nlevel = debug\nfile = {log}\n"
             "[program]\n{program}\n"
@@ -462,6 +463,198 @@ class Environment(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
 
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# A "new molt-run binary" for the fault cases: it answers --check-config as
+# FAULT says (the real one, or a failure), and after the exec it exits, hangs,
+# exits once the real molt-run it became adopted the workers (within
+# probation), or
+# kills one worker (whose pid is in KILL_FILE) and becomes the real
+# molt-run once that worker is a zombie of this very PID: a worker that ends
+# in the instant of the exec.
+FAULTY_BINARY = r"""#!/usr/bin/python3
+import os, signal, sys, time
+real, fault = os.environ["REAL_MOLT_RUN"], os.environ.get("FAULT", "")
+args = sys.argv[1:]
+if "--check-config" in args or "-t" in args:
+    if fault == "check":
+        print("not a molt-run", flush=True)
+        sys.exit(1)
+    os.execv(real, [real] + args)
+if fault == "exit":
+    os._exit(3)
+if fault == "hang":
+    while True:
+        time.sleep(1)
+if fault == "exit-later":
+    master = os.getpid()
+    if os.fork() == 0:
+        os.closerange(3, 65536)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and " adopted: " not in open(os.environ["LOG_FILE"]).read():
+            time.sleep(0.05)
+        os.kill(master, signal.SIGKILL)
+        os._exit(0)
+if fault == "kill-worker":
+    victim = int(open(os.environ["KILL_FILE"]).read())
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and open("/proc/%d/stat" % victim).read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+os.execv(real, [sys.argv[0]] + args)
+"""
+
+
+class SelfUpgrade(unittest.TestCase):
+    """SIGUSR1 upgrades molt-run alone: the new image adopts the running
+    workers (same PIDs, same generation, same sockets) under load; a later
+    worker crash is respawned and a SIGHUP still upgrades the program. A new
+    binary that fails its check, exits or hangs leaves a generation serving."""
+
+    def start(self, workers=2, fault="", probation=0, reload_timeout=20):
+        d = tempfile.mkdtemp(prefix="molt-run-self-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d])
+        worker = os.path.join(d, "worker.py")
+        with open(worker, "w") as f:
+            f.write(ENV_WORKER)
+        reports = os.path.join(d, "reports")
+        os.mkdir(reports)
+        program = ("command = /usr/bin/python3 %s\nenvironment = REPORT_DIR=%s\n"
+                   "ready = notify\nstop_signal = SIGTERM\n") % (worker, reports)
+        server = MoltRun(self, program, workers=workers, probation=probation,
+                         reload_timeout=reload_timeout)
+        # Started through a link, so that a reload can be pointed at another binary.
+        server.binary = os.path.join(d, "molt-run")
+        os.symlink(MOLT_RUN, server.binary)
+        server.faulty = os.path.join(d, "faulty")
+        with open(server.faulty, "w") as f:
+            f.write(FAULTY_BINARY)
+        os.chmod(server.faulty, 0o755)
+        server.kill_file = os.path.join(d, "kill")
+        server.start(env=dict(os.environ, REAL_MOLT_RUN=MOLT_RUN, FAULT=fault,
+                              KILL_FILE=server.kill_file, LOG_FILE=server.log))
+        return server
+
+    def use_binary(self, server, path):
+        link = server.binary + ".new"
+        os.symlink(path, link)
+        os.rename(link, server.binary)
+
+    def workers(self, server):
+        st = server.status()
+        return st, sorted(w["pid"] for w in st["workers"]), sorted(server.program_pids())
+
+    def test_usr1_adopts_the_running_workers(self):
+        server = self.start(workers=2)
+        master = server.pid
+        st, keepers, programs = self.workers(server)
+        self.assertEqual((st["generation"], len(keepers), len(programs)), (1, 2, 2))
+        with GetLoad(server.port, connections=4, keepalive=True) as keepalive, \
+                GetLoad(server.port, connections=4) as close:
+            for _ in range(3):
+                st = server.reload(signal.SIGUSR1)
+                self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+                self.assertEqual(st["pid"], master)
+                self.assertEqual(st["generation"], 1)
+                self.assertEqual(self.workers(server)[1:], (keepers, programs))
+                self.assertEqual(http_get(server.port)[1].split(" slot")[0], "app gen 1")
+        keepalive.assert_no_failures(self)
+        close.assert_no_failures(self)
+        # Still supervised: a program killed is started again in its slot
+        # (without load: what it was answering fails).
+        os.kill(programs[0], signal.SIGKILL)
+        st = wait_for(lambda: (lambda s: s if s["worker_restarts"] == 1 and
+                               len(s["workers"]) == 2 and
+                               all(w["state"] == "ready" for w in s["workers"]) else None)(
+            server.status()), 30, "the slot to be restarted")
+        self.assertEqual(st["generation"], 1)
+        respawned = sorted(w["pid"] for w in st["workers"])
+        self.assertEqual(len(set(respawned) & set(keepers)), 1)
+        # A SIGHUP upgrades the program: new processes, the adopted ones gone.
+        before = respawned + sorted(server.program_pids())
+        with GetLoad(server.port, connections=4) as close:
+            st = server.reload(signal.SIGHUP)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            self.assertEqual(st["generation"], 2)
+            wait_for(lambda: not any(alive(p) for p in before), 30, "the adopted generation gone")
+            self.assertEqual(set(self.workers(server)[1]) & set(before), set())
+            self.assertEqual(http_get(server.port)[1].split(" slot")[0], "app gen 2")
+        close.assert_no_failures(self)
+        self.assertEqual(server.stop(), 0)
+        self.assertEqual(session_processes(server.pid), [])
+
+    def test_a_worker_that_ends_during_the_exec_is_respawned(self):
+        server = self.start(workers=2, fault="kill-worker")
+        st, keepers, _ = self.workers(server)
+        with open(server.kill_file, "w") as f:
+            f.write(str(keepers[0]))
+        self.use_binary(server, server.faulty)
+        st = server.reload(signal.SIGUSR1)
+        self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        st = wait_for(lambda: (lambda s: s if len(s["workers"]) == 2 and s["worker_restarts"] == 1
+                               and all(w["state"] == "ready" for w in s["workers"]) else None)(
+            server.status()), 30, "the slot to be restarted")
+        self.assertEqual(st["generation"], 1)
+        pids = sorted(w["pid"] for w in st["workers"])
+        self.assertIn(keepers[1], pids)
+        self.assertNotIn(keepers[0], pids)
+        self.assertEqual(server.stop(), 0)
+
+    def test_a_new_binary_that_fails_its_check_is_refused(self):
+        server = self.start(workers=1, fault="check")
+        master = server.pid
+        st, keepers, programs = self.workers(server)
+        self.use_binary(server, server.faulty)
+        with GetLoad(server.port, connections=4) as load:
+            st = server.reload(signal.SIGUSR1)
+        self.assertEqual(st["last_reload"]["result"], "refused", st["last_reload"])
+        self.assertEqual((st["pid"], st["generation"]), (master, 1))
+        self.assertEqual(self.workers(server)[1:], (keepers, programs))
+        load.assert_no_failures(self)
+        self.assertEqual(server.stop(), 0)
+
+    def rescued(self, fault, reason, probation=0, reload_timeout=20):
+        server = self.start(workers=1, fault=fault, probation=probation,
+                            reload_timeout=reload_timeout)
+        master = server.pid
+        self.use_binary(server, server.faulty)
+        with GetLoad(server.port, connections=4) as load:
+            server.send_signal(signal.SIGUSR1)
+
+            def serving_again():
+                try:
+                    with open(server.pid_file) as f:
+                        pid = int(f.read())
+                    st = server.status()
+                except (OSError, ValueError):
+                    return None
+                return st if pid != master and st["pid"] == pid and st["state"] == "running" and \
+                    st["workers"] and all(w["state"] == "ready" for w in st["workers"]) else None
+            st = wait_for(serving_again, 60, "the last good binary to serve again")
+            for _ in range(10):
+                self.assertEqual(http_get(server.port)[0], 200)
+        load.assert_no_failures(self)
+        self.assertEqual(st["last_reload"]["result"], "rolled_back")
+        self.assertIn(reason, st["last_reload"]["reason"])
+        os.kill(st["pid"], signal.SIGTERM)
+        wait_for(lambda: session_processes(server.proc.pid) == [], 30, "every process to stop")
+
+    def test_a_new_binary_that_exits_after_the_exec(self):
+        self.rescued("exit", "died before it was ready")
+
+    def test_a_new_binary_that_exits_within_probation(self):
+        self.rescued("exit-later", "was on probation", probation=10)
+
+    def test_a_new_binary_that_hangs_after_the_exec(self):
+        self.rescued("hang", "hangs", reload_timeout=3)
+
+
 GUNICORN_APP = """import os
 VERSION = %r
 def app(environ, start_response):
@@ -525,10 +718,13 @@ class Gunicorn(unittest.TestCase):
                     self.assertTrue(answers("v%d" % version))
             for _ in range(2):
                 generation = server.status()["generation"]
+                programs = sorted(server.program_pids())
                 st = server.reload(signal.SIGUSR1)
                 self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
                 self.assertEqual(st["pid"], master)
-                self.assertGreater(st["generation"], generation)
+                # molt-run alone was upgraded: the same gunicorn serves on.
+                self.assertEqual(st["generation"], generation)
+                self.assertEqual(sorted(server.program_pids()), programs)
                 self.assertTrue(answers("v%d" % version), http_get(**target))
             # A deploy whose application cannot be imported: rolled back by
             # probation, the running application never noticed.
@@ -648,15 +844,16 @@ class MoltInit(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         with open(pid_file) as f:
             self.assertEqual(int(f.read()), pid)
-        # The same PID still parents generation 2 until it has gone.
-        wait_for(lambda: not any(alive(p) for p in before), 30, "generation 2 gone")
-        self.assertEqual(http_get(port), (200, "app gen 3 slot 0\n"))
+        # molt-run alone was upgraded: generation 2 serves on, adopted.
+        self.assertEqual(set(_children(pid)), before)
+        self.assertTrue(all(alive(p) for p in before))
+        self.assertEqual(http_get(port), (200, "app gen 2 slot 0\n"))
         # A deploy that cannot start: refused with molt-run's reason, exit 5.
         write(os.path.join(d, "missing-program"))
         out = molt_init("reload")
         self.assertEqual(out.returncode, 5, out.stdout + out.stderr)
         self.assertIn("missing-program", out.stdout + out.stderr)
-        self.assertEqual(http_get(port), (200, "app gen 3 slot 0\n"))
+        self.assertEqual(http_get(port), (200, "app gen 2 slot 0\n"))
         # Names that are not instance names are refused before anything runs.
         for bad in ("molt-run@", "molt-run@../x", "molt-run@.hidden", "molt-run@a/b"):
             out = subprocess.run([MOLT_INIT, bad, "status", "--conf-dir", conf_dir],

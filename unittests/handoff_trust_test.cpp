@@ -22,7 +22,7 @@ HandoffEnv sample() {
   env.servingGeneration = 16;
   env.pending = "usr1";
   env.counters = {5, 2, 1, 3};
-  env.children = {{100, 16, 0, false, 0}, {101, 15, 1, true, 99000000}};
+  env.children = {{100, 16, 0, false, 0, std::nullopt, 0, 0}, {101, 15, 1, true, 99000000, std::nullopt, 0, 0}};
   env.previousConfig = std::string("[server]\nbind = x\n\0binary", 26);
   return env;
 }
@@ -84,7 +84,7 @@ BOOST_AUTO_TEST_CASE(pids_fds_and_counts_are_checked) {
   env.stateFd = env.notifyFd;
   BOOST_CHECK_THROW(reload::validateHandoff(env), std::invalid_argument);
   env = sample();
-  env.children.assign(reload::kMaxHandoffChildren + 1, {100, 16, 0, false, 0});
+  env.children.assign(reload::kMaxHandoffChildren + 1, {100, 16, 0, false, 0, std::nullopt, 0, 0});
   BOOST_CHECK_THROW(reload::validateHandoff(env), std::invalid_argument);
   env = sample();
   env.children[0].generation = 18;  // newer than any generation started

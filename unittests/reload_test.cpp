@@ -7,6 +7,7 @@
 
 #include <boost/test/unit_test.hpp>
 #include <map>
+#include <sstream>
 
 #include "reload/fd.h"
 #include "reload/handoff.h"
@@ -68,7 +69,7 @@ BOOST_AUTO_TEST_CASE(env_round_trip) {
   env.pending = "hup";
   env.workerNice = 5;
   env.counters = {5, 2, 1, 3};
-  env.children = {{100, 16, 0, false, 0}, {101, 15, 1, true, 99000000}};
+  env.children = {{100, 16, 0, false, 0, std::nullopt, 0, 0}, {101, 15, 1, true, 99000000, std::nullopt, 0, 0}};
   std::map<std::string, std::string> vars;
   for (const auto& [k, v] : encodeHandoffEnv(env)) vars[k] = v;
   auto get = [&](const char* name) -> const char* {
@@ -140,6 +141,78 @@ BOOST_AUTO_TEST_CASE(handoff_numbers_never_wrap) {
                     std::invalid_argument);
   BOOST_CHECK_THROW(decodeHandoffText(with("sync_pid=4242", "sync_pid=4294971538")),
                     std::invalid_argument);
+}
+
+// What an image that adopts the workers needs crosses in full, for every
+// worker state; keys that do not fit their child or range are refused.
+BOOST_AUTO_TEST_CASE(an_adopting_handoff_carries_every_worker_as_it_is) {
+  HandoffEnv env;
+  env.notifyFd = 5;
+  env.stateFd = 6;
+  env.syncPid = 4242;
+  env.lastGeneration = 3;
+  env.servingGeneration = 3;
+  env.adopt = true;
+  const WorkerState states[] = {WorkerState::kStarting, WorkerState::kReady, WorkerState::kStandby,
+                                WorkerState::kDraining};
+  pid_t pid = 100;
+  for (WorkerState state : states) {
+    HandoffChild c;
+    c.pid = pid++;
+    c.generation = state == WorkerState::kDraining ? 2 : 3;
+    c.slot = static_cast<int>(pid % 3);
+    c.draining = state == WorkerState::kDraining;
+    c.killAtUs = c.draining ? 99000000 : 0;
+    c.state = state;
+    c.startedUs = 1000 * pid;
+    c.drainStartedUs = c.draining ? 5000 : 0;
+    env.children.push_back(c);
+  }
+  env.readyPipes = {{100, 9}};
+  env.drainSignals = {{2, SIGINT}, {3, SIGTERM}};
+  env.mainPids = {{555, 101}};
+  const std::string text = encodeHandoffText(env);
+  HandoffEnv back = decodeHandoffText(text);
+  BOOST_TEST(back.adopt);
+  BOOST_REQUIRE(back.children.size() == env.children.size());
+  for (size_t i = 0; i < env.children.size(); ++i) {
+    BOOST_TEST(back.children[i].pid == env.children[i].pid);
+    BOOST_TEST(back.children[i].slot == env.children[i].slot);
+    BOOST_TEST(back.children[i].generation == env.children[i].generation);
+    BOOST_TEST((back.children[i].state == env.children[i].state));
+    BOOST_TEST(back.children[i].startedUs == env.children[i].startedUs);
+    BOOST_TEST(back.children[i].drainStartedUs == env.children[i].drainStartedUs);
+  }
+  BOOST_TEST((back.readyPipes == env.readyPipes));
+  BOOST_TEST((back.drainSignals == env.drainSignals));
+  BOOST_TEST((back.mainPids == env.mainPids));
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string changed = text;
+    auto at = changed.find(from);
+    BOOST_REQUIRE(at != std::string::npos);
+    return changed.replace(at, from.size(), to);
+  };
+  BOOST_CHECK_THROW(decodeHandoffText(with("child_state=103:d", "child_state=103:r")),
+                    std::invalid_argument);  // a draining child said ready
+  BOOST_CHECK_THROW(decodeHandoffText(with("child_state=100:s", "child_state=999:s")),
+                    std::invalid_argument);  // no such child
+  BOOST_CHECK_THROW(decodeHandoffText(with("ready_pipe=100:9", "ready_pipe=999:9")),
+                    std::invalid_argument);
+  BOOST_CHECK_THROW(decodeHandoffText(with("ready_pipe=100:9", "ready_pipe=100:5")),
+                    std::invalid_argument);  // the notify fd again
+  BOOST_CHECK_THROW(decodeHandoffText(with("drain_signal=2:2", "drain_signal=2:99")),
+                    std::invalid_argument);
+  BOOST_CHECK_THROW(decodeHandoffText(with("main_pid=555:101", "main_pid=1:101")),
+                    std::invalid_argument);
+  // An image that knows none of these keys still reads the children.
+  std::string old;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("child_state=", 0) != 0 && line.rfind("adopt=", 0) != 0) old += line + "\n";
+  HandoffEnv plain = decodeHandoffText(old);
+  BOOST_TEST(!plain.adopt);
+  BOOST_TEST(plain.children.size() == env.children.size());
+  BOOST_TEST(!plain.children[0].state.has_value());
 }
 
 BOOST_AUTO_TEST_CASE(sync_report_is_length_prefixed) {

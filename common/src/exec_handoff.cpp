@@ -38,6 +38,10 @@ ExecLayout::ExecLayout(HandoffEnv env, int notifyFd, int stateFd, int countersFd
   if (env_.binaryFd >= 0) binary_ = copyAbove(env_.binaryFd, above, "binary");
   if (env_.workerNotifyFd >= 0)
     workerNotify_ = copyAbove(env_.workerNotifyFd, above, "worker notify socket");
+  for (auto& [pid, fd] : env_.readyPipes) {
+    readyPipes_.push_back(copyAbove(fd, above, "ready pipe"));
+    fd = readyPipes_.back().get();
+  }
   env_.notifyFd = notify_ ? notify_.get() : -1;
   env_.stateFd = state_ ? state_.get() : -1;
   env_.countersFd = counters_.get();
@@ -66,6 +70,7 @@ std::vector<int> ExecLayout::passedFds() const {
   std::vector<int> fds;
   for (const Fd* fd : {&notify_, &state_, &counters_, &memfd_, &binary_, &workerNotify_})
     if (*fd) fds.push_back(fd->get());
+  for (const Fd& fd : readyPipes_) fds.push_back(fd.get());
   for (size_t i = 0; layout_ && i < listeners_.size(); ++i) fds.push_back(3 + static_cast<int>(i));
   return fds;
 }
@@ -83,6 +88,7 @@ void ExecLayout::undo() noexcept {
   memfd_.reset();
   binary_.reset();
   workerNotify_.reset();
+  readyPipes_.clear();
 }
 
 std::string resolveExecutable(const std::string& executable) {
@@ -133,6 +139,10 @@ std::string checkHandoffFds(const HandoffEnv& env) {
       return "worker notify fd " + std::to_string(env.workerNotifyFd) +
              " is not a Unix datagram socket";
   }
+  for (const auto& [pid, fd] : env.readyPipes)
+    if (!pipeEnd(fd, O_RDONLY))
+      return "ready pipe fd " + std::to_string(fd) + " of pid " + std::to_string(pid) +
+             " is not the read end of a pipe";
   if (!(env.rollback && env.notifyFd == -1) && !pipeEnd(env.notifyFd, O_WRONLY))
     return "notify fd " + std::to_string(env.notifyFd) + " is not the write end of a pipe";
   if (!(env.rollback && env.stateFd == -1) && !pipeEnd(env.stateFd, O_RDONLY))

@@ -82,6 +82,50 @@ HandoffChild decodeChild(const std::string& entry) {
   return child;
 }
 
+char stateLetter(WorkerState state) {
+  switch (state) {
+    case WorkerState::kStarting: return 's';
+    case WorkerState::kReady: return 'r';
+    case WorkerState::kStandby: return 'b';
+    case WorkerState::kDraining: return 'd';
+  }
+  return 'r';
+}
+
+// "pid:s|r|b|d:started-us:drain-started-us" (key child_state), after the
+// child's own line.
+std::string encodeChildState(const HandoffChild& c) {
+  return std::to_string(c.pid) + ":" + stateLetter(c.state.value_or(WorkerState::kReady)) + ":" +
+         std::to_string(c.startedUs) + ":" + std::to_string(c.drainStartedUs);
+}
+
+void decodeChildState(const std::string& entry, std::vector<HandoffChild>& children) {
+  auto fields = split(entry, ':');
+  if (fields.size() != 4 || fields[1].size() != 1) throw std::invalid_argument("bad child_state '" + entry + "'");
+  pid_t pid = toSmallInt(fields[0], "child_state pid");
+  auto child = std::find_if(children.begin(), children.end(),
+                            [&](const HandoffChild& c) { return c.pid == pid; });
+  if (child == children.end()) throw std::invalid_argument("child_state of pid " + fields[0] + " without its child");
+  switch (fields[1][0]) {
+    case 's': child->state = WorkerState::kStarting; break;
+    case 'r': child->state = WorkerState::kReady; break;
+    case 'b': child->state = WorkerState::kStandby; break;
+    case 'd': child->state = WorkerState::kDraining; break;
+    default: throw std::invalid_argument("bad child_state '" + entry + "'");
+  }
+  if ((child->state == WorkerState::kDraining) != child->draining)
+    throw std::invalid_argument("child_state of pid " + fields[0] + " contradicts its child");
+  child->startedUs = toInt(fields[2], "child_state start");
+  child->drainStartedUs = toInt(fields[3], "child_state drain start");
+}
+
+// "a:b" of two numbers, each checked by the caller.
+std::pair<int64_t, int64_t> decodePair(const std::string& value, const char* what) {
+  auto fields = split(value, ':');
+  if (fields.size() != 2) throw std::invalid_argument(std::string("bad ") + what + " '" + value + "'");
+  return {toInt(fields[0], what), toInt(fields[1], what)};
+}
+
 // "reloads-ok:reloads-failed:worker-restarts:drain-kills".
 std::string encodeCounters(const HandoffCounters& k) {
   return std::to_string(k.reloadsOk) + ":" + std::to_string(k.reloadsFailed) + ":" +
@@ -180,6 +224,21 @@ void validateHandoff(const HandoffEnv& env) {
   std::vector<int> fds;
   for (int f : {env.notifyFd, env.stateFd, env.countersFd, env.binaryFd, env.workerNotifyFd})
     if (f != -1) fds.push_back(f);
+  if (env.readyPipes.size() > kMaxHandoffChildren) throw std::invalid_argument("too many ready pipes");
+  for (const auto& [pid, pipe] : env.readyPipes) {
+    fd(pipe, "ready pipe fd", false);
+    fds.push_back(pipe);
+    if (std::none_of(env.children.begin(), env.children.end(),
+                     [pid = pid](const HandoffChild& c) { return c.pid == pid; }))
+      throw std::invalid_argument("ready pipe of pid " + std::to_string(pid) + ", not a child");
+  }
+  for (const auto& [generation, sig] : env.drainSignals)
+    if (generation > env.lastGeneration || sig < 1 || sig > 64)
+      throw std::invalid_argument("drain signal out of range");
+  for (const auto& [announced, worker] : env.mainPids)
+    if (announced <= 1 || worker <= 1) throw std::invalid_argument("main pid out of range");
+  if (env.drainSignals.size() > kMaxHandoffChildren || env.mainPids.size() > kMaxHandoffChildren)
+    throw std::invalid_argument("too many drain signals or main pids");
   std::sort(fds.begin(), fds.end());
   if (std::adjacent_find(fds.begin(), fds.end()) != fds.end())
     throw std::invalid_argument("handoff descriptors are not distinct");
@@ -195,7 +254,8 @@ void validateHandoff(const HandoffEnv& env) {
   for (const auto& c : env.children) {
     if (c.pid <= 1)
       throw std::invalid_argument("child pid " + std::to_string(c.pid) + " is not a child");
-    if (c.slot < 0 || c.slot > 4096 || c.generation > env.lastGeneration || c.killAtUs < 0)
+    if (c.slot < 0 || c.slot > 4096 || c.generation > env.lastGeneration || c.killAtUs < 0 ||
+        c.startedUs < 0 || c.drainStartedUs < 0)
       throw std::invalid_argument("child " + std::to_string(c.pid) + " has fields out of range");
   }
 }
@@ -238,7 +298,17 @@ std::string encodeHandoffText(const HandoffEnv& env) {
   put("pending", env.pending);
   put("worker_nice", std::to_string(env.workerNice));
   put("counters", encodeCounters(env.counters));
-  for (const auto& c : env.children) put("child", encodeChild(c));
+  for (const auto& c : env.children) {
+    put("child", encodeChild(c));
+    if (c.state) put("child_state", encodeChildState(c));
+  }
+  if (env.adopt) put("adopt", "1");
+  for (const auto& [pid, fd] : env.readyPipes)
+    put("ready_pipe", std::to_string(pid) + ":" + std::to_string(fd));
+  for (const auto& [generation, sig] : env.drainSignals)
+    put("drain_signal", std::to_string(generation) + ":" + std::to_string(sig));
+  for (const auto& [announced, worker] : env.mainPids)
+    put("main_pid", std::to_string(announced) + ":" + std::to_string(worker));
   if (!env.previousConfig.empty()) put("previous_config", hexOf(env.previousConfig));
   if (env.binaryFd != -1) put("binary_fd", std::to_string(env.binaryFd));
   if (env.workerNotifyFd != -1) put("worker_notify_fd", std::to_string(env.workerNotifyFd));
@@ -295,6 +365,18 @@ HandoffEnv decodeHandoffText(const std::string& text) {
     } else if (key == "child") {
       if (env.children.size() >= kMaxHandoffChildren) throw std::invalid_argument("too many children");
       env.children.push_back(decodeChild(value));
+    } else if (key == "child_state") {
+      decodeChildState(value, env.children);
+    } else if (key == "adopt") {
+      env.adopt = value == "1";
+    } else if (key == "ready_pipe" || key == "drain_signal" || key == "main_pid") {
+      auto [a, b] = decodePair(value, key.c_str());
+      if (a < 0 || b < 0 || a > std::numeric_limits<int>::max() || b > std::numeric_limits<int>::max() ||
+          env.readyPipes.size() + env.drainSignals.size() + env.mainPids.size() >= 3 * kMaxHandoffChildren)
+        throw std::invalid_argument("bad " + key + " '" + value + "'");
+      if (key == "ready_pipe") env.readyPipes.emplace_back(static_cast<pid_t>(a), static_cast<int>(b));
+      else if (key == "drain_signal") env.drainSignals.emplace_back(static_cast<uint64_t>(a), static_cast<int>(b));
+      else env.mainPids.emplace_back(static_cast<pid_t>(a), static_cast<pid_t>(b));
     } else if (key == "previous_config") {
       try {
         env.previousConfig = bytesOfHex(value);

@@ -161,6 +161,8 @@ class MasterImpl {
   void startRollbackImage(const HandoffEnv& env);
   void handBack(const std::string& reason);
   void revertToPreviousConfig();
+  void adoptRunningWorkers(const HandoffEnv& env);
+  void passAdoption();
   void adoptInheritedListeners(bool keep);
   void releaseOldGenerationSockets();
   void readSyncReport();
@@ -270,6 +272,11 @@ class MasterImpl {
   Fd ownBinary_;
   Fd lastGoodBinary_;
   bool syncWaitsForProbation_ = false;  // the old image's synchronizer does
+  // An image that adopted the running workers, within reload_probation of
+  // serving: its synchronizer stands by (and reported already).
+  bool adoptionOnProbation_ = false;
+  bool syncReported_ = false;
+  FunctionTimer adoptionPassTimer_{loop_, guarded("adoption probation", [this] { passAdoption(); })};
   bool finished_ = false;
   int exitCode_ = 0;
   int workerNice_ = 0;

@@ -59,8 +59,14 @@ HandoffEnv MasterImpl::runningStateForExec() const {
     c.slot = w.slot;
     c.draining = w.state == WorkerState::kDraining;
     c.killAtUs = static_cast<int64_t>(w.killAt * 1e6);
+    c.state = w.state;
+    c.startedUs = static_cast<int64_t>(w.startedAt * 1e6);
+    c.drainStartedUs = static_cast<int64_t>(w.drainStartedAt * 1e6);
     env.children.push_back(c);
   }
+  for (const auto& [generation, sig] : drainSignals_)
+    if (registry_.ofGeneration(generation).size() > 0) env.drainSignals.emplace_back(generation, sig);
+  for (const auto& [announced, worker] : mainPids_) env.mainPids.emplace_back(announced, worker);
   return env;
 }
 
@@ -149,7 +155,12 @@ void MasterImpl::rescueInSynchronizer(const std::string& why, const std::vector<
 
 void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
                              const std::string& executable) {
-  bool inherit = next->master.listenerHandoff == ListenerHandoff::kInherit;
+  // Adopting: the workers keep every socket they hold, so nothing is
+  // rebound, and the synchronizer has no old generation to drain; the new
+  // image serves with the configuration they were started with.
+  const bool adopt = service_.seamlessReload() == SeamlessReload::kAdoptWorkers;
+  const LoadedConfig& guarded = adopt ? *config_ : *next;
+  bool inherit = adopt || next->master.listenerHandoff == ListenerHandoff::kInherit;
   int notifyPipe[2];
   int statePipe[2];
   if (pipe2(notifyPipe, O_CLOEXEC) != 0) {
@@ -168,8 +179,9 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   Fd stateRead(statePipe[0]), stateWrite(statePipe[1]);
 
   std::vector<pid_t> oldWorkers;
-  for (const auto& w : registry_.all())
-    if (w.state != WorkerState::kDraining) oldWorkers.push_back(w.pid);
+  if (!adopt)
+    for (const auto& w : registry_.all())
+      if (w.state != WorkerState::kDraining) oldWorkers.push_back(w.pid);
   std::vector<int> allListeners;
   std::vector<int> passedListeners;  // to the new image, as LISTEN_FDS
   // Rebind mode: TCP listeners the new generation binds afresh. The new
@@ -207,8 +219,9 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
       params.masterPid = pid_;
       params.drainSignal = drainSignalOf(state_.servingGeneration());
       params.shutdownFds = rebound;
-      params.timeoutSeconds = next->master.reloadTimeout + 10;
-      params.probationSeconds = next->master.reloadProbation;
+      // An adopting image starts nothing: reload_timeout is ample.
+      params.timeoutSeconds = guarded.master.reloadTimeout + (adopt ? 0 : 10);
+      params.probationSeconds = guarded.master.reloadProbation;
       if (ownBinary_)
         params.rescue = [this, &allListeners, &roles](const std::string& why) {
           rescueInSynchronizer(why, allListeners, roles);
@@ -233,9 +246,13 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
                                                             : "";
   env.previousConfig = encodeValidated(describeValidated(*config_));
   // The new image runs what was validated, never the file again.
-  env.config = encodeValidated(describeValidated(*next));
+  env.config = encodeValidated(describeValidated(guarded));
   env.binaryFd = ownBinary_ ? ownBinary_.get() : -1;
   env.probation = true;
+  env.adopt = adopt;
+  if (adopt)
+    for (const auto& [token, ready] : readyPipes_)
+      if (ready.fd && ready.pid > 0) env.readyPipes.emplace_back(ready.pid, ready.fd.get());
   std::optional<ExecLayout> layout;
   try {
     layout.emplace(std::move(env), notifyWrite.get(), stateRead.get(), counters_shared_->fd(),
@@ -256,7 +273,8 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
   try {
     layout->apply(pid_);
     MOLT_LOG(kInfo) << "re-executing " << executable << " in pid " << pid_
-                    << "; synchronizer pid " << sync << " holds the old listeners";
+                    << "; synchronizer pid " << sync << " holds the old listeners"
+                    << (adopt ? "; the new image adopts the running workers" : "");
     log::flush();
     std::vector<char*> args;
     for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));

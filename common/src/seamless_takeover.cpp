@@ -87,10 +87,33 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     info.pid = child.pid;
     info.generation = child.generation;
     info.slot = child.slot;
-    info.state = child.draining ? WorkerState::kDraining : WorkerState::kReady;
+    // The old generation serves until this image's does; adopted workers
+    // go on as they were.
+    info.state = child.draining ? WorkerState::kDraining
+                 : env.adopt    ? child.state.value_or(WorkerState::kReady)
+                                : WorkerState::kReady;
     info.killAt = static_cast<double>(child.killAtUs) / 1e6;
+    info.startedAt = static_cast<double>(child.startedUs) / 1e6;
+    info.drainStartedAt = static_cast<double>(child.drainStartedUs) / 1e6;
     registry_.add(info);
-    if (!child.draining) handoffOldWorkers_.push_back(child.pid);
+    if (!child.draining && !env.adopt) handoffOldWorkers_.push_back(child.pid);
+  }
+  for (const auto& [generation, sig] : env.drainSignals) drainSignals_[generation] = sig;
+  for (const auto& [announced, worker] : env.mainPids)
+    if (registry_.find(worker)) mainPids_[announced] = worker;
+  for (const auto& [worker, fd] : env.readyPipes) {
+    Fd pipe(fd);
+    const WorkerInfo* w = registry_.find(worker);
+    if (!env.adopt || !w || w->state != WorkerState::kStarting) continue;  // closed
+    setCloseOnExec(fd, true);
+    const uint64_t token = nextToken_++;
+    auto& ready = readyPipes_
+                      .try_emplace(token, worker, loop_,
+                                   [this, token](uint32_t) {
+                                     guard("worker readiness", [this, token] { onReadyPipe(token); });
+                                   })
+                      .first->second;
+    ready.fd.watch(std::move(pipe), EPOLLIN);
   }
   std::string failure;
   try {
@@ -142,17 +165,24 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   applyMasterNice();
   for (const auto& n : notes) MOLT_LOG(kWarning) << "handoff: " << n;
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
-  MOLT_LOG(kInfo) << "re-exec'ed master pid " << pid_ << " version " << service_.version()
-                  << " took over from synchronizer pid " << syncPid_ << "; "
-                  << handoffOldWorkers_.size() << " old workers of generation "
-                  << env.servingGeneration << " keep serving until generation "
-                  << env.lastGeneration + 1 << " is ready";
+  if (env.adopt)
+    MOLT_LOG(kInfo) << "re-exec'ed master pid " << pid_ << " version " << service_.version()
+                    << " took over from synchronizer pid " << syncPid_ << "; adopting "
+                    << registry_.ofGeneration(env.servingGeneration).size()
+                    << " workers of generation " << env.servingGeneration << " as they run";
+  else
+    MOLT_LOG(kInfo) << "re-exec'ed master pid " << pid_ << " version " << service_.version()
+                    << " took over from synchronizer pid " << syncPid_ << "; "
+                    << handoffOldWorkers_.size() << " old workers of generation "
+                    << env.servingGeneration << " keep serving until generation "
+                    << env.lastGeneration + 1 << " is ready";
   state_.adoptHandoff(env.lastGeneration, env.servingGeneration,
                       env.pending == "hup"    ? ReloadKind::kHup
                       : env.pending == "usr1" ? ReloadKind::kSeamless
                                               : ReloadKind::kNone);
   if (!boot_.inheritedProblem.empty() && failure.empty()) failure = boot_.inheritedProblem;
-  bool inherit = config_->master.listenerHandoff == ListenerHandoff::kInherit;
+  // Adopted workers accept on the sockets they hold: every one is kept.
+  bool inherit = env.adopt || config_->master.listenerHandoff == ListenerHandoff::kInherit;
   try {
     adoptInheritedListeners(inherit || !failure.empty());
   } catch (const std::exception& e) {
@@ -174,7 +204,97 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   }
   serveAdmin();
   armDrainKills();
+  if (env.adopt) {
+    adoptRunningWorkers(env);
+    return;
+  }
   startGeneration(config_, ReloadKind::kSeamless);
+}
+
+// The seamless reload of a service whose new image adopts the workers
+// (SeamlessReload::kAdoptWorkers): they are the serving generation already,
+// so this image serves as soon as it has taken them over. Those still
+// starting are watched as the old image watched them; a worker that ended
+// during the exec is reaped by run() right after this and respawned. The
+// synchronizer, which drains nothing, waits through reload_probation (and
+// runs the last good binary if this image dies meanwhile); reloads wait
+// until it has gone.
+void MasterImpl::adoptRunningWorkers(const HandoffEnv& env) {
+  const GenerationPolicy policy = service_.generationPolicy(*config_);
+  for (const auto& w : registry_.ofGeneration(state_.servingGeneration())) {
+    if (w.state != WorkerState::kStarting) continue;
+    awaitingReady_.insert(w.pid);
+    if (policy.readiness.mode == Readiness::kReadyPipe) {
+      bool piped = std::any_of(readyPipes_.begin(), readyPipes_.end(),
+                               [&](const auto& entry) { return entry.second.pid == w.pid; });
+      if (!piped) {
+        // Its pipe did not come: nothing could tell this image it is ready.
+        MOLT_LOG(kWarning) << "adopted worker pid " << w.pid
+                           << " is starting and its ready pipe was not handed over; taken as ready";
+        workerReady(w.pid, "adoption");
+      }
+      continue;
+    }
+    watchReadiness(w.pid, w.slot, policy);
+    if (policy.readiness.mode == Readiness::kDelay && readyTimers_.count(w.pid))
+      readyTimers_.at(w.pid).arm(msAt(w.startedAt + policy.readiness.delaySeconds));
+  }
+  // Reloads queued behind this one stay queued (the state pipe is open).
+  ReloadKind pending = state_.pending();
+  state_.adoptRollback(env.lastGeneration, env.servingGeneration);
+  if (pending != ReloadKind::kNone) state_.request(pending, true);
+  lastGoodConfig_.reset();
+  armPeriodicProbe();
+  for (int slot : registry_.missingSlots(state_.servingGeneration(), config_->master.workers))
+    scheduleRespawn(slot, 0);
+  const double probation = config_->master.reloadProbation;
+  NotifyMessage ready{NotifyMessage::Kind::kReady, pid_, state_.servingGeneration(), ""};
+  ready.probation = probation > 0;
+  std::string msg = encodeNotify(ready);
+  bool told = notifyFd_ && write(notifyFd_.get(), msg.data(), msg.size()) ==
+                               static_cast<ssize_t>(msg.size());
+  MOLT_LOG(kInfo) << "generation " << state_.servingGeneration() << " adopted: "
+                  << registry_.ofGeneration(state_.servingGeneration()).size()
+                  << " workers serve on under version " << service_.version()
+                  << (told && ready.probation
+                          ? "; the synchronizer stands by for reload_probation " +
+                                std::to_string(probation) + "s"
+                          : "");
+  if (!told) {
+    notifyFd_.reset();
+    MOLT_LOG(kWarning) << "synchronizer pid " << syncPid_ << " is gone";
+    closeHandoffState("synchronizer gone");
+    finishReload(ReloadKind::kSeamless, "ok", "", state_.servingGeneration());
+    return;
+  }
+  if (!ready.probation) {
+    notifyFd_.reset();
+    lastGoodBinary_.reset();
+    finishReload(ReloadKind::kSeamless, "ok", "", state_.servingGeneration());
+    stateTimer_.arm(msAt(monotonicSeconds() + 10));
+    return;
+  }
+  adoptionOnProbation_ = true;
+  adoptionPassTimer_.arm(msAt(monotonicSeconds() + probation));
+}
+
+// This image lived through reload_probation: its binary is the last good
+// one, and the synchronizer may go.
+void MasterImpl::passAdoption() {
+  if (!adoptionOnProbation_ || state_.phase() == Phase::kStopping) return;
+  adoptionOnProbation_ = false;
+  if (notifyFd_) {
+    std::string msg =
+        encodeNotify({NotifyMessage::Kind::kPass, pid_, state_.servingGeneration(), ""});
+    if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) {
+      // The synchronizer is gone: it had nothing left to do.
+    }
+    notifyFd_.reset();
+  }
+  lastGoodBinary_.reset();
+  finishReload(ReloadKind::kSeamless, "ok", "", state_.servingGeneration());
+  // It exits now; its state pipe's end lets queued reloads start.
+  stateTimer_.arm(msAt(monotonicSeconds() + 10));
 }
 
 // The image a rollback ran: the last good binary with the last good
@@ -387,13 +507,23 @@ void MasterImpl::readSyncReport() {
             handoffOldWorkers_.end());
       MOLT_LOG(kInfo) << "synchronizer pid " << report->syncPid << " told "
                       << report->signalled.size() << " old workers to drain";
+      if (adoptionOnProbation_) {
+        // It waits for the verdict: the pipe stays open (reloads wait)
+        // until it exits.
+        stateBuffer_.clear();
+        syncReported_ = true;
+        stateTimer_.cancel();
+        return;
+      }
       closeHandoffState("");
     } catch (const std::invalid_argument& e) {
       closeHandoffState(std::string("bad state message: ") + e.what());
     }
     return;
   }
-  closeHandoffState("synchronizer closed the state pipe without a report");
+  closeHandoffState(std::exchange(syncReported_, false)
+                        ? ""
+                        : "synchronizer closed the state pipe without a report");
 }
 
 void MasterImpl::closeHandoffState(const std::string& why) {

@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   commandLine.signalsHelp =
       "Signals: HUP starts a new generation of the program from the re-read\n"
       "configuration, USR1 re-executes molt-run in place (same PID, same sockets) and\n"
-      "then starts a new generation the same way, TERM stops the program gracefully,\n"
-      "INT/QUIT stop it at once.\n";
+      "keeps the running program (its processes are adopted, not restarted), TERM\n"
+      "stops the program gracefully, INT/QUIT stop it at once.\n";
   return reload::serviceMain(service, argc, argv, commandLine);
 }

@@ -21,6 +21,11 @@ class RunService : public reload::Service {
     kinds.udp = true;
     return kinds;
   }
+  // A SIGUSR1 upgrades molt-run alone: the program's processes are adopted
+  // by the new image, never restarted; SIGHUP is the program's upgrade.
+  reload::SeamlessReload seamlessReload() const override {
+    return reload::SeamlessReload::kAdoptWorkers;
+  }
   std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
                                                            const reload::MasterConfig& master) override;
   // The command must resolve to an executable file and the working

@@ -90,6 +90,28 @@ enum class ProbationStyle {
   kCanary,
 };
 
+// What a seamless reload (SIGUSR1, POST /reload-seamless) replaces
+// (Service::seamlessReload).
+enum class SeamlessReload {
+  // The master and its workers: the new image starts a generation of its
+  // own with the new configuration, and the old one drains once it serves
+  // (moltd's workers run the master's own code, so they are upgraded too).
+  kNewGeneration,
+  // The master alone: the new image adopts the running workers as the
+  // serving generation (same pids, slots, generation number, readiness and
+  // start times; they stay children of the same PID) and starts none. It
+  // keeps supervising them as the old image did (respawns, drains, a later
+  // SIGHUP's new generation, the stop), keeps their notify socket and the
+  // listeners, and serves with the configuration they were started with:
+  // the file is validated, by the new binary too, and applied by the next
+  // SIGHUP. For a supervisor of programs that know nothing of the library,
+  // whose upgrade must not restart them. If the new image dies or hangs
+  // before it serves, or dies within reload_probation seconds of it, the
+  // synchronizer runs the last good binary, which starts a generation of
+  // its own under the synchronizer's PID.
+  kAdoptWorkers,
+};
+
 // A service's choices for the generations of one configuration
 // (Service::generationPolicy).
 struct GenerationPolicy {
@@ -133,6 +155,9 @@ class Service {
   virtual std::vector<std::string> validationArguments(const std::string& configPath) const {
     return {"--check-config", "--config", configPath};
   }
+  // What a seamless reload replaces (default: master and workers). Asked
+  // of the image that is replaced, when the reload begins.
+  virtual SeamlessReload seamlessReload() const { return SeamlessReload::kNewGeneration; }
   // The listener kinds its workers serve (default: TCP and Unix stream).
   virtual ListenerKinds listenerKinds() const { return ListenerKinds{}; }
   // Readiness, drain signal and probation style of the generations started

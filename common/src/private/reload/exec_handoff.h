@@ -27,7 +27,8 @@ class ExecLayout {
   // take (3 .. 3 + listeners.size() - 1), so that laying the listeners out
   // cannot displace them. `names` are LISTEN_FDNAMES, one per listener.
   // `notifyFd` and `stateFd` may be -1 (a rollback's image); env.binaryFd
-  // and env.workerNotifyFd, when set, are copied the same way.
+  // and env.workerNotifyFd, when set, and env.readyPipes are copied the
+  // same way.
   // Throws std::system_error; then nothing has changed.
   ExecLayout(HandoffEnv env, int notifyFd, int stateFd, int countersFd,
              std::vector<int> listeners, std::vector<std::string> names);
@@ -52,6 +53,7 @@ class ExecLayout {
   std::vector<int> listeners_;
   std::vector<std::string> names_;
   Fd notify_, state_, counters_, memfd_, binary_, workerNotify_;  // the copies the new image gets
+  std::vector<Fd> readyPipes_;
   std::optional<FdLayout> layout_;
   bool applied_ = false;
 };

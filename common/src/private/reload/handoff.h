@@ -52,6 +52,12 @@ struct HandoffChild {
   int slot = 0;
   bool draining = false;
   int64_t killAtUs = 0;  // CLOCK_MONOTONIC; draining only, 0 = never
+  // Optional key child_state (an older image knows only draining or not):
+  // the worker's state and when it started and began to drain
+  // (CLOCK_MONOTONIC, which an exec does not reset; 0 = unknown).
+  std::optional<WorkerState> state;
+  int64_t startedUs = 0;
+  int64_t drainStartedUs = 0;
 };
 
 struct HandoffCounters {
@@ -103,8 +109,22 @@ struct HandoffEnv {
   //   worker_notify_fd the datagram socket workers send READY=1 to
   //                   (Readiness::kNotify), so that workers started by
   //                   the image before are still heard after the exec
+  //   adopt=1         this image takes the running workers over as they are
+  //                   (Service::seamlessReload() is kAdoptWorkers): it
+  //                   starts no generation; the serving one stays current
+  //                   and the synchronizer drains nothing
+  //   child_state     per child: its WorkerState and start times
+  //   ready_pipe      pid:fd, the read end of the ready pipe of a worker
+  //                   still starting (Readiness::kReadyPipe), so that its
+  //                   ready byte reaches the image that adopts it
+  //   drain_signal    generation:signal, each generation's drain signal
+  //   main_pid        announced:worker, the MAINPID= a worker announced
   int binaryFd = -1;
   int workerNotifyFd = -1;
+  bool adopt = false;
+  std::vector<std::pair<pid_t, int>> readyPipes;
+  std::vector<std::pair<uint64_t, int>> drainSignals;
+  std::vector<std::pair<pid_t, pid_t>> mainPids;
   bool probation = false;
   std::string config;
   bool rollback = false;
