@@ -131,6 +131,55 @@ class HupRollback(unittest.TestCase):
         server.assert_nothing_left(self)
 
 
+class StandbyOrders(unittest.TestCase):
+    def test_a_stand_by_and_a_take_over_both_unread_leave_the_last_good_worker_serving(self):
+        """The last good worker reads the master's stand-by (SIGUSR1) and
+        take-over (SIGHUP) only after both were sent: stopped here, as a
+        worker in one long turn of its loop or not scheduled would be.
+        signalfd hands out SIGHUP first; it must still end serving."""
+        server = Moltd(self, workers=1, probation=5).start()
+        (last_good,) = serving_workers(server.status())
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        os.kill(last_good, signal.SIGSTOP)
+        self.addCleanup(lambda: os.path.exists("/proc/%d" % last_good) and
+                        os.kill(last_good, signal.SIGCONT))
+        server.send_signal(signal.SIGHUP)
+        st = server.wait_status(lambda s: s["probation"] is not None, "probation", 30)
+        (on_probation,) = serving_workers(st)
+        os.kill(on_probation, signal.SIGKILL)  # fails its probation
+        st = server.wait_status(lambda s: s["last_reload"] and
+                                s["last_reload"]["result"] == "rolled_back", "rollback", 30)
+        self.assertEqual(st["generation"], 1)
+        os.kill(last_good, signal.SIGCONT)
+        continued = time.monotonic()
+        # A new connection, queued by the kernel until a worker accepts.
+        deadline = 3.0  # the spec's 100 ms, with room for ASan on a loaded machine
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=deadline)
+        self.addCleanup(conn.close)
+        conn.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try:
+            first = conn.recv(64)
+        except socket.timeout:
+            first = b""
+        served_after = time.monotonic() - continued
+        print("first new connection answered %.1f ms after the last good worker ran again"
+              % (served_after * 1000))
+        self.assertTrue(first.startswith(b"HTTP/1.1 200"),
+                        "no answer within %.1f s after the rollback: %r" % (deadline, first))
+        for _ in range(5):
+            self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        # It read both orders at once: it either never stood by, or it
+        # took over again after; it must not end standing by.
+        text = server.wait_log("moltd[%d] worker" % last_good)
+        orders = [l for l in text.splitlines() if "moltd[%d] worker" % last_good in l and
+                  ("standing by" in l or "taking over again" in l)]
+        print("the last good worker's log: %s" % (orders or "neither stood by nor took over"))
+        self.assertTrue(not orders or "taking over again" in orders[-1], orders)
+        self.assertEqual(serving_workers(server.status()), {last_good})
+        server.stop()
+        server.assert_nothing_left(self)
+
+
 class SeamlessRollback(unittest.TestCase):
     def deploy(self, fault, crashed_workers, handoff="inherit"):
         server = Moltd(self, workers=2, probation=5, handoff=handoff)

@@ -27,7 +27,7 @@ class Hello : public reload::TypedService<HelloConfig> {
   int serve(const reload::WorkerContext& ctx, const HelloConfig& config) noexcept override try {
     if (!reload::watchMaster(ctx)) return 0;  // the master died before we started
     reload::EventLoop loop;
-    reload::WorkerSignals signals(loop, ctx.masterPid);  // the master forks us with them blocked
+    reload::WorkerSignals signals(loop, ctx);  // the master forks us with them blocked
     std::string answer = "HTTP/1.0 200 OK\r\n\r\n" + config.greeting + " from generation " +
                          std::to_string(ctx.generation) + "\n";
     // The listeners are non-blocking and shared with every worker of every

@@ -265,6 +265,18 @@ void MasterImpl::failStarting(const std::string& reason) {
 
 // ---------------------------------------------------------------- probation
 
+namespace {
+
+// Which generation stands by is a word the workers read when the master's
+// SIGUSR1 or SIGHUP wakes them (worker_signals.h), never the signal itself:
+// both may be pending at once and are read in number order. The word is
+// stored before the signals are sent.
+void storeStandbyGeneration(SharedCounters& counters, uint64_t generation) {
+  counters[kStandbyGeneration].store(generation, std::memory_order_release);
+}
+
+}  // namespace
+
 // The generation that just became ready serves on probation while
 // `previous`, the last good one, stands by. Returns false (nothing
 // changed) when there is no probation: turned off, or no last good
@@ -284,8 +296,10 @@ bool MasterImpl::beginProbation(uint64_t previous, ReloadKind kind,
   bool pause = probationStyle_ == ProbationStyle::kStandby &&
                (kind != ReloadKind::kSeamless ||
                 config_->master.listenerHandoff == ListenerHandoff::kInherit);
-  if (pause)
+  if (pause) {
+    storeStandbyGeneration(*counters_shared_, previous);
     for (pid_t pid : standing) signalChild(pid, SIGUSR1);
+  }
   lastGoodConfig_ = lastGood;
   probationLimits_ = ProbationLimits{seconds, config_->master.probationMax5xxRatio,
                                      static_cast<uint64_t>(config_->master.probationMinRequests)};
@@ -356,8 +370,10 @@ void MasterImpl::failProbation(const std::string& reason) {
   MOLT_LOG(kError) << "generation " << failed.generation << " failed probation: " << reason;
   auto resumed = registry_.resume(failed.lastGood);
   // Canary: the last good workers never stopped serving; nothing to tell.
-  if (probationStyle_ == ProbationStyle::kStandby)
+  if (probationStyle_ == ProbationStyle::kStandby) {
+    storeStandbyGeneration(*counters_shared_, 0);
     for (pid_t pid : resumed) signalChild(pid, SIGHUP);
+  }
   double now = monotonicSeconds();
   for (const auto& w : registry_.ofGeneration(failed.generation))
     if (w.state != WorkerState::kDraining) signalChild(w.pid, drainSignalOf(failed.generation));

@@ -5,13 +5,37 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <stdexcept>
+#include <utility>
 
 #include "reload/master.h"
+#include "reload/shared_counters.h"
 #include "reload/sys_error.h"
 
 namespace reload {
 
-WorkerSignals::WorkerSignals(EventLoop& loop, pid_t masterPid) : loop_(loop), masterPid_(masterPid) {
+namespace {
+
+SharedCounters& countersOf(const WorkerContext& context) {
+  if (!context.counters) throw std::invalid_argument("WorkerSignals: the worker context has no shared counters");
+  return *context.counters;
+}
+
+// kill() and tgkill() (SI_USER, SI_TKILL): the kernel sets si_pid, and
+// refuses these codes from a sender that names a pid of its choosing.
+// rt_sigqueueinfo() lets any sender choose si_pid with a negative code.
+bool sentBy(const signalfd_siginfo& info, pid_t pid) {
+  return static_cast<pid_t>(info.ssi_pid) == pid &&
+         (info.ssi_code == SI_USER || info.ssi_code == SI_TKILL);
+}
+
+}  // namespace
+
+WorkerSignals::WorkerSignals(EventLoop& loop, const WorkerContext& context)
+    : loop_(loop),
+      masterPid_(context.masterPid),
+      generation_(context.generation),
+      counters_(countersOf(context)) {
   loop_.add(signals_.fd(), EPOLLIN, this);
 }
 
@@ -20,17 +44,17 @@ WorkerSignals::~WorkerSignals() { loop_.remove(signals_.fd()); }
 void WorkerSignals::onEvents(uint32_t /*events*/) {
   while (auto info = signals_.read()) {
     const int signo = static_cast<int>(info->ssi_signo);
-    const bool fromMaster = static_cast<pid_t>(info->ssi_pid) == masterPid_;
     switch (signo) {
       case SIGTERM:
         orders_.push_back(WorkerOrder::kDrain);
+        drainOrdered_ = true;
         if (onDrainAsked) onDrainAsked();
         break;
       case SIGUSR1:
-        if (fromMaster) orders_.push_back(WorkerOrder::kStandBy);
-        break;
       case SIGHUP:
-        if (fromMaster) orders_.push_back(WorkerOrder::kTakeOver);
+        // A wake-up only: which of the two came last says nothing (see
+        // the header); the standby word is read in take().
+        if (sentBy(*info, masterPid_)) masterWoke_ = true;
         break;
       case SIGINT:
       case SIGQUIT:
@@ -53,7 +77,16 @@ std::vector<WorkerOrder> WorkerSignals::take() {
     lastParentCheckMs_ = loop_.nowMs();
     if (getppid() != masterPid_) {
       orphanReported_ = true;
+      drainOrdered_ = true;
       orders_.push_back(WorkerOrder::kDrain);
+    }
+  }
+  if (std::exchange(masterWoke_, false) && !drainOrdered_) {
+    // Pairs with the master's release store before its signal.
+    bool standBy = counters_[kStandbyGeneration].load(std::memory_order_acquire) == generation_;
+    if (standBy != standingBy_) {
+      standingBy_ = standBy;
+      orders_.push_back(standBy ? WorkerOrder::kStandBy : WorkerOrder::kTakeOver);
     }
   }
   std::vector<WorkerOrder> taken;

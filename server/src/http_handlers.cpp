@@ -277,6 +277,7 @@ void WorkerShared::checkCache() {
 }
 
 static_assert(kAccessLogLinesDropped < reload::kGenerationAnswers, "moltd's counters stay out of the generations' ring");
+static_assert(kStatus1xx > reload::kStandbyGeneration, "moltd's counters leave the standby word alone");
 
 void WorkerShared::flushCounts() {
   if (!countsPending_) return;

@@ -62,6 +62,7 @@ class AccessLog {
 
 // Slots of reload::SharedCounters that moltd uses.
 enum CounterSlot : size_t {
+  // 0: reload::kStandbyGeneration, which generation stands by.
   kStatus1xx = 1,  // kStatus1xx + (status / 100 - 1) for 1xx..5xx
   kBytesReceived = 8,
   kBytesSent,

@@ -370,7 +370,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     shared.serverHeader = "Server: moltd/" + version + "\r\n";
     shared.readOnly = fileExists(config.storage.readOnlyFile);
 
-    reload::WorkerSignals signals(loop, ctx.masterPid);
+    reload::WorkerSignals signals(loop, ctx);
     // The pool's threads inherit the worker's mask: every handled signal is
     // blocked (the master forks workers with it) and read from the signalfd.
     DiskPool pool(loop, config.diskThreads);

@@ -41,7 +41,8 @@ class SharedCounters {
 // kGenerationRing entries of two slots (every answer, then 5xx answers)
 // from slot kGenerationAnswers. The master clears a generation's entry
 // before it starts it; a service adds to the entry of its worker's
-// generation. The service's own slots must stay out of this range.
+// generation. The service's own slots must stay out of this range and off
+// kStandbyGeneration (below).
 constexpr size_t kGenerationAnswers = 16;
 constexpr size_t kGenerationRing = 8;
 inline size_t generationAnswersSlot(uint64_t generation) {
@@ -50,6 +51,19 @@ inline size_t generationAnswersSlot(uint64_t generation) {
 inline size_t generationServerErrorsSlot(uint64_t generation) {
   return generationAnswersSlot(generation) + 1;
 }
+
+// The generation whose workers stand by while another is on probation, 0
+// for none: the master stores it (release) before it sends SIGUSR1 (stand
+// by) or SIGHUP (take over again) to those workers, and a worker woken by
+// either loads it (acquire) and stands by iff it names its own generation
+// (worker_signals.h). Only the master writes it; a service's own slots must
+// leave it alone, as they do the generations' ring.
+constexpr size_t kStandbyGeneration = 0;
+static_assert(kStandbyGeneration < kGenerationAnswers ||
+                  kStandbyGeneration >= kGenerationAnswers + 2 * kGenerationRing,
+              "the standby word lies outside the generations' ring");
+static_assert(kGenerationAnswers + 2 * kGenerationRing <= SharedCounters::kSlots,
+              "the generations' ring fits in the counters");
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free,
               "shared counters rely on lock-free atomics across processes");

@@ -7,14 +7,27 @@
 //                                               generation accepts on the same
 //                                               sockets), finish what is open,
 //                                               exit 0
-//   SIGUSR1 from the master                     stand by (probation): stop
-//                                               accepting, keep the copies
-//   SIGHUP from the master                      take over again: accept
+//   SIGUSR1 or SIGHUP from the master           stand by or serve, as the
+//                                               shared standby word says
 //   SIGINT, SIGQUIT                             quit at once
 //   SIGUSR2                                     re-check the service's flags
 //
-// SIGUSR1 and SIGHUP from anyone else are ignored: only the master moves a
-// worker between serving and standing by.
+// Standing by (probation) is a state, not an order carried by the signal:
+// the master stores the generation that stands by in the shared counters
+// (kStandbyGeneration, 0 for none) before it sends SIGUSR1 (stand by) or
+// SIGHUP (take over again), and a worker woken by either reads the word
+// and stands by iff it names the worker's generation. Two signals pending
+// at once are read lowest number first (SIGHUP before SIGUSR1), so an order
+// carried by the signal would be applied backwards; the word is always the
+// latest. A worker reads it only when such a signal wakes it: none is lost
+// before the signalfd exists (the master forks its workers with them
+// blocked, so they wait pending), and a word left naming a generation that
+// has drained is never read by anyone it could mislead.
+//
+// SIGUSR1 and SIGHUP count only when the master sent them with kill() or
+// tgkill() (si_code SI_USER or SI_TKILL, whose si_pid the kernel fills in):
+// from anyone else, or queued with a si_pid the sender chose
+// (rt_sigqueueinfo), they are ignored.
 #pragma once
 
 #include <sys/types.h>
@@ -28,6 +41,7 @@
 
 namespace reload {
 
+class SharedCounters;
 struct WorkerContext;
 
 enum class WorkerOrder { kDrain, kStandBy, kTakeOver, kQuit, kRecheck };
@@ -35,8 +49,11 @@ enum class WorkerOrder { kDrain, kStandBy, kTakeOver, kQuit, kRecheck };
 class WorkerSignals : public EventHandler {
  public:
   // Adds itself to `loop`. The handled signals must already be blocked
-  // (the master forks its workers with them blocked).
-  WorkerSignals(EventLoop& loop, pid_t masterPid);
+  // (the master forks its workers with them blocked). Takes the master's
+  // pid, the worker's generation and the shared counters (which must
+  // outlive this; std::invalid_argument when `context.counters` is null)
+  // from `context`.
+  WorkerSignals(EventLoop& loop, const WorkerContext& context);
   ~WorkerSignals() override;
   WorkerSignals(const WorkerSignals&) = delete;
   WorkerSignals& operator=(const WorkerSignals&) = delete;
@@ -48,6 +65,9 @@ class WorkerSignals : public EventHandler {
   // The orders since the last call, in the order they came; a drain is
   // also ordered, once, when the master is no longer this process's parent
   // (looked at on the first call, then at most every kParentCheckMs).
+  // kStandBy and kTakeOver come only as changes (never twice in a row),
+  // at most one per call, after any other order of the call; none comes
+  // once a drain was ordered: a draining worker never accepts again.
   static constexpr int64_t kParentCheckMs = 100;
   std::vector<WorkerOrder> take();
 
@@ -56,8 +76,13 @@ class WorkerSignals : public EventHandler {
  private:
   EventLoop& loop_;
   pid_t masterPid_;
+  uint64_t generation_;
+  SharedCounters& counters_;
   SignalFd signals_;
   std::vector<WorkerOrder> orders_;
+  bool masterWoke_ = false;  // a SIGUSR1 or SIGHUP from the master since the last take()
+  bool standingBy_ = false;  // as last ordered
+  bool drainOrdered_ = false;
   bool orphanReported_ = false;
   bool parentChecked_ = false;
   int64_t lastParentCheckMs_ = 0;
