@@ -237,9 +237,10 @@ class Shutdown(unittest.TestCase):
     def test_sigterm_lets_an_upload_finish(self):
         server = Moltd(self, workers=2).start()
         up = SlowUpload(server, "/v1/b/last-words", size=4 * 1024 * 1024)
-        # In flight: a worker accepted it and writes it (a connection still
-        # in the accept queue is not, and the last close of the listener
-        # resets it, as with any server that stops listening).
+        # In flight: a worker accepted it and writes it. (One still in the
+        # accept queue at the SIGTERM is taken and answered too: the master
+        # lets no new handshake into the queue before the workers empty it,
+        # DuringProbation's SIGTERM case.)
         wait_for(lambda: temp_files(server.volumes[0]), 10, "the upload to be in flight")
         server.send_signal(signal.SIGTERM)
         # New connections are refused, but the master and the upload's worker stay.
