@@ -61,6 +61,15 @@ def comm(pid):
         return ""
 
 
+def alive(pid):
+    """Whether `pid` runs (a zombie does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def ppid_of(pid):
     try:
         with open("/proc/%d/status" % pid) as f:

@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from molt_probe import Moltd, free_port, session_processes, comm, wait_for
+from molt_probe import Moltd, alive, free_port, session_processes, comm, wait_for
 
 MOLT_RUN = os.path.abspath(os.environ.get("MOLT_RUN_BIN", "molt-run"))
 GUNICORN = "/usr/bin/gunicorn"
@@ -463,13 +463,6 @@ class Environment(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
 
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
 
 # A "new molt-run binary" for the fault cases: it answers --check-config as
 # FAULT says (the real one, or a failure), and after the exec it exits, hangs,
@@ -828,12 +821,6 @@ class MoltInit(unittest.TestCase):
         # molt-init returns once the new generation passed its probation;
         # the old one is then told to stop (a canary) and may answer until
         # it has gone.
-        def alive(p):
-            try:
-                with open("/proc/%d/stat" % p) as f:
-                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-            except OSError:
-                return False
         before = set(_children(pid))
         out = molt_init("reload")
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)

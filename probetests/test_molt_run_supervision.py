@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import unittest
 
-from molt_probe import free_port, session_processes, wait_for
+from molt_probe import alive, free_port, session_processes, wait_for
 from test_molt_run import MoltRun, http_get
 
 # Serves its own pid over HTTP/1.0 on fd 3. With HANDOVER set, the first
@@ -41,13 +41,6 @@ def ppid_of(pid):
     with open("/proc/%d/stat" % pid) as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class Supervision(unittest.TestCase):
