@@ -21,6 +21,7 @@
 #include "reload/log.h"
 #include "reload/master.h"
 #include "reload/process.h"
+#include "reload/shared_counters.h"
 #include "reload/signals.h"
 
 namespace {
@@ -127,10 +128,16 @@ class TestService : public reload::TypedService<TestConfig> {
         if (getppid() != ctx.masterPid) return 0;
         while (auto info = signals.read()) {
           auto sig = static_cast<int>(info->ssi_signo);
-          bool fromMaster = static_cast<pid_t>(info->ssi_pid) == ctx.masterPid;
-          if (sig == SIGUSR1 && fromMaster) accepting = false;  // standby
-          else if (sig == SIGHUP && fromMaster) accepting = true;
-          else if (sig == config.policy.drainSignal) {
+          // kill() or tgkill() by the master (see reload/worker_signals.h):
+          // a wake-up to read the standby word, the latest order whichever
+          // of SIGHUP and SIGUSR1 is read first.
+          bool fromMaster = static_cast<pid_t>(info->ssi_pid) == ctx.masterPid &&
+                            (info->ssi_code == SI_USER || info->ssi_code == SI_TKILL);
+          if (sig == SIGUSR1 || sig == SIGHUP) {
+            if (fromMaster && ctx.counters)
+              accepting = (*ctx.counters)[reload::kStandbyGeneration].load(std::memory_order_acquire) !=
+                          ctx.generation;
+          } else if (sig == config.policy.drainSignal) {
             MOLT_LOG(kInfo) << "test worker " << me << " drains on SIG" << sigabbrev_np(sig);
             for (const auto& l : ctx.listeners) close(l.fd);  // copies only: never shutdown()
             return 0;
