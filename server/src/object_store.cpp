@@ -357,6 +357,11 @@ StoreError Upload::storeFailure(const std::system_error& e) const {
 }
 
 void Upload::commitAsync(const ObjectMeta& meta, std::function<void(std::exception_ptr)> placed) {
+  handIn(meta, shared_from_this(), std::move(placed));
+}
+
+void Upload::handIn(const ObjectMeta& meta, std::shared_ptr<Upload> owner,
+                    std::function<void(std::exception_ptr)> placed) {
   std::string text = encodeMeta(meta);
   if (text.size() > kMaxMetaSize) throw StoreError(400, "object metadata is too large");
   char trailer[kTrailerSize + 1];
@@ -383,7 +388,8 @@ void Upload::commitAsync(const ObjectMeta& meta, std::function<void(std::excepti
   // The entry is durable before the object appears, and no DELETE or
   // listing can drop it while the rename runs (see key_index.h); the
   // directory is synced before `placed` runs.
-  store_.placeAsync(volume_, *placement, [this, placement, placed = std::move(placed)]() {
+  store_.placeAsync(volume_, *placement,
+                    [this, owner = std::move(owner), placement, placed = std::move(placed)]() {
     committed_ = placement->placed;
     std::exception_ptr failure = placement->error;
     if (failure) {
@@ -410,7 +416,7 @@ void Upload::removeOlderCopies(const ObjectMeta& meta) {
 void Upload::commit(const ObjectMeta& meta) {
   std::promise<std::exception_ptr> outcome;
   auto placed = outcome.get_future();
-  commitAsync(meta, [&outcome](std::exception_ptr failure) { outcome.set_value(failure); });
+  handIn(meta, nullptr, [&outcome](std::exception_ptr failure) { outcome.set_value(failure); });
   if (auto failure = placed.get()) std::rethrow_exception(failure);
   removeOlderCopies(meta);
 }
@@ -541,7 +547,7 @@ std::vector<std::string> ObjectStore::readOrder(const std::string& bucket,
   return order;
 }
 
-std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
+std::shared_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
                                                  const std::string& key, uint64_t announcedSize) {
   const Volume* best = nullptr;
   uint64_t bestScore = 0;
@@ -589,7 +595,7 @@ std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
     unlink(tmpPath.c_str());
     throw StoreError(500, "flock " + tmpPath + ": " + std::strerror(err));
   }
-  return std::make_unique<Upload>(*this, best->path, bucket, key, tmpPath, std::move(fd));
+  return std::make_shared<Upload>(*this, best->path, bucket, key, tmpPath, std::move(fd));
 }
 
 // Every volume is looked at: a copy that could not be removed (a volume

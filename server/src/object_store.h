@@ -103,8 +103,10 @@ ObjectMeta decodeMeta(const std::string& text);  // throws std::invalid_argument
 
 class ObjectStore;
 
-// An upload in progress: a temp file on the chosen volume.
-class Upload {
+// An upload in progress: a temp file on the chosen volume. Owned by a
+// shared_ptr (beginUpload's): a commit that ends on another thread keeps
+// the Upload alive until it has ended, whoever else lets go of it meanwhile.
+class Upload : public std::enable_shared_from_this<Upload> {
  public:
   Upload(ObjectStore& store, std::string volume, std::string bucket, std::string key,
          std::string tmpPath, reload::Fd fd);
@@ -124,7 +126,9 @@ class Upload {
   // returns. `placed` runs once, on the thread that leads the batch (maybe
   // this one), when the object and its entry are durable, or with the
   // failure (a StoreError); it must not throw nor wait on a disk. The
-  // Upload outlives that call. removeOlderCopies() is left to the caller.
+  // placement holds the Upload (it must be owned by a shared_ptr) until
+  // that call has returned, so the caller may let go of it at any time.
+  // removeOlderCopies() is left to the caller.
   void commitAsync(const ObjectMeta& meta, std::function<void(std::exception_ptr)> placed);
   // Removes copies of the key on other volumes older than `meta`'s; after a
   // commitAsync that succeeded. Blocks on those volumes.
@@ -133,8 +137,15 @@ class Upload {
   // access): without one, removeOlderCopies() has nothing to do.
   bool othersMayHoldCopies() const;
   const std::string& volume() const { return volume_; }
+  // Renamed into place: its destructor has no file to remove. Read it once
+  // the commit's end was handed over (it is set on the batch's thread).
+  bool committed() const { return committed_; }
 
  private:
+  // commitAsync(), the placement holding `owner` (empty for commit(),
+  // which waits for the end itself).
+  void handIn(const ObjectMeta& meta, std::shared_ptr<Upload> owner,
+              std::function<void(std::exception_ptr)> placed);
   StoreError storeFailure(const std::system_error& e) const;  // logged; the client's words
 
   ObjectStore& store_;
@@ -157,7 +168,7 @@ class ObjectStore {
 
   // Throws StoreError (507 when no volume can take writes, or when the
   // announced size, if not 0, cannot fit on the chosen volume).
-  std::unique_ptr<Upload> beginUpload(const std::string& bucket, const std::string& key,
+  std::shared_ptr<Upload> beginUpload(const std::string& bucket, const std::string& key,
                                       uint64_t announcedSize = 0);
   std::optional<OpenObject> open(const std::string& bucket, const std::string& key) const;
   // Like open(), without waiting for the disk: only lookups the kernel has
