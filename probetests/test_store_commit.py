@@ -2,6 +2,7 @@
 storm of them killed with the whole process group, then checked against
 every answer the clients got."""
 import http.client
+import hashlib
 import os
 import random
 import signal
@@ -204,6 +205,52 @@ class CommitFaults(unittest.TestCase):
         # batches such.
         server, results, failed = self.storm_with_fault("syncfs:worker:1")
         print("\n%d of %d PUTs answered 500 after a failed filesystem sync" % (len(failed), len(results)))
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class PremadeDirectories(unittest.TestCase):
+    """A PUT into directories another worker made (and may not have synced
+    into their parents yet, as it can crash between its mkdir and its
+    fsync) answers 201 only once each of their entries is durable: every
+    fsync its 201 waits for, failed in turn, fails that PUT, and there are
+    one for each such directory's parent besides the file's and the
+    batch's."""
+
+    def put_with_fsync_failing(self, nth):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1)
+        env, arm, fired = fault_env(server, "fsync:worker:%d" % nth)
+        server.start(env=env)
+        key = "premade"
+        for volume in server.volumes:
+            os.makedirs(os.path.join(volume, "objects", "pd", hashlib.md5(key.encode()).hexdigest()[:2]))
+        open(arm, "w").close()
+        body = os.urandom(3000)
+        status = server.request("PUT", "/v1/pd/" + key, body=body)[0]
+        was_fired = os.path.exists(fired)
+        os.unlink(arm)
+        if was_fired:
+            self.assertEqual(status, 500, "fsync %d failed and the PUT was answered %d" % (nth, status))
+            # Not remembered as durable: the next PUT syncs again, and stores.
+            self.assertEqual(server.request("PUT", "/v1/pd/" + key, body=body)[0], 201)
+        else:
+            self.assertEqual(status, 201)
+        self.assertEqual(server.request("GET", "/v1/pd/" + key)[2], body)
+        self.assertEqual(server.status()["worker_restarts"], 0)
+        self.assertEqual(server.stop(), 0)
+        return was_fired
+
+    def test_each_sync_a_put_into_premade_directories_waits_for_fails_it(self):
+        failing = 0
+        for nth in range(1, 8):
+            with self.subTest(fsync=nth):
+                if not self.put_with_fsync_failing(nth):
+                    break
+                failing = nth
+        print("\n%d fsyncs, each failing the PUT" % failing)
+        # The file, the parents of objects/, objects/pd/ and objects/pd/HH/,
+        # and the batch's sync of objects/pd/HH/.
+        self.assertGreaterEqual(failing, 5)
 
 
 @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")

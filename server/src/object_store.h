@@ -23,6 +23,7 @@
 #include <optional>
 #include <stdexcept>
 #include <system_error>
+#include <unordered_set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -275,6 +276,7 @@ class ObjectStore {
   static void rebuildIndex(const std::string& volume, const std::string& why, KeyIndex& index,
                            ino_t damagedInode);
 
+  struct VolumeFilesystem;
   // One upload's last step, shared with the PUTs ready at the same moment
   // on its volume (see placeBatch).
   struct Placement : GroupCommitItem {
@@ -289,7 +291,14 @@ class ObjectStore {
   // the renames run under its write lock, then each directory is synced
   // once (or the filesystem, see kSyncfsFromDirs). An item whose step failed carries its error; items placed before
   // an index failure are still synced and succeed.
-  void placeBatch(const std::string& volume, std::vector<Placement*>& batch) const;
+  // `filesystem` is the volume's descriptor for syncfs(), kept for the
+  // store's life (see VolumeFilesystem in the source).
+  void placeBatch(const std::string& volume, VolumeFilesystem& filesystem,
+                  std::vector<Placement*>& batch) const;
+  // Creates `dir` and any missing directory between it and `root` (a
+  // volume), and returns once each of their entries is durable, including
+  // one another thread or process created and may not have synced yet.
+  void makeDurableDirs(const std::string& root, const std::string& dir);
   // A batch whose renames span this many directories or more is synced by
   // one syncfs() of the volume's filesystem instead of a fsync per directory.
   static constexpr size_t kSyncfsFromDirs = 3;
@@ -297,6 +306,9 @@ class ObjectStore {
   StorageSettings settings_;
   mutable std::mutex commitMutex_;
   std::map<std::string, std::unique_ptr<GroupCommit<Placement>>> commits_;
+  // Directories whose entries this store made (or found) durable.
+  std::mutex durableDirsMutex_;
+  std::unordered_set<std::string> durableDirs_;
   mutable std::mutex mutex_;
   std::vector<Volume> volumes_;
   std::atomic<uint64_t> volumeListVersion_{0};
