@@ -468,6 +468,9 @@ class RollbackAcrossCache(CacheTestBase):
         server.send_signal(signal.SIGHUP)
         server.wait_status(lambda s: s["probation"] is not None and s["generation"] == 2,
                            "generation 2 on probation", 15)
+        # Each old worker acts on its order to stand by a moment after the
+        # master gives it; until then it may still take a connection.
+        server.wait_workers_logged(old_pids, "standing by:")
         # Answered by generation 2 (the last good one stands by and accepts nothing).
         status, headers, _ = server.request("PUT", KEY, body_of(3, 4096))
         self.assertEqual((status, headers.get("x-molt-generation")), (201, "2"))

@@ -2,9 +2,12 @@
 storm of them killed with the whole process group, then checked against
 every answer the clients got."""
 import http.client
+import hashlib
 import os
 import random
 import signal
+import socket
+import struct
 import threading
 import time
 import unittest
@@ -205,6 +208,52 @@ class CommitFaults(unittest.TestCase):
 
 
 @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class PremadeDirectories(unittest.TestCase):
+    """A PUT into directories another worker made (and may not have synced
+    into their parents yet, as it can crash between its mkdir and its
+    fsync) answers 201 only once each of their entries is durable: every
+    fsync its 201 waits for, failed in turn, fails that PUT, and there are
+    one for each such directory's parent besides the file's and the
+    batch's."""
+
+    def put_with_fsync_failing(self, nth):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1)
+        env, arm, fired = fault_env(server, "fsync:worker:%d" % nth)
+        server.start(env=env)
+        key = "premade"
+        for volume in server.volumes:
+            os.makedirs(os.path.join(volume, "objects", "pd", hashlib.md5(key.encode()).hexdigest()[:2]))
+        open(arm, "w").close()
+        body = os.urandom(3000)
+        status = server.request("PUT", "/v1/pd/" + key, body=body)[0]
+        was_fired = os.path.exists(fired)
+        os.unlink(arm)
+        if was_fired:
+            self.assertEqual(status, 500, "fsync %d failed and the PUT was answered %d" % (nth, status))
+            # Not remembered as durable: the next PUT syncs again, and stores.
+            self.assertEqual(server.request("PUT", "/v1/pd/" + key, body=body)[0], 201)
+        else:
+            self.assertEqual(status, 201)
+        self.assertEqual(server.request("GET", "/v1/pd/" + key)[2], body)
+        self.assertEqual(server.status()["worker_restarts"], 0)
+        self.assertEqual(server.stop(), 0)
+        return was_fired
+
+    def test_each_sync_a_put_into_premade_directories_waits_for_fails_it(self):
+        failing = 0
+        for nth in range(1, 8):
+            with self.subTest(fsync=nth):
+                if not self.put_with_fsync_failing(nth):
+                    break
+                failing = nth
+        print("\n%d fsyncs, each failing the PUT" % failing)
+        # The file, the parents of objects/, objects/pd/ and objects/pd/HH/,
+        # and the batch's sync of objects/pd/HH/.
+        self.assertGreaterEqual(failing, 5)
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
 class HungBatch(unittest.TestCase):
     """A volume whose batch hangs (its index commit never returns): the PUTs
     queued behind it hold no disk thread, so PUTs and GETs on the other
@@ -269,6 +318,183 @@ class HungBatch(unittest.TestCase):
             os.killpg(server.pid, signal.SIGKILL)
             server.proc.wait()
             wait_for(lambda: not session_processes(server.pid), 10, "every process to be gone")
+
+
+def reset(sock):
+    """Closes with a reset (SO_LINGER 0): the worker reads an error, not an end."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def socket_count(pid):
+    """Sockets `pid` holds open; 0 once it is gone."""
+    count = 0
+    try:
+        names = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            count += os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def temp_files(server):
+    found = []
+    for volume in server.volumes:
+        tmp = os.path.join(volume, "tmp")
+        if os.path.isdir(tmp):
+            found += [os.path.join(tmp, name) for name in os.listdir(tmp)]
+    return found
+
+
+def sanitizer_reports(server):
+    with open(os.path.join(server.dir, "stdout"), errors="replace") as f:
+        output = f.read()
+    return [line for line in (output + server.all_logs_text()).splitlines()
+            if "Sanitizer" in line or "runtime error:" in line]
+
+
+def keepalive_get(conn, path):
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class AbandonedPuts(unittest.TestCase):
+    """A PUT whose client resets its connection while the PUT is in a store
+    step (held open by the fault shim): the step finishes with what it
+    works on still alive, that PUT ends (committed if its commit was under
+    way, else its temp file removed) and nothing else does: the worker, and
+    a keep-alive connection it already had, serve on."""
+
+    # Each step a PUT waits for on the pool or in its volume's group commit.
+    WINDOWS = (
+        ("statvfs:worker:1:wait", "beginUpload (the free-space check)", False),
+        ("fsync:worker:1:wait", "the commit (the temp file's fsync)", True),
+        ("rename:worker:1:wait", "the volume's batch (the rename into place)", True),
+    )
+
+    def start(self, spec):
+        from test_robustness import fault_env
+        # No volume scan: its statvfs() would take the fault meant for a PUT.
+        server = Moltd(self, workers=1, extra_server="disk_threads = 2",
+                       extra_storage="volume_scan_interval = 0")
+        env, arm, fired = fault_env(server, spec)
+        server.start(env=env)
+        worker, = [w["pid"] for w in server.status()["workers"]]
+        keep = server.connection(timeout=20)
+        self.addCleanup(keep.close)
+        keep.request("PUT", "/v1/ab/warm", body=b"warm")
+        resp = keep.getresponse()
+        resp.read()
+        self.assertEqual(resp.status, 201)
+        return server, worker, keep, arm, fired
+
+    def assert_worker_unharmed(self, server, worker, keep):
+        self.assertEqual(sanitizer_reports(server), [])
+        self.assertEqual(server.status()["worker_restarts"], 0)
+        self.assertEqual([w["pid"] for w in server.status()["workers"]], [worker])
+        self.assertEqual(keepalive_get(keep, "/v1/ab/warm"), (200, b"warm"))
+
+    def test_a_reset_in_each_store_step_ends_that_put_only(self):
+        for spec, window, committed in self.WINDOWS:
+            with self.subTest(window=window):
+                server, worker, keep, arm, fired = self.start(spec)
+                sockets = socket_count(worker)
+                open(arm, "w").close()
+                victim = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                body = os.urandom(1000)
+                victim.sendall(b"PUT /v1/ab/victim HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                               % len(body) + body)
+                wait_for(lambda: os.path.exists(fired), 20, "%s to be held" % window)
+                reset(victim)
+                wait_for(lambda: socket_count(worker) <= sockets, 20,
+                         "the worker to close the reset connection")
+                os.unlink(arm)  # the step goes on, its client gone
+                wait_for(lambda: "its connection closed" in server.all_logs_text()
+                         or server.status()["worker_restarts"] > 0, 20,
+                         "the held step to come back")
+                self.assert_worker_unharmed(server, worker, keep)
+                wait_for(lambda: not temp_files(server), 20, "the temp file to go")
+                status, got = keepalive_get(keep, "/v1/ab/victim")
+                if committed:  # its commit was under way: it goes on to the end
+                    self.assertEqual((status, got), (200, body))
+                else:
+                    self.assertEqual(status, 404)
+                self.assertEqual(server.stop(), 0)
+
+    def test_a_failed_commit_removes_its_temp_file_off_the_loop(self):
+        # A file where the bucket's directory would be: the commit cannot
+        # make the object's directory, and the PUT fails. Its temp file is
+        # removed on the pool: with that unlink held, the loop still answers.
+        server, worker, keep, arm, fired = self.start("unlink:worker:1:wait")
+        objects = os.path.join(server.volumes[0], "objects")
+        with open(os.path.join(objects, "nodir"), "w"):
+            pass
+        open(arm, "w").close()
+        failing = server.connection(timeout=20)
+        failing.request("PUT", "/v1/nodir/k", body=b"x" * 100)
+        resp = failing.getresponse()
+        self.assertEqual(resp.status, 500)
+        resp.read()
+        failing.close()
+        self.assertTrue(os.path.exists(fired), "the temp file's unlink was not held")
+        self.assertEqual(len(temp_files(server)), 1)
+        self.assert_worker_unharmed(server, worker, keep)
+        os.unlink(arm)
+        wait_for(lambda: not temp_files(server), 20, "the temp file to go")
+        self.assertEqual(server.stop(), 0)
+
+
+class ResetStorm(unittest.TestCase):
+    def test_puts_reset_at_random_moments_harm_no_worker(self):
+        """PUTs (header only, or header and body) whose clients reset their
+        connection 0-5 ms after sending, from four clients at once onto two
+        workers: no worker dies, none leaves a sanitizer report, every temp
+        file goes, and the workers serve on."""
+        server = Moltd(self, workers=2)
+        server.start()
+        workers = sorted(w["pid"] for w in server.status()["workers"])
+        self.assertEqual(server.request("PUT", "/v1/st/warm", body=b"warm")[0], 201)
+        rng = random.Random(int(os.environ.get("MOLT_RESET_SEED", "0")) or None)
+        seeds = [rng.random() for _ in range(4)]
+        attempts = []
+
+        def client(seed):
+            own = random.Random(seed)
+            deadline = time.monotonic() + 20
+            for i in range(80):
+                if time.monotonic() > deadline:
+                    break
+                body = b"z" * own.choice((100, 2000, 70000))
+                head = b"PUT /v1/st/k%d-%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
+                    int(seed * 1000), i, len(body))
+                try:
+                    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                    s.sendall(head + (body if own.random() < 0.7 else b""))
+                    time.sleep(own.uniform(0, 0.005))  # the moment of the reset is the test's input
+                    reset(s)
+                except OSError:
+                    continue
+                attempts.append(i)
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in seeds]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertGreater(len(attempts), 100)
+        status, _, got = server.request("GET", "/v1/st/warm")
+        self.assertEqual((status, got), (200, b"warm"))
+        self.assertEqual(sanitizer_reports(server), [])
+        st = server.status()
+        self.assertEqual(st["worker_restarts"], 0)
+        self.assertEqual(sorted(w["pid"] for w in st["workers"]), workers)
+        wait_for(lambda: not temp_files(server), 20, "every temp file to go")
+        print("\n%d PUTs reset" % len(attempts))
 
 
 def describe(state):

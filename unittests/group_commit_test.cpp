@@ -3,6 +3,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -197,6 +199,43 @@ BOOST_AUTO_TEST_CASE(a_submit_behind_a_hung_run_returns_at_once_and_ends_after_i
   BOOST_TEST(endedEarly == 0u);
   BOOST_TEST(commit.runs() == 2u);
   for (size_t i = 1; i <= kLater; ++i) BOOST_TEST(items[i].run == 2u);
+}
+
+// What an `ended` holds may be let go of (an upload whose client left is
+// destroyed with it): the leader does so without the group's lock, so that
+// what is released may take its time or use the group, and callers of
+// other items are not held up meanwhile.
+BOOST_AUTO_TEST_CASE(what_an_ended_holds_is_released_without_the_lock) {
+  server::GroupCommit<Item> commit([](std::vector<Item*>&) {});
+  std::vector<std::thread> askers;
+  std::atomic<int> released{0}, answered{0};
+  // Asks the group a question from another thread as it is destroyed, and
+  // waits a while for the answer.
+  struct AsksOnRelease {
+    server::GroupCommit<Item>* commit;
+    std::vector<std::thread>* askers;
+    std::atomic<int>* released;
+    std::atomic<int>* answered;
+    ~AsksOnRelease() {
+      auto asked = std::make_shared<std::promise<void>>();
+      auto answer = asked->get_future();
+      auto* group = commit;
+      askers->emplace_back([group, asked] {
+        group->queued();
+        asked->set_value();
+      });
+      if (answer.wait_for(std::chrono::seconds(10)) == std::future_status::ready) ++*answered;
+      ++*released;
+    }
+  };
+  Item item;
+  {
+    std::shared_ptr<AsksOnRelease> held(new AsksOnRelease{&commit, &askers, &released, &answered});
+    commit.submit(item, [held] {});
+  }
+  for (auto& t : askers) t.join();
+  BOOST_TEST(released.load() == 1);
+  BOOST_TEST(answered.load() == 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -530,4 +530,41 @@ BOOST_AUTO_TEST_CASE(an_abandoned_upload_leaves_nothing) {
   BOOST_TEST(server::ObjectStore::removeTempFiles(store.volumes()) == 0u);
 }
 
+// A commit's caller may let go of its upload while the upload waits for a
+// batch of its volume (a client that left): the placement holds the upload
+// until it has ended, and the object is placed.
+BOOST_AUTO_TEST_CASE(an_upload_let_go_of_while_its_commit_waits_is_still_placed) {
+  TempVolumes vols;
+  vols.settings.volumes.resize(1);  // one volume: both uploads share its group commit
+  server::ObjectStore store(vols.settings);
+  auto first = store.beginUpload("bucket", "first");
+  first->write("one", 3);
+  std::shared_ptr<server::Upload> second = store.beginUpload("bucket", "second");
+  second->write("payload", 7);
+  std::weak_ptr<server::Upload> watch = second;
+  bool secondEnded = false;
+  std::exception_ptr secondFailure;
+  bool heldWhileQueued = false;
+  first->commitAsync(metaAt("first", 3, 1000), [&](std::exception_ptr firstFailure) {
+    BOOST_TEST(!firstFailure);
+    // Inside the first batch, on its leader: the second waits for the next one.
+    second->commitAsync(metaAt("second", 7, 1001), [&](std::exception_ptr failure) {
+      secondEnded = true;
+      secondFailure = failure;
+    });
+    BOOST_TEST(!secondEnded);
+    second.reset();
+    heldWhileQueued = !watch.expired();
+  });
+  // This thread led both batches.
+  BOOST_TEST(heldWhileQueued);
+  BOOST_TEST(secondEnded);
+  BOOST_TEST(!secondFailure);
+  BOOST_TEST(watch.expired());
+  auto obj = store.open("bucket", "second");
+  BOOST_REQUIRE(obj);
+  BOOST_TEST(readAll(*obj) == "payload");
+  BOOST_TEST(std::filesystem::is_empty(vols.settings.volumes[0] + "/tmp"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -7,7 +7,8 @@
 // (its own included) and runs the batch, then the batches of the items that
 // arrived meanwhile, until none is waiting. A caller that finds a run under
 // way returns at once: its item waits for the next run, and its `ended` is
-// called by the leader's thread. So one thread per group is ever inside the
+// called by the leader's thread, which then lets go of it (and of what it
+// holds) without the group's lock. So one thread per group is ever inside the
 // commit, however long a run hangs (a disk that stops answering): the others
 // go on to other work. `ended` runs once the run that took the item has
 // ended, so whatever the run makes durable is durable then; an item that
@@ -105,7 +106,11 @@ class GroupCommit {
       auto failure = std::current_exception();
       for (auto& w : batch) w.item->error = failure;
     }
-    for (auto& w : batch) w.ended();
+    // Each `ended` is let go of once it has run, before the lock is taken
+    // again: what it held (an upload whose client is gone, say) may be
+    // released with it, and may take its time or submit again.
+    for (auto& w : batch) std::exchange(w.ended, nullptr)();
+    batch.clear();
     lock.lock();
   }
 

@@ -120,21 +120,30 @@ void releaseIfLarge(std::string& kept) {
 
 }  // namespace
 
+// Shared by the connection and each of its steps on the pool (or in a
+// volume's group commit): a step keeps alive what it works on however the
+// connection ends meanwhile. One step at a time is out, and while it is,
+// the loop neither reads nor lets go of what the step uses.
 struct Connection::UploadState {
-  std::unique_ptr<Upload> upload;
+  std::shared_ptr<Upload> upload;
   Md5 md5;
   std::string filling;  // taken from the socket, not yet handed to the pool
   std::string flying;   // being written by the pool
   bool writing = false;
+  bool storing = false;    // beginUpload or the commit is under way
   bool finishing = false;  // the body is complete; commit once written
   bool tooLarge = false;
-  bool abandoned = false;  // answered already; drop the temp file once the write is back
+  // Answered already, or the connection is gone: the upload is dropped (its
+  // temp file removed, unless the commit placed it) once its step is back.
+  bool abandoned = false;
   ObjectPath path;
   uint64_t total = 0;
   // Written by a pool thread while a step runs; the loop reads them only in
   // that step's completion (the pool's hand-back orders the two).
   int errorStatus = 0;
   std::string error;
+
+  bool stepOut() const { return writing || storing; }
 
   // Runs a store step (on the pool); its error becomes the answer.
   template <typename Step>
@@ -377,10 +386,7 @@ void Connection::submitDiskDeferred(std::function<void(DiskPool::Finish)> work,
 std::function<void()> Connection::diskDone(std::function<void()> done) {
   return [this, next = std::move(done)] {
     --pendingDisk_;
-    if (phase_ == Phase::kClosed) {
-      if (pendingDisk_ == 0) owner_.connectionClosed(this);
-      return;
-    }
+    if (phase_ == Phase::kClosed) return closedTaskBack();
     guarded([&] {
       next();
       advance();
@@ -393,17 +399,29 @@ DiskPool::Failed Connection::diskFailed() {
   // that answer, or, mid-answer, with the connection.
   return [this](int status, const std::string& text) {
     --pendingDisk_;
-    if (phase_ == Phase::kClosed) {
-      if (pendingDisk_ == 0) owner_.connectionClosed(this);
-      return;
-    }
+    // An upload's step is the only task of its connection: it is back.
+    if (upload_) upload_->writing = upload_->storing = false;
+    if (phase_ == Phase::kClosed) return closedTaskBack();
     guarded([&] {
+      abandonUpload();
       if (phase_ != Phase::kWaitDisk) return cut();
       closeAfter_ = true;
       sendText(status, text);
       advance();
     });
   };
+}
+
+void Connection::closedTaskBack() {
+  if (pendingDisk_ > 0) return;
+  // Nothing of the connection is on the pool any more: an upload its
+  // client left is dropped now (on the pool), and then the connection.
+  if (upload_) {
+    MOLT_LOG(kDebug) << "dropping the upload of " << upload_->path.bucket << "/"
+                     << upload_->path.key.substr(0, 256) << ": its connection closed";
+    guarded([this] { dropUpload(); });
+  }
+  owner_.connectionClosed(this);
 }
 
 template <typename Step>
@@ -481,16 +499,19 @@ void Connection::putObject(const ObjectPath& path) {
       return sendText(400, "object metadata is larger than " + std::to_string(kMaxEncodedMetaBytes) +
                                " bytes once encoded");
   }
-  upload_ = std::make_unique<UploadState>();
+  upload_ = std::make_shared<UploadState>();
   upload_->path = path;
+  upload_->storing = true;
   uint64_t announced = request_.chunked ? 0 : *request_.contentLength;
-  auto* state = upload_.get();
+  std::shared_ptr<UploadState> state = upload_;
   runOnDisk(
-      [this, state, path, announced] {
-        state->attempt([&] { state->upload = shared_.store.beginUpload(path.bucket, path.key, announced); });
+      [state, &store = shared_.store, path, announced] {
+        state->attempt([&] { state->upload = store.beginUpload(path.bucket, path.key, announced); });
       },
-      [this] {
-        if (upload_->errorStatus) return sendStoreError(upload_->errorStatus, upload_->error);
+      [this, state] {
+        state->storing = false;
+        if (!stillServes(state)) return;
+        if (state->errorStatus) return sendStoreError(state->errorStatus, state->error);
         startUploadBody();
       });
 }
@@ -524,46 +545,59 @@ size_t Connection::takeBody(std::string_view body) {
 }
 
 void Connection::submitUploadWrite() {
-  auto* state = upload_.get();
+  std::shared_ptr<UploadState> state = upload_;
   state->flying.swap(state->filling);
   state->filling.clear();
   state->filling.reserve(kUploadBuffer);
   state->writing = true;
   submitDisk(
       [state] {
-        state->attempt([state] {
+        state->attempt([&] {
           state->md5.update(state->flying.data(), state->flying.size());
           state->upload->write(state->flying.data(), state->flying.size());
         });
       },
-      [this] {
-        upload_->writing = false;
-        upload_->flying.clear();
-        if (upload_->abandoned) return dropUpload();
-        if (upload_->errorStatus) {
-          uploadFailed(upload_->errorStatus, upload_->error);
+      [this, state] {
+        state->writing = false;
+        state->flying.clear();
+        if (!stillServes(state)) return;
+        if (state->errorStatus) {
+          uploadFailed(state->errorStatus, state->error);
         } else {
-          if (upload_->filling.size() == kUploadBuffer) submitUploadWrite();
-          if (upload_->finishing) finishUpload();
+          if (state->filling.size() == kUploadBuffer) submitUploadWrite();
+          if (state->finishing) finishUpload();
         }
       });
 }
 
+bool Connection::stillServes(const std::shared_ptr<UploadState>& state) {
+  if (upload_ == state && !state->abandoned) return true;
+  // Answered while the step was out (or a step of an upload left behind).
+  if (upload_ == state) dropUpload();
+  else releaseUpload(*state);
+  return false;
+}
+
 void Connection::abandonUpload() {
-  // Removes the temp file once the pool gives the buffer back.
+  // A step on the pool still uses the upload: it is dropped once the step
+  // is back (stillServes, or closedTaskBack once the connection is gone).
   if (!upload_) return;
-  if (upload_->writing) upload_->abandoned = true;
+  if (upload_->stepOut()) upload_->abandoned = true;
   else dropUpload();
 }
 
 void Connection::dropUpload() {
-  // An upload not committed unlinks its temp file as it goes: on the pool,
-  // never on the loop.
-  if (upload_ && upload_->upload) {
-    std::shared_ptr<Upload> upload(std::move(upload_->upload));
-    shared_.pool->submit([upload]() mutable { upload.reset(); }, [] {});
-  }
+  if (upload_) releaseUpload(*upload_);
   upload_.reset();
+}
+
+void Connection::releaseUpload(UploadState& state) {
+  // An upload not committed unlinks its temp file as it goes: on the pool,
+  // never on the loop. One committed only closes its descriptor.
+  if (!state.upload) return;
+  std::shared_ptr<Upload> upload(std::move(state.upload));
+  if (upload->committed()) return;
+  shared_.pool->submit([upload]() mutable { upload.reset(); }, {});
 }
 
 void Connection::uploadFailed(int status, std::string message) {
@@ -639,13 +673,14 @@ void Connection::finishUpload() {
     }
   }
   meta.timestamp = static_cast<double>(wallClockMicroseconds()) / 1e6;
-  auto* state = upload_.get();
+  std::shared_ptr<UploadState> state = upload_;
   // Marked before any file is touched and bumped as soon as the store
   // returns, on the pool, whatever the outcome and whether or not the
   // client is still there: a reader's cached copy is never used past it.
   std::shared_ptr<VersionWrite> mark =
       shared_.versions.beginWrite(versionSlot(up.path.bucket, up.path.key));
   phase_ = Phase::kWaitDisk;
+  state->storing = true;
   DiskPool* pool = shared_.pool;
   // The wait for the group commit holds no pool thread: the commit's end
   // comes from the thread that leads the volume's batch, and what follows it
@@ -677,14 +712,13 @@ void Connection::finishUpload() {
           finish(nullptr);
         }
       },
-      [this, meta] {
-        if (upload_->errorStatus) {
-          int status = upload_->errorStatus;
-          std::string error = upload_->error;
-          upload_.reset();
-          return sendStoreError(status, error);
-        }
-        upload_.reset();
+      [this, state, meta] {
+        state->storing = false;
+        if (!stillServes(state)) return;
+        int status = state->errorStatus;
+        std::string error = state->error;
+        dropUpload();  // a failed one's temp file is removed on the pool
+        if (status) return sendStoreError(status, error);
         beginResponse(201);
         addHeader("ETag", quoteEtag(meta.etag));
         addHeader("Last-Modified", httpDate(meta.timestamp));
@@ -718,7 +752,7 @@ void Connection::getObject(const ObjectPath& path) {
   }
   if (attempt == ObjectStore::Attempt::kMissing) return sendText(404, "no such object");
   auto result = std::make_shared<std::optional<OpenObject>>();
-  runOnDisk([this, result, path] { *result = shared_.store.open(path.bucket, path.key); },
+  runOnDisk([result, &store = shared_.store, path] { *result = store.open(path.bucket, path.key); },
             [this, result, path, slot, before, listVersion] {
               if (!*result) return sendText(404, "no such object");
               auto object = describeObject(std::move(**result));
@@ -799,11 +833,16 @@ void Connection::answerGet(std::shared_ptr<const CachedObject> object) {
       return sendStoreError(500, "cannot read an object on " + object->volume + ": " + std::strerror(errno));
     }
     auto got = std::make_shared<ssize_t>(0);
+    // The pool reads into a buffer of its own, the answer built so far,
+    // given back when the read is.
+    auto answer = std::make_shared<std::string>(std::move(outBuf_));
+    outBuf_.clear();
     runOnDisk(
-        [this, object, got, head, length, offset] {
-          *got = pread(object->file->get(), outBuf_.data() + head, length, static_cast<off_t>(offset));
+        [object, got, answer, head, length, offset] {
+          *got = pread(object->file->get(), answer->data() + head, length, static_cast<off_t>(offset));
         },
-        [this, got, length] {
+        [this, got, answer, length] {
+          outBuf_ = std::move(*answer);
           if (*got != static_cast<ssize_t>(length)) {
             closeAfter_ = true;
             outBuf_.clear();
@@ -883,9 +922,9 @@ void Connection::deleteObject(const ObjectPath& path) {
   if (refuseIfReadOnly()) return;
   auto removed = std::make_shared<bool>(false);
   std::shared_ptr<VersionWrite> mark = shared_.versions.beginWrite(versionSlot(path.bucket, path.key));
-  runOnDisk([this, removed, path, mark] {
+  runOnDisk([removed, &store = shared_.store, path, mark] {
               try {
-                *removed = shared_.store.remove(path.bucket, path.key);
+                *removed = store.remove(path.bucket, path.key);
               } catch (...) {
                 mark->end();  // before the 500: some copies may be gone
                 throw;
@@ -928,9 +967,9 @@ void Connection::listBucket(const std::string& bucket, const std::string& query)
   }
   auto body = std::make_shared<std::string>();
   runOnDisk(
-      [this, body, bucket, prefix, marker, limit] {
+      [body, &store = shared_.store, bucket, prefix, marker, limit] {
         reload::JsonArray items;
-        for (const auto& meta : shared_.store.list(bucket, prefix, marker, limit)) {
+        for (const auto& meta : store.list(bucket, prefix, marker, limit)) {
           reload::JsonObject o;
           o.add("name", meta.key);
           o.add("bytes", meta.size);
@@ -1140,6 +1179,9 @@ void Connection::responseDone() {
   }
   parser_.reset();
   request_.clear();
+  // No step of the upload is out after an answer that keeps the connection;
+  // were one, it would drop the upload when back (stillServes).
+  abandonUpload();
   upload_.reset();
   responseStarted_ = false;
   counted_ = false;

@@ -87,8 +87,14 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void submitUploadWrite();
   void finishUpload();
   void uploadFailed(int status, std::string message);
+  // Ends the upload: at once, or once its step on the pool is back.
   void abandonUpload();
+  // Lets go of the upload; its temp file is removed on the pool.
   void dropUpload();
+  void releaseUpload(UploadState& state);
+  // Called when a step of `state` is back: whether the request still waits
+  // for it; if not, the upload is dropped.
+  bool stillServes(const std::shared_ptr<UploadState>& state);
   // Runs a step of the connection; an exception from it ends this request
   // (500 if nothing of the answer went out yet, logged) and its connection.
   template <typename Step>
@@ -123,6 +129,9 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void submitDiskDeferred(std::function<void(DiskPool::Finish)> work, std::function<void()> done);
   std::function<void()> diskDone(std::function<void()> done);  // the loop's part of a task's end
   DiskPool::Failed diskFailed();
+  // A task came back to a connection already closed: once none is left,
+  // the connection (and an upload its client left) goes.
+  void closedTaskBack();
   // submitDisk() for a request that waits for the result.
   void runOnDisk(std::function<void()> work, std::function<void()> done);
   // Moves fileReadyTo_ over what the page cache holds, and has the pool read
@@ -176,7 +185,7 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   bool fileReading_ = false;  // the pool reads in the window after it
   int fileWindowsRead_ = 0;   // windows the pool read in for this body
 
-  std::unique_ptr<UploadState> upload_;
+  std::shared_ptr<UploadState> upload_;
   uint64_t progressMark_ = 0;
   uint64_t lingerDropped_ = 0;
   std::string peer_;

@@ -72,29 +72,7 @@ void fsyncDir(const std::string& dir) {
   if (!fd || fsync(fd.get()) != 0) reload::throwSysError("fsync directory " + dir);
 }
 
-// Makes everything written to the filesystem that holds `dir` durable: its
-// directory entries and file data alike. syncfs() reports a writeback error
-// of that filesystem met since the descriptor was opened (Linux 5.8).
-void syncFilesystem(const std::string& dir) {
-  reload::Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd || syncfs(fd.get()) != 0) reload::throwSysError("syncfs of the filesystem of " + dir);
-}
-
 std::string parentOf(const std::string& path) { return path.substr(0, path.rfind('/')); }
-
-// Creates `path` and any missing parents. Each directory it creates is made
-// durable in its parent: an object's 201 must not depend on a directory
-// entry that a crash could still take back.
-void mkdirs(const std::string& path) {
-  if (mkdir(path.c_str(), 0755) == 0) return fsyncDir(parentOf(path));
-  if (errno == EEXIST) return;
-  if (errno != ENOENT) reload::throwSysError("mkdir " + path);
-  auto slash = path.rfind('/');
-  if (slash == std::string::npos || slash == 0) reload::throwSysError("mkdir " + path, ENOENT);
-  mkdirs(path.substr(0, slash));
-  if (mkdir(path.c_str(), 0755) == 0) return fsyncDir(parentOf(path));
-  if (errno != EEXIST) reload::throwSysError("mkdir " + path);
-}
 
 // Whether a non-blocking attempt (RESOLVE_CACHED, RWF_NOWAIT) must be
 // retried where blocking is allowed: it would block, or this kernel or file
@@ -357,6 +335,11 @@ StoreError Upload::storeFailure(const std::system_error& e) const {
 }
 
 void Upload::commitAsync(const ObjectMeta& meta, std::function<void(std::exception_ptr)> placed) {
+  handIn(meta, shared_from_this(), std::move(placed));
+}
+
+void Upload::handIn(const ObjectMeta& meta, std::shared_ptr<Upload> owner,
+                    std::function<void(std::exception_ptr)> placed) {
   std::string text = encodeMeta(meta);
   if (text.size() > kMaxMetaSize) throw StoreError(400, "object metadata is too large");
   char trailer[kTrailerSize + 1];
@@ -376,14 +359,15 @@ void Upload::commitAsync(const ObjectMeta& meta, std::function<void(std::excepti
   placement->dir = parentOf(placement->finalPath);
   try {
     store_.indexFor(volume_);  // opened before the first object directory exists
-    mkdirs(placement->dir);
+    store_.makeDurableDirs(volume_, placement->dir);
   } catch (const std::system_error& e) {
     throw storeFailure(e);
   }
   // The entry is durable before the object appears, and no DELETE or
   // listing can drop it while the rename runs (see key_index.h); the
   // directory is synced before `placed` runs.
-  store_.placeAsync(volume_, *placement, [this, placement, placed = std::move(placed)]() {
+  store_.placeAsync(volume_, *placement,
+                    [this, owner = std::move(owner), placement, placed = std::move(placed)]() {
     committed_ = placement->placed;
     std::exception_ptr failure = placement->error;
     if (failure) {
@@ -410,12 +394,56 @@ void Upload::removeOlderCopies(const ObjectMeta& meta) {
 void Upload::commit(const ObjectMeta& meta) {
   std::promise<std::exception_ptr> outcome;
   auto placed = outcome.get_future();
-  commitAsync(meta, [&outcome](std::exception_ptr failure) { outcome.set_value(failure); });
+  handIn(meta, nullptr, [&outcome](std::exception_ptr failure) { outcome.set_value(failure); });
   if (auto failure = placed.get()) std::rethrow_exception(failure);
   removeOlderCopies(meta);
 }
 
 // ------------------------------------------------------------- ObjectStore
+
+// A volume's descriptor for syncfs(), opened once and kept: syncfs()
+// reports a writeback error of the filesystem met since the descriptor was
+// opened (Linux 5.8), so one opened per batch would miss an error of the
+// kernel's own writeback between two batches (a directory's entries written
+// back, and failed, before the batch's sync). Used by the volume's batch
+// only, one thread at a time. A volume whose path now leads to another
+// filesystem (a remount) is opened again.
+struct ObjectStore::VolumeFilesystem {
+  reload::Fd fd;
+  void sync(const std::string& volume) {
+    struct stat now {}, held {};
+    if (stat(volume.c_str(), &now) != 0) reload::throwSysError("stat " + volume);
+    if (fd && (fstat(fd.get(), &held) != 0 || held.st_dev != now.st_dev)) fd.reset();
+    if (!fd) {
+      fd = reload::Fd(::open(volume.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!fd) reload::throwSysError("open " + volume + " for syncfs");
+    }
+    if (syncfs(fd.get()) != 0) reload::throwSysError("syncfs of the filesystem of " + volume);
+  }
+};
+
+void ObjectStore::makeDurableDirs(const std::string& root, const std::string& dir) {
+  if (dir.size() <= root.size()) return;  // the volume: its check made it
+  {
+    std::lock_guard<std::mutex> lock(durableDirsMutex_);
+    if (durableDirs_.count(dir)) return;
+  }
+  if (mkdir(dir.c_str(), 0755) != 0) {
+    const int err = errno;
+    if (err != ENOENT && err != EEXIST) reload::throwSysError("mkdir " + dir);
+    // Missing parents are made first; an existing directory's own parent
+    // may be as new as it is.
+    makeDurableDirs(root, parentOf(dir));
+    if (err == ENOENT && mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+      reload::throwSysError("mkdir " + dir);
+  }
+  // Whoever made it (this thread, another, another worker) may not have
+  // synced its entry yet: an object's 201 must not depend on a directory
+  // entry that a crash could still take back. Once per directory.
+  fsyncDir(parentOf(dir));
+  std::lock_guard<std::mutex> lock(durableDirsMutex_);
+  durableDirs_.insert(dir);
+}
 
 void ObjectStore::placeAsync(const std::string& volume, Placement& placement,
                              std::function<void()> ended) {
@@ -425,13 +453,16 @@ void ObjectStore::placeAsync(const std::string& volume, Placement& placement,
     auto& slot = commits_[volume];
     if (!slot)
       slot = std::make_unique<GroupCommit<Placement>>(
-          [this, volume](std::vector<Placement*>& batch) { placeBatch(volume, batch); });
+          [this, volume, filesystem = std::make_shared<VolumeFilesystem>()](std::vector<Placement*>& batch) {
+            placeBatch(volume, *filesystem, batch);
+          });
     commit = slot.get();  // kept for the store's life
   }
   commit->submit(placement, std::move(ended));
 }
 
-void ObjectStore::placeBatch(const std::string& volume, std::vector<Placement*>& batch) const {
+void ObjectStore::placeBatch(const std::string& volume, VolumeFilesystem& filesystem,
+                             std::vector<Placement*>& batch) const {
   std::vector<std::pair<std::string, std::string>> entries;
   entries.reserve(batch.size());
   for (auto* p : batch) entries.emplace_back(p->bucket, p->key);
@@ -468,7 +499,7 @@ void ObjectStore::placeBatch(const std::string& volume, std::vector<Placement*>&
   if (dirs.size() >= kSyncfsFromDirs) {
     std::exception_ptr failure;
     try {
-      syncFilesystem(volume);
+      filesystem.sync(volume);
     } catch (...) {
       failure = std::current_exception();
     }
@@ -541,7 +572,7 @@ std::vector<std::string> ObjectStore::readOrder(const std::string& bucket,
   return order;
 }
 
-std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
+std::shared_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
                                                  const std::string& key, uint64_t announcedSize) {
   const Volume* best = nullptr;
   uint64_t bestScore = 0;
@@ -589,7 +620,7 @@ std::unique_ptr<Upload> ObjectStore::beginUpload(const std::string& bucket,
     unlink(tmpPath.c_str());
     throw StoreError(500, "flock " + tmpPath + ": " + std::strerror(err));
   }
-  return std::make_unique<Upload>(*this, best->path, bucket, key, tmpPath, std::move(fd));
+  return std::make_shared<Upload>(*this, best->path, bucket, key, tmpPath, std::move(fd));
 }
 
 // Every volume is looked at: a copy that could not be removed (a volume

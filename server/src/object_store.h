@@ -23,6 +23,7 @@
 #include <optional>
 #include <stdexcept>
 #include <system_error>
+#include <unordered_set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -103,8 +104,10 @@ ObjectMeta decodeMeta(const std::string& text);  // throws std::invalid_argument
 
 class ObjectStore;
 
-// An upload in progress: a temp file on the chosen volume.
-class Upload {
+// An upload in progress: a temp file on the chosen volume. Owned by a
+// shared_ptr (beginUpload's): a commit that ends on another thread keeps
+// the Upload alive until it has ended, whoever else lets go of it meanwhile.
+class Upload : public std::enable_shared_from_this<Upload> {
  public:
   Upload(ObjectStore& store, std::string volume, std::string bucket, std::string key,
          std::string tmpPath, reload::Fd fd);
@@ -124,7 +127,9 @@ class Upload {
   // returns. `placed` runs once, on the thread that leads the batch (maybe
   // this one), when the object and its entry are durable, or with the
   // failure (a StoreError); it must not throw nor wait on a disk. The
-  // Upload outlives that call. removeOlderCopies() is left to the caller.
+  // placement holds the Upload (it must be owned by a shared_ptr) until
+  // that call has returned, so the caller may let go of it at any time.
+  // removeOlderCopies() is left to the caller.
   void commitAsync(const ObjectMeta& meta, std::function<void(std::exception_ptr)> placed);
   // Removes copies of the key on other volumes older than `meta`'s; after a
   // commitAsync that succeeded. Blocks on those volumes.
@@ -133,8 +138,15 @@ class Upload {
   // access): without one, removeOlderCopies() has nothing to do.
   bool othersMayHoldCopies() const;
   const std::string& volume() const { return volume_; }
+  // Renamed into place: its destructor has no file to remove. Read it once
+  // the commit's end was handed over (it is set on the batch's thread).
+  bool committed() const { return committed_; }
 
  private:
+  // commitAsync(), the placement holding `owner` (empty for commit(),
+  // which waits for the end itself).
+  void handIn(const ObjectMeta& meta, std::shared_ptr<Upload> owner,
+              std::function<void(std::exception_ptr)> placed);
   StoreError storeFailure(const std::system_error& e) const;  // logged; the client's words
 
   ObjectStore& store_;
@@ -157,7 +169,7 @@ class ObjectStore {
 
   // Throws StoreError (507 when no volume can take writes, or when the
   // announced size, if not 0, cannot fit on the chosen volume).
-  std::unique_ptr<Upload> beginUpload(const std::string& bucket, const std::string& key,
+  std::shared_ptr<Upload> beginUpload(const std::string& bucket, const std::string& key,
                                       uint64_t announcedSize = 0);
   std::optional<OpenObject> open(const std::string& bucket, const std::string& key) const;
   // Like open(), without waiting for the disk: only lookups the kernel has
@@ -264,6 +276,7 @@ class ObjectStore {
   static void rebuildIndex(const std::string& volume, const std::string& why, KeyIndex& index,
                            ino_t damagedInode);
 
+  struct VolumeFilesystem;
   // One upload's last step, shared with the PUTs ready at the same moment
   // on its volume (see placeBatch).
   struct Placement : GroupCommitItem {
@@ -278,7 +291,14 @@ class ObjectStore {
   // the renames run under its write lock, then each directory is synced
   // once (or the filesystem, see kSyncfsFromDirs). An item whose step failed carries its error; items placed before
   // an index failure are still synced and succeed.
-  void placeBatch(const std::string& volume, std::vector<Placement*>& batch) const;
+  // `filesystem` is the volume's descriptor for syncfs(), kept for the
+  // store's life (see VolumeFilesystem in the source).
+  void placeBatch(const std::string& volume, VolumeFilesystem& filesystem,
+                  std::vector<Placement*>& batch) const;
+  // Creates `dir` and any missing directory between it and `root` (a
+  // volume), and returns once each of their entries is durable, including
+  // one another thread or process created and may not have synced yet.
+  void makeDurableDirs(const std::string& root, const std::string& dir);
   // A batch whose renames span this many directories or more is synced by
   // one syncfs() of the volume's filesystem instead of a fsync per directory.
   static constexpr size_t kSyncfsFromDirs = 3;
@@ -286,6 +306,9 @@ class ObjectStore {
   StorageSettings settings_;
   mutable std::mutex commitMutex_;
   std::map<std::string, std::unique_ptr<GroupCommit<Placement>>> commits_;
+  // Directories whose entries this store made (or found) durable.
+  std::mutex durableDirsMutex_;
+  std::unordered_set<std::string> durableDirs_;
   mutable std::mutex mutex_;
   std::vector<Volume> volumes_;
   std::atomic<uint64_t> volumeListVersion_{0};
