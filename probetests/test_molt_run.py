@@ -599,6 +599,49 @@ class SelfUpgrade(unittest.TestCase):
         self.assertNotIn(keepers[0], pids)
         self.assertEqual(server.stop(), 0)
 
+    def test_a_slot_that_keeps_failing_keeps_its_respawn_delay_across_the_exec(self):
+        server = self.start(workers=2)
+        d = os.path.dirname(server.binary)
+        crash, starts = os.path.join(d, "crash-slot"), os.path.join(d, "starts")
+        wrapper = os.path.join(d, "wrapper.sh")
+        worker = os.path.join(d, "worker.py")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nif [ -e %s ] && [ "$MOLT_RUN_SLOT" = "$(cat %s)" ]; then\n'
+                    '  date +%%s.%%N >> %s; exit 1\nfi\nexec /usr/bin/python3 %s\n'
+                    % (crash, crash, starts, worker))
+        os.chmod(wrapper, 0o755)
+        program = server.settings["program"].replace("/usr/bin/python3 %s" % worker, wrapper)
+        server.write_config(program=program)
+        st = server.reload(signal.SIGHUP)
+        self.assertEqual((st["last_reload"]["result"], st["generation"]), ("ok", 2), st["last_reload"])
+        victim = st["workers"][0]
+        with open(crash, "w") as f:
+            f.write(str(victim["slot"]))
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        def start_times():
+            try:
+                with open(starts) as f:
+                    return [float(t) for t in f.read().split()]
+            except OSError:
+                return []
+        # Respawned after 0.1, 0.2, 0.4 and 0.8 s, each failing at once: the
+        # next waits 1.6 s.
+        wait_for(lambda: len(start_times()) >= 4, 30, "four failed starts of the slot")
+        upgraded = time.time()
+        st = server.reload(signal.SIGUSR1)
+        self.assertEqual((st["last_reload"]["result"], st["generation"]), ("ok", 2), st["last_reload"])
+        later = wait_for(lambda: [t for t in start_times() if t > upgraded], 30,
+                         "a start of the slot after the exec")
+        self.assertGreater(later[0] - upgraded, 0.8,
+                           "the slot was respawned %.2f s after the exec" % (later[0] - upgraded))
+        os.unlink(crash)
+        wait_for(lambda: (lambda s: len(s["workers"]) == 2 and
+                          all(w["state"] == "ready" for w in s["workers"]))(server.status()),
+                 30, "the slot to serve again")
+        self.assertEqual(http_get(server.port)[0], 200)
+        self.assertEqual(server.stop(), 0)
+
     def test_a_new_binary_that_fails_its_check_is_refused(self):
         server = self.start(workers=1, fault="check")
         master = server.pid

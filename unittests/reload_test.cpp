@@ -171,6 +171,7 @@ BOOST_AUTO_TEST_CASE(an_adopting_handoff_carries_every_worker_as_it_is) {
   env.readyPipes = {{100, 9}};
   env.drainSignals = {{2, SIGINT}, {3, SIGTERM}};
   env.mainPids = {{555, 101}};
+  env.quickFailures = {{0, 3}, {1, 1}};
   const std::string text = encodeHandoffText(env);
   HandoffEnv back = decodeHandoffText(text);
   BOOST_TEST(back.adopt);
@@ -186,6 +187,7 @@ BOOST_AUTO_TEST_CASE(an_adopting_handoff_carries_every_worker_as_it_is) {
   BOOST_TEST((back.readyPipes == env.readyPipes));
   BOOST_TEST((back.drainSignals == env.drainSignals));
   BOOST_TEST((back.mainPids == env.mainPids));
+  BOOST_TEST((back.quickFailures == env.quickFailures));
   auto with = [&](const std::string& from, const std::string& to) {
     std::string changed = text;
     auto at = changed.find(from);

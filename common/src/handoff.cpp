@@ -237,8 +237,12 @@ void validateHandoff(const HandoffEnv& env) {
       throw std::invalid_argument("drain signal out of range");
   for (const auto& [announced, worker] : env.mainPids)
     if (announced <= 1 || worker <= 1) throw std::invalid_argument("main pid out of range");
-  if (env.drainSignals.size() > kMaxHandoffChildren || env.mainPids.size() > kMaxHandoffChildren)
-    throw std::invalid_argument("too many drain signals or main pids");
+  for (const auto& [slot, count] : env.quickFailures)
+    if (slot < 0 || slot >= static_cast<int>(kMaxHandoffChildren) || count < 0 || count > 1000)
+      throw std::invalid_argument("quick failures out of range");
+  if (env.drainSignals.size() > kMaxHandoffChildren || env.mainPids.size() > kMaxHandoffChildren ||
+      env.quickFailures.size() > kMaxHandoffChildren)
+    throw std::invalid_argument("too many drain signals, main pids or quick failures");
   std::sort(fds.begin(), fds.end());
   if (std::adjacent_find(fds.begin(), fds.end()) != fds.end())
     throw std::invalid_argument("handoff descriptors are not distinct");
@@ -309,6 +313,8 @@ std::string encodeHandoffText(const HandoffEnv& env) {
     put("drain_signal", std::to_string(generation) + ":" + std::to_string(sig));
   for (const auto& [announced, worker] : env.mainPids)
     put("main_pid", std::to_string(announced) + ":" + std::to_string(worker));
+  for (const auto& [slot, count] : env.quickFailures)
+    put("quick_failures", std::to_string(slot) + ":" + std::to_string(count));
   if (!env.previousConfig.empty()) put("previous_config", hexOf(env.previousConfig));
   if (env.binaryFd != -1) put("binary_fd", std::to_string(env.binaryFd));
   if (env.workerNotifyFd != -1) put("worker_notify_fd", std::to_string(env.workerNotifyFd));
@@ -369,14 +375,16 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       decodeChildState(value, env.children);
     } else if (key == "adopt") {
       env.adopt = value == "1";
-    } else if (key == "ready_pipe" || key == "drain_signal" || key == "main_pid") {
+    } else if (key == "ready_pipe" || key == "drain_signal" || key == "main_pid" || key == "quick_failures") {
       auto [a, b] = decodePair(value, key.c_str());
       if (a < 0 || b < 0 || a > std::numeric_limits<int>::max() || b > std::numeric_limits<int>::max() ||
-          env.readyPipes.size() + env.drainSignals.size() + env.mainPids.size() >= 3 * kMaxHandoffChildren)
+          env.readyPipes.size() + env.drainSignals.size() + env.mainPids.size() + env.quickFailures.size() >=
+              4 * kMaxHandoffChildren)
         throw std::invalid_argument("bad " + key + " '" + value + "'");
       if (key == "ready_pipe") env.readyPipes.emplace_back(static_cast<pid_t>(a), static_cast<int>(b));
       else if (key == "drain_signal") env.drainSignals.emplace_back(static_cast<uint64_t>(a), static_cast<int>(b));
-      else env.mainPids.emplace_back(static_cast<pid_t>(a), static_cast<pid_t>(b));
+      else if (key == "main_pid") env.mainPids.emplace_back(static_cast<pid_t>(a), static_cast<pid_t>(b));
+      else env.quickFailures.emplace_back(static_cast<int>(a), static_cast<int>(b));
     } else if (key == "previous_config") {
       try {
         env.previousConfig = bytesOfHex(value);

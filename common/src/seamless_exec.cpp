@@ -67,6 +67,8 @@ HandoffEnv MasterImpl::runningStateForExec() const {
   for (const auto& [generation, sig] : drainSignals_)
     if (registry_.ofGeneration(generation).size() > 0) env.drainSignals.emplace_back(generation, sig);
   for (const auto& [announced, worker] : mainPids_) env.mainPids.emplace_back(announced, worker);
+  for (const auto& [slot, count] : quickFailures_)
+    if (count > 0) env.quickFailures.emplace_back(slot, count);
   return env;
 }
 

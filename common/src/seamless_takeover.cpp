@@ -245,8 +245,13 @@ void MasterImpl::adoptRunningWorkers(const HandoffEnv& env) {
   if (pending != ReloadKind::kNone) state_.request(pending, true);
   lastGoodConfig_.reset();
   armPeriodicProbe();
-  for (int slot : registry_.missingSlots(state_.servingGeneration(), config_->master.workers))
-    scheduleRespawn(slot, 0);
+  // A slot that kept failing waits its delay again (from now): the exec
+  // gives a crash loop no free respawn.
+  for (const auto& [slot, count] : env.quickFailures) quickFailures_[slot] = count;
+  for (int slot : registry_.missingSlots(state_.servingGeneration(), config_->master.workers)) {
+    auto failing = quickFailures_.find(slot);
+    scheduleRespawn(slot, failing == quickFailures_.end() ? 0 : respawnDelay(failing->second));
+  }
   const double probation = config_->master.reloadProbation;
   NotifyMessage ready{NotifyMessage::Kind::kReady, pid_, state_.servingGeneration(), ""};
   ready.probation = probation > 0;

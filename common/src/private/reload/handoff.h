@@ -119,12 +119,16 @@ struct HandoffEnv {
   //                   ready byte reaches the image that adopts it
   //   drain_signal    generation:signal, each generation's drain signal
   //   main_pid        announced:worker, the MAINPID= a worker announced
+  //   quick_failures  slot:count, the quick exits in a row of a slot's
+  //                   worker, so that a slot that keeps failing keeps its
+  //                   respawn delay across the exec
   int binaryFd = -1;
   int workerNotifyFd = -1;
   bool adopt = false;
   std::vector<std::pair<pid_t, int>> readyPipes;
   std::vector<std::pair<uint64_t, int>> drainSignals;
   std::vector<std::pair<pid_t, pid_t>> mainPids;
+  std::vector<std::pair<int, int>> quickFailures;
   bool probation = false;
   std::string config;
   bool rollback = false;
