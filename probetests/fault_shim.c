@@ -17,7 +17,8 @@
  * execv), pipe2, socket, bind, listen, accept4, close_listener (a close() of
  * a listening socket; with wait, the window in which that copy is the last
  * one), read, write, memfd_create,
- * open (and openat, fopen), rename, fsync, syncfs, statvfs, getaddrinfo, setuid, unlink,
+ * open (and openat, fopen), rename, fsync, fsync_dir (an fsync of a directory only),
+ * syncfs, statvfs, getaddrinfo, setuid, unlink,
  * and the key index's LMDB calls mdb_txn_begin (MDB_READERS_FULL, as stale
  * reader slots of killed workers give), mdb_txn_commit, mdb_cursor_get and
  * mdb_put (EIO unless ERRNO says otherwise), and mdb_meta_write (the pwrite
@@ -37,6 +38,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -229,6 +231,10 @@ int rename(const char* from, const char* to) {
 
 int fsync(int fd) {
   if (should_fail("fsync")) return FAIL_WITH(EIO, -1);
+  struct stat st;
+  if (strcmp(fault_call, "fsync_dir") == 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
+      should_fail("fsync_dir"))
+    return FAIL_WITH(EIO, -1);
   return NEXT(fsync)(fd);
 }
 

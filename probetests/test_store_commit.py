@@ -3,6 +3,7 @@ storm of them killed with the whole process group, then checked against
 every answer the clients got."""
 import http.client
 import hashlib
+import itertools
 import os
 import random
 import signal
@@ -140,19 +141,19 @@ class CommitFaults(unittest.TestCase):
     after a failed commit is absent; nothing answered 201 is missing), and
     the PUTs of the next batches are stored."""
 
-    def storm_with_fault(self, spec):
+    def storm_with_fault(self, spec, key_of=lambda client, i: "c%d-%d" % (client, i), warm="warm"):
         from test_robustness import fault_env
         server = Moltd(self, workers=1)
         env, arm, fired = fault_env(server, spec)
         server.start(env=env)
-        self.assertEqual(server.request("PUT", "/v1/cf/warm", body=b"w")[0], 201)
+        self.assertEqual(server.request("PUT", "/v1/cf/" + warm, body=b"w")[0], 201)
         open(arm, "w").close()
         results, lock = {}, threading.Lock()
 
         def client(index):
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
             for i in range(10):
-                key = "c%d-%d" % (index, i)
+                key = key_of(index, i)
                 body = os.urandom(4096) + key.encode()
                 conn.request("PUT", "/v1/cf/" + key, body=body)
                 resp = conn.getresponse()
@@ -194,9 +195,14 @@ class CommitFaults(unittest.TestCase):
         print("\n%d of %d PUTs in the failed batch, each answered 500" % (len(failed), len(results)))
 
     def test_directory_sync_of_a_batch_fails(self):
-        # The second fsync of the worker after arming: the first is a file's,
-        # then the batch's directory syncs.
-        server, results, failed = self.storm_with_fault("fsync:worker:2")
+        # Every key in one directory, made (and synced) by the warm-up PUT:
+        # each batch then syncs that one directory, and the first directory
+        # sync after arming is a batch's.
+        names = ("d%d" % n for n in itertools.count())
+        same_dir = list(itertools.islice(
+            (name for name in names if hashlib.md5(name.encode()).hexdigest()[:2] == "00"), 121))
+        server, results, failed = self.storm_with_fault(
+            "fsync_dir:worker:1", key_of=lambda client, i: same_dir[1 + client * 10 + i], warm=same_dir[0])
         print("\n%d of %d PUTs answered 500 after a failed directory sync" % (len(failed), len(results)))
 
     def test_filesystem_sync_of_a_batch_fails(self):
