@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import random
+import shutil
 import signal
 import socket
 import struct
@@ -222,14 +223,15 @@ class PremadeDirectories(unittest.TestCase):
     one for each such directory's parent besides the file's and the
     batch's."""
 
-    def put_with_fsync_failing(self, nth):
+    def put_with_fsync_failing(self, nth, premade):
         from test_robustness import fault_env
         server = Moltd(self, workers=1)
         env, arm, fired = fault_env(server, "fsync:worker:%d" % nth)
         server.start(env=env)
         key = "premade"
+        levels = ["pd", hashlib.md5(key.encode()).hexdigest()[:2]]
         for volume in server.volumes:
-            os.makedirs(os.path.join(volume, "objects", "pd", hashlib.md5(key.encode()).hexdigest()[:2]))
+            os.makedirs(os.path.join(volume, "objects", *levels[:premade]))
         open(arm, "w").close()
         body = os.urandom(3000)
         status = server.request("PUT", "/v1/pd/" + key, body=body)[0]
@@ -247,16 +249,42 @@ class PremadeDirectories(unittest.TestCase):
         return was_fired
 
     def test_each_sync_a_put_into_premade_directories_waits_for_fails_it(self):
-        failing = 0
-        for nth in range(1, 8):
-            with self.subTest(fsync=nth):
-                if not self.put_with_fsync_failing(nth):
-                    break
-                failing = nth
-        print("\n%d fsyncs, each failing the PUT" % failing)
-        # The file, the parents of objects/, objects/pd/ and objects/pd/HH/,
-        # and the batch's sync of objects/pd/HH/.
-        self.assertGreaterEqual(failing, 5)
+        # Made by another: the bucket's directory and its HH/, or the
+        # bucket's only (this worker makes HH/).
+        for premade in (2, 1):
+            failing = 0
+            for nth in range(1, 8):
+                with self.subTest(premade=premade, fsync=nth):
+                    if not self.put_with_fsync_failing(nth, premade):
+                        break
+                    failing = nth
+            print("\n%d levels made before: %d fsyncs, each failing the PUT" % (premade, failing))
+            # The file, the parents of objects/, objects/pd/ and
+            # objects/pd/HH/, and the batch's sync of objects/pd/HH/.
+            self.assertGreaterEqual(failing, 5)
+
+    def test_a_directory_removed_or_in_the_way_is_made_again(self):
+        server = Moltd(self, workers=1)
+        server.start()
+        self.assertEqual(server.request("PUT", "/v1/rd/k", body=b"one")[0], 201)
+        for volume in server.volumes:
+            shutil.rmtree(os.path.join(volume, "objects", "rd"), ignore_errors=True)
+        self.assertEqual(server.request("PUT", "/v1/rd/k", body=b"two")[0], 201)
+        self.assertEqual(server.request("GET", "/v1/rd/k")[2], b"two")
+        # A file where the key's directory goes: refused until it is gone.
+        stray = [os.path.join(volume, "objects", "sf", hashlib.md5(b"k").hexdigest()[:2])
+                 for volume in server.volumes]
+        for path in stray:
+            os.makedirs(os.path.dirname(path))
+            with open(path, "w"):
+                pass
+        self.assertEqual(server.request("PUT", "/v1/sf/k", body=b"x")[0], 500)
+        for path in stray:
+            os.unlink(path)
+        self.assertEqual(server.request("PUT", "/v1/sf/k", body=b"y")[0], 201)
+        self.assertEqual(server.request("GET", "/v1/sf/k")[2], b"y")
+        self.assertEqual(server.status()["worker_restarts"], 0)
+        self.assertEqual(server.stop(), 0)
 
 
 @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")

@@ -109,7 +109,9 @@ class GroupCommit {
     // Each `ended` is let go of once it has run, before the lock is taken
     // again: what it held (an upload whose client is gone, say) may be
     // released with it, and may take its time or submit again.
-    for (auto& w : batch) std::exchange(w.ended, nullptr)();
+    // An `ended` must not throw: one that does ends the process rather
+    // than leave this group running for ever with the rest of the batch.
+    for (auto& w : batch) [&w]() noexcept { std::exchange(w.ended, nullptr)(); }();
     batch.clear();
     lock.lock();
   }

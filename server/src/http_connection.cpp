@@ -372,15 +372,31 @@ bool Connection::refuseIfReadOnly() {
   return true;
 }
 
+// A task counts as pending from the moment it is the pool's; one the pool
+// refused (it threw) never comes back, so it is not counted.
 void Connection::submitDisk(std::function<void()> work, std::function<void()> done) {
+  auto back = diskDone(std::move(done));
+  auto failed = diskFailed();
   ++pendingDisk_;
-  shared_.pool->submit(std::move(work), diskDone(std::move(done)), diskFailed());
+  try {
+    shared_.pool->submit(std::move(work), std::move(back), std::move(failed));
+  } catch (...) {
+    --pendingDisk_;
+    throw;
+  }
 }
 
 void Connection::submitDiskDeferred(std::function<void(DiskPool::Finish)> work,
                                     std::function<void()> done) {
+  auto back = diskDone(std::move(done));
+  auto failed = diskFailed();
   ++pendingDisk_;
-  shared_.pool->submitDeferred(std::move(work), diskDone(std::move(done)), diskFailed());
+  try {
+    shared_.pool->submitDeferred(std::move(work), std::move(back), std::move(failed));
+  } catch (...) {
+    --pendingDisk_;
+    throw;
+  }
 }
 
 std::function<void()> Connection::diskDone(std::function<void()> done) {
@@ -597,7 +613,9 @@ void Connection::releaseUpload(UploadState& state) {
   if (!state.upload) return;
   std::shared_ptr<Upload> upload(std::move(state.upload));
   if (upload->committed()) return;
-  shared_.pool->submit([upload]() mutable { upload.reset(); }, {});
+  // Moved in: were the loop left a copy, the pool could end its own first
+  // and the loop's would unlink.
+  shared_.pool->submit([upload = std::move(upload)]() mutable { upload.reset(); }, {});
 }
 
 void Connection::uploadFailed(int status, std::string message) {

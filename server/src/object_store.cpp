@@ -424,25 +424,34 @@ struct ObjectStore::VolumeFilesystem {
 
 void ObjectStore::makeDurableDirs(const std::string& root, const std::string& dir) {
   if (dir.size() <= root.size()) return;  // the volume: its check made it
-  {
-    std::lock_guard<std::mutex> lock(durableDirsMutex_);
-    if (durableDirs_.count(dir)) return;
-  }
-  if (mkdir(dir.c_str(), 0755) != 0) {
+  const std::string parent = parentOf(dir);
+  // From the volume down: each level's entry is durable before the next's
+  // counts, whoever made it.
+  makeDurableDirs(root, parent);
+  const bool made = mkdir(dir.c_str(), 0755) == 0;
+  if (!made && errno != EEXIST) {
     const int err = errno;
-    if (err != ENOENT && err != EEXIST) reload::throwSysError("mkdir " + dir);
-    // Missing parents are made first; an existing directory's own parent
-    // may be as new as it is.
-    makeDurableDirs(root, parentOf(dir));
-    if (err == ENOENT && mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-      reload::throwSysError("mkdir " + dir);
+    reload::throwSysError("mkdir " + dir, err);
+  }
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0) {
+    const int err = errno;
+    reload::throwSysError("stat " + dir, err);
+  }
+  if (!S_ISDIR(st.st_mode)) reload::throwSysError("mkdir " + dir, ENOTDIR);
+  {
+    // The same directory as when it was made durable: one removed and made
+    // again (by an operator, or a fresh drive at the volume's path) is new.
+    std::lock_guard<std::mutex> lock(durableDirsMutex_);
+    auto known = durableDirs_.find(dir);
+    if (!made && known != durableDirs_.end() && known->second == st.st_ino) return;
   }
   // Whoever made it (this thread, another, another worker) may not have
   // synced its entry yet: an object's 201 must not depend on a directory
-  // entry that a crash could still take back. Once per directory.
-  fsyncDir(parentOf(dir));
+  // entry that a crash could still take back.
+  fsyncDir(parent);
   std::lock_guard<std::mutex> lock(durableDirsMutex_);
-  durableDirs_.insert(dir);
+  durableDirs_[dir] = st.st_ino;
 }
 
 void ObjectStore::placeAsync(const std::string& volume, Placement& placement,

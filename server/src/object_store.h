@@ -23,7 +23,7 @@
 #include <optional>
 #include <stdexcept>
 #include <system_error>
-#include <unordered_set>
+#include <unordered_map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -297,7 +297,9 @@ class ObjectStore {
                   std::vector<Placement*>& batch) const;
   // Creates `dir` and any missing directory between it and `root` (a
   // volume), and returns once each of their entries is durable, including
-  // one another thread or process created and may not have synced yet.
+  // one another thread or process created and may not have synced yet:
+  // each directory's parent is synced the first time this store sees that
+  // directory (a mkdir and a stat per level after that).
   void makeDurableDirs(const std::string& root, const std::string& dir);
   // A batch whose renames span this many directories or more is synced by
   // one syncfs() of the volume's filesystem instead of a fsync per directory.
@@ -306,9 +308,10 @@ class ObjectStore {
   StorageSettings settings_;
   mutable std::mutex commitMutex_;
   std::map<std::string, std::unique_ptr<GroupCommit<Placement>>> commits_;
-  // Directories whose entries this store made (or found) durable.
+  // Directories whose entries this store made (or found) durable, with
+  // their inode numbers then.
   std::mutex durableDirsMutex_;
-  std::unordered_set<std::string> durableDirs_;
+  std::unordered_map<std::string, ino_t> durableDirs_;
   mutable std::mutex mutex_;
   std::vector<Volume> volumes_;
   std::atomic<uint64_t> volumeListVersion_{0};
