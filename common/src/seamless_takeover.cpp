@@ -193,8 +193,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     return;
   }
   try {
-    writePidFile();
-    startProbe("reload");
+    if (env.adopt) writePidFile();
     // In rebind mode the old image's sockets still accept on these
     // addresses, by design.
     listeners_.bindMissing(wantedListeners(*config_), inherit);
@@ -205,10 +204,22 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   serveAdmin();
   armDrainKills();
   if (env.adopt) {
+    startProbe("reload");
     adoptRunningWorkers(env);
     return;
   }
   startGeneration(config_, ReloadKind::kSeamless);
+  // The disk work (the pid file's syncs, the checks' fork) is done while
+  // the new workers start, not before. A pid file that cannot be written
+  // fails the start as before: the workers that started drain.
+  if (!state_.starting()) return;  // failed to start already
+  try {
+    writePidFile();
+  } catch (const std::exception& e) {
+    failStarting(e.what());
+    return;
+  }
+  startProbe("reload");
 }
 
 // The seamless reload of a service whose new image adopts the workers
