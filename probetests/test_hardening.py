@@ -44,7 +44,8 @@ class PidFileSafety(unittest.TestCase):
         with open(decoy) as f:
             self.assertEqual(f.read(), "precious\n")
         self.assert_pid_file_is_regular(server, server.pid)
-        # Every seamless image writes the pid file again: plant both again.
+        # A seamless image writes the pid file again unless it records its
+        # PID already: plant both again.
         for generation in (2, 3):
             os.unlink(server.pid_file)
             os.symlink(decoy, server.pid_file)
@@ -67,6 +68,30 @@ class PidFileSafety(unittest.TestCase):
         self.assertTrue(os.path.islink(server.pid_file + ".tmp"))
         with open(decoy) as f:
             self.assertEqual(f.read(), "precious\n")
+
+    def test_a_seamless_image_rewrites_the_pid_file_only_when_it_is_not_its_own(self):
+        server = Moltd(self, workers=1).start()
+        inode = os.lstat(server.pid_file).st_ino
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_generation(2)
+        self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        # It recorded this PID: left as it was (it was a new file, renamed
+        # into place, every time before).
+        self.assertEqual(os.lstat(server.pid_file).st_ino, inode)
+        self.assert_pid_file_is_regular(server, server.pid)
+        # Another PID, nothing, or no file: written again.
+        for generation, planted in ((3, "1\n"), (4, ""), (5, None)):
+            os.unlink(server.pid_file)
+            if planted is not None:
+                with open(server.pid_file, "w") as f:
+                    f.write(planted)
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_generation(generation)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            wait_for(lambda: os.path.exists(server.pid_file) and
+                     open(server.pid_file).read() == "%d\n" % server.pid, 10,
+                     "the new image to write its pid file again")
+            self.assert_pid_file_is_regular(server, server.pid)
 
     def test_stop_leaves_a_symlink_at_the_pid_file_alone(self):
         server = Moltd(self, workers=1).start()
@@ -245,6 +270,9 @@ class ReloadOverlaps(unittest.TestCase):
         server = Moltd(self, workers=2)
         env, arm, fired = fault_env(server, "fsync:new-image:1:wait")
         server.start(env=env)
+        # A pid file that records another PID is written again.
+        with open(server.pid_file, "w") as f:
+            f.write("1\n")
         with Load(server, connections=4) as load:
             open(arm, "w").close()
             server.send_signal(signal.SIGUSR1)

@@ -82,6 +82,8 @@ class MasterImpl {
   std::vector<WantedListener> wantedListeners(const LoadedConfig& config) const;
   std::vector<int> listenerFds(const std::string& role, bool newSet) const;
   void writePidFile();
+  // writePidFile() unless the file already records this PID.
+  void refreshPidFile();
   void applyMasterNice();
   void removePidFile();
   void requestReload(ReloadKind kind, const std::string& source);

@@ -209,17 +209,16 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     return;
   }
   startGeneration(config_, ReloadKind::kSeamless);
-  // The disk work (the pid file's syncs, the checks' fork) is done while
-  // the new workers start, not before. A pid file that cannot be written
-  // fails the start as before: the workers that started drain.
+  // The pid file is looked at while the new workers start, not before; one
+  // that cannot be written fails the start as before (the workers that
+  // started drain). The disk checks start once the generation serves
+  // (completeStarting).
   if (!state_.starting()) return;  // failed to start already
   try {
-    writePidFile();
+    refreshPidFile();
   } catch (const std::exception& e) {
     failStarting(e.what());
-    return;
   }
-  startProbe("reload");
 }
 
 // The seamless reload of a service whose new image adopts the workers
