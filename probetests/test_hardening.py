@@ -16,9 +16,9 @@ import threading
 import time
 import unittest
 
-from molt_probe import MOLTD, Load, Moltd, wait_for
+from molt_probe import MOLTD, Load, Moltd, children_of, comm, wait_for
 from test_reload_details import unix_get
-from test_robustness import ConfigValidation
+from test_robustness import ConfigValidation, fault_env
 
 
 def decoy_in(server):
@@ -44,7 +44,8 @@ class PidFileSafety(unittest.TestCase):
         with open(decoy) as f:
             self.assertEqual(f.read(), "precious\n")
         self.assert_pid_file_is_regular(server, server.pid)
-        # Every seamless image writes the pid file again: plant both again.
+        # A seamless image writes the pid file again unless it records its
+        # PID already: plant both again.
         for generation in (2, 3):
             os.unlink(server.pid_file)
             os.symlink(decoy, server.pid_file)
@@ -67,6 +68,30 @@ class PidFileSafety(unittest.TestCase):
         self.assertTrue(os.path.islink(server.pid_file + ".tmp"))
         with open(decoy) as f:
             self.assertEqual(f.read(), "precious\n")
+
+    def test_a_seamless_image_rewrites_the_pid_file_only_when_it_is_not_its_own(self):
+        server = Moltd(self, workers=1).start()
+        inode = os.lstat(server.pid_file).st_ino
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_generation(2)
+        self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        # It recorded this PID: left as it was (it was a new file, renamed
+        # into place, every time before).
+        self.assertEqual(os.lstat(server.pid_file).st_ino, inode)
+        self.assert_pid_file_is_regular(server, server.pid)
+        # Another PID, nothing, or no file: written again.
+        for generation, planted in ((3, "1\n"), (4, ""), (5, None)):
+            os.unlink(server.pid_file)
+            if planted is not None:
+                with open(server.pid_file, "w") as f:
+                    f.write(planted)
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_generation(generation)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            wait_for(lambda: os.path.exists(server.pid_file) and
+                     open(server.pid_file).read() == "%d\n" % server.pid, 10,
+                     "the new image to write its pid file again")
+            self.assert_pid_file_is_regular(server, server.pid)
 
     def test_stop_leaves_a_symlink_at_the_pid_file_alone(self):
         server = Moltd(self, workers=1).start()
@@ -234,6 +259,135 @@ class PreflightProof(unittest.TestCase):
         server.stop(timeout=30)
         self.assertLess(time.monotonic() - t0, 8)
         server.assert_nothing_left(self)
+
+
+class ReloadOverlaps(unittest.TestCase):
+    """What a seamless reload does side by side rather than one after the
+    other, each held open with the fault shim (wait) to show it, and the
+    verdicts that still come in their order."""
+
+    def test_new_workers_start_while_the_pid_file_is_synced(self):
+        server = Moltd(self, workers=2)
+        env, arm, fired = fault_env(server, "fsync:new-image:1:wait")
+        server.start(env=env)
+        # A pid file that records another PID is written again.
+        with open(server.pid_file, "w") as f:
+            f.write("1\n")
+        with Load(server, connections=4) as load:
+            open(arm, "w").close()
+            server.send_signal(signal.SIGUSR1)
+            wait_for(lambda: os.path.exists(fired), 20, "the new image's pid file sync to be held")
+            # Before, the new generation was forked only once the pid file
+            # was written.
+            wait_for(lambda: sorted(c for c in map(comm, children_of(server.pid))
+                                    if c.startswith("moltd-w2.")) == ["moltd-w2.0", "moltd-w2.1"],
+                     20, "generation 2's workers to start while the sync is held")
+            os.unlink(arm)
+            st = server.wait_generation(2, timeout=40)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            self.assertEqual(st["pid"], server.pid)
+            with open(server.pid_file) as f:
+                self.assertEqual(int(f.read()), server.pid)
+        load.assert_no_failures(self)
+
+    # The new binary's --check-config runs while the validation still works,
+    # not after it; the exec still waits for both verdicts, the validation's
+    # first. The validation is held in its open() of the configuration file
+    # while the check runs.
+    def start_through_path(self):
+        self.server = Moltd(self, workers=2)
+        server = self.server
+        self.bin_dir = os.path.join(server.dir, "bin")
+        self.early_dir = os.path.join(server.dir, "early")
+        os.mkdir(self.bin_dir)
+        os.mkdir(self.early_dir)
+        self.marker = os.path.join(server.dir, "checked")
+        # Found through PATH: the check and the validation each look it up.
+        self.env, self.arm, self.fired = fault_env(server, "open:validator:1:wait")
+        self.env["PATH"] = "%s:%s:%s" % (self.early_dir, self.bin_dir, os.environ.get("PATH", ""))
+        self.put_binary(self.bin_dir, self.run_moltd())
+        server.start(argv=["moltd", "--config", server.config], env=self.env)
+
+    @staticmethod
+    def run_moltd():
+        # argv[0] stays "moltd", so that every image looks it up in PATH.
+        return "exec -a moltd %s \"$@\"\n" % MOLTD
+
+    def put_binary(self, directory, check_then):
+        """A moltd in `directory` whose --check-config leaves the marker file
+        and goes on with `check_then` (bash)."""
+        path = os.path.join(directory, "moltd")
+        with open(path + ".tmp", "w") as f:
+            f.write("#!/bin/bash\n[ \"$1\" = --check-config ] && : > %s\n%s" % (self.marker, check_then))
+        os.chmod(path + ".tmp", 0o755)
+        os.rename(path + ".tmp", path)
+
+    def reload_with_held_validation(self, while_held=None):
+        """SIGUSR1 with the validation held until the check has run; returns
+        the reload's status."""
+        server = self.server
+        for path in (self.marker, self.fired):
+            if os.path.exists(path):
+                os.unlink(path)
+        open(self.arm, "w").close()
+        before = server.reload_count()
+        server.send_signal(signal.SIGUSR1)
+        wait_for(lambda: os.path.exists(self.fired), 20, "the validation to be held")
+        # Before the change the check started only once the validation ended.
+        wait_for(lambda: os.path.exists(self.marker), 20,
+                 "the new binary's check to run while the validation is held")
+        st = server.status()
+        self.assertNotEqual(st["reload_in_progress"], "none", st)
+        self.assertEqual(st["generation"], self.generation)
+        if while_held:
+            while_held()
+        os.unlink(self.arm)
+        st = server.wait_reload_result(before, timeout=40)
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        return st
+
+    def test_the_check_runs_beside_the_validation_and_counts_after_it(self):
+        self.start_through_path()
+        server = self.server
+        self.generation = 1
+        with Load(server, connections=4) as load:
+            # Both accept: the reload goes on.
+            st = self.reload_with_held_validation()
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            self.generation = 2
+            self.assertEqual(st["generation"], 2)
+            # The check accepted the file as it was; the validation then
+            # reads it broken: the validation's refusal is the answer.
+            good = open(server.config).read()
+            st = self.reload_with_held_validation(
+                lambda: server.write_raw_config(good.replace("[server]", "[server", 1)))
+            self.assertEqual(st["last_reload"]["result"], "refused", st["last_reload"])
+            self.assertIn("section header '[server' has no closing ']'", st["last_reload"]["reason"])
+            self.assertEqual(st["generation"], 2)
+            server.write_raw_config(good)
+            # A binary whose check fails is refused even though its check
+            # ended long before the validation accepted.
+            self.put_binary(self.bin_dir, "echo broken-check >&2\nexit 3\n")
+            st = self.reload_with_held_validation()
+            self.assertEqual(st["last_reload"]["result"], "refused", st["last_reload"])
+            self.assertIn("broken-check", st["last_reload"]["reason"])
+            self.assertEqual(st["generation"], 2)
+            # The check and the validation find the executable on their
+            # own: one put in an earlier PATH directory between the two is
+            # neither run nor executed.
+            self.put_binary(self.bin_dir, self.run_moltd())
+            st = self.reload_with_held_validation(
+                lambda: self.put_binary(self.early_dir, "exit 0\n"))
+            self.assertEqual(st["last_reload"]["result"], "refused", st["last_reload"])
+            self.assertIn("the executable changed during the check", st["last_reload"]["reason"])
+            self.assertEqual(st["generation"], 2)
+            os.unlink(os.path.join(self.early_dir, "moltd"))
+            server.send_signal(signal.SIGUSR1)
+            st = server.wait_generation(3, timeout=40)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            self.assertEqual(st["pid"], server.pid)
+        load.assert_no_failures(self)
 
 
 class UnixSocketPaths(unittest.TestCase):

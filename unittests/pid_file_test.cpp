@@ -203,6 +203,25 @@ BOOST_AUTO_TEST_CASE(CheckWritableLeavesNothingBehind) {
                     std::system_error);
 }
 
+BOOST_AUTO_TEST_CASE(HoldsOnlyItsOwnRegularFileWithItsPid) {
+  TempDir dir;
+  PidFile file(dir.path + "/moltd.pid");
+  BOOST_TEST(!file.holds(100));  // missing
+  file.write(100);
+  BOOST_TEST(file.holds(100));
+  BOOST_TEST(!file.holds(101));  // another process's pid
+  for (const char* text : {"", "junk\n", "100 101\n", "-100\n"}) {
+    writeFile(file.path(), text);
+    BOOST_TEST(!file.holds(100), "a file that reads '" << text << "'");
+  }
+  // A symlink to a file that records the pid is not ours.
+  BOOST_REQUIRE(unlink(file.path().c_str()) == 0);
+  std::string target = dir.path + "/elsewhere";
+  writeFile(target, "100\n");
+  BOOST_REQUIRE(symlink(target.c_str(), file.path().c_str()) == 0);
+  BOOST_TEST(!file.holds(100));
+}
+
 BOOST_AUTO_TEST_CASE(RemovesOnlyItsOwnPidFile) {
   TempDir dir;
   PidFile file(dir.path + "/moltd.pid");

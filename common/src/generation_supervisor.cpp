@@ -203,6 +203,9 @@ void MasterImpl::completeStarting() {
       break;
     }
   }
+  // The new image's disk checks: after the old generation was told, so
+  // that their fork and their work are not on the way to serving.
+  if (gen.kind == ReloadKind::kSeamless && state_.phase() != Phase::kStopping) startProbe("reload");
   enforceDrainingLimit();
   armDrainKills();
   armPeriodicProbe();

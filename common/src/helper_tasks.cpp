@@ -111,6 +111,17 @@ void MasterImpl::startValidation(ReloadKind kind) {
   }
   validation_->kind = kind;
   state_.beginValidation();
+  // The new binary's check runs beside the validation rather than after
+  // it; its verdict is still taken before anything of the old generation
+  // is touched, and only once the validation accepted.
+  if (kind == ReloadKind::kSeamless) {
+    try {
+      startChecker(std::min(30.0, config_->master.reloadTimeout));
+    } catch (const std::exception& e) {
+      checker_.reset();  // started again, alone, once the validation is done
+      MOLT_LOG(kWarning) << "the config check beside the validation: " << e.what();
+    }
+  }
 }
 
 void MasterImpl::onValidationExit(int status) {
@@ -118,9 +129,15 @@ void MasterImpl::onValidationExit(int status) {
   auto outcome =
       validation_->task.timedOut() ? validation_->task.giveUp() : validation_->task.finish(status);
   validation_.reset();
-  if (state_.phase() == Phase::kStopping) return;
+  if (state_.phase() == Phase::kStopping) {
+    // A check that ended already is done with; one still running is
+    // reaped (or given up on) by the stop.
+    if (checker_ && !checker_->task.running()) checker_.reset();
+    return;
+  }
   state_.endCheck();
   auto refuse = [&](const std::string& reason) {
+    dropChecker();
     finishReload(kind, "refused", reason, state_.servingGeneration());
     processPending();
   };
@@ -157,51 +174,96 @@ void MasterImpl::onValidationExit(int status) {
 
 void MasterImpl::startSeamlessReload(std::shared_ptr<const LoadedConfig> next,
                                      const std::string& executable) {
-  double limit = std::min(30.0, next->master.reloadTimeout);
-  std::vector<std::string> checkArgs = service_.validationArguments(options_.configPath);
-  try {
-    checker_.emplace(loop_, guarded("new binary check deadline", [this] {
-                       if (checker_) onCheckerExit(0);  // killed; reaped whenever it ends
-                     }));
-    checker_->task.start(
-        serviceName() + "-check", "the config check", kMaxCheckerOutput,
-        static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
-          if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0) return 126;
-          closeAllFdsExcept({});
-          sigset_t none;
-          sigemptyset(&none);
-          sigprocmask(SIG_SETMASK, &none, nullptr);
-          unsetenv("NOTIFY_SOCKET");
-          unsetenv("LISTEN_FDS");
-          unsetenv("LISTEN_PID");
-          unsetenv("LISTEN_FDNAMES");
-          std::vector<char*> args;
-          args.push_back(const_cast<char*>(executable.c_str()));
-          for (auto& a : checkArgs) args.push_back(a.data());
-          args.push_back(nullptr);
-          execv(executable.c_str(), args.data());
-          dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
-          return 127;
-        });
-  } catch (const std::exception& e) {
-    checker_.reset();
-    finishReload(ReloadKind::kSeamless, "refused", std::string("config check: ") + e.what(),
-                 state_.servingGeneration());
-    processPending();
-    return;
+  if (!checker_) {
+    try {
+      startChecker(std::min(30.0, next->master.reloadTimeout));
+    } catch (const std::exception& e) {
+      checker_.reset();
+      finishReload(ReloadKind::kSeamless, "refused", std::string("config check: ") + e.what(),
+                   state_.servingGeneration());
+      processPending();
+      return;
+    }
   }
   checker_->config = next;
   checker_->executable = executable;
+  checker_->validated = true;
+  if (checker_->early) {
+    checkerFinished(std::move(*checker_->early));
+    return;
+  }
   state_.beginPreflight();
+}
+
+void MasterImpl::dropChecker() {
+  if (!checker_) return;
+  checker_->task.kill();  // nothing once it has ended
+  checker_->task.giveUp();
+  checker_.reset();
+}
+
+void MasterImpl::startChecker(double limit) {
+  std::vector<std::string> checkArgs = service_.validationArguments(options_.configPath);
+  checker_.emplace(loop_, guarded("new binary check deadline", [this] {
+                     if (checker_) onCheckerExit(0);  // killed; reaped whenever it ends
+                   }));
+  checker_->task.start(
+      serviceName() + "-check", "the config check", kMaxCheckerOutput,
+      static_cast<int64_t>((monotonicSeconds() + limit) * 1000), [&](int out) -> int {
+        if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0) return 126;
+        closeAllFdsExcept({});
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        unsetenv("NOTIFY_SOCKET");
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDNAMES");
+        // Found as the validation finds it, in the child (a PATH lookup is
+        // disk work); the master compares the two before it execs.
+        std::string executable;
+        try {
+          executable = resolveExecutable(options_.executable);
+        } catch (const std::exception& e) {
+          dprintf(STDERR_FILENO, "%s\n", e.what());
+          return 127;
+        }
+        dprintf(STDOUT_FILENO, "%s%s\n", kCheckedExecutablePrefix, executable.c_str());
+        std::vector<char*> args;
+        args.push_back(const_cast<char*>(executable.c_str()));
+        for (auto& a : checkArgs) args.push_back(a.data());
+        args.push_back(nullptr);
+        execv(executable.c_str(), args.data());
+        dprintf(STDERR_FILENO, "exec %s: %s\n", executable.c_str(), std::strerror(errno));
+        return 127;
+      });
 }
 
 void MasterImpl::onCheckerExit(int status) {
   auto outcome = checker_->task.timedOut() ? checker_->task.giveUp() : checker_->task.finish(status);
+  if (!checker_->validated && state_.phase() != Phase::kStopping) {
+    checker_->early = std::move(outcome);
+    return;
+  }
+  checkerFinished(std::move(outcome));
+}
+
+void MasterImpl::checkerFinished(ChildTask::Outcome outcome) {
+  const int status = outcome.status;
   auto config = checker_->config;
   std::string executable = checker_->executable;
   checker_.reset();
   if (state_.phase() == Phase::kStopping) return;
   state_.endCheck();
+  // The first line, written before the exec, names the executable the
+  // check ran; the rest is the new binary's.
+  std::string checked;
+  const size_t prefix = std::strlen(kCheckedExecutablePrefix);
+  if (outcome.output.compare(0, prefix, kCheckedExecutablePrefix) == 0) {
+    size_t nl = outcome.output.find('\n');
+    checked = outcome.output.substr(prefix, nl == std::string::npos ? std::string::npos : nl - prefix);
+    outcome.output.erase(0, nl == std::string::npos ? std::string::npos : nl + 1);
+  }
   if (outcome.timedOut || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string output = outcome.output;
     while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
@@ -216,6 +278,16 @@ void MasterImpl::onCheckerExit(int status) {
   std::string notChecked = configCheckLineProblem(service_.name(), outcome.output, config->digest, checkedVersion);
   if (!notChecked.empty()) {
     finishReload(ReloadKind::kSeamless, "refused", executable + " " + service_.validationArguments(options_.configPath).front() + ": " + notChecked,
+                 state_.servingGeneration());
+    processPending();
+    return;
+  }
+  if (checked != executable) {
+    // The check started beside the validation and found its executable on
+    // its own: a binary put in an earlier PATH directory meanwhile.
+    finishReload(ReloadKind::kSeamless, "refused",
+                 "the executable changed during the check: " + executable + " was validated, " +
+                     (checked.empty() ? std::string("none") : checked) + " checked",
                  state_.servingGeneration());
     processPending();
     return;

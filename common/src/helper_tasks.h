@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "reload/child_task.h"
@@ -34,11 +35,17 @@ struct Probe {
 };
 
 // The new binary's --check-config, run before a seamless reload execs it.
+// It starts beside the validation child; what it says is looked at only
+// once the validation has given the configuration and the executable
+// (`validated`), so that a refused validation is reported as such.
 struct Checker {
   Checker(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
   ChildTask task;
   std::shared_ptr<const LoadedConfig> config;
-  std::string executable;
+  std::string executable;  // the one the validation found
+  bool validated = false;
+  // It ended before the validation did: its outcome waits here.
+  std::optional<ChildTask::Outcome> early;
 };
 
 constexpr double kProbeTimeout = 10;
@@ -46,6 +53,9 @@ constexpr double kProbeTimeout = 10;
 constexpr int64_t kHelperStopGraceMs = 1000;
 constexpr size_t kMaxProbeOutput = 1 << 20;
 constexpr size_t kMaxValidationOutput = 2 * IniConfig::kMaxConfigBytes + 65536;
-constexpr size_t kMaxCheckerOutput = 8192;
+// The new binary's output and the line naming it (a path).
+constexpr size_t kMaxCheckerOutput = 8192 + 4096;
+// The check's first line: the executable it runs (its path follows).
+constexpr const char kCheckedExecutablePrefix[] = "checked executable: ";
 
 }  // namespace reload

@@ -240,6 +240,16 @@ void MasterImpl::writePidFile() {
   if (!config_->master.pidFile.empty()) PidFile(config_->master.pidFile).write(pid_);
 }
 
+// A seamless image runs under the PID the image before wrote: rewriting a
+// file that records it already is two fsyncs on the way to the new
+// generation serving, for nothing. One that was removed, replaced (a
+// symlink, another user's file) or records another PID is written again.
+void MasterImpl::refreshPidFile() {
+  if (config_->master.pidFile.empty()) return;
+  PidFile file(config_->master.pidFile);
+  if (!file.holds(pid_)) file.write(pid_);
+}
+
 void MasterImpl::applyMasterNice() {
   int wanted = config_->master.masterNice;
   if (wanted == appliedNice_) return;

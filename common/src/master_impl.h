@@ -82,6 +82,8 @@ class MasterImpl {
   std::vector<WantedListener> wantedListeners(const LoadedConfig& config) const;
   std::vector<int> listenerFds(const std::string& role, bool newSet) const;
   void writePidFile();
+  // writePidFile() unless the file already records this PID.
+  void refreshPidFile();
   void applyMasterNice();
   void removePidFile();
   void requestReload(ReloadKind kind, const std::string& source);
@@ -146,7 +148,12 @@ class MasterImpl {
   void startValidation(ReloadKind kind);
   void onValidationExit(int status);
   void startSeamlessReload(std::shared_ptr<const LoadedConfig> next, const std::string& executable);
+  // Forks the new binary's --check-config; throws std::system_error.
+  void startChecker(double limitSeconds);
+  // Kills a check no longer wanted; its exit is reaped as any unknown child's.
+  void dropChecker();
   void onCheckerExit(int status);
+  void checkerFinished(ChildTask::Outcome outcome);
 
   // seamless_exec.cpp
   void openOwnBinary();

@@ -200,6 +200,15 @@ std::optional<pid_t> PidFile::read() const {
   return readAt(dir.get(), name_, nullptr);
 }
 
+bool PidFile::holds(pid_t pid) const {
+  int raw = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (raw < 0) return false;
+  Fd dir(raw);
+  uid_t owner = 0;
+  auto recorded = readAt(dir.get(), name_, &owner);
+  return recorded && *recorded == pid && owner == geteuid();
+}
+
 bool PidFile::removeIfOurs(pid_t pid) const {
   int raw = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (raw < 0) return false;

@@ -193,8 +193,7 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     return;
   }
   try {
-    writePidFile();
-    startProbe("reload");
+    if (env.adopt) writePidFile();
     // In rebind mode the old image's sockets still accept on these
     // addresses, by design.
     listeners_.bindMissing(wantedListeners(*config_), inherit);
@@ -205,10 +204,21 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
   serveAdmin();
   armDrainKills();
   if (env.adopt) {
+    startProbe("reload");
     adoptRunningWorkers(env);
     return;
   }
   startGeneration(config_, ReloadKind::kSeamless);
+  // The pid file is looked at while the new workers start, not before; one
+  // that cannot be written fails the start as before (the workers that
+  // started drain). The disk checks start once the generation serves
+  // (completeStarting).
+  if (!state_.starting()) return;  // failed to start already
+  try {
+    refreshPidFile();
+  } catch (const std::exception& e) {
+    failStarting(e.what());
+  }
 }
 
 // The seamless reload of a service whose new image adopts the workers

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <system_error>
 #include <vector>
 
 #include "object_store.h"
@@ -19,19 +20,58 @@
 
 namespace server {
 
-DiskPool::DiskPool(reload::EventLoop& loop, int threads) : wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+DiskPool::DiskPool(reload::EventLoop& loop, int threads, int startNow)
+    : wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!wake_) reload::throwSysError("eventfd for the disk pool");
   loop.add(wake_.get(), EPOLLIN | EPOLLET, this);
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  wanted_ = static_cast<size_t>(std::max(threads, 0));
+  const size_t now = startNow < 0 ? wanted_ : std::min(wanted_, static_cast<size_t>(startNow));
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (size_t i = 0; i < now; ++i) threads_.emplace_back([this] { run(); });
 }
 
 DiskPool::~DiskPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
+    stopping_ = true;  // no thread starts another from now on
   }
   ready_.notify_all();
-  for (auto& t : threads_) t.join();
+  for (size_t i = 0;; ++i) {
+    std::thread t;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (i >= threads_.size()) break;
+      t = std::move(threads_[i]);
+    }
+    t.join();
+  }
+}
+
+void DiskPool::startRest() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  chained_ = true;
+  startOneLocked();
+}
+
+void DiskPool::startOneLocked() {
+  if (stopping_ || !chained_ || threads_.size() >= wanted_) return;
+  try {
+    threads_.emplace_back([this] {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        startOneLocked();
+      }
+      run();
+    });
+  } catch (const std::system_error& e) {
+    MOLT_LOG(kWarning) << "disk pool: cannot start thread " << threads_.size() + 1 << " of "
+                       << wanted_ << ": " << e.what() << "; working with " << threads_.size();
+  }
+}
+
+size_t DiskPool::threadCount() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return threads_.size();
 }
 
 void DiskPool::submit(std::function<void()> work, std::function<void()> done, Failed failed) {

@@ -24,8 +24,18 @@ namespace server {
 
 class DiskPool : public reload::EventHandler {
  public:
-  DiskPool(reload::EventLoop& loop, int threads);
+  // Starts `startNow` of its `threads` at once (all of them when negative
+  // or larger); startRest() starts the others. Throws std::system_error
+  // when one of those started at once cannot be.
+  DiskPool(reload::EventLoop& loop, int threads, int startNow = -1);
   ~DiskPool() override;
+  // Starts the threads not started yet, off the calling thread: it starts
+  // one, and each new thread starts the next before it takes work. So a
+  // worker pays for one thread before its first accept, not for all of
+  // them. A thread that cannot be started is logged; the pool works with
+  // those it has.
+  void startRest();
+  size_t threadCount() const;
   // What a failed task's request is answered with.
   using Failed = std::function<void(int status, const std::string& text)>;
   // `work` runs on a pool thread; `done` then runs on the loop (if given). A `work`
@@ -53,6 +63,8 @@ class DiskPool : public reload::EventHandler {
     Failed failed;
   };
   void run();
+  // Starts one more thread if the pool wants more. Holds mutex_.
+  void startOneLocked();
   // Hands what follows a task's end (done, or failed with the failure's
   // answer) to the loop. Any thread.
   void finished(std::function<void()> done, Failed failed, std::exception_ptr failure);
@@ -63,7 +75,9 @@ class DiskPool : public reload::EventHandler {
   std::deque<Task> tasks_;
   std::vector<std::function<void()>> finished_;
   bool stopping_ = false;
-  std::vector<std::thread> threads_;
+  size_t wanted_ = 0;     // threads started, or to start after startRest()
+  bool chained_ = false;  // startRest() was called
+  std::vector<std::thread> threads_;  // guarded by mutex_ (a thread starts the next)
 };
 
 // Whether every page of [offset, offset + length) of a file is in the page

@@ -373,7 +373,10 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     reload::WorkerSignals signals(loop, ctx);
     // The pool's threads inherit the worker's mask: every handled signal is
     // blocked (the master forks workers with it) and read from the signalfd.
-    DiskPool pool(loop, config.diskThreads);
+    // One thread before the first accept; the others start once the
+    // worker is ready (each starting the next, so the acceptor never waits
+    // for them) and inherit its priority then.
+    DiskPool pool(loop, config.diskThreads, 1);
     shared.pool = &pool;
     Worker worker(ctx, config, shared, loop);
     signals.onDrainAsked = [&worker] { worker.drainAsked(); };
@@ -381,6 +384,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     worker.publishLoad();
 
     if (!reload::signalWorkerReady(ctx)) leave(1);  // the master is gone
+    pool.startRest();
     MOLT_LOG(kInfo) << "worker slot " << ctx.slot << " serving on " << ctx.listenerFds.size()
                     << " listeners";
 

@@ -55,6 +55,10 @@ class PidFile {
   // file (a symlink is not followed), or does not hold a pid.
   std::optional<pid_t> read() const;
 
+  // Whether the pid file is a regular file, not a symlink, owned by this
+  // user, that records `pid`.
+  bool holds(pid_t pid) const;
+
   // Removes the pid file if it is a regular file, not a symlink, owned by
   // this user, that records `pid`. Returns whether it was removed.
   bool removeIfOurs(pid_t pid) const;
