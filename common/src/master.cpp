@@ -116,6 +116,7 @@ int MasterImpl::run() {
   if (watchdogUs_ > 0)
     MOLT_LOG(kDebug) << "systemd watchdog: WATCHDOG=1 every " << watchdogUs_ / 2000 << " ms";
   reapChildren();  // exits that happened while the image was being replaced
+  log::countDropsIn(counters_shared_.get());
   for (;;) {
     if (state_.phase() == Phase::kStopping) guard("shutdown", [this] { checkStopped(); });
     if (finished_) break;
@@ -125,6 +126,7 @@ int MasterImpl::run() {
       MOLT_LOG(kError) << "master loop: " << e.what();
     }
   }
+  log::countDropsIn(nullptr);  // the counters go with this object
   return exitCode_;
 }
 

@@ -2,17 +2,41 @@
 //
 // Only synchronous sinks are used: the master must stay single-threaded so it
 // can fork, and an asynchronous sink's feeder thread would not exist in a
-// forked child. Every record carries the pid, the role (master, worker, sync,
-// check) and the generation.
+// forked child (nor would a queue's mutex it held at the fork be released).
+// Every record carries the pid, the role (master, worker, sync, check) and
+// the generation.
+//
+// A record never waits for its destination, so that a log nobody reads (a
+// full pipe or journald stream, a terminal stopped with ^S, a FIFO) holds
+// neither the master's loop nor a worker's. The log has a description of
+// its own: a pipe, FIFO or terminal is opened again through /proc/self/fd
+// with O_NONBLOCK (the flag stays off the description other processes
+// share), a socket is sent to with MSG_DONTWAIT. What the destination does
+// not take waits in memory, in order, up to kLogBufferBytes per process;
+// past it records are dropped, counted in the shared counters'
+// kLogRecordsDropped slot, and once the destination takes bytes again one
+// record says how many. What waits is written with the next record, on
+// flush(), and with a deadline on drain() when a process leaves. A regular
+// file cannot be made non-blocking: its writes go to the page cache.
 #pragma once
 
 #include <boost/log/sources/global_logger_storage.hpp>
 #include <boost/log/sources/record_ostream.hpp>
 #include <boost/log/sources/severity_logger.hpp>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
+namespace reload {
+class SharedCounters;
+}
+
 namespace reload::log {
+
+// Bytes of records a process keeps while its log takes nothing.
+constexpr size_t kLogBufferBytes = 64 * 1024;
+// How long a process that leaves waits for its log to take what waits.
+constexpr int kLogExitDrainMs = 2000;
 
 enum class Severity { kDebug, kInfo, kNotice, kWarning, kError, kCritical };
 
@@ -46,7 +70,21 @@ void setIdentity(const std::string& role, uint64_t generation);
 // closes inherited descriptors).
 void removeSinks();
 
+// Writes what waits, without waiting for the destination.
 void flush();
+
+// Writes what waits, waiting at most `timeoutMs` for the destination (a
+// process that leaves); what is still not written is counted as dropped.
+// True when everything was written.
+bool drain(int timeoutMs);
+
+// Where this process counts the records it drops (the kLogRecordsDropped
+// slot), or nullptr. Drops before it was set are counted when it is.
+void countDropsIn(SharedCounters* counters);
+
+// Records this process's log dropped since its sink was configured
+// (carried across configure()).
+uint64_t droppedRecords();
 
 // The time now in UTC as ISO 8601 with `fractionDigits` (3 or 6) digits of
 // the second, as every log line of the server carries it.
