@@ -1,6 +1,8 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
@@ -8,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "reload/log.h"
 #include "reload/log_writer.h"
+#include "reload/process.h"
 
 using reload::log::BoundedLogWriter;
 using reload::log::Destination;
@@ -192,6 +196,56 @@ BOOST_AUTO_TEST_CASE(a_full_pipe_and_a_full_socket_never_hold_a_write) {
     close(fds[0]);
     close(fds[1]);
   }
+}
+
+// The descriptor the log holds of its own (a log file; standard error as a
+// pipe, opened again) sits high: configuring the log moves no other
+// descriptor's number, so the lowest free one is the same before and
+// after, and the log is clear of the places an exec's handoff lays
+// listeners out at. Standard error as a regular file needs none. Each
+// case runs in a child: the log is the process's.
+BOOST_AUTO_TEST_CASE(the_log_descriptor_sits_high_and_moves_no_other) {
+  char dir[] = "/tmp/molt-log-test-XXXXXX";
+  BOOST_REQUIRE(mkdtemp(dir) != nullptr);
+  const std::string file = std::string(dir) + "/log";
+  enum Case { kFile, kStderrPipe, kStderrFile };
+  for (int c : {kFile, kStderrPipe, kStderrFile}) {
+    pid_t child = reload::spawnChild("", [&]() -> int {
+      if (c == kStderrPipe) {
+        int fds[2];
+        if (pipe(fds) != 0 || dup2(fds[1], STDERR_FILENO) != STDERR_FILENO) return 10;
+        close(fds[1]);  // the read end stays open: writes succeed
+      } else if (c == kStderrFile) {
+        int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd < 0 || dup2(fd, STDERR_FILENO) != STDERR_FILENO) return 11;
+        close(fd);
+      }
+      auto lowestFree = [] {
+        int fd = fcntl(0, F_DUPFD, 3);
+        close(fd);
+        return fd;
+      };
+      const int before = lowestFree();
+      reload::log::Settings settings;
+      settings.target = c == kFile ? file : "stderr";
+      if (!reload::log::configure(settings)) return 12;
+      MOLT_LOG(kWarning) << "a record";
+      reload::log::flush();
+      if (lowestFree() != before) return 13;
+      auto own = reload::log::ownDescriptors();
+      if (c == kStderrFile) return own.empty() ? 0 : 14;
+      if (own.size() != 1) return 15;
+      if (own[0] < 64) return 16;
+      if ((fcntl(own[0], F_GETFD) & FD_CLOEXEC) == 0) return 17;
+      return 0;
+    });
+    int status = 0;
+    BOOST_REQUIRE(waitpid(child, &status, 0) == child);
+    BOOST_TEST(WIFEXITED(status));
+    BOOST_TEST(WEXITSTATUS(status) == 0, "case " << c);
+  }
+  unlink(file.c_str());
+  rmdir(dir);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

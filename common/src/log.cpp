@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -147,46 +148,68 @@ bool pollWritable(int fd, int timeoutMs) {
   return (p.revents & (POLLERR | POLLNVAL)) == 0;
 }
 
+// Where the log's own descriptors go: high, clear of the places an exec's
+// handoff lays listeners out at (3 and up) and of the numbers the next
+// descriptors of the process take, so that opening the log moves no other
+// descriptor. Half the descriptor limit when that is lower.
+constexpr int kLogFdFloor = 512;
+
+Fd placeHigh(Fd fd) {
+  int floor = kLogFdFloor;
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      limit.rlim_cur / 2 < static_cast<rlim_t>(floor))
+    floor = static_cast<int>(limit.rlim_cur / 2);
+  if (fd.get() >= floor) return fd;
+  Fd high(fcntl(fd.get(), F_DUPFD_CLOEXEC, floor));
+  // No room up there (EMFILE): the low number serves, as any other would.
+  return high ? std::move(high) : std::move(fd);
+}
+
 // A descriptor written with write(2): a pipe, FIFO or terminal opened
 // non-blocking (EAGAIN: takes nothing now), or a regular file, which the
 // kernel cannot make non-blocking: its writes go to the page cache and
-// return, except on a disk or network file system that hangs.
+// return, except on a disk or network file system that hangs. `owned` is
+// the log's own descriptor, or empty when `fd` is standard error's.
 class FdDestination : public Destination {
  public:
-  explicit FdDestination(Fd fd) : fd_(std::move(fd)) {}
+  FdDestination(int fd, Fd owned) : fd_(owned ? owned.get() : fd), owned_(std::move(owned)) {}
   ssize_t write(const char* data, size_t size) override {
     for (;;) {
-      ssize_t n = ::write(fd_.get(), data, size);
+      ssize_t n = ::write(fd_, data, size);
       if (n >= 0) return n;
       if (errno == EINTR) continue;
       if (errno == EAGAIN) return 0;  // EWOULDBLOCK on Linux
       return -1;
     }
   }
-  bool waitWritable(int timeoutMs) override { return pollWritable(fd_.get(), timeoutMs); }
+  bool waitWritable(int timeoutMs) override { return pollWritable(fd_, timeoutMs); }
+  int ownDescriptor() const override { return owned_ ? owned_.get() : -1; }
 
  private:
-  Fd fd_;
+  int fd_;
+  Fd owned_;
 };
 
 // A stream socket (journald's stream on standard error): sent with
-// MSG_DONTWAIT, which needs no flag on a description other processes share.
+// MSG_DONTWAIT, which needs no flag on a description other processes share
+// and so no descriptor of its own.
 class SocketDestination : public Destination {
  public:
-  explicit SocketDestination(Fd fd) : fd_(std::move(fd)) {}
+  explicit SocketDestination(int fd) : fd_(fd) {}
   ssize_t write(const char* data, size_t size) override {
     for (;;) {
-      ssize_t n = ::send(fd_.get(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+      ssize_t n = ::send(fd_, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n >= 0) return n;
       if (errno == EINTR) continue;
       if (errno == EAGAIN) return 0;  // EWOULDBLOCK on Linux
       return -1;
     }
   }
-  bool waitWritable(int timeoutMs) override { return pollWritable(fd_.get(), timeoutMs); }
+  bool waitWritable(int timeoutMs) override { return pollWritable(fd_, timeoutMs); }
 
  private:
-  Fd fd_;
+  int fd_;
 };
 
 // Standard error closed: records go nowhere, as they did to a closed stream.
@@ -196,29 +219,23 @@ class DiscardDestination : public Destination {
   bool waitWritable(int /*timeoutMs*/) override { return true; }
 };
 
-// A destination of its own for `fd`, never changing the flags of the
-// open file description `fd` shares with other processes. A pipe, FIFO or
+// The destination for standard error, never changing the flags of the
+// open file description it shares with other processes. A pipe, FIFO or
 // terminal is opened again through /proc/self/fd, which gives a new
-// description that may carry O_NONBLOCK; a socket is sent to with
-// MSG_DONTWAIT; a regular file cannot be made non-blocking.
-std::unique_ptr<Destination> destinationFor(int fd) {
+// description that may carry O_NONBLOCK (a descriptor of the log's own,
+// placed high); a socket is sent to with MSG_DONTWAIT; a regular file
+// cannot be made non-blocking and is written where it is.
+std::unique_ptr<Destination> stderrDestination() {
   struct stat st {};
-  if (fstat(fd, &st) != 0) return std::make_unique<DiscardDestination>();
-  if (S_ISSOCK(st.st_mode)) {
-    Fd copy(fcntl(fd, F_DUPFD_CLOEXEC, 3));
-    if (!copy) throwSysError("dup the log's socket");
-    return std::make_unique<SocketDestination>(std::move(copy));
-  }
+  if (fstat(STDERR_FILENO, &st) != 0) return std::make_unique<DiscardDestination>();
+  if (S_ISSOCK(st.st_mode)) return std::make_unique<SocketDestination>(STDERR_FILENO);
   if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
-    std::string path = "/proc/self/fd/" + std::to_string(fd);
-    Fd own(open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND));
-    if (own) return std::make_unique<FdDestination>(std::move(own));
+    Fd own(open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND));
+    if (own) return std::make_unique<FdDestination>(-1, placeHigh(std::move(own)));
     // ENXIO: a pipe without a reader, where every write fails at once
     // (EPIPE) and so never waits either.
   }
-  Fd copy(fcntl(fd, F_DUPFD_CLOEXEC, 3));
-  if (!copy) throwSysError("dup the log's descriptor");
-  return std::make_unique<FdDestination>(std::move(copy));
+  return std::make_unique<FdDestination>(STDERR_FILENO, Fd());
 }
 
 // O_NONBLOCK: a FIFO named as the log file opens at once (ENXIO without a
@@ -377,10 +394,10 @@ bool configure(const Settings& settings) {
     std::unique_ptr<Destination> destination;
     try {
       if (settings.target == "stderr") {
-        destination = destinationFor(STDERR_FILENO);
+        destination = stderrDestination();
       } else {
-        Fd file = openLogFile(settings.target);
-        destination = destinationFor(file.get());
+        // Opened O_NONBLOCK: a FIFO's writes never wait either.
+        destination = std::make_unique<FdDestination>(-1, placeHigh(openLogFile(settings.target)));
       }
     } catch (const std::system_error& e) {
       // The sinks in place stay: a log that cannot move must not go silent.
@@ -435,6 +452,14 @@ bool drain(int timeoutMs) {
 void countDropsIn(SharedCounters* counters) {
   dropCounter.store(counters, std::memory_order_relaxed);
   if (counters != nullptr) flush();  // what was dropped meanwhile is counted now
+}
+
+std::vector<int> ownDescriptors() {
+  auto sink = state().sink;
+  if (!sink) return {};
+  int fd = sink->locked_backend()->writer().destination().ownDescriptor();
+  if (fd < 0) return {};
+  return {fd};
 }
 
 uint64_t droppedRecords() {

@@ -59,9 +59,12 @@ Boot readBoot() {
   if (boot.afterExec && !boot.handoff) {
     // A handoff this image refused still left its descriptors open: the
     // notify pipe among them, on which the synchronizer would wait out its
-    // timeout. Nothing else is open yet but the listeners.
+    // timeout. Nothing else is open yet but the listeners and the log.
     std::vector<int> keep;
     for (int i = 0; i < boot.inherited.count; ++i) keep.push_back(systemd::kListenFdsStart + i);
+    // And the log's: it is in place (standard error), and a descriptor
+    // closed under it would take its records to whatever reuses the number.
+    for (int fd : log::ownDescriptors()) keep.push_back(fd);
     try {
       closeAllFdsExcept(keep);
     } catch (const std::exception& e) {

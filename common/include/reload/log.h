@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace reload {
 class SharedCounters;
@@ -81,6 +82,11 @@ bool drain(int timeoutMs);
 // Where this process counts the records it drops (the kLogRecordsDropped
 // slot), or nullptr. Drops before it was set are counted when it is.
 void countDropsIn(SharedCounters* counters);
+
+// The descriptors the log holds of its own (a log file, standard error
+// opened again), placed high: a process that closes every other
+// descriptor with its log in place keeps these.
+std::vector<int> ownDescriptors();
 
 // Records this process's log dropped since its sink was configured
 // (carried across configure()).

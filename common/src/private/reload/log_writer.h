@@ -24,6 +24,8 @@ class Destination {
   // Waits at most `timeoutMs` until write() may take bytes again; false
   // when it cannot be waited for (a destination that is gone).
   virtual bool waitWritable(int timeoutMs) = 0;
+  // The descriptor the destination holds of its own, or -1.
+  virtual int ownDescriptor() const { return -1; }
 };
 
 // Records wait in memory, in order, while the destination takes nothing,
