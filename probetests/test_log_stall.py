@@ -85,13 +85,14 @@ class Stall:
         self.drive(server)
         self.assertEqual(server.status()["state"], "running")
         self.assertGreater(self.dropped(server), 0)
-        # Read again: what waited comes out, then the summary, then new records.
+        # Read again: what waited comes out, then the summary, with no new
+        # request or reload to bring them, then new records.
         reader.reading.set()
+        wait_for(lambda: b"log records dropped while the log took nothing" in reader.text,
+                 10, "the dropped summary")
         st = self.reload(server, signal.SIGHUP)
         generation = st["generation"]
         self.drive(server)
-        wait_for(lambda: b"log records dropped while the log took nothing" in reader.text,
-                 20, "the dropped summary")
         wait_for(lambda: ("gen=%d" % generation).encode() in reader.text, 20,
                  "records of generation %d" % generation)
         self.assertEqual(server.stop(), 0)

@@ -250,6 +250,9 @@ using BackendBase = sinks::basic_formatted_sink_backend<
     char, sinks::combine_requirements<sinks::synchronized_feeding, sinks::flushing>::type>;
 
 std::atomic<SharedCounters*> dropCounter{nullptr};
+// Whether records wait in the sink for a log that took nothing: read by
+// retry() on every turn of a loop, so it must cost no lock.
+std::atomic<bool> recordsWaiting{false};
 
 class BoundedBackend : public BackendBase {
  public:
@@ -276,6 +279,7 @@ class BoundedBackend : public BackendBase {
 
  private:
   void publish() {
+    recordsWaiting.store(!writer_.idle(), std::memory_order_relaxed);
     SharedCounters* counters = dropCounter.load(std::memory_order_relaxed);
     if (counters != nullptr) {
       if (uint64_t n = writer_.takeUnpublished()) counters->add(kLogRecordsDropped, n);
@@ -416,7 +420,10 @@ bool configure(const Settings& settings) {
     st.sink = boundedSink;
     sink = boundedSink;
   }
-  if (settings.target == "syslog") st.sink.reset();
+  if (settings.target == "syslog") {
+    st.sink.reset();
+    recordsWaiting.store(false, std::memory_order_relaxed);
+  }
   core->remove_all_sinks();
   core->add_sink(sink);
   st.target = settings.target;
@@ -435,10 +442,17 @@ void removeSinks() {
   // A forked child's copy of what waits in its parent is not its own to
   // write: dropped here without a write.
   state().sink.reset();
+  recordsWaiting.store(false, std::memory_order_relaxed);
   boost::log::core::get()->remove_all_sinks();
 }
 
 void flush() { boost::log::core::get()->flush(); }
+
+bool retry() {
+  if (!recordsWaiting.load(std::memory_order_relaxed)) return false;
+  flush();
+  return recordsWaiting.load(std::memory_order_relaxed);
+}
 
 bool drain(int timeoutMs) {
   auto sink = state().sink;

@@ -124,7 +124,9 @@ int MasterImpl::run() {
     if (state_.phase() == Phase::kStopping) guard("shutdown", [this] { checkStopped(); });
     if (finished_) break;
     try {
-      loop_.runOnce(-1);  // every deadline is a timer on the loop
+      // Every deadline is a timer on the loop; records waiting for the log
+      // are tried again every kLogRetryMs.
+      loop_.runOnce(log::retry() ? log::kLogRetryMs : -1);
     } catch (const std::exception& e) {
       MOLT_LOG(kError) << "master loop: " << e.what();
     }

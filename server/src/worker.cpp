@@ -418,7 +418,9 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     int atDrainStart = 0;
     const int64_t gracefulMs = static_cast<int64_t>(master.gracefulTimeout * 1000);
     for (;;) {
-      loop.runOnce(worker.acceptWaitMs(250));
+      // Records waiting for the log are tried again every kLogRetryMs.
+      loop.runOnce(reload::log::retry() ? std::min(worker.acceptWaitMs(250), reload::log::kLogRetryMs)
+                                        : worker.acceptWaitMs(250));
       shared.flushCounts();
       shared.checkCacheIfDue();
       worker.collectDead();

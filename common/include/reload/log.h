@@ -74,6 +74,16 @@ void removeSinks();
 // Writes what waits, without waiting for the destination.
 void flush();
 
+// How long a loop sleeps at most while records wait for the log.
+constexpr int kLogRetryMs = 200;
+
+// Writes what waits, if anything does (one atomic load when nothing
+// does); true when records still wait. A loop calls it on every turn and
+// then sleeps at most kLogRetryMs while it is true, so that a log that
+// takes bytes again gets what waited, and the count of what was dropped,
+// without waiting for a new record.
+bool retry();
+
 // Writes what waits, waiting at most `timeoutMs` for the destination (a
 // process that leaves); what is still not written is counted as dropped.
 // True when everything was written.
