@@ -275,6 +275,10 @@ class BoundedBackend : public BackendBase {
     publish();
     return done;
   }
+  void dropWaiting() {
+    writer_.abandon();
+    publish();
+  }
   BoundedLogWriter& writer() { return writer_; }
 
  private:
@@ -326,7 +330,7 @@ std::string droppedSummary(uint64_t dropped) {
   return utcTimestamp(3) + " " + serviceName() + "[" + std::to_string(st.pid.get()) + "] " +
          st.role.get() + " gen=" + std::to_string(st.generation.get()) + " warning: " +
          std::to_string(dropped) + " log records dropped while the log took nothing" +
-         " (log_dropped_records_total)\n";
+         " (" + serviceName() + "_log_dropped_records_total)\n";
 }
 
 void formatRecord(const boost::log::record_view& rec, boost::log::formatting_ostream& out) {
@@ -461,6 +465,10 @@ bool drain(int timeoutMs) {
     return true;
   }
   return sink->locked_backend()->drain(timeoutMs);
+}
+
+void dropWaiting() {
+  if (auto sink = state().sink) sink->locked_backend()->dropWaiting();
 }
 
 void countDropsIn(SharedCounters* counters) {

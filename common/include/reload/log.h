@@ -89,6 +89,11 @@ bool retry();
 // True when everything was written.
 bool drain(int timeoutMs);
 
+// Counts what still waits as dropped and forgets it: an image about to be
+// replaced by exec, whose memory goes with it. (Should the exec fail, the
+// drops are reported with the next record written.)
+void dropWaiting();
+
 // Where this process counts the records it drops (the kLogRecordsDropped
 // slot), or nullptr. Drops before it was set are counted when it is.
 void countDropsIn(SharedCounters* counters);
