@@ -8,15 +8,18 @@
 //
 // A record never waits for its destination, so that a log nobody reads (a
 // full pipe or journald stream, a terminal stopped with ^S, a FIFO) holds
-// neither the master's loop nor a worker's. The log has a description of
-// its own: a pipe, FIFO or terminal is opened again through /proc/self/fd
-// with O_NONBLOCK (the flag stays off the description other processes
-// share), a socket is sent to with MSG_DONTWAIT. What the destination does
+// neither the master's loop nor a worker's. A pipe, FIFO or terminal on
+// standard error is opened again through /proc/self/fd with O_NONBLOCK
+// (the flag stays off the description other processes share), a socket is
+// sent to with MSG_DONTWAIT; a descriptor the log opens itself sits high,
+// clear of the places an exec's handoff lays listeners out at. What the
+// destination does
 // not take waits in memory, in order, up to kLogBufferBytes per process;
 // past it records are dropped, counted in the shared counters'
 // kLogRecordsDropped slot, and once the destination takes bytes again one
 // record says how many. What waits is written with the next record, on
-// flush(), and with a deadline on drain() when a process leaves. A regular
+// flush() and retry() (every turn of a loop), and with a deadline on
+// drain() when a process leaves. A regular
 // file cannot be made non-blocking: its writes go to the page cache.
 #pragma once
 
