@@ -151,6 +151,37 @@ BOOST_AUTO_TEST_CASE(undo_puts_back_whatever_sat_where_the_listeners_went) {
   BOOST_TEST(before == after, "descriptors and what they are, before and after");
 }
 
+// The descriptor an exec runs may sit at any place the listeners take (a
+// binary opened early in a start is often at 3): its copy is still that
+// file once the layout is applied, at every such place.
+BOOST_AUTO_TEST_CASE(the_binary_an_exec_runs_survives_the_listeners_layout_wherever_it_sits) {
+  const int listenerCount = 3;
+  for (int place = 3; place < 3 + listenerCount; ++place) {
+    pid_t child = reload::spawnChild("", [&]() -> int {
+      Fd binary(open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+      if (!binary) return 10;
+      const ino_t binaryInode = inodeOf(binary.get());
+      if (binary.get() != place && dup3(binary.get(), place, O_CLOEXEC) != place) return 11;
+      Fd listeners[listenerCount] = {listenOnLoopback(), listenOnLoopback(), listenOnLoopback()};
+      Fd counters(memfd_create("test-counters", MFD_CLOEXEC));
+      std::vector<int> fds;
+      for (const Fd& l : listeners) fds.push_back(l.get());
+      ExecLayout layout(sampleEnv(), -1, -1, counters.get(), fds, {"a", "b", "c"});
+      Fd copy = layout.copyClearOfListeners(place, "binary");
+      layout.apply(getpid());
+      if (copy.get() < 3 + listenerCount) return 12;
+      if (inodeOf(copy.get()) != binaryInode) return 13;
+      if (inodeOf(place) == binaryInode) return 14;  // a listener sits there now
+      if ((fcntl(copy.get(), F_GETFD) & FD_CLOEXEC) == 0) return 15;
+      return 0;
+    });
+    int status = 0;
+    BOOST_REQUIRE(waitpid(child, &status, 0) == child);
+    BOOST_TEST(WIFEXITED(status));
+    BOOST_TEST(WEXITSTATUS(status) == 0, "binary at fd " << place);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_layout_that_cannot_be_prepared_changes_nothing) {
   Pipe notify, state;
   auto before = openFds();

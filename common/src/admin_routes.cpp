@@ -79,6 +79,7 @@ MasterSnapshot MasterImpl::snapshot() const {
                                             stillServes(h.listener.fd.get())});
   snap.inheritListeners = config_->master.listenerHandoff == ListenerHandoff::kInherit;
   snap.counters = counters_;
+  snap.logRecordsDropped = counters_shared_ ? counters_shared_->load(kLogRecordsDropped) : 0;
   snap.activeReload = state_.active();
   snap.pendingReload = state_.pending();
   snap.lastReload = lastReload_;

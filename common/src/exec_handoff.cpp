@@ -66,6 +66,10 @@ void ExecLayout::apply(pid_t pid) {
   setCloseOnExecExcept(passedFds());
 }
 
+Fd ExecLayout::copyClearOfListeners(int fd, const char* what) const {
+  return copyAbove(fd, 3 + static_cast<int>(listeners_.size()), what);
+}
+
 std::vector<int> ExecLayout::passedFds() const {
   std::vector<int> fds;
   for (const Fd* fd : {&notify_, &state_, &counters_, &memfd_, &binary_, &workerNotify_})

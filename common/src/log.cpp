@@ -2,6 +2,10 @@
 
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/core/null_deleter.hpp>
@@ -16,14 +20,20 @@
 #include <boost/log/support/date_time.hpp>
 #include <boost/log/utility/exception_handler.hpp>
 #include <boost/make_shared.hpp>
+#include <atomic>
+#include <memory>
+#include <utility>
 #include <ctime>
 #include <ext/stdio_filebuf.h>
 #include <iostream>
 #include <stdexcept>
 #include <system_error>
 
+#include "reload/event_loop.h"
 #include "reload/fd.h"
+#include "reload/log_writer.h"
 #include "reload/process.h"
+#include "reload/shared_counters.h"
 #include "reload/sys_error.h"
 
 namespace reload::log {
@@ -32,6 +42,257 @@ namespace sinks = boost::log::sinks;
 namespace keywords = boost::log::keywords;
 
 BOOST_LOG_GLOBAL_LOGGER_DEFAULT(logger, boost::log::sources::severity_logger_mt<Severity>)
+
+BoundedLogWriter::BoundedLogWriter(std::unique_ptr<Destination> destination, size_t limit,
+                                   Summary summary)
+    : destination_(std::move(destination)), limit_(limit), summary_(std::move(summary)) {}
+
+void BoundedLogWriter::drop(uint64_t records) {
+  unreported_ += records;
+  droppedTotal_ += records;
+  unpublished_ += records;
+}
+
+uint64_t BoundedLogWriter::takeUnpublished() { return std::exchange(unpublished_, 0); }
+
+void BoundedLogWriter::queueSummary() {
+  uint64_t dropped = std::exchange(unreported_, 0);
+  Entry entry{summary_(dropped), dropped};
+  queuedBytes_ += entry.text.size();
+  entries_.push_back(std::move(entry));
+}
+
+void BoundedLogWriter::write(std::string record) {
+  flush();  // what waits goes first, in order
+  // One record always fits in an empty queue, whatever its size.
+  if (!entries_.empty() && queuedBytes_ + record.size() > limit_) {
+    drop(1);
+    return;
+  }
+  if (unreported_ != 0) queueSummary();  // the gap sits before this record
+  queuedBytes_ += record.size();
+  entries_.push_back(Entry{std::move(record), 0});
+  flush();
+}
+
+bool BoundedLogWriter::flush() {
+  for (;;) {
+    if (entries_.empty()) {
+      if (unreported_ == 0) return true;
+      queueSummary();
+    }
+    Entry& front = entries_.front();
+    ssize_t n = destination_->write(front.text.data() + written_, front.text.size() - written_);
+    if (n == 0) return false;  // takes nothing now: the next record or drain() tries again
+    if (n < 0) {
+      // A destination that fails (a pipe whose reader is gone, EIO) takes
+      // nothing of what waits: all of it is dropped and counted, once per
+      // call, so that a failing summary cannot loop.
+      abandon();
+      return false;
+    }
+    written_ += static_cast<size_t>(n);
+    if (written_ < front.text.size()) continue;
+    queuedBytes_ -= front.text.size();
+    written_ = 0;
+    entries_.pop_front();
+  }
+}
+
+bool BoundedLogWriter::drain(int timeoutMs) {
+  const int64_t deadline = monotonicMs() + timeoutMs;
+  for (;;) {
+    if (flush()) return true;
+    int64_t left = deadline - monotonicMs();
+    if (left <= 0 || !destination_->waitWritable(static_cast<int>(left))) return false;
+  }
+}
+
+void BoundedLogWriter::abandon() {
+  for (const Entry& e : entries_) {
+    if (e.summarizes != 0) {
+      unreported_ += e.summarizes;  // counted when they were dropped
+    } else {
+      drop(1);
+    }
+  }
+  entries_.clear();
+  queuedBytes_ = 0;
+  written_ = 0;
+}
+
+void BoundedLogWriter::adopt(BoundedLogWriter& other) {
+  // A record half written to the old destination is not written again.
+  if (other.written_ != 0 && !other.entries_.empty()) {
+    other.queuedBytes_ -= other.entries_.front().text.size();
+    other.entries_.pop_front();
+    other.written_ = 0;
+  }
+  while (!other.entries_.empty()) {
+    entries_.push_front(std::move(other.entries_.back()));
+    other.entries_.pop_back();
+  }
+  queuedBytes_ += std::exchange(other.queuedBytes_, 0);
+  unreported_ += std::exchange(other.unreported_, 0);
+  droppedTotal_ += other.droppedTotal_;
+  unpublished_ += std::exchange(other.unpublished_, 0);
+}
+
+namespace {
+
+bool pollWritable(int fd, int timeoutMs) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLOUT, 0};
+  int n = poll(&p, 1, timeoutMs);
+  if (n < 0 && errno != EINTR) return false;
+  return (p.revents & (POLLERR | POLLNVAL)) == 0;
+}
+
+// Where the log's own descriptors go: high, clear of the places an exec's
+// handoff lays listeners out at (3 and up) and of the numbers the next
+// descriptors of the process take, so that opening the log moves no other
+// descriptor. Half the descriptor limit when that is lower.
+constexpr int kLogFdFloor = 512;
+
+Fd placeHigh(Fd fd) {
+  int floor = kLogFdFloor;
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      limit.rlim_cur / 2 < static_cast<rlim_t>(floor))
+    floor = static_cast<int>(limit.rlim_cur / 2);
+  if (fd.get() >= floor) return fd;
+  Fd high(fcntl(fd.get(), F_DUPFD_CLOEXEC, floor));
+  // No room up there (EMFILE): the low number serves, as any other would.
+  return high ? std::move(high) : std::move(fd);
+}
+
+// A descriptor written with write(2): a pipe, FIFO or terminal opened
+// non-blocking (EAGAIN: takes nothing now), or a regular file, which the
+// kernel cannot make non-blocking: its writes go to the page cache and
+// return, except on a disk or network file system that hangs. `owned` is
+// the log's own descriptor, or empty when `fd` is standard error's.
+class FdDestination : public Destination {
+ public:
+  FdDestination(int fd, Fd owned) : fd_(owned ? owned.get() : fd), owned_(std::move(owned)) {}
+  ssize_t write(const char* data, size_t size) override {
+    for (;;) {
+      ssize_t n = ::write(fd_, data, size);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return 0;  // EWOULDBLOCK on Linux
+      return -1;
+    }
+  }
+  bool waitWritable(int timeoutMs) override { return pollWritable(fd_, timeoutMs); }
+  int ownDescriptor() const override { return owned_ ? owned_.get() : -1; }
+
+ private:
+  int fd_;
+  Fd owned_;
+};
+
+// A stream socket (journald's stream on standard error): sent with
+// MSG_DONTWAIT, which needs no flag on a description other processes share
+// and so no descriptor of its own.
+class SocketDestination : public Destination {
+ public:
+  explicit SocketDestination(int fd) : fd_(fd) {}
+  ssize_t write(const char* data, size_t size) override {
+    for (;;) {
+      ssize_t n = ::send(fd_, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return 0;  // EWOULDBLOCK on Linux
+      return -1;
+    }
+  }
+  bool waitWritable(int timeoutMs) override { return pollWritable(fd_, timeoutMs); }
+
+ private:
+  int fd_;
+};
+
+// Standard error closed: records go nowhere, as they did to a closed stream.
+class DiscardDestination : public Destination {
+ public:
+  ssize_t write(const char* /*data*/, size_t size) override { return static_cast<ssize_t>(size); }
+  bool waitWritable(int /*timeoutMs*/) override { return true; }
+};
+
+// The destination for standard error, never changing the flags of the
+// open file description it shares with other processes. A pipe, FIFO or
+// terminal is opened again through /proc/self/fd, which gives a new
+// description that may carry O_NONBLOCK (a descriptor of the log's own,
+// placed high); a socket is sent to with MSG_DONTWAIT; a regular file
+// cannot be made non-blocking and is written where it is.
+std::unique_ptr<Destination> stderrDestination() {
+  struct stat st {};
+  if (fstat(STDERR_FILENO, &st) != 0) return std::make_unique<DiscardDestination>();
+  if (S_ISSOCK(st.st_mode)) return std::make_unique<SocketDestination>(STDERR_FILENO);
+  if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+    Fd own(open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND));
+    if (own) return std::make_unique<FdDestination>(-1, placeHigh(std::move(own)));
+    // ENXIO: a pipe without a reader, where every write fails at once
+    // (EPIPE) and so never waits either.
+  }
+  return std::make_unique<FdDestination>(STDERR_FILENO, Fd());
+}
+
+// O_NONBLOCK: a FIFO named as the log file opens at once (ENXIO without a
+// reader, rather than waiting for one) and its writes never wait.
+Fd openLogFile(const std::string& path) {
+  Fd fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0640));
+  if (!fd) throwSysError("open log " + path + " for append");
+  return fd;
+}
+
+using BackendBase = sinks::basic_formatted_sink_backend<
+    char, sinks::combine_requirements<sinks::synchronized_feeding, sinks::flushing>::type>;
+
+std::atomic<SharedCounters*> dropCounter{nullptr};
+// Whether records wait in the sink for a log that took nothing: read by
+// retry() on every turn of a loop, so it must cost no lock.
+std::atomic<bool> recordsWaiting{false};
+
+class BoundedBackend : public BackendBase {
+ public:
+  BoundedBackend(std::unique_ptr<Destination> destination, BoundedLogWriter::Summary summary)
+      : writer_(std::move(destination), kLogBufferBytes, std::move(summary)) {}
+  void consume(const boost::log::record_view& /*rec*/, const string_type& line) {
+    std::string record;
+    record.reserve(line.size() + 1);
+    record.append(line).push_back('\n');
+    writer_.write(std::move(record));
+    publish();
+  }
+  void flush() {
+    writer_.flush();
+    publish();
+  }
+  bool drain(int timeoutMs) {
+    bool done = writer_.drain(timeoutMs);
+    if (!done) writer_.abandon();
+    publish();
+    return done;
+  }
+  void dropWaiting() {
+    writer_.abandon();
+    publish();
+  }
+  BoundedLogWriter& writer() { return writer_; }
+
+ private:
+  void publish() {
+    recordsWaiting.store(!writer_.idle(), std::memory_order_relaxed);
+    SharedCounters* counters = dropCounter.load(std::memory_order_relaxed);
+    if (counters != nullptr) {
+      if (uint64_t n = writer_.takeUnpublished()) counters->add(kLogRecordsDropped, n);
+    }
+  }
+  BoundedLogWriter writer_;
+};
+
+}  // namespace
 
 namespace {
 
@@ -53,6 +314,9 @@ struct State {
   attrs::mutable_constant<uint64_t> generation{0};
   std::string target = "stderr";
   bool attributesAdded = false;
+  // The sink records go through now, and its backend: a replacing
+  // configure() takes over what waits in it.
+  boost::shared_ptr<sinks::synchronous_sink<BoundedBackend>> sink;
 };
 
 State& state() {
@@ -60,26 +324,14 @@ State& state() {
   return s;
 }
 
-// A log file opened now, by this process with its present credentials: a
-// worker opens its log as root, before it drops privileges. (Boost's
-// text_file_backend opens on the first record, which in a worker comes after
-// setuid, so every worker record was lost when the file was root's.) The
-// descriptor is close-on-exec and the file is created 0640.
-class LogFileStream : public std::ostream {
- public:
-  explicit LogFileStream(const std::string& path)
-      : std::ostream(nullptr), buffer_(openForAppend(path), std::ios::out | std::ios::app) {
-    rdbuf(&buffer_);
-  }
-
- private:
-  static int openForAppend(const std::string& path) {
-    int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0) throwSysError("open log " + path + " for append");
-    return fd;
-  }
-  __gnu_cxx::stdio_filebuf<char> buffer_;  // owns and closes the descriptor
-};
+// The record saying how many were dropped, in the format of every other.
+std::string droppedSummary(uint64_t dropped) {
+  State& st = state();
+  return utcTimestamp(3) + " " + serviceName() + "[" + std::to_string(st.pid.get()) + "] " +
+         st.role.get() + " gen=" + std::to_string(st.generation.get()) + " warning: " +
+         std::to_string(dropped) + " log records dropped while the log took nothing" +
+         " (" + serviceName() + "_log_dropped_records_total)\n";
+}
 
 void formatRecord(const boost::log::record_view& rec, boost::log::formatting_ostream& out) {
   auto sev = boost::log::extract<Severity>("Severity", rec);
@@ -144,25 +396,37 @@ bool configure(const Settings& settings) {
     syslogSink->set_filter(filter);
     sink = syslogSink;
   } else {
-    boost::shared_ptr<std::ostream> stream;
-    if (settings.target == "stderr") {
-      stream.reset(&std::clog, boost::null_deleter());
-    } else {
-      try {
-        stream = boost::make_shared<LogFileStream>(settings.target);
-      } catch (const std::system_error& e) {
-        // The sinks in place stay: a log that cannot move must not go silent.
-        MOLT_LOG(kError) << e.what() << "; logging continues where it was";
-        return false;
+    // A log file is opened now, by this process with its present
+    // credentials: a worker opens its log as root, before it drops
+    // privileges.
+    std::unique_ptr<Destination> destination;
+    try {
+      if (settings.target == "stderr") {
+        destination = stderrDestination();
+      } else {
+        // Opened O_NONBLOCK: a FIFO's writes never wait either.
+        destination = std::make_unique<FdDestination>(-1, placeHigh(openLogFile(settings.target)));
       }
+    } catch (const std::system_error& e) {
+      // The sinks in place stay: a log that cannot move must not go silent.
+      MOLT_LOG(kError) << e.what() << "; logging continues where it was";
+      return false;
     }
-    auto backend = boost::make_shared<sinks::text_ostream_backend>();
-    backend->add_stream(stream);
-    backend->auto_flush(true);
-    auto streamSink = boost::make_shared<sinks::synchronous_sink<sinks::text_ostream_backend>>(backend);
-    streamSink->set_formatter(&formatRecord);
-    streamSink->set_filter(filter);
-    sink = streamSink;
+    auto backend = boost::make_shared<BoundedBackend>(std::move(destination), &droppedSummary);
+    auto boundedSink = boost::make_shared<sinks::synchronous_sink<BoundedBackend>>(backend);
+    boundedSink->set_formatter(&formatRecord);
+    boundedSink->set_filter(filter);
+    if (st.sink) {
+      auto old = st.sink->locked_backend();
+      old->flush();
+      backend->writer().adopt(old->writer());
+    }
+    st.sink = boundedSink;
+    sink = boundedSink;
+  }
+  if (settings.target == "syslog") {
+    st.sink.reset();
+    recordsWaiting.store(false, std::memory_order_relaxed);
   }
   core->remove_all_sinks();
   core->add_sink(sink);
@@ -179,10 +443,51 @@ void setIdentity(const std::string& role, uint64_t generation) {
 }
 
 void removeSinks() {
+  // A forked child's copy of what waits in its parent is not its own to
+  // write: dropped here without a write.
+  state().sink.reset();
+  recordsWaiting.store(false, std::memory_order_relaxed);
   boost::log::core::get()->remove_all_sinks();
 }
 
 void flush() { boost::log::core::get()->flush(); }
+
+bool retry() {
+  if (!recordsWaiting.load(std::memory_order_relaxed)) return false;
+  flush();
+  return recordsWaiting.load(std::memory_order_relaxed);
+}
+
+bool drain(int timeoutMs) {
+  auto sink = state().sink;
+  if (!sink) {
+    flush();
+    return true;
+  }
+  return sink->locked_backend()->drain(timeoutMs);
+}
+
+void dropWaiting() {
+  if (auto sink = state().sink) sink->locked_backend()->dropWaiting();
+}
+
+void countDropsIn(SharedCounters* counters) {
+  dropCounter.store(counters, std::memory_order_relaxed);
+  if (counters != nullptr) flush();  // what was dropped meanwhile is counted now
+}
+
+std::vector<int> ownDescriptors() {
+  auto sink = state().sink;
+  if (!sink) return {};
+  int fd = sink->locked_backend()->writer().destination().ownDescriptor();
+  if (fd < 0) return {};
+  return {fd};
+}
+
+uint64_t droppedRecords() {
+  auto sink = state().sink;
+  return sink ? sink->locked_backend()->writer().droppedTotal() : 0;
+}
 
 std::string utcTimestamp(int fractionDigits) {
   timespec now{};
@@ -198,7 +503,9 @@ std::string utcTimestamp(int fractionDigits) {
 
 void checkTarget(const std::string& target) {
   if (target == "stderr" || target == "syslog") return;
-  Fd fd(open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+  // Non-blocking, as the log opens it: a FIFO without a reader is refused
+  // (ENXIO) rather than waited for.
+  Fd fd(open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0640));
   if (!fd) throwSysError("open " + target + " for append");
 }
 

@@ -59,9 +59,12 @@ Boot readBoot() {
   if (boot.afterExec && !boot.handoff) {
     // A handoff this image refused still left its descriptors open: the
     // notify pipe among them, on which the synchronizer would wait out its
-    // timeout. Nothing else is open yet but the listeners.
+    // timeout. Nothing else is open yet but the listeners and the log.
     std::vector<int> keep;
     for (int i = 0; i < boot.inherited.count; ++i) keep.push_back(systemd::kListenFdsStart + i);
+    // And the log's: it is in place (standard error), and a descriptor
+    // closed under it would take its records to whatever reuses the number.
+    for (int fd : log::ownDescriptors()) keep.push_back(fd);
     try {
       closeAllFdsExcept(keep);
     } catch (const std::exception& e) {
@@ -116,15 +119,19 @@ int MasterImpl::run() {
   if (watchdogUs_ > 0)
     MOLT_LOG(kDebug) << "systemd watchdog: WATCHDOG=1 every " << watchdogUs_ / 2000 << " ms";
   reapChildren();  // exits that happened while the image was being replaced
+  log::countDropsIn(counters_shared_.get());
   for (;;) {
     if (state_.phase() == Phase::kStopping) guard("shutdown", [this] { checkStopped(); });
     if (finished_) break;
     try {
-      loop_.runOnce(-1);  // every deadline is a timer on the loop
+      // Every deadline is a timer on the loop; records waiting for the log
+      // are tried again every kLogRetryMs.
+      loop_.runOnce(log::retry() ? log::kLogRetryMs : -1);
     } catch (const std::exception& e) {
       MOLT_LOG(kError) << "master loop: " << e.what();
     }
   }
+  log::countDropsIn(nullptr);  // the counters go with this object
   return exitCode_;
 }
 

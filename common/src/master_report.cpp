@@ -126,6 +126,10 @@ std::string metricsReport(const MasterSnapshot& snap) {
   counter(prefix + "reloads_failed_total", "Reloads refused or failed.", snap.counters.reloadsFailed);
   counter(prefix + "worker_restarts_total", "Workers respawned after an unexpected exit.",
           snap.counters.workerRestarts);
+  counter(prefix + "log_dropped_records_total",
+          "Log records dropped, by every process, because the log took nothing while "
+          "64 KiB of records waited for it.",
+          snap.logRecordsDropped);
   counter(prefix + "drain_kills_total", "Old workers killed at a drain deadline.",
           snap.counters.drainKills);
   counter(prefix + "reload_rollbacks_total",

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+
+#include "reload/log.h"
 #include <ctime>
 #include <fstream>
 #include <stdexcept>
@@ -76,6 +78,9 @@ pid_t spawnChild(const std::string& name, const std::function<int()>& body) {
   try {
     if (!name.empty()) setProcessName(name);
     code = body();
+    // A child that leaves waits for its log (at most kLogExitDrainMs); one
+    // that removed its sinks has nothing waiting.
+    log::drain(log::kLogExitDrainMs);
   } catch (const std::exception& e) {
     dprintf(STDERR_FILENO, "%s pid %d: %s\n", name.empty() ? "child" : name.c_str(),
             static_cast<int>(getpid()), e.what());

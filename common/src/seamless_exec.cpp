@@ -98,14 +98,16 @@ void MasterImpl::execLastGoodBinary() {
     env.syncPid = syncPid_;
     ExecLayout layout(std::move(env), notifyFd_ ? notifyFd_.get() : -1, -1,
                       counters_shared_->fd(), fds, roles);
+    Fd binary = layout.copyClearOfListeners(lastGoodBinary_.get(), "last good binary");
     admin_.finishBeforeExec(kAdminFinishBeforeExecMs);  // answered, not reset
     layout.apply(pid_);
     MOLT_LOG(kInfo) << "running the last good binary again in pid " << pid_;
     log::flush();
+    log::dropWaiting();  // this image's memory goes with the exec
     std::vector<char*> args;
     for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    execveat(lastGoodBinary_.get(), "", args.data(), environ, AT_EMPTY_PATH);
+    execveat(binary.get(), "", args.data(), environ, AT_EMPTY_PATH);
     failure = std::string("execveat: ") + std::strerror(errno);
   } catch (const std::exception& e) {
     failure = e.what();
@@ -143,12 +145,16 @@ void MasterImpl::rescueInSynchronizer(const std::string& why, const std::vector<
                                        std::to_string(getpid()),
                                    0, time(nullptr), env.servingGeneration};
     ExecLayout layout(std::move(env), -1, -1, counters_shared_->fd(), listeners, roles);
+    // This image's binary was opened early in its start, at a low number
+    // the listeners' layout may take.
+    Fd binary = layout.copyClearOfListeners(ownBinary_.get(), "this image's binary");
     layout.apply(getpid());
     log::flush();
+    log::dropWaiting();  // this image's memory goes with the exec
     std::vector<char*> args;
     for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    execveat(ownBinary_.get(), "", args.data(), environ, AT_EMPTY_PATH);
+    execveat(binary.get(), "", args.data(), environ, AT_EMPTY_PATH);
     MOLT_LOG(kCritical) << "synchronizer: execveat the last good binary: " << std::strerror(errno);
   } catch (const std::exception& e) {
     MOLT_LOG(kCritical) << "synchronizer: cannot run the last good binary: " << e.what();
@@ -278,6 +284,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
                     << "; synchronizer pid " << sync << " holds the old listeners"
                     << (adopt ? "; the new image adopts the running workers" : "");
     log::flush();
+    log::dropWaiting();  // this image's memory goes with the exec
     std::vector<char*> args;
     for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

@@ -45,7 +45,9 @@ int runServiceMain(Service& service, const ServiceMainOptions& run) {
   };
   try {
     if (run.beforeMaster) run.beforeMaster();
-    return runMaster(service, options);
+    int code = runMaster(service, options);
+    log::drain(log::kLogExitDrainMs);
+    return code;
   } catch (const ConfigError& e) {
     return fail(e.what(), run.exitConfig);
   } catch (const std::exception& e) {

@@ -278,6 +278,8 @@ void WorkerShared::checkCache() {
 
 static_assert(kAccessLogLinesDropped < reload::kGenerationAnswers, "moltd's counters stay out of the generations' ring");
 static_assert(kStatus1xx > reload::kStandbyGeneration, "moltd's counters leave the standby word alone");
+static_assert(kStatus1xx + 4 < reload::kLogRecordsDropped && kBytesReceived > reload::kLogRecordsDropped,
+              "moltd's counters leave the log's drop count alone");
 
 void WorkerShared::flushCounts() {
   if (!countsPending_) return;

@@ -64,6 +64,7 @@ class AccessLog {
 enum CounterSlot : size_t {
   // 0: reload::kStandbyGeneration, which generation stands by.
   kStatus1xx = 1,  // kStatus1xx + (status / 100 - 1) for 1xx..5xx
+  // 7: reload::kLogRecordsDropped, log records dropped by every process.
   kBytesReceived = 8,
   kBytesSent,
   kMethodGet,

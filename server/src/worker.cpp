@@ -54,7 +54,8 @@ constexpr int64_t kAccessLogFlushMs = 5000;
       MOLT_LOG(kError) << "access log took nothing for " << kAccessLogFlushMs / 1000
                        << " s while leaving: " << left << " bytes of lines lost";
   }
-  reload::log::flush();
+  // The records of its last moments: waited for, at most kLogExitDrainMs.
+  reload::log::drain(reload::log::kLogExitDrainMs);
   _exit(code);
 }
 
@@ -357,6 +358,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     if (!reload::watchMaster(ctx)) leave(0);
     raiseDescriptorLimit(config.maxConnections);
 
+    reload::log::countDropsIn(ctx.counters);
     reload::EventLoop loop;
     WorkerShared shared(config, ctx.generation, std::move(accessLog), loop);
     workerAccessLog = shared.accessLog;
@@ -420,7 +422,9 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     int atDrainStart = 0;
     const int64_t gracefulMs = static_cast<int64_t>(master.gracefulTimeout * 1000);
     for (;;) {
-      loop.runOnce(worker.acceptWaitMs(250));
+      // Records waiting for the log are tried again every kLogRetryMs.
+      loop.runOnce(reload::log::retry() ? std::min(worker.acceptWaitMs(250), reload::log::kLogRetryMs)
+                                        : worker.acceptWaitMs(250));
       shared.flushCounts();
       shared.checkCacheIfDue();
       worker.collectDead();

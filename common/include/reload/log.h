@@ -2,17 +2,45 @@
 //
 // Only synchronous sinks are used: the master must stay single-threaded so it
 // can fork, and an asynchronous sink's feeder thread would not exist in a
-// forked child. Every record carries the pid, the role (master, worker, sync,
-// check) and the generation.
+// forked child (nor would a queue's mutex it held at the fork be released).
+// Every record carries the pid, the role (master, worker, sync, check) and
+// the generation.
+//
+// A record never waits for its destination, so that a log nobody reads (a
+// full pipe or journald stream, a terminal stopped with ^S, a FIFO) holds
+// neither the master's loop nor a worker's. A pipe, FIFO or terminal on
+// standard error is opened again through /proc/self/fd with O_NONBLOCK
+// (the flag stays off the description other processes share), a socket is
+// sent to with MSG_DONTWAIT; a descriptor the log opens itself sits high,
+// clear of the places an exec's handoff lays listeners out at. What the
+// destination does
+// not take waits in memory, in order, up to kLogBufferBytes per process;
+// past it records are dropped, counted in the shared counters'
+// kLogRecordsDropped slot, and once the destination takes bytes again one
+// record says how many. What waits is written with the next record, on
+// flush() and retry() (every turn of a loop), and with a deadline on
+// drain() when a process leaves. A regular
+// file cannot be made non-blocking: its writes go to the page cache.
 #pragma once
 
 #include <boost/log/sources/global_logger_storage.hpp>
 #include <boost/log/sources/record_ostream.hpp>
 #include <boost/log/sources/severity_logger.hpp>
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+namespace reload {
+class SharedCounters;
+}
 
 namespace reload::log {
+
+// Bytes of records a process keeps while its log takes nothing.
+constexpr size_t kLogBufferBytes = 64 * 1024;
+// How long a process that leaves waits for its log to take what waits.
+constexpr int kLogExitDrainMs = 2000;
 
 enum class Severity { kDebug, kInfo, kNotice, kWarning, kError, kCritical };
 
@@ -46,7 +74,41 @@ void setIdentity(const std::string& role, uint64_t generation);
 // closes inherited descriptors).
 void removeSinks();
 
+// Writes what waits, without waiting for the destination.
 void flush();
+
+// How long a loop sleeps at most while records wait for the log.
+constexpr int kLogRetryMs = 200;
+
+// Writes what waits, if anything does (one atomic load when nothing
+// does); true when records still wait. A loop calls it on every turn and
+// then sleeps at most kLogRetryMs while it is true, so that a log that
+// takes bytes again gets what waited, and the count of what was dropped,
+// without waiting for a new record.
+bool retry();
+
+// Writes what waits, waiting at most `timeoutMs` for the destination (a
+// process that leaves); what is still not written is counted as dropped.
+// True when everything was written.
+bool drain(int timeoutMs);
+
+// Counts what still waits as dropped and forgets it: an image about to be
+// replaced by exec, whose memory goes with it. (Should the exec fail, the
+// drops are reported with the next record written.)
+void dropWaiting();
+
+// Where this process counts the records it drops (the kLogRecordsDropped
+// slot), or nullptr. Drops before it was set are counted when it is.
+void countDropsIn(SharedCounters* counters);
+
+// The descriptors the log holds of its own (a log file, standard error
+// opened again), placed high: a process that closes every other
+// descriptor with its log in place keeps these.
+std::vector<int> ownDescriptors();
+
+// Records this process's log dropped since its sink was configured
+// (carried across configure()).
+uint64_t droppedRecords();
 
 // The time now in UTC as ISO 8601 with `fractionDigits` (3 or 6) digits of
 // the second, as every log line of the server carries it.

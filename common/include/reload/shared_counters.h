@@ -42,7 +42,7 @@ class SharedCounters {
 // from slot kGenerationAnswers. The master clears a generation's entry
 // before it starts it; a service adds to the entry of its worker's
 // generation. The service's own slots must stay out of this range and off
-// kStandbyGeneration (below).
+// kStandbyGeneration and kLogRecordsDropped (below).
 constexpr size_t kGenerationAnswers = 16;
 constexpr size_t kGenerationRing = 8;
 inline size_t generationAnswersSlot(uint64_t generation) {
@@ -62,6 +62,16 @@ constexpr size_t kStandbyGeneration = 0;
 static_assert(kStandbyGeneration < kGenerationAnswers ||
                   kStandbyGeneration >= kGenerationAnswers + 2 * kGenerationRing,
               "the standby word lies outside the generations' ring");
+
+// Log records dropped because the log took nothing while its buffer was
+// full, by every process of the server (log.h). Every process adds to it
+// and the word crosses a seamless reload with the counters, so the count
+// never resets; a service's own slots must leave it alone.
+constexpr size_t kLogRecordsDropped = 7;
+static_assert(kLogRecordsDropped != kStandbyGeneration, "the drop count has a word of its own");
+static_assert(kLogRecordsDropped < kGenerationAnswers ||
+                  kLogRecordsDropped >= kGenerationAnswers + 2 * kGenerationRing,
+              "the drop count lies outside the generations' ring");
 static_assert(kGenerationAnswers + 2 * kGenerationRing <= SharedCounters::kSlots,
               "the generations' ring fits in the counters");
 

@@ -44,6 +44,12 @@ class ExecLayout {
   // closes the copies. Idempotent.
   void undo() noexcept;
 
+  // A close-on-exec copy of `fd` above the places the listeners will take,
+  // made before apply(): apply() parks whatever sits at 3 and up, so the
+  // descriptor an exec runs (a binary opened early, often at 3) must be
+  // reached through this copy. Throws std::system_error.
+  Fd copyClearOfListeners(int fd, const char* what) const;
+
   // The descriptors the new image inherits (valid once applied).
   std::vector<int> passedFds() const;
   const HandoffEnv& env() const { return env_; }

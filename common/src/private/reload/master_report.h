@@ -58,6 +58,8 @@ struct MasterSnapshot {
   std::vector<ListenerReport> listeners;
   bool inheritListeners = true;  // listener_handoff
   HandoffCounters counters;
+  // Log records every process of the server dropped (shared counters).
+  uint64_t logRecordsDropped = 0;
   ReloadKind activeReload = ReloadKind::kNone;
   ReloadKind pendingReload = ReloadKind::kNone;
   std::optional<ReloadRecord> lastReload;

@@ -1,0 +1,140 @@
+"""Probe tests for a log destination that takes nothing: standard error as
+a pipe nobody reads, and a FIFO named as the log file. Records must never
+hold the master's loop or a worker's: every request is answered, both
+reloads complete, /status answers, dropped records are counted in
+/metrics, and once the destination is read again records flow, the
+"dropped" summary among them."""
+import concurrent.futures
+import os
+import select
+import signal
+import socket
+import subprocess
+import threading
+import unittest
+
+from molt_probe import Moltd, read_response, wait_for
+
+# Refused requests (HTTP/1.1 without Host): each one a debug record of
+# about 110 bytes in a worker. 3,000 of them, three times over, are about
+# 1 MB of records: the pipe's 64 KiB and each process's 64 KiB buffer many
+# times over.
+REQUESTS = 3000
+
+
+class Reader:
+    """Reads a descriptor once asked to, until stopped; keeps the text."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.text = b""
+        self.reading = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped.is_set():
+            if not self.reading.wait(0.1):
+                continue
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    return
+                self.text += chunk
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(5)
+
+
+class Stall:
+    def drive(self, server):
+        """Refused requests from 4 clients: each must be answered 400."""
+        def one(i):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.sendall(("GET /v1/h/k-%d HTTP/1.1\r\n\r\n" % i).encode())
+                return read_response(s)[0]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(one, range(REQUESTS)))
+        self.assertEqual(statuses.count(400), REQUESTS,
+                         "answers other than 400: %s" % sorted(set(statuses)))
+
+    def reload(self, server, sig):
+        before = server.reload_count()
+        server.send_signal(sig)
+        st = server.wait_reload_result(before, timeout=30)
+        self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        return st
+
+    def dropped(self, server):
+        for line in server.admin_get("/metrics").splitlines():
+            if line.startswith("moltd_log_dropped_records_total "):
+                return int(line.split()[1])
+        self.fail("no moltd_log_dropped_records_total in /metrics")
+
+    def stalled_then_read(self, server, reader):
+        self.drive(server)
+        self.reload(server, signal.SIGHUP)
+        self.drive(server)
+        before_exec = self.dropped(server)
+        self.assertGreater(before_exec, 0)
+        self.reload(server, signal.SIGUSR1)
+        self.drive(server)
+        self.assertEqual(server.status()["state"], "running")
+        # The count goes on across the exec: the new image adds to it.
+        self.assertGreater(self.dropped(server), before_exec)
+        # Read again: what waited comes out, then the summary, with no new
+        # request or reload to bring them, then new records.
+        reader.reading.set()
+        wait_for(lambda: b"log records dropped while the log took nothing" in reader.text,
+                 10, "the dropped summary")
+        st = self.reload(server, signal.SIGHUP)
+        generation = st["generation"]
+        self.drive(server)
+        wait_for(lambda: ("gen=%d" % generation).encode() in reader.text, 20,
+                 "records of generation %d" % generation)
+        self.assertEqual(server.stop(), 0)
+        server.assert_nothing_left(self)
+
+
+class StderrPipe(Stall, unittest.TestCase):
+    def test_stderr_pipe_nobody_reads(self):
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        self.addCleanup(os.close, read_end)
+        reader = Reader(read_end)
+        self.addCleanup(reader.stop)
+        server = Moltd(self, workers=2)
+        server.log = "stderr"
+        server.write_config()
+        server.proc = subprocess.Popen([server.binary, "--config", server.config],
+                                       stdin=subprocess.DEVNULL, stdout=write_end,
+                                       stderr=write_end, start_new_session=True)
+        os.close(write_end)
+        server.pid = server.proc.pid
+        server.wait_running()
+        self.stalled_then_read(server, reader)
+
+
+class LogFifo(Stall, unittest.TestCase):
+    def test_fifo_log_file_nobody_reads(self):
+        server = Moltd(self, workers=2)
+        fifo = os.path.join(server.dir, "moltd.fifo")
+        os.mkfifo(fifo)
+        read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, read_end)
+        reader = Reader(read_end)
+        self.addCleanup(reader.stop)
+        server.log = fifo
+        server.write_config()
+        server.start()
+        self.stalled_then_read(server, reader)
+
+
+if __name__ == "__main__":
+    unittest.main()
