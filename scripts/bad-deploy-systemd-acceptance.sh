@@ -1,17 +1,27 @@
 #!/bin/bash
-# What systemd does with moltd's watchdog and with a bad deploy: run as root
-# on a machine booted with systemd, right after `apt-get install ./molt_*.deb`
-# (as scripts/systemd-acceptance.sh). Prints the figures the README quotes:
+# What systemd does with moltd's watchdog, a crashed master and a bad deploy:
+# run as root on a machine booted with systemd, right after
+# `apt-get install ./molt_*.deb` (as scripts/systemd-acceptance.sh). Prints
+# the figures the README quotes:
 #  1. WATCHDOG=1 reaches systemd (WatchdogTimestamp advances) through a
 #     `systemctl reload`, under the same MainPID.
 #  2. A master whose loop hangs (SIGSTOP) after its reload passed probation:
 #     systemd's watchdog fires within WatchdogSec=, and Restart=on-failure
 #     brings the unit back (a new MainPID); requests failed meanwhile.
-#  3. A bad deploy: the binary on disk is replaced by a build whose master
+#  3. A master that crashes (SIGSEGV) with no reload under way: how long
+#     until the restarted unit serves, and the requests that failed.
+#  4. A bad deploy: the binary on disk is replaced by a build whose master
 #     dies (SIGSEGV) 3 s after it starts, and `systemctl reload` runs it, once
 #     with the sample unit (NotifyAccess=main) and once with NotifyAccess=all:
 #     whether the synchronizer's rescue (MAINPID=) is taken, the unit's state,
 #     MainPID and restarts, and the requests that failed.
+#  5. The same with ExitType=cgroup and NotifyAccess=all (a drop-in): the
+#     bad deploy through `systemctl reload` and through a bare SIGUSR1 (no
+#     reload job), then what a later `systemctl reload` and `systemctl stop`
+#     do; the crash of 3. and the hang of 2. again; and what systemd takes
+#     from an unprivileged process of the unit (user nobody, as workers run
+#     with [server] user set): a forged MAINPID= naming another process of
+#     the unit or one outside it, and a forged WATCHDOG=1.
 # Exits non-zero if a check fails.
 set -u
 fail=0
@@ -52,23 +62,67 @@ w1=$(prop WatchdogTimestampMonotonic)
 check "and again 12 s later" "wait_until 25 '[ \$(prop WatchdogTimestampMonotonic) -gt $w1 ]'"
 check "MainPID unchanged" "[ \$(prop MainPID) = $pid ]"
 
-# 2. A master that hangs after its reload passed probation.
-restarts=$(prop NRestarts)
-start_load 120
-hung=$(now)
-kill -STOP "$pid"
-check "systemd's watchdog fires" "wait_until 40 'journalctl -u moltd --no-pager | grep -q \"Watchdog timeout\"'"
-echo "watchdog fired $(since "$hung") s after the master hung"
-# systemd follows its SIGABRT with SIGCONT, so even a stopped master dies.
-check "restarted with a new MainPID" "wait_until 60 '[ \$(prop NRestarts) -gt $restarts ] && systemctl is-active -q moltd && [ \$(prop MainPID) != $pid ] && serving'"
-echo "serving again $(since "$hung") s after the hang"
-stop_load
-echo "hang: $n requests, $bad failed over $span s; result $(prop Result), NRestarts $(prop NRestarts)"
+# Changes of the unit's state, with the time since $1, into /root/trace.out
+# until trace_stop; print_trace shows them.
+unit_state() { systemctl show -p MainPID,NRestarts,ActiveState,SubState,Result moltd | tr '\n' ' '; }
+trace_start() {
+  rm -f /root/stop-trace
+  ( last=""; while [ ! -e /root/stop-trace ]; do
+      cur=$(unit_state)
+      [ "$cur" = "$last" ] || echo "  +$(since "$1") s: $cur"
+      last=$cur; sleep 0.2
+    done ) > /root/trace.out &
+  trace_pid=$!
+}
+trace_stop() { touch /root/stop-trace; wait "$trace_pid"; }
+print_trace() { echo "$1: unit state over time:"; head -40 /root/trace.out; }
+moltd_procs() { pgrep -f '^/usr/sbin/moltd' | tr '\n' ' '; }
+journal_since() {  # $1: start time, $2: most lines; what systemd did with the unit
+  journalctl --no-pager --since "@${1%.*}" -o short-monotonic 2>/dev/null |
+    grep -E "moltd" 2>/dev/null |
+    grep -E "MAINPID|main PID|Main process exited|Scheduled restart|rescue|rolled back|last good binary|synchronizer:|Got notification message from PID|New main PID|does not belong|Supervising process|Changed [a-z-]+ -> |Watchdog|Killing process|Deactivated|Failed with result|reception" 2>/dev/null |
+    grep -v "Changed dead -> dead" 2>/dev/null | head -"${2:-30}" | cut -c1-230
+}
 
-# 3. A bad deploy whose master dies after it is ready.
-cp /usr/sbin/moltd /usr/sbin/moltd.good
-bad_deploy() {  # $1: label
+# 2. A master that hangs after its reload passed probation.
+hang() {  # $1: label
+  local pid restarts hung
+  pid=$(prop MainPID); restarts=$(prop NRestarts)
+  start_load 150
+  hung=$(now)
+  trace_start "$hung"
+  kill -STOP "$pid"
+  check "$1: systemd's watchdog fires" "wait_until 40 'journalctl -u moltd --no-pager --since @${hung%.*} | grep -q \"Watchdog timeout\"'"
+  echo "$1: watchdog fired $(since "$hung") s after the master hung"
+  # systemd follows its SIGABRT with SIGCONT, so even a stopped master dies.
+  check "$1: restarted with a new MainPID" "wait_until 120 '[ \$(prop NRestarts) -gt $restarts ] && systemctl is-active -q moltd && [ \$(prop MainPID) != $pid ] && serving'"
+  echo "$1: serving again $(since "$hung") s after the hang"
+  stop_load; trace_stop
+  echo "$1: hang: $n requests, $bad failed over $span s; result $(prop Result), NRestarts $(prop NRestarts)"
+  print_trace "$1"
+}
+hang "sample unit"
+
+# 3. A master that crashes with no reload under way.
+crash() {  # $1: label
   local pid restarts t0
+  pid=$(prop MainPID); restarts=$(prop NRestarts)
+  start_load 150
+  t0=$(now)
+  trace_start "$t0"
+  kill -SEGV "$pid"
+  check "$1: restarted after a crash" "wait_until 120 '[ \$(prop NRestarts) -gt $restarts ] && systemctl is-active -q moltd && [ \$(prop MainPID) != $pid ] && serving'"
+  echo "$1: crash: serving again $(since "$t0") s after the SIGSEGV"
+  stop_load; trace_stop
+  echo "$1: crash: $n requests, $bad failed over $span s; NRestarts $(( $(prop NRestarts) - restarts ))"
+  print_trace "$1"
+}
+crash "sample unit"
+
+# 4. A bad deploy whose master dies after it is ready.
+cp /usr/sbin/moltd /usr/sbin/moltd.good
+bad_deploy() {  # $1: label, $2: how the seamless reload is asked for (reload or usr1)
+  local pid restarts
   pid=$(prop MainPID); restarts=$(prop NRestarts)
   cat > /usr/sbin/moltd.new <<'EOF'
 #!/bin/sh
@@ -79,14 +133,22 @@ EOF
   chmod 755 /usr/sbin/moltd.new; mv /usr/sbin/moltd.new /usr/sbin/moltd
   start_load 60
   t0=$(now)
-  systemctl reload moltd; echo "$1: systemctl reload exit $?"
+  trace_start "$t0"
+  if [ "${2:-reload}" = reload ]; then
+    systemctl reload moltd; echo "$1: systemctl reload exit $?"
+  else
+    systemctl kill -s USR1 --kill-who=main moltd; echo "$1: systemctl kill -s USR1 exit $?"
+  fi
   sleep 20  # the window the figures below describe
   echo "$1: 20 s after the reload: $(systemctl is-active moltd), MainPID $(prop MainPID) (was $pid), NRestarts $(( $(prop NRestarts) - restarts )), Result $(prop Result)"
-  journalctl -u moltd --no-pager --since "@${t0%.*}" | grep -E -m8 "MAINPID|main PID|Main process exited|Scheduled restart|rescue|last good binary|synchronizer:|Got notification message from PID" | cut -c1-220
+  journal_since "$t0" 16
   cp /usr/sbin/moltd.good /usr/sbin/moltd
-  check "$1: serving once the good binary is back" "wait_until 60 'systemctl is-active -q moltd && serving'"
-  stop_load
+  # Until a start of the good binary itself serves: a master the bad build
+  # started is still to die.
+  check "$1: serving once the good binary is back" "wait_until 60 'systemctl is-active -q moltd && [ \"\$(readlink /proc/\$(prop MainPID)/exe)\" = /usr/sbin/moltd ] && serving'"
+  stop_load; trace_stop
   echo "$1: $n requests, $bad failed over $span s"
+  print_trace "$1"
 }
 bad_deploy "NotifyAccess=main"
 mkdir -p /etc/systemd/system/moltd.service.d
@@ -95,6 +157,76 @@ systemctl daemon-reload
 systemctl restart moltd
 check "active with NotifyAccess=all" "wait_until 30 'systemctl is-active -q moltd && serving'"
 bad_deploy "NotifyAccess=all"
+
+# 5. ExitType=cgroup with NotifyAccess=all.
+printf '[Service]\nExitType=cgroup\nNotifyAccess=all\n' > /etc/systemd/system/moltd.service.d/notify-all.conf
+systemctl daemon-reload
+systemctl restart moltd
+check "active with ExitType=cgroup" "wait_until 30 'systemctl is-active -q moltd && serving'"
+echo "ExitType=$(prop ExitType) NotifyAccess=$(prop NotifyAccess)"
+# Debug logging shows which notifications systemd takes and its state changes.
+systemd-analyze log-level debug
+label="ExitType=cgroup"
+bad_deploy "$label, systemctl reload" reload
+bad_deploy "$label, bare SIGUSR1" usr1
+rescued=$(prop MainPID); restarts=$(prop NRestarts)
+echo "$label: after the bare SIGUSR1: MainPID $rescued: $(ps -o args= -p "$rescued" | cut -c1-80)"
+t0=$(now); trace_start "$t0"
+systemctl reload moltd; echo "$label: a later systemctl reload: exit $?"
+wait_until 30 'systemctl is-active -q moltd && serving'
+sleep 2  # the trace shows whether the unit stays up
+trace_stop
+echo "$label: after that reload: $(systemctl is-active moltd), MainPID $(prop MainPID) (was $rescued), NRestarts $(( $(prop NRestarts) - restarts )), Result $(prop Result)"
+journal_since "$t0" 20
+print_trace "$label, later reload"
+t0=$(now)
+systemctl stop moltd; echo "$label: systemctl stop: exit $? after $(since "$t0") s"
+check "$label: no moltd process left after stop" "[ -z \"\$(moltd_procs)\" ]"
+echo "$label: left after stop: $(moltd_procs)"
+systemctl start moltd
+check "$label: started again" "wait_until 30 'systemctl is-active -q moltd && serving'"
+crash "$label"
+hang "$label"
+
+# What systemd takes from an unprivileged process of the unit. The sender is
+# put into the unit's cgroup and drops to nobody, as a worker does with
+# [server] user set; it stays alive a moment so systemd can tell its unit.
+forge() {  # $1: uid, $2: message
+  local cg
+  cg=$(prop ControlGroup)
+  # Every hierarchy that has the unit's cgroup (unified, or hybrid/legacy).
+  bash -c 'for h in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do
+      [ -e "$h$1/cgroup.procs" ] && echo $$ > "$h$1/cgroup.procs"; done
+    grep -q "$1\$" /proc/self/cgroup || { echo "forge: not in $1"; exit 1; }
+    exec setpriv --reuid="$2" --regid="$2" --clear-groups python3 -c "
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(sys.argv[1].encode(), \"/run/systemd/notify\")
+time.sleep(1)" "$3"' forge "$cg" "$1" "$2"
+}
+master=$(prop MainPID)
+worker=$(ps -o pid= --ppid "$master" | head -1 | tr -d ' ')
+echo "$label: master $master, a worker $worker (user $(ps -o user= -p "$worker"))"
+t0=$(now)
+forge 65534 "MAINPID=$worker"; sleep 0.5
+echo "$label: nobody sent MAINPID=$worker (a worker): MainPID now $(prop MainPID)"
+forge 65534 "MAINPID=$$"; sleep 0.5
+echo "$label: nobody sent MAINPID=$$ (outside the unit): MainPID now $(prop MainPID)"
+forge 0 "MAINPID=$$"; sleep 0.5
+echo "$label: root sent MAINPID=$$ (outside the unit): MainPID now $(prop MainPID)"
+forge 0 "MAINPID=$master"; sleep 0.5
+echo "$label: root sent MAINPID=$master back: MainPID now $(prop MainPID)"
+kill -STOP "$master"
+w0=$(prop WatchdogTimestampMonotonic)
+forge 65534 "WATCHDOG=1"; sleep 0.5
+w1=$(prop WatchdogTimestampMonotonic)
+kill -CONT "$master"
+echo "$label: nobody sent WATCHDOG=1 for a stopped master: WatchdogTimestamp $([ "$w1" -gt "$w0" ] && echo advanced || echo unchanged)"
+journal_since "$t0" 12
+systemd-analyze log-level info
+check "$label: still serving after the forgeries" "wait_until 30 'systemctl is-active -q moltd && serving'"
+t0=$(now)
+systemctl stop moltd; echo "$label: final systemctl stop: exit $? after $(since "$t0") s"
+check "$label: no moltd process left after the final stop" "[ -z \"\$(moltd_procs)\" ]"
 rm -rf /etc/systemd/system/moltd.service.d; systemctl daemon-reload
-systemctl stop moltd
 exit $fail
