@@ -136,5 +136,32 @@ class LogFifo(Stall, unittest.TestCase):
         self.stalled_then_read(server, reader)
 
 
+class StderrFifoReaderLeaves(Stall, unittest.TestCase):
+    def test_stderr_fifo_whose_reader_comes_back_and_reads_nothing(self):
+        # Standard error is a named FIFO read by a collector that goes away
+        # across a SIGHUP (the processes open their log again and find no
+        # reader) and comes back reading nothing.
+        server = Moltd(self, workers=2)
+        fifo = os.path.join(server.dir, "stderr.fifo")
+        os.mkfifo(fifo)
+        first_reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        write_end = os.open(fifo, os.O_WRONLY)
+        server.log = "stderr"
+        server.write_config()
+        server.proc = subprocess.Popen([server.binary, "--config", server.config],
+                                       stdin=subprocess.DEVNULL, stdout=write_end,
+                                       stderr=write_end, start_new_session=True)
+        os.close(write_end)
+        server.pid = server.proc.pid
+        server.wait_running()
+        os.close(first_reader)
+        self.reload(server, signal.SIGHUP)
+        read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, read_end)
+        reader = Reader(read_end)
+        self.addCleanup(reader.stop)
+        self.stalled_then_read(server, reader)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -147,6 +147,22 @@ BOOST_AUTO_TEST_CASE(drain_waits_then_abandon_counts_what_is_left) {
   BOOST_TEST(writer.queuedBytes() == 0u);
 }
 
+// A forked child's copy of its parent's queue: the parent writes and counts
+// it; the child writes only its own records, with no summary of the
+// parent's drops and none added to the shared count.
+BOOST_AUTO_TEST_CASE(a_child_forgets_its_parents_records_and_drops) {
+  FakeSink sink;
+  auto writer = writerOn(sink, 30);
+  for (int i = 0; i < 5; ++i) writer.write(record(i));  // 2 wait, 3 dropped
+  BOOST_TEST(writer.droppedTotal() == 3u);
+  writer.forget();
+  BOOST_TEST(writer.idle());
+  BOOST_TEST(writer.takeUnpublished() == 0u);
+  sink.room = 1000;
+  writer.write(record(7));
+  BOOST_TEST(sink.taken == record(7));
+}
+
 BOOST_AUTO_TEST_CASE(a_replacing_writer_takes_what_waits_ahead_of_its_own) {
   FakeSink oldSink, newSink;
   oldSink.room = 5;  // the first record half written to the old destination

@@ -20,7 +20,9 @@
 #include <boost/log/support/date_time.hpp>
 #include <boost/log/utility/exception_handler.hpp>
 #include <boost/make_shared.hpp>
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <memory>
 #include <utility>
 #include <ctime>
@@ -121,6 +123,15 @@ void BoundedLogWriter::abandon() {
   written_ = 0;
 }
 
+void BoundedLogWriter::forget() {
+  entries_.clear();
+  queuedBytes_ = 0;
+  written_ = 0;
+  unreported_ = 0;
+  droppedTotal_ = 0;
+  unpublished_ = 0;
+}
+
 void BoundedLogWriter::adopt(BoundedLogWriter& other) {
   // A record half written to the old destination is not written again.
   if (other.written_ != 0 && !other.entries_.empty()) {
@@ -212,6 +223,43 @@ class SocketDestination : public Destination {
   int fd_;
 };
 
+// Standard error as a pipe, FIFO or terminal that could not be opened again
+// (a FIFO without a reader, no /proc, no descriptor left): each write tries
+// the reopen first. Until it works, a write goes to standard error itself
+// only when poll says it can take a page, and takes at most PIPE_BUF bytes,
+// which such a pipe takes whole at once; a FIFO without a reader fails at
+// once (EPIPE), and its records are counted as dropped.
+class GuardedStderrDestination : public Destination {
+ public:
+  ssize_t write(const char* data, size_t size) override {
+    if (!reopened_) tryReopen();
+    if (reopened_) return reopened_->write(data, size);
+    pollfd p{STDERR_FILENO, POLLOUT, 0};
+    if (poll(&p, 1, 0) < 0) return errno == EINTR ? 0 : -1;
+    if (p.revents & (POLLERR | POLLNVAL)) {
+      errno = EPIPE;
+      return -1;
+    }
+    if (!(p.revents & POLLOUT)) return 0;
+    for (;;) {
+      ssize_t n = ::write(STDERR_FILENO, data, std::min(size, static_cast<size_t>(PIPE_BUF)));
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return 0;
+      return -1;
+    }
+  }
+  bool waitWritable(int timeoutMs) override {
+    if (!reopened_) tryReopen();
+    return reopened_ ? reopened_->waitWritable(timeoutMs) : pollWritable(STDERR_FILENO, timeoutMs);
+  }
+  int ownDescriptor() const override { return reopened_ ? reopened_->ownDescriptor() : -1; }
+
+ private:
+  void tryReopen();
+  std::unique_ptr<FdDestination> reopened_;
+};
+
 // Standard error closed: records go nowhere, as they did to a closed stream.
 class DiscardDestination : public Destination {
  public:
@@ -232,10 +280,14 @@ std::unique_ptr<Destination> stderrDestination() {
   if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
     Fd own(open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND));
     if (own) return std::make_unique<FdDestination>(-1, placeHigh(std::move(own)));
-    // ENXIO: a pipe without a reader, where every write fails at once
-    // (EPIPE) and so never waits either.
+    return std::make_unique<GuardedStderrDestination>();
   }
   return std::make_unique<FdDestination>(STDERR_FILENO, Fd());
+}
+
+void GuardedStderrDestination::tryReopen() {
+  Fd own(open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND));
+  if (own) reopened_ = std::make_unique<FdDestination>(-1, placeHigh(std::move(own)));
 }
 
 // O_NONBLOCK: a FIFO named as the log file opens at once (ENXIO without a
@@ -277,6 +329,10 @@ class BoundedBackend : public BackendBase {
   }
   void dropWaiting() {
     writer_.abandon();
+    publish();
+  }
+  void forget() {
+    writer_.forget();
     publish();
   }
   BoundedLogWriter& writer() { return writer_; }
@@ -469,6 +525,10 @@ bool drain(int timeoutMs) {
 
 void dropWaiting() {
   if (auto sink = state().sink) sink->locked_backend()->dropWaiting();
+}
+
+void forgetInherited() {
+  if (auto sink = state().sink) sink->locked_backend()->forget();
 }
 
 void countDropsIn(SharedCounters* counters) {

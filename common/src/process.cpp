@@ -76,6 +76,7 @@ pid_t spawnChild(const std::string& name, const std::function<int()>& body) {
   if (pid > 0) return pid;
   int code = 70;  // EX_SOFTWARE
   try {
+    log::forgetInherited();
     if (!name.empty()) setProcessName(name);
     code = body();
     // A child that leaves waits for its log (at most kLogExitDrainMs); one

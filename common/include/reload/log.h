@@ -97,6 +97,11 @@ bool drain(int timeoutMs);
 // drops are reported with the next record written.)
 void dropWaiting();
 
+// In a forked child that keeps its parent's log: forgets the parent's
+// records still waiting (the parent writes and counts them), so that the
+// child writes only its own.
+void forgetInherited();
+
 // Where this process counts the records it drops (the kLogRecordsDropped
 // slot), or nullptr. Drops before it was set are counted when it is.
 void countDropsIn(SharedCounters* counters);

@@ -48,6 +48,10 @@ class BoundedLogWriter {
   // Counts what still waits as dropped and forgets it (a process that
   // leaves, or a log moved elsewhere that took nothing).
   void abandon();
+  // Forgets what waits and the drops not yet reported or counted, as
+  // another process's (a forked child's copy of its parent's queue, which
+  // the parent writes and counts itself).
+  void forget();
   // Takes the records and drop counts of `other` (a log being replaced),
   // ahead of anything queued here.
   void adopt(BoundedLogWriter& other);
