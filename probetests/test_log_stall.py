@@ -77,6 +77,18 @@ class Stall:
                 return int(line.split()[1])
         self.fail("no moltd_log_dropped_records_total in /metrics")
 
+    def start_on_stderr(self, server, write_end):
+        """Starts moltd logging to standard error, which is `write_end`
+        (closed here once moltd has it)."""
+        server.log = "stderr"
+        server.write_config()
+        server.proc = subprocess.Popen([server.binary, "--config", server.config],
+                                       stdin=subprocess.DEVNULL, stdout=write_end,
+                                       stderr=write_end, start_new_session=True)
+        os.close(write_end)
+        server.pid = server.proc.pid
+        server.wait_running()
+
     def stalled_then_read(self, server, reader):
         self.drive(server)
         self.reload(server, signal.SIGHUP)
@@ -110,14 +122,7 @@ class StderrPipe(Stall, unittest.TestCase):
         reader = Reader(read_end)
         self.addCleanup(reader.stop)
         server = Moltd(self, workers=2)
-        server.log = "stderr"
-        server.write_config()
-        server.proc = subprocess.Popen([server.binary, "--config", server.config],
-                                       stdin=subprocess.DEVNULL, stdout=write_end,
-                                       stderr=write_end, start_new_session=True)
-        os.close(write_end)
-        server.pid = server.proc.pid
-        server.wait_running()
+        self.start_on_stderr(server, write_end)
         self.stalled_then_read(server, reader)
 
 
@@ -146,14 +151,7 @@ class StderrFifoReaderLeaves(Stall, unittest.TestCase):
         os.mkfifo(fifo)
         first_reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         write_end = os.open(fifo, os.O_WRONLY)
-        server.log = "stderr"
-        server.write_config()
-        server.proc = subprocess.Popen([server.binary, "--config", server.config],
-                                       stdin=subprocess.DEVNULL, stdout=write_end,
-                                       stderr=write_end, start_new_session=True)
-        os.close(write_end)
-        server.pid = server.proc.pid
-        server.wait_running()
+        self.start_on_stderr(server, write_end)
         os.close(first_reader)
         self.reload(server, signal.SIGHUP)
         read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)

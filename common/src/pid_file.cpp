@@ -194,28 +194,26 @@ void PidFile::checkWritable() const {
 }
 
 std::optional<pid_t> PidFile::read() const {
-  int raw = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (raw < 0) return std::nullopt;
-  Fd dir(raw);
+  Fd dir(open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return std::nullopt;
   return readAt(dir.get(), name_, nullptr);
 }
 
-bool PidFile::holds(pid_t pid) const {
-  int raw = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (raw < 0) return false;
-  Fd dir(raw);
+// Whether the file in `dir` records `pid` and is this user's.
+bool PidFile::recordsOwn(int dir, pid_t pid) const {
   uid_t owner = 0;
-  auto recorded = readAt(dir.get(), name_, &owner);
+  auto recorded = readAt(dir, name_, &owner);
   return recorded && *recorded == pid && owner == geteuid();
 }
 
+bool PidFile::holds(pid_t pid) const {
+  Fd dir(open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return dir && recordsOwn(dir.get(), pid);
+}
+
 bool PidFile::removeIfOurs(pid_t pid) const {
-  int raw = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (raw < 0) return false;
-  Fd dir(raw);
-  uid_t owner = 0;
-  auto recorded = readAt(dir.get(), name_, &owner);
-  if (!recorded || *recorded != pid || owner != geteuid()) return false;
+  Fd dir(open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir || !recordsOwn(dir.get(), pid)) return false;
   return unlinkat(dir.get(), name_.c_str(), 0) == 0;
 }
 

@@ -64,6 +64,8 @@ class PidFile {
   bool removeIfOurs(pid_t pid) const;
 
  private:
+  bool recordsOwn(int dir, pid_t pid) const;
+
   std::string path_;
   std::string dir_;
   std::string name_;
