@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
@@ -175,7 +176,6 @@ Connection::~Connection() {
 }
 
 void Connection::start() {
-  shared_.loop.add(fd_, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this);
   if (shared_.accessLog.enabled()) peer_ = peerName(fd_);
   if (refused_) {
     closeAfter_ = true;
@@ -187,9 +187,25 @@ void Connection::start() {
     endHeaders(body.size());
     outBuf_ += body;
     startSending();
-    return;
+  } else {
+    armHeaderOrIdleTimer();
   }
-  armHeaderOrIdleTimer();
+  guarded([this] { advance(); });
+  if (phase_ != Phase::kClosed && !watched_) watch();
+}
+
+void Connection::watch() {
+  // Edge-triggered: what the socket already holds is reported at once,
+  // so nothing that came before this call is missed.
+  shared_.loop.add(fd_, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, this);
+  watched_ = true;
+}
+
+void Connection::setNoDelay() {
+  if (noDelay_) return;
+  noDelay_ = true;
+  int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on Unix sockets
 }
 
 void Connection::onEvents(uint32_t events) {
@@ -211,10 +227,11 @@ void Connection::advance() {
       case Phase::kSendFile: progressed = stepSendFile(); break;
       case Phase::kLinger: progressed = stepLinger(); break;
       case Phase::kWaitDisk:
-      case Phase::kClosed: return;
+      case Phase::kClosed: break;
     }
-    if (!progressed) return;
+    if (!progressed) break;
   }
+  if (!watched_ && phase_ != Phase::kClosed) watch();
 }
 
 ssize_t Connection::readSome(char*& data) {
@@ -643,6 +660,7 @@ bool Connection::bodyFed(const RequestProblem& problem) {
 
 bool Connection::stepBody() {
   if (!outBuf_.empty() && writeReady_) {  // 100 Continue
+    setNoDelay();  // the final answer follows it
     ssize_t n = send(fd_, outBuf_.data() + outSent_, outBuf_.size() - outSent_, MSG_NOSIGNAL);
     if (n > 0) {
       outSent_ += static_cast<size_t>(n);
@@ -1112,6 +1130,7 @@ void Connection::startSending() {
 }
 
 bool Connection::stepRespond() {
+  if (requestsServed_ > 0 || file_) setNoDelay();
   while (outSent_ < outBuf_.size() || bodyLeft_ > 0) {
     if (!writeReady_) {
       armProgressTimer();
@@ -1129,6 +1148,7 @@ bool Connection::stepRespond() {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
       writeReady_ = false;
+      setNoDelay();
       armProgressTimer();
       return false;
     }
@@ -1138,6 +1158,7 @@ bool Connection::stepRespond() {
       return false;
     }
     auto sent = static_cast<size_t>(n);
+    if (sent < iov[0].iov_len + (count > 1 ? iov[1].iov_len : 0)) setNoDelay();
     socketBytesWritten_ += sent;
     size_t fromHead = std::min(sent, outBuf_.size() - outSent_);
     outSent_ += fromHead;

@@ -118,6 +118,13 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void logRequest();
   void startLinger();
   void close();
+  // Joins the loop's epoll set (edge-triggered): the first wait of the
+  // connection on its socket.
+  void watch();
+  // TCP_NODELAY, set before the first write that may follow another still
+  // unacknowledged (a second answer, a 100 Continue, an answer in several
+  // writes): a lone answer in one write is never held by Nagle.
+  void setNoDelay();
   void armHeaderOrIdleTimer();
   void armProgressTimer();
   // Bytes of the connection's answers that the peer's side has taken.
@@ -142,8 +149,14 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   ConnectionOwner& owner_;
   int fd_;
   Phase phase_ = Phase::kHeader;
-  bool readReady_ = false;
+  // A connection is read at once when accepted (the listener defers the
+  // accept until the request's first bytes came) and joins the epoll set
+  // only when it must wait: one that is answered and closed in that first
+  // turn never does.
+  bool readReady_ = true;
   bool writeReady_ = true;
+  bool watched_ = false;
+  bool noDelay_ = false;
   bool peerClosed_ = false;     // read the end of the stream
   bool peerShutWrite_ = false;  // epoll saw the peer shut its side
   bool refused_ = false;

@@ -97,6 +97,13 @@ class Worker : public ConnectionOwner {
 
   void listen() {
     for (int fd : ctx_.listenerFds) {
+      // HTTP's client speaks first: the kernel wakes a worker for a TCP
+      // connection once its first bytes came (or a second later), so the
+      // accept is followed by a read that finds the request, not EAGAIN.
+      // Socket-wide and idempotent, so every worker sets it; refused on
+      // Unix sockets, which need none.
+      int deferSeconds = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &deferSeconds, sizeof deferSeconds);
       listeners_.push_back(std::make_unique<Listener>(*this, fd));
       loop_.add(fd, kListenerEvents, listeners_.back().get());
     }
@@ -155,6 +162,8 @@ class Worker : public ConnectionOwner {
   // SIGTERM was read and the drain starts after this turn of the loop:
   // connections that come meanwhile are treated as the drain would.
   void drainAsked() { drainAsked_ = true; }
+  // Reads the signals that are pending now, out of the loop's turn.
+  std::function<void()> readSignalsNow;
 
   void collectDead() {
     for (auto* c : dead_) {
@@ -243,6 +252,12 @@ class Worker : public ConnectionOwner {
       // A draining worker at its cap cannot serve another connection, and a
       // 503 would only turn a client away that the next generation, which
       // accepts on the same sockets, can serve: it leaves it queued.
+      if (open() >= maxConnections_ && !drainAsked_ && readSignalsNow) {
+        // A SIGTERM may wait behind the listener's event in this turn:
+        // read it before a connection is turned away that the next
+        // generation could serve.
+        readSignalsNow();
+      }
       if ((shared_.drain.draining() || drainAsked_) && open() >= maxConnections_) return;
       int fd = accept4(listener.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
@@ -284,8 +299,6 @@ class Worker : public ConnectionOwner {
         }
       }
       acceptBackoffMs_ = kFirstAcceptBackoffMs;
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on Unix sockets
       bool atCap = open() >= maxConnections_;
       if (atCap) {
         int64_t now = loop_.nowMs();
@@ -382,6 +395,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     shared.pool = &pool;
     Worker worker(ctx, config, shared, loop);
     signals.onDrainAsked = [&worker] { worker.drainAsked(); };
+    worker.readSignalsNow = [&signals] { signals.onEvents(EPOLLIN); };
     worker.listen();
     worker.publishLoad();
 
