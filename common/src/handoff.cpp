@@ -533,7 +533,7 @@ std::string encodeNotify(const NotifyMessage& msg) {
   std::string reason = msg.reason;
   for (char& c : reason)
     if (c == '\n') c = ' ';
-  return "FAIL " + reason + "\n";
+  return (msg.kind == NotifyMessage::Kind::kStop ? "STOP " : "FAIL ") + reason + "\n";
 }
 
 std::optional<NotifyMessage> decodeNotify(const std::string& bytes) {
@@ -562,6 +562,10 @@ std::optional<NotifyMessage> decodeNotify(const std::string& bytes) {
       return msg;
     }
   } else if (line.rfind("FAIL ", 0) == 0) {
+    msg.reason = line.substr(5);
+    return msg;
+  } else if (line.rfind("STOP ", 0) == 0) {
+    msg.kind = NotifyMessage::Kind::kStop;
     msg.reason = line.substr(5);
     return msg;
   }

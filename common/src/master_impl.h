@@ -154,6 +154,16 @@ class MasterImpl {
   void dropChecker();
   void onCheckerExit(int status);
   void checkerFinished(ChildTask::Outcome outcome);
+  // The last good record (--last-good-dir; last_good.h): written off the
+  // loop by a child, of this image's binary and configuration while this
+  // image is good, with the reload note wanted now.
+  void wantLastGoodRecord(const std::string& why);
+  void startRecordWriter();
+  void onRecordWriterExit(int status);
+  // Once the first generation served reload_probation seconds without a
+  // worker ending abnormally.
+  void armStartRecord();
+  bool recordBusy() const { return recordWriter_.has_value() || recordQueued_; }
 
   // seamless_exec.cpp
   void openOwnBinary();
@@ -218,6 +228,25 @@ class MasterImpl {
   std::optional<Checker> checker_;
   std::optional<Validation> validation_;
   std::optional<Probe> probe_;
+  std::optional<RecordWriter> recordWriter_;
+  bool recordQueued_ = false;  // wanted again while one is written
+  std::string recordWhy_;
+  // The seamless reload under way for the record's note ("" for none).
+  std::string reloadNote_;
+  // Whether this image's binary and configuration are good to record:
+  // from its start, or once its reload passed.
+  bool imageIsGood_ = false;
+  FunctionTimer startRecordTimer_{loop_, guarded("last good record", [this] {
+                                    startRecordPending_ = false;
+                                    wantLastGoodRecord("generation " +
+                                                       std::to_string(state_.servingGeneration()) +
+                                                       " served reload_probation seconds from its start");
+                                  })};
+  bool startRecordPending_ = false;
+  // A seamless exec that waits for the record to be written first.
+  std::optional<std::pair<std::shared_ptr<const LoadedConfig>, std::string>> execWaiting_;
+  LastGoodReport lastGoodReport_;
+  bool gracefulStop_ = false;
   std::string probePending_;  // a trigger that came while a probe ran
   FunctionTimer probeTimer_{loop_, guarded("periodic check", [this] {
                               if (config_ && service_.checkInterval(*config_) > 0) startProbe("poll");

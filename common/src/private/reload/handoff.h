@@ -187,7 +187,9 @@ struct NotifyMessage {
   // kReady with `probation`: the new generation serves on probation and
   // the synchronizer waits for kPass (drain the old workers' sockets it
   // holds and go) or kFail (the new image rolls back; leave everything).
-  enum class Kind { kReady, kFail, kPass } kind = Kind::kFail;
+  // kStop: the master stops (SIGTERM, SIGINT): nothing to hand back or
+  // drain, both generations stop with it.
+  enum class Kind { kReady, kFail, kPass, kStop } kind = Kind::kFail;
   pid_t pid = 0;
   uint64_t generation = 0;
   std::string reason;
