@@ -253,7 +253,10 @@ class NewMasterFails(unittest.TestCase):
         # The faulty build arms a master fault only in an image a seamless
         # reload started, once: the rescued image runs clean.
         server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
-        server.start(env=fault_env(server))
+        # With a last good record (as under systemd): the exec waits for it.
+        record_dir = os.path.join(server.dir, "last-good")
+        server.start(env=fault_env(server), argv=[MOLTD_FAULTY, "--config", server.config,
+                                                  "--last-good-dir", record_dir])
         version = server.status()["version"]
         set_fault(server, fault)
         with Load(server, connections=8) as load:
@@ -285,9 +288,14 @@ class NewMasterFails(unittest.TestCase):
         # The rescued master is the synchronizer's process, in the same
         # session: stopping it stops everything.
         self.assertEqual(server.proc.wait(5), first_master_end)
+        self.assertEqual(st["start"]["from"], "rescue")
         os.kill(st["pid"], signal.SIGTERM)
         wait_for(lambda: session_processes(server.proc.pid) == [], 30,
                  "every process of the server to stop")
+        # Under systemd a rescued master's stop is systemd's answer to the
+        # death before it, not an operator's: the record stays for the restart.
+        self.assertTrue(os.path.exists(os.path.join(record_dir, "record", "meta")))
+        server.wait_log("stays for the next start")
         return st
 
     def test_a_new_master_that_exits_during_probation(self):

@@ -321,6 +321,7 @@ std::string encodeHandoffText(const HandoffEnv& env) {
   if (env.probation) put("probation", "1");
   if (!env.config.empty()) put("config", hexOf(env.config));
   if (env.rollback) put("rollback", "1");
+  if (env.rescue) put("rescue", "1");
   if (env.counters.rollbacks) put("rollbacks", std::to_string(env.counters.rollbacks));
   if (env.lastReload) {
     const auto& r = *env.lastReload;
@@ -405,6 +406,8 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       }
     } else if (key == "rollback") {
       env.rollback = value == "1";
+    } else if (key == "rescue") {
+      env.rescue = value == "1";
     } else if (key == "rollbacks") {
       env.counters.rollbacks = toUnsigned(value, "rollbacks");
     } else if (key == "last_reload") {

@@ -601,7 +601,11 @@ void MasterImpl::checkStopped() {
   if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_ || recordWriter_)
     return;
   removePidFile();
-  if (gracefulStop_ && exitCode_ == 0 && !options_.lastGoodDir.empty()) {
+  if (rescued_ && gracefulStop_ && !options_.lastGoodDir.empty()) {
+    MOLT_LOG(kWarning) << "graceful stop of a master the synchronizer ran after the master before "
+                          "died: the last good record in "
+                       << options_.lastGoodDir << " stays for the next start";
+  } else if (gracefulStop_ && exitCode_ == 0 && !options_.lastGoodDir.empty()) {
     // A clean stop: the next start is from the files on disk (a package
     // upgrade's restart runs the new binary).
     try {

@@ -8,7 +8,8 @@
 //   worker_readiness.cpp: when a new worker serves (its ready pipe, READY=1
 //     on the workers' notify socket, a delay or a probe);
 //   helper_tasks.cpp: the child processes run off the loop (validation of a
-//     reload's configuration, the new binary's check, the disk checks);
+//     reload's configuration, the new binary's check, the disk checks, the
+//     last good record);
 //   seamless_exec.cpp: the image that is replaced (the synchronizer, the
 //     exec, the last good binary run again on a rollback);
 //   seamless_takeover.cpp: the image that takes over (the handoff, the hand
@@ -247,6 +248,10 @@ class MasterImpl {
   std::optional<std::pair<std::shared_ptr<const LoadedConfig>, std::string>> execWaiting_;
   LastGoodReport lastGoodReport_;
   bool gracefulStop_ = false;
+  // Run by the synchronizer after the master died: under systemd its stop
+  // is systemd's answer to that death (ExitType=cgroup, NotifyAccess=all),
+  // not an operator's, so it keeps the record for the restart.
+  bool rescued_ = false;
   std::string probePending_;  // a trigger that came while a probe ran
   FunctionTimer probeTimer_{loop_, guarded("periodic check", [this] {
                               if (config_ && service_.checkInterval(*config_) > 0) startProbe("poll");

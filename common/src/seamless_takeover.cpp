@@ -396,7 +396,8 @@ void MasterImpl::startRollbackImage(const HandoffEnv& env) {
   // its unit, whose restart then says what happened.
   imageIsGood_ = true;
   lastGoodReport_.dir = options_.lastGoodDir;
-  lastGoodReport_.startedFrom = "rollback";
+  lastGoodReport_.startedFrom = env.rescue ? "rescue" : "rollback";
+  rescued_ = env.rescue;
   armStartRecord();
 }
 

@@ -51,7 +51,8 @@ struct LastGoodReport {
   std::string configDigest;
   std::string why;
   std::string error;       // of the last write that failed
-  std::string startedFrom = "disk";  // disk, last_good_record, seamless_reload
+  // disk, last_good_record, seamless_reload, rollback, rescue
+  std::string startedFrom = "disk";
   std::string startNote;
 };
 
