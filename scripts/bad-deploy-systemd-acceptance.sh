@@ -86,7 +86,7 @@ moltd_procs() { pgrep -f '^(/usr/sbin/moltd|/run/molt/last-good/)' | tr '\n' ' '
 journal_since() {  # $1: start time, $2: most lines; what systemd did with the unit
   journalctl --no-pager --since "@${1%.*}" -o short-monotonic 2>/dev/null |
     grep -E "moltd" 2>/dev/null |
-    grep -E "MAINPID|main PID|Main process exited|Scheduled restart|rescue|rolled back|last good binary|synchronizer:|Got notification message from PID|New main PID|does not belong|Supervising process|Changed [a-z-]+ -> |Watchdog|Killing process|Deactivated|Failed with result|reception" 2>/dev/null |
+    grep -E "moltd-start|last good record|MAINPID|main PID|Main process exited|Scheduled restart|rescue|rolled back|last good binary|synchronizer:|Got notification message from PID|New main PID|does not belong|Supervising process|Changed [a-z-]+ -> |Watchdog|Killing process|Deactivated|Failed with result|reception" 2>/dev/null |
     grep -v "Changed dead -> dead" 2>/dev/null | head -"${2:-30}" | cut -c1-230
 }
 
@@ -132,7 +132,7 @@ status_field() {  # $1: a Python expression of the /status document d
   curl -s -m 2 http://127.0.0.1:8081/status |
     python3 -c "import json, sys; d = json.load(sys.stdin); print($1)" 2>/dev/null
 }
-main_exe() { readlink "/proc/$(prop MainPID)/exe"; }
+main_exe() { local exe; exe=$(readlink "/proc/$(prop MainPID)/exe"); echo "${exe% (deleted)}"; }
 bad_deploy() {  # $1: label, $2: how the seamless reload is asked for (reload or usr1), $3: "record" if the last good record must serve
   local pid restarts
   pid=$(prop MainPID); restarts=$(prop NRestarts)
@@ -159,10 +159,18 @@ EOF
   # The configuration on disk breaks too: a restart must not read it.
   sleep 1
   printf '[server]\nbind = nonsense\n' > /etc/molt/moltd.conf
-  if wait_until 40 '[ "$(prop MainPID)" != "$pid" ] && [ "$(prop MainPID)" != 0 ] && systemctl is-active -q moltd && serving'; then
-    echo "$1: serving again $(since "$t0") s after the reload, MainPID $(prop MainPID) (was $pid), binary $(main_exe)"
+  # The master that dies is the new image (same PID) or, after a rescue
+  # began, the synchronizer's: the main PID changes either way.
+  if wait_until 40 '[ "$(prop MainPID)" != "$pid" ]'; then
+    died=$(now)
+    echo "$1: the main PID $pid died $(since "$t0") s after the reload"
+    if wait_until 40 '[ "$(prop MainPID)" != 0 ] && systemctl is-active -q moltd && serving'; then
+      echo "$1: serving again $(since "$died") s after the main PID died ($(since "$t0") s after the reload), MainPID $(prop MainPID), binary $(main_exe)"
+    else
+      echo "$1: not serving again within 40 s of the main PID's death"
+    fi
   else
-    echo "$1: not serving again within 40 s of the reload"
+    echo "$1: the main PID did not die within 40 s of the reload"
   fi
   sleep 20  # the window the figures below describe
   echo "$1: 20 s after the reload: $(systemctl is-active moltd), MainPID $(prop MainPID) (was $pid), NRestarts $(( $(prop NRestarts) - restarts )), Result $(prop Result)"
