@@ -726,6 +726,13 @@ class SystemdRestart(unittest.TestCase):
         st = self.start()
         self.assertEqual(st["start"]["from"], "disk")
         self.assertIn("checksum does not match", self.server.output())
+        # A record whose binary cannot run (as on a /run mounted noexec).
+        self.wait_record(version)
+        self.kill_unit()
+        os.chmod(self.path("record", "binary"), 0o600)
+        st = self.start()
+        self.assertEqual(st["start"]["from"], "disk")
+        self.assertIn("the last good record cannot be used", self.server.output())
         self.server.stop()
         self.server.assert_nothing_left(self)
         self.assertFalse(os.path.exists(self.path("record")))
