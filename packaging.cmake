@@ -4,6 +4,8 @@ install(FILES etc/moltd.logrotate DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR}/l
         RENAME moltd)
 install(FILES etc/moltd.service etc/moltd.socket etc/molt-run@.service
         DESTINATION lib/systemd/system)
+# The unit's ExecStart=: the last good record if the master died, else moltd.
+install(PROGRAMS etc/moltd-start DESTINATION lib/molt)
 # molt-run runs one instance per /etc/molt/molt-run/NAME.conf: the annotated
 # example is documentation, not a configuration of its own.
 install(FILES etc/molt-run.conf DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)

@@ -18,6 +18,7 @@ EXPECTED_FILES = [
     "usr/share/man/man5/moltd.conf.5",
     "etc/molt/moltd.conf", "etc/logrotate.d/moltd",
     "usr/lib/systemd/system/moltd.service", "usr/lib/systemd/system/moltd.socket",
+    "usr/lib/molt/moltd-start",
 ]
 
 

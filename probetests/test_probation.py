@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from molt_probe import (MOLTD, MOLTD_FAULTY, Load, Moltd, children_of, read_response,
+from molt_probe import (MOLTD, MOLTD_ALT, MOLTD_FAULTY, Load, Moltd, children_of, read_response,
                         session_processes, steady_open_fds, wait_for)
 from test_robustness import FAULT_SHIM
 from test_robustness import fault_env as shim_env
@@ -253,7 +253,10 @@ class NewMasterFails(unittest.TestCase):
         # The faulty build arms a master fault only in an image a seamless
         # reload started, once: the rescued image runs clean.
         server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
-        server.start(env=fault_env(server))
+        # With a last good record (as under systemd): the exec waits for it.
+        record_dir = os.path.join(server.dir, "last-good")
+        server.start(env=fault_env(server), argv=[MOLTD_FAULTY, "--config", server.config,
+                                                  "--last-good-dir", record_dir])
         version = server.status()["version"]
         set_fault(server, fault)
         with Load(server, connections=8) as load:
@@ -285,9 +288,14 @@ class NewMasterFails(unittest.TestCase):
         # The rescued master is the synchronizer's process, in the same
         # session: stopping it stops everything.
         self.assertEqual(server.proc.wait(5), first_master_end)
+        self.assertEqual(st["start"]["from"], "rescue")
         os.kill(st["pid"], signal.SIGTERM)
         wait_for(lambda: session_processes(server.proc.pid) == [], 30,
                  "every process of the server to stop")
+        # Under systemd a rescued master's stop is systemd's answer to the
+        # death before it, not an operator's: the record stays for the restart.
+        self.assertTrue(os.path.exists(os.path.join(record_dir, "record", "meta")))
+        server.wait_log("stays for the next start")
         return st
 
     def test_a_new_master_that_exits_during_probation(self):
@@ -549,6 +557,185 @@ class Watchdog(unittest.TestCase):
         late = [t - hung_at for t, _ in reader.pings() if t > hung_at + 0.05]
         self.assertEqual(late, [], "pings from a hung loop")
         self.assertIsNone(server.proc.poll())
+
+
+
+START_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "etc", "moltd-start")
+
+
+class SystemdRestart(unittest.TestCase):
+    """What systemd does when the main PID dies, without systemd: the test
+    starts moltd through the unit's start script, and when the main PID dies
+    kills every process left (systemd stops the unit's cgroup) and runs the
+    script again (Restart=on-failure). The last good record in its
+    --last-good-dir makes that restart run the last good binary with the
+    last good configuration, not the files on disk."""
+
+    def setUp(self):
+        self.server = Moltd(self, workers=2, probation=2)
+        self.record_dir = os.path.join(self.server.dir, "last-good")
+        # The binary on disk is a link the test points at a build; the
+        # last good one is a copy that is deleted once a bad one replaced it.
+        self.link = os.path.join(self.server.dir, "moltd")
+        self.good = os.path.join(self.server.dir, "moltd-good")
+        shutil.copy2(MOLTD, self.good)
+        os.symlink(self.good, self.link)
+        self.env = fault_env(self.server)
+        self.env.update(MOLTD_BINARY=self.link, MOLTD_CONFIG=self.server.config,
+                        MOLTD_LAST_GOOD_DIR=self.record_dir)
+
+    def start(self, wait=True):
+        """systemd's start: ExecStart=, a new session (a new cgroup)."""
+        self.server.start(argv=["sh", START_SCRIPT], env=self.env, wait=wait)
+        return self.server.status() if wait else None
+
+    def kill_unit(self):
+        """What systemd does to the unit's cgroup once the main PID died."""
+        for pid in session_processes(self.server.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.server.proc.wait(10)
+        wait_for(lambda: session_processes(self.server.pid) == [], 15,
+                 "every process of the unit to be gone")
+
+    def restart_after_death(self, timeout=30):
+        """The main PID died: every process left is killed, then a start."""
+        code = self.server.proc.wait(timeout)
+        died_at = time.monotonic()
+        self.kill_unit()
+        st = self.start()
+        print("restart: main PID exited with %s; serving again %.2f s after its death"
+              % (code, time.monotonic() - died_at))
+        return code, st
+
+    def wait_record(self, version):
+        return self.server.wait_status(
+            lambda s: s["last_good_record"]["state"] == "written" and
+            s["last_good_record"]["version"] == version, "the last good record of " + version, 20)
+
+    def exe(self):
+        return os.readlink("/proc/%d/exe" % self.server.pid)
+
+    def path(self, *names):
+        return os.path.join(self.record_dir, *names)
+
+    def test_a_new_master_that_dies_is_restarted_from_the_last_good_record(self):
+        st = self.start()
+        self.assertEqual(st["start"]["from"], "disk")
+        version, digest = st["version"], st["config_digest"]
+        self.wait_record(version)
+        self.assertEqual(os.stat(self.path("record", "binary")).st_mode & 0o777, 0o700)
+        self.assertEqual(os.stat(self.record_dir).st_mode & 0o777, 0o700)
+        # The bad deploy: a build whose master dies once a seamless reload
+        # started it; the good file is gone from disk.
+        set_fault(self.server, "master-exit 1.0")
+        os.unlink(self.link)
+        os.symlink(MOLTD_FAULTY, self.link)
+        os.unlink(self.good)
+        self.server.send_signal(signal.SIGUSR1)
+        # And the file on disk is broken too before systemd's restart.
+        good_config = open(self.server.config).read()
+        code, st = None, None
+        self.server.proc.wait(30)
+        self.server.write_raw_config("[server]\nbind = nonsense\n")
+        code, st = self.restart_after_death()
+        self.assertEqual(code, 3)  # the faulty master's exit
+        self.assertEqual(st["version"], version)
+        self.assertEqual(st["config_digest"], digest)
+        self.assertEqual(st["config"], self.server.config)
+        self.assertEqual(st["start"]["from"], "last_good_record")
+        print("start note: %s" % st["start"]["note"])
+        self.assertIn("the previous master died during the seamless reload begun at",
+                      st["start"]["note"])
+        self.assertEqual(self.exe(), self.path("taken", "binary"))
+        self.assertFalse(os.path.exists(self.path("record")))
+        self.assertIn("starting from the last good record", self.server.output())
+        status, _, _ = self.server.request("GET", "/healthcheck")
+        self.assertEqual(status, 200)
+        # Proven again after reload_probation: the record again, the same
+        # file (linked, not copied), and "taken" is gone.
+        self.wait_record(version)
+        self.assertEqual(os.stat(self.path("record", "binary")).st_ino,
+                         os.stat("/proc/%d/exe" % self.server.pid).st_ino)
+        self.assertFalse(os.path.exists(self.path("taken")))
+        # Fixed on disk: a SIGUSR1 runs the real path (another build), not
+        # the record's copy, with the real configuration file.
+        with open(self.server.config, "w") as f:
+            f.write(good_config)
+        os.unlink(self.link)
+        os.symlink(MOLTD_ALT, self.link)
+        self.server.send_signal(signal.SIGUSR1)
+        st = self.server.wait_status(lambda s: s["probation"] is not None and
+                                     s["version"].endswith("-alt"), "the new build on probation")
+        self.assertEqual(st["pid"], self.server.pid)
+        self.assertEqual(self.exe(), os.path.realpath(MOLTD_ALT))
+        # A SIGTERM during probation: a clean stop, which the synchronizer
+        # logs as one, and which removes the record.
+        self.server.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.proc.wait(30), 0)
+        log = self.server.log_text()
+        self.assertIn("the master stops; both generations stop with it", log)
+        self.assertNotIn("new image failed; old generation left serving", log)
+        self.assertFalse(os.path.exists(self.path("record")))
+        self.assertFalse(os.path.exists(self.path("taken")))
+        st = self.start()
+        self.assertEqual(st["start"]["from"], "disk")
+        self.assertTrue(st["version"].endswith("-alt"), st["version"])
+        self.server.stop()
+        self.server.assert_nothing_left(self)
+
+    def test_a_record_that_dies_at_start_or_is_damaged_gives_way_to_the_disk(self):
+        self.server.write_config(probation=0)  # recorded as soon as it serves
+        version = self.start()["version"]
+        self.wait_record(version)
+        # A crash: the record stays. Its own start then fails (the port is
+        # taken meanwhile): it was taken, so the next start is from disk.
+        self.kill_unit()
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def bound():
+            # A killed worker's other threads may still hold its listener
+            # for a moment after its leader shows as a zombie.
+            blocker.bind(("127.0.0.1", self.server.port))
+            return True
+        wait_for(bound, 10, "the public port to be free")
+        blocker.listen()
+        self.start(wait=False)
+        self.assertNotEqual(self.server.proc.wait(30), 0)
+        self.assertIn("starting from the last good record", self.server.output())
+        self.assertFalse(os.path.exists(self.path("record")))
+        self.assertTrue(os.path.exists(self.path("taken", "binary")))
+        blocker.close()
+        st = self.start()
+        self.assertEqual(st["start"]["from"], "disk")
+        self.assertIn("no last good record", self.server.output())
+        self.wait_record(version)
+        self.assertFalse(os.path.exists(self.path("taken")))
+        # A damaged record (one byte of its configuration changed): refused
+        # by its own check, the start is from disk, and says why.
+        self.kill_unit()
+        meta = self.path("record", "meta")
+        data = bytearray(open(meta, "rb").read())
+        data[len(data) // 2] ^= 0x20
+        with open(meta, "wb") as f:
+            f.write(bytes(data))
+        st = self.start()
+        self.assertEqual(st["start"]["from"], "disk")
+        self.assertIn("checksum does not match", self.server.output())
+        # A record whose binary cannot run (as on a /run mounted noexec).
+        self.wait_record(version)
+        self.kill_unit()
+        os.chmod(self.path("record", "binary"), 0o600)
+        st = self.start()
+        self.assertEqual(st["start"]["from"], "disk")
+        self.assertIn("the last good record cannot be used", self.server.output())
+        self.server.stop()
+        self.server.assert_nothing_left(self)
+        self.assertFalse(os.path.exists(self.path("record")))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,16 @@
 #  3. A master that crashes (SIGSEGV) with no reload under way: how long
 #     until the restarted unit serves, and the requests that failed.
 #  4. A bad deploy: the binary on disk is replaced by a build whose master
-#     dies (SIGSEGV) 3 s after it starts, and `systemctl reload` runs it, once
-#     with the sample unit (NotifyAccess=main) and once with NotifyAccess=all:
-#     whether the synchronizer's rescue (MAINPID=) is taken, the unit's state,
-#     MainPID and restarts, and the requests that failed.
+#     dies (SIGSEGV) 3 s after it starts, and `systemctl reload` runs it, with
+#     the sample unit (NotifyAccess=main), through `systemctl reload` and a
+#     bare SIGUSR1: systemd restarts the unit, and its start script starts
+#     the last good record (binary and configuration) instead of the bad
+#     build on disk, while the configuration on disk is broken too: the
+#     restarts, the time until it serves again, which binary serves, the
+#     requests that failed. Then the good build back on disk and a
+#     `systemctl reload` (it runs the real path, not the record's copy), and
+#     a `systemctl restart` (a clean stop removes the record: the start is
+#     from disk). Then once more with NotifyAccess=all.
 #  5. The same with ExitType=cgroup and NotifyAccess=all (a drop-in): the
 #     bad deploy through `systemctl reload` and through a bare SIGUSR1 (no
 #     reload job), then what a later `systemctl reload` and `systemctl stop`
@@ -76,11 +82,11 @@ trace_start() {
 }
 trace_stop() { touch /root/stop-trace; wait "$trace_pid"; }
 print_trace() { echo "$1: unit state over time:"; head -40 /root/trace.out; }
-moltd_procs() { pgrep -f '^/usr/sbin/moltd' | tr '\n' ' '; }
+moltd_procs() { pgrep -f '^(/usr/sbin/moltd|/run/molt/last-good/)' | tr '\n' ' '; }
 journal_since() {  # $1: start time, $2: most lines; what systemd did with the unit
   journalctl --no-pager --since "@${1%.*}" -o short-monotonic 2>/dev/null |
     grep -E "moltd" 2>/dev/null |
-    grep -E "MAINPID|main PID|Main process exited|Scheduled restart|rescue|rolled back|last good binary|synchronizer:|Got notification message from PID|New main PID|does not belong|Supervising process|Changed [a-z-]+ -> |Watchdog|Killing process|Deactivated|Failed with result|reception" 2>/dev/null |
+    grep -E "moltd-start|last good record|MAINPID|main PID|Main process exited|Scheduled restart|rescue|rolled back|last good binary|synchronizer:|Got notification message from PID|New main PID|does not belong|Supervising process|Changed [a-z-]+ -> |Watchdog|Killing process|Deactivated|Failed with result|reception" 2>/dev/null |
     grep -v "Changed dead -> dead" 2>/dev/null | head -"${2:-30}" | cut -c1-230
 }
 
@@ -121,9 +127,20 @@ crash "sample unit"
 
 # 4. A bad deploy whose master dies after it is ready.
 cp /usr/sbin/moltd /usr/sbin/moltd.good
-bad_deploy() {  # $1: label, $2: how the seamless reload is asked for (reload or usr1)
+cp /etc/molt/moltd.conf /root/moltd.conf.good
+status_field() {  # $1: a Python expression of the /status document d
+  curl -s -m 2 http://127.0.0.1:8081/status |
+    python3 -c "import json, sys; d = json.load(sys.stdin); print($1)" 2>/dev/null
+}
+main_exe() { local exe; exe=$(readlink "/proc/$(prop MainPID)/exe"); echo "${exe% (deleted)}"; }
+bad_deploy() {  # $1: label, $2: how the seamless reload is asked for (reload or usr1), $3: "record" if the last good record must serve
   local pid restarts
   pid=$(prop MainPID); restarts=$(prop NRestarts)
+  # The serving image's record is written once it served reload_probation
+  # seconds (or by the reload, before its exec).
+  wait_until 20 '[ -e /run/molt/last-good/record/meta ]'
+  echo "$1: before the reload: last good record: $(ls /run/molt/last-good/record 2>&1 | tr '\n' ' ')"
+
   cat > /usr/sbin/moltd.new <<'EOF'
 #!/bin/sh
 case " $* " in *" --check-config "*|*" -t "*) exec /usr/sbin/moltd.good "$@";; esac
@@ -139,18 +156,53 @@ EOF
   else
     systemctl kill -s USR1 --kill-who=main moltd; echo "$1: systemctl kill -s USR1 exit $?"
   fi
+  # The configuration on disk breaks too: a restart must not read it.
+  sleep 1
+  printf '[server]\nbind = nonsense\n' > /etc/molt/moltd.conf
+  # The master that dies is the new image (same PID) or, after a rescue
+  # began, the synchronizer's: the main PID changes either way.
+  if wait_until 40 '[ "$(prop MainPID)" != "$pid" ]'; then
+    died=$(now)
+    echo "$1: the main PID $pid died $(since "$t0") s after the reload"
+    if wait_until 40 '[ "$(prop MainPID)" != 0 ] && systemctl is-active -q moltd && serving'; then
+      echo "$1: serving again $(since "$died") s after the main PID died ($(since "$t0") s after the reload), MainPID $(prop MainPID), binary $(main_exe)"
+    else
+      echo "$1: not serving again within 40 s of the main PID's death"
+    fi
+  else
+    echo "$1: the main PID did not die within 40 s of the reload"
+  fi
   sleep 20  # the window the figures below describe
   echo "$1: 20 s after the reload: $(systemctl is-active moltd), MainPID $(prop MainPID) (was $pid), NRestarts $(( $(prop NRestarts) - restarts )), Result $(prop Result)"
+  echo "$1: serving: version $(status_field 'd["version"]'), binary $(main_exe), started from $(status_field 'd["start"]["from"]'), config digest $(status_field 'd["config_digest"]')"
+  echo "$1: start note: $(status_field 'd["start"]["note"]')"
+  if [ "${3:-}" = record ]; then
+    check "$1: the restart runs the last good record" "[ \"\$(status_field 'd[\"start\"][\"from\"]')\" = last_good_record ] && [ \"\$(main_exe)\" = /run/molt/last-good/taken/binary ] && [ \$(( \$(prop NRestarts) - restarts )) = 1 ]"
+  fi
   journal_since "$t0" 16
+  stop_load
+  echo "$1: bad deploy: $n requests, $bad failed over $span s"
+  start_load 60
   cp /usr/sbin/moltd.good /usr/sbin/moltd
-  # Until a start of the good binary itself serves: a master the bad build
-  # started is still to die.
-  check "$1: serving once the good binary is back" "wait_until 60 'systemctl is-active -q moltd && [ \"\$(readlink /proc/\$(prop MainPID)/exe)\" = /usr/sbin/moltd ] && serving'"
+  cp /root/moltd.conf.good /etc/molt/moltd.conf
+  # Fixed on disk: a reload runs the real path again, not the record's copy.
+  if [ "$(main_exe)" != /usr/sbin/moltd ]; then
+    systemctl reload moltd; echo "$1: systemctl reload with the good build back: exit $?"
+  fi
+  check "$1: the good binary from disk serves" "wait_until 60 'systemctl is-active -q moltd && [ \"\$(main_exe)\" = /usr/sbin/moltd ] && serving'"
   stop_load; trace_stop
-  echo "$1: $n requests, $bad failed over $span s"
+  echo "$1: good build back: $n requests, $bad failed over $span s"
   print_trace "$1"
 }
-bad_deploy "NotifyAccess=main"
+bad_deploy "NotifyAccess=main" reload record
+bad_deploy "NotifyAccess=main, bare SIGUSR1" usr1 record
+# A clean stop removes the record: systemctl restart (a package upgrade's)
+# starts the files on disk.
+t0=$(now)
+systemctl restart moltd
+check "restart: active again" "wait_until 30 'systemctl is-active -q moltd && serving'"
+echo "systemctl restart: serving after $(since "$t0") s, started from $(status_field 'd["start"]["from"]'), binary $(main_exe)"
+check "restart: started from disk" "[ \"\$(status_field 'd[\"start\"][\"from\"]')\" = disk ] && [ \"\$(main_exe)\" = /usr/sbin/moltd ]"
 mkdir -p /etc/systemd/system/moltd.service.d
 printf '[Service]\nNotifyAccess=all\n' > /etc/systemd/system/moltd.service.d/notify-all.conf
 systemctl daemon-reload

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 #include <boost/test/unit_test.hpp>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "reload/fd.h"
 #include "reload/handoff.h"
@@ -502,6 +504,41 @@ BOOST_AUTO_TEST_CASE(failure_leaves_old_workers_alone) {
   BOOST_TEST(rig.workerAlive());
   char buf[16];
   BOOST_TEST(read(rig.state[0], buf, sizeof buf) == -1);  // nothing was reported
+}
+
+// A stop is not a failed image: the synchronizer says so, before the new
+// generation is ready and while it is on probation, and touches nothing.
+BOOST_AUTO_TEST_CASE(a_stop_is_reported_as_a_stop) {
+  for (bool onProbation : {false, true}) {
+    SyncRig rig;
+    std::string stop = encodeNotify({NotifyMessage::Kind::kStop, 0, 0, "graceful shutdown"});
+    std::thread master;
+    if (onProbation) {
+      NotifyMessage ready{NotifyMessage::Kind::kReady, getpid(), 2, ""};
+      ready.probation = true;
+      std::string line = encodeNotify(ready);
+      BOOST_REQUIRE(write(rig.notify[1], line.data(), line.size()) > 0);
+      // The stop comes once the synchronizer took the ready line (its
+      // report says so), as it does from a master.
+      master = std::thread([&rig, stop] {
+        pollfd report{rig.state[0], POLLIN, 0};
+        if (poll(&report, 1, 5000) == 1 && write(rig.notify[1], stop.data(), stop.size()) < 0) {
+          // The synchronizer then times out, and the test says so.
+        }
+      });
+    } else {
+      BOOST_REQUIRE(write(rig.notify[1], stop.data(), stop.size()) > 0);
+    }
+    BOOST_TEST(runSynchronizer(rig.params(5)) == kSyncStopped);
+    if (master.joinable()) master.join();
+    BOOST_TEST(rig.workerAlive());
+    BOOST_TEST(std::string(describeSyncExit(kSyncStopped)) ==
+               "the master stops; both generations stop with it");
+  }
+  auto decoded = decodeNotify(encodeNotify({NotifyMessage::Kind::kStop, 0, 0, "immediate stop"}));
+  BOOST_REQUIRE(decoded);
+  BOOST_TEST((decoded->kind == NotifyMessage::Kind::kStop));
+  BOOST_TEST(decoded->reason == "immediate stop");
 }
 
 BOOST_AUTO_TEST_CASE(eof_and_timeout) {

@@ -83,6 +83,7 @@ MasterSnapshot MasterImpl::snapshot() const {
   snap.activeReload = state_.active();
   snap.pendingReload = state_.pending();
   snap.lastReload = lastReload_;
+  snap.lastGood = lastGoodReport_;
   if (const auto& p = state_.probation()) {
     ProbationReport report;
     report.generation = p->generation;

@@ -148,6 +148,7 @@ void MasterImpl::completeStarting() {
         registry_.add(info);
       }
       notify::ready("serving generation " + std::to_string(gen.generation));
+      armStartRecord();
       break;
     case ReloadKind::kHup: {
       auto lastGood = config_;

@@ -321,6 +321,7 @@ std::string encodeHandoffText(const HandoffEnv& env) {
   if (env.probation) put("probation", "1");
   if (!env.config.empty()) put("config", hexOf(env.config));
   if (env.rollback) put("rollback", "1");
+  if (env.rescue) put("rescue", "1");
   if (env.counters.rollbacks) put("rollbacks", std::to_string(env.counters.rollbacks));
   if (env.lastReload) {
     const auto& r = *env.lastReload;
@@ -405,6 +406,8 @@ HandoffEnv decodeHandoffText(const std::string& text) {
       }
     } else if (key == "rollback") {
       env.rollback = value == "1";
+    } else if (key == "rescue") {
+      env.rescue = value == "1";
     } else if (key == "rollbacks") {
       env.counters.rollbacks = toUnsigned(value, "rollbacks");
     } else if (key == "last_reload") {
@@ -533,7 +536,7 @@ std::string encodeNotify(const NotifyMessage& msg) {
   std::string reason = msg.reason;
   for (char& c : reason)
     if (c == '\n') c = ' ';
-  return "FAIL " + reason + "\n";
+  return (msg.kind == NotifyMessage::Kind::kStop ? "STOP " : "FAIL ") + reason + "\n";
 }
 
 std::optional<NotifyMessage> decodeNotify(const std::string& bytes) {
@@ -562,6 +565,10 @@ std::optional<NotifyMessage> decodeNotify(const std::string& bytes) {
       return msg;
     }
   } else if (line.rfind("FAIL ", 0) == 0) {
+    msg.reason = line.substr(5);
+    return msg;
+  } else if (line.rfind("STOP ", 0) == 0) {
+    msg.kind = NotifyMessage::Kind::kStop;
     msg.reason = line.substr(5);
     return msg;
   }

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <ctime>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -16,8 +18,10 @@
 #include <vector>
 
 #include "reload/config_check_line.h"
+#include "reload/last_good.h"
 #include "reload/log.h"
 #include "reload/process.h"
+#include "reload/sys_error.h"
 #include "master_impl.h"
 
 namespace reload {
@@ -111,6 +115,20 @@ void MasterImpl::startValidation(ReloadKind kind) {
   }
   validation_->kind = kind;
   state_.beginValidation();
+  if (kind == ReloadKind::kSeamless && !options_.lastGoodDir.empty()) {
+    // Written while the configuration and the new binary are checked: the
+    // exec waits for it (checkerFinished), so that a restart by systemd
+    // after this image is replaced starts this binary and configuration.
+    char at[32];
+    time_t now = time(nullptr);
+    tm utc{};
+    gmtime_r(&now, &utc);
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    reloadNote_ = "the seamless reload begun at " + std::string(at) + " (from generation " +
+                  std::to_string(state_.servingGeneration()) + ", version " + service_.version() +
+                  ")";
+    wantLastGoodRecord("it served when a seamless reload began");
+  }
   // The new binary's check runs beside the validation rather than after
   // it; its verdict is still taken before anything of the old generation
   // is touched, and only once the validation accepted.
@@ -294,7 +312,152 @@ void MasterImpl::checkerFinished(ChildTask::Outcome outcome) {
   }
   MOLT_LOG(kInfo) << executable << " is " << service_.name() << " " << checkedVersion
                   << " and accepts the configuration";
+  if (recordBusy()) {
+    // The last good record must be whole before the exec can end this
+    // image: onRecordWriterExit runs the exec.
+    MOLT_LOG(kDebug) << "the exec waits for the last good record to be written";
+    execWaiting_.emplace(config, executable);
+    return;
+  }
   performExec(config, executable);
+}
+
+}  // namespace reload
+
+// ------------------------------------------------------- last good record
+
+namespace reload {
+
+namespace {
+
+constexpr size_t kMaxRecordWriterOutput = 4096;
+constexpr const char kRecordWritten[] = "written";
+constexpr const char kRecordCurrent[] = "current";
+
+}  // namespace
+
+void MasterImpl::wantLastGoodRecord(const std::string& why) {
+  if (options_.lastGoodDir.empty() || state_.phase() == Phase::kStopping) return;
+  recordWhy_ = why;
+  if (recordWriter_) {
+    recordQueued_ = true;
+    return;
+  }
+  startRecordWriter();
+}
+
+void MasterImpl::startRecordWriter() {
+  recordQueued_ = false;
+  const bool withRecord = imageIsGood_ && ownBinary_ && config_;
+  LastGoodRecord record;
+  if (withRecord) {
+    record.service = service_.name();
+    record.version = service_.version();
+    record.configDigest = config_->digest;
+    record.validated = encodeValidated(describeValidated(*config_));
+    record.why = recordWhy_;
+    record.writtenEpoch = time(nullptr);
+  }
+  const std::string note = reloadNote_;
+  const int binary = ownBinary_ ? ownBinary_.get() : -1;
+  try {
+    recordWriter_.emplace(loop_, guarded("last good record deadline", [this] {
+                            if (recordWriter_) onRecordWriterExit(0);
+                          }));
+    recordWriter_->task.start(
+        serviceName() + "-record", "the last good record", kMaxRecordWriterOutput,
+        static_cast<int64_t>((monotonicSeconds() + kRecordTimeout) * 1000), [&](int out) -> int {
+          std::vector<int> keep{out};
+          if (binary >= 0) keep.push_back(binary);
+          closeAllFdsExcept(keep);
+          std::string result;
+          try {
+            LastGoodDir dir(options_.lastGoodDir);
+            if (withRecord) {
+              // Absolute paths for the image the start script runs from the
+              // record (a PATH lookup and the working directory are disk work).
+              record.executable = resolveExecutable(options_.executable);
+              record.configPath = options_.configPath;
+              if (record.configPath.empty() || record.configPath[0] != '/') {
+                char cwd[PATH_MAX];
+                if (!getcwd(cwd, sizeof cwd)) throwSysError("getcwd");
+                record.configPath = std::string(cwd) + "/" + record.configPath;
+              }
+              result = dir.write(record, binary, note) == LastGoodDir::WriteResult::kWritten
+                           ? kRecordWritten
+                           : kRecordCurrent;
+            } else {
+              dir.setReloadNote(note);
+              result = kRecordCurrent;
+            }
+          } catch (const std::exception& e) {
+            result = std::string("ERR ") + e.what();
+          }
+          return writeAll(out, result) ? 0 : 1;
+        });
+    recordWriter_->why = recordWhy_;
+    recordWriter_->note = note;
+    recordWriter_->withRecord = withRecord;
+    if (withRecord) {
+      lastGoodReport_.state = "writing";
+    }
+  } catch (const std::exception& e) {
+    recordWriter_.reset();
+    lastGoodReport_.state = "failed";
+    lastGoodReport_.error = e.what();
+    MOLT_LOG(kError) << "cannot start writing the last good record in " << options_.lastGoodDir
+                     << ": " << e.what();
+  }
+}
+
+void MasterImpl::onRecordWriterExit(int status) {
+  auto outcome = recordWriter_->task.timedOut() ? recordWriter_->task.giveUp()
+                                                : recordWriter_->task.finish(status);
+  const bool withRecord = recordWriter_->withRecord;
+  const std::string why = recordWriter_->why;
+  recordWriter_.reset();
+  const std::string& text = outcome.output;
+  std::string problem;
+  if (outcome.timedOut)
+    problem = "not done within " + std::to_string(static_cast<int>(kRecordTimeout)) + "s";
+  else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    problem = "the writer " + describeWaitStatus(status);
+  else if (text.rfind("ERR ", 0) == 0)
+    problem = text.substr(4);
+  else if (text != kRecordWritten && text != kRecordCurrent)
+    problem = "the writer said nothing";
+  if (state_.phase() == Phase::kStopping) return;  // killed by the stop, or done: no matter
+  if (!problem.empty()) {
+    lastGoodReport_.state = "failed";
+    lastGoodReport_.error = problem;
+    MOLT_LOG(kError) << "last good record in " << options_.lastGoodDir << ": " << problem
+                     << "; a restart by systemd starts from the files on disk";
+  } else if (withRecord) {
+    lastGoodReport_.state = "written";
+    lastGoodReport_.error.clear();
+    lastGoodReport_.version = service_.version();
+    lastGoodReport_.configDigest = config_->digest;
+    lastGoodReport_.why = why;
+    if (text == kRecordWritten)
+      MOLT_LOG(kInfo) << "last good record written in " << options_.lastGoodDir << ": version "
+                      << service_.version() << ", config digest " << config_->digest << " ("
+                      << why << ")";
+  }
+  if (recordQueued_) {
+    startRecordWriter();
+    return;
+  }
+  if (execWaiting_) {
+    auto [config, executable] = std::move(*execWaiting_);
+    execWaiting_.reset();
+    performExec(config, executable);
+  }
+}
+
+void MasterImpl::armStartRecord() {
+  if (options_.lastGoodDir.empty()) return;
+  startRecordPending_ = true;
+  startRecordTimer_.arm(msAt(monotonicSeconds() + config_->master.reloadProbation));
 }
 
 }  // namespace reload

@@ -48,7 +48,18 @@ struct Checker {
   std::optional<ChildTask::Outcome> early;
 };
 
+// A child writing the last good record (last_good.h).
+struct RecordWriter {
+  RecordWriter(EventLoop& loop, std::function<void()> onTimeout) : task(loop, std::move(onTimeout)) {}
+  ChildTask task;
+  std::string why;
+  std::string note;
+  bool withRecord = false;  // false: the note alone
+};
+
 constexpr double kProbeTimeout = 10;
+// A record is one copy of the binary at most.
+constexpr double kRecordTimeout = 30;
 // How long a stop waits for a helper after killing it.
 constexpr int64_t kHelperStopGraceMs = 1000;
 constexpr size_t kMaxProbeOutput = 1 << 20;

@@ -24,6 +24,7 @@
 
 #include "reload/exec_handoff.h"
 #include "reload/handoff.h"
+#include "reload/last_good.h"
 #include "reload/listeners.h"
 #include "reload/log.h"
 #include "reload/notify.h"
@@ -174,11 +175,27 @@ void MasterImpl::startFresh(bool afterExec) {
   errno = 0;
   int nice = getpriority(PRIO_PROCESS, 0);
   workerNice_ = errno == 0 ? nice : 0;
-  config_ = loadConfig(options_.configPath, service_);
+  if (!options_.startValidated.empty()) {
+    // Started from the last good record: its validated configuration, not
+    // the file (which may be what broke the image before).
+    config_ = loadValidatedConfig(options_.configPath, decodeValidated(options_.startValidated),
+                                  service_);
+    if (config_->digest != options_.startDigest)
+      throw std::runtime_error("the last good record's configuration is not of its digest");
+  } else {
+    config_ = loadConfig(options_.configPath, service_);
+  }
   log::configure(config_->master.log);
   log::setIdentity("master", 0);
   applyMasterNice();
   if (!boot_.startNote.empty()) MOLT_LOG(kError) << boot_.startNote;
+  imageIsGood_ = true;
+  lastGoodReport_.dir = options_.lastGoodDir;
+  if (!options_.startNote.empty()) {
+    lastGoodReport_.startedFrom = "last_good_record";
+    lastGoodReport_.startNote = options_.startNote;
+    MOLT_LOG(kWarning) << options_.startNote;
+  }
   for (const auto& w : config_->warnings) MOLT_LOG(kWarning) << w;
   if (!config_->master.pidFile.empty()) {
     pid_t other = PidFile(config_->master.pidFile).read().value_or(0);
@@ -186,8 +203,14 @@ void MasterImpl::startFresh(bool afterExec) {
       std::ifstream comm("/proc/" + std::to_string(other) + "/comm");
       std::string name;
       std::getline(comm, name);
+      // A zombie (a master killed with its unit, not reaped yet) runs no more.
+      std::ifstream stat("/proc/" + std::to_string(other) + "/stat");
+      std::string fields;
+      std::getline(stat, fields);
+      auto paren = fields.rfind(')');
+      bool zombie = paren != std::string::npos && fields.compare(paren + 1, 3, " Z ") == 0;
       // comm is the first 15 bytes of the process's name.
-      if (name.rfind(serviceName().substr(0, 15), 0) == 0)
+      if (!zombie && name.rfind(serviceName().substr(0, 15), 0) == 0)
         throw std::runtime_error("already running as pid " + std::to_string(other) +
                                  " (pid file " + config_->master.pidFile + ")");
     }
@@ -347,6 +370,19 @@ void MasterImpl::finishReload(ReloadKind kind, const std::string& result,
   record.generation = generation;
   lastReload_ = record;
   state_.finishReload();
+  if (!options_.lastGoodDir.empty()) {
+    if (result == "ok") {
+      // Passed (probation, or serving when there is none): the last good.
+      if (kind == ReloadKind::kSeamless) imageIsGood_ = true;
+      if (kind == ReloadKind::kSeamless) reloadNote_.clear();
+      wantLastGoodRecord("generation " + std::to_string(generation) + " passed its " +
+                         reloadKindName(kind) + " reload");
+    } else if (kind == ReloadKind::kSeamless && imageIsGood_) {
+      // Refused or failed before the exec: this image serves on, recorded.
+      reloadNote_.clear();
+      wantLastGoodRecord("it served on after a seamless reload " + result);
+    }
+  }
   if (result == "ok") {
     ++counters_.reloadsOk;
     MOLT_LOG(kInfo) << record.kind << " done: generation " << generation << " serving after "
@@ -409,7 +445,9 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
   if (pid == syncPid_) {
     syncPid_ = 0;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    BOOST_LOG_SEV(log::logger::get(), code == 0 ? log::Severity::kDebug : log::Severity::kWarning)
+    BOOST_LOG_SEV(log::logger::get(), code == kSyncDrained   ? log::Severity::kDebug
+                                      : code == kSyncStopped ? log::Severity::kInfo
+                                                             : log::Severity::kWarning)
         << "synchronizer pid " << pid << " " << describeWaitStatus(status)
         << (code >= 0 ? std::string(": ") + describeSyncExit(code) : "");
     return;
@@ -420,6 +458,10 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
   }
   if (probe_ && pid == probe_->task.pid()) {
     onProbeExit(status);
+    return;
+  }
+  if (recordWriter_ && pid == recordWriter_->task.pid()) {
+    onRecordWriterExit(status);
     return;
   }
   if (checker_ && pid == checker_->task.pid()) {
@@ -474,6 +516,12 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
   }
   if (action != WorkerExit::kRespawn) return;
   ++counters_.workerRestarts;
+  if (startRecordPending_) {
+    // The first generation is not proven yet: its window starts again.
+    MOLT_LOG(kWarning) << "the last good record waits another reload_probation ("
+                       << config_->master.reloadProbation << "s): " << what;
+    armStartRecord();
+  }
   double now = monotonicSeconds();
   bool quick = now - info->startedAt < kQuickExitSeconds;
   int failures = quick ? ++quickFailures_[info->slot] : (quickFailures_[info->slot] = 0);
@@ -489,13 +537,20 @@ void MasterImpl::beginStop(bool graceful) {
     MOLT_LOG(kInfo) << "stopping during the probation of generation "
                     << state_.probation()->generation << ": both generations stop";
   state_.stop();
+  gracefulStop_ = graceful;
   notify::stopping(graceful ? "graceful shutdown" : "stopping");
   // A stop does not wait for a helper more than a moment after killing it.
   if (checker_) checker_->task.stop(kHelperStopGraceMs);
+  // A record half written is never in place (its rename is the last step).
+  if (recordWriter_) recordWriter_->task.stop(kHelperStopGraceMs);
+  execWaiting_.reset();
+  startRecordTimer_.cancel();
+  startRecordPending_ = false;
   if (validation_) validation_->task.stop(kHelperStopGraceMs);
   if (probe_) probe_->task.stop(kHelperStopGraceMs);
   if (notifyFd_) {  // a handover in progress: let the synchronizer go
-    std::string msg = encodeNotify({NotifyMessage::Kind::kFail, 0, 0, "shutting down"});
+    std::string msg = encodeNotify({NotifyMessage::Kind::kStop, 0, 0,
+                                    graceful ? "graceful shutdown" : "immediate stop"});
     if (write(notifyFd_.get(), msg.data(), msg.size()) < 0) { /* already gone */ }
     notifyFd_.reset();
   }
@@ -539,11 +594,27 @@ void MasterImpl::killEverything() {
   if (checker_) checker_->task.kill();
   if (validation_) validation_->task.kill();
   beginStop(false);
+  gracefulStop_ = false;
 }
 
 void MasterImpl::checkStopped() {
-  if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_) return;
+  if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_ || recordWriter_)
+    return;
   removePidFile();
+  if (rescued_ && gracefulStop_ && !options_.lastGoodDir.empty()) {
+    MOLT_LOG(kWarning) << "graceful stop of a master the synchronizer ran after the master before "
+                          "died: the last good record in "
+                       << options_.lastGoodDir << " stays for the next start";
+  } else if (gracefulStop_ && exitCode_ == 0 && !options_.lastGoodDir.empty()) {
+    // A clean stop: the next start is from the files on disk (a package
+    // upgrade's restart runs the new binary).
+    try {
+      LastGoodDir(options_.lastGoodDir).removeAll();
+      MOLT_LOG(kInfo) << "graceful stop: removed the last good record in " << options_.lastGoodDir;
+    } catch (const std::exception& e) {
+      MOLT_LOG(kError) << "graceful stop: cannot remove the last good record: " << e.what();
+    }
+  }
   MOLT_LOG(kInfo) << "master pid " << pid_ << " stopped";
   log::flush();
   finished_ = true;

@@ -8,7 +8,8 @@
 //   worker_readiness.cpp: when a new worker serves (its ready pipe, READY=1
 //     on the workers' notify socket, a delay or a probe);
 //   helper_tasks.cpp: the child processes run off the loop (validation of a
-//     reload's configuration, the new binary's check, the disk checks);
+//     reload's configuration, the new binary's check, the disk checks, the
+//     last good record);
 //   seamless_exec.cpp: the image that is replaced (the synchronizer, the
 //     exec, the last good binary run again on a rollback);
 //   seamless_takeover.cpp: the image that takes over (the handoff, the hand
@@ -154,6 +155,16 @@ class MasterImpl {
   void dropChecker();
   void onCheckerExit(int status);
   void checkerFinished(ChildTask::Outcome outcome);
+  // The last good record (--last-good-dir; last_good.h): written off the
+  // loop by a child, of this image's binary and configuration while this
+  // image is good, with the reload note wanted now.
+  void wantLastGoodRecord(const std::string& why);
+  void startRecordWriter();
+  void onRecordWriterExit(int status);
+  // Once the first generation served reload_probation seconds without a
+  // worker ending abnormally.
+  void armStartRecord();
+  bool recordBusy() const { return recordWriter_.has_value() || recordQueued_; }
 
   // seamless_exec.cpp
   void openOwnBinary();
@@ -218,6 +229,29 @@ class MasterImpl {
   std::optional<Checker> checker_;
   std::optional<Validation> validation_;
   std::optional<Probe> probe_;
+  std::optional<RecordWriter> recordWriter_;
+  bool recordQueued_ = false;  // wanted again while one is written
+  std::string recordWhy_;
+  // The seamless reload under way for the record's note ("" for none).
+  std::string reloadNote_;
+  // Whether this image's binary and configuration are good to record:
+  // from its start, or once its reload passed.
+  bool imageIsGood_ = false;
+  FunctionTimer startRecordTimer_{loop_, guarded("last good record", [this] {
+                                    startRecordPending_ = false;
+                                    wantLastGoodRecord("generation " +
+                                                       std::to_string(state_.servingGeneration()) +
+                                                       " served reload_probation seconds from its start");
+                                  })};
+  bool startRecordPending_ = false;
+  // A seamless exec that waits for the record to be written first.
+  std::optional<std::pair<std::shared_ptr<const LoadedConfig>, std::string>> execWaiting_;
+  LastGoodReport lastGoodReport_;
+  bool gracefulStop_ = false;
+  // Run by the synchronizer after the master died: under systemd its stop
+  // is systemd's answer to that death (ExitType=cgroup, NotifyAccess=all),
+  // not an operator's, so it keeps the record for the restart.
+  bool rescued_ = false;
   std::string probePending_;  // a trigger that came while a probe ran
   FunctionTimer probeTimer_{loop_, guarded("periodic check", [this] {
                               if (config_ && service_.checkInterval(*config_) > 0) startProbe("poll");

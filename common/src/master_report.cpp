@@ -84,6 +84,22 @@ JsonObject statusReport(const MasterSnapshot& snap) {
   } else {
     s.raw("probation", "null");
   }
+  JsonObject start;
+  start.add("from", snap.lastGood.startedFrom);
+  start.add("note", snap.lastGood.startNote);
+  s.add("start", start);
+  if (!snap.lastGood.dir.empty()) {
+    JsonObject record;
+    record.add("dir", snap.lastGood.dir);
+    record.add("state", snap.lastGood.state);
+    record.add("version", snap.lastGood.version);
+    record.add("config_digest", snap.lastGood.configDigest);
+    record.add("why", snap.lastGood.why);
+    record.add("error", snap.lastGood.error);
+    s.add("last_good_record", record);
+  } else {
+    s.raw("last_good_record", "null");
+  }
   return s;
 }
 

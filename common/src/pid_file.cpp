@@ -74,7 +74,7 @@ std::string resolvedPath(int dirFd, const std::string& dir) {
   return out;
 }
 
-void checkDirectory(int dirFd, const std::string& dir) {
+void checkDirectoryTree(int dirFd, const std::string& dir) {
   struct stat st {};
   if (fstat(dirFd, &st) != 0) throwSysError("fstat " + dir);
   std::string problem = PidFile::directoryProblem(st.st_mode, st.st_uid, geteuid());
@@ -146,6 +146,10 @@ std::string PidFile::ancestorProblem(mode_t mode, uid_t owner, uid_t self) {
   return directoryProblem(mode, owner, self);
 }
 
+void PidFile::checkTrustedDirectory(int dirFd, const std::string& dir) {
+  checkDirectoryTree(dirFd, dir);
+}
+
 PidFile::PidFile(std::string path) : path_(std::move(path)) {
   auto slash = path_.rfind('/');
   if (path_.empty() || path_[0] != '/' || slash == path_.size() - 1)
@@ -156,7 +160,7 @@ PidFile::PidFile(std::string path) : path_(std::move(path)) {
 
 void PidFile::write(pid_t pid) const {
   Fd dir = openDirectory(dir_, true, nullptr);
-  checkDirectory(dir.get(), dir_);
+  checkDirectoryTree(dir.get(), dir_);
   std::string temp;
   Fd file = createTemp(dir.get(), name_, temp);
   auto discard = [&](const std::string& what) {
@@ -182,7 +186,7 @@ void PidFile::checkWritable() const {
     if (created) rmdir(dir_.c_str());
   };
   try {
-    checkDirectory(dir.get(), dir_);
+    checkDirectoryTree(dir.get(), dir_);
     std::string temp;
     Fd file = createTemp(dir.get(), name_, temp);
     if (unlinkat(dir.get(), temp.c_str(), 0) != 0) throwSysError("remove " + dir_ + "/" + temp);

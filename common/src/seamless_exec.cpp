@@ -129,6 +129,7 @@ void MasterImpl::rescueInSynchronizer(const std::string& why, const std::vector<
   try {
     HandoffEnv env;
     env.rollback = true;
+    env.rescue = true;
     env.syncPid = 0;
     // The new image may have used the next number.
     env.lastGeneration = state_.lastGeneration() + 2;

@@ -62,6 +62,9 @@ void MasterImpl::startFromHandoff(const HandoffEnv& env) {
     }
   }
   syncWaitsForProbation_ = env.probation;
+  // Recorded as the last good one only once its reload passed.
+  lastGoodReport_.dir = options_.lastGoodDir;
+  lastGoodReport_.startedFrom = "seamless_reload";
   if (env.workerNotifyFd >= 0) adoptWorkerNotifySocket(env.workerNotifyFd);
   startedEpoch_ = env.startedEpoch;
   workerNice_ = env.workerNice;
@@ -387,6 +390,15 @@ void MasterImpl::startRollbackImage(const HandoffEnv& env) {
   notify::ready("rolled back: generation " + std::to_string(env.servingGeneration) +
                 " serves with version " + service_.version() +
                 (lastReload_ ? " (" + lastReload_->reason + ")" : ""));
+  // The last good binary and configuration again, recorded already as a
+  // rule. The note of the reload that failed stays until this image has
+  // served reload_probation seconds: a rescue under systemd is killed with
+  // its unit, whose restart then says what happened.
+  imageIsGood_ = true;
+  lastGoodReport_.dir = options_.lastGoodDir;
+  lastGoodReport_.startedFrom = env.rescue ? "rescue" : "rollback";
+  rescued_ = env.rescue;
+  armStartRecord();
 }
 
 // Every failure of a new image before it is ready ends here: the old

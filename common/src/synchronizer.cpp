@@ -90,6 +90,7 @@ const char* describeSyncExit(int code) {
     case kSyncMasterGone: return "new image closed the notify pipe without a word";
     case kSyncTimedOut: return "new image did not report in time";
     case kSyncRescueFailed: return "new image died and the last good one could not be run";
+    case kSyncStopped: return "the master stops; both generations stop with it";
     default: return "internal error";
   }
 }
@@ -114,6 +115,11 @@ int runSynchronizer(const SyncParams& params) noexcept {
       MOLT_LOG(kError) << "synchronizer: " << describeSyncExit(code)
                        << "; old workers keep serving";
       return code;
+    }
+    if (msg->kind == NotifyMessage::Kind::kStop) {
+      MOLT_LOG(kInfo) << "synchronizer: the master stops (" << msg->reason
+                      << "); nothing to hand over";
+      return kSyncStopped;
     }
     if (msg->kind == NotifyMessage::Kind::kFail) {
       MOLT_LOG(kWarning) << "synchronizer: new image failed (" << msg->reason
@@ -144,6 +150,12 @@ int runSynchronizer(const SyncParams& params) noexcept {
                                   " died while generation " + std::to_string(msg->generation) +
                                   " was on probation",
                       false);
+      if (verdict && verdict->kind == NotifyMessage::Kind::kStop) {
+        MOLT_LOG(kInfo) << "synchronizer: the master stops (" << verdict->reason
+                        << ") during the probation of generation " << msg->generation
+                        << "; both generations stop with it";
+        return kSyncStopped;
+      }
       if (!verdict || verdict->kind != NotifyMessage::Kind::kPass) {
         MOLT_LOG(kWarning) << "synchronizer: probation of generation " << msg->generation
                            << " did not pass ("

@@ -272,6 +272,15 @@ struct MasterOptions {
   std::string configPath;
   std::vector<std::string> argv;  // as the process was started
   std::string executable;         // argv[0], made absolute at start if relative
+  // --last-good-dir: where the last good record is kept (see
+  // runServiceMain); "" for none.
+  std::string lastGoodDir;
+  // --start-from-last-good: the validated configuration of the record the
+  // start script took, started with instead of the file (whose path is
+  // configPath), and what the log and /status say about that start.
+  std::string startValidated;
+  std::string startDigest;
+  std::string startNote;
 };
 
 // Resolves what exec would run for `executable` now (PATH lookup for a bare
@@ -286,10 +295,23 @@ int runMaster(Service& service, const MasterOptions& options);
 // check line first, then any warning (0, or exitConfig); otherwise runs the
 // master as the process was started (exitConfig for a bad configuration, 1
 // for any other failure, on standard error and in the log).
+//
+// With lastGoodDir (--last-good-dir DIR), the master keeps a copy of the
+// last good binary and its validated configuration in DIR (see
+// etc/moltd-start): once its first generation served reload_probation
+// seconds, once a reload passed probation, and before every seamless exec;
+// a graceful stop removes it. startFromLastGood (--start-from-last-good)
+// starts with the record the start script took (DIR/taken), its executable
+// and configuration paths for later reloads, its validated configuration
+// now; checkLastGood (--check-last-good) only checks that record and prints
+// what it holds (0, or 1).
 struct ServiceMainOptions {
   std::string configPath;
   std::vector<std::string> args;  // the process's argv
   bool checkOnly = false;
+  std::string lastGoodDir;
+  bool startFromLastGood = false;
+  bool checkLastGood = false;
   int exitConfig = 78;  // EX_CONFIG
   std::function<void()> beforeMaster;  // a test build's fault switch, say
 };
@@ -299,6 +321,8 @@ int runServiceMain(Service& service, const ServiceMainOptions& run);
 //   -c, --config PATH | --config=PATH   (default `defaultConfig`)
 //   -t, --check-config                  the validation run (runServiceMain)
 //   --config-keys                       every key the parsers accept, as section.key
+//   --last-good-dir DIR, --start-from-last-good, --check-last-good
+//                                       the last good record (ServiceMainOptions)
 //   -V, --version    -h, --help
 // An unknown argument, or --config without a path, prints the usage and
 // exits 64 (EX_USAGE). The help text names the service, then adds

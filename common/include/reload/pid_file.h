@@ -31,6 +31,12 @@ class PidFile {
   // remove it, and the entry below is checked in its turn.
   static std::string ancestorProblem(mode_t mode, uid_t owner, uid_t self);
 
+  // Applies directoryProblem to the open directory `dirFd` (named `dir` in
+  // messages) and ancestorProblem to every directory above it. Throws
+  // std::runtime_error with the reason, std::system_error if one cannot be
+  // looked at. For other files root trusts in the same way.
+  static void checkTrustedDirectory(int dirFd, const std::string& dir);
+
   // `path` is absolute; throws std::invalid_argument otherwise.
   explicit PidFile(std::string path);
 

@@ -105,6 +105,8 @@ struct HandoffEnv {
   //                   pid may then be absent (-1, -1, 0): with the notify
   //                   fd, the synchronizer of the failed reload guards
   //                   this image's start and is told to go once it runs
+  //   rescue=1        with rollback=1: the synchronizer runs this image in
+  //                   its own process, the master before having died
   //   last_reload     the last reload's outcome (see HandoffReload)
   //   worker_notify_fd the datagram socket workers send READY=1 to
   //                   (Readiness::kNotify), so that workers started by
@@ -132,6 +134,7 @@ struct HandoffEnv {
   bool probation = false;
   std::string config;
   bool rollback = false;
+  bool rescue = false;
   std::optional<HandoffReload> lastReload;
 };
 
@@ -187,7 +190,9 @@ struct NotifyMessage {
   // kReady with `probation`: the new generation serves on probation and
   // the synchronizer waits for kPass (drain the old workers' sockets it
   // holds and go) or kFail (the new image rolls back; leave everything).
-  enum class Kind { kReady, kFail, kPass } kind = Kind::kFail;
+  // kStop: the master stops (SIGTERM, SIGINT): nothing to hand back or
+  // drain, both generations stop with it.
+  enum class Kind { kReady, kFail, kPass, kStop } kind = Kind::kFail;
   pid_t pid = 0;
   uint64_t generation = 0;
   std::string reason;

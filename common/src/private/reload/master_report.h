@@ -43,6 +43,19 @@ struct ProbationReport {
   uint64_t serverErrors = 0;
 };
 
+// The last good record (--last-good-dir) and how this image started.
+struct LastGoodReport {
+  std::string dir;         // "" when there is none
+  std::string state = "none";  // none, writing, written, failed
+  std::string version;     // of the binary last recorded
+  std::string configDigest;
+  std::string why;
+  std::string error;       // of the last write that failed
+  // disk, last_good_record, seamless_reload, rollback, rescue
+  std::string startedFrom = "disk";
+  std::string startNote;
+};
+
 struct MasterSnapshot {
   std::string service;  // Service::name(): "service" in /status, the metrics' prefix
   std::string version;
@@ -64,6 +77,7 @@ struct MasterSnapshot {
   ReloadKind pendingReload = ReloadKind::kNone;
   std::optional<ReloadRecord> lastReload;
   std::optional<ProbationReport> probation;
+  LastGoodReport lastGood;
 };
 
 // The /status document; the service adds its own fields to it.

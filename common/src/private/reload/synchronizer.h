@@ -45,6 +45,7 @@ enum SyncExit : int {
   kSyncTimedOut = 3,     // no word from the new image in time
   kSyncInternal = 4,
   kSyncRescueFailed = 5,  // the new image died and the last good one could not be run
+  kSyncStopped = 6,       // the master stops; everything stops with it
 };
 
 const char* describeSyncExit(int code);
