@@ -465,7 +465,8 @@ class Environment(unittest.TestCase):
 
 
 # A "new molt-run binary" for the fault cases: it answers --check-config as
-# FAULT says (the real one, or a failure), and after the exec it exits, hangs,
+# FAULT says (the real one, or a failure; for kill-sync, once KILL_FILE.go
+# exists), and after the exec it exits, hangs, kills the synchronizer,
 # exits once the real molt-run it became adopted the workers (within
 # probation), or
 # kills one worker (whose pid is in KILL_FILE) and becomes the real
@@ -479,6 +480,10 @@ if "--check-config" in args or "-t" in args:
     if fault == "check":
         print("not a molt-run", flush=True)
         sys.exit(1)
+    if fault == "kill-sync":
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not os.path.exists(os.environ["KILL_FILE"] + ".go"):
+            time.sleep(0.02)
     os.execv(real, [real] + args)
 if fault == "exit":
     os._exit(3)
@@ -494,6 +499,14 @@ if fault == "exit-later":
             time.sleep(0.05)
         os.kill(master, signal.SIGKILL)
         os._exit(0)
+if fault == "kill-sync":
+    me = os.getpid()
+    for child in open("/proc/%d/task/%d/children" % (me, me)).read().split():
+        if open("/proc/%s/comm" % child).read().strip() == "molt-run-sync":
+            os.kill(int(child), signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and open("/proc/%s/stat" % child).read().rsplit(")", 1)[1].split()[0] != "Z":
+                time.sleep(0.01)
 if fault == "kill-worker":
     victim = int(open(os.environ["KILL_FILE"]).read())
     os.kill(victim, signal.SIGKILL)
@@ -653,6 +666,32 @@ class SelfUpgrade(unittest.TestCase):
         self.assertEqual((st["pid"], st["generation"]), (master, 1))
         self.assertEqual(self.workers(server)[1:], (keepers, programs))
         load.assert_no_failures(self)
+        self.assertEqual(server.stop(), 0)
+
+    def test_a_reload_queued_behind_an_exec_whose_synchronizer_died_runs_after_it(self):
+        """The new image finds the synchronizer gone as it adopts the
+        workers: the seamless reload's record ends before the queued SIGHUP
+        starts, so that SIGHUP's own record is the last one."""
+        server = self.start(workers=1, fault="kill-sync")
+        self.use_binary(server, server.faulty)
+        server.send_signal(signal.SIGUSR1)
+        server.wait_status(lambda s: s["reload_in_progress"] == "seamless", "the check", 20)
+        server.send_signal(signal.SIGHUP)
+        server.wait_status(lambda s: s["pending_reload"] == "reload", "the SIGHUP queued", 10)
+        open(server.kill_file + ".go", "w").close()
+        st = server.wait_status(lambda s: s["generation"] == 2 and s["state"] == "running" and
+                                s["reload_in_progress"] == "none" and
+                                s["pending_reload"] == "none", "the queued SIGHUP to end", 40)
+        self.assertEqual((st["last_reload"]["kind"], st["last_reload"]["result"]),
+                         ("reload", "ok"), st["last_reload"])
+        self.assertEqual(st["reloads"], 2)
+        wait_for(lambda: all(http_get(server.port)[1].startswith("app gen 2 ") for _ in range(4)),
+                 20, "generation 2 alone to answer")
+        log = open(server.log).read()
+        gone = log.index("is gone", log.index("adopted: "))
+        seamless_done = log.index("seamless done", gone)
+        queued_start = log.index("reload requested by queue", gone)
+        self.assertLess(seamless_done, queued_start, log[gone:queued_start + 200])
         self.assertEqual(server.stop(), 0)
 
     def rescued(self, fault, reason, probation=0, reload_timeout=20):
