@@ -131,6 +131,33 @@ class HupRollback(unittest.TestCase):
         server.assert_nothing_left(self)
 
 
+    def test_a_sighup_whose_worker_stops_turning_its_loop_is_rolled_back(self):
+        """A worker alive but hung (its loop's thread stuck for ever) has
+        stopped being ready: its heartbeat goes stale and fails probation."""
+        server = Moltd(self, workers=2, probation=8, graceful_timeout=1, binary=MOLTD_FAULTY)
+        server.start(env=fault_env(server))
+        st = server.status()
+        old_digest, old_workers = st["config_digest"], serving_workers(st)
+        set_fault(server, "worker-hang 2.0")
+        server.send_signal(signal.SIGHUP)
+        st = server.wait_status(lambda s: s["probation"] is not None, "probation", 15)
+        hung = serving_workers(st)
+        st = server.wait_status(lambda s: s["last_reload"] and
+                                s["last_reload"]["result"] == "rolled_back", "rollback", 15)
+        os.unlink(os.path.join(server.dir, "fault"))
+        self.assertRegex(st["last_reload"]["reason"],
+                         r"^worker 2\.[01] \(pid \d+\) stopped turning its loop: "
+                         r"no turn for 2\.\d s \(limit 2\.0 s\)$")
+        self.assertEqual((st["generation"], st["config_digest"]), (1, old_digest))
+        self.assertEqual(serving_workers(st), old_workers)
+        for _ in range(5):
+            self.assertEqual(server.request("GET", "/healthcheck")[0], 200)
+        # The hung workers never read their drain order: killed at its end.
+        wait_for(lambda: not (set(children_of(server.pid)) & hung), 15, "the hung workers gone")
+        server.stop()
+        server.assert_nothing_left(self)
+
+
 class StandbyOrders(unittest.TestCase):
     def test_a_stand_by_and_a_take_over_both_unread_leave_the_last_good_worker_serving(self):
         """The last good worker reads the master's stand-by (SIGUSR1) and

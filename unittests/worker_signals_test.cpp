@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -175,6 +176,30 @@ BOOST_AUTO_TEST_CASE(a_worker_whose_master_died_drains_once_and_never_stands_by_
   orders = ordersAfter(loop, signals, {SIGHUP});
   BOOST_CHECK(orders.empty());
   BOOST_CHECK(signals.take().empty());
+}
+
+BOOST_AUTO_TEST_CASE(the_loop_stamps_the_heartbeat_while_it_turns_and_only_then) {
+  BlockedSignals blocked;
+  reload::EventLoop loop;
+  reload::SharedCounters counters;
+  std::atomic<int64_t> heartbeat{0};
+  reload::WorkerContext context;
+  context.generation = 3;
+  context.masterPid = getppid();
+  context.counters = &counters;
+  context.heartbeat = &heartbeat;
+  const int64_t before = reload::monotonicMs();
+  reload::WorkerSignals signals(loop, context);
+  const int64_t first = heartbeat.load();
+  BOOST_TEST(first >= before);  // stamped as it is made
+  // Not turned: no new stamp, however long it waits.
+  usleep((reload::WorkerSignals::kHeartbeatIntervalMs + 50) * 1000);
+  BOOST_TEST(heartbeat.load() == first);
+  // Turned: the heartbeat's timer (the only one) wakes the loop and stamps.
+  const int64_t deadline = reload::monotonicMs() + 5000;
+  while (heartbeat.load() == first && reload::monotonicMs() < deadline) loop.runOnce(-1);
+  BOOST_TEST(heartbeat.load() > first);
+  BOOST_TEST(heartbeat.load() - first >= reload::WorkerSignals::kHeartbeatIntervalMs);
 }
 
 BOOST_AUTO_TEST_CASE(a_worker_without_shared_counters_is_refused) {

@@ -35,8 +35,16 @@ WorkerSignals::WorkerSignals(EventLoop& loop, const WorkerContext& context)
     : loop_(loop),
       masterPid_(context.masterPid),
       generation_(context.generation),
-      counters_(countersOf(context)) {
+      counters_(countersOf(context)),
+      heartbeat_(context.heartbeat),
+      heartbeatTimer_(loop, [this] { stampHeartbeat(); }) {
   loop_.add(signals_.fd(), EPOLLIN, this);
+  if (heartbeat_) stampHeartbeat();
+}
+
+void WorkerSignals::stampHeartbeat() {
+  heartbeat_->store(monotonicMs(), std::memory_order_relaxed);
+  heartbeatTimer_.armIn(kHeartbeatIntervalMs);
 }
 
 WorkerSignals::~WorkerSignals() { loop_.remove(signals_.fd()); }
