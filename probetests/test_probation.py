@@ -218,16 +218,35 @@ class SeamlessRollback(unittest.TestCase):
         os.symlink(old, link)
         server.start(argv=[link, "--config", server.config], env=fault_env(server))
         st = server.status()
-        version, old_workers = st["version"], serving_workers(st)
+        version, old_workers, old_digest = st["version"], serving_workers(st), st["config_digest"]
         set_fault(server, fault)
+        # The reload validates 3 workers; the new image breaks the file
+        # before it runs moltd: each image takes the configuration the
+        # handoff carries (the validated one, then the last good one on the
+        # rollback), never the file.
+        server.write_config(workers=3)
+        checked = subprocess.run([MOLTD, "--check-config", "--config", server.config],
+                                 capture_output=True, text=True, timeout=30)
+        self.assertIn("ok: sha256:", checked.stdout)
+        new_digest = checked.stdout.split("ok: sha256:")[-1].strip()
+        self.assertNotEqual(new_digest, old_digest)
+        breaker = os.path.join(server.dir, "moltd-breaks-the-config")
+        with open(breaker, "w") as f:
+            f.write('#!/bin/sh\n[ -n "$MOLT_HANDOFF_FD" ] && echo "[server" > %s\nexec %s "$@"\n'
+                    % (server.config, MOLTD_FAULTY))
+        os.chmod(breaker, 0o755)
         with Load(server, connections=8) as load:
             os.unlink(link)
-            os.symlink(MOLTD_FAULTY, link)
+            os.symlink(breaker, link)
             os.unlink(old)
             server.send_signal(signal.SIGUSR1)
             st = server.wait_status(lambda s: s["probation"] is not None, "probation", 20)
             self.assertTrue(st["version"].endswith("-faulty"), st["version"])
             self.assertEqual(st["pid"], server.pid)
+            self.assertEqual(st["config_digest"], new_digest)
+            self.assertEqual(len([w for w in st["workers"] if w["generation"] == 2]), 3)
+            with open(server.config) as f:
+                self.assertEqual(f.read(), "[server\n")
             # The faulty image records the rollback before it execs the last
             # good binary: wait for that binary to answer.
             st = server.wait_status(lambda s: s["last_reload"] and
@@ -239,7 +258,9 @@ class SeamlessRollback(unittest.TestCase):
         self.assertEqual(st["version"], version)
         self.assertEqual(st["pid"], server.pid)
         self.assertEqual(st["generation"], 1)
+        self.assertEqual(st["config_digest"], old_digest)
         self.assertEqual(serving_workers(st), old_workers)
+        self.assertEqual(len(old_workers), 2)
         self.assertEqual(st["rollbacks"], 1)
         self.assertTrue(os.readlink("/proc/%d/exe" % server.pid).endswith("moltd-old (deleted)"),
                         os.readlink("/proc/%d/exe" % server.pid))
@@ -257,13 +278,13 @@ class SeamlessRollback(unittest.TestCase):
         return st
 
     def test_workers_that_crash_after_ready_bring_the_old_binary_back(self):
-        st = self.deploy("worker-crash 2.0", 2)
+        st = self.deploy("worker-crash 2.0", 3)
         self.assertIn("killed by SIGSEGV", st["last_reload"]["reason"])
 
     def test_rebind_mode_rolls_back_too(self):
         # The last good workers go on accepting on their own sockets during
         # probation there (the new generation has others).
-        st = self.deploy("worker-crash 2.0", 2, handoff="rebind")
+        st = self.deploy("worker-crash 2.0", 3, handoff="rebind")
         self.assertIn("killed by SIGSEGV", st["last_reload"]["reason"])
 
     def test_workers_that_answer_500_bring_the_old_binary_back(self):
