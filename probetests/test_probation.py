@@ -1,6 +1,7 @@
 """Probe tests for probation: a reload that goes wrong after it is ready
 rolls itself back, under the same PID, to the last good generation,
 configuration and binary."""
+import datetime
 import errno
 import os
 import select
@@ -297,10 +298,10 @@ class NewMasterFails(unittest.TestCase):
     holds the listeners and the last good binary and configuration, runs
     that binary itself; it becomes the master under its own PID."""
 
-    def check(self, fault, first_master_end):
+    def check(self, fault, first_master_end, probation=5):
         # The faulty build arms a master fault only in an image a seamless
         # reload started, once: the rescued image runs clean.
-        server = Moltd(self, workers=2, probation=5, binary=MOLTD_FAULTY)
+        server = Moltd(self, workers=2, probation=probation, binary=MOLTD_FAULTY)
         server.start(env=fault_env(server))
         version = server.status()["version"]
         set_fault(server, fault)
@@ -336,15 +337,46 @@ class NewMasterFails(unittest.TestCase):
         os.kill(st["pid"], signal.SIGTERM)
         wait_for(lambda: session_processes(server.proc.pid) == [], 30,
                  "every process of the server to stop")
+        self.log = server.log_text()
         return st
+
+    def log_seconds_between(self, first, then):
+        """Seconds from the first log line holding `first` to the first
+        after it holding `then`, by the log's millisecond timestamps."""
+        def stamp(line):
+            return datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+        lines = self.log.splitlines()
+        start = next(i for i, l in enumerate(lines) if first in l)
+        end = next(i for i in range(start, len(lines)) if then in lines[i])
+        return (stamp(lines[end]) - stamp(lines[start])).total_seconds()
 
     def test_a_new_master_that_exits_during_probation(self):
         st = self.check("master-exit 3.0", 3)
         self.assertIn("died while generation", st["last_reload"]["reason"])
 
+    def test_a_new_master_that_exits_before_it_is_ready(self):
+        st = self.check("master-exit 0", 3)
+        self.assertIn("died before it was ready", st["last_reload"]["reason"])
+        rescue = self.log_seconds_between("synchronizer pid", "running the last good binary")
+        print("rescue %.3f s after the synchronizer started" % rescue)
+        self.assertLess(rescue, 5)
+
     def test_a_new_master_that_hangs_before_ready(self):
         st = self.check("master-hang 0", -signal.SIGKILL)  # killed by the synchronizer
         self.assertIn("hangs", st["last_reload"]["reason"])
+
+    def test_a_new_master_that_hangs_during_probation(self):
+        # It stops 2.5 s in, once its generation is on probation (3 s):
+        # the synchronizer waits reload_probation + 10 s for a verdict.
+        st = self.check("master-hang 2.5", -signal.SIGKILL, probation=3)
+        self.assertIn("hangs: no verdict on the probation of generation 2",
+                      st["last_reload"]["reason"])
+        rescue = self.log_seconds_between("serves on probation in pid",
+                                          "running the last good binary")
+        print("rescue %.3f s after generation 2 was on probation (reload_probation 3 s + 10 s)"
+              % rescue)
+        self.assertGreaterEqual(rescue, 13 - 0.01)
+        self.assertLess(rescue, 13 + 5)
 
 
 class DuringProbation(unittest.TestCase):
