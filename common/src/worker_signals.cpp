@@ -4,6 +4,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <stdexcept>
 #include <utility>
@@ -100,6 +101,13 @@ std::vector<WorkerOrder> WorkerSignals::take() {
   std::vector<WorkerOrder> taken;
   taken.swap(orders_);
   return taken;
+}
+
+int closeListenerCopy(EventLoop& loop, int& fd) {
+  if (fd < 0) return 0;
+  if (loop.watching(fd)) loop.remove(fd);
+  int err = ::close(std::exchange(fd, -1)) == 0 ? 0 : errno;
+  return err == EINTR ? 0 : err;  // Linux closed it anyway
 }
 
 bool watchMaster(const WorkerContext& context) {

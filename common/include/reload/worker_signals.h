@@ -96,6 +96,15 @@ class WorkerSignals : public EventHandler {
   int64_t lastParentCheckMs_ = 0;
 };
 
+// Closes this process's copy of a listener (a drain ends with it): takes it
+// off `loop` if it is watched there, then close(), never shutdown(). The
+// socket is shared with every worker of every generation; shutdown() would
+// stop it for all of them and reset the connections in its accept queue,
+// which the next generation accepts. Sets `fd` to -1 and returns 0, or the
+// errno of close() (the copy is gone either way); a negative `fd` is left
+// alone.
+int closeListenerCopy(EventLoop& loop, int& fd);
+
 // Makes the kernel send SIGTERM (drain) to this worker when its master
 // dies, and says whether the master is still its parent: false means it
 // died already, and the worker should go. setuid() clears the parent-death
