@@ -56,6 +56,8 @@ if os.environ.get("NOTIFY_SOCKET"):
         addr = "\0" + addr[1:]
     n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     n.sendto(b"READY=1\nSTATUS=serving", addr)
+if os.environ.get("CRASH_AFTER"):  # killed by SIGALRM, after it said it is ready
+    signal.setitimer(signal.ITIMER_REAL, float(os.environ["CRASH_AFTER"]))
 if os.environ.get("PROBE_PORT"):
     probe = socket.socket()
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -449,6 +451,58 @@ class Environment(unittest.TestCase):
                          "generation 2 to answer")
                 self.assertEqual(server.stop(), 0)
                 server.cleanup()
+
+    def gen_reports(self, generation, count):
+        def there():
+            found = [r for r in self.read_reports(1)
+                     if r["env"]["MOLT_RUN_GENERATION"] == str(generation)]
+            return found if len(found) >= count else None
+        return wait_for(there, 20, "%d reports of generation %d" % (count, generation))
+
+    def test_a_program_that_crashes_after_ready_during_probation_is_rolled_back(self):
+        """Canary probation: the old program serves on and is never told to
+        stop; the new one, which said READY=1 and then dies, is gone."""
+        server = self.start_env_workers(workers=1, stop_signal="SIGTERM")
+        server.write_config(probation=5)
+        server.start()
+        (old,) = self.gen_reports(1, 1)
+        server.write_config(program=server.settings["program"].replace(
+            "APP_NAME=env", "APP_NAME=env CRASH_AFTER=1.0"))
+        st = server.reload(signal.SIGHUP, timeout=30)
+        self.assertEqual(st["last_reload"]["result"], "rolled_back", st["last_reload"])
+        print("rollback: %s" % st["last_reload"]["reason"])
+        self.assertIn("SIGALRM", st["last_reload"]["reason"])
+        self.assertEqual(st["generation"], 1)
+        (new,) = self.gen_reports(2, 1)
+        self.assertFalse(alive(new["pid"]))
+        self.assertTrue(alive(old["pid"]))
+        self.assertFalse(os.path.exists(os.path.join(self.reports, "%d.json.stopped" % old["pid"])),
+                         "the old program was told to stop")
+        for _ in range(5):
+            self.assertEqual(http_get(server.port), (200, "env gen 1 slot 0\n"))
+        self.assertEqual(server.stop(), 0)
+
+    def test_a_hup_that_changes_workers_and_adds_a_listener(self):
+        server = self.start_env_workers(workers=1, stop_signal="SIGTERM")
+        server.start()
+        self.gen_reports(1, 1)
+        extra_port = free_port()
+        server.write_config(workers=2, bind=server.settings["bind"] +
+                            ", extra=127.0.0.1:%d" % extra_port)
+        st = server.reload(signal.SIGHUP, timeout=30)
+        self.assertEqual((st["last_reload"]["result"], st["generation"]), ("ok", 2),
+                         st["last_reload"])
+        self.assertEqual(len(st["workers"]), 2)
+        reports = self.gen_reports(2, 2)
+        self.assertEqual(sorted(r["env"]["MOLT_RUN_SLOT"] for r in reports), ["0", "1"])
+        for r in reports:
+            self.assertEqual(r["env"]["LISTEN_FDS"], "4")
+            self.assertEqual(r["env"]["LISTEN_FDNAMES"], "web:unknown:dns:extra")
+            self.assertIn(str(extra_port), r["listeners"][3]["name"])
+        wait_for(lambda: http_get(server.port)[1].startswith("env gen 2 "), 20,
+                 "generation 2 to answer")
+        self.assertTrue(http_get(extra_port)[1].startswith("env gen 2 "))
+        self.assertEqual(server.stop(), 0)
 
     def test_program_that_never_says_ready_fails_the_reload(self):
         # A program that exits before it is ready fails its generation's
