@@ -56,6 +56,8 @@ if os.environ.get("NOTIFY_SOCKET"):
         addr = "\0" + addr[1:]
     n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     n.sendto(b"READY=1\nSTATUS=serving", addr)
+if os.environ.get("CRASH_AFTER"):  # killed by SIGALRM, after it said it is ready
+    signal.setitimer(signal.ITIMER_REAL, float(os.environ["CRASH_AFTER"]))
 if os.environ.get("PROBE_PORT"):
     probe = socket.socket()
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -450,6 +452,58 @@ class Environment(unittest.TestCase):
                 self.assertEqual(server.stop(), 0)
                 server.cleanup()
 
+    def gen_reports(self, generation, count):
+        def there():
+            found = [r for r in self.read_reports(1)
+                     if r["env"]["MOLT_RUN_GENERATION"] == str(generation)]
+            return found if len(found) >= count else None
+        return wait_for(there, 20, "%d reports of generation %d" % (count, generation))
+
+    def test_a_program_that_crashes_after_ready_during_probation_is_rolled_back(self):
+        """Canary probation: the old program serves on and is never told to
+        stop; the new one, which said READY=1 and then dies, is gone."""
+        server = self.start_env_workers(workers=1, stop_signal="SIGTERM")
+        server.write_config(probation=5)
+        server.start()
+        (old,) = self.gen_reports(1, 1)
+        server.write_config(program=server.settings["program"].replace(
+            "APP_NAME=env", "APP_NAME=env CRASH_AFTER=1.0"))
+        st = server.reload(signal.SIGHUP, timeout=30)
+        self.assertEqual(st["last_reload"]["result"], "rolled_back", st["last_reload"])
+        print("rollback: %s" % st["last_reload"]["reason"])
+        self.assertIn("SIGALRM", st["last_reload"]["reason"])
+        self.assertEqual(st["generation"], 1)
+        (new,) = self.gen_reports(2, 1)
+        self.assertFalse(alive(new["pid"]))
+        self.assertTrue(alive(old["pid"]))
+        self.assertFalse(os.path.exists(os.path.join(self.reports, "%d.json.stopped" % old["pid"])),
+                         "the old program was told to stop")
+        for _ in range(5):
+            self.assertEqual(http_get(server.port), (200, "env gen 1 slot 0\n"))
+        self.assertEqual(server.stop(), 0)
+
+    def test_a_hup_that_changes_workers_and_adds_a_listener(self):
+        server = self.start_env_workers(workers=1, stop_signal="SIGTERM")
+        server.start()
+        self.gen_reports(1, 1)
+        extra_port = free_port()
+        server.write_config(workers=2, bind=server.settings["bind"] +
+                            ", extra=127.0.0.1:%d" % extra_port)
+        st = server.reload(signal.SIGHUP, timeout=30)
+        self.assertEqual((st["last_reload"]["result"], st["generation"]), ("ok", 2),
+                         st["last_reload"])
+        self.assertEqual(len(st["workers"]), 2)
+        reports = self.gen_reports(2, 2)
+        self.assertEqual(sorted(r["env"]["MOLT_RUN_SLOT"] for r in reports), ["0", "1"])
+        for r in reports:
+            self.assertEqual(r["env"]["LISTEN_FDS"], "4")
+            self.assertEqual(r["env"]["LISTEN_FDNAMES"], "web:unknown:dns:extra")
+            self.assertIn(str(extra_port), r["listeners"][3]["name"])
+        wait_for(lambda: http_get(server.port)[1].startswith("env gen 2 "), 20,
+                 "generation 2 to answer")
+        self.assertTrue(http_get(extra_port)[1].startswith("env gen 2 "))
+        self.assertEqual(server.stop(), 0)
+
     def test_program_that_never_says_ready_fails_the_reload(self):
         # A program that exits before it is ready fails its generation's
         # start; the old generation serves on.
@@ -465,7 +519,8 @@ class Environment(unittest.TestCase):
 
 
 # A "new molt-run binary" for the fault cases: it answers --check-config as
-# FAULT says (the real one, or a failure), and after the exec it exits, hangs,
+# FAULT says (the real one, or a failure; for kill-sync, once KILL_FILE.go
+# exists), and after the exec it exits, hangs, kills the synchronizer,
 # exits once the real molt-run it became adopted the workers (within
 # probation), or
 # kills one worker (whose pid is in KILL_FILE) and becomes the real
@@ -479,6 +534,10 @@ if "--check-config" in args or "-t" in args:
     if fault == "check":
         print("not a molt-run", flush=True)
         sys.exit(1)
+    if fault == "kill-sync":
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not os.path.exists(os.environ["KILL_FILE"] + ".go"):
+            time.sleep(0.02)
     os.execv(real, [real] + args)
 if fault == "exit":
     os._exit(3)
@@ -494,6 +553,14 @@ if fault == "exit-later":
             time.sleep(0.05)
         os.kill(master, signal.SIGKILL)
         os._exit(0)
+if fault == "kill-sync":
+    me = os.getpid()
+    for child in open("/proc/%d/task/%d/children" % (me, me)).read().split():
+        if open("/proc/%s/comm" % child).read().strip() == "molt-run-sync":
+            os.kill(int(child), signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and open("/proc/%s/stat" % child).read().rsplit(")", 1)[1].split()[0] != "Z":
+                time.sleep(0.01)
 if fault == "kill-worker":
     victim = int(open(os.environ["KILL_FILE"]).read())
     os.kill(victim, signal.SIGKILL)
@@ -653,6 +720,32 @@ class SelfUpgrade(unittest.TestCase):
         self.assertEqual((st["pid"], st["generation"]), (master, 1))
         self.assertEqual(self.workers(server)[1:], (keepers, programs))
         load.assert_no_failures(self)
+        self.assertEqual(server.stop(), 0)
+
+    def test_a_reload_queued_behind_an_exec_whose_synchronizer_died_runs_after_it(self):
+        """The new image finds the synchronizer gone as it adopts the
+        workers: the seamless reload's record ends before the queued SIGHUP
+        starts, so that SIGHUP's own record is the last one."""
+        server = self.start(workers=1, fault="kill-sync")
+        self.use_binary(server, server.faulty)
+        server.send_signal(signal.SIGUSR1)
+        server.wait_status(lambda s: s["reload_in_progress"] == "seamless", "the check", 20)
+        server.send_signal(signal.SIGHUP)
+        server.wait_status(lambda s: s["pending_reload"] == "reload", "the SIGHUP queued", 10)
+        open(server.kill_file + ".go", "w").close()
+        st = server.wait_status(lambda s: s["generation"] == 2 and s["state"] == "running" and
+                                s["reload_in_progress"] == "none" and
+                                s["pending_reload"] == "none", "the queued SIGHUP to end", 40)
+        self.assertEqual((st["last_reload"]["kind"], st["last_reload"]["result"]),
+                         ("reload", "ok"), st["last_reload"])
+        self.assertEqual(st["reloads"], 2)
+        wait_for(lambda: all(http_get(server.port)[1].startswith("app gen 2 ") for _ in range(4)),
+                 20, "generation 2 alone to answer")
+        log = open(server.log).read()
+        gone = log.index("is gone", log.index("adopted: "))
+        seamless_done = log.index("seamless done", gone)
+        queued_start = log.index("reload requested by queue", gone)
+        self.assertLess(seamless_done, queued_start, log[gone:queued_start + 200])
         self.assertEqual(server.stop(), 0)
 
     def rescued(self, fault, reason, probation=0, reload_timeout=20):

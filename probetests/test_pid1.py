@@ -14,26 +14,47 @@ UNSHARE = shutil.which("unshare")
 NSENTER = shutil.which("nsenter")
 
 
-def namespaces_work():
+# A new PID namespace as root does it, then as an unprivileged user can
+# where plain unshare --pid is refused: inside a user namespace of its own,
+# mapped to root there. Each comes with what nsenter needs to join it.
+NAMESPACE_FORMS = [
+    (["--pid", "--fork", "--mount-proc"], ["--pid", "--mount"]),
+    (["--user", "--map-root-user", "--pid", "--fork", "--mount-proc"],
+     ["--user", "--pid", "--mount"]),
+]
+if os.environ.get("MOLT_PID1_USER_NAMESPACE"):  # to try the second form where both work
+    NAMESPACE_FORMS = NAMESPACE_FORMS[1:]
+
+
+def namespace_form():
+    """The first (unshare, nsenter) options that make a PID namespace here,
+    or None."""
     if not UNSHARE or not NSENTER:
-        return False
-    try:
-        out = subprocess.run([UNSHARE, "--pid", "--fork", "--mount-proc", "sh", "-c", "echo $$"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and out.stdout.strip() == "1"
+        return None
+    for form in NAMESPACE_FORMS:
+        try:
+            out = subprocess.run([UNSHARE] + form[0] + ["sh", "-c", "echo $$"],
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() == "1":
+            return form
+    return None
 
 
-@unittest.skipUnless(namespaces_work(), "PID namespaces (unshare --pid) are not available here")
+FORM = namespace_form()
+
+
+@unittest.skipUnless(FORM, "PID namespaces (unshare --pid, nor inside --user) are not available here")
 class AsPid1(unittest.TestCase):
     def test_reloads_and_rollbacks_keep_pid_1(self):
         server = Moltd(self, workers=2, probation=3, binary=MOLTD_FAULTY)
         fault = os.path.join(server.dir, "fault")
         env = dict(os.environ, MOLT_TEST_FAULT_FILE=fault)
         server.start(wait=False, env=env,
-                     argv=[UNSHARE, "--pid", "--fork", "--mount-proc", "--kill-child",
-                           MOLTD_FAULTY, "--config", server.config])
+                     argv=[UNSHARE] + FORM[0] + ["--kill-child", MOLTD_FAULTY,
+                                                 "--config", server.config])
+        print("namespace: unshare %s" % " ".join(FORM[0]))
         server.wait_running()
         outer = wait_for(lambda: children_of(server.pid), 10, "moltd under unshare")[0]
         st = server.status()
@@ -62,7 +83,7 @@ class AsPid1(unittest.TestCase):
         self.assertEqual(children_of(server.pid), [outer])
 
         # Orphans in the namespace are reparented to moltd, which reaps them.
-        subprocess.run([NSENTER, "--target", str(outer), "--pid", "--mount", "sh", "-c",
+        subprocess.run([NSENTER, "--target", str(outer)] + FORM[1] + ["sh", "-c",
                         "sleep 0.3 & sleep 0.3 & exit 0"], check=True, timeout=10)
         wait_for(lambda: server.wait_log("reaped unknown child pid") and
                  not zombie_children(outer), 10, "the orphans to be reaped")

@@ -61,6 +61,18 @@ BOOST_AUTO_TEST_CASE(the_5xx_share_is_judged_past_the_minimum_count) {
   BOOST_TEST(*why == "40 of 40 answers were 5xx (100%, limit 50%)");
 }
 
+BOOST_AUTO_TEST_CASE(a_heartbeat_older_than_the_bound_fails_and_none_is_not_judged) {
+  const int64_t now = 1000000;
+  for (int64_t age = 0; age <= 5000; age += 50) {
+    auto why = reload::heartbeatFailsProbation(now - age, now);
+    BOOST_TEST(why.has_value() == (age > reload::kHeartbeatTimeoutMs), age);
+    BOOST_TEST(!reload::heartbeatFailsProbation(0, now + age).has_value());
+    BOOST_TEST(reload::heartbeatFailsProbation(now - age, now, 1000).has_value() == (age > 1000));
+  }
+  BOOST_TEST(*reload::heartbeatFailsProbation(now - 2500, now) ==
+             "stopped turning its loop: no turn for 2.5 s (limit 2.0 s)");
+}
+
 BOOST_AUTO_TEST_CASE(probation_passes_at_its_end_unless_a_failure_was_seen) {
   BOOST_TEST((reload::judgeProbation(5, 10, false) == ProbationVerdict::kGoOn));
   BOOST_TEST((reload::judgeProbation(10, 10, false) == ProbationVerdict::kPass));

@@ -4,7 +4,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/epoll.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
 #include <boost/test/unit_test.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -16,6 +21,7 @@
 #include "reload/shared_counters.h"
 #include "reload/signals.h"
 #include "reload/worker_signals.h"
+#include "loopback_listener.h"
 
 using reload::WorkerOrder;
 
@@ -175,6 +181,64 @@ BOOST_AUTO_TEST_CASE(a_worker_whose_master_died_drains_once_and_never_stands_by_
   orders = ordersAfter(loop, signals, {SIGHUP});
   BOOST_CHECK(orders.empty());
   BOOST_CHECK(signals.take().empty());
+}
+
+BOOST_AUTO_TEST_CASE(the_loop_stamps_the_heartbeat_while_it_turns_and_only_then) {
+  BlockedSignals blocked;
+  reload::EventLoop loop;
+  reload::SharedCounters counters;
+  std::atomic<int64_t> heartbeat{0};
+  reload::WorkerContext context;
+  context.generation = 3;
+  context.masterPid = getppid();
+  context.counters = &counters;
+  context.heartbeat = &heartbeat;
+  const int64_t before = reload::monotonicMs();
+  reload::WorkerSignals signals(loop, context);
+  const int64_t first = heartbeat.load();
+  BOOST_TEST(first >= before);  // stamped as it is made
+  // Not turned: no new stamp, however long it waits.
+  usleep((reload::WorkerSignals::kHeartbeatIntervalMs + 50) * 1000);
+  BOOST_TEST(heartbeat.load() == first);
+  // Turned: the heartbeat's timer (the only one) wakes the loop and stamps.
+  const int64_t deadline = reload::monotonicMs() + 5000;
+  while (heartbeat.load() == first && reload::monotonicMs() < deadline) loop.runOnce(-1);
+  BOOST_TEST(heartbeat.load() > first);
+  BOOST_TEST(heartbeat.load() - first >= reload::WorkerSignals::kHeartbeatIntervalMs);
+}
+
+// A drained worker's copy goes; the socket, which the next generation
+// accepts on, stays whole: a connection queued before the close and one
+// made after are both accepted on another copy (shutdown() would have reset
+// the first and refused the second).
+BOOST_AUTO_TEST_CASE(closing_a_listener_copy_leaves_the_socket_to_the_others) {
+  reload::EventLoop loop;
+  int port = 0;
+  reload::Fd listener = listenOnLoopback(&port);
+  int copy = dup(listener.get());
+  BOOST_REQUIRE(copy >= 0);
+  reload::FunctionHandler ignore([](uint32_t) {});
+  loop.add(copy, EPOLLIN, &ignore);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  auto connectOne = [&] {
+    reload::Fd client(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    BOOST_REQUIRE(client);
+    BOOST_REQUIRE(connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    return client;
+  };
+  reload::Fd queued = connectOne();
+  BOOST_TEST(reload::closeListenerCopy(loop, copy) == 0);
+  BOOST_TEST(copy == -1);
+  BOOST_TEST(loop.watchedDescriptors() == 0u);
+  BOOST_TEST(reload::closeListenerCopy(loop, copy) == 0);  // nothing left to close
+  reload::Fd later = connectOne();
+  for (int i = 0; i < 2; ++i) {
+    reload::Fd accepted(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    BOOST_TEST(accepted.valid(), "accept " << i << ": " << std::strerror(errno));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_worker_without_shared_counters_is_refused) {

@@ -31,7 +31,7 @@ class Hello : public reload::TypedService<HelloConfig> {
     std::string answer = "HTTP/1.0 200 OK\r\n\r\n" + config.greeting + " from generation " +
                          std::to_string(ctx.generation) + "\n";
     // The listeners are non-blocking and shared with every worker of every
-    // generation: take what is queued, close our copy, never shutdown() one.
+    // generation: take what is queued, then close our copy (closeListenerCopy).
     auto answerQueued = [&answer](int listener) {
       for (int c; (c = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; close(c))
         (void)!write(c, answer.data(), answer.size());
@@ -47,10 +47,9 @@ class Hello : public reload::TypedService<HelloConfig> {
       loop.runOnce(static_cast<int>(reload::WorkerSignals::kParentCheckMs));
       for (reload::WorkerOrder order : signals.take()) {
         if (order == reload::WorkerOrder::kDrain) {  // a new generation serves
-          accepting(false);
           for (int fd : ctx.listenerFds) {
             answerQueued(fd);
-            close(fd);
+            reload::closeListenerCopy(loop, fd);
           }
           return 0;
         }

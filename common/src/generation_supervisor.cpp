@@ -74,6 +74,7 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
       throw;
     }
   }
+  std::optional<size_t> heartbeat = heartbeats_.take();
   log::flush();
   pid_t pid = 0;
   try {
@@ -98,14 +99,17 @@ pid_t MasterImpl::spawnWorker(uint64_t generation, int slot,
     context.nice = workerNice_;
     context.config = config;
     context.counters = counters_shared_.get();
+    context.heartbeat = heartbeat ? heartbeats_.word(*heartbeat) : nullptr;
     int code = service_.runWorker(context);
     log::flush();
     return code;
     });
   } catch (...) {
     readyPipes_.erase(token);
+    if (heartbeat) heartbeats_.giveBack(*heartbeat);
     throw;
   }
+  if (heartbeat) heartbeatOf_[pid] = *heartbeat;
   if (usePipe) readyPipes_.at(token).pid = pid;
   WorkerInfo info;
   info.pid = pid;
@@ -323,15 +327,29 @@ bool MasterImpl::beginProbation(uint64_t previous, ReloadKind kind,
   return true;
 }
 
-void MasterImpl::checkProbationAnswers() {
+void MasterImpl::checkProbation() {
   const auto& probation = state_.probation();
   if (!probation) return;
   AnswerCounts answers;
   answers.total = counters_shared_->load(generationAnswersSlot(probation->generation));
   answers.serverErrors = counters_shared_->load(generationServerErrorsSlot(probation->generation));
-  if (auto why = answersFailProbation(answers, probationLimits_)) {
-    failProbation("generation " + std::to_string(probation->generation) + ": " + *why);
-    return;
+  std::optional<std::string> failure;
+  if (auto why = answersFailProbation(answers, probationLimits_))
+    failure = "generation " + std::to_string(probation->generation) + ": " + *why;
+  const int64_t nowMs = monotonicMs();
+  for (const auto& w : registry_.ofGeneration(probation->generation)) {
+    if (failure) break;
+    auto word = heartbeatOf_.find(w.pid);
+    if (w.state == WorkerState::kDraining || word == heartbeatOf_.end()) continue;
+    if (auto why = heartbeatFailsProbation(heartbeats_.load(word->second), nowMs))
+      failure = "worker " + std::to_string(w.generation) + "." + std::to_string(w.slot) +
+                " (pid " + std::to_string(w.pid) + ") " + *why;
+  }
+  switch (judgeProbation(monotonicSeconds(), probationReadyAt_ + probationLimits_.seconds,
+                         failure.has_value())) {
+    case ProbationVerdict::kFail: failProbation(*failure); return;
+    case ProbationVerdict::kPass: passProbation(); return;
+    case ProbationVerdict::kGoOn: break;
   }
   probationCheckTimer_.arm(loop_.nowMs() + 100);
 }

@@ -471,6 +471,10 @@ void MasterImpl::onChildExit(pid_t pid, int status) {
   for (auto it = readyPipes_.begin(); it != readyPipes_.end();)
     it = it->second.pid == pid ? readyPipes_.erase(it) : std::next(it);
   forgetReadiness(pid);
+  if (auto word = heartbeatOf_.find(pid); word != heartbeatOf_.end()) {
+    heartbeats_.giveBack(word->second);
+    heartbeatOf_.erase(word);
+  }
   auto info = registry_.remove(pid);
   if (!info) {
     MOLT_LOG(kDebug) << "reaped unknown child pid " << pid << ": " << describeWaitStatus(status);

@@ -38,6 +38,7 @@
 #include "reload/event_loop.h"
 #include "reload/fd.h"
 #include "reload/handoff.h"
+#include "reload/heartbeats.h"
 #include "reload/listener_set.h"
 #include "reload/listeners.h"
 #include "reload/master.h"
@@ -116,7 +117,9 @@ class MasterImpl {
   // Probation (see probation.h)
   bool beginProbation(uint64_t previous, ReloadKind kind,
                       const std::shared_ptr<const LoadedConfig>& config);
-  void checkProbationAnswers();
+  // The verdict on the generation on probation at this moment: its answers
+  // and its workers' heartbeats fail it; its end passes it.
+  void checkProbation();
   void passProbation();
   void failProbation(const std::string& reason);
   void drainGeneration(uint64_t generation, bool signal);
@@ -300,12 +303,14 @@ class MasterImpl {
   double probationServingMs_ = 0;
   ProbationLimits probationLimits_;
   ProbationStyle probationStyle_ = ProbationStyle::kStandby;
-  FunctionTimer probationTimer_{loop_, guarded("probation", [this] {
-                                  if (state_.probation()) passProbation();
-                                })};
-  FunctionTimer probationCheckTimer_{loop_, guarded("probation answers", [this] {
-                                       checkProbationAnswers();
+  FunctionTimer probationTimer_{loop_, guarded("probation", [this] { checkProbation(); })};
+  FunctionTimer probationCheckTimer_{loop_, guarded("probation check", [this] {
+                                       checkProbation();
                                      })};
+  // The workers' heartbeat words, and which word each worker this image
+  // forked stamps.
+  Heartbeats heartbeats_;
+  std::map<pid_t, size_t> heartbeatOf_;
   // This image's binary, open: the last good one once its generation passed
   // probation. A new image also holds the binary of the image before until
   // its own generation passes (lastGoodBinary_), to run it again on a

@@ -37,6 +37,16 @@ std::optional<std::string> answersFailProbation(const AnswerCounts& answers,
   return std::string(text);
 }
 
+std::optional<std::string> heartbeatFailsProbation(int64_t stampMs, int64_t nowMs,
+                                                   int64_t timeoutMs) {
+  if (stampMs == 0 || nowMs - stampMs <= timeoutMs) return std::nullopt;
+  char text[120];
+  std::snprintf(text, sizeof text, "stopped turning its loop: no turn for %.1f s (limit %.1f s)",
+                static_cast<double>(nowMs - stampMs) / 1000.0,
+                static_cast<double>(timeoutMs) / 1000.0);
+  return std::string(text);
+}
+
 ProbationVerdict judgeProbation(double now, double endsAt, bool failureSeen) {
   if (failureSeen) return ProbationVerdict::kFail;
   return now >= endsAt ? ProbationVerdict::kPass : ProbationVerdict::kGoOn;

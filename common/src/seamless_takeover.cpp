@@ -281,8 +281,10 @@ void MasterImpl::adoptRunningWorkers(const HandoffEnv& env) {
   if (!told) {
     notifyFd_.reset();
     MOLT_LOG(kWarning) << "synchronizer pid " << syncPid_ << " is gone";
-    closeHandoffState("synchronizer gone");
+    // The reload's record first: closing the handoff state may start a
+    // queued reload, whose record this must not end.
     finishReload(ReloadKind::kSeamless, "ok", "", state_.servingGeneration());
+    closeHandoffState("synchronizer gone");
     return;
   }
   if (!ready.probation) {

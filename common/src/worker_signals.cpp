@@ -4,6 +4,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <stdexcept>
 #include <utility>
@@ -35,8 +36,16 @@ WorkerSignals::WorkerSignals(EventLoop& loop, const WorkerContext& context)
     : loop_(loop),
       masterPid_(context.masterPid),
       generation_(context.generation),
-      counters_(countersOf(context)) {
+      counters_(countersOf(context)),
+      heartbeat_(context.heartbeat),
+      heartbeatTimer_(loop, [this] { stampHeartbeat(); }) {
   loop_.add(signals_.fd(), EPOLLIN, this);
+  if (heartbeat_) stampHeartbeat();
+}
+
+void WorkerSignals::stampHeartbeat() {
+  heartbeat_->store(monotonicMs(), std::memory_order_relaxed);
+  heartbeatTimer_.armIn(kHeartbeatIntervalMs);
 }
 
 WorkerSignals::~WorkerSignals() { loop_.remove(signals_.fd()); }
@@ -92,6 +101,13 @@ std::vector<WorkerOrder> WorkerSignals::take() {
   std::vector<WorkerOrder> taken;
   taken.swap(orders_);
   return taken;
+}
+
+int closeListenerCopy(EventLoop& loop, int& fd) {
+  if (fd < 0) return 0;
+  if (loop.watching(fd)) loop.remove(fd);
+  int err = ::close(std::exchange(fd, -1)) == 0 ? 0 : errno;
+  return err == EINTR ? 0 : err;  // Linux closed it anyway
 }
 
 bool watchMaster(const WorkerContext& context) {

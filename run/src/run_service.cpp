@@ -21,13 +21,13 @@ std::string runVersion() { return MOLT_VERSION; }
 
 std::string RunService::version() const { return runVersion(); }
 
-std::shared_ptr<const reload::ServiceConfig> RunService::parseConfig(
-    reload::IniConfig& ini, const reload::MasterConfig& /*master*/) {
+std::shared_ptr<const ProgramConfig> RunService::parse(reload::IniConfig& ini,
+                                                       const reload::MasterConfig& /*master*/) {
   return parseProgramConfig(ini);
 }
 
 void RunService::checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) {
-  const auto& program = static_cast<const ProgramConfig&>(*config.service);
+  const auto& program = configOf(config);
   struct stat st {};
   if (stat(program.workingDirectory.c_str(), &st) != 0)
     ini.fail("program", "working_directory", program.workingDirectory + ": " + std::strerror(errno));
@@ -41,8 +41,8 @@ void RunService::checkEnvironment(const reload::LoadedConfig& config, reload::In
     ini.fail("program", "command", why);
 }
 
-reload::GenerationPolicy RunService::generationPolicy(const reload::LoadedConfig& config) const {
-  const auto& ready = static_cast<const ProgramConfig&>(*config.service).ready;
+reload::GenerationPolicy RunService::policy(const ProgramConfig& program) const {
+  const auto& ready = program.ready;
   reload::GenerationPolicy policy;
   policy.drainSignal = SIGTERM;
   policy.probation = reload::ProbationStyle::kCanary;
@@ -72,12 +72,12 @@ reload::GenerationPolicy RunService::generationPolicy(const reload::LoadedConfig
   return policy;
 }
 
-int RunService::runWorker(const reload::WorkerContext& context) noexcept {
-  return runKeeper(context, static_cast<const ProgramConfig&>(*context.config->service));
+int RunService::serve(const reload::WorkerContext& context, const ProgramConfig& program) noexcept {
+  return runKeeper(context, program);
 }
 
 void RunService::addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) {
-  const auto& program = static_cast<const ProgramConfig&>(*config.service);
+  const auto& program = configOf(config);
   reload::JsonArray argv;
   for (const auto& word : program.argv) argv.push(word);
   reload::JsonObject described;

@@ -11,7 +11,7 @@ namespace run {
 
 std::string runVersion();
 
-class RunService : public reload::Service {
+class RunService : public reload::TypedService<ProgramConfig> {
  public:
   std::string version() const override;
   std::string name() const override { return "molt-run"; }
@@ -26,16 +26,16 @@ class RunService : public reload::Service {
   reload::SeamlessReload seamlessReload() const override {
     return reload::SeamlessReload::kAdoptWorkers;
   }
-  std::shared_ptr<const reload::ServiceConfig> parseConfig(reload::IniConfig& ini,
-                                                           const reload::MasterConfig& master) override;
+  std::shared_ptr<const ProgramConfig> parse(reload::IniConfig& ini,
+                                             const reload::MasterConfig& master) override;
   // The command must resolve to an executable file and the working
   // directory must exist, as the program's user will see them.
   void checkEnvironment(const reload::LoadedConfig& config, reload::IniConfig& ini) override;
-  int runWorker(const reload::WorkerContext& context) noexcept override;
+  int serve(const reload::WorkerContext& context, const ProgramConfig& program) noexcept override;
   // The master watches [program] ready (READY=1 comes through the worker),
   // tells a worker to stop with SIGTERM (the worker passes stop_signal on),
   // and runs probation as a canary: the old generation is never paused.
-  reload::GenerationPolicy generationPolicy(const reload::LoadedConfig& config) const override;
+  reload::GenerationPolicy policy(const ProgramConfig& program) const override;
   void addStatus(const reload::LoadedConfig& config, reload::JsonObject& status) override;
 };
 

@@ -1,6 +1,7 @@
 #include "test_faults.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -31,6 +32,13 @@ Fault readFault() {
   std::ifstream in(path);
   in >> fault.kind >> fault.seconds;
   return fault;
+}
+
+// The thread that runs the worker's loop stops here for good, in a signal
+// handler: the process stays alive (its pool's threads too), the loop
+// never turns again.
+void hangForEver(int) {
+  for (;;) pause();
 }
 
 void crashNow(int) {
@@ -90,6 +98,20 @@ int FaultyService::serve(const reload::WorkerContext& context,
     when.it_value.tv_usec = static_cast<suseconds_t>((fault.seconds - static_cast<double>(when.it_value.tv_sec)) * 1e6);
     if (when.it_value.tv_sec == 0 && when.it_value.tv_usec == 0) when.it_value.tv_usec = 1;
     setitimer(ITIMER_REAL, &when, nullptr);
+  }
+  if (fault.kind == "worker-hang") {
+    struct sigaction hang {};
+    hang.sa_handler = hangForEver;
+    sigaction(SIGALRM, &hang, nullptr);
+    sigset_t alarm;
+    sigemptyset(&alarm);
+    sigaddset(&alarm, SIGALRM);
+    pthread_sigmask(SIG_UNBLOCK, &alarm, nullptr);
+    pthread_t loopThread = pthread_self();  // the signal goes to this thread alone
+    std::thread([loopThread, seconds = fault.seconds] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+      pthread_kill(loopThread, SIGALRM);
+    }).detach();
   }
   return MoltdService::serve(context, config);
 }

@@ -4,6 +4,8 @@
 // read when a worker or a re-executed master starts:
 //   worker-crash SECONDS  a worker dies of SIGSEGV SECONDS after it starts
 //   worker-500            a worker answers every request with 500
+//   worker-hang SECONDS   a worker's loop stops turning SECONDS after it starts
+//                         (its thread waits in a signal handler for ever)
 //   master-exit SECONDS   a re-executed master exits (status 3) SECONDS in
 //   master-hang SECONDS   a re-executed master stops (SIGSTOP) SECONDS in
 // A master fault fires once: the file is removed when it is armed.

@@ -119,10 +119,9 @@ class Worker : public ConnectionOwner {
       if (l->fd < 0) continue;
       acceptUpTo(*l, kMaxQueuedAtDrain);
       if (l->fd < 0) continue;
-      loop_.remove(l->fd);
-      // Never shutdown(): the next generation accepts on the same sockets.
-      ::close(l->fd);
-      l->fd = -1;
+      const int fd = l->fd;
+      if (int err = reload::closeListenerCopy(loop_, l->fd))
+        MOLT_LOG(kWarning) << "close listener copy fd " << fd << ": " << std::strerror(err);
     }
   }
 

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -139,6 +140,9 @@ struct WorkerContext {
   int nice = 0;      // the priority to serve at, once ready
   std::shared_ptr<const LoadedConfig> config;
   SharedCounters* counters = nullptr;  // shared with every process of the server
+  // The word this worker's loop stamps (WorkerSignals does) for the master
+  // to see that the loop turns; null when there is none.
+  std::atomic<int64_t>* heartbeat = nullptr;
 };
 
 class Service {

@@ -32,6 +32,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -69,16 +70,23 @@ class WorkerSignals : public EventHandler {
   // at most one per call, after any other order of the call; none comes
   // once a drain was ordered: a draining worker never accepts again.
   static constexpr int64_t kParentCheckMs = 100;
+  // How often the loop stamps the worker's heartbeat word
+  // (WorkerContext::heartbeat), from a timer of its own: a loop that stops
+  // turning stops stamping.
+  static constexpr int64_t kHeartbeatIntervalMs = 250;
   std::vector<WorkerOrder> take();
 
   void onEvents(uint32_t events) override;
 
  private:
+  void stampHeartbeat();
   EventLoop& loop_;
   pid_t masterPid_;
   uint64_t generation_;
   SharedCounters& counters_;
   SignalFd signals_;
+  std::atomic<int64_t>* heartbeat_;
+  FunctionTimer heartbeatTimer_;
   std::vector<WorkerOrder> orders_;
   bool masterWoke_ = false;  // a SIGUSR1 or SIGHUP from the master since the last take()
   bool standingBy_ = false;  // as last ordered
@@ -87,6 +95,15 @@ class WorkerSignals : public EventHandler {
   bool parentChecked_ = false;
   int64_t lastParentCheckMs_ = 0;
 };
+
+// Closes this process's copy of a listener (a drain ends with it): takes it
+// off `loop` if it is watched there, then close(), never shutdown(). The
+// socket is shared with every worker of every generation; shutdown() would
+// stop it for all of them and reset the connections in its accept queue,
+// which the next generation accepts. Sets `fd` to -1 and returns 0, or the
+// errno of close() (the copy is gone either way); a negative `fd` is left
+// alone.
+int closeListenerCopy(EventLoop& loop, int& fd);
 
 // Makes the kernel send SIGTERM (drain) to this worker when its master
 // dies, and says whether the master is still its parent: false means it

@@ -49,6 +49,19 @@ struct AnswerCounts {
 std::optional<std::string> answersFailProbation(const AnswerCounts& answers,
                                                 const ProbationLimits& limits);
 
+// A worker's loop stamps its heartbeat word every 250 ms
+// (WorkerSignals::kHeartbeatIntervalMs); one that has not for this long
+// stopped being ready, alive or not. Two seconds are eight missed stamps:
+// far more than a loop that serves from an event loop and leaves blocking
+// work to a pool ever spends in one turn, even under a sanitizer on a
+// loaded machine, and short beside a probation of seconds.
+constexpr int64_t kHeartbeatTimeoutMs = 2000;
+// Why a worker whose loop last stamped `stampMs` (0: never, so it has no
+// heartbeat and is not judged by one) fails probation at `nowMs`, or
+// nothing.
+std::optional<std::string> heartbeatFailsProbation(int64_t stampMs, int64_t nowMs,
+                                                   int64_t timeoutMs = kHeartbeatTimeoutMs);
+
 enum class ProbationVerdict { kGoOn, kPass, kFail };
 // A failure seen at any time fails; otherwise probation passes once `now`
 // reaches `endsAt`.
