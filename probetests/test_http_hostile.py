@@ -390,6 +390,61 @@ class FramingBounds(unittest.TestCase):
     def test_header_block(self):
         self.flood(b"GET /v1/f/x HTTP/1.1\r\nHost: x\r\nX-Long: ", b"h", 431)
 
+    def send_in_pieces(self, data, cuts):
+        """One exchange of `data`, sent whole (no cuts) or cut at `cuts`: each
+        piece goes alone, a moment after the one before, so that the worker
+        meets the cut (the pause shapes the input; nothing waits on it)."""
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            start = 0
+            for cut in sorted(cuts) + [len(data)]:
+                try:
+                    s.sendall(data[start:cut])
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                start = cut
+                if cut < len(data):
+                    time.sleep(0.02)
+            status, headers, _ = read_response(s)
+            return status, headers.get("connection")
+
+    def test_bounds_do_not_depend_on_how_the_bytes_are_cut(self):
+        # The rule, for each bound: a part one byte under, at and over its
+        # bound gets the same verdict sent whole as sent in pieces; at the
+        # bound it is served, past it refused. The chunk line (size and
+        # extensions) is bounded by 4096 bytes; the trailer section (its
+        # fields and the blank line that ends it) by max_header_size (32K).
+        def chunk_line(length):
+            line = b"1;" + b"a" * (length - 2)
+            return b"%s\r\na\r\n0\r\n\r\n" % line, len(b"1;")
+        def trailers(length):
+            field = b"X-T: " + b"t" * (length - len(b"X-T: \r\n\r\n")) + b"\r\n"
+            return b"1\r\na\r\n0\r\n" + field + b"\r\n", len(b"1\r\na\r\n0\r\n")
+        for name, bound, make, refusal in (("chunk line", 4096, chunk_line, 400),
+                                           ("trailers", 32 * 1024, trailers, 431)):
+            for length in (bound - 1, bound, bound + 1, bound + 2):
+                body, part_start = make(length)
+                part_end = part_start + length
+                expected = (201, None) if length <= bound else (refusal, "close")
+                for cuts in ([], [part_start + 1], [part_start + bound // 2],
+                             [part_end - 1], [part_end + 1], range(0, len(body), 997)):
+                    with self.subTest(part=name, length=length, cuts=str(cuts)[:30]):
+                        head = request("PUT", "/v1/f/bound", [("Transfer-Encoding", "chunked")])
+                        data = head + body
+                        got = self.send_in_pieces(data, [len(head) + c for c in cuts if c > 0])
+                        self.assertEqual(got[0], expected[0])
+                        if expected[1]:
+                            self.assertEqual(got[1], expected[1])
+        # The cases that were once accepted when they arrived whole.
+        got, _ = exchange(self.server, request("PUT", "/v1/f/ext", [("Transfer-Encoding", "chunked")],
+                                               b"1;" + b"a" * 5000 + b"\r\na\r\n0\r\n\r\n"))
+        self.assertEqual([r[0] for r in got], [400])
+        got, _ = exchange(self.server, request("PUT", "/v1/f/trl", [("Transfer-Encoding", "chunked")],
+                                               b"0\r\n" + b"X-T: 1\r\n" * (40 * 1024 // 8) + b"\r\n"))
+        self.assertEqual([r[0] for r in got], [431])
+        for key in ("ext", "trl"):
+            self.assertEqual(self.server.request("GET", "/v1/f/" + key)[0], 404)
+
     def test_chunk_larger_than_max_object_size_is_refused_at_once(self):
         server = Moltd(self, workers=1, extra_server="client_timeout = 30",
                        extra_storage="max_object_size = 1M").start()
