@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from molt_probe import Moltd, children_of, comm, read_response, wait_for
+from molt_probe import MOLTD_FAULTY, Moltd, children_of, comm, read_response, wait_for
 
 
 def responses(data, head=False):
@@ -813,6 +813,39 @@ class StoreFailures(unittest.TestCase):
         idle.close()
         self.assertEqual(worker_pids(server), [worker])
         self.assertEqual(server.request("GET", "/v1/f/new")[0], 404)
+        self.assertEqual(server.request("GET", "/v1/f")[0], 200)
+
+
+class HandlerExceptions(unittest.TestCase):
+    """An exception in a request handler ends only that request: a 500 that
+    names nothing internal, and the same worker serves on, a keep-alive
+    connection it already had included. moltd-faulty throws for marker
+    buckets: while routing (fault-route-throws) and in the end of a disk
+    task on the loop (fault-disk-throws)."""
+
+    def test_an_exception_in_a_handler_ends_that_request_only(self):
+        server = Moltd(self, workers=1, binary=MOLTD_FAULTY).start()
+        worker, = worker_pids(server)
+        self.assertEqual(server.request("PUT", "/v1/f/kept", body=b"kept")[0], 201)
+        bystander = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        self.addCleanup(bystander.close)
+        bystander.sendall(request("GET", "/v1/f/kept"))
+        self.assertEqual(read_response(bystander)[:3:2], (200, b"kept"))
+        for target, thrown in (("/v1/fault-route-throws/k", "thrown while routing"),
+                               ("/v1/fault-disk-throws", "thrown in a disk completion"),
+                               ("/v1/fault-disk-throws?prefix=a", "thrown in a disk completion")):
+            with self.subTest(target=target):
+                got, closed = exchange(server, request("GET", target))
+                self.assertEqual(len(got), 1, got)
+                status, headers, body = got[0]
+                self.assertEqual((status, headers.get("connection"), closed), (500, "close", True))
+                self.assertIn(b"internal error", body)
+                self.assertNotIn(b"test fault", body)
+                self.assertIn(thrown, server.log_text())
+                bystander.sendall(request("GET", "/v1/f/kept"))
+                self.assertEqual(read_response(bystander)[:3:2], (200, b"kept"))
+        self.assertEqual(worker_pids(server), [worker])
+        self.assertEqual(server.status()["worker_restarts"], 0)
         self.assertEqual(server.request("GET", "/v1/f")[0], 200)
 
 

@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "disk_pool.h"
+#include "test_fault_hooks.h"
 #include "md5.h"
 #include "object_versions.h"
 #include "open_file_cache.h"
@@ -322,6 +323,7 @@ void Connection::dispatch() {
 }
 
 void Connection::route(std::string_view rawPath, std::string_view query) {
+  if (testFaultHooks.routing) testFaultHooks.routing(request_.target);
   const std::string& method = request_.method;
   std::string_view decoded = rawPath;
   if (rawPath.find('%') != std::string_view::npos) {
@@ -404,6 +406,7 @@ std::function<void()> Connection::diskDone(std::function<void()> done) {
     --pendingDisk_;
     if (phase_ == Phase::kClosed) return closedTaskBack();
     guarded([&] {
+      if (testFaultHooks.diskCompletion) testFaultHooks.diskCompletion(request_.target);
       next();
       advance();
     });
