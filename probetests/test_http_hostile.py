@@ -308,6 +308,51 @@ class RefusedBodies(unittest.TestCase):
         self.assertEqual(self.run_cases(self.cases(("GET", "HEAD"), ["/healthcheck"], [()])), {503})
 
 
+    def store_cases(self):
+        return list(self.cases(("PUT",), ["/v1/h/present"], [()]))
+
+    def test_bodies_of_puts_the_store_refuses_are_never_parsed(self):
+        # No volume takes writes (min_free_bytes above the disk's size): the
+        # store refuses the upload, 507, before any body byte is read.
+        self.assertEqual(self.server.stop(), 0)
+        self.server.write_config(extra_storage=self.server.settings["extra_storage"] +
+                                 "\nmin_free_bytes = 1000000T")
+        self.server.start()
+        # content-length-over-max is refused before the store is asked.
+        self.assertEqual(self.run_cases(self.store_cases()), {413, 507})
+
+    @unittest.skipUnless(os.environ.get("FAULT_SHIM"), "needs FAULT_SHIM (run through ctest)")
+    def test_bodies_of_puts_whose_temp_file_cannot_be_made_are_never_parsed(self):
+        # The worker's open() of the upload's temp file fails: 500 before
+        # any body byte is read. The shim fails one call per worker process,
+        # so each case gets a worker of its own (SIGHUP).
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1, extra_server="client_timeout = 2",
+                       extra_storage="max_object_size = %d" % MAX_OBJECT)
+        env, arm, fired = fault_env(server, "open:worker:1")
+        server.start(env=env)
+        for key in ("victim", "present-PUT"):
+            self.assertEqual(server.request("PUT", "/v1/h/" + key, body=b"precious")[0], 201)
+        self.server = server
+        reaching = [c for c in self.store_cases() if c[0][2] != "content-length-over-max"]
+        self.assertEqual(len(reaching), 4)
+        for case in reaching:
+            with self.subTest(framing=case[0][2]):
+                if os.path.exists(fired):
+                    os.unlink(fired)
+                    generation = server.status()["generation"]
+                    server.send_signal(signal.SIGHUP)
+                    server.wait_generation(generation + 1)
+                    server.wait_no_draining()
+                open(arm, "w").close()
+                try:
+                    statuses = self.run_cases([case])
+                finally:
+                    os.unlink(arm)
+                self.assertTrue(os.path.exists(fired))
+                self.assertEqual(statuses, {500})
+
+
 def worker_pids(server):
     return [p for p in children_of(server.pid) if comm(p).startswith("moltd-w")]
 
