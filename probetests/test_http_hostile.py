@@ -6,6 +6,7 @@ import concurrent.futures
 import fcntl
 import itertools
 import os
+import select
 import shutil
 import signal
 import socket
@@ -716,7 +717,8 @@ class Framing(unittest.TestCase):
         with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.sendall(request("GET", "/v1/f/big-download"))
-            time.sleep(3)  # the reader takes nothing for 3 x client_timeout
+            # The reader takes nothing: cut (a reset) after client_timeout.
+            self.assertLess(wait_for_reset(s, 20), 20, "never cut")
             got = 0
             try:
                 while True:
@@ -729,6 +731,18 @@ class Framing(unittest.TestCase):
             self.assertLess(got, size)
 
 
+def wait_for_reset(sock, timeout):
+    """Seconds until the peer resets `sock` (POLLERR or POLLHUP), read or
+    not; `timeout` if it never does."""
+    poller = select.poll()
+    poller.register(sock, select.POLLERR | select.POLLHUP)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(50)):
+            return time.monotonic() - started
+    return timeout
+
+
 class SlowReaders(unittest.TestCase):
     """Progress is what the client takes, not what moltd writes: a reader
     that keeps taking bytes, however slowly, is never cut; one that takes
@@ -738,9 +752,18 @@ class SlowReaders(unittest.TestCase):
         server = Moltd(self, workers=1, extra_server="client_timeout = 1").start()
         body = os.urandom(24 * 1024 * 1024)
         self.assertEqual(server.request("PUT", "/v1/s/large", body=body)[0], 201)
-        rate = 128 * 1024
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        # 16 KB/s: slower than the kernel wakes a writer on any send buffer
+        # larger than about 48 KB within client_timeout, so counting the
+        # bytes moltd writes instead of those taken would cut it.
+        rate = 16 * 1024
+        with socket.socket() as s:
+            # A small receive buffer, set before the connection advertises
+            # its window: the window then opens (and moltd sees bytes taken)
+            # several times a second at this rate. A reader's progress shows
+            # to the sender only as its window opens.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(10)
+            s.connect(("127.0.0.1", server.port))
             s.sendall(request("GET", "/v1/s/large"))
             got = b""
             started = time.monotonic()
@@ -748,16 +771,17 @@ class SlowReaders(unittest.TestCase):
             while time.monotonic() - started < 4 and len(got) < len(body):
                 want = int((time.monotonic() - started) * rate) - len(got)
                 if want > 0:
-                    chunk = s.recv(min(want, 4096))
+                    chunk = s.recv(min(want, 1024))
                     self.assertTrue(chunk, "cut after %d bytes in %.1fs" % (
                         len(got), time.monotonic() - started))
                     got += chunk
                 else:
                     time.sleep(0.01)  # the reader's pace
             self.assertGreater(len(got), rate * 3)
-            # Then it stops taking: cut within a few client_timeouts (a
-            # measurement window, not a wait for a condition).
-            time.sleep(4)
+            # Then it stops taking: cut (a reset) within a few client_timeouts.
+            waited = wait_for_reset(s, 20)
+            self.assertLess(waited, 20, "a reader that takes nothing was never cut")
+            self.assertGreater(waited, 0.5, "cut before client_timeout")
             s.settimeout(10)
             total = len(got)
             try:
