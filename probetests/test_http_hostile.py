@@ -885,6 +885,52 @@ class StoreFailures(unittest.TestCase):
         self.assertEqual(server.request("GET", "/v1/f")[0], 200)
 
 
+    def test_flag_file_stats_never_hold_the_loop(self):
+        # The stat of the read-only flag (on SIGUSR2) and of the health
+        # check's disable file (on GET /healthcheck) is held: the worker's
+        # loop serves another GET meanwhile, and the check ends right once
+        # released.
+        from test_robustness import fault_env
+        flags = tempfile.mkdtemp(prefix="molt-flags-")
+        self.addCleanup(shutil.rmtree, flags, True)
+        read_only = os.path.join(flags, "read-only-flag")
+        disabled = os.path.join(flags, "disabled-flag")
+        for held in (read_only, disabled):
+            if os.path.exists(read_only):
+                os.unlink(read_only)
+            with self.subTest(flag=os.path.basename(held)):
+                server = Moltd(self, workers=1, extra_server="healthcheck_disable_file = " + disabled,
+                               extra_storage="read_only_file = %s\nread_only_check_interval = 0\n"
+                                             "volume_scan_interval = 0" % read_only)
+                env, arm, fired = fault_env(server, "stat:worker:1:wait")
+                env["MOLT_FAULT_PATH"] = os.path.basename(held)
+                server.start(env=env)
+                self.assertEqual(server.request("PUT", "/v1/f/x", body=b"served")[0], 201)
+                open(read_only, "w").close()
+                open(arm, "w").close()
+                results = {}
+                if held == read_only:
+                    os.kill(server.pid, signal.SIGUSR2)
+                else:
+                    checker = threading.Thread(target=lambda: results.__setitem__(
+                        "health", server.request("GET", "/healthcheck")[0]), daemon=True)
+                    checker.start()
+                try:
+                    wait_for(lambda: os.path.exists(fired), 10, "the stat of the flag to be held")
+                    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+                        s.sendall(request("GET", "/v1/f/x", [("Connection", "close")]))
+                        self.assertEqual(read_response(s)[:3:2], (200, b"served"))
+                finally:
+                    os.unlink(arm)
+                if held == read_only:
+                    wait_for(lambda: server.request("PUT", "/v1/f/y", body=b"y")[0] == 503, 10,
+                             "the worker to refuse writes")
+                else:
+                    checker.join(10)
+                    self.assertEqual(results.get("health"), 200)
+                server.stop()
+
+
 class HandlerExceptions(unittest.TestCase):
     """An exception in a request handler ends only that request: a 500 that
     names nothing internal, and the same worker serves on, a keep-alive
