@@ -854,6 +854,20 @@ class StoreFailures(unittest.TestCase):
         self.assertEqual(worker_pids(server), [worker])
         self.assertEqual(server.request("PUT", "/v1/f/x", body=b"payload")[0], 201)
 
+    def test_507_bodies_show_no_volume(self):
+        from test_robustness import fault_env
+        server = Moltd(self, workers=1)
+        env, arm, fired = fault_env(server, "open:worker:1:28")  # ENOSPC
+        server.start(env=env)
+        open(arm, "w").close()
+        status, _, body = server.request("PUT", "/v1/f/x", body=b"payload")
+        self.assertTrue(os.path.exists(fired))
+        self.assertEqual(status, 507)
+        self.assertNotIn(server.dir.encode(), body)
+        self.assertNotIn(b"/", body.replace(b"\n", b""))
+        self.assertIn(b"no volume has room", body)
+        self.assertIn("No space left on device", server.log_text())
+
 
     def test_an_exception_in_a_request_ends_that_request_only(self):
         # A PUT commits its index entry on the pool; an index whose commit

@@ -366,12 +366,15 @@ class FullDisk(unittest.TestCase):
         # Announced size larger than the volume: refused before any byte is stored.
         status, _, body = server.request("PUT", "/v1/full/big", body=os.urandom(6 * 1024 * 1024))
         self.assertEqual(status, 507)
-        self.assertIn(b"bytes free", body)
+        self.assertIn(b"no volume has room", body)
+        self.assertNotIn(small.encode(), body)  # the log names the volume
+        self.assertIn("bytes free", server.log_text())
         # Chunked: the volume fills up while writing.
         up = SlowUpload(server, "/v1/full/chunked", size=6 * 1024 * 1024, chunked=True)
         status, _, body = up.finish(step=64 * 1024)
         self.assertEqual(status, 507)
-        self.assertIn(b"full", body)
+        self.assertIn(b"no volume has room", body)
+        self.assertIn("is full", server.log_text())
         self.assertEqual(server.request("GET", "/v1/full/big")[0], 404)
         self.assertEqual(server.request("GET", "/v1/full/chunked")[0], 404)
         self.assertEqual(temp_files(small), [])
