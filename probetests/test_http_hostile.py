@@ -571,14 +571,33 @@ class RequestLineAndHost(unittest.TestCase):
                 else:
                     self.assertIn(got[0][0], (200, 201, 204, 404))
 
+    def test_one_empty_line_before_the_request_line_is_ignored(self):
+        # RFC 9112 2.2, whole and with the CR and LF in reads of their own.
+        data = b"\r\n" + request("GET", "/healthcheck", [("Connection", "close")])
+        for cuts in ([], [1], [1, 2]):
+            with self.subTest(cuts=cuts), \
+                    socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                start = 0
+                for cut in cuts + [len(data)]:
+                    s.sendall(data[start:cut])
+                    start = cut
+                    time.sleep(0.02)  # shapes the reads; nothing waits on it
+                self.assertEqual(read_response(s)[:3:2], (200, b"OK\n"))
+        # After a request on the same connection too.
+        got, _ = exchange(self.server, request("GET", "/healthcheck") + data)
+        self.assertEqual([r[0] for r in got], [200, 200])
+
     def test_bytes_that_cannot_be_a_request_line_get_400_at_once(self):
         line = b"GET /v1/h/obj HTTP/1.1\r\n"
         cases = [b"GET / \r\n\r\n", b"GET / HTTP/1.1 \r\n", b" GET / HTTP/1.1\r\n", b"GET  / HTTP/1.1\r\n",
-                 b"\r\nGET / HTTP/1.1\r\n", b"GET / HTTP/1.1\n"]
-        # Every position of a good line, with a byte that fits nowhere in it.
+                 b"\r\n\r\nGET / HTTP/1.1\r\n", b"\r\n GET / HTTP/1.1\r\n", b"GET / HTTP/1.1\n"]
+        # Every position of a good line, with a byte that fits nowhere in it
+        # (a CR before the line may begin the one empty line allowed).
         for i in range(len(line) - 2):
             for bad in (b"\x00", b"\r", b"\n", b"\x7f"):
-                cases.append(line[:i] + bad)
+                if not (i == 0 and bad == b"\r"):
+                    cases.append(line[:i] + bad)
         def one(data):
             with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
                 started = time.monotonic()

@@ -155,6 +155,20 @@ RequestParser::FramingBound RequestParser::framingBound(std::string_view pending
 size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
   size_t used = 0;
   const bool headerWasDone = is_header_done();
+  // RFC 9112 2.2: one empty line before the request line is ignored (a
+  // client may send a CRLF after a body); a lone CR waits for its LF.
+  if (!got_some() && !skippedEmptyLine_) {
+    if (data.substr(0, 2) == "\r\n") {
+      skippedEmptyLine_ = true;
+      used = 2;
+      data = data.substr(2);
+      if (data.empty()) return used;
+    } else if (data == "\r") {
+      return 0;
+    }
+  }
+  const size_t skipped = used;
+  used = 0;
   while (used < data.size() && !is_done()) {
     boost::beast::error_code ec;
     std::string_view rest = data.substr(used);
@@ -178,7 +192,7 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
       }
       if (problem.status) {
         failed_ = true;
-        return used;
+        return skipped + used;
       }
       break;
     }
@@ -205,12 +219,12 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
         problem = {400, (is_header_done() ? "malformed request body: " : "malformed request: ") +
                             ec.message()};
       }
-      return used;
+      return skipped + used;
     }
     if (n == 0) break;  // the sink is full
     if (!headerWasDone && is_header_done()) break;  // the caller decides what the body is for
   }
-  return used;
+  return skipped + used;
 }
 
 void RequestParser::feedEof(RequestProblem& problem) {

@@ -116,6 +116,7 @@ class RequestParser : public boost::beast::http::basic_parser<true> {
 
   RequestProblem fieldProblem_;
   bool failed_ = false;
+  bool skippedEmptyLine_ = false;
   int hostFields_ = 0;
   std::vector<std::string> transferEncodings_;
   uint64_t chunkLeft_ = 0;
