@@ -1,5 +1,6 @@
 // Chunked upload bodies, cut into reads of varying size: the decoded bytes
-// and the verdict never depend on how the body arrived, a body that ends
+// and the verdict never depend on how the body arrived (a chunk line or
+// trailers near their bounds included), a body that ends
 // early is refused, and no chunk size, extension or trailer crashes it.
 #include <cstdint>
 #include <string>
@@ -15,6 +16,8 @@ constexpr std::string_view kHeader =
 fuzz::Verdict decode(std::string_view chunked, size_t step) {
   server::Request request;
   server::HeaderLimits limits;
+  // Small enough that trailers past it fit in an input.
+  limits.maxHeaderBytes = 8 * 1024;
   fuzz::CollectBody sink;
   server::RequestParser parser(request, limits, &sink);
   server::RequestProblem problem;
@@ -35,6 +38,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Verdict pieces = decode(body, step);
   if (whole.status != pieces.status || whole.done != pieces.done) __builtin_trap();
   if (whole.done && whole.body != pieces.body) __builtin_trap();
-  if (whole.status != 0 && whole.status != 400) __builtin_trap();
+  if (whole.status != 0 && whole.status != 400 && whole.status != 431) __builtin_trap();
   return 0;
 }

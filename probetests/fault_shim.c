@@ -10,6 +10,8 @@
  * MOLT_FAULT_ARM=path              armed only while this file exists
  * MOLT_FAULT_FIRED=path            created when the fault fires; O_EXCL makes
  *                                  it fire once across every process
+ * MOLT_FAULT_PATH=text             stat counts only calls on a path that
+ *                                  contains `text`
  *
  * Roles: master (an image started fresh), new-image (an image started from
  * a handoff), synchronizer, validator, prober (volume checks), checker (the
@@ -18,7 +20,7 @@
  * a listening socket; with wait, the window in which that copy is the last
  * one), read, write, memfd_create,
  * open (and openat, fopen), rename, fsync, fsync_dir (an fsync of a directory only),
- * syncfs, statvfs, getaddrinfo, setuid, unlink,
+ * syncfs, statvfs, stat (and stat64), getaddrinfo, setuid, unlink,
  * and the key index's LMDB calls mdb_txn_begin (MDB_READERS_FULL, as stale
  * reader slots of killed workers give), mdb_txn_commit, mdb_cursor_get and
  * mdb_put (EIO unless ERRNO says otherwise), and mdb_meta_write (the pwrite
@@ -56,12 +58,14 @@ static int fault_wait;
 static int fault_errno; /* 0: the call's usual error */
 static const char* arm_path;
 static const char* fired_path;
+static const char* fault_path;
 static int from_handoff;
 static long uses;
 
 __attribute__((constructor)) static void fault_init(void) {
   const char* spec = getenv("MOLT_FAULT");
   arm_path = getenv("MOLT_FAULT_ARM");
+  fault_path = getenv("MOLT_FAULT_PATH");
   fired_path = getenv("MOLT_FAULT_FIRED");
   from_handoff = getenv("MOLT_HANDOFF") != NULL;
   if (spec == NULL || arm_path == NULL || fired_path == NULL) return;
@@ -251,6 +255,20 @@ int statvfs(const char* path, struct statvfs* buf) {
 int statvfs64(const char* path, struct statvfs64* buf) {
   if (should_fail("statvfs")) return FAIL_WITH(EIO, -1);
   return NEXT(statvfs64)(path, buf);
+}
+
+static int path_counts(const char* path) {
+  return fault_path == NULL || (path != NULL && strstr(path, fault_path) != NULL);
+}
+
+int stat(const char* path, struct stat* buf) {
+  if (path_counts(path) && should_fail("stat")) return FAIL_WITH(EIO, -1);
+  return NEXT(stat)(path, buf);
+}
+
+int stat64(const char* path, struct stat64* buf) {
+  if (path_counts(path) && should_fail("stat")) return FAIL_WITH(EIO, -1);
+  return NEXT(stat64)(path, buf);
 }
 
 int getaddrinfo(const char* node, const char* service, const struct addrinfo* hints,

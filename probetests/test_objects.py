@@ -366,12 +366,15 @@ class FullDisk(unittest.TestCase):
         # Announced size larger than the volume: refused before any byte is stored.
         status, _, body = server.request("PUT", "/v1/full/big", body=os.urandom(6 * 1024 * 1024))
         self.assertEqual(status, 507)
-        self.assertIn(b"bytes free", body)
+        self.assertIn(b"no volume has room", body)
+        self.assertNotIn(small.encode(), body)  # the log names the volume
+        self.assertIn("bytes free", server.log_text())
         # Chunked: the volume fills up while writing.
         up = SlowUpload(server, "/v1/full/chunked", size=6 * 1024 * 1024, chunked=True)
         status, _, body = up.finish(step=64 * 1024)
         self.assertEqual(status, 507)
-        self.assertIn(b"full", body)
+        self.assertIn(b"no volume has room", body)
+        self.assertIn("is full", server.log_text())
         self.assertEqual(server.request("GET", "/v1/full/big")[0], 404)
         self.assertEqual(server.request("GET", "/v1/full/chunked")[0], 404)
         self.assertEqual(temp_files(small), [])
@@ -463,8 +466,8 @@ class IndexCrash(unittest.TestCase):
     CLIENTS = 8
 
     def test_listings_and_files_agree_after_kills_at_random_moments(self):
-        """SIGKILL of the whole process group while 200 PUTs and DELETEs of
-        the same and of different keys run through two workers onto two
+        """SIGKILL of the whole process group while 200 PUTs, DELETEs and
+        listings of the same and of different keys run through two workers onto two
         volumes; after each restart the listing names exactly the objects
         whose files exist, and the start-up check had nothing to repair."""
         server = Moltd(self, workers=2, volumes=2)
@@ -494,10 +497,14 @@ class IndexCrash(unittest.TestCase):
                     shared = own.random() < 0.7
                     key = "same-%d" % own.randint(0, 2) if shared else "r%d-c%d-%d" % (
                         round_no, index, own.randint(0, 6))
-                    method = "PUT" if own.random() < 0.6 else "DELETE"
+                    # About a tenth are listings: a listing that meets an
+                    # entry without its file must not drop one being placed.
+                    pick = own.random()
+                    method = "GET" if pick < 0.1 else "PUT" if pick < 0.64 else "DELETE"
+                    target = "/v1/crash" if method == "GET" else "/v1/crash/" + key
                     try:
                         conn = conn or http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-                        conn.request(method, "/v1/crash/" + key,
+                        conn.request(method, target,
                                      body=os.urandom(own.randint(0, 3000)) if method == "PUT" else None)
                         conn.getresponse().read()
                     except (OSError, http.client.HTTPException):
@@ -622,7 +629,7 @@ class StoreFaults(unittest.TestCase):
     answer: 500, 503, or the work done another way) and nothing else: the
     worker, its other connections and later requests are untouched."""
 
-    def run_case(self, spec, action, volumes=1):
+    def run_case(self, spec, action, volumes=1, list_after=True):
         from test_robustness import fault_env
         server = Moltd(self, workers=1, volumes=volumes)
         env, arm, fired = fault_env(server, spec)
@@ -634,16 +641,19 @@ class StoreFaults(unittest.TestCase):
         bystander.request("GET", "/v1/f/a")
         self.assertEqual(bystander.getresponse().read(), b"a" * 10)
         open(arm, "w").close()
+        self.arm, self.fired = arm, fired
         action(server)
         self.assertTrue(os.path.exists(fired), "the fault %s never fired" % spec)
-        os.unlink(arm)
+        if os.path.exists(arm):
+            os.unlink(arm)
         bystander.request("GET", "/v1/f/b")
         self.assertEqual(bystander.getresponse().read(), b"b" * 10)
         bystander.close()
         st = server.status()
         self.assertEqual([w["pid"] for w in st["workers"]], [worker])
         self.assertEqual(st["worker_restarts"], 0)
-        self.assertEqual(listed_keys(server, "f"), sorted(stored_keys(server.volumes, "f")))
+        if list_after:
+            self.assertEqual(listed_keys(server, "f"), sorted(stored_keys(server.volumes, "f")))
         return server
 
     def test_index_read_fails_mid_listing(self):
@@ -682,6 +692,76 @@ class StoreFaults(unittest.TestCase):
             self.assertEqual(listed_keys(server, "f"), ["a", "b", "c"] + ["later-%d" % i for i in range(1, 5)])
         server = self.run_case("mdb_meta_write:worker:1", act)
         self.assertIn("must be reopened", server.log_text())
+
+    def in_background(self, results, name, fn):
+        """Runs fn() on a thread of its own; its result lands in results[name]."""
+        thread = threading.Thread(target=lambda: results.__setitem__(name, fn()), daemon=True)
+        thread.start()
+        return thread
+
+    def restart_log(self, server):
+        """What the start-up check of a restart logged."""
+        self.assertEqual(server.stop(), 0)
+        mark = len(server.log_text())
+        server.start()
+        return server.log_text()[mark:]
+
+    def test_a_listing_while_a_new_key_is_renamed_keeps_it(self):
+        # The PUT of a new key is held in its rename, its entry already in
+        # the index: a listing from another connection meets the entry
+        # without its file, and must leave the entry to the PUT.
+        results = {}
+        def act(server):
+            put = self.in_background(results, "put", lambda: server.request(
+                "PUT", "/v1/f/new", body=b"n")[0])
+            wait_for(lambda: os.path.exists(self.fired), 20, "the PUT held in its rename")
+            listing = self.in_background(results, "list", lambda: listed_keys(server, "f"))
+            # The listing either answers now or waits for the rename's lock:
+            # a window for it to reach the entry, not a wait for a condition.
+            listing.join(2)
+            os.unlink(self.arm)
+            put.join(30)
+            listing.join(30)
+            self.assertEqual(results.get("put"), 201)
+            self.assertIn(results.get("list"), (["a", "b", "c"], ["a", "b", "c", "new"]))
+            self.assertEqual(listed_keys(server, "f"), ["a", "b", "c", "new"])
+        server = self.run_case("rename:worker:1:wait", act)
+        log = self.restart_log(server)
+        self.assertNotIn("disagreed", log)
+        self.assertNotIn("repaired", log)
+        self.assertEqual(listed_keys(server, "f"), ["a", "b", "c", "new"])
+
+    def test_a_put_while_a_delete_is_between_unlink_and_entry_keeps_the_key(self):
+        # The DELETE has unlinked the file and is held in the directory sync
+        # before its entry goes; a PUT of the same key meanwhile is stored,
+        # and the DELETE then leaves the entry of the new file.
+        results = {}
+        def act(server):
+            delete = self.in_background(results, "delete", lambda: server.request(
+                "DELETE", "/v1/f/c")[0])
+            wait_for(lambda: os.path.exists(self.fired), 20, "the DELETE held in its directory sync")
+            self.assertEqual(server.request("PUT", "/v1/f/c", body=b"fresh")[0], 201)
+            os.unlink(self.arm)
+            delete.join(30)
+            self.assertEqual(results.get("delete"), 204)
+            self.assertEqual(server.request("GET", "/v1/f/c")[2], b"fresh")
+            self.assertEqual(listed_keys(server, "f"), ["a", "b", "c"])
+        server = self.run_case("fsync_dir:worker:1:wait", act)
+        self.assertNotIn("disagreed", self.restart_log(server))
+        self.assertEqual(listed_keys(server, "f"), ["a", "b", "c"])
+
+    def test_a_delete_whose_directory_sync_fails_leaves_the_entry_to_the_start_check(self):
+        # The unlink may not be durable: the entry stays (listings skip it),
+        # so a crash cannot bring back a file without its entry; the start
+        # check drops it once the file is gone for good.
+        def act(server):
+            status, _, body = server.request("DELETE", "/v1/f/c")
+            self.assertEqual(status, 503, body)
+            self.assertEqual(server.request("GET", "/v1/f/c")[0], 404)
+        # No listing before the restart: a listing would drop the entry too.
+        server = self.run_case("fsync_dir:worker:1", act, list_after=False)
+        self.assertIn("dropped 1 entries whose objects are gone", self.restart_log(server))
+        self.assertEqual(listed_keys(server, "f"), ["a", "b"])
 
     def test_copy_that_cannot_be_removed_fails_the_delete(self):
         def act(server):

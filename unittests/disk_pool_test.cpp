@@ -3,6 +3,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "disk_pool.h"
@@ -96,6 +98,29 @@ BOOST_AUTO_TEST_CASE(a_pool_destroyed_while_its_threads_start_joins_them_all) {
     if (round % 5 == 0) std::this_thread::yield();
     pool.reset();
   }
+}
+
+BOOST_AUTO_TEST_CASE(a_task_that_throws_ends_with_its_failure_and_the_next_task_runs) {
+  // One thread: the task after the one that threw runs on the same thread.
+  reload::EventLoop loop;
+  server::DiskPool pool(loop, 1);
+  int failedStatus = 0;
+  std::string failedText;
+  bool thrownDone = false, nextRan = false, nextDone = false;
+  pool.submit([] { throw std::runtime_error("disk on fire at /secret/path"); },
+              [&] { thrownDone = true; },
+              [&](int status, const std::string& text) {
+                failedStatus = status;
+                failedText = text;
+              });
+  pool.submit([&] { nextRan = true; }, [&] { nextDone = true; });
+  BOOST_REQUIRE(runUntil(loop, [&] { return failedStatus != 0 && nextDone; }));
+  BOOST_CHECK_EQUAL(failedStatus, 500);
+  BOOST_CHECK(!thrownDone);
+  BOOST_CHECK(nextRan);
+  // The client is told nothing of what went wrong inside.
+  BOOST_CHECK_EQUAL(failedText.find("/secret"), std::string::npos);
+  BOOST_CHECK_EQUAL(failedText.find("fire"), std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "disk_pool.h"
+#include "test_fault_hooks.h"
 #include "md5.h"
 #include "object_versions.h"
 #include "open_file_cache.h"
@@ -339,6 +340,7 @@ void Connection::dispatch() {
 }
 
 void Connection::route(std::string_view rawPath, std::string_view query) {
+  if (testFaultHooks.routing) testFaultHooks.routing(request_.target);
   const std::string& method = request_.method;
   std::string_view decoded = rawPath;
   if (rawPath.find('%') != std::string_view::npos) {
@@ -421,6 +423,7 @@ std::function<void()> Connection::diskDone(std::function<void()> done) {
     --pendingDisk_;
     if (phase_ == Phase::kClosed) return closedTaskBack();
     guarded([&] {
+      if (testFaultHooks.diskCompletion) testFaultHooks.diskCompletion(request_.target);
       next();
       advance();
     });
@@ -439,7 +442,10 @@ DiskPool::Failed Connection::diskFailed() {
       abandonUpload();
       if (phase_ != Phase::kWaitDisk) return cut();
       closeAfter_ = true;
-      sendText(status, text);
+      if (status == 507)
+        sendStoreError(status, text);
+      else
+        sendText(status, text);
       advance();
     });
   };
@@ -1098,12 +1104,13 @@ void Connection::sendText(int status, const std::string& text) {
 
 void Connection::sendStoreError(int status, const std::string& detail) {
   // What failed inside (paths, system and index messages) is for the log,
-  // not for the client. A refusal (4xx) or a full volume (507: how much
-  // room there is) says what the client can act on.
-  if (status != 500) return sendText(status, detail);
+  // not for the client. A refusal (4xx) says what the client can act on;
+  // a full volume (507) is said without naming the volume.
+  if (status != 500 && status != 507) return sendText(status, detail);
   MOLT_LOG(kError) << request_.method << " " << request_.target.substr(0, 256) << ": " << status
                    << ": " << detail;
-  sendText(status, "internal error; see the server log");
+  sendText(status, status == 507 ? "no volume has room for this object; see the server log"
+                                 : "internal error; see the server log");
 }
 
 void Connection::respondProblem(const RequestProblem& problem) {

@@ -133,44 +133,66 @@ bool requestLineCanBeValid(std::string_view s) {
   return true;
 }
 
-RequestProblem RequestParser::framingProblem(std::string_view pending) const {
-  if (!is_header_done()) {
-    // The parser takes the request line once it is whole, then each field
-    // line: until then, `pending` is the request from its first byte.
-    if (!request_.method.empty()) return {};
-    if (!requestLineCanBeValid(pending)) return {400, "malformed request line"};
-    return {};
-  }
-  if (!request_.chunked || insideChunk()) return {};
-  // Between chunks the parser waits for a whole chunk line (after the CRLF
-  // that ends the chunk before it), or, after the last chunk, for the whole
-  // trailer section, taking nothing until then.
+RequestParser::FramingBound RequestParser::framingBound(std::string_view pending) const {
+  if (!is_header_done() || !request_.chunked || insideChunk()) return {};
+  // Between chunks the parser takes nothing until it holds a whole chunk
+  // line (after the CRLF that ends the chunk before it), or, after the last
+  // chunk, the whole trailer section. It is handed no more than the longest
+  // of these that is allowed, so that its verdict is the same however the
+  // bytes were cut into reads.
   size_t from = pending.substr(0, 2) == "\r\n" ? 2 : 0;
-  size_t eol = pending.substr(0, from + limits_.maxChunkLineBytes + 2).find("\r\n", from);
-  if (eol == std::string_view::npos) {
-    if (pending.size() > from + limits_.maxChunkLineBytes)
-      return {400, "chunk size line is longer than " + std::to_string(limits_.maxChunkLineBytes) +
-                       " bytes"};
-    return {};
-  }
-  if (pending.size() > limits_.maxHeaderBytes)
-    return {431, "chunked trailers are larger than " + std::to_string(limits_.maxHeaderBytes) +
-                     " bytes"};
-  return {};
+  size_t lineBound = from + limits_.maxChunkLineBytes + 2;
+  size_t eol = pending.substr(0, lineBound).find("\r\n", from);
+  if (eol == std::string_view::npos)
+    return {lineBound, FramingBound::kChunkLine};
+  std::string_view size = pending.substr(from, eol - from);
+  size = size.substr(0, size.find_first_not_of("0123456789abcdefABCDEF"));
+  bool lastChunk = !size.empty() && size.find_first_not_of('0') == std::string_view::npos;
+  if (!lastChunk) return {};
+  return {eol + 2 + limits_.maxHeaderBytes, FramingBound::kTrailers};
 }
 
 size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
   size_t used = 0;
   const bool headerWasDone = is_header_done();
+  // RFC 9112 2.2: one empty line before the request line is ignored (a
+  // client may send a CRLF after a body); a lone CR waits for its LF.
+  if (!got_some() && !skippedEmptyLine_) {
+    if (data.substr(0, 2) == "\r\n") {
+      skippedEmptyLine_ = true;
+      used = 2;
+      data = data.substr(2);
+      if (data.empty()) return used;
+    } else if (data == "\r") {
+      return 0;
+    }
+  }
+  const size_t skipped = used;
+  used = 0;
   while (used < data.size() && !is_done()) {
     boost::beast::error_code ec;
-    size_t n = put(boost::asio::const_buffer(data.data() + used, data.size() - used), ec);
+    std::string_view rest = data.substr(used);
+    FramingBound bound = framingBound(rest);
+    size_t n = put(boost::asio::const_buffer(rest.data(), std::min(rest.size(), bound.bytes)), ec);
     used += n;
     if (ec == http::error::need_more) {
-      problem = framingProblem(data.substr(used));
+      if (!is_header_done()) {
+        // The parser takes the request line once it is whole, then each
+        // field line: until then, `rest` is the request from its first byte.
+        if (request_.method.empty() && !requestLineCanBeValid(rest))
+          problem = {400, "malformed request line"};
+      } else if (n == 0 && rest.size() >= bound.bytes) {
+        // It holds all it may of a chunk line or of the trailers, and still
+        // needs more: the part is longer than its bound.
+        problem = bound.part == FramingBound::kChunkLine
+                      ? RequestProblem{400, "chunk size line is longer than " +
+                                                std::to_string(limits_.maxChunkLineBytes) + " bytes"}
+                      : RequestProblem{431, "chunked trailers are larger than " +
+                                                std::to_string(limits_.maxHeaderBytes) + " bytes"};
+      }
       if (problem.status) {
         failed_ = true;
-        return used;
+        return skipped + used;
       }
       break;
     }
@@ -197,12 +219,12 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
         problem = {400, (is_header_done() ? "malformed request body: " : "malformed request: ") +
                             ec.message()};
       }
-      return used;
+      return skipped + used;
     }
     if (n == 0) break;  // the sink is full
     if (!headerWasDone && is_header_done()) break;  // the caller decides what the body is for
   }
-  return used;
+  return skipped + used;
 }
 
 void RequestParser::feedEof(RequestProblem& problem) {

@@ -105,11 +105,18 @@ class RequestParser : public boost::beast::http::basic_parser<true> {
   Request& request_;
   const HeaderLimits& limits_;
   BodySink* sink_;
-  // Bytes the parser could not take yet: a chunk line or trailers too long.
-  RequestProblem framingProblem(std::string_view pending) const;
+  // How many of the `pending` bytes the parser may be handed at most, and
+  // the part of the framing that bound is for.
+  struct FramingBound {
+    enum Part { kNone, kChunkLine, kTrailers };
+    size_t bytes = SIZE_MAX;
+    Part part = kNone;
+  };
+  FramingBound framingBound(std::string_view pending) const;
 
   RequestProblem fieldProblem_;
   bool failed_ = false;
+  bool skippedEmptyLine_ = false;
   int hostFields_ = 0;
   std::vector<std::string> transferEncodings_;
   uint64_t chunkLeft_ = 0;

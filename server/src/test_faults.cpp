@@ -10,10 +10,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
 #include "http_handlers.h"
+#include "test_fault_hooks.h"
 #include "reload/shared_counters.h"
 #include "reload/signals.h"
 
@@ -85,10 +87,24 @@ int answer500(const reload::WorkerContext& ctx) {
   }
 }
 
+// A request for an object in one of these buckets throws in routing, or
+// in the end of its first disk task: an exception in a request handler.
+void throwInRouting(std::string_view target) {
+  if (target.find("/v1/fault-route-throws") != std::string_view::npos)
+    throw std::runtime_error("test fault: thrown while routing");
+}
+
+void throwInDiskCompletion(std::string_view target) {
+  if (target.find("/v1/fault-disk-throws") != std::string_view::npos)
+    throw std::runtime_error("test fault: thrown in a disk completion");
+}
+
 }  // namespace
 
 int FaultyService::serve(const reload::WorkerContext& context,
                          const ObjectServerConfig& config) noexcept {
+  testFaultHooks.routing = throwInRouting;
+  testFaultHooks.diskCompletion = throwInDiskCompletion;
   Fault fault = readFault();
   if (fault.kind == "worker-500") return answer500(context);
   if (fault.kind == "worker-crash") {

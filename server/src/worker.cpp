@@ -382,6 +382,7 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     shared.headerLimits.maxHeaderBytes = static_cast<uint32_t>(config.maxHeaderSize);
     shared.counters = ctx.counters;
     shared.serverHeader = "Server: moltd/" + version + "\r\n";
+    // Before the first accept: no request waits on this one.
     shared.readOnly = fileExists(config.storage.readOnlyFile);
 
     reload::WorkerSignals signals(loop, ctx);
@@ -403,15 +404,40 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     MOLT_LOG(kInfo) << "worker slot " << ctx.slot << " serving on " << ctx.listenerFds.size()
                     << " listeners";
 
-    // The read-only flag is one stat(), applied at once, so that every
-    // worker refuses writes as soon as it got SIGUSR2. Volume scans touch
-    // every volume: the pool does them, one at a time, and one asked for
-    // meanwhile runs after the current one.
-    auto checkReadOnly = [&] {
-      bool readOnly = fileExists(config.storage.readOnlyFile);
-      if (readOnly != static_cast<bool>(shared.readOnly))
-        MOLT_LOG(kInfo) << (readOnly ? "read-only: refusing writes" : "read-write: accepting writes");
-      shared.readOnly = readOnly;
+    // The read-only flag is one stat(), but on a disk that may be slow: the
+    // pool does it (the loop serves meanwhile), and its answer is applied
+    // on the loop as soon as it is back. A check asked for meanwhile runs
+    // after the current one. Volume scans touch every volume: the pool
+    // does them the same way.
+    bool readOnlyCheckRunning = false, readOnlyCheckAgain = false;
+    std::function<void()> checkReadOnly = [&] {
+      if (readOnlyCheckRunning) {
+        readOnlyCheckAgain = true;
+        return;
+      }
+      readOnlyCheckRunning = true;
+      auto found = std::make_shared<bool>(false);
+      auto next = [&] {
+        readOnlyCheckRunning = false;
+        if (std::exchange(readOnlyCheckAgain, false)) checkReadOnly();
+      };
+      try {
+        pool.submit([found, &path = config.storage.readOnlyFile] { *found = fileExists(path); },
+                    [&, found, next] {
+                      if (*found != static_cast<bool>(shared.readOnly))
+                        MOLT_LOG(kInfo) << (*found ? "read-only: refusing writes"
+                                                   : "read-write: accepting writes");
+                      shared.readOnly = *found;
+                      next();
+                    },
+                    [next](int, const std::string& text) {
+                      MOLT_LOG(kWarning) << "cannot check the read-only flag: " << text;
+                      next();
+                    });
+      } catch (const std::exception& e) {
+        readOnlyCheckRunning = false;
+        MOLT_LOG(kWarning) << "cannot check the read-only flag: " << e.what();
+      }
     };
     bool scanRunning = false, scanAgain = false;
     std::function<void()> rescan = [&] {

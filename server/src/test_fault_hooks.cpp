@@ -1,0 +1,7 @@
+#include "test_fault_hooks.h"
+
+namespace server {
+
+TestFaultHooks testFaultHooks;
+
+}  // namespace server
