@@ -195,38 +195,39 @@ class CommitFaults(unittest.TestCase):
             self.assertEqual(server.request("GET", "/v1/cf/" + key)[0], 404, key)
         print("\n%d of %d PUTs in the failed batch, each answered 500" % (len(failed), len(results)))
 
-    def test_directory_sync_of_a_batch_fails(self):
-        # Every key in one directory, made (and synced) by the warm-up PUT:
-        # each batch then syncs that one directory, and the first directory
-        # sync after arming is a batch's.
-        names = ("d%d" % n for n in itertools.count())
-        same_dir = list(itertools.islice(
-            (name for name in names if hashlib.md5(name.encode()).hexdigest()[:2] == "00"), 121))
-        server, results, failed = self.storm_with_fault(
-            "fsync_dir:worker:1", key_of=lambda client, i: same_dir[1 + client * 10 + i], warm=same_dir[0])
-        print("\n%d of %d PUTs answered 500 after a failed directory sync" % (len(failed), len(results)))
-
-    def test_filesystem_sync_of_a_batch_fails(self):
-        # A batch over three directories or more is synced by one syncfs();
-        # 12 clients' new keys spread over 256 directories make most
-        # batches such.
+    def test_file_sync_of_a_batch_fails(self):
+        # Each batch syncs its volume's filesystem twice: first for the
+        # files, before any rename, then for the renames. The first sync
+        # after arming is a batch's first.
         server, results, failed = self.storm_with_fault("syncfs:worker:1")
-        print("\n%d of %d PUTs answered 500 after a failed filesystem sync" % (len(failed), len(results)))
+        # Not placed: their bytes were not known durable.
+        for key in failed:
+            self.assertEqual(server.request("GET", "/v1/cf/" + key)[0], 404, key)
+        print("\n%d of %d PUTs answered 500 after a failed sync of their files" % (len(failed), len(results)))
+
+    def test_rename_sync_of_a_batch_fails(self):
+        server, results, failed = self.storm_with_fault("syncfs:worker:2")
+        # Placed, then not known durable: 500 ("outcome unknown"), the
+        # object there to read until a crash may take it back.
+        for key in failed:
+            self.assertEqual(server.request("GET", "/v1/cf/" + key)[2], results[key][1], key)
+        print("\n%d of %d PUTs answered 500 after a failed sync of their renames" % (len(failed), len(results)))
 
 
 @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
 class PremadeDirectories(unittest.TestCase):
     """A PUT into directories another worker made (and may not have synced
     into their parents yet, as it can crash between its mkdir and its
-    fsync) answers 201 only once each of their entries is durable: every
-    fsync its 201 waits for, failed in turn, fails that PUT, and there are
-    one for each such directory's parent besides the file's and the
-    batch's."""
+    sync) answers 201 only once each of their entries is durable: the sync
+    of the volume's filesystem that follows its rename covers every
+    directory, whoever made it. Every sync its 201 waits for, failed in
+    turn, fails that PUT: its batch's sync of the files and its sync of the
+    renames."""
 
-    def put_with_fsync_failing(self, nth, premade):
+    def put_with_sync_failing(self, call, nth, premade):
         from test_robustness import fault_env
         server = Moltd(self, workers=1)
-        env, arm, fired = fault_env(server, "fsync:worker:%d" % nth)
+        env, arm, fired = fault_env(server, "%s:worker:%d" % (call, nth))
         server.start(env=env)
         key = "premade"
         levels = ["pd", hashlib.md5(key.encode()).hexdigest()[:2]]
@@ -238,8 +239,8 @@ class PremadeDirectories(unittest.TestCase):
         was_fired = os.path.exists(fired)
         os.unlink(arm)
         if was_fired:
-            self.assertEqual(status, 500, "fsync %d failed and the PUT was answered %d" % (nth, status))
-            # Not remembered as durable: the next PUT syncs again, and stores.
+            self.assertEqual(status, 500, "%s %d failed and the PUT was answered %d" % (call, nth, status))
+            # The next PUT syncs again, and stores.
             self.assertEqual(server.request("PUT", "/v1/pd/" + key, body=body)[0], 201)
         else:
             self.assertEqual(status, 201)
@@ -252,16 +253,17 @@ class PremadeDirectories(unittest.TestCase):
         # Made by another: the bucket's directory and its HH/, or the
         # bucket's only (this worker makes HH/).
         for premade in (2, 1):
-            failing = 0
-            for nth in range(1, 8):
-                with self.subTest(premade=premade, fsync=nth):
-                    if not self.put_with_fsync_failing(nth, premade):
-                        break
-                    failing = nth
-            print("\n%d levels made before: %d fsyncs, each failing the PUT" % (premade, failing))
-            # The file, the parents of objects/, objects/pd/ and
-            # objects/pd/HH/, and the batch's sync of objects/pd/HH/.
-            self.assertGreaterEqual(failing, 5)
+            failing = {}
+            for call in ("syncfs", "fsync"):
+                failing[call] = 0
+                for nth in range(1, 8):
+                    with self.subTest(premade=premade, call=call, nth=nth):
+                        if not self.put_with_sync_failing(call, nth, premade):
+                            break
+                        failing[call] = nth
+            print("\n%d levels made before: %s, each failing the PUT" % (premade, failing))
+            # The batch's sync of the files, then of the rename.
+            self.assertGreaterEqual(failing["syncfs"], 2)
 
     def test_a_directory_removed_or_in_the_way_is_made_again(self):
         server = Moltd(self, workers=1)
@@ -405,11 +407,15 @@ class AbandonedPuts(unittest.TestCase):
     way, else its temp file removed) and nothing else does: the worker, and
     a keep-alive connection it already had, serve on."""
 
-    # Each step a PUT waits for on the pool or in its volume's group commit.
+    # Each step a PUT waits for on the pool or in its volume's group commit,
+    # and the body's size: a body of more than 16 KiB has its file created
+    # in a step of its own before the body is read, a smaller one in the
+    # commit's step.
     WINDOWS = (
-        ("statvfs:worker:1:wait", "beginUpload (the free-space check)", False),
-        ("fsync:worker:1:wait", "the commit (the temp file's fsync)", True),
-        ("rename:worker:1:wait", "the volume's batch (the rename into place)", True),
+        ("statvfs:worker:1:wait", "beginUpload (the free-space check)", False, 20000),
+        ("statvfs:worker:1:wait", "the commit of a small body (its file's creation)", True, 1000),
+        ("syncfs:worker:1:wait", "the volume's batch (the sync of its files)", True, 1000),
+        ("rename:worker:1:wait", "the volume's batch (the rename into place)", True, 1000),
     )
 
     def start(self, spec):
@@ -435,13 +441,13 @@ class AbandonedPuts(unittest.TestCase):
         self.assertEqual(keepalive_get(keep, "/v1/ab/warm"), (200, b"warm"))
 
     def test_a_reset_in_each_store_step_ends_that_put_only(self):
-        for spec, window, committed in self.WINDOWS:
+        for spec, window, committed, size in self.WINDOWS:
             with self.subTest(window=window):
                 server, worker, keep, arm, fired = self.start(spec)
                 sockets = socket_count(worker)
                 open(arm, "w").close()
                 victim = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-                body = os.urandom(1000)
+                body = os.urandom(size)
                 victim.sendall(b"PUT /v1/ab/victim HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                                % len(body) + body)
                 wait_for(lambda: os.path.exists(fired), 20, "%s to be held" % window)

@@ -540,15 +540,15 @@ BOOST_AUTO_TEST_CASE(an_upload_let_go_of_while_its_commit_waits_is_still_placed)
   auto first = store.beginUpload("bucket", "first");
   first->write("one", 3);
   std::shared_ptr<server::Upload> second = store.beginUpload("bucket", "second");
-  second->write("payload", 7);
+  second->write("pay", 3);  // the rest comes with the commit
   std::weak_ptr<server::Upload> watch = second;
   bool secondEnded = false;
   std::exception_ptr secondFailure;
   bool heldWhileQueued = false;
-  first->commitAsync(metaAt("first", 3, 1000), [&](std::exception_ptr firstFailure) {
+  first->commitAsync(metaAt("first", 3, 1000), {}, [&](std::exception_ptr firstFailure) {
     BOOST_TEST(!firstFailure);
     // Inside the first batch, on its leader: the second waits for the next one.
-    second->commitAsync(metaAt("second", 7, 1001), [&](std::exception_ptr failure) {
+    second->commitAsync(metaAt("second", 7, 1001), "load", [&](std::exception_ptr failure) {
       secondEnded = true;
       secondFailure = failure;
     });

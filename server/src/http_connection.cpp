@@ -45,6 +45,9 @@ constexpr uint64_t kSmallObject = 64 * 1024;        // sent with its headers in 
 constexpr uint64_t kSendWindow = 2 << 20;
 constexpr int kWindowsAhead = 2;
 constexpr size_t kUploadBuffer = 256 * 1024;        // per buffer; two per upload
+// The most of a body's end that the loop hashes and the commit writes with
+// the metadata (a larger end takes a write step on the pool first).
+constexpr size_t kCommitTailLimit = 16 * 1024;
 constexpr uint64_t kMaxLingerBytes = 64ULL << 20;   // dropped after an early answer
 constexpr int64_t kMaxLingerMs = 30000;
 
@@ -135,6 +138,8 @@ struct Connection::UploadState {
   bool storing = false;    // beginUpload or the commit is under way
   bool finishing = false;  // the body is complete; commit once written
   bool tooLarge = false;
+  bool createAtCommit = false;  // the temp file is created by the commit's step
+  uint64_t announced = 0;       // Content-Length, 0 when chunked
   // Answered already, or the connection is gone: the upload is dropped (its
   // temp file removed, unless the commit placed it) once its step is back.
   bool abandoned = false;
@@ -540,8 +545,16 @@ void Connection::putObject(const ObjectPath& path) {
   }
   upload_ = std::make_shared<UploadState>();
   upload_->path = path;
-  upload_->storing = true;
   uint64_t announced = request_.chunked ? 0 : *request_.contentLength;
+  upload_->announced = announced;
+  if (!request_.chunked && announced <= kCommitTailLimit && !request_.expectContinue) {
+    // A small body is kept on the loop whole: its file is created in the
+    // commit's step, so the PUT takes one pool step, not three. A client
+    // that asked whether to send waits for the early step's answer instead.
+    upload_->createAtCommit = true;
+    return startUploadBody();
+  }
+  upload_->storing = true;
   std::shared_ptr<UploadState> state = upload_;
   runOnDisk(
       [state, &store = shared_.store, path, announced] {
@@ -559,7 +572,7 @@ void Connection::startUploadBody() {
   phase_ = Phase::kBody;
   parser_->setSink(this);
   parser_->setMaxBodyBytes(shared_.config.storage.maxObjectSize);
-  upload_->filling.reserve(kUploadBuffer);
+  upload_->filling.reserve(upload_->createAtCommit ? upload_->announced : kUploadBuffer);
   if (request_.expectContinue && inBuf_.empty() && !parser_->is_done())
     outBuf_ = "HTTP/1.1 100 Continue\r\n\r\n";
   progressMark_ = 0;
@@ -696,13 +709,16 @@ bool Connection::stepBody() {
 void Connection::finishUpload() {
   auto& up = *upload_;
   cancel();
-  if (up.writing || !up.filling.empty()) {
+  // A short last piece (a small object's whole body) goes with the
+  // metadata in the commit's one write: no pool step of its own.
+  if (up.writing || up.filling.size() > kCommitTailLimit) {
     up.finishing = true;
     phase_ = Phase::kWaitDisk;
     if (!up.writing) submitUploadWrite();
     return;
   }
   up.finishing = false;
+  up.md5.update(up.filling.data(), up.filling.size());
   ObjectMeta meta = metaFromHeader(up.path);
   meta.size = up.total;
   meta.etag = up.md5.hexDigest();
@@ -729,7 +745,7 @@ void Connection::finishUpload() {
   // (older copies on other volumes, which may be slow or hung) goes back to
   // the pool, off that leader.
   submitDiskDeferred(
-      [state, meta, mark, pool](DiskPool::Finish finish) {
+      [state, meta, mark, pool, &store = shared_.store](DiskPool::Finish finish) {
         auto afterPlaced = [state, meta, mark, pool, finish](std::exception_ptr failure) {
           auto rest = [state, meta, mark, finish, failure] {
             if (failure) state->attempt([&] { std::rethrow_exception(failure); });
@@ -746,7 +762,9 @@ void Connection::finishUpload() {
         };
         bool handedIn = false;
         state->attempt([&] {
-          state->upload->commitAsync(meta, afterPlaced);
+          if (!state->upload)
+            state->upload = store.beginUpload(state->path.bucket, state->path.key, state->announced);
+          state->upload->commitAsync(meta, state->filling, afterPlaced);
           handedIn = true;
         });
         if (!handedIn) {

@@ -74,6 +74,23 @@ void fsyncDir(const std::string& dir) {
 
 std::string parentOf(const std::string& path) { return path.substr(0, path.rfind('/')); }
 
+// Creates `dir` and the directories between it and `root` that are
+// missing. Their entries are made durable by the batch's sync that follows
+// the rename, whoever made them. Throws std::system_error.
+void makeDirs(const std::string& root, const std::string& dir) {
+  if (dir.size() <= root.size()) return;  // the volume: its check made it
+  if (mkdir(dir.c_str(), 0755) == 0) return;
+  if (errno == ENOENT) {
+    makeDirs(root, parentOf(dir));
+    if (mkdir(dir.c_str(), 0755) == 0) return;
+  }
+  const int err = errno;
+  if (err != EEXIST) reload::throwSysError("mkdir " + dir, err);
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0) reload::throwSysError("stat " + dir);
+  if (!S_ISDIR(st.st_mode)) reload::throwSysError("mkdir " + dir, ENOTDIR);
+}
+
 // Whether a non-blocking attempt (RESOLVE_CACHED, RWF_NOWAIT) must be
 // retried where blocking is allowed: it would block, or this kernel or file
 // system does not offer it (tmpfs has no RWF_NOWAIT on some kernels).
@@ -334,23 +351,24 @@ StoreError Upload::storeFailure(const std::system_error& e) const {
   return StoreError(500, "the object could not be stored; the server log has the details");
 }
 
-void Upload::commitAsync(const ObjectMeta& meta, std::function<void(std::exception_ptr)> placed) {
-  handIn(meta, shared_from_this(), std::move(placed));
+void Upload::commitAsync(const ObjectMeta& meta, std::string_view lastBytes,
+                         std::function<void(std::exception_ptr)> placed) {
+  handIn(meta, lastBytes, shared_from_this(), std::move(placed));
 }
 
-void Upload::handIn(const ObjectMeta& meta, std::shared_ptr<Upload> owner,
+void Upload::handIn(const ObjectMeta& meta, std::string_view lastBytes, std::shared_ptr<Upload> owner,
                     std::function<void(std::exception_ptr)> placed) {
   std::string text = encodeMeta(meta);
   if (text.size() > kMaxMetaSize) throw StoreError(400, "object metadata is too large");
   char trailer[kTrailerSize + 1];
   std::snprintf(trailer, sizeof trailer, "%s%08zx", kTrailerMagic, text.size());
-  write(text.data(), text.size());
-  write(trailer, kTrailerSize);
-  if (fsync(fd_.get()) != 0) {
-    int err = errno;
-    throw StoreError(err == ENOSPC || err == EDQUOT ? 507 : 500,
-                     "fsync on " + volume_ + ": " + std::strerror(err));
-  }
+  // The body's last bytes, the metadata and the trailer in one write.
+  std::string tail;
+  tail.reserve(lastBytes.size() + text.size() + kTrailerSize);
+  tail.append(lastBytes).append(text).append(trailer, kTrailerSize);
+  write(tail.data(), tail.size());
+  // No fsync here: the volume's batch makes every file it takes durable
+  // with one syncfs(), which writes all their blocks back in one go.
   auto placement = std::make_shared<ObjectStore::Placement>();
   placement->bucket = bucket_;
   placement->key = key_;
@@ -359,13 +377,12 @@ void Upload::handIn(const ObjectMeta& meta, std::shared_ptr<Upload> owner,
   placement->dir = parentOf(placement->finalPath);
   try {
     store_.indexFor(volume_);  // opened before the first object directory exists
-    store_.makeDurableDirs(volume_, placement->dir);
   } catch (const std::system_error& e) {
     throw storeFailure(e);
   }
-  // The entry is durable before the object appears, and no DELETE or
-  // listing can drop it while the rename runs (see key_index.h); the
-  // directory is synced before `placed` runs.
+  // The file and the entry are durable before the object appears, and no
+  // DELETE or listing can drop the entry while the rename runs (see
+  // key_index.h); the rename is synced before `placed` runs.
   store_.placeAsync(volume_, *placement,
                     [this, owner = std::move(owner), placement, placed = std::move(placed)]() {
     committed_ = placement->placed;
@@ -394,7 +411,7 @@ void Upload::removeOlderCopies(const ObjectMeta& meta) {
 void Upload::commit(const ObjectMeta& meta) {
   std::promise<std::exception_ptr> outcome;
   auto placed = outcome.get_future();
-  handIn(meta, nullptr, [&outcome](std::exception_ptr failure) { outcome.set_value(failure); });
+  handIn(meta, {}, nullptr, [&outcome](std::exception_ptr failure) { outcome.set_value(failure); });
   if (auto failure = placed.get()) std::rethrow_exception(failure);
   removeOlderCopies(meta);
 }
@@ -422,38 +439,6 @@ struct ObjectStore::VolumeFilesystem {
   }
 };
 
-void ObjectStore::makeDurableDirs(const std::string& root, const std::string& dir) {
-  if (dir.size() <= root.size()) return;  // the volume: its check made it
-  const std::string parent = parentOf(dir);
-  // From the volume down: each level's entry is durable before the next's
-  // counts, whoever made it.
-  makeDurableDirs(root, parent);
-  const bool made = mkdir(dir.c_str(), 0755) == 0;
-  if (!made && errno != EEXIST) {
-    const int err = errno;
-    reload::throwSysError("mkdir " + dir, err);
-  }
-  struct stat st {};
-  if (stat(dir.c_str(), &st) != 0) {
-    const int err = errno;
-    reload::throwSysError("stat " + dir, err);
-  }
-  if (!S_ISDIR(st.st_mode)) reload::throwSysError("mkdir " + dir, ENOTDIR);
-  {
-    // The same directory as when it was made durable: one removed and made
-    // again (by an operator, or a fresh drive at the volume's path) is new.
-    std::lock_guard<std::mutex> lock(durableDirsMutex_);
-    auto known = durableDirs_.find(dir);
-    if (!made && known != durableDirs_.end() && known->second == st.st_ino) return;
-  }
-  // Whoever made it (this thread, another, another worker) may not have
-  // synced its entry yet: an object's 201 must not depend on a directory
-  // entry that a crash could still take back.
-  fsyncDir(parent);
-  std::lock_guard<std::mutex> lock(durableDirsMutex_);
-  durableDirs_[dir] = st.st_ino;
-}
-
 void ObjectStore::placeAsync(const std::string& volume, Placement& placement,
                              std::function<void()> ended) {
   GroupCommit<Placement>* commit;
@@ -472,6 +457,22 @@ void ObjectStore::placeAsync(const std::string& volume, Placement& placement,
 
 void ObjectStore::placeBatch(const std::string& volume, VolumeFilesystem& filesystem,
                              std::vector<Placement*>& batch) const {
+  // Two syncs of the volume's filesystem for the whole batch, whatever its
+  // size: the first makes every file's bytes and inode durable (each PUT
+  // only started its writeback), before any rename can make one visible;
+  // the second makes the renames durable, with every directory they need,
+  // whoever made it. One syncfs() writes back each dirty inode table and
+  // directory block once for the batch and flushes the disk once, where a
+  // fsync per file and per directory did each of those for every PUT.
+  // What else is dirty on that filesystem is written back with it: a
+  // volume is best a filesystem of its own.
+  try {
+    filesystem.sync(volume);
+  } catch (...) {
+    auto failure = std::current_exception();
+    for (auto* p : batch) p->error = failure;
+    return;
+  }
   std::vector<std::pair<std::string, std::string>> entries;
   entries.reserve(batch.size());
   for (auto* p : batch) entries.emplace_back(p->bucket, p->key);
@@ -480,11 +481,27 @@ void ObjectStore::placeBatch(const std::string& volume, VolumeFilesystem& filesy
       index.placeAllIndexed(entries, [&](size_t i) {
         Placement& p = *batch[i];
         if (p.placed || p.error) return;  // a retry after a reopen: done once
+        int err = 0;
         if (rename(p.tmpPath.c_str(), p.finalPath.c_str()) == 0) {
           p.placed = true;
           return;
         }
-        int err = errno;
+        err = errno;
+        if (err == ENOENT) {
+          // Its directory is not there yet (or was removed): made now, once
+          // per directory, under the write lock.
+          try {
+            makeDirs(volume, p.dir);
+          } catch (...) {
+            p.error = std::current_exception();
+            return;
+          }
+          if (rename(p.tmpPath.c_str(), p.finalPath.c_str()) == 0) {
+            p.placed = true;
+            return;
+          }
+          err = errno;
+        }
         p.error = std::make_exception_ptr(
             std::system_error(err, std::generic_category(), "rename into " + p.finalPath));
       });
@@ -496,38 +513,15 @@ void ObjectStore::placeBatch(const std::string& volume, VolumeFilesystem& filesy
     for (auto* p : batch)
       if (!p->placed && !p->error) p->error = failure;
   }
-  // A PUT's 201 waits for the sync that follows its rename. Each fsync of a
-  // directory is a journal commit and a cache flush of the disk, run one
-  // after the other; a batch that spans several directories (its keys fall
-  // in many HH directories) takes one syncfs() of the volume's filesystem
-  // instead: one commit and one flush for every rename, whatever else the
-  // filesystem had dirty with them.
-  std::vector<std::string> dirs;
-  for (auto* p : batch)
-    if (p->placed && std::find(dirs.begin(), dirs.end(), p->dir) == dirs.end()) dirs.push_back(p->dir);
-  if (dirs.size() >= kSyncfsFromDirs) {
-    std::exception_ptr failure;
-    try {
-      filesystem.sync(volume);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    for (auto* p : batch)
-      if (p->placed && failure) p->error = failure;
-    return;
-  }
-  std::map<std::string, std::exception_ptr> synced;
-  for (const auto& dir : dirs) {
-    std::exception_ptr failure;
-    try {
-      fsyncDir(dir);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    synced.emplace(dir, failure);
+  if (std::none_of(batch.begin(), batch.end(), [](const Placement* p) { return p->placed; })) return;
+  std::exception_ptr failure;
+  try {
+    filesystem.sync(volume);
+  } catch (...) {
+    failure = std::current_exception();
   }
   for (auto* p : batch)
-    if (p->placed && synced[p->dir]) p->error = synced[p->dir];
+    if (p->placed && failure) p->error = failure;
 }
 
 ObjectStore::ObjectStore(StorageSettings settings) : settings_(std::move(settings)) {

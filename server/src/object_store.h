@@ -23,8 +23,8 @@
 #include <optional>
 #include <stdexcept>
 #include <system_error>
-#include <unordered_map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -116,21 +116,24 @@ class Upload : public std::enable_shared_from_this<Upload> {
   Upload& operator=(const Upload&) = delete;
   // Throws StoreError (507 when the disk is full).
   void write(const char* data, size_t size);
-  // Writes the metadata, fsyncs, renames into place and fsyncs the directory;
-  // then removes copies of the key on other volumes. Throws StoreError.
-  // Concurrent commits to one volume share the index transaction and the
-  // directory syncs (a group commit); each returns only once its own object
-  // and entry are durable.
+  // Writes the metadata, makes the file durable, renames it into place and
+  // makes the rename durable; then removes copies of the key on other
+  // volumes. Throws StoreError. Concurrent commits to one volume share the
+  // syncs and the index transaction (a group commit); each returns only
+  // once its own object and entry are durable.
   void commit(const ObjectMeta& meta);
-  // commit() without the wait: writes the metadata and fsyncs here (throws
-  // StoreError), then hands the placement to the volume's group commit and
+  // commit() without the wait: writes the metadata and starts its writeback
+  // here (throws StoreError), then hands the placement to the volume's group commit and
   // returns. `placed` runs once, on the thread that leads the batch (maybe
   // this one), when the object and its entry are durable, or with the
   // failure (a StoreError); it must not throw nor wait on a disk. The
   // placement holds the Upload (it must be owned by a shared_ptr) until
   // that call has returned, so the caller may let go of it at any time.
   // removeOlderCopies() is left to the caller.
-  void commitAsync(const ObjectMeta& meta, std::function<void(std::exception_ptr)> placed);
+  // `lastBytes`, the end of the body not written yet, is written with the
+  // metadata.
+  void commitAsync(const ObjectMeta& meta, std::string_view lastBytes,
+                   std::function<void(std::exception_ptr)> placed);
   // Removes copies of the key on other volumes older than `meta`'s; after a
   // commitAsync that succeeded. Blocks on those volumes.
   void removeOlderCopies(const ObjectMeta& meta);
@@ -145,7 +148,7 @@ class Upload : public std::enable_shared_from_this<Upload> {
  private:
   // commitAsync(), the placement holding `owner` (empty for commit(),
   // which waits for the end itself).
-  void handIn(const ObjectMeta& meta, std::shared_ptr<Upload> owner,
+  void handIn(const ObjectMeta& meta, std::string_view lastBytes, std::shared_ptr<Upload> owner,
               std::function<void(std::exception_ptr)> placed);
   StoreError storeFailure(const std::system_error& e) const;  // logged; the client's words
 
@@ -284,34 +287,22 @@ class ObjectStore {
     bool placed = false;  // renamed into place (its entry durable before)
   };
   // Hands the upload to the volume's group commit; `ended` runs when it is
-  // in place and durable (its entry committed, the rename done, its
-  // directory synced) or carries its error (a std::system_error).
+  // in place and durable (its file synced, its entry committed, the rename
+  // done and synced) or carries its error (a std::system_error).
   void placeAsync(const std::string& volume, Placement& placement, std::function<void()> ended);
-  // One group commit of a volume: one index transaction adds every entry,
-  // the renames run under its write lock, then each directory is synced
-  // once (or the filesystem, see kSyncfsFromDirs). An item whose step failed carries its error; items placed before
-  // an index failure are still synced and succeed.
+  // One group commit of a volume: one syncfs() makes every file durable,
+  // one index transaction adds every entry, the renames run under its
+  // write lock (a missing directory is made there), then one more syncfs()
+  // makes the renames and directories durable. A failed first sync fails
+  // the whole batch, nothing placed; an item whose step failed carries its
+  // error; items placed before an index failure are still synced and succeed.
   // `filesystem` is the volume's descriptor for syncfs(), kept for the
   // store's life (see VolumeFilesystem in the source).
   void placeBatch(const std::string& volume, VolumeFilesystem& filesystem,
                   std::vector<Placement*>& batch) const;
-  // Creates `dir` and any missing directory between it and `root` (a
-  // volume), and returns once each of their entries is durable, including
-  // one another thread or process created and may not have synced yet:
-  // each directory's parent is synced the first time this store sees that
-  // directory (a mkdir and a stat per level after that).
-  void makeDurableDirs(const std::string& root, const std::string& dir);
-  // A batch whose renames span this many directories or more is synced by
-  // one syncfs() of the volume's filesystem instead of a fsync per directory.
-  static constexpr size_t kSyncfsFromDirs = 3;
-
   StorageSettings settings_;
   mutable std::mutex commitMutex_;
   std::map<std::string, std::unique_ptr<GroupCommit<Placement>>> commits_;
-  // Directories whose entries this store made (or found) durable, with
-  // their inode numbers then.
-  std::mutex durableDirsMutex_;
-  std::unordered_map<std::string, ino_t> durableDirs_;
   mutable std::mutex mutex_;
   std::vector<Volume> volumes_;
   std::atomic<uint64_t> volumeListVersion_{0};
