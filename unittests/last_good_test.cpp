@@ -1,6 +1,5 @@
 // The last good record: its encoding, and the directory that holds it.
 #include <fcntl.h>
-#include <nettle/sha2.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,15 +32,6 @@ LastGoodRecord sampleRecord() {
   v.resolved.emplace_back("127.0.0.1:8080", std::string("\x02\x00\x1f\x90\x7f\x00\x00\x01", 8));
   r.validated = encodeValidated(v);
   return r;
-}
-
-std::string sha256Hex(const std::string& bytes) {
-  sha256_ctx context;
-  sha256_init(&context);
-  sha256_update(&context, bytes.size(), reinterpret_cast<const uint8_t*>(bytes.data()));
-  uint8_t digest[SHA256_DIGEST_SIZE];
-  sha256_digest(&context, sizeof digest, digest);
-  return hexOf(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
 }
 
 // A record whose checksum is right but whose body is `body`.

@@ -1,6 +1,7 @@
 #include "reload/handoff.h"
 
 #include <fcntl.h>
+#include <nettle/sha2.h>
 #include <limits.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -272,6 +273,15 @@ std::string hexOf(const std::string& bytes) {
     out += digits[c & 15];
   }
   return out;
+}
+
+std::string sha256Hex(const std::string& bytes) {
+  sha256_ctx context;
+  sha256_init(&context);
+  sha256_update(&context, bytes.size(), reinterpret_cast<const uint8_t*>(bytes.data()));
+  uint8_t digest[SHA256_DIGEST_SIZE];
+  sha256_digest(&context, sizeof digest, digest);
+  return hexOf(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
 }
 
 std::string bytesOfHex(const std::string& hex) {

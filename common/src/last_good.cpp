@@ -36,15 +36,6 @@ constexpr size_t kMaxMetaBytes = 2 * IniConfig::kMaxConfigBytes + 65536;
 constexpr size_t kMaxNoteBytes = 4096;
 constexpr time_t kStaleTempSeconds = 120;
 
-std::string sha256Of(const std::string& bytes) {
-  sha256_ctx context;
-  sha256_init(&context);
-  sha256_update(&context, bytes.size(), reinterpret_cast<const uint8_t*>(bytes.data()));
-  uint8_t digest[SHA256_DIGEST_SIZE];
-  sha256_digest(&context, sizeof digest, digest);
-  return hexOf(std::string(reinterpret_cast<const char*>(digest), sizeof digest));
-}
-
 void requireOneLine(const std::string& value, const char* field) {
   if (value.find_first_of(std::string("\n\0", 2)) != std::string::npos)
     throw std::invalid_argument(std::string("last good record: ") + field +
@@ -151,6 +142,23 @@ void copyBinary(int source, int dirFd, const std::string& what) {
 }
 
 // Removes a record directory (files only: nothing else is ever put there).
+// The names in the directory open as `dirFd`, but "." and "..".
+std::vector<std::string> namesIn(int dirFd, const std::string& what) {
+  int listFd = dup(dirFd);
+  if (listFd < 0) throwSysError("dup " + what);
+  DIR* list = fdopendir(listFd);
+  if (list == nullptr) {
+    close(listFd);
+    throwSysError("list " + what);
+  }
+  std::vector<std::string> names;
+  while (dirent* entry = readdir(list))
+    if (std::strcmp(entry->d_name, ".") != 0 && std::strcmp(entry->d_name, "..") != 0)
+      names.emplace_back(entry->d_name);
+  closedir(list);
+  return names;
+}
+
 void removeRecordDir(int parent, const std::string& name, const std::string& what) {
   Fd dir = openDirAt(parent, name.c_str());
   if (!dir) {
@@ -161,19 +169,7 @@ void removeRecordDir(int parent, const std::string& name, const std::string& wha
     }
     throwSysError("open " + what);
   }
-  int listFd = dup(dir.get());
-  if (listFd < 0) throwSysError("dup " + what);
-  DIR* list = fdopendir(listFd);
-  if (list == nullptr) {
-    close(listFd);
-    throwSysError("list " + what);
-  }
-  std::vector<std::string> entries;
-  while (dirent* entry = readdir(list))
-    if (std::strcmp(entry->d_name, ".") != 0 && std::strcmp(entry->d_name, "..") != 0)
-      entries.emplace_back(entry->d_name);
-  closedir(list);
-  for (const auto& entry : entries)
+  for (const auto& entry : namesIn(dir.get(), what))
     if (unlinkat(dir.get(), entry.c_str(), 0) != 0 && errno != ENOENT)
       throwSysError("remove " + what + "/" + entry);
   if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
@@ -238,7 +234,7 @@ std::string encodeLastGood(const LastGoodRecord& r) {
   out += "why " + r.why + "\n";
   out += "written " + std::to_string(r.writtenEpoch) + "\n";
   out += "validated " + std::to_string(r.validated.size()) + "\n" + r.validated;
-  out += "sha256 " + sha256Of(out) + "\n";
+  out += "sha256 " + sha256Hex(out) + "\n";
   return out;
 }
 
@@ -254,7 +250,7 @@ LastGoodRecord decodeLastGood(const std::string& bytes) {
   const size_t sumAt = bytes.size() - sumLength;
   if (bytes.compare(sumAt, tag.size(), tag) != 0) throw bad("no checksum line at its end");
   const std::string body = bytes.substr(0, sumAt);
-  if (bytes.substr(sumAt + tag.size(), 2 * SHA256_DIGEST_SIZE) != sha256Of(body))
+  if (bytes.substr(sumAt + tag.size(), 2 * SHA256_DIGEST_SIZE) != sha256Hex(body))
     throw bad("its checksum does not match (damaged)");
   size_t pos = 0;
   auto line = [&]() {
@@ -314,18 +310,9 @@ LastGoodDir::WriteResult LastGoodDir::write(const LastGoodRecord& record, int bi
 
   // Leftovers of a write that was interrupted.
   {
-    int listFd = dup(dir.get());
-    if (listFd < 0) throwSysError("dup " + path_);
-    DIR* list = fdopendir(listFd);
-    if (list == nullptr) {
-      close(listFd);
-      throwSysError("list " + path_);
-    }
     std::vector<std::string> stale;
-    while (dirent* entry = readdir(list))
-      if (std::strncmp(entry->d_name, kTempPrefix, sizeof kTempPrefix - 1) == 0)
-        stale.emplace_back(entry->d_name);
-    closedir(list);
+    for (auto& name : namesIn(dir.get(), path_))
+      if (name.rfind(kTempPrefix, 0) == 0) stale.push_back(std::move(name));
     // Only what is old: a write of another image may be under way (one
     // the image before gave up waiting for).
     const time_t now = time(nullptr);

@@ -145,6 +145,8 @@ std::string encodeHandoffText(const HandoffEnv& env);
 
 // Lower-case hex, for bytes carried in a text encoding.
 std::string hexOf(const std::string& bytes);
+// The SHA-256 of `bytes`, in lower-case hex.
+std::string sha256Hex(const std::string& bytes);
 // Throws std::invalid_argument for an odd length or a bad digit.
 std::string bytesOfHex(const std::string& hex);
 // Throws std::invalid_argument when the text is not a version 2 handoff or a
