@@ -482,7 +482,9 @@ class AbandonedPuts(unittest.TestCase):
         self.assertEqual(resp.status, 500)
         resp.read()
         failing.close()
-        self.assertTrue(os.path.exists(fired), "the temp file's unlink was not held")
+        # The unlink is handed to the pool as the answer goes out: the two
+        # race, so the hold is waited for, not assumed.
+        wait_for(lambda: os.path.exists(fired), 20, "the temp file's unlink to be held")
         self.assertEqual(len(temp_files(server)), 1)
         self.assert_worker_unharmed(server, worker, keep)
         os.unlink(arm)
