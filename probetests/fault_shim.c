@@ -15,7 +15,8 @@
  *
  * Roles: master (an image started fresh), new-image (an image started from
  * a handoff), synchronizer, validator, prober (volume checks), checker (the
- * new binary's --check-config before its exec), worker, any. Calls: fork, execve (and
+ * new binary's --check-config before its exec), recorder (the writer of the
+ * last good record), worker, any. Calls: fork, execve (and
  * execv), pipe2, socket, bind, listen, accept4, close_listener (a close() of
  * a listening socket; with wait, the window in which that copy is the last
  * one), read, write, memfd_create,
@@ -85,6 +86,7 @@ static const char* my_role(void) {
   if (strcmp(name, "moltd-validate") == 0) return "validator";
   if (strcmp(name, "moltd-probe") == 0) return "prober";
   if (strcmp(name, "moltd-check") == 0) return "checker";
+  if (strcmp(name, "moltd-record") == 0) return "recorder";
   if (strncmp(name, "moltd-w", 7) == 0) return "worker";
   return "other";
 }

@@ -318,7 +318,7 @@ class NewMasterFails(unittest.TestCase):
     holds the listeners and the last good binary and configuration, runs
     that binary itself; it becomes the master under its own PID."""
 
-    def check(self, fault, first_master_end, probation=5):
+    def check(self, fault, first_master_end, probation=5, reload_after_rescue=False):
         # The faulty build arms a master fault only in an image a seamless
         # reload started, once: the rescued image runs clean.
         server = Moltd(self, workers=2, probation=probation, binary=MOLTD_FAULTY)
@@ -358,13 +358,25 @@ class NewMasterFails(unittest.TestCase):
         # session: stopping it stops everything.
         self.assertEqual(server.proc.wait(5), first_master_end)
         self.assertEqual(st["start"]["from"], "rescue")
+        if reload_after_rescue:
+            # Once it has passed a reload of its own, it is stopped like any
+            # master: the record goes.
+            reloads = server.reload_count()
+            server.write_config(workers=1)
+            os.kill(st["pid"], signal.SIGHUP)
+            self.assertEqual(server.wait_reload_result(reloads)["last_reload"]["result"], "ok")
         os.kill(st["pid"], signal.SIGTERM)
         wait_for(lambda: session_processes(server.proc.pid) == [], 30,
                  "every process of the server to stop")
-        # Under systemd a rescued master's stop is systemd's answer to the
-        # death before it, not an operator's: the record stays for the restart.
-        self.assertTrue(os.path.exists(os.path.join(record_dir, "record", "meta")))
-        server.wait_log("stays for the next start")
+        if reload_after_rescue:
+            self.assertFalse(os.path.exists(os.path.join(record_dir, "record")))
+            server.wait_log("graceful stop: removed the last good record")
+        else:
+            # Under systemd a rescued master's stop is systemd's answer to
+            # the death before it, not an operator's: the record stays for
+            # the restart.
+            self.assertTrue(os.path.exists(os.path.join(record_dir, "record", "meta")))
+            server.wait_log("stays for the next start")
         self.log = server.log_text()
         return st
 
@@ -381,6 +393,10 @@ class NewMasterFails(unittest.TestCase):
         rescue = self.log_seconds_between("synchronizer pid", "running the last good binary")
         print("rescue %.3f s after the synchronizer started" % rescue)
         self.assertLess(rescue, 5)
+
+    def test_a_rescued_master_that_passed_a_reload_removes_the_record_at_stop(self):
+        st = self.check("master-exit 0", 3, probation=2, reload_after_rescue=True)
+        self.assertIn("died before it was ready", st["last_reload"]["reason"])
 
     def test_a_new_master_that_hangs_before_ready(self):
         st = self.check("master-hang 0", -signal.SIGKILL)  # killed by the synchronizer
@@ -829,6 +845,47 @@ class SystemdRestart(unittest.TestCase):
         self.server.stop()
         self.server.assert_nothing_left(self)
         self.assertFalse(os.path.exists(self.path("record")))
+
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class RecordWriteFails(unittest.TestCase):
+    def test_a_failed_write_leaves_no_older_record(self):
+        """A record is of the last good image or there is none: when the
+        record of a reload that passed cannot be written, the older record
+        goes too, and the log and /status say a restart is from disk."""
+        server = Moltd(self, workers=1, probation=1)
+        record_dir = os.path.join(server.dir, "last-good")
+        env, arm, fired = shim_env(server, "fsync:recorder:1")
+        server.start(env=env, argv=[MOLTD, "--config", server.config, "--last-good-dir", record_dir])
+        first = server.wait_status(lambda s: s["last_good_record"]["state"] == "written",
+                                   "the first record", 20)
+        self.assertTrue(os.path.isdir(os.path.join(record_dir, "record")))
+        open(arm, "w").close()
+        reloads = server.reload_count()
+        server.write_config(workers=2)
+        server.send_signal(signal.SIGHUP)
+        st = server.wait_reload_result(reloads)
+        self.assertEqual(st["last_reload"]["result"], "ok")
+        self.assertNotEqual(st["config_digest"], first["config_digest"])
+        st = server.wait_status(lambda s: s["last_good_record"]["state"] == "failed",
+                                "the record write to fail", 20)
+        self.assertTrue(os.path.exists(fired))  # the failed state follows the writer's fsync
+        self.assertIn("no older record stays", st["last_good_record"]["error"])
+        self.assertFalse(os.path.exists(os.path.join(record_dir, "record")))
+        self.assertEqual([n for n in os.listdir(record_dir) if n != "reloading"], [])
+        server.wait_log("a restart by systemd starts from the files on disk")
+        # The next reload that passes records again.
+        os.unlink(arm)
+        reloads = server.reload_count()
+        server.write_config(workers=1)
+        server.send_signal(signal.SIGHUP)
+        server.wait_reload_result(reloads)
+        st = server.wait_status(lambda s: s["last_good_record"]["state"] == "written",
+                                "a record again", 20)
+        self.assertEqual(st["last_good_record"]["config_digest"], first["config_digest"])
+        self.assertTrue(os.path.isdir(os.path.join(record_dir, "record")))
+        self.assertEqual(server.stop(), 0)
 
 
 if __name__ == "__main__":

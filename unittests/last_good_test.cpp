@@ -177,6 +177,13 @@ BOOST_AUTO_TEST_CASE(the_directory_holds_one_record_taken_and_removed) {
   BOOST_TEST(inodeOf(dir + "/record/binary") == copied);
   BOOST_TEST(!exists(dir + "/taken"));
   BOOST_CHECK_THROW(records.readTaken(), std::system_error);
+  // After a failed write: the record goes, the note stays.
+  BOOST_REQUIRE_NO_THROW(records.setReloadNote("reload 4 failed"));
+  records.removeRecord();
+  BOOST_TEST(!exists(dir + "/record"));
+  BOOST_TEST(records.readReloadNote() == "reload 4 failed");
+  BOOST_REQUIRE_NO_THROW(records.removeRecord());  // nothing left to remove
+  BOOST_TEST((records.write(r, running, "") == LastGoodDir::WriteResult::kWritten));
   // A clean stop removes everything.
   records.removeAll();
   BOOST_TEST(!exists(dir + "/record"));

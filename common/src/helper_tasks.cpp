@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -333,6 +334,8 @@ namespace {
 constexpr size_t kMaxRecordWriterOutput = 4096;
 constexpr const char kRecordWritten[] = "written";
 constexpr const char kRecordCurrent[] = "current";
+// What a failed write says once no older record is left to start from.
+constexpr std::string_view kOlderRemoved = "; no older record stays";
 
 }  // namespace
 
@@ -392,6 +395,14 @@ void MasterImpl::startRecordWriter() {
             }
           } catch (const std::exception& e) {
             result = std::string("ERR ") + e.what();
+            if (withRecord) {
+              try {
+                LastGoodDir(options_.lastGoodDir).removeRecord();
+                result += std::string(kOlderRemoved);
+              } catch (const std::exception& removal) {
+                result += std::string("; the older record stays: ") + removal.what();
+              }
+            }
           }
           return writeAll(out, result) ? 0 : 1;
         });
@@ -430,8 +441,12 @@ void MasterImpl::onRecordWriterExit(int status) {
   if (!problem.empty()) {
     lastGoodReport_.state = "failed";
     lastGoodReport_.error = problem;
+    const bool removed = problem.size() >= kOlderRemoved.size() &&
+                         std::string_view(problem).substr(problem.size() - kOlderRemoved.size()) ==
+                             kOlderRemoved;
     MOLT_LOG(kError) << "last good record in " << options_.lastGoodDir << ": " << problem
-                     << "; a restart by systemd starts from the files on disk";
+                     << (removed ? "; a restart by systemd starts from the files on disk"
+                                 : "; a restart by systemd may start from an older record");
   } else if (withRecord) {
     lastGoodReport_.state = "written";
     lastGoodReport_.error.clear();

@@ -74,6 +74,17 @@ Fd openTrusted(const std::string& path, bool create) {
   return dir;
 }
 
+// The directory checked as openTrusted() checks it; none when it is missing.
+Fd openTrustedIfThere(const std::string& path) {
+  Fd dir(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) {
+    if (errno == ENOENT) return Fd();
+    throwSysError("last good directory " + path);
+  }
+  PidFile::checkTrustedDirectory(dir.get(), path);
+  return dir;
+}
+
 // A file of a record directory: a regular file (never through a symlink)
 // owned by this user or root, at most `limit` bytes.
 std::string readSmallFile(int dirFd, const char* name, size_t limit, const std::string& what) {
@@ -422,12 +433,16 @@ std::string LastGoodDir::readReloadNote() const {
   }
 }
 
+void LastGoodDir::removeRecord() const {
+  Fd dir = openTrustedIfThere(path_);
+  if (!dir) return;
+  removeRecordDir(dir.get(), kRecord, path_ + "/" + kRecord);
+  removeRecordDir(dir.get(), kTaken, path_ + "/" + kTaken);
+}
+
 void LastGoodDir::removeAll() const {
-  Fd dir(open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir) {
-    if (errno == ENOENT) return;
-    throwSysError("last good directory " + path_);
-  }
+  Fd dir = openTrustedIfThere(path_);
+  if (!dir) return;
   removeRecordDir(dir.get(), kRecord, path_ + "/" + kRecord);
   removeRecordDir(dir.get(), kTaken, path_ + "/" + kTaken);
   if (unlinkat(dir.get(), kReloadNote, 0) != 0 && errno != ENOENT)

@@ -80,8 +80,15 @@ class LastGoodDir {
   // The reload note; "" when there is none.
   std::string readReloadNote() const;
 
+  // Removes the record and a taken one, not the note: after a write that
+  // failed, an older record would start an image older than the last good
+  // one on data it may not know. Missing pieces are fine; throws like
+  // write().
+  void removeRecord() const;
+
   // Removes the record, a taken one and the note (a clean stop: the next
-  // start is from disk). Missing pieces are fine; throws std::system_error.
+  // start is from disk), in the directory write() checks. Missing pieces
+  // are fine; throws like write().
   void removeAll() const;
 
  private:
