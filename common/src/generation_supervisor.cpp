@@ -374,6 +374,9 @@ void MasterImpl::passProbation() {
     lastGoodBinary_.reset();  // this image's own binary is the last good one now
   }
   lastGoodConfig_.reset();
+  // A rescued master that has since passed a reload of its own is stopped
+  // like any other: its stop removes the record.
+  rescued_ = false;
   serveAdmin();
   finishReload(passed.kind, "ok", "", passed.generation, probationServingMs_);
   enforceDrainingLimit();
