@@ -174,7 +174,37 @@ class Api(unittest.TestCase):
         self.assertEqual(server.request("GET", "/v1/spread/k0")[2], b"new")
 
 
+# One sample of the Prometheus text format: a name, labels whose values
+# escape only backslash, double quote and newline, and a number.
+METRIC_LINE = re.compile(r'[a-zA-Z_:][a-zA-Z0-9_:]*'
+                         r'(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+                         r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*")*\})?'
+                         r' (?:[-+0-9.eE]+|NaN|[-+]Inf)')
+
+
 class Volumes(unittest.TestCase):
+    def test_a_volume_path_with_quotes_is_one_label_in_metrics(self):
+        """A volume whose path holds a double quote and a backslash: /metrics
+        stays valid text format, and the label names that path."""
+        server = Moltd(self, volumes=1)
+        odd = os.path.join(server.dir, 'vol"} 1 \\x')
+        os.mkdir(odd)
+        server.volumes[0] = odd
+        server.write_config()
+        server.start()
+        self.assertEqual(server.request("PUT", "/v1/q/k", body=b"v")[0], 201)
+        self.assertEqual(len(object_files(odd)), 1)
+        labels = []
+        for line in server.admin_get("/metrics").splitlines():
+            if not line or line.startswith("#"):
+                continue
+            self.assertTrue(METRIC_LINE.fullmatch(line), line)
+            if line.startswith("moltd_volume_free_bytes{"):
+                value = line[len('moltd_volume_free_bytes{volume="'):line.rindex('"}')]
+                labels.append(re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n" else m.group(1),
+                                     value))
+        self.assertEqual(labels, [odd])
+
     def test_hot_added_volume_takes_writes(self):
         server = Moltd(self, volumes=1)
         server.write_config(extra_storage="volume_glob = %s/glob-*\nvolume_scan_interval = 1"
@@ -606,6 +636,27 @@ class LongKeys(unittest.TestCase):
         self.assertEqual(server.request("DELETE", "/v1/long/" + "k" * 1024)[0], 204)
         keys.remove("k" * 1024)
         self.assertEqual(listed_keys(server, "long"), keys)
+
+    def test_the_longest_bucket_with_the_longest_key(self):
+        """A 63-byte bucket (the bound) with a 1024-byte key: stored, read,
+        listed and deleted, also across a restart that rebuilds the index;
+        a 64-byte bucket gets 400."""
+        server = Moltd(self, workers=1).start()
+        bucket, key = "b" * 63, "k" * 1023 + "z"
+        path = "/v1/%s/%s" % (bucket, key)
+        self.assertEqual(server.request("PUT", path, body=b"longest")[0], 201)
+        self.assertEqual(server.request("GET", path)[::2], (200, b"longest"))
+        self.assertEqual(server.request("HEAD", path)[0], 200)
+        self.assertEqual(listed_keys(server, bucket), [key])
+        self.assertEqual(server.request("PUT", "/v1/%s/k" % ("b" * 64), body=b"x")[0], 400)
+        self.assertEqual(server.request("GET", "/v1/%s/k" % ("b" * 64))[0], 400)
+        self.assertEqual(server.stop(), 0)
+        shutil.rmtree(os.path.join(server.volumes[0], "index"))
+        server.start()
+        self.assertEqual(listed_keys(server, bucket), [key])
+        self.assertEqual(server.request("DELETE", path)[0], 204)
+        self.assertEqual(server.request("GET", path)[0], 404)
+        self.assertEqual(listed_keys(server, bucket), [])
 
     def test_volume_from_before_the_index_with_a_long_key(self):
         server = Moltd(self, workers=1).start()
