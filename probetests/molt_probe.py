@@ -5,10 +5,12 @@ of a condition. Load comes from real concurrent connections (http.client),
 and failures are counted by kind.
 """
 import errno
+import fcntl
 import hashlib
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +26,55 @@ MOLTD_FAULTY = os.path.abspath(os.environ.get("MOLTD_FAULTY_BIN", "moltd-faulty"
 RELOAD_BENCH = os.path.abspath(os.environ.get("RELOAD_BENCH_BIN", "reload_bench"))
 
 
+# Ports are taken below the kernel's ephemeral range, so that no client
+# connection of a test running beside this one can hold the port between this
+# check and the server's bind, and each is reserved by a lock that lives as long
+# as this process, so that two tests running side by side never pick the same.
+_PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "molt-probe-ports")
+_reserved_ports = []
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port):
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            try:
+                with socket.socket(family, kind) as s:
+                    s.bind((host, port))
+            except OSError as e:
+                no_ipv6 = e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+                if family == socket.AF_INET6 and no_ipv6:
+                    break
+                return False
+    return True
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    low, high = _ephemeral_range()
+    first, last = (10000, low - 1) if low > 12000 else (high + 1, 65535)
+    os.makedirs(_PORT_LOCK_DIR, exist_ok=True)
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randint(first, last)
+        fd = os.open(os.path.join(_PORT_LOCK_DIR, str(port)), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        if _bindable(port):
+            _reserved_ports.append(fd)
+            return port
+        os.close(fd)
+    raise AssertionError("no free port below the ephemeral range after 500 tries")
 
 
 def wait_for(predicate, timeout, what):

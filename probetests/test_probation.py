@@ -530,7 +530,8 @@ class MoltInitWaits(unittest.TestCase):
         self.addCleanup(lambda: subprocess.run([MOLT_INIT, "moltd", "stop", "--conf-dir",
                                                 conf_dir, "--run-dir", run_dir],
                                                capture_output=True, timeout=60))
-        self.assertEqual(molt_init("start")[0], 0)
+        rc, text = molt_init("start")
+        self.assertEqual(rc, 0, text)
         started = time.monotonic()
         rc, text = molt_init("reload")
         self.assertEqual(rc, 0, text)
