@@ -203,6 +203,17 @@ systemctl restart moltd
 check "restart: active again" "wait_until 30 'systemctl is-active -q moltd && serving'"
 echo "systemctl restart: serving after $(since "$t0") s, started from $(status_field 'd["start"]["from"]'), binary $(main_exe)"
 check "restart: started from disk" "[ \"\$(status_field 'd[\"start\"][\"from\"]')\" = disk ] && [ \"\$(main_exe)\" = /usr/sbin/moltd ]"
+# A record left by a master that died stays for systemd's restart only: once
+# the operator stops the unit, the next systemctl start runs the files on disk.
+wait_until 20 '[ -e /run/molt/last-good/record/meta ]'
+pid=$(prop MainPID)
+kill -KILL "$pid"
+systemctl stop moltd
+echo "stop after a killed master: $(systemctl is-active moltd), last good directory: $(ls -d /run/molt/last-good 2>&1)"
+check "stop after a killed master: the record is gone" "[ ! -e /run/molt/last-good ] && [ -d /run/molt ]"
+systemctl start moltd
+check "start after that stop: from disk" "wait_until 30 'systemctl is-active -q moltd && serving' && [ \"\$(status_field 'd[\"start\"][\"from\"]')\" = disk ] && [ \"\$(main_exe)\" = /usr/sbin/moltd ]"
+echo "start after that stop: started from $(status_field 'd["start"]["from"]'), binary $(main_exe)"
 mkdir -p /etc/systemd/system/moltd.service.d
 printf '[Service]\nNotifyAccess=all\n' > /etc/systemd/system/moltd.service.d/notify-all.conf
 systemctl daemon-reload
