@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import threading
@@ -26,11 +27,13 @@ MOLTD_FAULTY = os.path.abspath(os.environ.get("MOLTD_FAULTY_BIN", "moltd-faulty"
 RELOAD_BENCH = os.path.abspath(os.environ.get("RELOAD_BENCH_BIN", "reload_bench"))
 
 
-# Ports are taken below the kernel's ephemeral range, so that no client
+# Ports are taken outside the kernel's ephemeral range, so that no client
 # connection of a test running beside this one can hold the port between this
 # check and the server's bind, and each is reserved by a lock that lives as long
 # as this process, so that two tests running side by side never pick the same.
-_PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "molt-probe-ports")
+# The locks live in a directory of this user's alone, at a fixed path (not
+# TMPDIR's, which may differ between the processes that must see each other).
+_PORT_LOCK_DIR = "/tmp/molt-probe-ports-%d" % os.getuid()
 _reserved_ports = []
 
 
@@ -41,6 +44,27 @@ def _ephemeral_range():
             return low, high
     except (OSError, ValueError):
         return 32768, 60999
+
+
+def _port_span():
+    """The larger gap beside the ephemeral range, or every port from 10000
+    when both gaps are small (then a client could take one, rarely)."""
+    low, high = _ephemeral_range()
+    below, above = (10000, low - 1), (high + 1, 65535)
+    first, last = max(below, above, key=lambda span: span[1] - span[0])
+    return (first, last) if last - first >= 1000 else (10000, 65535)
+
+
+def _port_lock_dir():
+    try:
+        os.mkdir(_PORT_LOCK_DIR, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(_PORT_LOCK_DIR)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise AssertionError("%s is not a directory of this user's alone (mode %o, owner %d)"
+                             % (_PORT_LOCK_DIR, st.st_mode, st.st_uid))
+    return _PORT_LOCK_DIR
 
 
 def _bindable(port):
@@ -58,13 +82,13 @@ def _bindable(port):
 
 
 def free_port():
-    low, high = _ephemeral_range()
-    first, last = (10000, low - 1) if low > 12000 else (high + 1, 65535)
-    os.makedirs(_PORT_LOCK_DIR, exist_ok=True)
+    first, last = _port_span()
+    lock_dir = _port_lock_dir()
     rng = random.Random()
     for _ in range(500):
         port = rng.randint(first, last)
-        fd = os.open(os.path.join(_PORT_LOCK_DIR, str(port)), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(os.path.join(lock_dir, str(port)),
+                     os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -74,7 +98,7 @@ def free_port():
             _reserved_ports.append(fd)
             return port
         os.close(fd)
-    raise AssertionError("no free port below the ephemeral range after 500 tries")
+    raise AssertionError("no free port in %d..%d after 500 tries" % (first, last))
 
 
 def wait_for(predicate, timeout, what):
