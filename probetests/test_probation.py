@@ -843,6 +843,22 @@ class SystemdRestart(unittest.TestCase):
         st = self.start()
         self.assertEqual(st["start"]["from"], "disk")
         self.assertIn("the last good record cannot be used", self.server.output())
+        # A record in a directory whose parent others may write (who could
+        # swap the directory between the check and the exec) is not run.
+        self.wait_record(version)
+        self.kill_unit()
+        mode = os.stat(self.server.dir).st_mode & 0o7777
+        os.chmod(self.server.dir, mode | 0o020)
+        try:
+            self.start(wait=False)
+            # The files on disk then refuse that directory for the pid file.
+            self.assertNotEqual(self.server.proc.wait(30), 0)
+        finally:
+            os.chmod(self.server.dir, mode)
+        self.assertIn("its parent or its record is not this user's alone", self.server.output())
+        self.assertTrue(os.path.exists(self.path("record", "meta")))
+        self.assertFalse(os.path.exists(self.path("taken")))
+        self.assertEqual(self.start()["start"]["from"], "last_good_record")
         self.server.stop()
         self.server.assert_nothing_left(self)
         self.assertFalse(os.path.exists(self.path("record")))
