@@ -134,10 +134,10 @@ std::string PidFile::directoryProblem(mode_t mode, uid_t owner, uid_t self) {
   if (!S_ISDIR(mode)) return "not a directory";
   if (owner != 0 && owner != self)
     return "owned by uid " + std::to_string(owner) + ", neither root nor uid " +
-           std::to_string(self) + " (that user could replace the pid file)";
+           std::to_string(self) + " (that user could replace what it holds)";
   if ((mode & (S_IWGRP | S_IWOTH)) != 0)
     return "writable by " + std::string((mode & S_IWOTH) ? "anyone" : "its group") + " (mode " +
-           octal(mode) + "): another user could replace or remove the pid file";
+           octal(mode) + "): another user could replace or remove what it holds";
   return "";
 }
 
