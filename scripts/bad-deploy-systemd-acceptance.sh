@@ -203,11 +203,26 @@ systemctl restart moltd
 check "restart: active again" "wait_until 30 'systemctl is-active -q moltd && serving'"
 echo "systemctl restart: serving after $(since "$t0") s, started from $(status_field 'd["start"]["from"]'), binary $(main_exe)"
 check "restart: started from disk" "[ \"\$(status_field 'd[\"start\"][\"from\"]')\" = disk ] && [ \"\$(main_exe)\" = /usr/sbin/moltd ]"
+# SIGKILLs the main PID once its last good record is written; prints that PID
+# (never kills PID 0: a unit that is not running is left alone).
+kill_master_once_recorded() {
+  wait_until 20 '[ -e /run/molt/last-good/record/meta ]'
+  local pid
+  pid=$(prop MainPID)
+  [ "$pid" -gt 0 ] && kill -KILL "$pid"
+  echo "$pid"
+}
+# Restarts the unit with one more [Service] setting in a drop-in of its own.
+restart_with_setting() {
+  mkdir -p /etc/systemd/system/moltd.service.d
+  printf '[Service]\n%s\n' "$1" > /etc/systemd/system/moltd.service.d/restart.conf
+  systemctl daemon-reload
+  systemctl restart moltd
+  wait_until 30 'systemctl is-active -q moltd && serving'
+}
 # A record left by a master that died stays for systemd's restart only: once
 # the operator stops the unit, the next systemctl start runs the files on disk.
-wait_until 20 '[ -e /run/molt/last-good/record/meta ]'
-pid=$(prop MainPID)
-[ "$pid" -gt 0 ] && kill -KILL "$pid"
+pid=$(kill_master_once_recorded)
 check "killed master: restarted from the last good record" "wait_until 30 'systemctl is-active -q moltd && serving && [ \"\$(prop MainPID)\" != $pid ]' && [ \"\$(status_field 'd[\"start\"][\"from\"]')\" = last_good_record ]"
 systemctl stop moltd
 echo "stop after a killed master: $(systemctl is-active moltd), last good directory: $(ls -d /run/molt/last-good 2>&1)"
@@ -216,14 +231,8 @@ systemctl start moltd
 check "start after that stop: from disk" "wait_until 30 'systemctl is-active -q moltd && serving' && [ \"\$(status_field 'd[\"start\"][\"from\"]')\" = disk ] && [ \"\$(main_exe)\" = /usr/sbin/moltd ]"
 echo "start after that stop: started from $(status_field 'd["start"]["from"]'), binary $(main_exe)"
 # A unit that fails for good (here Restart=no) loses the record too.
-mkdir -p /etc/systemd/system/moltd.service.d
-printf '[Service]\nRestart=no\n' > /etc/systemd/system/moltd.service.d/restart.conf
-systemctl daemon-reload
-systemctl restart moltd
-wait_until 30 'systemctl is-active -q moltd && serving'
-wait_until 20 '[ -e /run/molt/last-good/record/meta ]'
-pid=$(prop MainPID)
-[ "$pid" -gt 0 ] && kill -KILL "$pid"
+restart_with_setting Restart=no
+kill_master_once_recorded >/dev/null
 check "killed master, Restart=no: the unit failed and the record is gone" "wait_until 30 '[ \"\$(prop ActiveState)\" = failed ]' && [ ! -e /run/molt/last-good ]"
 systemctl start moltd
 check "start after it failed for good: from disk" "wait_until 30 'systemctl is-active -q moltd && serving' && [ \"\$(status_field 'd[\"start\"][\"from\"]')\" = disk ]"
@@ -231,13 +240,8 @@ check "start after it failed for good: from disk" "wait_until 30 'systemctl is-a
 # unit in auto-restart: systemd 252 then goes to dead without removing the
 # RuntimeDirectory. Printed, not checked: it is systemd's, and said so in the
 # README. RestartSec=5s here makes the window one the script can hit.
-printf '[Service]\nRestartSec=5s\n' > /etc/systemd/system/moltd.service.d/restart.conf
-systemctl daemon-reload
-systemctl restart moltd
-wait_until 30 'systemctl is-active -q moltd && serving'
-wait_until 20 '[ -e /run/molt/last-good/record/meta ]'
-pid=$(prop MainPID)
-[ "$pid" -gt 0 ] && kill -KILL "$pid"
+restart_with_setting RestartSec=5s
+kill_master_once_recorded >/dev/null
 wait_until 10 '[ "$(prop SubState)" = auto-restart ]'
 state=$(prop SubState)
 systemctl stop moltd
