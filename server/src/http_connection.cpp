@@ -398,9 +398,10 @@ bool Connection::refuseIfReadOnly() {
 
 // A task counts as pending from the moment it is the pool's; one the pool
 // refused (it threw) never comes back, so it is not counted.
-void Connection::submitDisk(std::function<void()> work, std::function<void()> done) {
+void Connection::submitDisk(std::function<void()> work, std::function<void()> done,
+                            std::function<void()> stepEnded) {
   auto back = diskDone(std::move(done));
-  auto failed = diskFailed();
+  auto failed = diskFailed(std::move(stepEnded));
   ++pendingDisk_;
   try {
     shared_.pool->submit(std::move(work), std::move(back), std::move(failed));
@@ -411,9 +412,9 @@ void Connection::submitDisk(std::function<void()> work, std::function<void()> do
 }
 
 void Connection::submitDiskDeferred(std::function<void(DiskPool::Finish)> work,
-                                    std::function<void()> done) {
+                                    std::function<void()> done, std::function<void()> stepEnded) {
   auto back = diskDone(std::move(done));
-  auto failed = diskFailed();
+  auto failed = diskFailed(std::move(stepEnded));
   ++pendingDisk_;
   try {
     shared_.pool->submitDeferred(std::move(work), std::move(back), std::move(failed));
@@ -435,13 +436,12 @@ std::function<void()> Connection::diskDone(std::function<void()> done) {
   };
 }
 
-DiskPool::Failed Connection::diskFailed() {
+DiskPool::Failed Connection::diskFailed(std::function<void()> stepEnded) {
   // A store step that threw (the pool logged it): this request ends with
   // that answer, or, mid-answer, with the connection.
-  return [this](int status, const std::string& text) {
+  return [this, stepEnded = std::move(stepEnded)](int status, const std::string& text) {
     --pendingDisk_;
-    // An upload's step is the only task of its connection: it is back.
-    if (upload_) upload_->writing = upload_->storing = false;
+    if (stepEnded) stepEnded();
     if (phase_ == Phase::kClosed) return closedTaskBack();
     guarded([&] {
       abandonUpload();
@@ -506,9 +506,10 @@ void Connection::requestFailed(const char* what) noexcept {
   }
 }
 
-void Connection::runOnDisk(std::function<void()> work, std::function<void()> done) {
+void Connection::runOnDisk(std::function<void()> work, std::function<void()> done,
+                           std::function<void()> stepEnded) {
   phase_ = Phase::kWaitDisk;
-  submitDisk(std::move(work), std::move(done));
+  submitDisk(std::move(work), std::move(done), std::move(stepEnded));
 }
 
 // -------------------------------------------------------------------- PUT
@@ -565,7 +566,8 @@ void Connection::putObject(const ObjectPath& path) {
         if (!stillServes(state)) return;
         if (state->errorStatus) return sendStoreError(state->errorStatus, state->error);
         startUploadBody();
-      });
+      },
+      [state] { state->storing = false; });
 }
 
 void Connection::startUploadBody() {
@@ -619,6 +621,10 @@ void Connection::submitUploadWrite() {
           if (state->filling.size() == kUploadBuffer) submitUploadWrite();
           if (state->finishing) finishUpload();
         }
+      },
+      [state] {
+        state->writing = false;
+        state->flying.clear();
       });
 }
 
@@ -785,7 +791,8 @@ void Connection::finishUpload() {
         addHeader("Content-Type", "text/plain; charset=utf-8");
         endHeaders(0);
         startSending();
-      });
+      },
+      [state] { state->storing = false; });
 }
 
 // -------------------------------------------------------------------- GET

@@ -131,16 +131,22 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   uint64_t bytesTakenByPeer() const;
   // `work` on the pool; then, unless the connection closed meanwhile,
   // `done` on the loop and the connection goes on. The phase is left as it is.
-  void submitDisk(std::function<void()> work, std::function<void()> done);
+  // Should `work` throw past its own handling, `stepEnded` runs on the loop
+  // in place of `done` (an upload's step clears its own mark: only that
+  // task is known to be back), and the request ends with the error.
+  void submitDisk(std::function<void()> work, std::function<void()> done,
+                  std::function<void()> stepEnded = {});
   // submitDisk() for work that hands its end on later (DiskPool::submitDeferred).
-  void submitDiskDeferred(std::function<void(DiskPool::Finish)> work, std::function<void()> done);
+  void submitDiskDeferred(std::function<void(DiskPool::Finish)> work, std::function<void()> done,
+                          std::function<void()> stepEnded);
   std::function<void()> diskDone(std::function<void()> done);  // the loop's part of a task's end
-  DiskPool::Failed diskFailed();
+  DiskPool::Failed diskFailed(std::function<void()> stepEnded);
   // A task came back to a connection already closed: once none is left,
   // the connection (and an upload its client left) goes.
   void closedTaskBack();
   // submitDisk() for a request that waits for the result.
-  void runOnDisk(std::function<void()> work, std::function<void()> done);
+  void runOnDisk(std::function<void()> work, std::function<void()> done,
+                 std::function<void()> stepEnded = {});
   // Moves fileReadyTo_ over what the page cache holds, and has the pool read
   // in the next window that it does not.
   void planFileWindows();
