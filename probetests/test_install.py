@@ -1,5 +1,6 @@
 """Install, package and documentation checks, run against the real build."""
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -69,10 +70,17 @@ class Install(unittest.TestCase):
         data = os.path.join(self.dir, "data")
         os.makedirs(conf_dir)
         os.makedirs(data)
+        # The sample's workers drop to the user the package creates; here,
+        # where the package is not installed, to nobody, who owns the volume.
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(self.dir, 0o755)
+        os.chown(data, nobody.pw_uid, nobody.pw_gid)
         port, admin = free_port(), free_port()
         text = open(os.path.join(root, "etc/molt/moltd.conf")).read()
+        self.assertRegex(text, r"(?m)^user = molt$")
         for key, value in [("bind", None), ("pid_file", os.path.join(run_dir, "moltd.pid")),
-                           ("volumes", data), ("file", os.path.join(self.dir, "moltd.log"))]:
+                           ("volumes", data), ("file", os.path.join(self.dir, "moltd.log")),
+                           ("user", "nobody")]:
             if key == "bind":
                 text = re.sub(r"(?m)^bind = 127.0.0.1:8080$", "bind = 127.0.0.1:%d" % port, text)
                 text = re.sub(r"(?m)^bind = 127.0.0.1:8081$", "bind = 127.0.0.1:%d" % admin, text)
@@ -94,6 +102,13 @@ class Install(unittest.TestCase):
         self.addCleanup(kill_group_if_moltd, pid)
         self.assertIn("seamlessly reloaded (pid %d, generation 2" % pid, molt_init("reload-seamless"))
         self.assertIn("generation 2, read-write", molt_init("status"))
+        children = [int(p) for p in open("/proc/%d/task/%d/children" % (pid, pid)).read().split()]
+        workers = [c for c in children if open("/proc/%d/comm" % c).read().startswith("moltd-w")]
+        self.assertTrue(workers, children)
+        for worker in workers:
+            with open("/proc/%d/status" % worker) as f:
+                uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
+            self.assertEqual(set(int(u) for u in uids), {nobody.pw_uid})
         rc, out = run("curl", "-sf", "-T", conf, "http://127.0.0.1:%d/v1/docs/conf" % port)
         self.assertEqual(rc, 0, out)
         self.assertIn("moltd stopped", molt_init("shutdown"))

@@ -25,6 +25,20 @@ systemctl status moltd --no-pager | head -5
 check "PUT" "[ \$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary @/etc/os-release http://127.0.0.1:8080/v1/b/k1) = 201 ]"
 check "GET bytes identical" "curl -s http://127.0.0.1:8080/v1/b/k1 | cmp -s - /etc/os-release"
 pid=$(systemctl show -p MainPID --value moltd)
+# The package's user: it owns the sample volume, and every worker runs as it.
+workers_as_molt() {
+  local w n=0
+  for w in $(cat /proc/$pid/task/$pid/children); do
+    case $(cat /proc/$w/comm) in moltd-w*) ;; *) continue ;; esac
+    [ "$(ps -o user= -p "$w")" = molt ] || return 1
+    n=$((n+1))
+  done
+  [ $n -gt 0 ]
+}
+check "user molt made by the package" "getent passwd molt >/dev/null"
+check "the sample volume belongs to molt" "[ \$(stat -c %U /var/lib/molt/1) = molt ]"
+check "workers run as molt" "workers_as_molt"
+check "the master stays root" "[ \$(ps -o user= -p $pid) = root ]"
 gen=$(field "['generation']")
 echo "MainPID $pid generation $gen"
 # Each reload waits through its probation: the load lasts until the last one ends.
