@@ -12,6 +12,9 @@
  *                                  it fire once across every process
  * MOLT_FAULT_PATH=text             stat counts only calls on a path that
  *                                  contains `text`
+ * MOLT_SYSLOG_PATH=path            a connect() to the syslog daemon's socket
+ *                                  (/dev/log) goes to this socket instead,
+ *                                  with or without MOLT_FAULT
  *
  * Roles: master (an image started fresh), new-image (an image started from
  * a handoff), synchronizer, validator, prober (volume checks), checker (the
@@ -35,6 +38,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +48,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +67,7 @@ static const char* fired_path;
 static const char* fault_path;
 static int from_handoff;
 static long uses;
+static const char* syslog_path;
 
 __attribute__((constructor)) static void fault_init(void) {
   const char* spec = getenv("MOLT_FAULT");
@@ -69,6 +75,7 @@ __attribute__((constructor)) static void fault_init(void) {
   fault_path = getenv("MOLT_FAULT_PATH");
   fired_path = getenv("MOLT_FAULT_FIRED");
   from_handoff = getenv("MOLT_HANDOFF") != NULL;
+  syslog_path = getenv("MOLT_SYSLOG_PATH");
   if (spec == NULL || arm_path == NULL || fired_path == NULL) return;
   char mode[16] = "";
   if (sscanf(spec, "%31[^:]:%31[^:]:%ld:%15s", fault_call, fault_role, &fault_nth, mode) < 3)
@@ -141,6 +148,19 @@ int pipe2(int fds[2], int flags) {
 int socket(int domain, int type, int protocol) {
   if (should_fail("socket")) return FAIL_WITH(EMFILE, -1);
   return NEXT(socket)(domain, type, protocol);
+}
+
+int connect(int fd, const struct sockaddr* addr, socklen_t len) {
+  const struct sockaddr_un* unix_addr = (const struct sockaddr_un*)addr;
+  if (syslog_path != NULL && addr != NULL && addr->sa_family == AF_UNIX &&
+      len > offsetof(struct sockaddr_un, sun_path) && strcmp(unix_addr->sun_path, "/dev/log") == 0) {
+    struct sockaddr_un redirected;
+    memset(&redirected, 0, sizeof redirected);
+    redirected.sun_family = AF_UNIX;
+    strncpy(redirected.sun_path, syslog_path, sizeof redirected.sun_path - 1);
+    return NEXT(connect)(fd, (const struct sockaddr*)&redirected, sizeof redirected);
+  }
+  return NEXT(connect)(fd, addr, len);
 }
 
 int bind(int fd, const struct sockaddr* addr, socklen_t len) {

@@ -1,5 +1,6 @@
 """Probe tests for a log destination that takes nothing: standard error as
-a pipe nobody reads, and a FIFO named as the log file. Records must never
+a pipe nobody reads, a FIFO named as the log file, and a syslog daemon that
+stops reading. Records must never
 hold the master's loop or a worker's: every request is answered, both
 reloads complete, /status answers, dropped records are counted in
 /metrics, and once the destination is read again records flow, the
@@ -14,6 +15,8 @@ import threading
 import unittest
 
 from molt_probe import Moltd, read_response, wait_for
+
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
 
 # Refused requests (HTTP/1.1 without Host): each one a debug record of
 # about 110 bytes in a worker. 3,000 of them, three times over, are about
@@ -89,7 +92,7 @@ class Stall:
         server.pid = server.proc.pid
         server.wait_running()
 
-    def stalled_then_read(self, server, reader):
+    def stalled_then_read(self, server, reader, stop=True):
         self.drive(server)
         self.reload(server, signal.SIGHUP)
         self.drive(server)
@@ -110,8 +113,9 @@ class Stall:
         self.drive(server)
         wait_for(lambda: ("gen=%d" % generation).encode() in reader.text, 20,
                  "records of generation %d" % generation)
-        self.assertEqual(server.stop(), 0)
-        server.assert_nothing_left(self)
+        if stop:
+            self.assertEqual(server.stop(), 0)
+            server.assert_nothing_left(self)
 
 
 class StderrPipe(Stall, unittest.TestCase):
@@ -163,3 +167,48 @@ class StderrFifoReaderLeaves(Stall, unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class SyslogStops(Stall, unittest.TestCase):
+    """`file = syslog` with a daemon whose queue is full: syslog(3) would hold
+    the master and the workers in send(); the datagrams are sent without
+    waiting, framed as syslog(3) frames them, and reach a daemon that
+    restarted (a new socket at the path)."""
+
+    def test_syslog_daemon_that_stops_reading_then_restarts(self):
+        server = Moltd(self, workers=2)
+        path = os.path.join(server.dir, "log.sock")
+
+        def daemon():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            sock.setblocking(False)
+            reader = Reader(sock.fileno())
+            self.addCleanup(sock.close)
+            self.addCleanup(reader.stop)
+            return sock, reader
+        sock, reader = daemon()
+        server.log = "syslog"
+        server.write_config()
+        # The shim sends the connect() to /dev/log to this test's socket.
+        server.start(env=dict(os.environ, LD_PRELOAD=FAULT_SHIM, MOLT_SYSLOG_PATH=path,
+                              ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+                              ":verify_asan_link_order=0"))
+        self.stalled_then_read(server, reader, stop=False)
+        # LOG_DAEMON, with the record's level; the service's name and pid.
+        text = reader.text.decode(errors="replace")
+        self.assertRegex(text, r"<31>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d moltd\[\d+\]: worker gen=\d+ debug: ")
+        self.assertRegex(text, r"<30>[^<]* moltd\[%d\]: master gen=\d+ info: " % server.pid)
+        self.assertRegex(text, r"<28>[^<]* moltd\[\d+\]: \w+ gen=\d+ warning: \d+ log records dropped")
+        # The daemon restarts: its socket is made again at the path. The
+        # workers and the master connect to the new one, with no reload.
+        reader.stop()
+        sock.close()
+        os.unlink(path)
+        sock, reader = daemon()
+        reader.reading.set()
+        self.drive(server)
+        wait_for(lambda: b"worker gen=" in reader.text, 20, "worker records at the new socket")
+        self.assertEqual(server.stop(), 0)
+        server.assert_nothing_left(self)

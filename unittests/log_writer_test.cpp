@@ -173,10 +173,26 @@ BOOST_AUTO_TEST_CASE(a_replacing_writer_takes_what_waits_ahead_of_its_own) {
   auto next = writerOn(newSink, 1000);
   next.adopt(old);
   BOOST_TEST(old.idle());
-  BOOST_TEST(next.droppedTotal() == 2u);
+  // The half-written record is not written again, and its lost end counts.
+  BOOST_TEST(next.droppedTotal() == 3u);
+  BOOST_TEST(next.takeUnpublished() == 3u);  // the old writer's two and the lost end
   next.write(record(9));
-  // The half-written record is not written again; the gap is reported.
-  BOOST_TEST(newSink.taken == record(1) + summary(2) + record(9));
+  BOOST_TEST(newSink.taken == record(1) + summary(3) + record(9));
+}
+
+BOOST_AUTO_TEST_CASE(reframing_changes_whole_records_only) {
+  FakeSink sink;
+  sink.room = 4;  // "one" written, "two" begun
+  auto writer = writerOn(sink, 1000);
+  writer.write("one");
+  writer.write("two");
+  writer.write("three");
+  BOOST_TEST(writer.queuedBytes() == 8u);
+  writer.reframe([](std::string& text) { text.push_back('\n'); });
+  BOOST_TEST(writer.queuedBytes() == 9u);
+  sink.room = 1000;
+  BOOST_TEST(writer.flush());
+  BOOST_TEST(sink.taken == "onetwothree\n");
 }
 
 // The real descriptors: a pipe nobody reads and a stream socket nobody

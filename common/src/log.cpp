@@ -6,6 +6,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <boost/core/null_deleter.hpp>
@@ -15,7 +17,6 @@
 #include <boost/log/core.hpp>
 #include <boost/log/expressions.hpp>
 #include <boost/log/sinks/sync_frontend.hpp>
-#include <boost/log/sinks/syslog_backend.hpp>
 #include <boost/log/sinks/text_ostream_backend.hpp>
 #include <boost/log/support/date_time.hpp>
 #include <boost/log/utility/exception_handler.hpp>
@@ -23,6 +24,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <ctime>
@@ -123,6 +125,15 @@ void BoundedLogWriter::abandon() {
   written_ = 0;
 }
 
+void BoundedLogWriter::reframe(const std::function<void(std::string&)>& change) {
+  // Only whole records are changed: the first may be partly written.
+  for (size_t i = written_ == 0 ? 0 : 1; i < entries_.size(); ++i) {
+    queuedBytes_ -= entries_[i].text.size();
+    change(entries_[i].text);
+    queuedBytes_ += entries_[i].text.size();
+  }
+}
+
 void BoundedLogWriter::forget() {
   entries_.clear();
   queuedBytes_ = 0;
@@ -133,11 +144,13 @@ void BoundedLogWriter::forget() {
 }
 
 void BoundedLogWriter::adopt(BoundedLogWriter& other) {
-  // A record half written to the old destination is not written again.
+  // A record half written to the old destination is not written again: its
+  // end is lost, and counted as a drop.
   if (other.written_ != 0 && !other.entries_.empty()) {
     other.queuedBytes_ -= other.entries_.front().text.size();
     other.entries_.pop_front();
     other.written_ = 0;
+    drop(1);
   }
   while (!other.entries_.empty()) {
     entries_.push_front(std::move(other.entries_.back()));
@@ -260,6 +273,48 @@ class GuardedStderrDestination : public Destination {
   std::unique_ptr<FdDestination> reopened_;
 };
 
+// The local syslog daemon's datagram socket, sent to with MSG_DONTWAIT:
+// syslog(3) sends with a blocking send() and waits as long as a daemon that
+// stopped reading keeps its queue full. One record is one datagram, taken
+// whole or not at all. A daemon that restarted (a new socket at the path:
+// ECONNREFUSED) is connected to again once per write.
+class SyslogDestination : public Destination {
+ public:
+  ssize_t write(const char* data, size_t size) override {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (!fd_ && !connectToDaemon()) return -1;
+      for (;;) {
+        if (::send(fd_.get(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+          return static_cast<ssize_t>(size);
+        if (errno != EINTR) break;
+      }
+      if (errno == EAGAIN || errno == ENOBUFS) return 0;
+      if (errno != ECONNREFUSED && errno != ENOTCONN && errno != EPIPE) return -1;
+      fd_.reset();
+    }
+    return -1;
+  }
+  bool waitWritable(int timeoutMs) override {
+    if (!fd_ && !connectToDaemon()) return false;
+    return pollWritable(fd_.get(), timeoutMs);
+  }
+  int ownDescriptor() const override { return fd_ ? fd_.get() : -1; }
+
+ private:
+  bool connectToDaemon() {
+    Fd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) return false;
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, _PATH_LOG, sizeof address.sun_path - 1);
+    if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
+      return false;
+    fd_ = placeHigh(std::move(fd));
+    return true;
+  }
+  Fd fd_;
+};
+
 // Standard error closed: records go nowhere, as they did to a closed stream.
 class DiscardDestination : public Destination {
  public:
@@ -306,15 +361,18 @@ std::atomic<SharedCounters*> dropCounter{nullptr};
 // retry() on every turn of a loop, so it must cost no lock.
 std::atomic<bool> recordsWaiting{false};
 
+// How a formatted line becomes what the destination takes: a line of a
+// stream, or a syslog datagram with its priority.
+using Framing = std::function<std::string(Severity, const std::string& line)>;
+
 class BoundedBackend : public BackendBase {
  public:
-  BoundedBackend(std::unique_ptr<Destination> destination, BoundedLogWriter::Summary summary)
-      : writer_(std::move(destination), kLogBufferBytes, std::move(summary)) {}
-  void consume(const boost::log::record_view& /*rec*/, const string_type& line) {
-    std::string record;
-    record.reserve(line.size() + 1);
-    record.append(line).push_back('\n');
-    writer_.write(std::move(record));
+  BoundedBackend(std::unique_ptr<Destination> destination, Framing framing,
+                 BoundedLogWriter::Summary summary)
+      : framing_(std::move(framing)), writer_(std::move(destination), kLogBufferBytes, std::move(summary)) {}
+  void consume(const boost::log::record_view& rec, const string_type& line) {
+    auto sev = boost::log::extract<Severity>("Severity", rec);
+    writer_.write(framing_(sev ? *sev : Severity::kInfo, line));
     publish();
   }
   void flush() {
@@ -345,6 +403,7 @@ class BoundedBackend : public BackendBase {
       if (uint64_t n = writer_.takeUnpublished()) counters->add(kLogRecordsDropped, n);
     }
   }
+  Framing framing_;
   BoundedLogWriter writer_;
 };
 
@@ -380,13 +439,69 @@ State& state() {
   return s;
 }
 
+int syslogLevel(Severity s) {
+  switch (s) {
+    case Severity::kDebug: return LOG_DEBUG;
+    case Severity::kInfo: return LOG_INFO;
+    case Severity::kNotice: return LOG_NOTICE;
+    case Severity::kWarning: return LOG_WARNING;
+    case Severity::kError: return LOG_ERR;
+    case Severity::kCritical: return LOG_CRIT;
+  }
+  return LOG_INFO;
+}
+
+// A file's or a stream's record: the line the formatter made, and its newline.
+std::string streamLine(Severity /*severity*/, const std::string& line) {
+  std::string record;
+  record.reserve(line.size() + 1);
+  record.append(line).push_back('\n');
+  return record;
+}
+
+// Well under the daemon's socket buffer, so that one record is never too
+// large to be sent.
+constexpr size_t kMaxSyslogRecord = 16 * 1024;
+
+// A syslog datagram as syslog(3) makes it (RFC 3164): <priority>, the local
+// time, the service's name and pid, then the line without its own
+// timestamp and name.
+std::string syslogDatagram(Severity severity, const std::string& line) {
+  time_t now = time(nullptr);
+  tm local{};
+  localtime_r(&now, &local);
+  char stamp[32];
+  size_t n = strftime(stamp, sizeof stamp, "%b %e %T", &local);
+  std::string record = "<" + std::to_string(LOG_DAEMON | syslogLevel(severity)) + ">" +
+                       std::string(stamp, n) + " " + serviceName() + "[" +
+                       std::to_string(getpid()) + "]: " + line;
+  if (record.size() > kMaxSyslogRecord) record.resize(kMaxSyslogRecord);
+  return record;
+}
+
+// What follows the timestamp and the name in every record.
+std::string roleAndSeverity(const std::string& role, uint64_t generation, Severity severity) {
+  return role + " gen=" + std::to_string(generation) + " " + severityName(severity) + ": ";
+}
+
+std::string droppedText(uint64_t dropped) {
+  return std::to_string(dropped) + " log records dropped while the log took nothing (" + serviceName() +
+         "_log_dropped_records_total)";
+}
+
 // The record saying how many were dropped, in the format of every other.
 std::string droppedSummary(uint64_t dropped) {
   State& st = state();
   return utcTimestamp(3) + " " + serviceName() + "[" + std::to_string(st.pid.get()) + "] " +
-         st.role.get() + " gen=" + std::to_string(st.generation.get()) + " warning: " +
-         std::to_string(dropped) + " log records dropped while the log took nothing" +
-         " (" + serviceName() + "_log_dropped_records_total)\n";
+         roleAndSeverity(st.role.get(), st.generation.get(), Severity::kWarning) + droppedText(dropped) +
+         "\n";
+}
+
+std::string droppedSyslogSummary(uint64_t dropped) {
+  State& st = state();
+  return syslogDatagram(Severity::kWarning,
+                        roleAndSeverity(st.role.get(), st.generation.get(), Severity::kWarning) +
+                            droppedText(dropped));
 }
 
 void formatRecord(const boost::log::record_view& rec, boost::log::formatting_ostream& out) {
@@ -399,16 +514,13 @@ void formatRecord(const boost::log::record_view& rec, boost::log::formatting_ost
       << rec[boost::log::expressions::smessage];
 }
 
-sinks::syslog::level syslogLevel(Severity s) {
-  switch (s) {
-    case Severity::kDebug: return sinks::syslog::debug;
-    case Severity::kInfo: return sinks::syslog::info;
-    case Severity::kNotice: return sinks::syslog::notice;
-    case Severity::kWarning: return sinks::syslog::warning;
-    case Severity::kError: return sinks::syslog::error;
-    case Severity::kCritical: return sinks::syslog::critical;
-  }
-  return sinks::syslog::info;
+// The same without the timestamp and the name, which the datagram carries.
+void formatSyslogRecord(const boost::log::record_view& rec, boost::log::formatting_ostream& out) {
+  auto sev = boost::log::extract<Severity>("Severity", rec);
+  auto role = boost::log::extract<std::string>("Role", rec);
+  auto gen = boost::log::extract<uint64_t>("Generation", rec);
+  out << (role ? *role : "?") << " gen=" << (gen ? *gen : 0) << " " << (sev ? severityName(*sev) : "?")
+      << ": " << rec[boost::log::expressions::smessage];
 }
 
 }  // namespace
@@ -438,52 +550,46 @@ bool configure(const Settings& settings) {
     auto sev = values["Severity"].extract<Severity>();
     return !sev || *sev >= level;
   };
-  boost::shared_ptr<sinks::sink> sink;
-  if (settings.target == "syslog") {
-    auto backend = boost::make_shared<sinks::syslog_backend>(
-        keywords::facility = sinks::syslog::daemon);
-    backend->set_severity_mapper(
-        [](const boost::log::record_view& rec) {
-          auto sev = boost::log::extract<Severity>("Severity", rec);
-          return syslogLevel(sev ? *sev : Severity::kInfo);
-        });
-    auto syslogSink = boost::make_shared<sinks::synchronous_sink<sinks::syslog_backend>>(backend);
-    syslogSink->set_formatter(&formatRecord);
-    syslogSink->set_filter(filter);
-    sink = syslogSink;
-  } else {
-    // A log file is opened now, by this process with its present
-    // credentials: a worker opens its log as root, before it drops
-    // privileges.
-    std::unique_ptr<Destination> destination;
-    try {
-      if (settings.target == "stderr") {
-        destination = stderrDestination();
-      } else {
-        // Opened O_NONBLOCK: a FIFO's writes never wait either.
-        destination = std::make_unique<FdDestination>(-1, placeHigh(openLogFile(settings.target)));
-      }
-    } catch (const std::system_error& e) {
-      // The sinks in place stay: a log that cannot move must not go silent.
-      MOLT_LOG(kError) << e.what() << "; logging continues where it was";
-      return false;
+  // A log file is opened now, by this process with its present
+  // credentials: a worker opens its log as root, before it drops
+  // privileges.
+  std::unique_ptr<Destination> destination;
+  try {
+    if (settings.target == "stderr") {
+      destination = stderrDestination();
+    } else if (settings.target == "syslog") {
+      // Connected at its first record: a daemon not there yet is not an error.
+      destination = std::make_unique<SyslogDestination>();
+    } else {
+      // Opened O_NONBLOCK: a FIFO's writes never wait either.
+      destination = std::make_unique<FdDestination>(-1, placeHigh(openLogFile(settings.target)));
     }
-    auto backend = boost::make_shared<BoundedBackend>(std::move(destination), &droppedSummary);
-    auto boundedSink = boost::make_shared<sinks::synchronous_sink<BoundedBackend>>(backend);
-    boundedSink->set_formatter(&formatRecord);
-    boundedSink->set_filter(filter);
-    if (st.sink) {
-      auto old = st.sink->locked_backend();
-      old->flush();
-      backend->writer().adopt(old->writer());
-    }
-    st.sink = boundedSink;
-    sink = boundedSink;
+  } catch (const std::system_error& e) {
+    // The sinks in place stay: a log that cannot move must not go silent.
+    MOLT_LOG(kError) << e.what() << "; logging continues where it was";
+    return false;
   }
-  if (settings.target == "syslog") {
-    st.sink.reset();
-    recordsWaiting.store(false, std::memory_order_relaxed);
+  const bool syslog = settings.target == "syslog";
+  auto backend = boost::make_shared<BoundedBackend>(
+      std::move(destination), syslog ? Framing(&syslogDatagram) : Framing(&streamLine),
+      syslog ? &droppedSyslogSummary : &droppedSummary);
+  auto sink = boost::make_shared<sinks::synchronous_sink<BoundedBackend>>(backend);
+  sink->set_formatter(syslog ? &formatSyslogRecord : &formatRecord);
+  sink->set_filter(filter);
+  if (st.sink) {
+    // What waits for the old log goes to the new one first, in its framing
+    // as it was made; what the old log dropped is reported by the new one.
+    auto old = st.sink->locked_backend();
+    old->flush();
+    backend->writer().adopt(old->writer());
+    // A datagram taken into a file or a stream ends its line there; a line
+    // sent as a datagram keeps its newline, which syslog daemons drop.
+    if (!syslog && st.target == "syslog")
+      backend->writer().reframe([](std::string& text) {
+        if (text.empty() || text.back() != '\n') text.push_back('\n');
+      });
   }
+  st.sink = sink;
   core->remove_all_sinks();
   core->add_sink(sink);
   st.target = settings.target;

@@ -53,8 +53,12 @@ class BoundedLogWriter {
   // the parent writes and counts itself).
   void forget();
   // Takes the records and drop counts of `other` (a log being replaced),
-  // ahead of anything queued here.
+  // ahead of anything queued here. A record `other` had half written is
+  // counted as dropped.
   void adopt(BoundedLogWriter& other);
+  // Changes every whole record that waits (records framed for another
+  // destination).
+  void reframe(const std::function<void(std::string&)>& change);
 
   size_t queuedBytes() const { return queuedBytes_; }
   bool idle() const { return entries_.empty() && unreported_ == 0; }
