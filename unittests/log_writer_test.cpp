@@ -136,6 +136,25 @@ BOOST_AUTO_TEST_CASE(a_failing_destination_drops_and_counts_without_looping) {
   BOOST_TEST(sink.taken == summary(10) + record(42));
 }
 
+BOOST_AUTO_TEST_CASE(a_failing_destination_is_tried_less_often_and_a_full_one_at_the_base_pace) {
+  FakeSink sink;
+  auto writer = writerOn(sink, 1000);
+  writer.write(record(0));  // waits: the destination takes nothing now
+  BOOST_TEST(writer.retryWaitMs(200, 6400) == 200);
+  sink.error = EIO;
+  std::vector<int> waits;
+  for (int i = 0; i < 8; ++i) {
+    BOOST_TEST(!writer.flush());
+    waits.push_back(writer.retryWaitMs(200, 6400));
+  }
+  BOOST_TEST(waits == (std::vector<int>{200, 400, 800, 1600, 3200, 6400, 6400, 6400}),
+             boost::test_tools::per_element());
+  sink.error = 0;
+  sink.room = 1000;
+  BOOST_TEST(writer.flush());  // the summary is taken: the pace is the base again
+  BOOST_TEST(writer.retryWaitMs(200, 6400) == 200);
+}
+
 BOOST_AUTO_TEST_CASE(drain_waits_then_abandon_counts_what_is_left) {
   FakeSink sink;
   auto writer = writerOn(sink, 1000);

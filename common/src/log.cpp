@@ -92,9 +92,11 @@ bool BoundedLogWriter::flush() {
       // A destination that fails (a pipe whose reader is gone, EIO) takes
       // nothing of what waits: all of it is dropped and counted, once per
       // call, so that a failing summary cannot loop.
+      ++failuresInARow_;
       abandon();
       return false;
     }
+    failuresInARow_ = 0;
     written_ += static_cast<size_t>(n);
     if (written_ < front.text.size()) continue;
     queuedBytes_ -= front.text.size();
@@ -123,6 +125,12 @@ void BoundedLogWriter::abandon() {
   entries_.clear();
   queuedBytes_ = 0;
   written_ = 0;
+}
+
+int BoundedLogWriter::retryWaitMs(int base, int longest) const {
+  int64_t wait = base;
+  for (unsigned i = 1; i < failuresInARow_ && wait < longest; ++i) wait *= 2;
+  return static_cast<int>(std::min<int64_t>(wait, longest));
 }
 
 void BoundedLogWriter::reframe(const std::function<void(std::string&)>& change) {
@@ -357,9 +365,10 @@ using BackendBase = sinks::basic_formatted_sink_backend<
     char, sinks::combine_requirements<sinks::synchronized_feeding, sinks::flushing>::type>;
 
 std::atomic<SharedCounters*> dropCounter{nullptr};
-// Whether records wait in the sink for a log that took nothing: read by
-// retry() on every turn of a loop, so it must cost no lock.
-std::atomic<bool> recordsWaiting{false};
+// How long until records waiting in the sink for a log that took nothing
+// are tried again, -1 when none wait: read by retryWaitMs() on every turn
+// of a loop, so it must cost no lock.
+std::atomic<int> retryWait{-1};
 
 // How a formatted line becomes what the destination takes: a line of a
 // stream, or a syslog datagram with its priority.
@@ -397,7 +406,8 @@ class BoundedBackend : public BackendBase {
 
  private:
   void publish() {
-    recordsWaiting.store(!writer_.idle(), std::memory_order_relaxed);
+    retryWait.store(writer_.idle() ? -1 : writer_.retryWaitMs(kLogRetryMs, kLogRetryLongestMs),
+                    std::memory_order_relaxed);
     SharedCounters* counters = dropCounter.load(std::memory_order_relaxed);
     if (counters != nullptr) {
       if (uint64_t n = writer_.takeUnpublished()) counters->add(kLogRecordsDropped, n);
@@ -608,16 +618,18 @@ void removeSinks() {
   // A forked child's copy of what waits in its parent is not its own to
   // write: dropped here without a write.
   state().sink.reset();
-  recordsWaiting.store(false, std::memory_order_relaxed);
+  retryWait.store(-1, std::memory_order_relaxed);
   boost::log::core::get()->remove_all_sinks();
 }
 
+bool hasSink() { return static_cast<bool>(state().sink); }
+
 void flush() { boost::log::core::get()->flush(); }
 
-bool retry() {
-  if (!recordsWaiting.load(std::memory_order_relaxed)) return false;
+int retryWaitMs() {
+  if (retryWait.load(std::memory_order_relaxed) < 0) return -1;
   flush();
-  return recordsWaiting.load(std::memory_order_relaxed);
+  return retryWait.load(std::memory_order_relaxed);
 }
 
 bool drain(int timeoutMs) {

@@ -126,8 +126,8 @@ int MasterImpl::run() {
     if (finished_) break;
     try {
       // Every deadline is a timer on the loop; records waiting for the log
-      // are tried again every kLogRetryMs.
-      loop_.runOnce(log::retry() ? log::kLogRetryMs : -1);
+      // are tried again when it says (-1: none wait).
+      loop_.runOnce(log::retryWaitMs());
     } catch (const std::exception& e) {
       MOLT_LOG(kError) << "master loop: " << e.what();
     }

@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,6 +72,31 @@ void closeAllFdsExcept(std::vector<int> keep) {
   if (close_range(next, ~0U, 0) != 0) throwSysError("close_range from " + std::to_string(next));
 }
 
+namespace {
+
+// A child's last words, never waited for longer than its log's exit drain:
+// through the log when it has one; else (its sinks removed) to standard
+// error only if that takes them now, in one write of at most PIPE_BUF bytes,
+// so that a pipe nobody reads never holds a child that is leaving.
+void reportChildFailure(const std::string& name, const char* what) noexcept try {
+  std::string text = (name.empty() ? std::string("child") : name) + " pid " + std::to_string(getpid()) +
+                     ": " + what;
+  if (log::hasSink()) {
+    MOLT_LOG(kError) << text;
+    log::drain(log::kLogExitDrainMs);
+    return;
+  }
+  text.push_back('\n');
+  pollfd p{STDERR_FILENO, POLLOUT, 0};
+  if (poll(&p, 1, 0) != 1 || (p.revents & POLLOUT) == 0) return;
+  ssize_t n = write(STDERR_FILENO, text.data(), std::min<size_t>(text.size(), PIPE_BUF));
+  (void)n;  // nothing is left to tell of a failure to tell
+} catch (...) {
+  // No memory for the words: the exit status says it.
+}
+
+}  // namespace
+
 pid_t spawnChild(const std::string& name, const std::function<int()>& body) {
   pid_t pid = fork();
   if (pid < 0) throwSysError("fork" + (name.empty() ? std::string() : " " + name));
@@ -83,11 +110,9 @@ pid_t spawnChild(const std::string& name, const std::function<int()>& body) {
     // that removed its sinks has nothing waiting.
     log::drain(log::kLogExitDrainMs);
   } catch (const std::exception& e) {
-    dprintf(STDERR_FILENO, "%s pid %d: %s\n", name.empty() ? "child" : name.c_str(),
-            static_cast<int>(getpid()), e.what());
+    reportChildFailure(name, e.what());
   } catch (...) {
-    dprintf(STDERR_FILENO, "%s pid %d: unknown exception\n", name.empty() ? "child" : name.c_str(),
-            static_cast<int>(getpid()));
+    reportChildFailure(name, "unknown exception");
   }
   _exit(code);
 }

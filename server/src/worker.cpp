@@ -461,9 +461,10 @@ int runObjectWorker(const reload::WorkerContext& ctx, const ObjectServerConfig& 
     int atDrainStart = 0;
     const int64_t gracefulMs = static_cast<int64_t>(master.gracefulTimeout * 1000);
     for (;;) {
-      // Records waiting for the log are tried again every kLogRetryMs.
-      loop.runOnce(reload::log::retry() ? std::min(worker.acceptWaitMs(250), reload::log::kLogRetryMs)
-                                        : worker.acceptWaitMs(250));
+      // Records waiting for the log are tried again when it says.
+      const int logWait = reload::log::retryWaitMs();
+      const int acceptWait = worker.acceptWaitMs(250);
+      loop.runOnce(logWait < 0 ? acceptWait : std::min(acceptWait, logWait));
       shared.flushCounts();
       shared.checkCacheIfDue();
       worker.collectDead();

@@ -74,18 +74,25 @@ void setIdentity(const std::string& role, uint64_t generation);
 // closes inherited descriptors).
 void removeSinks();
 
+// Whether records go anywhere: false once removeSinks() ran.
+bool hasSink();
+
 // Writes what waits, without waiting for the destination.
 void flush();
 
-// How long a loop sleeps at most while records wait for the log.
+// How long a loop sleeps at most while records wait for a log that takes
+// nothing now; and at most, while its writes keep failing (the wait
+// doubles with each failure in a row).
 constexpr int kLogRetryMs = 200;
+constexpr int kLogRetryLongestMs = 6400;
 
 // Writes what waits, if anything does (one atomic load when nothing
-// does); true when records still wait. A loop calls it on every turn and
-// then sleeps at most kLogRetryMs while it is true, so that a log that
-// takes bytes again gets what waited, and the count of what was dropped,
-// without waiting for a new record.
-bool retry();
+// does); returns -1 when nothing waits any more, else how long the loop
+// may sleep at most before it calls this again: kLogRetryMs, or longer
+// while the log's writes fail. A loop calls it on every turn, so that a
+// log that takes bytes again gets what waited, and the count of what was
+// dropped, without waiting for a new record.
+int retryWaitMs();
 
 // Writes what waits, waiting at most `timeoutMs` for the destination (a
 // process that leaves); what is still not written is counted as dropped.

@@ -60,6 +60,12 @@ class BoundedLogWriter {
   // destination).
   void reframe(const std::function<void(std::string&)>& change);
 
+  // How long to wait before trying again while records wait: `base` while
+  // the destination only takes nothing now, doubled for each write in a row
+  // that failed, up to `longest` (a destination that is gone is not polled
+  // at the pace of one that is merely full).
+  int retryWaitMs(int base, int longest) const;
+
   size_t queuedBytes() const { return queuedBytes_; }
   bool idle() const { return entries_.empty() && unreported_ == 0; }
   uint64_t droppedTotal() const { return droppedTotal_; }
@@ -83,6 +89,7 @@ class BoundedLogWriter {
   uint64_t unreported_ = 0;  // drops since the last summary queued
   uint64_t droppedTotal_ = 0;
   uint64_t unpublished_ = 0;
+  unsigned failuresInARow_ = 0;
 };
 
 }  // namespace reload::log
