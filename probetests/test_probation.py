@@ -905,5 +905,39 @@ class RecordWriteFails(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
 
+class AskedStops(unittest.TestCase):
+    """Every stop an operator asks for, graceful or immediate, removes the
+    last good record: the next start, by systemd or by hand, runs the files
+    on disk. Only a master that died leaves its record for the restart."""
+
+    def stop_with(self, sig):
+        server = Moltd(self, workers=2, probation=1)
+        record_dir = os.path.join(server.dir, "last-good")
+        server.start(argv=[MOLTD, "--config", server.config, "--last-good-dir", record_dir])
+        server.wait_status(lambda s: s["last_good_record"]["state"] == "written",
+                           "the record of the start", 20)
+        self.assertTrue(os.path.isdir(os.path.join(record_dir, "record")))
+        server.send_signal(sig)
+        return server, record_dir, server.proc.wait(30)
+
+    def test_every_stop_signal_removes_the_record(self):
+        for sig, how in ((signal.SIGTERM, "graceful stop"), (signal.SIGINT, "immediate stop"),
+                         (signal.SIGQUIT, "immediate stop")):
+            with self.subTest(signal=sig.name):
+                server, record_dir, code = self.stop_with(sig)
+                self.assertEqual(code, 0, server.tail())
+                self.assertEqual(sorted(os.listdir(record_dir)), [], server.tail())
+                server.wait_log("%s: removed the last good record in %s" % (how, record_dir))
+                server.assert_nothing_left(self)
+
+    def test_a_master_that_dies_leaves_the_record(self):
+        server, record_dir, code = self.stop_with(signal.SIGKILL)
+        self.assertEqual(code, -signal.SIGKILL)
+        self.assertTrue(os.path.isfile(os.path.join(record_dir, "record", "meta")))
+        for pid in session_processes(server.proc.pid):  # systemd's part: the rest of the unit
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: session_processes(server.proc.pid) == [], 15, "the workers to go")
+
+
 if __name__ == "__main__":
     unittest.main()

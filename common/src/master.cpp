@@ -420,12 +420,14 @@ void MasterImpl::onSignal(const signalfd_siginfo& info) {
       break;
     case SIGTERM:
       MOLT_LOG(kInfo) << "SIGTERM (" << source << "): graceful shutdown";
+      askedStop_ = true;
       beginStop(true);
       break;
     case SIGINT:
     case SIGQUIT:
       MOLT_LOG(kInfo) << "SIG" << sigabbrev_np(static_cast<int>(info.ssi_signo)) << " (" << source
                       << "): immediate stop";
+      askedStop_ = true;
       killEverything();
       break;
     default: break;
@@ -598,25 +600,27 @@ void MasterImpl::killEverything() {
   if (checker_) checker_->task.kill();
   if (validation_) validation_->task.kill();
   beginStop(false);
-  gracefulStop_ = false;
 }
 
 void MasterImpl::checkStopped() {
   if (registry_.size() != 0 || syncPid_ || checker_ || validation_ || probe_ || recordWriter_)
     return;
   removePidFile();
-  if (rescued_ && gracefulStop_ && !options_.lastGoodDir.empty()) {
-    MOLT_LOG(kWarning) << "graceful stop of a master the synchronizer ran after the master before "
+  if (rescued_ && askedStop_ && !options_.lastGoodDir.empty()) {
+    MOLT_LOG(kWarning) << "stop of a master the synchronizer ran after the master before "
                           "died: the last good record in "
                        << options_.lastGoodDir << " stays for the next start";
-  } else if (gracefulStop_ && exitCode_ == 0 && !options_.lastGoodDir.empty()) {
-    // A clean stop: the next start is from the files on disk (a package
-    // upgrade's restart runs the new binary).
+  } else if (askedStop_ && exitCode_ == 0 && !options_.lastGoodDir.empty()) {
+    // A stop an operator asked for, graceful or immediate: the next start
+    // is from the files on disk (a package upgrade's restart runs the new
+    // binary). Only a master that died leaves its record. Every child is
+    // gone by now: nothing waits for this.
+    const char* how = gracefulStop_ ? "graceful stop" : "immediate stop";
     try {
       LastGoodDir(options_.lastGoodDir).removeAll();
-      MOLT_LOG(kInfo) << "graceful stop: removed the last good record in " << options_.lastGoodDir;
+      MOLT_LOG(kInfo) << how << ": removed the last good record in " << options_.lastGoodDir;
     } catch (const std::exception& e) {
-      MOLT_LOG(kError) << "graceful stop: cannot remove the last good record: " << e.what();
+      MOLT_LOG(kError) << how << ": cannot remove the last good record: " << e.what();
     }
   }
   MOLT_LOG(kInfo) << "master pid " << pid_ << " stopped";

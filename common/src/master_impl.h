@@ -250,7 +250,10 @@ class MasterImpl {
   // A seamless exec that waits for the record to be written first.
   std::optional<std::pair<std::shared_ptr<const LoadedConfig>, std::string>> execWaiting_;
   LastGoodReport lastGoodReport_;
-  bool gracefulStop_ = false;
+  // A stop an operator asked for (SIGTERM, SIGINT, SIGQUIT), not one the
+  // master came to by failing: it ends with the record removed.
+  bool askedStop_ = false;
+  bool gracefulStop_ = false;  // the stop under way lets requests finish
   // Run by the synchronizer after the master died: under systemd its stop
   // is systemd's answer to that death (ExitType=cgroup, NotifyAccess=all),
   // not an operator's, so it keeps the record for the restart.
