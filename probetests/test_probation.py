@@ -905,6 +905,46 @@ class RecordWriteFails(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
 
+class RecordWriteHangs(unittest.TestCase):
+    def test_an_exec_that_waits_on_a_stuck_record_fails_and_the_running_image_serves(self):
+        """A SIGUSR1's exec waits for the record of the image it ends; a
+        writer stuck on its disk fails the reload within reload_timeout
+        (10 s here), where the exec waited out the writer's own deadline.
+        The running generation serves throughout, under the same PID, and
+        once the disk answers the record is written and a SIGUSR1 passes."""
+        server = Moltd(self, workers=2, probation=1)
+        record_dir = os.path.join(server.dir, "last-good")
+        env, arm, fired = shim_env(server, "fsync:recorder:1:wait")
+        server.start(env=env, argv=[MOLTD, "--config", server.config, "--last-good-dir", record_dir])
+        first = server.wait_status(lambda s: s["last_good_record"]["state"] == "written",
+                                   "the record of the start", 20)
+        open(arm, "w").close()
+        self.addCleanup(lambda: os.path.exists(arm) and os.unlink(arm))
+        reloads = server.reload_count()
+        with Load(server, connections=4) as load:
+            sent = time.monotonic()
+            server.send_signal(signal.SIGUSR1)
+            wait_for(lambda: os.path.exists(fired), 15, "the record writer to hang in its fsync")
+            st = server.wait_reload_result(reloads, timeout=40)
+            failed_after = time.monotonic() - sent
+        print("a stuck record failed the SIGUSR1 after %.1f s" % failed_after)
+        self.assertEqual(st["last_reload"]["result"], "failed", st["last_reload"])
+        self.assertIn("the last good record was not written within 10 s", st["last_reload"]["reason"])
+        self.assertLess(failed_after, 25)  # the writer's own deadline is 30 s
+        self.assertEqual((st["pid"], st["generation"]), (server.pid, first["generation"]))
+        self.assertEqual(load.failures, {}, load.notes)
+        self.assertGreater(load.requests, 0)
+        os.unlink(arm)  # the disk answers: the writer finishes
+        server.wait_status(lambda s: s["last_good_record"]["state"] == "written",
+                           "the record to be written once the disk answers", 40)
+        reloads = server.reload_count()
+        server.send_signal(signal.SIGUSR1)
+        st = server.wait_reload_result(reloads, timeout=40)
+        self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+        self.assertEqual(st["pid"], server.pid)
+        self.assertEqual(server.stop(), 0)
+
+
 class AskedStops(unittest.TestCase):
     """Every stop an operator asks for, graceful or immediate, removes the
     last good record: the next start, by systemd or by hand, runs the files

@@ -13,6 +13,7 @@
 #include <ctime>
 #include <cstdio>
 #include <cstring>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,6 +27,16 @@
 #include "master_impl.h"
 
 namespace reload {
+
+namespace {
+
+// How long a seamless exec waits for the last good record: the reload's
+// own bound.
+double execWaitSeconds(const LoadedConfig& config) {
+  return std::min(kRecordTimeout, config.master.reloadTimeout);
+}
+
+}  // namespace
 
 void MasterImpl::startProbe(const std::string& trigger) {
   if (probe_) {
@@ -318,6 +329,7 @@ void MasterImpl::checkerFinished(ChildTask::Outcome outcome) {
     // image: onRecordWriterExit runs the exec.
     MOLT_LOG(kDebug) << "the exec waits for the last good record to be written";
     execWaiting_.emplace(config, executable);
+    execWaitTimer_.arm(msAt(monotonicSeconds() + execWaitSeconds(*config)));
     return;
   }
   performExec(config, executable);
@@ -465,8 +477,21 @@ void MasterImpl::onRecordWriterExit(int status) {
   if (execWaiting_) {
     auto [config, executable] = std::move(*execWaiting_);
     execWaiting_.reset();
+    execWaitTimer_.cancel();
     performExec(config, executable);
   }
+}
+
+void MasterImpl::onExecWaitTimeout() {
+  if (!execWaiting_ || state_.phase() == Phase::kStopping) return;
+  const double waited = execWaitSeconds(*execWaiting_->first);
+  execWaiting_.reset();
+  std::ostringstream why;
+  why << "the last good record was not written within " << waited
+      << " s (its writer waits on " << options_.lastGoodDir
+      << "); an exec now would leave no record of the image it ends";
+  finishReload(ReloadKind::kSeamless, "failed", why.str(), state_.servingGeneration());
+  processPending();
 }
 
 void MasterImpl::armStartRecord() {

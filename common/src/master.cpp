@@ -550,6 +550,7 @@ void MasterImpl::beginStop(bool graceful) {
   // A record half written is never in place (its rename is the last step).
   if (recordWriter_) recordWriter_->task.stop(kHelperStopGraceMs);
   execWaiting_.reset();
+  execWaitTimer_.cancel();
   startRecordTimer_.cancel();
   startRecordPending_ = false;
   if (validation_) validation_->task.stop(kHelperStopGraceMs);

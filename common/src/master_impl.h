@@ -102,6 +102,7 @@ class MasterImpl {
   void onUnexpected(const char* what, const std::string& error);
   void beginStop(bool graceful);
   void killEverything();
+  void onExecWaitTimeout();
   void checkStopped();
   void onStopDeadline();
   void onStartDeadline();
@@ -249,6 +250,10 @@ class MasterImpl {
   bool startRecordPending_ = false;
   // A seamless exec that waits for the record to be written first.
   std::optional<std::pair<std::shared_ptr<const LoadedConfig>, std::string>> execWaiting_;
+  // How long it waits: a writer stuck on its disk fails the reload (the
+  // running generation serves on) rather than hold it for the writer's
+  // own deadline, or two of them when another write was queued.
+  FunctionTimer execWaitTimer_{loop_, guarded("last good record wait", [this] { onExecWaitTimeout(); })};
   LastGoodReport lastGoodReport_;
   // A stop an operator asked for (SIGTERM, SIGINT, SIGQUIT), not one the
   // master came to by failing: it ends with the record removed.
