@@ -4,12 +4,14 @@ configuration and binary."""
 import datetime
 import errno
 import os
+import pwd
 import select
 import shutil
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -855,7 +857,8 @@ class SystemdRestart(unittest.TestCase):
             self.assertNotEqual(self.server.proc.wait(30), 0)
         finally:
             os.chmod(self.server.dir, mode)
-        self.assertIn("its parent or its record is not this user's alone", self.server.output())
+        self.assertIn("a directory above it or its record is not this user's alone",
+                      self.server.output())
         self.assertTrue(os.path.exists(self.path("record", "meta")))
         self.assertFalse(os.path.exists(self.path("taken")))
         self.assertEqual(self.start()["start"]["from"], "last_good_record")
@@ -863,6 +866,97 @@ class SystemdRestart(unittest.TestCase):
         self.server.assert_nothing_left(self)
         self.assertFalse(os.path.exists(self.path("record")))
 
+
+
+class StartScriptTrust(unittest.TestCase):
+    """The start script runs a record only where no one but its user could
+    have put or swapped it: the record, its directory and parent, every
+    directory above (root's or the user's, and written by no one else
+    unless sticky, as /tmp is), and the binary itself. Each way of breaking
+    one of those starts from disk. The record's binary here is a script
+    that prints how it was run."""
+
+    def setUp(self):
+        self.top = tempfile.mkdtemp(prefix="molt-start-trust-")
+        self.addCleanup(shutil.rmtree, self.top, True)
+        self.dir = os.path.join(self.top, "a", "b", "last-good")
+        os.makedirs(os.path.join(self.dir, "record"))
+        for d in (os.path.join(self.top, "a"), os.path.join(self.top, "a", "b"), self.dir,
+                  os.path.join(self.dir, "record")):
+            os.chmod(d, 0o700)
+        self.binary = os.path.join(self.dir, "record", "binary")
+        with open(self.binary, "w") as f:
+            f.write("#!/bin/sh\necho \"record binary $*\"\n")
+        os.chmod(self.binary, 0o700)
+
+    def run_script(self):
+        env = dict(os.environ, MOLTD_BINARY="/bin/echo", MOLTD_CONFIG="/nonexistent.conf",
+                   MOLTD_LAST_GOOD_DIR=self.dir)
+        out = subprocess.run(["sh", START_SCRIPT], env=env, capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        # Put back for the next case: a start takes the record.
+        if os.path.isdir(os.path.join(self.dir, "taken")):
+            os.rename(os.path.join(self.dir, "taken"), os.path.join(self.dir, "record"))
+        return out.stdout + out.stderr
+
+    def assert_from_record(self):
+        out = self.run_script()
+        self.assertIn("record binary --last-good-dir %s --start-from-last-good" % self.dir, out)
+
+    def assert_from_disk(self, why):
+        out = self.run_script()
+        self.assertIn("--config /nonexistent.conf --last-good-dir %s" % self.dir, out)
+        self.assertNotIn("--start-from-last-good", out)
+        self.assertIn(why, out)
+
+    def test_every_path_to_the_record_and_its_binary(self):
+        self.assert_from_record()
+        nobody = pwd.getpwnam("nobody")
+        above = "a directory above it or its record is not this user's alone"
+        binary = "the binary of the last good record in %s is not this user's alone" % self.dir
+        for path, change, why in [
+                (os.path.join(self.dir, "record"), "group-write", above),
+                (self.dir, "other-write", above),
+                (os.path.join(self.top, "a", "b"), "group-write", above),
+                (os.path.join(self.top, "a"), "group-write", above),
+                (self.top, "other-write", above),
+                (os.path.join(self.top, "a"), "nobody", above),
+                (os.path.join(self.top, "a"), "sticky-other-write", None),
+                (self.binary, "group-write", binary),
+                (self.binary, "other-write", binary),
+                (self.binary, "nobody", binary)]:
+            with self.subTest(path=os.path.relpath(path, self.top), change=change):
+                st = os.stat(path)
+                if change == "group-write":
+                    os.chmod(path, st.st_mode & 0o7777 | 0o020)
+                elif change == "other-write":
+                    os.chmod(path, st.st_mode & 0o7777 | 0o002)
+                elif change == "sticky-other-write":
+                    os.chmod(path, st.st_mode & 0o7777 | 0o1777)
+                else:
+                    os.chown(path, nobody.pw_uid, nobody.pw_gid)
+                try:
+                    if why:
+                        self.assert_from_disk(why)
+                    else:
+                        self.assert_from_record()
+                finally:
+                    os.chmod(path, st.st_mode & 0o7777)
+                    os.chown(path, st.st_uid, st.st_gid)
+        # A binary that is a link to a file of this user's is refused; a
+        # record reached through a link above it is checked on the link's
+        # target: the directories above that target are those that count.
+        os.rename(self.binary, self.binary + ".real")
+        os.symlink(self.binary + ".real", self.binary)
+        self.assert_from_disk(binary)
+        os.unlink(self.binary)
+        os.rename(self.binary + ".real", self.binary)
+        link = os.path.join(self.top, "link")
+        os.symlink(os.path.join(self.top, "a"), link)
+        self.dir = os.path.join(link, "b", "last-good")
+        self.assert_from_record()
+        os.chmod(os.path.join(self.top, "a"), 0o720)
+        self.assert_from_disk(above)
 
 
 @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
