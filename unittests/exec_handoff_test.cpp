@@ -91,6 +91,7 @@ BOOST_AUTO_TEST_CASE(what_the_old_image_lays_out_the_new_one_reads) {
     for (int fd : {layout.env().notifyFd, layout.env().stateFd, layout.env().countersFd})
       BOOST_TEST(fd >= 5);  // above the two listeners' places
     layout.apply(getpid());
+    reload::handLogDropsOn(17);
     BOOST_TEST(std::string(getenv("LISTEN_FDS")) == "2");
     BOOST_TEST(std::string(getenv("LISTEN_FDNAMES")) == "public:admin");
     BOOST_TEST(std::string(getenv("LISTEN_PID")) == std::to_string(getpid()));
@@ -116,6 +117,7 @@ BOOST_AUTO_TEST_CASE(what_the_old_image_lays_out_the_new_one_reads) {
       if (env.previousConfig != sampleEnv().previousConfig) return 14;
       if (getenv("MOLT_HANDOFF") || getenv("MOLT_HANDOFF_FD")) return 15;  // taken
       if (!getenv("LISTEN_FDS")) return 16;  // left for systemd::takeListenFds
+      if (inherited.logDrops != 17 || getenv(reload::kLogDropsVariable)) return 17;
       return 0;
     });
     int status = 0;
@@ -125,6 +127,7 @@ BOOST_AUTO_TEST_CASE(what_the_old_image_lays_out_the_new_one_reads) {
   }
   // Destroyed without an exec: as before.
   BOOST_TEST(getenv("LISTEN_FDS") == nullptr);
+  BOOST_TEST(getenv(reload::kLogDropsVariable) == nullptr);
   BOOST_TEST(getenv("MOLT_HANDOFF") == nullptr);
   BOOST_TEST(getenv("MOLT_HANDOFF_FD") == nullptr);
   BOOST_TEST(inodeOf(publicListener.get()) == publicInode);
@@ -216,10 +219,13 @@ BOOST_AUTO_TEST_CASE(descriptors_that_are_not_the_claimed_pipe_ends_are_not_trus
 
 BOOST_AUTO_TEST_CASE(an_environment_without_a_handoff_is_a_fresh_start) {
   unsetenv("MOLT_HANDOFF");
+  setenv(reload::kLogDropsVariable, "12", 1);  // forged: no handoff vouches for it
   auto inherited = reload::takeInheritedHandoff();
   BOOST_TEST(!inherited.afterExec);
   BOOST_TEST(!inherited.handoff);
   BOOST_TEST(inherited.untrusted.empty());
+  BOOST_TEST(inherited.logDrops == 0u);
+  BOOST_TEST(getenv(reload::kLogDropsVariable) == nullptr);
 }
 
 BOOST_AUTO_TEST_CASE(a_handoff_that_cannot_be_read_is_reported_and_dropped) {

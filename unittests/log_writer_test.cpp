@@ -155,6 +155,23 @@ BOOST_AUTO_TEST_CASE(a_failing_destination_is_tried_less_often_and_a_full_one_at
   BOOST_TEST(writer.retryWaitMs(200, 6400) == 200);
 }
 
+BOOST_AUTO_TEST_CASE(drops_of_an_earlier_image_are_reported_not_counted_again) {
+  FakeSink sink;
+  auto before = writerOn(sink, 24);
+  for (int i = 0; i < 3; ++i) before.write(record(i));  // nothing taken: 2 wait, 1 dropped
+  before.abandon();                                      // the exec: what waits is dropped
+  BOOST_TEST(before.unreported() == 3u);
+  FakeSink after;
+  after.room = 1000;
+  auto next = writerOn(after, 1000);
+  next.carryUnreported(before.unreported());
+  BOOST_TEST(!next.idle());
+  BOOST_TEST(next.flush());
+  BOOST_TEST(after.taken == summary(3));
+  BOOST_TEST(next.droppedTotal() == 0u);
+  BOOST_TEST(next.takeUnpublished() == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(drain_waits_then_abandon_counts_what_is_left) {
   FakeSink sink;
   auto writer = writerOn(sink, 1000);

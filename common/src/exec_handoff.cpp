@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <sstream>
 
 #include "reload/master.h"
@@ -17,7 +19,7 @@ namespace reload {
 namespace {
 
 const char* const kLayoutVariables[] = {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
-                                        "MOLT_HANDOFF", "MOLT_HANDOFF_FD"};
+                                        "MOLT_HANDOFF", "MOLT_HANDOFF_FD", kLogDropsVariable};
 
 Fd copyAbove(int fd, int lowest, const char* what) {
   Fd copy(fcntl(fd, F_DUPFD_CLOEXEC, lowest));
@@ -168,7 +170,21 @@ InheritedHandoff takeInheritedHandoff() {
   for (const auto& name : handoffEnvNames()) unsetenv(name.c_str());
   unsetenv("MOLT_HANDOFF_FD");
   if (!inherited.untrusted.empty()) inherited.handoff.reset();
+  if (const char* drops = getenv(kLogDropsVariable); drops != nullptr && inherited.handoff) {
+    // A count, and a plausible one: anything else is not this project's.
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long n = std::strtoull(drops, &end, 10);
+    if (errno == 0 && end != drops && *end == '\0' && drops[0] >= '0' && drops[0] <= '9' &&
+        n <= (1ULL << 48))
+      inherited.logDrops = n;
+  }
+  unsetenv(kLogDropsVariable);
   return inherited;
+}
+
+void handLogDropsOn(uint64_t records) {
+  setenv(kLogDropsVariable, std::to_string(records).c_str(), 1);
 }
 
 }  // namespace reload

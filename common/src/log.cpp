@@ -394,8 +394,13 @@ class BoundedBackend : public BackendBase {
     publish();
     return done;
   }
-  void dropWaiting() {
+  uint64_t dropWaiting() {
     writer_.abandon();
+    publish();
+    return writer_.unreported();
+  }
+  void reportEarlierDrops(uint64_t records) {
+    writer_.carryUnreported(records);
     publish();
   }
   void forget() {
@@ -641,8 +646,14 @@ bool drain(int timeoutMs) {
   return sink->locked_backend()->drain(timeoutMs);
 }
 
-void dropWaiting() {
-  if (auto sink = state().sink) sink->locked_backend()->dropWaiting();
+uint64_t dropWaiting() {
+  auto sink = state().sink;
+  return sink ? sink->locked_backend()->dropWaiting() : 0;
+}
+
+void reportEarlierDrops(uint64_t records) {
+  if (records == 0) return;
+  if (auto sink = state().sink) sink->locked_backend()->reportEarlierDrops(records);
 }
 
 void forgetInherited() {

@@ -46,6 +46,7 @@ Boot readBoot() {
   InheritedHandoff inherited = takeInheritedHandoff();
   boot.afterExec = inherited.afterExec;
   boot.handoff = std::move(inherited.handoff);
+  log::reportEarlierDrops(inherited.logDrops);
   if (!inherited.untrusted.empty()) {
     boot.startNote =
         "ignoring the handoff in the environment (" + inherited.untrusted + "); starting fresh";

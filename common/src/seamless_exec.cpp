@@ -103,7 +103,7 @@ void MasterImpl::execLastGoodBinary() {
     layout.apply(pid_);
     MOLT_LOG(kInfo) << "running the last good binary again in pid " << pid_;
     log::flush();
-    log::dropWaiting();  // this image's memory goes with the exec
+    handLogDropsOn(log::dropWaiting());  // this image's memory goes with the exec
     std::vector<char*> args;
     for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -151,7 +151,7 @@ void MasterImpl::rescueInSynchronizer(const std::string& why, const std::vector<
     Fd binary = layout.copyClearOfListeners(ownBinary_.get(), "this image's binary");
     layout.apply(getpid());
     log::flush();
-    log::dropWaiting();  // this image's memory goes with the exec
+    handLogDropsOn(log::dropWaiting());  // this image's memory goes with the exec
     std::vector<char*> args;
     for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -285,7 +285,7 @@ void MasterImpl::performExec(std::shared_ptr<const LoadedConfig> next,
                     << "; synchronizer pid " << sync << " holds the old listeners"
                     << (adopt ? "; the new image adopts the running workers" : "");
     log::flush();
-    log::dropWaiting();  // this image's memory goes with the exec
+    handLogDropsOn(log::dropWaiting());  // this image's memory goes with the exec
     std::vector<char*> args;
     for (const auto& a : options_.argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

@@ -100,9 +100,15 @@ int retryWaitMs();
 bool drain(int timeoutMs);
 
 // Counts what still waits as dropped and forgets it: an image about to be
-// replaced by exec, whose memory goes with it. (Should the exec fail, the
-// drops are reported with the next record written.)
-void dropWaiting();
+// replaced by exec, whose memory goes with it. Returns the drops that no
+// summary record has reported yet (those just counted among them), for the
+// image the exec starts to report. (Should the exec fail, this image
+// reports them with the next record written.)
+uint64_t dropWaiting();
+
+// Drops an earlier image counted but did not report before its exec: the
+// next summary record includes them. They are not counted again.
+void reportEarlierDrops(uint64_t records);
 
 // In a forked child that keeps its parent's log: forgets the parent's
 // records still waiting (the parent writes and counts them), so that the

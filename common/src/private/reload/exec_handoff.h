@@ -65,10 +65,20 @@ class ExecLayout {
 };
 
 // The new image's side: what its environment says about the image before.
+// Log records the image before the exec dropped and no summary reported:
+// set just before the exec, after the layout, and read only with a handoff
+// that is used.
+constexpr char kLogDropsVariable[] = "MOLT_LOG_UNREPORTED_DROPS";
+
+// Sets kLogDropsVariable for the image an exec starts, to what
+// log::dropWaiting() returned (0 too, so that no earlier value stays).
+void handLogDropsOn(uint64_t records);
+
 struct InheritedHandoff {
   bool afterExec = false;             // MOLT_HANDOFF was set, usable or not
   std::optional<HandoffEnv> handoff;  // decoded, in range, descriptors checked
   std::string untrusted;              // why a handoff that was there is not used
+  uint64_t logDrops = 0;              // kLogDropsVariable, with a used handoff
 };
 
 // Reads the handoff from the environment, checks it and removes its

@@ -69,6 +69,11 @@ class BoundedLogWriter {
   size_t queuedBytes() const { return queuedBytes_; }
   bool idle() const { return entries_.empty() && unreported_ == 0; }
   uint64_t droppedTotal() const { return droppedTotal_; }
+  // Drops no summary record has reported yet.
+  uint64_t unreported() const { return unreported_; }
+  // Drops counted elsewhere (an earlier image) that the next summary
+  // reports with this writer's own.
+  void carryUnreported(uint64_t records) { unreported_ += records; }
   // Drops not yet added to a shared counter: returns them and resets.
   uint64_t takeUnpublished();
   Destination& destination() { return *destination_; }
