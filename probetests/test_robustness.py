@@ -11,7 +11,7 @@ import time
 import unittest
 
 from molt_probe import (MOLTD, Load, Moltd, children_of, comm, free_port, listening_socket_of,
-                        wait_for)
+                        session_processes, wait_for)
 from test_reload_details import unix_get
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -543,6 +543,41 @@ class HungVolume(unittest.TestCase):
             server.status()), 10, "a clean check")
         self.assertTrue(st["volumes"][0]["writable"])
         self.assertEqual(server.stop(), 0)
+
+    def test_a_start_check_that_hangs_holds_neither_status_nor_signals(self):
+        """The start check runs in a child too: while it hangs, /status
+        answers and says the server is starting; once it is given up on
+        (10 s), the workers start and serve. A SIGTERM during such a hang
+        stops the server at once."""
+        for stop_during_hang in (False, True):
+            with self.subTest(stop_during_hang=stop_during_hang):
+                server = Moltd(self, workers=1)
+                env, arm, fired = fault_env(server, "statvfs:prober:1:hang")
+                open(arm, "w").close()
+                started = time.monotonic()
+                server.start(env=env, wait=False)
+                wait_for(lambda: os.path.exists(fired), 15, "the start check to hang")
+                t0 = time.monotonic()
+                st = wait_for(lambda: server.status(), 10, "/status during the hang")
+                self.assertLess(time.monotonic() - t0, 2.0)
+                self.assertEqual(st["state"], "starting")
+                self.assertEqual(st["workers"], [])
+                if stop_during_hang:
+                    server.send_signal(signal.SIGTERM)
+                    self.assertEqual(server.proc.wait(15), 0, server.tail())
+                    # The hung child is given up on, not waited for; the
+                    # shim's hang is a pause(), which SIGKILL ends.
+                    wait_for(lambda: session_processes(server.pid) == [], 15, "the session to end")
+                    continue
+                st = server.wait_running(timeout=40)
+                print("serving %.1f s after the start, with its check given up on"
+                      % (time.monotonic() - started))
+                st = server.status()
+                self.assertEqual(st["volume_checks_failed"], 1)
+                self.assertIn("(start) did not finish within 10s", st["last_volume_check_problem"])
+                self.assertEqual(server.request("PUT", "/v1/b/k", body=b"x" * 100)[0], 201)
+                self.assertEqual(server.request("GET", "/v1/b/k")[2], b"x" * 100)
+                self.assertEqual(server.stop(), 0)
 
 
 @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")

@@ -87,6 +87,7 @@ void MasterImpl::onProbeExit(int status) {
   } else {
     service_.applyCheck(*config, trigger, outcome.output);
   }
+  if (generationAfterCheck_) startFirstGeneration();
   if (!probePending_.empty()) startProbe(std::exchange(probePending_, ""));
 }
 

@@ -222,14 +222,23 @@ void MasterImpl::startFresh(bool afterExec) {
   listeners_.bindMissing(wantedListeners(*config_), true);
   serveAdmin();
   writePidFile();
+  MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
+                  << " starting with " << config_->path;
   // The start check removes the temp files of interrupted uploads; with
   // the previous image's workers still serving (an exec whose handoff was
   // refused), some of them are uploads in flight: then it is a reload's.
-  const char* trigger = orphans_.empty() ? "start" : "reload";
-  service_.applyCheck(*config_, trigger, service_.runCheck(*config_, trigger));
+  // It runs in a child, as every check does, with the same deadline: the
+  // workers start once it ended, or was given up on (a mount that hangs),
+  // and the loop answers signals and /status meanwhile.
+  generationAfterCheck_ = true;
+  startProbe(orphans_.empty() ? "start" : "reload");
   armPeriodicProbe();
-  MOLT_LOG(kInfo) << "master pid " << pid_ << " version " << service_.version()
-                  << " starting with " << config_->path;
+  if (!probe_) startFirstGeneration();  // it could not start: the workers start without it
+}
+
+void MasterImpl::startFirstGeneration() {
+  generationAfterCheck_ = false;
+  if (state_.phase() == Phase::kStopping) return;
   startGeneration(config_, ReloadKind::kNone);
 }
 

@@ -149,6 +149,7 @@ class MasterImpl {
   // helper_tasks.cpp
   void startProbe(const std::string& trigger);
   void onProbeExit(int status);
+  void startFirstGeneration();
   void armPeriodicProbe();
   void startValidation(ReloadKind kind);
   void onValidationExit(int status);
@@ -264,6 +265,9 @@ class MasterImpl {
   // not an operator's, so it keeps the record for the restart.
   bool rescued_ = false;
   std::string probePending_;  // a trigger that came while a probe ran
+  // The first generation starts once the start check ended (or gave up):
+  // the check runs in a child, so a hung mount holds no signal or /status.
+  bool generationAfterCheck_ = false;
   FunctionTimer probeTimer_{loop_, guarded("periodic check", [this] {
                               if (config_ && service_.checkInterval(*config_) > 0) startProbe("poll");
                             })};
