@@ -239,7 +239,7 @@ class RootRepair(unittest.TestCase):
             f.write(os.urandom(min(os.path.getsize(damaged), 16384)))
         # The repair's first index write, once its scan of the files is done,
         # waits: the new index's files are there, not yet complete.
-        env, arm, fired = fault_env(server, "mdb_put:master:1:wait")
+        env, arm, fired = fault_env(server, "mdb_put:prober:1:wait")
         # The repair runs as nobody (the master's volume work drops to the
         # workers' user), which must be able to create the fired file.
         faults = os.path.join(server.dir, "faults")

@@ -38,7 +38,7 @@ double execWaitSeconds(const LoadedConfig& config) {
 
 }  // namespace
 
-void MasterImpl::startProbe(const std::string& trigger) {
+void MasterImpl::startProbe(const std::string& trigger, double timeoutSeconds) {
   if (probe_) {
     probePending_ = trigger;
     return;
@@ -57,12 +57,13 @@ void MasterImpl::startProbe(const std::string& trigger) {
                      if (probe_) onProbeExit(0);
                    }));
     probe_->task.start(serviceName() + "-probe", "the " + trigger + " check", kMaxProbeOutput,
-                       static_cast<int64_t>((now + kProbeTimeout) * 1000), [&](int out) -> int {
+                       static_cast<int64_t>((now + timeoutSeconds) * 1000), [&](int out) -> int {
                          closeAllFdsExcept({out});
                          return writeAll(out, service_.runCheck(*config, trigger)) ? 0 : 1;
                        });
     probe_->trigger = trigger;
     probe_->config = config;
+    probe_->timeoutSeconds = timeoutSeconds;
   } catch (const std::exception& e) {
     probe_.reset();
     MOLT_LOG(kError) << "cannot start the " << trigger << " check: " << e.what();
@@ -73,11 +74,12 @@ void MasterImpl::onProbeExit(int status) {
   auto outcome = probe_->task.timedOut() ? probe_->task.giveUp() : probe_->task.finish(status);
   std::string trigger = probe_->trigger;
   auto config = probe_->config;
+  const double timeoutSeconds = probe_->timeoutSeconds;
   probe_.reset();
   if (state_.phase() == Phase::kStopping) return;
   if (outcome.timedOut) {
     std::string what = "volume and flag checks (" + trigger + ") did not finish within " +
-                       std::to_string(static_cast<int>(kProbeTimeout)) + "s; a mount may hang";
+                       std::to_string(static_cast<int>(timeoutSeconds)) + "s; a mount may hang";
     MOLT_LOG(kWarning) << what;
     service_.checkFailed(what);
   } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {

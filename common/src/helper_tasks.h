@@ -32,6 +32,7 @@ struct Probe {
   ChildTask task;
   std::string trigger;
   std::shared_ptr<const LoadedConfig> config;
+  double timeoutSeconds = 0;
 };
 
 // The new binary's --check-config, run before a seamless reload execs it.
@@ -58,6 +59,10 @@ struct RecordWriter {
 };
 
 constexpr double kProbeTimeout = 10;
+// The start check may repair a volume's key index (a scan of every object
+// file) before any worker serves: it takes what it takes, the master
+// answering meanwhile, and systemd's TimeoutStartSec= bounds a start.
+constexpr double kStartCheckTimeout = 3600;
 // A record is one copy of the binary at most.
 constexpr double kRecordTimeout = 30;
 // How long a stop waits for a helper after killing it.

@@ -227,11 +227,11 @@ void MasterImpl::startFresh(bool afterExec) {
   // The start check removes the temp files of interrupted uploads; with
   // the previous image's workers still serving (an exec whose handoff was
   // refused), some of them are uploads in flight: then it is a reload's.
-  // It runs in a child, as every check does, with the same deadline: the
-  // workers start once it ended, or was given up on (a mount that hangs),
-  // and the loop answers signals and /status meanwhile.
+  // It runs in a child, as every check does: the workers start once it
+  // ended, or was given up on (kStartCheckTimeout), and the loop answers
+  // signals and /status meanwhile.
   generationAfterCheck_ = true;
-  startProbe(orphans_.empty() ? "start" : "reload");
+  startProbe(orphans_.empty() ? "start" : "reload", kStartCheckTimeout);
   armPeriodicProbe();
   if (!probe_) startFirstGeneration();  // it could not start: the workers start without it
 }

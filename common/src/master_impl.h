@@ -147,7 +147,7 @@ class MasterImpl {
   void retryReadyProbe(pid_t pid);
 
   // helper_tasks.cpp
-  void startProbe(const std::string& trigger);
+  void startProbe(const std::string& trigger, double timeoutSeconds = kProbeTimeout);
   void onProbeExit(int status);
   void startFirstGeneration();
   void armPeriodicProbe();
