@@ -87,7 +87,14 @@ void MasterImpl::onProbeExit(int status) {
     MOLT_LOG(kWarning) << what;
     service_.checkFailed(what);
   } else {
-    service_.applyCheck(*config, trigger, outcome.output);
+    try {
+      service_.applyCheck(*config, trigger, outcome.output);
+    } catch (const std::exception& e) {
+      // The start goes on without it, as after a check that failed.
+      std::string what = "volume and flag checks (" + trigger + "): " + e.what();
+      MOLT_LOG(kError) << what;
+      service_.checkFailed(what);
+    }
   }
   if (generationAfterCheck_) startFirstGeneration();
   if (!probePending_.empty()) startProbe(std::exchange(probePending_, ""));
@@ -475,6 +482,13 @@ void MasterImpl::onRecordWriterExit(int status) {
   }
   if (recordQueued_) {
     startRecordWriter();
+    return;
+  }
+  if (execWaiting_ && outcome.timedOut) {
+    // Given up on, it may still hold the older record: an exec now could
+    // leave a restart to an image older than the one it ends.
+    execWaitTimer_.cancel();
+    onExecWaitTimeout();
     return;
   }
   if (execWaiting_) {

@@ -87,7 +87,10 @@ bool BoundedLogWriter::flush() {
     }
     Entry& front = entries_.front();
     ssize_t n = destination_->write(front.text.data() + written_, front.text.size() - written_);
-    if (n == 0) return false;  // takes nothing now: the next record or drain() tries again
+    if (n == 0) {
+      failuresInARow_ = 0;  // there, and full: tried at the base pace
+      return false;  // takes nothing now: the next record or drain() tries again
+    }
     if (n < 0) {
       // A destination that fails (a pipe whose reader is gone, EIO) takes
       // nothing of what waits: all of it is dropped and counted, once per

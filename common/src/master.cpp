@@ -314,7 +314,8 @@ std::vector<int> MasterImpl::listenerFds(const std::string& role, bool newSet) c
 // ------------------------------------------------------------------ reloads
 
 bool MasterImpl::reloadMustWait() const {
-  return static_cast<bool>(stateFd_) ||
+  // A seamless exec waiting for the last good record is still its reload.
+  return static_cast<bool>(stateFd_) || execWaiting_.has_value() ||
          !drainingAllowsReload(registry_.drainingGenerations().size(),
                                config_->master.maxDrainingGenerations);
 }
