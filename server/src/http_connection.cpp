@@ -399,7 +399,7 @@ bool Connection::refuseIfReadOnly() {
 // A task counts as pending from the moment it is the pool's; one the pool
 // refused (it threw) never comes back, so it is not counted.
 void Connection::submitDisk(std::function<void()> work, std::function<void()> done,
-                            std::function<void()> stepEnded) {
+                            StepEnded stepEnded) {
   auto back = diskDone(std::move(done));
   auto failed = diskFailed(std::move(stepEnded));
   ++pendingDisk_;
@@ -412,7 +412,7 @@ void Connection::submitDisk(std::function<void()> work, std::function<void()> do
 }
 
 void Connection::submitDiskDeferred(std::function<void(DiskPool::Finish)> work,
-                                    std::function<void()> done, std::function<void()> stepEnded) {
+                                    std::function<void()> done, StepEnded stepEnded) {
   auto back = diskDone(std::move(done));
   auto failed = diskFailed(std::move(stepEnded));
   ++pendingDisk_;
@@ -436,14 +436,19 @@ std::function<void()> Connection::diskDone(std::function<void()> done) {
   };
 }
 
-DiskPool::Failed Connection::diskFailed(std::function<void()> stepEnded) {
+DiskPool::Failed Connection::diskFailed(StepEnded stepEnded) {
   // A store step that threw (the pool logged it): this request ends with
   // that answer, or, mid-answer, with the connection.
   return [this, stepEnded = std::move(stepEnded)](int status, const std::string& text) {
     --pendingDisk_;
-    if (stepEnded) stepEnded();
-    if (phase_ == Phase::kClosed) return closedTaskBack();
+    if (phase_ == Phase::kClosed) {
+      if (stepEnded) guarded([&] { stepEnded(); });
+      return closedTaskBack();
+    }
     guarded([&] {
+      // An upload answered already: its temp file goes with it, and the
+      // request served now is not this step's.
+      if (stepEnded && !stepEnded()) return advance();
       abandonUpload();
       if (phase_ != Phase::kWaitDisk) return cut();
       closeAfter_ = true;
@@ -507,7 +512,7 @@ void Connection::requestFailed(const char* what) noexcept {
 }
 
 void Connection::runOnDisk(std::function<void()> work, std::function<void()> done,
-                           std::function<void()> stepEnded) {
+                           StepEnded stepEnded) {
   phase_ = Phase::kWaitDisk;
   submitDisk(std::move(work), std::move(done), std::move(stepEnded));
 }
@@ -567,7 +572,10 @@ void Connection::putObject(const ObjectPath& path) {
         if (state->errorStatus) return sendStoreError(state->errorStatus, state->error);
         startUploadBody();
       },
-      [state] { state->storing = false; });
+      [this, state] {
+        state->storing = false;
+        return stillServes(state);
+      });
 }
 
 void Connection::startUploadBody() {
@@ -622,9 +630,10 @@ void Connection::submitUploadWrite() {
           if (state->finishing) finishUpload();
         }
       },
-      [state] {
+      [this, state] {
         state->writing = false;
         state->flying.clear();
+        return stillServes(state);
       });
 }
 
@@ -792,7 +801,10 @@ void Connection::finishUpload() {
         endHeaders(0);
         startSending();
       },
-      [state] { state->storing = false; });
+      [this, state] {
+        state->storing = false;
+        return stillServes(state);
+      });
 }
 
 // -------------------------------------------------------------------- GET

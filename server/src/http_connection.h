@@ -133,20 +133,21 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   // `done` on the loop and the connection goes on. The phase is left as it is.
   // Should `work` throw past its own handling, `stepEnded` runs on the loop
   // in place of `done` (an upload's step clears its own mark: only that
-  // task is known to be back), and the request ends with the error.
-  void submitDisk(std::function<void()> work, std::function<void()> done,
-                  std::function<void()> stepEnded = {});
+  // task is known to be back), and the request ends with the error. It
+  // answers whether the step still belongs to the request being served: a
+  // step of an upload already answered (or left behind) ends nothing else.
+  using StepEnded = std::function<bool()>;
+  void submitDisk(std::function<void()> work, std::function<void()> done, StepEnded stepEnded = {});
   // submitDisk() for work that hands its end on later (DiskPool::submitDeferred).
   void submitDiskDeferred(std::function<void(DiskPool::Finish)> work, std::function<void()> done,
-                          std::function<void()> stepEnded);
+                          StepEnded stepEnded);
   std::function<void()> diskDone(std::function<void()> done);  // the loop's part of a task's end
-  DiskPool::Failed diskFailed(std::function<void()> stepEnded);
+  DiskPool::Failed diskFailed(StepEnded stepEnded);
   // A task came back to a connection already closed: once none is left,
   // the connection (and an upload its client left) goes.
   void closedTaskBack();
   // submitDisk() for a request that waits for the result.
-  void runOnDisk(std::function<void()> work, std::function<void()> done,
-                 std::function<void()> stepEnded = {});
+  void runOnDisk(std::function<void()> work, std::function<void()> done, StepEnded stepEnded = {});
   // Moves fileReadyTo_ over what the page cache holds, and has the pool read
   // in the next window that it does not.
   void planFileWindows();
