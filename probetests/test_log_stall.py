@@ -7,6 +7,7 @@ reloads complete, /status answers, dropped records are counted in
 "dropped" summary among them."""
 import concurrent.futures
 import os
+import re
 import select
 import signal
 import socket
@@ -165,9 +166,6 @@ class StderrFifoReaderLeaves(Stall, unittest.TestCase):
         self.stalled_then_read(server, reader)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 @unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
 class SyslogStops(Stall, unittest.TestCase):
@@ -212,3 +210,51 @@ class SyslogStops(Stall, unittest.TestCase):
         wait_for(lambda: b"worker gen=" in reader.text, 20, "worker records at the new socket")
         self.assertEqual(server.stop(), 0)
         server.assert_nothing_left(self)
+
+
+@unittest.skipUnless(FAULT_SHIM, "needs FAULT_SHIM (run through ctest)")
+class SyslogToFile(Stall, unittest.TestCase):
+    """The log moves from a syslog daemon that reads nothing to a file, by
+    SIGHUP: the master's records that waited for the daemon are written to
+    the file as lines, without the <priority> that only a daemon reads."""
+
+    def test_records_waiting_for_syslog_go_to_the_file_as_lines(self):
+        server = Moltd(self, workers=2)
+        path = os.path.join(server.dir, "log.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        self.addCleanup(sock.close)
+        server.log = "syslog"
+        server.write_config()
+        server.start(env=dict(os.environ, LD_PRELOAD=FAULT_SHIM, MOLT_SYSLOG_PATH=path,
+                              ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+                              ":verify_asan_link_order=0"))
+        # The daemon's queue fills with the workers' records; the master's
+        # records of a reload then wait in the master.
+        self.drive(server)
+        self.reload(server, signal.SIGHUP)
+        self.drive(server)
+        wait_for(lambda: self.dropped(server) > 0, 10, "records dropped while the daemon reads nothing")
+        log_file = os.path.join(server.dir, "moltd.log")
+        server.log = log_file
+        server.write_config()
+        self.reload(server, signal.SIGHUP)
+        self.drive(server)
+        with open(log_file, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+        self.assertTrue(lines, "nothing in the new log file")
+        framed = [line for line in lines if line.startswith("<")]
+        self.assertEqual(framed, [], "datagram framing in the log file")
+        # What waited for the daemon, in the datagram's form without its
+        # priority, then records in the file's own form.
+        self.assertTrue(any(re.match(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d moltd\[%d\]: master gen=\d+ "
+                                     % server.pid, line) for line in lines),
+                        "no record of the master that waited for the daemon:\n" + "\n".join(lines[:20]))
+        self.assertTrue(any(re.match(r"\d{4}-\d\d-\d\dT[^ ]+ moltd\[%d\] master gen=\d+ " % server.pid, line)
+                            for line in lines), "no record in the file's own form")
+        self.assertEqual(server.stop(), 0)
+        server.assert_nothing_left(self)
+
+
+if __name__ == "__main__":
+    unittest.main()

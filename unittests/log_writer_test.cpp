@@ -1,11 +1,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -313,6 +317,80 @@ BOOST_AUTO_TEST_CASE(the_log_descriptor_sits_high_and_moves_no_other) {
     BOOST_TEST(WEXITSTATUS(status) == 0, "case " << c);
   }
   unlink(file.c_str());
+  rmdir(dir);
+}
+
+// With no room high up (EMFILE), the log's file keeps a low number, where
+// an exec's layout may put another descriptor for a moment (dup2, undone
+// when the exec fails). Meanwhile the log writes nothing to what took the
+// number and, replaced, does not close it; with its own file back at the
+// number, the records that waited are written. Runs in a child: the log
+// and the descriptor limit are the process's.
+BOOST_AUTO_TEST_CASE(a_low_log_descriptor_taken_over_is_neither_written_nor_closed) {
+  char dir[] = "/tmp/molt-log-test-XXXXXX";
+  BOOST_REQUIRE(mkdtemp(dir) != nullptr);
+  const std::string logPath = std::string(dir) + "/log";
+  const std::string otherPath = std::string(dir) + "/other";
+  pid_t child = reload::spawnChild("", [&]() -> int {
+    rlimit limit{64, 64};
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return 10;
+    // Every number from half the limit up taken (the log's floor), the low
+    // ones left free: the sanitizers need a few.
+    std::vector<int> filler;
+    for (;;) {
+      int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0) break;
+      filler.push_back(fd);
+    }
+    if (errno != EMFILE) return 11;
+    for (int fd : filler)
+      if (fd < 32) close(fd);
+    const int low = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    close(low);
+    reload::log::Settings settings;
+    settings.target = logPath;
+    if (!reload::log::configure(settings)) return 12;
+    auto own = reload::log::ownDescriptors();
+    if (own.size() != 1 || own[0] != low) return 13;
+    MOLT_LOG(kWarning) << "first record";
+    reload::log::flush();
+    // Another file takes the number; the log's is parked, as a layout does.
+    const int parked = fcntl(low, F_DUPFD_CLOEXEC, 3);
+    int other = open(otherPath.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (parked < 0 || other < 0 || dup2(other, low) != low) return 14;
+    close(other);
+    MOLT_LOG(kWarning) << "while the number is another's";
+    reload::log::flush();
+    struct stat st {};
+    if (stat(otherPath.c_str(), &st) != 0 || st.st_size != 0) return 15;
+    // Undone: the record that waited goes to the log.
+    if (dup2(parked, low) != low) return 16;
+    close(parked);
+    MOLT_LOG(kWarning) << "third record";
+    reload::log::flush();
+    std::ifstream in(logPath);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.find("first record") == std::string::npos ||
+        text.find("while the number is another's") == std::string::npos ||
+        text.find("third record") == std::string::npos)
+      return 17;
+    // Taken over again, then the log moves: the number is not closed.
+    other = open(otherPath.c_str(), O_WRONLY | O_CLOEXEC);
+    if (other < 0 || dup2(other, low) != low) return 18;
+    close(other);
+    settings.target = "stderr";
+    if (!reload::log::configure(settings)) return 19;
+    if (fcntl(low, F_GETFD) < 0) return 20;
+    struct stat atLow {};
+    if (fstat(low, &atLow) != 0 || stat(otherPath.c_str(), &st) != 0 || atLow.st_ino != st.st_ino) return 21;
+    return 0;
+  });
+  int status = 0;
+  BOOST_REQUIRE(waitpid(child, &status, 0) == child);
+  BOOST_TEST(WIFEXITED(status));
+  BOOST_TEST(WEXITSTATUS(status) == 0);
+  unlink(logPath.c_str());
+  unlink(otherPath.c_str());
   rmdir(dir);
 }
 

@@ -183,23 +183,79 @@ bool pollWritable(int fd, int timeoutMs) {
   return (p.revents & (POLLERR | POLLNVAL)) == 0;
 }
 
+// Well under the daemon's socket buffer, so that one record is never too
+// large to be sent.
+constexpr size_t kMaxSyslogRecord = 16 * 1024;
+
 // Where the log's own descriptors go: high, clear of the places an exec's
 // handoff lays listeners out at (3 and up) and of the numbers the next
 // descriptors of the process take, so that opening the log moves no other
 // descriptor. Half the descriptor limit when that is lower.
 constexpr int kLogFdFloor = 512;
 
-Fd placeHigh(Fd fd) {
+int logFdFloor() {
   int floor = kLogFdFloor;
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
       limit.rlim_cur / 2 < static_cast<rlim_t>(floor))
     floor = static_cast<int>(limit.rlim_cur / 2);
-  if (fd.get() >= floor) return fd;
-  Fd high(fcntl(fd.get(), F_DUPFD_CLOEXEC, floor));
-  // No room up there (EMFILE): the low number serves, as any other would.
-  return high ? std::move(high) : std::move(fd);
+  return floor;
 }
+
+// The log's own descriptor, placed high. With no room up there (EMFILE) the
+// low number serves, but it may lie where an exec's layout puts its
+// descriptors for a moment (dup2 onto 3 and up, undone when the exec
+// fails): while that number is another file's, the log neither writes to
+// it nor closes it, and takes it up again once it is its own once more.
+class LogFd {
+ public:
+  LogFd() = default;
+  explicit LogFd(Fd fd) {
+    const int floor = logFdFloor();
+    if (fd && fd.get() < floor) {
+      Fd high(fcntl(fd.get(), F_DUPFD_CLOEXEC, floor));
+      if (high) fd = std::move(high);
+    }
+    fd_ = std::move(fd);
+    struct stat st {};
+    if (fd_ && fd_.get() < floor && fstat(fd_.get(), &st) == 0) {
+      checked_ = true;
+      dev_ = st.st_dev;
+      ino_ = st.st_ino;
+    }
+  }
+  LogFd(const LogFd&) = delete;
+  LogFd& operator=(const LogFd&) = delete;
+  LogFd& operator=(LogFd&& other) noexcept {
+    reset();
+    fd_ = std::move(other.fd_);
+    checked_ = std::exchange(other.checked_, false);
+    dev_ = other.dev_;
+    ino_ = other.ino_;
+    return *this;
+  }
+  ~LogFd() { reset(); }
+
+  explicit operator bool() const { return static_cast<bool>(fd_); }
+  int get() const { return fd_.get(); }
+  // False while the number is another file's.
+  bool ours() const {
+    if (!checked_) return true;
+    struct stat st {};
+    return fstat(fd_.get(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_;
+  }
+  void reset() {
+    if (fd_ && !ours()) (void)fd_.release();  // what holds the number now is not the log's to close
+    fd_.reset();
+    checked_ = false;
+  }
+
+ private:
+  Fd fd_;
+  bool checked_ = false;  // placed low: checked before each use
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
 
 // A descriptor written with write(2): a pipe, FIFO or terminal opened
 // non-blocking (EAGAIN: takes nothing now), or a regular file, which the
@@ -208,8 +264,9 @@ Fd placeHigh(Fd fd) {
 // the log's own descriptor, or empty when `fd` is standard error's.
 class FdDestination : public Destination {
  public:
-  FdDestination(int fd, Fd owned) : fd_(owned ? owned.get() : fd), owned_(std::move(owned)) {}
+  FdDestination(int fd, Fd owned) : owned_(std::move(owned)) { fd_ = owned_ ? owned_.get() : fd; }
   ssize_t write(const char* data, size_t size) override {
+    if (!owned_.ours()) return 0;
     for (;;) {
       ssize_t n = ::write(fd_, data, size);
       if (n >= 0) return n;
@@ -218,12 +275,12 @@ class FdDestination : public Destination {
       return -1;
     }
   }
-  bool waitWritable(int timeoutMs) override { return pollWritable(fd_, timeoutMs); }
+  bool waitWritable(int timeoutMs) override { return owned_.ours() && pollWritable(fd_, timeoutMs); }
   int ownDescriptor() const override { return owned_ ? owned_.get() : -1; }
 
  private:
-  int fd_;
-  Fd owned_;
+  int fd_ = -1;
+  LogFd owned_;
 };
 
 // A stream socket (journald's stream on standard error): sent with
@@ -292,10 +349,14 @@ class GuardedStderrDestination : public Destination {
 class SyslogDestination : public Destination {
  public:
   ssize_t write(const char* data, size_t size) override {
+    // A record is cut to what a datagram may hold here, whatever framing it
+    // was made in (one made for a file before the log moved here).
+    const size_t sent = std::min(size, kMaxSyslogRecord);
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (!fd_ && !connectToDaemon()) return -1;
+      if (!fd_.ours()) return 0;
       for (;;) {
-        if (::send(fd_.get(), data, size, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+        if (::send(fd_.get(), data, sent, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
           return static_cast<ssize_t>(size);
         if (errno != EINTR) break;
       }
@@ -307,7 +368,7 @@ class SyslogDestination : public Destination {
   }
   bool waitWritable(int timeoutMs) override {
     if (!fd_ && !connectToDaemon()) return false;
-    return pollWritable(fd_.get(), timeoutMs);
+    return fd_.ours() && pollWritable(fd_.get(), timeoutMs);
   }
   int ownDescriptor() const override { return fd_ ? fd_.get() : -1; }
 
@@ -320,10 +381,10 @@ class SyslogDestination : public Destination {
     std::strncpy(address.sun_path, _PATH_LOG, sizeof address.sun_path - 1);
     if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
       return false;
-    fd_ = placeHigh(std::move(fd));
+    fd_ = LogFd(std::move(fd));
     return true;
   }
-  Fd fd_;
+  LogFd fd_;
 };
 
 // Standard error closed: records go nowhere, as they did to a closed stream.
@@ -345,7 +406,7 @@ std::unique_ptr<Destination> stderrDestination() {
   if (S_ISSOCK(st.st_mode)) return std::make_unique<SocketDestination>(STDERR_FILENO);
   if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
     Fd own(open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND));
-    if (own) return std::make_unique<FdDestination>(-1, placeHigh(std::move(own)));
+    if (own) return std::make_unique<FdDestination>(-1, std::move(own));
     return std::make_unique<GuardedStderrDestination>();
   }
   return std::make_unique<FdDestination>(STDERR_FILENO, Fd());
@@ -353,7 +414,7 @@ std::unique_ptr<Destination> stderrDestination() {
 
 void GuardedStderrDestination::tryReopen() {
   Fd own(open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_APPEND));
-  if (own) reopened_ = std::make_unique<FdDestination>(-1, placeHigh(std::move(own)));
+  if (own) reopened_ = std::make_unique<FdDestination>(-1, std::move(own));
 }
 
 // O_NONBLOCK: a FIFO named as the log file opens at once (ENXIO without a
@@ -477,10 +538,6 @@ std::string streamLine(Severity /*severity*/, const std::string& line) {
   return record;
 }
 
-// Well under the daemon's socket buffer, so that one record is never too
-// large to be sent.
-constexpr size_t kMaxSyslogRecord = 16 * 1024;
-
 // A syslog datagram as syslog(3) makes it (RFC 3164): <priority>, the local
 // time, the service's name and pid, then the line without its own
 // timestamp and name.
@@ -580,7 +637,7 @@ bool configure(const Settings& settings) {
       destination = std::make_unique<SyslogDestination>();
     } else {
       // Opened O_NONBLOCK: a FIFO's writes never wait either.
-      destination = std::make_unique<FdDestination>(-1, placeHigh(openLogFile(settings.target)));
+      destination = std::make_unique<FdDestination>(-1, openLogFile(settings.target));
     }
   } catch (const std::system_error& e) {
     // The sinks in place stay: a log that cannot move must not go silent.
@@ -600,10 +657,15 @@ bool configure(const Settings& settings) {
     auto old = st.sink->locked_backend();
     old->flush();
     backend->writer().adopt(old->writer());
-    // A datagram taken into a file or a stream ends its line there; a line
-    // sent as a datagram keeps its newline, which syslog daemons drop.
+    // A datagram taken into a file or a stream loses its <priority>, which
+    // only a syslog daemon reads, and ends its line there; a line sent as a
+    // datagram keeps its newline, which syslog daemons drop.
     if (!syslog && st.target == "syslog")
       backend->writer().reframe([](std::string& text) {
+        if (!text.empty() && text.front() == '<') {
+          size_t close = text.find('>');
+          if (close != std::string::npos && close <= 4) text.erase(0, close + 1);
+        }
         if (text.empty() || text.back() != '\n') text.push_back('\n');
       });
   }
