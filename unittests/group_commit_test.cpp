@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <boost/test/unit_test.hpp>
 #include <chrono>
@@ -236,6 +237,68 @@ BOOST_AUTO_TEST_CASE(what_an_ended_holds_is_released_without_the_lock) {
   for (auto& t : askers) t.join();
   BOOST_TEST(released.load() == 1);
   BOOST_TEST(answered.load() == 1);
+}
+
+// An item its run puts off is taken by the next run, ahead of the items
+// that arrived meanwhile, and its caller returns only once that run has
+// ended; one put off with an error ends with that error where it was.
+BOOST_AUTO_TEST_CASE(an_item_put_off_goes_first_into_the_next_run_and_waits_for_it) {
+  Gate gate;
+  std::vector<std::vector<int>> order;  // ids per run, under the gate's lock
+  auto gated = gatedRuns(gate);
+  server::GroupCommit<Item> commit([&](std::vector<Item*>& batch) {
+    {
+      std::lock_guard<std::mutex> lock(gate.mutex);
+      order.emplace_back();
+      for (auto* item : batch) {
+        order.back().push_back(item->id);
+        if (order.size() == 2 && item->id == 2) item->putOff = true;
+        if (order.size() == 2 && item->id == 4) {
+          item->putOff = true;
+          item->error = std::make_exception_ptr(std::runtime_error("failed in its run"));
+        }
+      }
+    }
+    gated(batch);
+  });
+  std::vector<Item> items(5);
+  for (int i = 0; i < 5; ++i) items[i].id = i;
+  std::vector<size_t> endedRunsAtReturn(5, 0);
+  std::vector<int> threw(5, 0);
+  auto call = [&](int i) {
+    try {
+      commit.commit(items[i]);
+    } catch (const std::runtime_error&) {
+      threw[i] = 1;
+    }
+    std::lock_guard<std::mutex> lock(gate.mutex);
+    endedRunsAtReturn[i] = gate.ended;
+  };
+  std::vector<std::thread> threads;
+  threads.emplace_back(call, 0);
+  BOOST_REQUIRE(gate.waitFor([&] { return gate.started == 1; }));
+  for (int i : {1, 2, 4}) threads.emplace_back(call, i);
+  BOOST_REQUIRE(queuedBehind(commit, 3));
+  gate.allow(1);
+  BOOST_REQUIRE(gate.waitFor([&] { return gate.started == 2; }));
+  threads.emplace_back(call, 3);
+  BOOST_REQUIRE(queuedBehind(commit, 1));
+  gate.allow(3);
+  for (auto& t : threads) t.join();
+  BOOST_REQUIRE(order.size() == 3u);
+  std::vector<int> second = order[1];  // the three threads queue in any order
+  std::sort(second.begin(), second.end());
+  BOOST_TEST(second == std::vector<int>({1, 2, 4}));
+  BOOST_TEST(order[2] == std::vector<int>({2, 3}));
+  BOOST_TEST(items[2].run == 3u);
+  BOOST_TEST(endedRunsAtReturn[2] >= 3u);  // waited for the run that took it
+  BOOST_TEST(endedRunsAtReturn[1] >= 2u);
+  BOOST_TEST(threw[4] == 1);
+  BOOST_TEST(items[4].run == 2u);  // not taken again
+  BOOST_TEST(threw[2] == 0);
+  BOOST_TEST(items[2].putOff == false);
+  BOOST_TEST(commit.runsThatPutOff() == 1u);
+  BOOST_TEST(commit.runs() == 3u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

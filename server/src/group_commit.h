@@ -13,14 +13,18 @@
 // go on to other work. `ended` runs once the run that took the item has
 // ended, so whatever the run makes durable is durable then; an item that
 // failed carries its error, and a run that throws fails every item of its
-// batch with that exception. Thread-safe; header-only so that the rule is
-// unit-tested with runs of the test's making.
+// batch with that exception. A run may also put an item off to the next
+// run (it is not ready for this one's expensive step, and this run makes it
+// ready): the item goes ahead of the later arrivals, and its `ended` waits.
+// Thread-safe; header-only so that the rule is unit-tested with runs of the
+// test's making.
 #pragma once
 
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -30,6 +34,10 @@ namespace server {
 // What every item carries: set by the run, read by its caller.
 struct GroupCommitItem {
   std::exception_ptr error;  // this item failed: thrown to its caller
+  // Set by the run: the item is taken by the next run instead (cleared
+  // then). A run that puts every item off must make them ready for the
+  // next, or the group never ends.
+  bool putOff = false;
 };
 
 template <typename Item>
@@ -82,6 +90,11 @@ class GroupCommit {
     std::lock_guard<std::mutex> lock(mutex_);
     return largest_;
   }
+  // Runs that put items off to the next.
+  size_t runsThatPutOff() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return putOff_;
+  }
 
  private:
   struct Waiter {
@@ -111,9 +124,22 @@ class GroupCommit {
     // released with it, and may take its time or submit again.
     // An `ended` must not throw: one that does ends the process rather
     // than leave this group running for ever with the rest of the batch.
-    for (auto& w : batch) [&w]() noexcept { std::exchange(w.ended, nullptr)(); }();
+    std::vector<Waiter> putOff;
+    for (auto& w : batch) {
+      if (w.item->putOff && !w.item->error) {
+        w.item->putOff = false;
+        putOff.push_back(std::move(w));
+        continue;
+      }
+      [&w]() noexcept { std::exchange(w.ended, nullptr)(); }();
+    }
     batch.clear();
     lock.lock();
+    if (!putOff.empty()) {
+      ++putOff_;
+      waiting_.insert(waiting_.begin(), std::make_move_iterator(putOff.begin()),
+                      std::make_move_iterator(putOff.end()));
+    }
   }
 
   std::function<void(std::vector<Item*>&)> run_;
@@ -122,6 +148,7 @@ class GroupCommit {
   bool running_ = false;
   size_t runs_ = 0;
   size_t largest_ = 0;
+  size_t putOff_ = 0;
 };
 
 }  // namespace server

@@ -427,6 +427,17 @@ void Upload::commit(const ObjectMeta& meta) {
 // filesystem (a remount) is opened again.
 struct ObjectStore::VolumeFilesystem {
   reload::Fd fd;
+  // Counts the files handed in (Placement::handedIn), from any thread.
+  std::atomic<uint64_t> handedIn{0};
+  // The files handed in up to this one are durable: a sync that began
+  // after their hand-in succeeded. The batch's thread only.
+  uint64_t durableThrough = 0;
+  // Syncs, and notes what the sync made durable when it succeeds.
+  void syncHandedIn(const std::string& volume) {
+    const uint64_t through = handedIn.load(std::memory_order_acquire);
+    sync(volume);
+    durableThrough = through;
+  }
   void sync(const std::string& volume) {
     struct stat now {}, held {};
     if (stat(volume.c_str(), &now) != 0) reload::throwSysError("stat " + volume);
@@ -445,12 +456,17 @@ void ObjectStore::placeAsync(const std::string& volume, Placement& placement,
   {
     std::lock_guard<std::mutex> lock(commitMutex_);
     auto& slot = commits_[volume];
-    if (!slot)
-      slot = std::make_unique<GroupCommit<Placement>>(
-          [this, volume, filesystem = std::make_shared<VolumeFilesystem>()](std::vector<Placement*>& batch) {
+    if (!slot.group) {
+      slot.filesystem = std::make_shared<VolumeFilesystem>();
+      slot.group = std::make_unique<GroupCommit<Placement>>(
+          [this, volume, filesystem = slot.filesystem](std::vector<Placement*>& batch) {
             placeBatch(volume, *filesystem, batch);
           });
-    commit = slot.get();  // kept for the store's life
+    }
+    commit = slot.group.get();  // kept for the store's life
+    // The file's bytes were written before this (handIn): a sync that
+    // begins after it has them.
+    placement.handedIn = slot.filesystem->handedIn.fetch_add(1, std::memory_order_acq_rel) + 1;
   }
   commit->submit(placement, std::move(ended));
 }
@@ -466,20 +482,35 @@ void ObjectStore::placeBatch(const std::string& volume, VolumeFilesystem& filesy
   // fsync per file and per directory did each of those for every PUT.
   // What else is dirty on that filesystem is written back with it: a
   // volume is best a filesystem of its own.
-  try {
-    filesystem.sync(volume);
-  } catch (...) {
-    auto failure = std::current_exception();
-    for (auto* p : batch) p->error = failure;
-    return;
+  //
+  // The last batch's second sync made durable the files handed in before
+  // it began. Where some of this batch are among them, they go on alone,
+  // with no first sync, and the rest are put off to the next batch, which
+  // this one's second sync makes ready in turn.
+  std::vector<Placement*> ready;
+  ready.reserve(batch.size());
+  for (auto* p : batch)
+    if (p->handedIn <= filesystem.durableThrough) ready.push_back(p);
+  if (ready.empty()) {
+    try {
+      filesystem.syncHandedIn(volume);
+    } catch (...) {
+      auto failure = std::current_exception();
+      for (auto* p : batch) p->error = failure;
+      return;
+    }
+    ready = batch;
+  } else {
+    for (auto* p : batch)
+      if (p->handedIn > filesystem.durableThrough) p->putOff = true;
   }
   std::vector<std::pair<std::string, std::string>> entries;
-  entries.reserve(batch.size());
-  for (auto* p : batch) entries.emplace_back(p->bucket, p->key);
+  entries.reserve(ready.size());
+  for (auto* p : ready) entries.emplace_back(p->bucket, p->key);
   try {
     withIndex(volume, [&](KeyIndex& index) {
       index.placeAllIndexed(entries, [&](size_t i) {
-        Placement& p = *batch[i];
+        Placement& p = *ready[i];
         if (p.placed || p.error) return;  // a retry after a reopen: done once
         int err = 0;
         if (rename(p.tmpPath.c_str(), p.finalPath.c_str()) == 0) {
@@ -510,17 +541,19 @@ void ObjectStore::placeBatch(const std::string& volume, VolumeFilesystem& filesy
     // The index failed: what was not placed fails with it; what was placed
     // had its entry durable before and is synced below.
     auto failure = std::current_exception();
-    for (auto* p : batch)
+    for (auto* p : ready)
       if (!p->placed && !p->error) p->error = failure;
   }
-  if (std::none_of(batch.begin(), batch.end(), [](const Placement* p) { return p->placed; })) return;
+  // Nothing placed, no second sync: what was put off gets its first sync
+  // in the next batch.
+  if (std::none_of(ready.begin(), ready.end(), [](const Placement* p) { return p->placed; })) return;
   std::exception_ptr failure;
   try {
-    filesystem.sync(volume);
+    filesystem.syncHandedIn(volume);
   } catch (...) {
     failure = std::current_exception();
   }
-  for (auto* p : batch)
+  for (auto* p : ready)
     if (p->placed && failure) p->error = failure;
 }
 
