@@ -132,6 +132,38 @@ class PutStormCrash(unittest.TestCase):
             self.ROUNDS, time.monotonic() - started, figures))
 
 
+SYNC_ORDER_SHIM = os.environ.get("SYNC_ORDER_SHIM", "")
+
+
+@unittest.skipUnless(SYNC_ORDER_SHIM, "needs SYNC_ORDER_SHIM (run through ctest)")
+class SyncOrder(unittest.TestCase):
+    """What a kill cannot show (the kernel keeps what the processes wrote):
+    under a storm of PUTs and DELETEs on keep-alive connections, every file
+    the workers rename into place was made durable first, by a sync that
+    began after its last write and ended before the rename. A batch may
+    skip its first sync for files the batch before made durable; this
+    checks each rename, whichever batch took the file."""
+
+    def test_no_file_is_renamed_into_place_before_a_sync_has_its_bytes(self):
+        server = Moltd(self, workers=2, volumes=2)
+        order_log = os.path.join(server.dir, "sync-order.log")
+        server.start(env=dict(os.environ, LD_PRELOAD=SYNC_ORDER_SHIM, MOLT_SYNC_ORDER_LOG=order_log,
+                              ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+                              ":verify_asan_link_order=0"))
+        rng = random.Random(int(os.environ.get("MOLT_CRASH_SEED", "0")) or None)
+        with Storm(server, 0, 32, rng) as storm:
+            wait_for(lambda: storm.created >= 1500 or storm.errors, 90, "1,500 PUTs acknowledged")
+        self.assertEqual(storm.errors, [])
+        self.assertEqual(server.stop(), 0)
+        with open(order_log) as f:
+            lines = f.read().splitlines()
+        unsynced = [line for line in lines if line != "ok"]
+        self.assertEqual(unsynced[:10], [], "%d of %d renames before a sync had the file's bytes" % (
+            len(unsynced), len(lines)))
+        # Every acknowledged PUT renamed a file this checked.
+        self.assertGreaterEqual(len(lines), storm.created)
+
+
 FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
 
 
