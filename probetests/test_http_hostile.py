@@ -430,6 +430,34 @@ class FramingBounds(unittest.TestCase):
     def test_trailers(self):
         self.flood(self.chunked(b"0\r\nX-Trailer: "), b"t", 431)
 
+    def test_quoted_extension_left_open_at_the_line_end(self):
+        # No CR or LF may be quoted: the CRLF ends the line, and a quoted
+        # string still open there can never close. Whatever follows, the
+        # line is refused at once, and none of the rest is kept.
+        for start, unit in ((b'5;a="b\r\n', b"z"), (b'5;a="b\r\n', b"\r\n"),
+                            (b'3\r\nabc\r\n1;n="v\r\n', b"z"), (b'0;a="b\r\n', b"X-T: 1\r\n")):
+            with self.subTest(start=start, unit=unit):
+                self.flood(self.chunked(start), unit, 400)
+
+    def test_a_chunk_line_that_can_never_be_valid_is_refused_at_once(self):
+        # Each line is whole, then a body that would complete a valid one.
+        lines = (b'5;a="b', b'5;a="b\\"', b'5;a=b;c="d', b'5;a="b"c="d', b'5 ;a="', b'0;a="b')
+        for line in lines:
+            with self.subTest(line=line):
+                data = self.chunked(line + b"\r\nhello\r\n0\r\n\r\n")
+                with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+                    started = time.monotonic()
+                    s.sendall(data)
+                    status, headers, _ = read_response(s)
+                    self.assertEqual((status, headers.get("connection")), (400, "close"))
+                    self.assertLess(time.monotonic() - started, 5)
+        # Quoted strings that close, with an escaped quote inside: served.
+        for line in (b'5;a="b\\"c"', b'5;a="b";c="\\\\"'):
+            with self.subTest(line=line):
+                with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+                    s.sendall(self.chunked(line + b"\r\nhello\r\n0\r\n\r\n"))
+                    self.assertEqual(read_response(s)[0], 201)
+
     def test_many_trailers(self):
         self.flood(self.chunked(b"0\r\n"), b"X-T: 1\r\n", 431)
 

@@ -133,6 +133,20 @@ bool requestLineCanBeValid(std::string_view s) {
   return true;
 }
 
+namespace {
+
+// Whether a chunk line's extensions leave a quoted string open at its end.
+bool quoteLeftOpen(std::string_view line) {
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    if (quoted && line[i] == '\\') ++i;  // quoted-pair
+    else if (line[i] == '"') quoted = !quoted;
+  }
+  return quoted;
+}
+
+}  // namespace
+
 RequestParser::FramingBound RequestParser::framingBound(std::string_view pending) const {
   if (!is_header_done() || !request_.chunked || insideChunk()) return {};
   // Between chunks the parser takes nothing until it holds a whole chunk
@@ -145,10 +159,13 @@ RequestParser::FramingBound RequestParser::framingBound(std::string_view pending
   size_t eol = pending.substr(0, lineBound).find("\r\n", from);
   if (eol == std::string_view::npos)
     return {lineBound, FramingBound::kChunkLine};
-  std::string_view size = pending.substr(from, eol - from);
-  size = size.substr(0, size.find_first_not_of("0123456789abcdefABCDEF"));
+  std::string_view line = pending.substr(from, eol - from);
+  std::string_view size = line.substr(0, line.find_first_not_of("0123456789abcdefABCDEF"));
   bool lastChunk = !size.empty() && size.find_first_not_of('0') == std::string_view::npos;
-  if (!lastChunk) return {};
+  // A line that the parser does not take whole, once it holds it to its
+  // CRLF, can never be taken: Beast reads a quoted string left open at the
+  // CRLF on into what follows (no CR or LF may be quoted), and keeps it all.
+  if (!lastChunk || quoteLeftOpen(line)) return {eol + 2, FramingBound::kWholeChunkLine};
   return {eol + 2 + limits_.maxHeaderBytes, FramingBound::kTrailers};
 }
 
@@ -184,11 +201,14 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
       } else if (n == 0 && rest.size() >= bound.bytes) {
         // It holds all it may of a chunk line or of the trailers, and still
         // needs more: the part is longer than its bound.
-        problem = bound.part == FramingBound::kChunkLine
-                      ? RequestProblem{400, "chunk size line is longer than " +
-                                                std::to_string(limits_.maxChunkLineBytes) + " bytes"}
-                      : RequestProblem{431, "chunked trailers are larger than " +
-                                                std::to_string(limits_.maxHeaderBytes) + " bytes"};
+        if (bound.part == FramingBound::kChunkLine)
+          problem = {400, "chunk size line is longer than " + std::to_string(limits_.maxChunkLineBytes) +
+                              " bytes"};
+        else if (bound.part == FramingBound::kWholeChunkLine)
+          problem = {400, "malformed chunk size line"};
+        else
+          problem = {431, "chunked trailers are larger than " + std::to_string(limits_.maxHeaderBytes) +
+                              " bytes"};
       }
       if (problem.status) {
         failed_ = true;

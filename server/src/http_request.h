@@ -108,7 +108,9 @@ class RequestParser : public boost::beast::http::basic_parser<true> {
   // How many of the `pending` bytes the parser may be handed at most, and
   // the part of the framing that bound is for.
   struct FramingBound {
-    enum Part { kNone, kChunkLine, kTrailers };
+    // kWholeChunkLine: a chunk line up to its first CRLF, which ends it
+    // (no CR or LF is allowed inside a chunk extension, quoted or not).
+    enum Part { kNone, kChunkLine, kWholeChunkLine, kTrailers };
     size_t bytes = SIZE_MAX;
     Part part = kNone;
   };
