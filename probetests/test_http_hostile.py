@@ -3,6 +3,7 @@ smuggling, malformed framing, unsupported versions, slow clients, oversized
 headers and the connection cap. Each case sends the exact bytes and asserts
 the exact answer, then checks that nothing stored was harmed."""
 import concurrent.futures
+import email.utils
 import fcntl
 import itertools
 import os
@@ -207,6 +208,25 @@ class Smuggling(unittest.TestCase):
                 body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED)
                 data = request(method, path, [("Transfer-Encoding", "chunked")], body)
                 self.assert_single_answer(data, status)
+
+    def test_folded_field_lines_are_refused(self):
+        # RFC 9112 5.2: a hop that reads the continuation as a line of its
+        # own, or drops it, frames the message another way; it is refused,
+        # never unfolded.
+        body = SMUGGLED
+        heads = [
+            "PUT /v1/h/fold HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n %d\r\n" % len(body),
+            "PUT /v1/h/fold HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\t%d\r\n" % len(body),
+            "PUT /v1/h/fold HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n",
+            "PUT /v1/h/fold HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n \r\n",
+            "PUT /v1/h/fold HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n b\r\nContent-Length: 0\r\n",
+            "PUT /v1/h/fold HTTP/1.1\r\n Content-Length: %d\r\nHost: x\r\n" % len(body),
+            "GET /healthcheck HTTP/1.1\r\nHost:\r\n x\r\n",
+        ]
+        for head in heads:
+            with self.subTest(head=head):
+                self.assert_single_answer(head.encode() + b"\r\n" + body, 400)
+        self.assertEqual(self.server.request("GET", "/v1/h/fold")[0], 404)
 
 
 # Every method moltd knows, and some it does not.
@@ -599,6 +619,30 @@ class RequestLineAndHost(unittest.TestCase):
                 else:
                     self.assertIn(got[0][0], (200, 201, 204, 404))
 
+    def test_host_values(self):
+        # RFC 9112 3.2 and RFC 3986 3.2.2: host [":" port], or empty.
+        good = ["x", "x:80", "127.0.0.1:8080", "[::1]:8080", "[::1]", "", "a.b-c_d~e", "%41b", "x:", "x,y"]
+        bad = ["x, y", "a b", "x:8o", "[::1", "::1", ":80", "a@b", "a/b", 'x"y', "[]", "[::1]x",
+               "a\xffb", "x%4", "a\\b", "x:80:90"]
+        for value, refused in [(v, False) for v in good] + [(v, True) for v in bad]:
+            with self.subTest(host=value):
+                data = ("GET /healthcheck HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % value)
+                got, _ = exchange(self.server, data.encode("latin-1"))
+                self.assertEqual(len(got), 1, got)
+                self.assertEqual(got[0][0], 400 if refused else 200, got)
+                if refused:
+                    self.assertEqual(got[0][1].get("connection"), "close")
+
+    def test_targets_with_a_bad_authority_or_a_fragment(self):
+        for target in ("http:///v1/h/k", "http://user@x/v1/h/k", "http://:80/v1/h/k", "https://x:y:z/v1/h/k",
+                       "http://[::1/v1/h/k", "/v1/h/k#frag", "/v1/h/k?q#f", "http://x/v1/h/k#f", "#"):
+            with self.subTest(target=target):
+                got, _ = exchange(self.server, request("GET", target) + request("GET", "/healthcheck"))
+                self.assertEqual(len(got), 1, got)
+                self.assertEqual((got[0][0], got[0][1].get("connection")), (400, "close"))
+        got, _ = exchange(self.server, request("GET", "http://[::1]:9/healthcheck", [("Connection", "close")]))
+        self.assertEqual(got[0][0], 200)
+
     def test_one_empty_line_before_the_request_line_is_ignored(self):
         # RFC 9112 2.2, whole and with the CR and LF in reads of their own.
         data = b"\r\n" + request("GET", "/healthcheck", [("Connection", "close")])
@@ -685,6 +729,47 @@ class Framing(unittest.TestCase):
         self.assertEqual(self.one(request("GET", "/v1/f/obj", [("If-Match", "W/" + etag)]))[0], 412)
         self.assertEqual(self.one(request("GET", "/v1/f/obj", [("If-Match", etag)]))[0], 200)
         self.assertEqual(self.one(request("GET", "/v1/f/obj", [("If-None-Match", "W/" + etag)]))[0], 304)
+
+    def test_if_range_and_dates(self):
+        # RFC 9110 13.1.3-13.1.5 and 13.2.2: a Range applies only to the
+        # object If-Range names; dates compare with Last-Modified.
+        head = self.server.request("HEAD", "/v1/f/obj")[1]
+        etag, modified = head["etag"], head["last-modified"]
+        stamp = email.utils.parsedate_to_datetime(modified).timestamp()
+        def date(offset, form="imf"):
+            t = time.gmtime(stamp + offset)
+            return {"imf": time.strftime("%a, %d %b %Y %H:%M:%S GMT", t),
+                    "rfc850": time.strftime("%A, %d-%b-%y %H:%M:%S GMT", t),
+                    "asctime": time.strftime("%a %b ", t) + ("%2d" % t.tm_mday) + time.strftime(" %H:%M:%S %Y", t)}[form]
+        ranged = [("Range", "bytes=2-4")]
+        cases = [
+            (ranged + [("If-Range", etag)], 206, b"234"),
+            (ranged + [("If-Range", '"other"')], 200, b"0123456789"),
+            (ranged + [("If-Range", "W/" + etag)], 200, b"0123456789"),
+            (ranged + [("If-Range", etag + ', "other"')], 200, b"0123456789"),
+            (ranged + [("If-Range", modified)], 206, b"234"),
+            (ranged + [("If-Range", date(0, "rfc850"))], 206, b"234"),
+            (ranged + [("If-Range", date(0, "asctime"))], 206, b"234"),
+            (ranged + [("If-Range", date(-1))], 200, b"0123456789"),
+            (ranged + [("If-Range", date(1))], 200, b"0123456789"),
+            (ranged + [("If-Range", "yesterday")], 200, b"0123456789"),
+            ([("If-Range", '"other"')], 200, b"0123456789"),
+            ([("If-Modified-Since", modified)], 304, b""),
+            ([("If-Modified-Since", date(3600, "rfc850"))], 304, b""),
+            ([("If-Modified-Since", date(-1))], 200, b"0123456789"),
+            ([("If-Modified-Since", "not a date")], 200, b"0123456789"),
+            ([("If-Modified-Since", modified), ("If-None-Match", '"other"')], 200, b"0123456789"),
+            ([("If-Unmodified-Since", date(-1, "asctime"))], 412, None),
+            ([("If-Unmodified-Since", modified)], 200, b"0123456789"),
+            ([("If-Unmodified-Since", "garbage")], 200, b"0123456789"),
+            ([("If-Unmodified-Since", date(-1)), ("If-Match", etag)], 200, b"0123456789"),
+        ]
+        for headers, status, body in cases:
+            with self.subTest(headers=headers):
+                got = self.one(request("GET", "/v1/f/obj", headers))
+                self.assertEqual(got[0], status, got)
+                if body is not None:
+                    self.assertEqual(got[2], body)
 
     def test_keys_that_are_not_utf8(self):
         for key in ("x%ff%fe", "%c0%af", "%ed%a0%80", "%e2%82", "%f4%90%80%80"):

@@ -17,6 +17,8 @@
 #include <boost/algorithm/string/predicate.hpp>
 
 #include <cmath>
+#include <cstdint>
+#include <optional>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -849,13 +851,23 @@ void Connection::answerGet(std::shared_ptr<const CachedObject> object) {
     beginResponse(status);
     outBuf_ += object->headers;
   };
+  // RFC 9110 13.2.2: the preconditions in their order; a date is compared
+  // with Last-Modified, which is the timestamp to the second.
+  const int64_t lastModified = static_cast<int64_t>(std::floor(meta.timestamp));
+  auto dateField = [this](const char* name) -> std::optional<int64_t> {
+    const std::string* value = request_.find(name);
+    return value ? parseHttpDate(*value) : std::nullopt;
+  };
   const std::string* ifMatch = request_.find("If-Match");
-  if (ifMatch && !etagListMatches(*ifMatch, meta.etag, true)) {
+  if (ifMatch ? !etagListMatches(*ifMatch, meta.etag, true)
+              : dateField("If-Unmodified-Since").value_or(INT64_MAX) < lastModified) {
     common(412);
-    return sendText(412, "If-Match does not match the object's ETag");
+    return sendText(412, ifMatch ? "If-Match does not match the object's ETag"
+                                 : "the object was modified after If-Unmodified-Since");
   }
   const std::string* ifNoneMatch = request_.find("If-None-Match");
-  if (ifNoneMatch && etagListMatches(*ifNoneMatch, meta.etag)) {
+  if (ifNoneMatch ? etagListMatches(*ifNoneMatch, meta.etag)
+                  : dateField("If-Modified-Since").value_or(INT64_MIN) >= lastModified) {
     common(304);
     endHeaders(0);
     return startSending();
@@ -863,7 +875,24 @@ void Connection::answerGet(std::shared_ptr<const CachedObject> object) {
   uint64_t offset = 0, length = meta.size;
   int status = 200;
   std::string contentRange;
-  if (const std::string* rangeHeader = request_.find("Range")) {
+  const std::string* rangeHeader = request_.find("Range");
+  // RFC 9110 13.1.5: If-Range makes the Range apply only to the object it
+  // names, by a strong ETag or by exactly its Last-Modified; for any other
+  // (a changed object, a weak tag, a date that is not the one) the answer
+  // is the whole object, so that a client resuming a download never joins
+  // pieces of two objects.
+  if (const std::string* ifRange = rangeHeader ? request_.find("If-Range") : nullptr) {
+    std::string_view validator(*ifRange);
+    while (!validator.empty() && (validator.front() == ' ' || validator.front() == '\t'))
+      validator.remove_prefix(1);
+    bool same = !validator.empty() && validator.front() == '"'
+                    ? etagListMatches(std::string(validator), meta.etag, true) &&
+                          validator.find(',') == std::string_view::npos
+                    : !validator.empty() && validator.substr(0, 2) != "W/" &&
+                          parseHttpDate(validator) == lastModified;
+    if (!same) rangeHeader = nullptr;
+  }
+  if (rangeHeader) {
     ByteRange range;
     switch (parseRange(*rangeHeader, meta.size, range)) {
       case RangeResult::kUnsatisfiable:

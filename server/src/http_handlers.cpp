@@ -315,6 +315,22 @@ std::string httpDate(double epochSeconds) {
   return last;
 }
 
+std::optional<int64_t> parseHttpDate(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  if (text.empty() || text.size() > 64) return std::nullopt;
+  const std::string copy(text);
+  for (const char* form : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    tm parts{};
+    const char* end = strptime(copy.c_str(), form, &parts);
+    if (end == nullptr || *end != '\0') continue;
+    time_t seconds = timegm(&parts);
+    if (seconds == static_cast<time_t>(-1)) return std::nullopt;
+    return static_cast<int64_t>(seconds);
+  }
+  return std::nullopt;
+}
+
 std::string quoteEtag(const std::string& etag) { return "\"" + etag + "\""; }
 
 std::string swiftTimestamp(double seconds) {

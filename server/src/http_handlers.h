@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "drain_state.h"
@@ -150,6 +151,10 @@ struct WorkerShared {
 
 // Helpers the connection uses to answer.
 std::string httpDate(double epochSeconds);
+// An HTTP-date in any of the three forms RFC 9110 5.6.7 has recipients
+// accept (IMF-fixdate, RFC 850, asctime), as seconds since the epoch;
+// nullopt for anything else.
+std::optional<int64_t> parseHttpDate(std::string_view text);
 std::string quoteEtag(const std::string& etag);
 // "1732950000.12345", as printf("%.5f") would write it for the times moltd
 // stores (X-Timestamp, as Swift).

@@ -135,6 +135,60 @@ bool requestLineCanBeValid(std::string_view s) {
 
 namespace {
 
+bool isUnreservedOrSubDelim(char c) {
+  auto u = static_cast<unsigned char>(c);
+  if ((u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z')) return true;
+  return std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
+}
+
+bool isHexDigit(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+}  // namespace
+
+bool isValidHostValue(std::string_view value) {
+  if (value.empty()) return true;  // RFC 9112 3.2: a target without an authority
+  std::string_view host = value, port;
+  if (value.front() == '[') {
+    size_t close = value.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (char c : value.substr(1, close - 1))
+      if (!isUnreservedOrSubDelim(c) && c != ':') return false;
+    std::string_view after = value.substr(close + 1);
+    if (!after.empty() && after.front() != ':') return false;
+    port = after.empty() ? after : after.substr(1);
+  } else {
+    size_t colon = value.find(':');
+    if (colon != std::string_view::npos) {
+      host = value.substr(0, colon);
+      port = value.substr(colon + 1);
+    }
+    // RFC 9110 4.2.1: an http URI with an empty host is invalid.
+    if (host.empty()) return false;
+    for (size_t i = 0; i < host.size(); ++i) {
+      if (host[i] == '%') {
+        if (i + 2 >= host.size() || !isHexDigit(host[i + 1]) || !isHexDigit(host[i + 2]))
+          return false;
+        i += 2;
+      } else if (!isUnreservedOrSubDelim(host[i])) {
+        return false;
+      }
+    }
+  }
+  return port.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+bool foldsALine(std::string_view block) {
+  size_t end = block.find("\r\n\r\n");
+  if (end != std::string_view::npos) block = block.substr(0, end + 2);
+  for (size_t eol = block.find("\r\n"); eol != std::string_view::npos; eol = block.find("\r\n", eol + 2))
+    if (eol + 2 < block.size() && (block[eol + 2] == ' ' || block[eol + 2] == '\t')) return true;
+  return false;
+}
+
+namespace {
+
 // Whether a chunk line's extensions leave a quoted string open at its end.
 bool quoteLeftOpen(std::string_view line) {
   bool quoted = false;
@@ -190,6 +244,7 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
     boost::beast::error_code ec;
     std::string_view rest = data.substr(used);
     FramingBound bound = framingBound(rest);
+    if (!is_header_done()) headerInput_ = rest;
     size_t n = put(boost::asio::const_buffer(rest.data(), std::min(rest.size(), bound.bytes)), ec);
     used += n;
     if (ec == http::error::need_more) {
@@ -265,10 +320,27 @@ void RequestParser::feedEof(RequestProblem& problem) {
 
 void RequestParser::on_request_impl(http::verb, boost::beast::string_view methodText,
                                     boost::beast::string_view target, int version,
-                                    boost::beast::error_code&) {
+                                    boost::beast::error_code& ec) {
   request_.method.assign(methodText.data(), methodText.size());
   request_.target.assign(target.data(), target.size());
   request_.version = version;
+  std::string_view text = view(target);
+  // RFC 9112 3.2: no form of request target carries a fragment; a '#' here
+  // is a client's mistake, not part of a key.
+  if (text.find('#') != std::string_view::npos) {
+    fieldProblem_ = {400, "a request target with a fragment ('#')"};
+  } else {
+    for (std::string_view scheme : {"http://", "https://"}) {
+      if (text.size() < scheme.size() || !equalsNoCase(text.substr(0, scheme.size()), scheme)) continue;
+      // RFC 9110 4.2.1 and 4.2.4: an empty host is invalid, and userinfo
+      // is treated as an error.
+      std::string_view authority = text.substr(scheme.size());
+      authority = authority.substr(0, authority.find_first_of("/?"));
+      if (authority.empty() || !isValidHostValue(authority))
+        fieldProblem_ = {400, "the request target's authority is not a valid host"};
+    }
+  }
+  if (fieldProblem_.status != 0) ec = http::error::bad_target;
 }
 
 void RequestParser::on_field_impl(http::field name, boost::beast::string_view nameText,
@@ -294,7 +366,14 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
     ec = http::error::bad_value;
     return;
   }
-  if (name == http::field::host) ++hostFields_;
+  if (name == http::field::host) {
+    ++hostFields_;
+    if (!isValidHostValue(view(value))) {
+      fieldProblem_ = {400, "the Host header field is not a valid host"};
+      ec = http::error::bad_value;
+      return;
+    }
+  }
   if (name == http::field::transfer_encoding) transferEncodings_.emplace_back(view(value));
   // RFC 9110 10.1.1: HTTP/1.0 knows no 1xx; its expectation is ignored.
   if (name == http::field::expect && request_.version >= 11 &&
@@ -304,6 +383,14 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
 }
 
 void RequestParser::on_header_impl(boost::beast::error_code& ec) {
+  // RFC 9112 5.2: folding is refused rather than unfolded. A hop in front
+  // that reads the folded line as a field of its own (or drops it) would
+  // frame the message another way than this parser does.
+  if (foldsALine(headerInput_)) {
+    fieldProblem_ = {400, "a header field line is folded onto the next (obs-fold)"};
+    ec = http::error::bad_value;
+    return;
+  }
   // RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with
   // more than one, is refused.
   if (hostFields_ > 1 || (hostFields_ == 0 && request_.version >= 11)) {

@@ -120,6 +120,9 @@ class RequestParser : public boost::beast::http::basic_parser<true> {
   bool failed_ = false;
   bool skippedEmptyLine_ = false;
   int hostFields_ = 0;
+  // The bytes the parser is handed while the header is not done: the whole
+  // header block, from the request line, once Beast parses it.
+  std::string_view headerInput_;
   std::vector<std::string> transferEncodings_;
   uint64_t chunkLeft_ = 0;
   uint64_t maxBodyBytes_ = UINT64_MAX;
@@ -141,5 +144,14 @@ bool namesOtherHttpVersion(std::string_view headerBlock);
 // line (method SP target SP HTTP/d.d CRLF). Bytes that cannot are refused
 // at once rather than when the header timeout passes.
 bool requestLineCanBeValid(std::string_view start);
+
+// Whether a Host field value, or the authority of an absolute-form target,
+// is `host [":" port]` by RFC 3986 (an IP literal in brackets, an IPv4
+// address or a registered name), or empty.
+bool isValidHostValue(std::string_view value);
+
+// Whether a header block, up to the empty line that ends it, folds a field
+// line onto the next (RFC 9112 5.2 obs-fold: CRLF then a space or a tab).
+bool foldsALine(std::string_view headerBlock);
 
 }  // namespace server
