@@ -771,6 +771,50 @@ class Framing(unittest.TestCase):
                 if body is not None:
                     self.assertEqual(got[2], body)
 
+    def test_conditional_writes(self):
+        # RFC 9110 13.1 for PUT and DELETE: 412 leaves the object as it was.
+        key = "/v1/f/cond"
+        def put(headers, body, more=()):
+            return self.one(request("PUT", key, [("Content-Length", str(len(body)))] + list(headers) + list(more),
+                                    body))[0]
+        def stored():
+            return self.server.request("GET", key)[2]
+        self.assertEqual(put([("If-Match", "*")], b"never"), 412)           # no object: If-Match fails
+        self.assertEqual(self.server.request("GET", key)[0], 404)
+        self.assertEqual(put([("If-None-Match", "*")], b"first"), 201)
+        etag = self.server.request("HEAD", key)[1]["etag"]
+        modified = self.server.request("HEAD", key)[1]["last-modified"]
+        earlier = time.strftime("%a, %d %b %Y %H:%M:%S GMT",
+                                time.gmtime(email.utils.parsedate_to_datetime(modified).timestamp() - 1))
+        big = b"b" * (1 << 20)
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
+        refused = [[("If-None-Match", "*")], [("If-None-Match", etag)], [("If-None-Match", '"x", W/' + etag)],
+                   [("If-Match", '"other"')], [("If-Match", "W/" + etag)], [("If-Unmodified-Since", earlier)]]
+        for headers in refused:
+            for more in ((), (("Expect", "100-continue"),)):
+                with self.subTest(headers=headers, more=more):
+                    self.assertEqual(put(headers, b"second", more), 412)
+                    self.assertEqual(put(headers, big, more), 412)
+                    got = self.one(request("PUT", key, [("Transfer-Encoding", "chunked")] + headers, chunked))
+                    self.assertEqual(got[0], 412)
+                    self.assertEqual(stored(), b"first")
+            with self.subTest(delete=headers):
+                self.assertEqual(self.one(request("DELETE", key, headers))[0], 412)
+                self.assertEqual(stored(), b"first")
+        # 100 Continue is never sent for a PUT that gets 412.
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.sendall(request("PUT", key, [("Content-Length", "6"), ("Expect", "100-continue"),
+                                           ("If-None-Match", "*")]))
+            self.assertEqual(read_response(s)[0], 412)
+        self.assertEqual(put([("If-Match", etag)], b"second"), 201)
+        self.assertEqual(stored(), b"second")
+        self.assertEqual(put([("If-None-Match", '"other"'), ("If-Unmodified-Since", modified)], big), 201)
+        self.assertEqual(stored(), big)
+        etag = self.server.request("HEAD", key)[1]["etag"]
+        self.assertEqual(self.one(request("DELETE", key, [("If-Match", '"other", ' + etag)]))[0], 204)
+        self.assertEqual(self.one(request("DELETE", key, [("If-Match", "*")]))[0], 412)
+        self.assertEqual(put([("If-None-Match", "*")], b"again"), 201)
+
     def test_keys_that_are_not_utf8(self):
         for key in ("x%ff%fe", "%c0%af", "%ed%a0%80", "%e2%82", "%f4%90%80%80"):
             with self.subTest(key=key):

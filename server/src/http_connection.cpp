@@ -551,6 +551,47 @@ void Connection::putObject(const ObjectPath& path) {
       return sendText(400, "object metadata is larger than " + std::to_string(kMaxEncodedMetaBytes) +
                                " bytes once encoded");
   }
+  whenWritePreconditionsHold(path, [this, path] { beginPut(path); });
+}
+
+// As Swift's object server does, the preconditions are evaluated against
+// the object as it is when the request arrives (before any body is taken,
+// so a client that waits for 100 Continue sends nothing for a 412). Two
+// conditional writes of one key that race may both pass.
+void Connection::whenWritePreconditionsHold(const ObjectPath& path, std::function<void()> proceed) {
+  if (!request_.find("If-Match") && !request_.find("If-None-Match") &&
+      !request_.find("If-Unmodified-Since"))
+    return proceed();
+  auto decide = [this, proceed = std::move(proceed)](const std::optional<ObjectMeta>& current) {
+    if (const char* failed = failedWritePrecondition(current)) return sendText(412, failed);
+    proceed();
+  };
+  // On the pool always: conditional writes are rare, and one path is one
+  // path to test.
+  auto current = std::make_shared<std::optional<ObjectMeta>>();
+  runOnDisk(
+      [current, &store = shared_.store, path] {
+        if (auto object = store.open(path.bucket, path.key)) *current = std::move(object->meta);
+      },
+      [current, decide] { decide(*current); });
+}
+
+const char* Connection::failedWritePrecondition(const std::optional<ObjectMeta>& current) const {
+  if (const std::string* ifMatch = request_.find("If-Match")) {
+    if (!current) return "If-Match names an object that does not exist";
+    if (!etagListMatches(*ifMatch, current->etag, true)) return "If-Match does not match the object's ETag";
+  } else if (const std::string* ifUnmodified = request_.find("If-Unmodified-Since")) {
+    auto since = parseHttpDate(*ifUnmodified);
+    if (current && since && *since < static_cast<int64_t>(std::floor(current->timestamp)))
+      return "the object was modified after If-Unmodified-Since";
+  }
+  if (const std::string* ifNoneMatch = request_.find("If-None-Match"))
+    if (current && etagListMatches(*ifNoneMatch, current->etag))
+      return "If-None-Match matches the object";
+  return nullptr;
+}
+
+void Connection::beginPut(const ObjectPath& path) {
   upload_ = std::make_shared<UploadState>();
   upload_->path = path;
   uint64_t announced = request_.chunked ? 0 : *request_.contentLength;
@@ -1028,6 +1069,10 @@ bool Connection::stepSendFile() {
 
 void Connection::deleteObject(const ObjectPath& path) {
   if (refuseIfReadOnly()) return;
+  whenWritePreconditionsHold(path, [this, path] { removeObject(path); });
+}
+
+void Connection::removeObject(const ObjectPath& path) {
   auto removed = std::make_shared<bool>(false);
   std::shared_ptr<VersionWrite> mark = shared_.versions.beginWrite(versionSlot(path.bucket, path.key));
   runOnDisk([removed, &store = shared_.store, path, mark] {

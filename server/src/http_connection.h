@@ -75,11 +75,17 @@ class Connection : public reload::EventHandler, public reload::Timer, public Bod
   void dispatch();
   void route(std::string_view rawPath, std::string_view query);
   void putObject(const ObjectPath& path);
+  void beginPut(const ObjectPath& path);
+  // RFC 9110 13.1 for PUT and DELETE (If-Match, If-None-Match,
+  // If-Unmodified-Since): 412, or `proceed` once they hold.
+  void whenWritePreconditionsHold(const ObjectPath& path, std::function<void()> proceed);
+  const char* failedWritePrecondition(const std::optional<ObjectMeta>& current) const;
   // The metadata the request's header gives an object at `path`.
   ObjectMeta metaFromHeader(const ObjectPath& path) const;
   void getObject(const ObjectPath& path);
   void answerGet(std::shared_ptr<const CachedObject> object);
   void deleteObject(const ObjectPath& path);
+  void removeObject(const ObjectPath& path);
   void listBucket(const std::string& bucket, const std::string& query);
   bool refuseIfReadOnly();
 
