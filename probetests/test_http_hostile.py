@@ -502,6 +502,54 @@ class FramingBounds(unittest.TestCase):
             status, headers, _ = read_response(s)
             return status, headers.get("connection")
 
+    def test_folding_is_found_however_the_bytes_are_cut(self):
+        # Beast takes each field line once it sees the byte after it: a fold
+        # is refused whatever read it arrived in, and a body with indented
+        # lines is never taken for one, wherever the header's end was cut.
+        folded = [b"PUT /v1/h/fold HTTP/1.1\r\nHost: x\r\nX-Object-Meta-A: one\r\n two\r\nContent-Length: 3\r\n\r\nabc",
+                  b"PUT /v1/h/fold HTTP/1.1\r\nHost: x\r\nX: a\r\n Transfer-Encoding: chunked\r\n"
+                  b"Content-Length: 5\r\n\r\nhello",
+                  b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nX:\r\n\tb\r\nY: c\r\n\r\n"]
+        body = b"ab\r\n cd\r\n\tef"
+        valid = [b"PUT /v1/h/indented HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+                 b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n\r\nGET /healthcheck HTTP/1.1\r\nX: a\r\n b\r\n\r\n"]
+        cases = []
+        for data in folded + valid:
+            head_end = data.index(b"\r\n\r\n") + 4
+            for cut in range(1, head_end + 1):
+                cases.append((data, [cut], data in folded))
+        def one(case):
+            data, cuts, refused = case
+            return case, self.send_in_pieces(data, cuts)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for (data, cuts, refused), (status, connection) in pool.map(one, cases):
+                want = 400 if refused else (201 if data.startswith(b"PUT") else 200)
+                self.assertEqual(status, want, (data, cuts))
+                if refused:
+                    self.assertEqual(connection, "close", (data, cuts))
+        self.assertEqual(self.server.request("GET", "/v1/h/fold")[0], 404)
+        self.assertEqual(self.server.request("GET", "/v1/h/indented")[2], body)
+
+    def test_control_bytes_in_a_chunk_line_are_refused(self):
+        # RFC 9112 7.1.1: a lone LF inside a quoted extension is a line end to
+        # a hop that ends lines there; no control byte but HTAB is taken.
+        for control in (b"\n", b"\r", b"\x00", b"\x01", b"\x1b", b"\x7f"):
+            for line in (b'3;a="' + control + b'XY"', b"3;a" + control + b"b", b"3" + control,
+                         b'0;a="' + control + b'"'):
+                for cut in (None, len(line) - 1):
+                    with self.subTest(line=line, cut=cut):
+                        data = (b"PUT /v1/h/ctl HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                                line + b"\r\nabc\r\n0\r\n\r\n")
+                        head = data.index(b"\r\n\r\n") + 4
+                        cuts = [] if cut is None else [head + cut]
+                        self.assertEqual(self.send_in_pieces(data, cuts), (400, "close"))
+        self.assertEqual(self.server.request("GET", "/v1/h/ctl")[0], 404)
+        for line in (b'3;a="\tq\xff"', b"3\t;a=b", b"3 ;a"):
+            with self.subTest(line=line):
+                data = (b"PUT /v1/h/ctl HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                        line + b"\r\nabc\r\n0\r\n\r\n")
+                self.assertEqual(self.send_in_pieces(data, [])[0], 201)
+
     def test_bounds_do_not_depend_on_how_the_bytes_are_cut(self):
         # The rule, for each bound: a part one byte under, at and over its
         # bound gets the same verdict sent whole as sent in pieces; at the
@@ -763,6 +811,10 @@ class Framing(unittest.TestCase):
             ([("If-Unmodified-Since", modified)], 200, b"0123456789"),
             ([("If-Unmodified-Since", "garbage")], 200, b"0123456789"),
             ([("If-Unmodified-Since", date(-1)), ("If-Match", etag)], 200, b"0123456789"),
+            ([("If-Unmodified-Since", "Wed, 31 Dec 1969 23:59:59 GMT")], 412, None),
+            # RFC 850's two-digit year: 70 is 2070, not more than 50 years ahead.
+            ([("If-Unmodified-Since", "Thursday, 01-Jan-70 00:00:00 GMT")], 200, b"0123456789"),
+            ([("If-Modified-Since", "Thursday, 01-Jan-70 00:00:00 GMT")], 304, b""),
         ]
         for headers, status, body in cases:
             with self.subTest(headers=headers):
@@ -814,6 +866,21 @@ class Framing(unittest.TestCase):
         self.assertEqual(self.one(request("DELETE", key, [("If-Match", '"other", ' + etag)]))[0], 204)
         self.assertEqual(self.one(request("DELETE", key, [("If-Match", "*")]))[0], 412)
         self.assertEqual(put([("If-None-Match", "*")], b"again"), 201)
+
+    def test_conditions_sent_as_several_lines(self):
+        # RFC 9110 5.3: If-Match and If-None-Match sent as several lines are
+        # one list.
+        key = "/v1/f/lines"
+        self.assertEqual(self.server.request("PUT", key, body=b"kept")[0], 201)
+        etag = self.server.request("HEAD", key)[1]["etag"]
+        put = lambda headers: self.one(request("PUT", key, [("Content-Length", "3")] + headers, b"new"))[0]
+        self.assertEqual(put([("If-None-Match", '"a"'), ("If-None-Match", etag)]), 412)
+        self.assertEqual(self.one(request("DELETE", key, [("If-None-Match", '"a"'), ("If-None-Match", "*")]))[0], 412)
+        self.assertEqual(self.one(request("GET", key, [("If-None-Match", '"a"'), ("If-None-Match", etag)]))[0], 304)
+        self.assertEqual(self.one(request("GET", key, [("If-Match", '"a"'), ("If-Match", etag)]))[0], 200)
+        self.assertEqual(self.server.request("GET", key)[2], b"kept")
+        self.assertEqual(put([("If-Match", '"a"'), ("If-Match", etag)]), 201)
+        self.assertEqual(self.server.request("GET", key)[2], b"new")
 
     def test_keys_that_are_not_utf8(self):
         for key in ("x%ff%fe", "%c0%af", "%ed%a0%80", "%e2%82", "%f4%90%80%80"):

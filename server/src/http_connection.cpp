@@ -577,7 +577,7 @@ void Connection::whenWritePreconditionsHold(const ObjectPath& path, std::functio
 }
 
 const char* Connection::failedWritePrecondition(const std::optional<ObjectMeta>& current) const {
-  if (const std::string* ifMatch = request_.find("If-Match")) {
+  if (auto ifMatch = request_.list("If-Match")) {
     if (!current) return "If-Match names an object that does not exist";
     if (!etagListMatches(*ifMatch, current->etag, true)) return "If-Match does not match the object's ETag";
   } else if (const std::string* ifUnmodified = request_.find("If-Unmodified-Since")) {
@@ -585,7 +585,7 @@ const char* Connection::failedWritePrecondition(const std::optional<ObjectMeta>&
     if (current && since && *since < static_cast<int64_t>(std::floor(current->timestamp)))
       return "the object was modified after If-Unmodified-Since";
   }
-  if (const std::string* ifNoneMatch = request_.find("If-None-Match"))
+  if (auto ifNoneMatch = request_.list("If-None-Match"))
     if (current && etagListMatches(*ifNoneMatch, current->etag))
       return "If-None-Match matches the object";
   return nullptr;
@@ -899,14 +899,14 @@ void Connection::answerGet(std::shared_ptr<const CachedObject> object) {
     const std::string* value = request_.find(name);
     return value ? parseHttpDate(*value) : std::nullopt;
   };
-  const std::string* ifMatch = request_.find("If-Match");
+  const auto ifMatch = request_.list("If-Match");
   if (ifMatch ? !etagListMatches(*ifMatch, meta.etag, true)
               : dateField("If-Unmodified-Since").value_or(INT64_MAX) < lastModified) {
     common(412);
     return sendText(412, ifMatch ? "If-Match does not match the object's ETag"
                                  : "the object was modified after If-Unmodified-Since");
   }
-  const std::string* ifNoneMatch = request_.find("If-None-Match");
+  const auto ifNoneMatch = request_.list("If-None-Match");
   if (ifNoneMatch ? etagListMatches(*ifNoneMatch, meta.etag)
                   : dateField("If-Modified-Since").value_or(INT64_MIN) >= lastModified) {
     common(304);

@@ -320,12 +320,25 @@ std::optional<int64_t> parseHttpDate(std::string_view text) {
   while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
   if (text.empty() || text.size() > 64) return std::nullopt;
   const std::string copy(text);
-  for (const char* form : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+  constexpr const char* kRfc850 = "%A, %d-%b-%y %H:%M:%S GMT";
+  for (const char* form : {"%a, %d %b %Y %H:%M:%S GMT", kRfc850, "%a %b %e %H:%M:%S %Y"}) {
     tm parts{};
     const char* end = strptime(copy.c_str(), form, &parts);
     if (end == nullptr || *end != '\0') continue;
+    if (form == kRfc850) {
+      // RFC 9110 5.6.7: a two-digit year more than 50 years ahead is the
+      // latest past year with those digits.
+      tm now{};
+      time_t clock = time(nullptr);
+      gmtime_r(&clock, &now);
+      int thisYear = now.tm_year + 1900;
+      int year = thisYear - thisYear % 100 + parts.tm_year % 100;
+      if (year > thisYear + 50) year -= 100;
+      parts.tm_year = year - 1900;
+    }
+    errno = 0;
     time_t seconds = timegm(&parts);
-    if (seconds == static_cast<time_t>(-1)) return std::nullopt;
+    if (seconds == static_cast<time_t>(-1) && errno != 0) return std::nullopt;
     return static_cast<int64_t>(seconds);
   }
   return std::nullopt;

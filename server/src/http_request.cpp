@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 
 namespace server {
@@ -31,6 +32,18 @@ const std::string* Request::find(std::string_view name) const {
   for (const auto& field : fields)
     if (equalsNoCase(field.first, name)) return &field.second;
   return nullptr;
+}
+
+std::optional<std::string> Request::list(std::string_view name) const {
+  std::optional<std::string> joined;
+  for (const auto& field : fields) {
+    if (!equalsNoCase(field.first, name)) continue;
+    if (joined)
+      joined->append(", ").append(field.second);
+    else
+      joined = field.second;
+  }
+  return joined;
 }
 
 void Request::addField(std::string_view name, std::string_view value) {
@@ -153,8 +166,9 @@ bool isValidHostValue(std::string_view value) {
   if (value.front() == '[') {
     size_t close = value.find(']');
     if (close == std::string_view::npos || close == 1) return false;
+    // An IPv6 address (with an RFC 6874 zone, "%25eth0"), or IPvFuture.
     for (char c : value.substr(1, close - 1))
-      if (!isUnreservedOrSubDelim(c) && c != ':') return false;
+      if (!isUnreservedOrSubDelim(c) && c != ':' && c != '%') return false;
     std::string_view after = value.substr(close + 1);
     if (!after.empty() && after.front() != ':') return false;
     port = after.empty() ? after : after.substr(1);
@@ -179,15 +193,16 @@ bool isValidHostValue(std::string_view value) {
   return port.find_first_not_of("0123456789") == std::string_view::npos;
 }
 
-bool foldsALine(std::string_view block) {
-  size_t end = block.find("\r\n\r\n");
-  if (end != std::string_view::npos) block = block.substr(0, end + 2);
-  for (size_t eol = block.find("\r\n"); eol != std::string_view::npos; eol = block.find("\r\n", eol + 2))
-    if (eol + 2 < block.size() && (block[eol + 2] == ' ' || block[eol + 2] == '\t')) return true;
+namespace {
+
+// RFC 9112 7.1.1: no control byte but HTAB belongs in a chunk line, quoted
+// or not. Beast takes a lone LF (and NUL, DEL) inside a quoted extension,
+// where a hop that ends lines at a lone LF would frame the body otherwise.
+bool holdsControlByte(std::string_view line) {
+  for (unsigned char c : line)
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return true;
   return false;
 }
-
-namespace {
 
 // Whether a chunk line's extensions leave a quoted string open at its end.
 bool quoteLeftOpen(std::string_view line) {
@@ -211,9 +226,14 @@ RequestParser::FramingBound RequestParser::framingBound(std::string_view pending
   size_t from = pending.substr(0, 2) == "\r\n" ? 2 : 0;
   size_t lineBound = from + limits_.maxChunkLineBytes + 2;
   size_t eol = pending.substr(0, lineBound).find("\r\n", from);
-  if (eol == std::string_view::npos)
+  if (eol == std::string_view::npos) {
+    std::string_view partial = pending.substr(from, lineBound - from);
+    if (!partial.empty() && partial.back() == '\r') partial.remove_suffix(1);  // its LF may follow
+    if (holdsControlByte(partial)) return {0, FramingBound::kMalformedChunkLine};
     return {lineBound, FramingBound::kChunkLine};
+  }
   std::string_view line = pending.substr(from, eol - from);
+  if (holdsControlByte(line)) return {0, FramingBound::kMalformedChunkLine};
   std::string_view size = line.substr(0, line.find_first_not_of("0123456789abcdefABCDEF"));
   bool lastChunk = !size.empty() && size.find_first_not_of('0') == std::string_view::npos;
   // A line that the parser does not take whole, once it holds it to its
@@ -244,7 +264,12 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
     boost::beast::error_code ec;
     std::string_view rest = data.substr(used);
     FramingBound bound = framingBound(rest);
-    if (!is_header_done()) headerInput_ = rest;
+    if (bound.part == FramingBound::kMalformedChunkLine) {
+      problem = {400, "malformed chunk size line"};
+      failed_ = true;
+      return skipped + used;
+    }
+    headerInput_ = rest.substr(0, std::min(rest.size(), bound.bytes));
     size_t n = put(boost::asio::const_buffer(rest.data(), std::min(rest.size(), bound.bytes)), ec);
     used += n;
     if (ec == http::error::need_more) {
@@ -346,6 +371,22 @@ void RequestParser::on_request_impl(http::verb, boost::beast::string_view method
 void RequestParser::on_field_impl(http::field name, boost::beast::string_view nameText,
                                   boost::beast::string_view value, boost::beast::error_code& ec) {
   if (is_header_done()) return;  // a chunked trailer: nothing in it is used
+  // RFC 9112 5.2: folding is refused rather than unfolded: a hop in front
+  // that reads the folded line as a field of its own (or drops it) would
+  // frame the message otherwise. Beast hands a folded value from a buffer
+  // of its own, or, when the first line is empty, from after the CRLF.
+  {
+    std::less<const char*> before;
+    const char* nameEnd = nameText.data() + nameText.size();
+    const char* inputEnd = headerInput_.data() + headerInput_.size();
+    bool inInput = !before(value.data(), nameEnd) && !before(inputEnd, value.data() + value.size());
+    if (!inInput || std::string_view(nameEnd, static_cast<size_t>(value.data() - nameEnd)).find('\r') !=
+                        std::string_view::npos) {
+      fieldProblem_ = {400, "a header field line is folded onto the next (obs-fold)"};
+      ec = http::error::bad_value;
+      return;
+    }
+  }
   if (nameText.size() > limits_.maxFieldBytes) {
     fieldProblem_ = {431, "a header field name is longer than " +
                               std::to_string(limits_.maxFieldBytes) + " bytes"};
@@ -383,14 +424,6 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
 }
 
 void RequestParser::on_header_impl(boost::beast::error_code& ec) {
-  // RFC 9112 5.2: folding is refused rather than unfolded. A hop in front
-  // that reads the folded line as a field of its own (or drops it) would
-  // frame the message another way than this parser does.
-  if (foldsALine(headerInput_)) {
-    fieldProblem_ = {400, "a header field line is folded onto the next (obs-fold)"};
-    ec = http::error::bad_value;
-    return;
-  }
   // RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with
   // more than one, is refused.
   if (hostFields_ > 1 || (hostFields_ == 0 && request_.version >= 11)) {

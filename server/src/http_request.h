@@ -49,6 +49,9 @@ struct Request {
 
   // The first field named `name` (case-insensitive), or nullptr.
   const std::string* find(std::string_view name) const;
+  // Every line of a list field (RFC 9110 5.3: If-Match sent as two lines is
+  // one list), joined with ", "; nullopt when there is none.
+  std::optional<std::string> list(std::string_view name) const;
   bool hasBody() const { return chunked || (contentLength && *contentLength > 0); }
   const char* versionText() const { return version == 10 ? "HTTP/1.0" : "HTTP/1.1"; }
   // Appends a field, in the storage of one that clear() set aside when there
@@ -110,7 +113,8 @@ class RequestParser : public boost::beast::http::basic_parser<true> {
   struct FramingBound {
     // kWholeChunkLine: a chunk line up to its first CRLF, which ends it
     // (no CR or LF is allowed inside a chunk extension, quoted or not).
-    enum Part { kNone, kChunkLine, kWholeChunkLine, kTrailers };
+    // kMalformedChunkLine: the line holds a byte no chunk line may hold.
+    enum Part { kNone, kChunkLine, kWholeChunkLine, kMalformedChunkLine, kTrailers };
     size_t bytes = SIZE_MAX;
     Part part = kNone;
   };
@@ -120,8 +124,8 @@ class RequestParser : public boost::beast::http::basic_parser<true> {
   bool failed_ = false;
   bool skippedEmptyLine_ = false;
   int hostFields_ = 0;
-  // The bytes the parser is handed while the header is not done: the whole
-  // header block, from the request line, once Beast parses it.
+  // The bytes the parser is handed now: a field Beast reports lies in them
+  // unless Beast unfolded it into a buffer of its own.
   std::string_view headerInput_;
   std::vector<std::string> transferEncodings_;
   uint64_t chunkLeft_ = 0;
@@ -150,8 +154,5 @@ bool requestLineCanBeValid(std::string_view start);
 // address or a registered name), or empty.
 bool isValidHostValue(std::string_view value);
 
-// Whether a header block, up to the empty line that ends it, folds a field
-// line onto the next (RFC 9112 5.2 obs-fold: CRLF then a space or a tab).
-bool foldsALine(std::string_view headerBlock);
 
 }  // namespace server
