@@ -669,8 +669,10 @@ class RequestLineAndHost(unittest.TestCase):
 
     def test_host_values(self):
         # RFC 9112 3.2 and RFC 3986 3.2.2: host [":" port], or empty.
-        good = ["x", "x:80", "127.0.0.1:8080", "[::1]:8080", "[::1]", "", "a.b-c_d~e", "%41b", "x:", "x,y"]
+        good = ["x", "x:80", "127.0.0.1:8080", "[::1]:8080", "[::1]", "", "a.b-c_d~e", "%41b", "x:", "x,y",
+                "[fe80::1%25eth0]:80"]
         bad = ["x, y", "a b", "x:8o", "[::1", "::1", ":80", "a@b", "a/b", 'x"y', "[]", "[::1]x",
+               "[%]", "[fe80::1%]", "[::1%eth0]", "[::1%25]", "[::1%25a:b]",
                "a\xffb", "x%4", "a\\b", "x:80:90"]
         for value, refused in [(v, False) for v in good] + [(v, True) for v in bad]:
             with self.subTest(host=value):
@@ -815,6 +817,10 @@ class Framing(unittest.TestCase):
             # RFC 850's two-digit year: 70 is 2070, not more than 50 years ahead.
             ([("If-Unmodified-Since", "Thursday, 01-Jan-70 00:00:00 GMT")], 200, b"0123456789"),
             ([("If-Modified-Since", "Thursday, 01-Jan-70 00:00:00 GMT")], 304, b""),
+            # Dates that are none: ignored.
+            ([("If-Modified-Since", "Fri, 30 Feb 2100 00:00:00 GMT")], 200, b"0123456789"),
+            ([("If-Modified-Since", "Fri, 31 Dec 2100 23:59:60 GMT")], 200, b"0123456789"),
+            ([("If-Unmodified-Since", "Fri, 01 Jan 99 00:00:00 GMT")], 200, b"0123456789"),
         ]
         for headers, status, body in cases:
             with self.subTest(headers=headers):

@@ -320,12 +320,20 @@ std::optional<int64_t> parseHttpDate(std::string_view text) {
   while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
   if (text.empty() || text.size() > 64) return std::nullopt;
   const std::string copy(text);
+  // IMF-fixdate and asctime have a fixed length (strptime alone would take
+  // a two-digit year for %Y); RFC 850's spells the weekday out.
   constexpr const char* kRfc850 = "%A, %d-%b-%y %H:%M:%S GMT";
-  for (const char* form : {"%a, %d %b %Y %H:%M:%S GMT", kRfc850, "%a %b %e %H:%M:%S %Y"}) {
+  struct Form {
+    const char* format;
+    size_t length;  // 0: any
+  };
+  for (const Form& form : {Form{"%a, %d %b %Y %H:%M:%S GMT", 29}, Form{kRfc850, 0},
+                           Form{"%a %b %e %H:%M:%S %Y", 24}}) {
+    if (form.length != 0 && copy.size() != form.length) continue;
     tm parts{};
-    const char* end = strptime(copy.c_str(), form, &parts);
+    const char* end = strptime(copy.c_str(), form.format, &parts);
     if (end == nullptr || *end != '\0') continue;
-    if (form == kRfc850) {
+    if (form.format == kRfc850) {
       // RFC 9110 5.6.7: a two-digit year more than 50 years ahead is the
       // latest past year with those digits.
       tm now{};
@@ -336,9 +344,14 @@ std::optional<int64_t> parseHttpDate(std::string_view text) {
       if (year > thisYear + 50) year -= 100;
       parts.tm_year = year - 1900;
     }
+    const tm asked = parts;
     errno = 0;
     time_t seconds = timegm(&parts);
     if (seconds == static_cast<time_t>(-1) && errno != 0) return std::nullopt;
+    // timegm normalises: 30 February or a 60th second is no date.
+    if (parts.tm_mday != asked.tm_mday || parts.tm_mon != asked.tm_mon || parts.tm_year != asked.tm_year ||
+        parts.tm_hour != asked.tm_hour || parts.tm_min != asked.tm_min || parts.tm_sec != asked.tm_sec)
+      return std::nullopt;
     return static_cast<int64_t>(seconds);
   }
   return std::nullopt;

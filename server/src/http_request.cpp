@@ -166,9 +166,18 @@ bool isValidHostValue(std::string_view value) {
   if (value.front() == '[') {
     size_t close = value.find(']');
     if (close == std::string_view::npos || close == 1) return false;
-    // An IPv6 address (with an RFC 6874 zone, "%25eth0"), or IPvFuture.
-    for (char c : value.substr(1, close - 1))
-      if (!isUnreservedOrSubDelim(c) && c != ':' && c != '%') return false;
+    // An IPv6 address, with an RFC 6874 zone ("%25" and at least one byte
+    // more), or IPvFuture.
+    std::string_view literal = value.substr(1, close - 1);
+    size_t zone = literal.find('%');
+    if (zone != std::string_view::npos) {
+      if (literal.substr(zone, 3) != "%25" || literal.size() == zone + 3) return false;
+      for (char c : literal.substr(zone + 3))
+        if (!isUnreservedOrSubDelim(c) || c == ':') return false;
+      literal = literal.substr(0, zone);
+    }
+    for (char c : literal)
+      if (!isUnreservedOrSubDelim(c) && c != ':') return false;
     std::string_view after = value.substr(close + 1);
     if (!after.empty() && after.front() != ':') return false;
     port = after.empty() ? after : after.substr(1);
