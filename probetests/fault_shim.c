@@ -17,13 +17,13 @@
  *                                  with or without MOLT_FAULT
  *
  * Roles: master (an image started fresh), new-image (an image started from
- * a handoff), synchronizer, validator, prober (volume checks), checker (the
+ * a handoff), synchronizer (these three of moltd and of molt-run), validator, prober (volume checks), checker (the
  * new binary's --check-config before its exec), recorder (the writer of the
  * last good record), worker, any. Calls: fork, execve (and
  * execv), pipe2, socket, bind, listen, accept4, close_listener (a close() of
  * a listening socket; with wait, the window in which that copy is the last
  * one), read, write, memfd_create,
- * open (and openat, fopen), rename, fsync, fsync_dir (an fsync of a directory only),
+ * open (and openat, fopen), rename, renameat (the pid file's), fsync, fsync_dir (an fsync of a directory only),
  * syncfs, statvfs, stat (and stat64), getaddrinfo, setuid, unlink,
  * and the key index's LMDB calls mdb_txn_begin (MDB_READERS_FULL, as stale
  * reader slots of killed workers give), mdb_txn_commit, mdb_cursor_get and
@@ -88,8 +88,9 @@ __attribute__((constructor)) static void fault_init(void) {
 static const char* my_role(void) {
   char name[17] = "";
   prctl(PR_GET_NAME, name, 0, 0, 0);
-  if (strcmp(name, "moltd-master") == 0) return from_handoff ? "new-image" : "master";
-  if (strcmp(name, "moltd-sync") == 0) return "synchronizer";
+  if (strcmp(name, "moltd-master") == 0 || strcmp(name, "molt-run-master") == 0)
+    return from_handoff ? "new-image" : "master";
+  if (strcmp(name, "moltd-sync") == 0 || strcmp(name, "molt-run-sync") == 0) return "synchronizer";
   if (strcmp(name, "moltd-validate") == 0) return "validator";
   if (strcmp(name, "moltd-probe") == 0) return "prober";
   if (strcmp(name, "moltd-check") == 0) return "checker";
@@ -253,6 +254,11 @@ FILE* fopen64(const char* path, const char* mode) {
 int rename(const char* from, const char* to) {
   if (should_fail("rename")) return FAIL_WITH(EIO, -1);
   return NEXT(rename)(from, to);
+}
+
+int renameat(int from_dir, const char* from, int to_dir, const char* to) {
+  if (should_fail("renameat")) return FAIL_WITH(EIO, -1);
+  return NEXT(renameat)(from_dir, from, to_dir, to);
 }
 
 int fsync(int fd) {

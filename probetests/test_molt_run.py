@@ -16,6 +16,7 @@ import unittest
 from molt_probe import Moltd, alive, free_port, session_processes, comm, wait_for
 
 MOLT_RUN = os.path.abspath(os.environ.get("MOLT_RUN_BIN", "molt-run"))
+FAULT_SHIM = os.environ.get("FAULT_SHIM", "")
 GUNICORN = "/usr/bin/gunicorn"
 
 # A program that knows only systemd's convention: it records what it was
@@ -577,7 +578,7 @@ class SelfUpgrade(unittest.TestCase):
     worker crash is respawned and a SIGHUP still upgrades the program. A new
     binary that fails its check, exits or hangs leaves a generation serving."""
 
-    def start(self, workers=2, fault="", probation=0, reload_timeout=20):
+    def start(self, workers=2, fault="", probation=0, reload_timeout=20, extra_env=None):
         d = tempfile.mkdtemp(prefix="molt-run-self-")
         self.addCleanup(subprocess.run, ["rm", "-rf", d])
         worker = os.path.join(d, "worker.py")
@@ -598,7 +599,7 @@ class SelfUpgrade(unittest.TestCase):
         os.chmod(server.faulty, 0o755)
         server.kill_file = os.path.join(d, "kill")
         server.start(env=dict(os.environ, REAL_MOLT_RUN=MOLT_RUN, FAULT=fault,
-                              KILL_FILE=server.kill_file, LOG_FILE=server.log))
+                              KILL_FILE=server.kill_file, LOG_FILE=server.log, **(extra_env or {})))
         return server
 
     def use_binary(self, server, path):
@@ -721,6 +722,43 @@ class SelfUpgrade(unittest.TestCase):
         self.assertEqual(self.workers(server)[1:], (keepers, programs))
         load.assert_no_failures(self)
         self.assertEqual(server.stop(), 0)
+
+    def test_a_new_image_that_fails_while_it_adopts_hands_back(self):
+        # The new image's first renameat is its pid file's, written as it takes
+        # over the running workers. Failing it makes the image hand the
+        # reload back: the workers it was adopting serve on, under the same
+        # PID, and the next SIGUSR1 passes.
+        if not FAULT_SHIM:
+            self.skipTest("needs the fault shim (FAULT_SHIM)")
+        d = tempfile.mkdtemp(prefix="molt-run-fault-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d])
+        arm, fired = os.path.join(d, "arm"), os.path.join(d, "fired")
+        server = self.start(workers=2, extra_env=dict(
+            LD_PRELOAD=FAULT_SHIM, MOLT_FAULT="renameat:new-image:1", MOLT_FAULT_ARM=arm,
+            MOLT_FAULT_FIRED=fired,
+            ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"))
+        master = server.pid
+        _, keepers, programs = self.workers(server)
+        open(arm, "w").close()
+        with GetLoad(server.port, connections=4, keepalive=True) as keepalive, \
+                GetLoad(server.port, connections=4) as close:
+            st = server.reload(signal.SIGUSR1)
+            with open(fired) as f:
+                self.assertTrue(f.read().startswith("renameat new-image "))
+            self.assertEqual(st["last_reload"]["result"], "failed", st["last_reload"])
+            self.assertEqual((st["pid"], st["generation"]), (master, 1))
+            self.assertEqual(self.workers(server)[1:], (keepers, programs))
+            for _ in range(10):
+                self.assertEqual(http_get(server.port)[0], 200)
+            os.unlink(arm)
+            st = server.reload(signal.SIGUSR1)
+            self.assertEqual(st["last_reload"]["result"], "ok", st["last_reload"])
+            self.assertEqual((st["pid"], st["generation"]), (master, 1))
+            self.assertEqual(self.workers(server)[1:], (keepers, programs))
+        keepalive.assert_no_failures(self)
+        close.assert_no_failures(self)
+        self.assertEqual(server.stop(), 0)
+        self.assertEqual(session_processes(server.pid), [])
 
     def test_a_reload_queued_behind_an_exec_whose_synchronizer_died_runs_after_it(self):
         """The new image finds the synchronizer gone as it adopts the
