@@ -866,6 +866,7 @@ class Framing(unittest.TestCase):
             self.assertEqual(read_response(s)[0], 412)
         self.assertEqual(put([("If-Match", etag)], b"second"), 201)
         self.assertEqual(stored(), b"second")
+        modified = self.server.request("HEAD", key)[1]["last-modified"]  # the second PUT's time
         self.assertEqual(put([("If-None-Match", '"other"'), ("If-Unmodified-Since", modified)], big), 201)
         self.assertEqual(stored(), big)
         etag = self.server.request("HEAD", key)[1]["etag"]
