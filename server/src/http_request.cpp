@@ -148,6 +148,17 @@ bool requestLineCanBeValid(std::string_view s) {
 
 namespace {
 
+constexpr const char* kFoldProblem = "a header field line is folded onto the next (obs-fold)";
+
+// Whether a header's bytes, up to the empty line that ends it, hold a line
+// that begins with a space or a tab.
+bool foldIn(std::string_view header) {
+  header = header.substr(0, header.find("\r\n\r\n"));
+  for (size_t eol = header.find("\r\n"); eol != std::string_view::npos; eol = header.find("\r\n", eol + 2))
+    if (eol + 2 < header.size() && (header[eol + 2] == ' ' || header[eol + 2] == '\t')) return true;
+  return false;
+}
+
 bool isUnreservedOrSubDelim(char c) {
   auto u = static_cast<unsigned char>(c);
   if ((u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z')) return true;
@@ -309,6 +320,10 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
       failed_ = true;
       if (fieldProblem_.status != 0) {
         problem = fieldProblem_;
+      } else if (ec == http::error::header_limit && !is_header_done() && foldIn(headerInput_)) {
+        // Beast unfolds into a buffer of 4 KiB, and a longer fold overflows
+        // it before the field is reported.
+        problem = {400, kFoldProblem};
       } else if (ec == http::error::header_limit) {
         problem = {431, "request header is larger than " + std::to_string(limits_.maxHeaderBytes) +
                             " bytes"};
@@ -391,7 +406,7 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
     bool inInput = !before(value.data(), nameEnd) && !before(inputEnd, value.data() + value.size());
     if (!inInput || std::string_view(nameEnd, static_cast<size_t>(value.data() - nameEnd)).find('\r') !=
                         std::string_view::npos) {
-      fieldProblem_ = {400, "a header field line is folded onto the next (obs-fold)"};
+      fieldProblem_ = {400, kFoldProblem};
       ec = http::error::bad_value;
       return;
     }
