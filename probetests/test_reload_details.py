@@ -210,13 +210,16 @@ class DrainBounds(unittest.TestCase):
                       server.log_text())
         conn.close()
 
-    def test_a_reload_past_the_bound_waits_for_a_drain_and_kills_nothing(self):
+    def draining_download(self):
+        """A server whose generation 1 drains while a slow download keeps it
+        busy, at the bound of one draining generation; returns (server,
+        socket, the bytes received so far)."""
         server = Moltd(self, workers=1, graceful_timeout=60, keepalive_timeout=60,
                        extra_server="max_draining_generations = 1").start()
         first = server.status()["workers"][0]["pid"]
-        # A download in flight on generation 1 keeps it draining.
         self.assertEqual(server.request("PUT", "/v1/b/big", body=os.urandom(8 << 20))[0], 201)
         down = socket.create_connection(("127.0.0.1", server.port))
+        self.addCleanup(down.close)
         down.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         down.sendall(b"GET /v1/b/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         head = down.recv(4096)
@@ -224,6 +227,36 @@ class DrainBounds(unittest.TestCase):
         server.send_signal(signal.SIGHUP)
         server.wait_generation(2)
         server.wait_draining({first})
+        return server, down, head
+
+    def test_a_loop_of_admin_reloads_is_coalesced_and_kills_nothing(self):
+        # POST /reload needs no token by default: a client that loops on it
+        # must neither kill the draining download nor pile up reloads.
+        server, down, head = self.draining_download()
+        conn = http.client.HTTPConnection("127.0.0.1", server.admin_port, timeout=5)
+        for _ in range(200):
+            conn.request("POST", "/reload")
+            resp = conn.getresponse()
+            resp.read()
+            self.assertEqual(resp.status, 202)
+        conn.close()
+        st = server.wait_status(lambda s: s["pending_reload"] == "reload", "the reload queued")
+        self.assertEqual(st["generation"], 2)
+        received = len(head)
+        while True:
+            chunk = down.recv(1 << 20)
+            if not chunk:
+                break
+            received += len(chunk)
+        self.assertGreater(received, 8 << 20)
+        st = server.wait_generation(3)
+        self.assertEqual((st["drain_kills"], st["pending_reload"]), (0, "none"))
+        # One reload ran for the 200 asked: no fourth generation comes.
+        self.assertEqual(server.status()["generation"], 3)
+        self.assertNotIn("stopped generation", server.log_text())
+
+    def test_a_reload_past_the_bound_waits_for_a_drain_and_kills_nothing(self):
+        server, down, head = self.draining_download()
         # The next reload waits: one generation drains, the bound.
         for _ in range(20):
             server.send_signal(signal.SIGHUP)
@@ -243,7 +276,6 @@ class DrainBounds(unittest.TestCase):
         self.assertEqual(st["drain_kills"], 0)
         self.assertEqual(st["pending_reload"], "none")
         self.assertNotIn("stopped generation", server.log_text())
-        down.close()
 
 
 if __name__ == "__main__":
