@@ -229,6 +229,16 @@ class DrainBounds(unittest.TestCase):
         server.wait_draining({first})
         return server, down, head
 
+    def finish_download(self, down, head):
+        """Reads the download to its end and asserts it came whole."""
+        received = len(head)
+        while True:
+            chunk = down.recv(1 << 20)
+            if not chunk:
+                break
+            received += len(chunk)
+        self.assertGreater(received, 8 << 20)
+
     def test_a_loop_of_admin_reloads_is_coalesced_and_kills_nothing(self):
         # POST /reload needs no token by default: a client that loops on it
         # must neither kill the draining download nor pile up reloads.
@@ -242,13 +252,7 @@ class DrainBounds(unittest.TestCase):
         conn.close()
         st = server.wait_status(lambda s: s["pending_reload"] == "reload", "the reload queued")
         self.assertEqual(st["generation"], 2)
-        received = len(head)
-        while True:
-            chunk = down.recv(1 << 20)
-            if not chunk:
-                break
-            received += len(chunk)
-        self.assertGreater(received, 8 << 20)
+        self.finish_download(down, head)
         st = server.wait_generation(3)
         self.assertEqual((st["drain_kills"], st["pending_reload"]), (0, "none"))
         # One reload ran for the 200 asked: no fourth generation comes.
@@ -265,13 +269,7 @@ class DrainBounds(unittest.TestCase):
         server.wait_log("generations drain (max_draining_generations); queued")
         # The download ends well; then generation 1 is gone and the queued
         # reload (one, for all the signals) runs.
-        received = len(head)
-        while True:
-            chunk = down.recv(1 << 20)
-            if not chunk:
-                break
-            received += len(chunk)
-        self.assertGreater(received, 8 << 20)
+        self.finish_download(down, head)
         st = server.wait_generation(3)
         self.assertEqual(st["drain_kills"], 0)
         self.assertEqual(st["pending_reload"], "none")
