@@ -354,9 +354,15 @@ class RootPlantedLinks(unittest.TestCase):
         for volume in server.volumes:
             os.chown(volume, nobody.pw_uid, nobody.pw_gid)
         server.start()
-        for i in range(12):
-            self.assertEqual(server.request("PUT", "/v1/own/k%02d" % i, body=b"k%02d" % i)[0], 201)
-        self.assertEqual(len(listed_keys(server, "own")), 12)
+        # Volumes are chosen by rendezvous hashing on their (random) paths:
+        # store until every volume holds an object, so that each has the
+        # names a stored object leaves.
+        stored = 0
+        while stored < 12 or not all(os.path.isdir(os.path.join(v, "tmp")) for v in server.volumes):
+            self.assertLess(stored, 400, "400 keys and a volume still holds no object")
+            self.assertEqual(server.request("PUT", "/v1/own/k%03d" % stored, body=b"k%03d" % stored)[0], 201)
+            stored += 1
+        self.assertEqual(len(listed_keys(server, "own")), stored)
         self.assertEqual(server.stop(), 0)
         # The names a repair leaves: the first volume's index is damaged and
         # repaired at a start.
