@@ -326,8 +326,16 @@ class NewMasterFails(unittest.TestCase):
         server = Moltd(self, workers=2, probation=probation, binary=MOLTD_FAULTY)
         # With a last good record (as under systemd): the exec waits for it.
         record_dir = os.path.join(server.dir, "last-good")
-        server.start(env=fault_env(server), argv=[MOLTD_FAULTY, "--config", server.config,
-                                                  "--last-good-dir", record_dir])
+        # systemd's side: who says what on NOTIFY_SOCKET, by the kernel's
+        # credentials of each datagram.
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(notify.close)
+        notify.bind(os.path.join(server.dir, "notify.sock"))
+        notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        notify.setblocking(False)
+        env = dict(fault_env(server), NOTIFY_SOCKET=os.path.join(server.dir, "notify.sock"))
+        server.start(env=env, argv=[MOLTD_FAULTY, "--config", server.config,
+                                    "--last-good-dir", record_dir])
         version = server.status()["version"]
         set_fault(server, fault)
         with Load(server, connections=8) as load:
@@ -353,6 +361,23 @@ class NewMasterFails(unittest.TestCase):
         self.assertEqual(st["last_reload"]["result"], "rolled_back")
         self.assertEqual(st["rollbacks"], 1)
         print("rescue: %s" % st["last_reload"]["reason"])
+        # The rescuer tells systemd it is the main process now, and that it
+        # serves, with the reason, from its own PID.
+        said = []
+        def announced():
+            while True:
+                try:
+                    data, ancillary, _, _ = notify.recvmsg(4096, socket.CMSG_SPACE(12))
+                except BlockingIOError:
+                    break
+                sender = next(struct.unpack("iII", d[:12])[0] for level, kind, d in ancillary
+                              if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS)
+                said.extend((sender, line) for line in data.decode().split("\n"))
+            return (st["pid"], "MAINPID=%d" % st["pid"]) in said and \
+                any(p == st["pid"] and line.startswith("STATUS=") and "rolled back" in line
+                    for p, line in said)
+        wait_for(announced, 10, "the rescuer's MAINPID= and STATUS=")
+        self.assertIn((st["pid"], "READY=1"), said)
         late = [t for t in load.failure_times if t > rescued_at + 0.5]
         self.assertEqual(late, [], load.notes)
         self.assertTrue(set(load.failures) <= {"reset", "short_read"}, load.notes)
