@@ -61,6 +61,43 @@ check "still serving after refused reload" "curl -sf -o /dev/null http://127.0.0
 journalctl -u moltd --no-pager | grep -i -m3 'refus\|invalid\|line'
 cp /root/good.conf /etc/molt/moltd.conf
 check "corrected reload succeeds" "systemctl reload moltd"
+# A deploy that starts fine and whose workers crash two seconds after they
+# serve: systemctl reload waits through probation and fails with the
+# server's reason, and the last good binary (replaced on disk) serves again
+# under the same MainPID.
+cp /usr/sbin/moltd /usr/sbin/moltd.good  # not in /root: ProtectHome=yes hides it from the unit
+bad_gen=$(( $(field "['generation']") + 1 ))
+cat > /usr/sbin/moltd.new <<EOF
+#!/bin/sh
+case " \$* " in *" --check-config "*|*" -t "*) exec /usr/sbin/moltd.good "\$@";; esac
+( sleep 2
+  for w in \$(cat /proc/\$\$/task/\$\$/children); do
+    case \$(cat /proc/\$w/comm) in moltd-w$bad_gen.*) kill -SEGV \$w;; esac
+  done ) &
+exec /usr/sbin/moltd.good "\$@"
+EOF
+chmod 755 /usr/sbin/moltd.new; mv /usr/sbin/moltd.new /usr/sbin/moltd
+load 60 > /root/load2 & lp=$!
+t0=$SECONDS
+systemctl reload moltd; rc=$?
+echo "systemctl reload of the crashing deploy: exit $rc after $((SECONDS - t0)) s"
+touch /root/stop-load; wait $lp; read n bad < /root/load2
+echo "load during the bad deploy: $n requests, $bad failed"
+check "systemctl reload reports the rollback" "[ $rc != 0 ]"
+check "molt-init's exit 5 reached systemd" "journalctl -u moltd --no-pager | grep -q 'status=5'"
+check "still active after the rollback" "systemctl is-active -q moltd"
+check "MainPID unchanged after the rollback" "[ \$(systemctl show -p MainPID --value moltd) = $pid ]"
+check "/status says rolled_back" "[ \$(field \"['last_reload']['result']\") = rolled_back ]"
+echo "reason: $(field "['last_reload']['reason']")"
+echo "StatusText: $(systemctl show -p StatusText --value moltd)"
+check "STATUS= says rolled back" "systemctl show -p StatusText --value moltd | grep -q 'rolled back'"
+echo "binary: $(readlink /proc/$pid/exe)"
+check "the last good binary runs, not the deploy's" "[ \"\$(readlink /proc/$pid/exe)\" != /usr/sbin/moltd.good ]"
+check "serving after the rollback" "curl -sf -o /dev/null http://127.0.0.1:8080/v1/b/k1"
+# A sequential client: at most one request in flight on each crashed worker.
+check "only requests in flight on the crashed workers failed" "[ $bad -le 2 ] && [ $n -gt 0 ]"
+cp /usr/sbin/moltd.good /usr/sbin/moltd
+check "a reload with the good build back succeeds" "systemctl reload moltd"
 g=$(field "['generation']")
 check "SIGHUP through systemctl kill reloads" "systemctl kill -s HUP --kill-who=main moltd && wait_until 10 '[ \$(field \"[\\\"generation\\\"]\") -gt $g ]'"
 check "journal has moltd lines" "journalctl -u moltd --no-pager | grep -q moltd"
