@@ -43,6 +43,13 @@ BOOST_AUTO_TEST_CASE(generations_and_draining) {
   // Draining twice changes nothing.
   BOOST_TEST(r.startDraining(1, 20, 90).empty());
   BOOST_TEST(r.find(88)->killAt == 70.0);
+  // The master clears the deadline of a worker it has killed: killed but
+  // not yet reaped, it is neither killed nor counted again.
+  r.find(88)->killAt = 0;
+  BOOST_TEST(r.overdue(1000) == std::vector<pid_t>({89}));
+  r.find(89)->killAt = 0;
+  BOOST_TEST(r.overdue(1000).empty());
+  BOOST_TEST(!r.nextKillAt());
 }
 
 BOOST_AUTO_TEST_CASE(unknown_pids_are_not_workers) {
