@@ -110,9 +110,16 @@ class Smuggling(unittest.TestCase):
                 with self.subTest(te=te, headers=headers):
                     self.assert_single_answer(request("PUT", "/v1/h/x", headers, body), 501,
                                               b"not supported")
+        # On two lines it is the same coding list, with the same answer.
         self.assert_single_answer(request("PUT", "/v1/h/x", [("Transfer-Encoding", "chunked"),
                                                              ("Transfer-Encoding", "chunked")],
-                                          b"0\r\n\r\n" + SMUGGLED), 400)
+                                          b"0\r\n\r\n" + SMUGGLED), 501,
+                                  b"transfer coding 'chunked, chunked' is not supported")
+        body = b"0\r\n\r\n" + SMUGGLED
+        self.assert_single_answer(request("PUT", "/v1/h/x", [("Transfer-Encoding", "chunked"),
+                                                             ("Transfer-Encoding", "chunked"),
+                                                             ("Content-Length", str(len(body)))],
+                                          body), 400, b"together with Content-Length")
 
     def test_conflicting_and_malformed_content_length(self):
         cases = [
@@ -231,6 +238,16 @@ class Smuggling(unittest.TestCase):
         head = "GET /healthcheck HTTP/1.1\r\nHost: x\r\nX: a\r\n %s\r\n\r\n" % ("b" * 5000)
         self.assert_single_answer(head.encode() + body, 400, b"obs-fold")
         self.assertEqual(self.server.request("GET", "/v1/h/fold")[0], 404)
+        # In chunked trailers too, a hop may pass them on as fields. Trailers
+        # without a fold are taken.
+        chunked = "PUT /v1/h/fold HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+        for trailers in ("X-T: a\r\n b\r\n", "X-T:\r\n b\r\n", "X-T: a\r\n\tb\r\nX-U: c\r\n"):
+            with self.subTest(trailers=trailers):
+                self.assert_single_answer((chunked + trailers + "\r\n").encode() + body, 400, b"obs-fold")
+        self.assertEqual(self.server.request("GET", "/v1/h/fold")[0], 404)
+        got, _ = exchange(self.server, (chunked + "X-T: a\r\nX-U: b\r\n\r\n").encode(), timeout=5, shut=True)
+        self.assertEqual([g[0] for g in got], [201])
+        self.assertEqual(self.server.request("GET", "/v1/h/fold")[2], b"abc")
 
 
 # Every method moltd knows, and some it does not.

@@ -79,9 +79,10 @@ void Request::clear() {
 
 bool isPlainChunked(std::string_view value) { return equalsNoCase(trimBlanks(value), "chunked"); }
 
-std::vector<std::string> transferEncodingValues(std::string_view block) {
+// The values of every `name:` line of a header block (name lower case,
+// with its colon).
+std::vector<std::string> fieldValues(std::string_view block, std::string_view kName) {
   std::vector<std::string> values;
-  constexpr std::string_view kName = "transfer-encoding:";
   size_t pos = block.find("\r\n");  // skip the request line
   while (pos != std::string_view::npos && pos + 2 < block.size()) {
     size_t start = pos + 2;
@@ -334,9 +335,18 @@ size_t RequestParser::feed(std::string_view data, RequestProblem& problem) {
         problem = {400, ec == http::error::bad_content_length
                             ? "invalid or conflicting Content-Length"
                             : "Transfer-Encoding together with Content-Length"};
-        if (!is_header_done())
-          for (const auto& te : transferEncodingValues(data))
+        if (!is_header_done()) {
+          auto codings = fieldValues(data, "transfer-encoding:");
+          for (const auto& te : codings)
             if (!isPlainChunked(te)) problem = {501, "transfer coding '" + te + "' is not supported"};
+          // chunked on two lines is chunked applied twice, as on one line.
+          if (ec == http::error::bad_transfer_encoding && problem.status == 400 && codings.size() > 1 &&
+              fieldValues(data, "content-length:").empty()) {
+            std::string all;
+            for (const auto& te : codings) all += (all.empty() ? "" : ", ") + te;
+            problem = {501, "transfer coding '" + all + "' is not supported"};
+          }
+        }
       } else if (ec == http::error::bad_chunk || ec == http::error::bad_chunk_extension) {
         problem = {400, "malformed chunked body: invalid chunk size or chunk data longer than its size"};
       } else {
@@ -394,11 +404,11 @@ void RequestParser::on_request_impl(http::verb, boost::beast::string_view method
 
 void RequestParser::on_field_impl(http::field name, boost::beast::string_view nameText,
                                   boost::beast::string_view value, boost::beast::error_code& ec) {
-  if (is_header_done()) return;  // a chunked trailer: nothing in it is used
   // RFC 9112 5.2: folding is refused rather than unfolded: a hop in front
   // that reads the folded line as a field of its own (or drops it) would
   // frame the message otherwise. Beast hands a folded value from a buffer
-  // of its own, or, when the first line is empty, from after the CRLF.
+  // of its own, or, when the first line is empty, from after the CRLF. In
+  // chunked trailers too: a hop may pass them on as fields.
   {
     std::less<const char*> before;
     const char* nameEnd = nameText.data() + nameText.size();
@@ -411,6 +421,7 @@ void RequestParser::on_field_impl(http::field name, boost::beast::string_view na
       return;
     }
   }
+  if (is_header_done()) return;  // a chunked trailer: nothing in it is used
   if (nameText.size() > limits_.maxFieldBytes) {
     fieldProblem_ = {431, "a header field name is longer than " +
                               std::to_string(limits_.maxFieldBytes) + " bytes"};
