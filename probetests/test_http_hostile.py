@@ -3,6 +3,7 @@ smuggling, malformed framing, unsupported versions, slow clients, oversized
 headers and the connection cap. Each case sends the exact bytes and asserts
 the exact answer, then checks that nothing stored was harmed."""
 import concurrent.futures
+import datetime
 import email.utils
 import fcntl
 import itertools
@@ -812,6 +813,15 @@ class Framing(unittest.TestCase):
             return {"imf": time.strftime("%a, %d %b %Y %H:%M:%S GMT", t),
                     "rfc850": time.strftime("%A, %d-%b-%y %H:%M:%S GMT", t),
                     "asctime": time.strftime("%a %b ", t) + ("%2d" % t.tm_mday) + time.strftime(" %H:%M:%S %Y", t)}[form]
+        def fifty_years(days):
+            # RFC 850's form of the day `days` away from 50 years from now.
+            now = datetime.datetime.now(datetime.timezone.utc)
+            try:
+                ahead = now.replace(year=now.year + 50)
+            except ValueError:  # 29 February
+                ahead = now.replace(year=now.year + 50, day=28)
+            ahead += datetime.timedelta(days=days)
+            return ahead.strftime("%A, %d-%b-%y %H:%M:%S GMT")
         ranged = [("Range", "bytes=2-4")]
         cases = [
             (ranged + [("If-Range", etag)], 206, b"234"),
@@ -838,6 +848,9 @@ class Framing(unittest.TestCase):
             # RFC 850's two-digit year: 70 is 2070, not more than 50 years ahead.
             ([("If-Unmodified-Since", "Thursday, 01-Jan-70 00:00:00 GMT")], 200, b"0123456789"),
             ([("If-Modified-Since", "Thursday, 01-Jan-70 00:00:00 GMT")], 304, b""),
+            # The 50 years are counted by the timestamp, not by the year.
+            ([("If-Unmodified-Since", fifty_years(-2))], 200, b"0123456789"),
+            ([("If-Unmodified-Since", fifty_years(2))], 412, None),
             # Dates that are none: ignored.
             ([("If-Modified-Since", "Fri, 30 Feb 2100 00:00:00 GMT")], 200, b"0123456789"),
             ([("If-Modified-Since", "Fri, 31 Dec 2100 23:59:60 GMT")], 200, b"0123456789"),

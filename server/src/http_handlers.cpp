@@ -334,15 +334,19 @@ std::optional<int64_t> parseHttpDate(std::string_view text) {
     const char* end = strptime(copy.c_str(), form.format, &parts);
     if (end == nullptr || *end != '\0') continue;
     if (form.format == kRfc850) {
-      // RFC 9110 5.6.7: a two-digit year more than 50 years ahead is the
-      // latest past year with those digits.
+      // RFC 9110 5.6.7: a two-digit year whose timestamp appears more than
+      // 50 years ahead is the latest past year with those digits.
       tm now{};
       time_t clock = time(nullptr);
       gmtime_r(&clock, &now);
       int thisYear = now.tm_year + 1900;
-      int year = thisYear - thisYear % 100 + parts.tm_year % 100;
-      if (year > thisYear + 50) year -= 100;
-      parts.tm_year = year - 1900;
+      tm candidate = parts;
+      candidate.tm_year = thisYear - thisYear % 100 + parts.tm_year % 100 - 1900;
+      tm limit = now;
+      limit.tm_year += 50;
+      tm probe = candidate;
+      if (timegm(&probe) > timegm(&limit)) candidate.tm_year -= 100;
+      parts.tm_year = candidate.tm_year;
     }
     const tm asked = parts;
     errno = 0;
